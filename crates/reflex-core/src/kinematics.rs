@@ -1,0 +1,582 @@
+//! The arm's kinematic and inertial model, read from a URDF: forward kinematics, the geometric
+//! Jacobian of the tool centre point, and gravity torques for compensation.
+//!
+//! The simulator's controllers and the real-robot bridges use this same model, so an
+//! end-effector action means the same joint motion everywhere. All queries write into caller
+//! buffers and allocate nothing.
+
+use crate::types::ARM_DOF;
+use nalgebra::{Isometry3, Matrix6xX, SMatrix, Translation3, UnitQuaternion, Vector3};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// 6 x 7 geometric Jacobian: rows are linear (x, y, z) then angular (x, y, z) velocity.
+pub type Jacobian = SMatrix<f64, 6, ARM_DOF>;
+
+/// Errors building a model from a URDF. Each names the file and the element at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file could not be read.
+    #[error("{path}: cannot read URDF: {source}")]
+    Io {
+        /// The URDF file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The XML is not a valid URDF.
+    #[error("{path}: invalid URDF: {message}")]
+    Parse {
+        /// The URDF file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The URDF is well formed but does not describe the arm we need.
+    #[error("{path}: {element}: {message}")]
+    Structure {
+        /// The URDF file.
+        path: PathBuf,
+        /// The link or joint at fault, e.g. `joint "joint4"`.
+        element: String,
+        /// What was expected.
+        message: String,
+    },
+}
+
+/// Position, velocity and effort limits of one joint, from its `<limit>` element.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JointLimits {
+    /// Lower position limit, radians (metres for prismatic joints).
+    pub lower: f64,
+    /// Upper position limit, radians (metres for prismatic joints).
+    pub upper: f64,
+    /// Velocity limit, rad/s (m/s for prismatic joints).
+    pub velocity: f64,
+    /// Effort limit, N m (N for prismatic joints).
+    pub effort: f64,
+}
+
+#[derive(Clone, Debug)]
+struct ChainJoint {
+    /// Pose of the joint frame in the previous chain link's frame (at q = 0).
+    origin: Isometry3<f64>,
+    /// Rotation axis in the joint frame (unit).
+    axis: Vector3<f64>,
+    /// Mass carried by the child link, including every rigidly attached descendant off the chain.
+    mass_kg: f64,
+    /// Centre of that mass in the child link frame.
+    com: Vector3<f64>,
+}
+
+/// The parallel-jaw gripper: two prismatic finger joints, the width is their sum.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GripperModel {
+    /// Names of the finger joints.
+    pub finger_joints: [String; 2],
+    /// Limits of one finger (the width limit is twice these).
+    pub finger_limits: JointLimits,
+}
+
+impl GripperModel {
+    /// Widest opening, metres.
+    pub fn max_width_m(&self) -> f64 {
+        2.0 * self.finger_limits.upper
+    }
+}
+
+/// Joint-space kinematic and inertial model of a 7-DoF arm plus gripper.
+#[derive(Clone, Debug)]
+pub struct ArmModel {
+    /// Names of the 7 arm joints, base to tip.
+    pub joint_names: [String; ARM_DOF],
+    /// Their limits.
+    pub limits: [JointLimits; ARM_DOF],
+    /// The link the chain starts at (fixed to the world).
+    pub base_link: String,
+    /// The tool-centre-point link.
+    pub tcp_link: String,
+    /// The gripper, if the URDF has two prismatic finger joints under the tool.
+    pub gripper: Option<GripperModel>,
+    joints: [ChainJoint; ARM_DOF],
+    /// Pose of the TCP in the last chain link's frame.
+    tcp_offset: Isometry3<f64>,
+}
+
+/// Frames computed by forward kinematics.
+#[derive(Clone, Copy, Debug)]
+pub struct Frames {
+    /// Pose of each joint's child link in the base frame.
+    pub links: [Isometry3<f64>; ARM_DOF],
+    /// Pose of the TCP in the base frame.
+    pub tcp: Isometry3<f64>,
+}
+
+impl Default for Frames {
+    fn default() -> Self {
+        Self {
+            links: [Isometry3::identity(); ARM_DOF],
+            tcp: Isometry3::identity(),
+        }
+    }
+}
+
+fn origin_to_isometry(o: &urdf_rs::Pose) -> Isometry3<f64> {
+    Isometry3::from_parts(
+        Translation3::new(o.xyz[0], o.xyz[1], o.xyz[2]),
+        UnitQuaternion::from_euler_angles(o.rpy[0], o.rpy[1], o.rpy[2]),
+    )
+}
+
+impl ArmModel {
+    /// Reads the URDF at `path` and extracts the chain from `base_link` to `tcp_link`.
+    pub fn from_urdf_file(
+        path: &Path,
+        base_link: &str,
+        tcp_link: &str,
+    ) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_urdf_str(&text, path, base_link, tcp_link)
+    }
+
+    /// Parses URDF text; `path` is used only in error messages.
+    pub fn from_urdf_str(
+        text: &str,
+        path: &Path,
+        base_link: &str,
+        tcp_link: &str,
+    ) -> Result<Self, ModelError> {
+        let robot = urdf_rs::read_from_string(text).map_err(|e| ModelError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let err = |element: String, message: String| ModelError::Structure {
+            path: path.to_owned(),
+            element,
+            message,
+        };
+        let links: HashMap<&str, &urdf_rs::Link> =
+            robot.links.iter().map(|l| (l.name.as_str(), l)).collect();
+        for j in &robot.joints {
+            for l in [&j.parent.link, &j.child.link] {
+                if !links.contains_key(l.as_str()) {
+                    return Err(err(
+                        format!("joint \"{}\"", j.name),
+                        format!("refers to link \"{l}\", which is not defined"),
+                    ));
+                }
+            }
+        }
+        let parent_joint: HashMap<&str, &urdf_rs::Joint> = robot
+            .joints
+            .iter()
+            .map(|j| (j.child.link.as_str(), j))
+            .collect();
+        if !links.contains_key(tcp_link) {
+            return Err(err(
+                format!("link \"{tcp_link}\""),
+                "the tool-centre-point link is not defined".into(),
+            ));
+        }
+        // Walk from the TCP up to the base, collecting joints.
+        let mut chain: Vec<&urdf_rs::Joint> = Vec::new();
+        let mut cur = tcp_link;
+        while cur != base_link {
+            let Some(j) = parent_joint.get(cur) else {
+                return Err(err(
+                    format!("link \"{tcp_link}\""),
+                    format!("is not below base link \"{base_link}\""),
+                ));
+            };
+            chain.push(j);
+            cur = j.parent.link.as_str();
+            if chain.len() > robot.joints.len() {
+                return Err(err("joints".into(), "the joint tree has a cycle".into()));
+            }
+        }
+        chain.reverse();
+
+        // Split the chain into moving joints, folding fixed joints into the next origin.
+        let mut pending = Isometry3::identity();
+        let mut moving: Vec<(&urdf_rs::Joint, Isometry3<f64>)> = Vec::new();
+        for j in &chain {
+            let o = pending * origin_to_isometry(&j.origin);
+            match j.joint_type {
+                urdf_rs::JointType::Fixed => pending = o,
+                urdf_rs::JointType::Revolute => {
+                    moving.push((j, o));
+                    pending = Isometry3::identity();
+                }
+                _ => {
+                    return Err(err(
+                        format!("joint \"{}\"", j.name),
+                        "arm joints must be revolute or fixed".into(),
+                    ))
+                }
+            }
+        }
+        if moving.len() != ARM_DOF {
+            return Err(err(
+                format!("chain \"{base_link}\" -> \"{tcp_link}\""),
+                format!("expected {ARM_DOF} revolute joints, found {}", moving.len()),
+            ));
+        }
+        let tcp_offset = pending;
+
+        // Children of each link, to fold off-chain descendants into chain links' masses.
+        let mut children: HashMap<&str, Vec<&urdf_rs::Joint>> = HashMap::new();
+        for j in &robot.joints {
+            children.entry(j.parent.link.as_str()).or_default().push(j);
+        }
+        let chain_links: Vec<&str> = moving.iter().map(|(j, _)| j.child.link.as_str()).collect();
+
+        let mut joints = Vec::with_capacity(ARM_DOF);
+        let mut names = Vec::with_capacity(ARM_DOF);
+        let mut limits = Vec::with_capacity(ARM_DOF);
+        for (i, (j, origin)) in moving.iter().enumerate() {
+            let axis = Vector3::new(j.axis.xyz[0], j.axis.xyz[1], j.axis.xyz[2]);
+            let norm = axis.norm();
+            if !(norm > 1e-9) || !norm.is_finite() {
+                return Err(err(
+                    format!("joint \"{}\"", j.name),
+                    "axis must be a non-zero finite vector".into(),
+                ));
+            }
+            let l = &j.limit;
+            if !(l.lower < l.upper) || !(l.velocity > 0.0) || !(l.effort > 0.0) {
+                return Err(err(
+                    format!("joint \"{}\" <limit>", j.name),
+                    format!(
+                        "needs lower < upper and positive velocity and effort, got lower {} upper {} velocity {} effort {}",
+                        l.lower, l.upper, l.velocity, l.effort
+                    ),
+                ));
+            }
+            // Mass of this chain link plus everything below it that is not the next chain link.
+            let next = chain_links.get(i + 1).copied();
+            let (mass, moment) = accumulate_mass(
+                j.child.link.as_str(),
+                Isometry3::identity(),
+                next,
+                &links,
+                &children,
+            );
+            let com = if mass > 0.0 {
+                moment / mass
+            } else {
+                Vector3::zeros()
+            };
+            joints.push(ChainJoint {
+                origin: *origin,
+                axis: axis / norm,
+                mass_kg: mass,
+                com,
+            });
+            names.push(j.name.clone());
+            limits.push(JointLimits {
+                lower: l.lower,
+                upper: l.upper,
+                velocity: l.velocity,
+                effort: l.effort,
+            });
+        }
+
+        // Gripper: two prismatic joints whose parent is on the path from the last arm joint
+        // to the TCP (or the last chain link itself).
+        let mut tool_links: Vec<&str> = vec![chain_links[ARM_DOF - 1]];
+        let mut after_arm = false;
+        for j in &chain {
+            if after_arm {
+                tool_links.push(j.child.link.as_str());
+            }
+            if j.name == moving[ARM_DOF - 1].0.name {
+                after_arm = true;
+            }
+        }
+        let fingers: Vec<&urdf_rs::Joint> = robot
+            .joints
+            .iter()
+            .filter(|j| {
+                matches!(j.joint_type, urdf_rs::JointType::Prismatic)
+                    && tool_links.contains(&j.parent.link.as_str())
+            })
+            .collect();
+        let gripper = match fingers.as_slice() {
+            [] => None,
+            [a, b] => {
+                let l = &a.limit;
+                if !(l.lower < l.upper) || !(l.effort > 0.0) || !(l.velocity > 0.0) {
+                    return Err(err(
+                        format!("joint \"{}\" <limit>", a.name),
+                        "finger joints need lower < upper and positive velocity and effort".into(),
+                    ));
+                }
+                Some(GripperModel {
+                    finger_joints: [a.name.clone(), b.name.clone()],
+                    finger_limits: JointLimits {
+                        lower: l.lower,
+                        upper: l.upper,
+                        velocity: l.velocity,
+                        effort: l.effort,
+                    },
+                })
+            }
+            more => {
+                return Err(err(
+                    "gripper".into(),
+                    format!(
+                        "expected 0 or 2 prismatic finger joints, found {}",
+                        more.len()
+                    ),
+                ))
+            }
+        };
+
+        let to_array = |v: Vec<String>| -> [String; ARM_DOF] {
+            v.try_into()
+                .unwrap_or_else(|_| unreachable!("length checked above"))
+        };
+        Ok(Self {
+            joint_names: to_array(names),
+            limits: limits
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("length checked above")),
+            base_link: base_link.to_owned(),
+            tcp_link: tcp_link.to_owned(),
+            gripper,
+            joints: joints
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("length checked above")),
+            tcp_offset,
+        })
+    }
+
+    /// Forward kinematics: fills `out` with link and TCP poses in the base frame.
+    pub fn forward(&self, q: &[f64; ARM_DOF], out: &mut Frames) {
+        let mut t = Isometry3::identity();
+        for (i, j) in self.joints.iter().enumerate() {
+            let rot = UnitQuaternion::from_scaled_axis(j.axis * q[i]);
+            t = t * j.origin * Isometry3::from_parts(Translation3::identity(), rot);
+            out.links[i] = t;
+        }
+        out.tcp = t * self.tcp_offset;
+    }
+
+    /// Pose of the TCP in the base frame.
+    pub fn tcp_pose(&self, q: &[f64; ARM_DOF]) -> Isometry3<f64> {
+        let mut f = Frames::default();
+        self.forward(q, &mut f);
+        f.tcp
+    }
+
+    /// Geometric Jacobian of the TCP (base frame) from frames computed by [`Self::forward`].
+    pub fn jacobian(&self, frames: &Frames, out: &mut Jacobian) {
+        let p_tcp = frames.tcp.translation.vector;
+        for (i, j) in self.joints.iter().enumerate() {
+            let z = frames.links[i].rotation * j.axis;
+            let p = frames.links[i].translation.vector;
+            let v = z.cross(&(p_tcp - p));
+            for r in 0..3 {
+                out[(r, i)] = v[r];
+                out[(r + 3, i)] = z[r];
+            }
+        }
+    }
+
+    /// Joint torques that hold the arm still against `gravity_m_s2` (base frame), N m.
+    pub fn gravity_compensation(
+        &self,
+        frames: &Frames,
+        gravity_m_s2: Vector3<f64>,
+        out: &mut [f64; ARM_DOF],
+    ) {
+        // Torque gravity exerts about joint i is the sum over links k >= i of
+        // (z_i x (c_k - p_i)) . (m_k g); compensation is its negative.
+        for (i, ji) in self.joints.iter().enumerate() {
+            let z = frames.links[i].rotation * ji.axis;
+            let p = frames.links[i].translation.vector;
+            let mut tau = 0.0;
+            for (k, jk) in self.joints.iter().enumerate().skip(i) {
+                let c = frames.links[k] * nalgebra::Point3::from(jk.com);
+                tau += z.cross(&(c.coords - p)).dot(&(gravity_m_s2 * jk.mass_kg));
+            }
+            out[i] = -tau;
+        }
+    }
+
+    /// Clamps `q` into the joint limits shrunk by `margin_rad` on each side.
+    pub fn clamp_to_limits(&self, q: &mut [f64; ARM_DOF], margin_rad: f64) {
+        for (v, l) in q.iter_mut().zip(&self.limits) {
+            let lo = l.lower + margin_rad;
+            let hi = (l.upper - margin_rad).max(lo);
+            *v = v.clamp(lo, hi);
+        }
+    }
+
+    /// Total mass carried by the chain, kilograms.
+    pub fn moving_mass_kg(&self) -> f64 {
+        self.joints.iter().map(|j| j.mass_kg).sum()
+    }
+
+    /// Jacobian as a dynamically sized matrix (for diagnostics and tests).
+    pub fn jacobian_dyn(&self, q: &[f64; ARM_DOF]) -> Matrix6xX<f64> {
+        let mut f = Frames::default();
+        self.forward(q, &mut f);
+        let mut j = Jacobian::zeros();
+        self.jacobian(&f, &mut j);
+        Matrix6xX::from_column_slice(j.as_slice())
+    }
+}
+
+/// Mass and first moment of `link` and its descendants (stopping at `stop`), in `link`'s frame.
+fn accumulate_mass(
+    link: &str,
+    pose: Isometry3<f64>,
+    stop: Option<&str>,
+    links: &HashMap<&str, &urdf_rs::Link>,
+    children: &HashMap<&str, Vec<&urdf_rs::Joint>>,
+) -> (f64, Vector3<f64>) {
+    let mut mass = 0.0;
+    let mut moment = Vector3::zeros();
+    if let Some(l) = links.get(link) {
+        let m = l.inertial.mass.value;
+        let c = pose * origin_to_isometry(&l.inertial.origin).translation.vector;
+        mass += m;
+        moment += c * m;
+    }
+    for j in children.get(link).map(|v| v.as_slice()).unwrap_or(&[]) {
+        if Some(j.child.link.as_str()) == stop {
+            continue;
+        }
+        let (m, mo) = accumulate_mass(
+            j.child.link.as_str(),
+            pose * origin_to_isometry(&j.origin),
+            stop,
+            links,
+            children,
+        );
+        mass += m;
+        moment += mo;
+    }
+    (mass, moment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> ArmModel {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../urdf/reflex_arm.urdf");
+        ArmModel::from_urdf_file(&path, "link0", "tcp").expect("the shipped URDF loads")
+    }
+
+    #[test]
+    fn shipped_arm_has_seven_joints_with_panda_class_limits() {
+        let m = model();
+        assert_eq!(m.joint_names[0], "joint1");
+        assert_eq!(m.joint_names[6], "joint7");
+        assert!((m.limits[3].lower - (-3.0718)).abs() < 1e-9);
+        assert!((m.limits[3].upper - (-0.0698)).abs() < 1e-9);
+        assert_eq!(m.limits[0].effort, 87.0);
+        assert_eq!(m.limits[6].effort, 12.0);
+        let g = m.gripper.as_ref().expect("gripper");
+        assert!((g.max_width_m() - 0.08).abs() < 1e-12);
+        // Links 1..7 plus flange, hand and fingers (the base does not move).
+        assert!(
+            (m.moving_mass_kg() - 16.8221).abs() < 1e-6,
+            "{}",
+            m.moving_mass_kg()
+        );
+    }
+
+    #[test]
+    fn zero_pose_tcp_matches_the_published_geometry() {
+        // At q = 0 the arm points straight up with the wrist offset: x = a4 - a5 + a7 = 0.088,
+        // z = d1 + d3 + d5 - d7 - hand = 0.333 + 0.316 + 0.384 - 0.107 - 0.1034.
+        let m = model();
+        let t = m.tcp_pose(&[0.0; ARM_DOF]);
+        assert!((t.translation.x - 0.088).abs() < 1e-9, "{t}");
+        assert!(t.translation.y.abs() < 1e-9, "{t}");
+        assert!((t.translation.z - (0.333 + 0.316 + 0.384 - 0.107 - 0.1034)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn jacobian_matches_finite_differences() {
+        let m = model();
+        let q = [0.1, -0.4, 0.2, -2.0, 0.1, 1.7, 0.6];
+        let j = m.jacobian_dyn(&q);
+        let h = 1e-7;
+        let t0 = m.tcp_pose(&q);
+        for c in 0..ARM_DOF {
+            let mut qp = q;
+            qp[c] += h;
+            let t1 = m.tcp_pose(&qp);
+            let dp = (t1.translation.vector - t0.translation.vector) / h;
+            let dr = (t1.rotation * t0.rotation.inverse()).scaled_axis() / h;
+            for r in 0..3 {
+                assert!((j[(r, c)] - dp[r]).abs() < 1e-5, "lin {r},{c}");
+                assert!((j[(r + 3, c)] - dr[r]).abs() < 1e-5, "ang {r},{c}");
+            }
+        }
+    }
+
+    #[test]
+    fn gravity_torque_is_the_gradient_of_potential_energy() {
+        // tau_comp = dV/dq where V = sum m g z_com; check by finite differences.
+        let m = model();
+        let g = Vector3::new(0.0, 0.0, -9.81);
+        let q = [0.3, -0.5, 0.1, -2.2, 0.2, 1.5, 0.4];
+        let potential = |q: &[f64; ARM_DOF]| {
+            let mut f = Frames::default();
+            m.forward(q, &mut f);
+            m.joints
+                .iter()
+                .enumerate()
+                .map(|(k, jk)| {
+                    -(f.links[k] * nalgebra::Point3::from(jk.com)).coords.dot(&g) * jk.mass_kg
+                })
+                .sum::<f64>()
+        };
+        let mut f = Frames::default();
+        m.forward(&q, &mut f);
+        let mut tau = [0.0; ARM_DOF];
+        m.gravity_compensation(&f, g, &mut tau);
+        for c in 0..ARM_DOF {
+            let mut qp = q;
+            qp[c] += 1e-6;
+            let mut qm = q;
+            qm[c] -= 1e-6;
+            let d = (potential(&qp) - potential(&qm)) / 2e-6;
+            assert!((tau[c] - d).abs() < 1e-4, "joint {c}: {} vs {}", tau[c], d);
+        }
+        assert!(tau[1].abs() > 1.0, "the shoulder carries load at this pose");
+    }
+
+    #[test]
+    fn bad_urdf_names_the_file_and_joint() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../urdf/reflex_arm.urdf"),
+        )
+        .unwrap();
+        let broken = text.replacen(
+            r#"lower="-3.0718" upper="-0.0698""#,
+            r#"lower="0.5" upper="-0.0698""#,
+            1,
+        );
+        let e = ArmModel::from_urdf_str(&broken, Path::new("arm.urdf"), "link0", "tcp")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("arm.urdf") && e.contains("joint4"), "{e}");
+        let e = ArmModel::from_urdf_str("<robot", Path::new("x.urdf"), "link0", "tcp")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.urdf: invalid URDF"), "{e}");
+        let e = ArmModel::from_urdf_str(&text, Path::new("a.urdf"), "link0", "nope")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"nope\""), "{e}");
+    }
+}

@@ -1,0 +1,34 @@
+//! # reflex-core
+//!
+//! The vocabulary every other Reflex crate speaks, and nothing else: fixed-size observation,
+//! action and command types; the `Robot` and `Policy` traits; lock-free bounded queues with a
+//! declared overflow rule; the safety limits the runtime enforces; and the arm's kinematic model
+//! read from a URDF. No simulator, ROS or learning code depends in here, so a real-robot bridge
+//! and the simulator share these types exactly.
+//!
+//! ```
+//! use reflex_core::{ArmModel, SafetyLimits, BoundedQueue, Overflow, Pushed};
+//! let urdf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../urdf/reflex_arm.urdf");
+//! let arm = ArmModel::from_urdf_file(&urdf, "link0", "tcp").unwrap();
+//! let tcp = arm.tcp_pose(&[0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8]);
+//! assert!(tcp.translation.z > 0.0);
+//! let limits = SafetyLimits::from_model(&arm);
+//! limits.validate().unwrap();
+//! let q = BoundedQueue::new(2, Overflow::DropOldest);
+//! assert_eq!(q.push(1), Pushed::Stored);
+//! ```
+
+mod kinematics;
+mod queue;
+mod robot;
+mod safety;
+mod types;
+
+pub use kinematics::{ArmModel, Frames, GripperModel, Jacobian, JointLimits, ModelError};
+pub use queue::{BoundedQueue, LatestCell, Overflow, Pushed, QueueStats};
+pub use robot::{Policy, Robot, RobotError};
+pub use safety::{LimitsError, SafetyLimits};
+pub use types::{
+    Action, ActionSpace, FlatObs, JointCommand, ObjectState, Observation, Pose, RobotState,
+    ARM_DOF, MAX_ACTION_DIM, MAX_KEYPOINTS, MAX_OBJECTS, MAX_OBS_DIM,
+};

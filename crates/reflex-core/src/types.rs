@@ -1,0 +1,311 @@
+//! Fixed-size observation, action and command types. Nothing here allocates, so every type can
+//! live in a preallocated buffer on the control path.
+
+use serde::{Deserialize, Serialize};
+
+/// Joints of the arm (the gripper is commanded separately).
+pub const ARM_DOF: usize = 7;
+/// Largest action any action space uses (joint deltas + gripper).
+pub const MAX_ACTION_DIM: usize = 8;
+/// Largest flat observation vector a task may declare.
+pub const MAX_OBS_DIM: usize = 64;
+/// Most objects a task may declare.
+pub const MAX_OBJECTS: usize = 4;
+/// Most named keypoints a task may declare.
+pub const MAX_KEYPOINTS: usize = 8;
+
+/// A rigid pose: position in metres and orientation as a unit quaternion `[x, y, z, w]`
+/// (the ROS order).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pose {
+    /// Position, metres.
+    pub position_m: [f64; 3],
+    /// Unit quaternion, `[x, y, z, w]`.
+    pub quat_xyzw: [f64; 4],
+}
+
+impl Default for Pose {
+    fn default() -> Self {
+        Self {
+            position_m: [0.0; 3],
+            quat_xyzw: [0.0, 0.0, 0.0, 1.0],
+        }
+    }
+}
+
+impl Pose {
+    /// Converts to a nalgebra isometry.
+    pub fn to_isometry(&self) -> nalgebra::Isometry3<f64> {
+        let [x, y, z, w] = self.quat_xyzw;
+        nalgebra::Isometry3::from_parts(
+            nalgebra::Translation3::new(self.position_m[0], self.position_m[1], self.position_m[2]),
+            nalgebra::UnitQuaternion::from_quaternion(nalgebra::Quaternion::new(w, x, y, z)),
+        )
+    }
+
+    /// Converts from a nalgebra isometry.
+    pub fn from_isometry(iso: &nalgebra::Isometry3<f64>) -> Self {
+        let q = iso.rotation.quaternion();
+        Self {
+            position_m: [iso.translation.x, iso.translation.y, iso.translation.z],
+            quat_xyzw: [q.i, q.j, q.k, q.w],
+        }
+    }
+
+    /// True when every component is finite.
+    pub fn is_finite(&self) -> bool {
+        self.position_m
+            .iter()
+            .chain(&self.quat_xyzw)
+            .all(|v| v.is_finite())
+    }
+}
+
+/// What a robot reports each tick: measured joints, the tool pose and the gripper.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RobotState {
+    /// Measured joint positions, radians.
+    pub joint_pos_rad: [f64; ARM_DOF],
+    /// Measured joint velocities, radians per second.
+    pub joint_vel_rad_s: [f64; ARM_DOF],
+    /// Measured (or simulated) joint torques, newton metres.
+    pub joint_torque_nm: [f64; ARM_DOF],
+    /// Tool centre point in the robot base frame.
+    pub tcp_pose: Pose,
+    /// Distance between the gripper fingers, metres.
+    pub gripper_width_m: f64,
+    /// Time of the measurement on the robot's clock, nanoseconds.
+    pub stamp_ns: u64,
+}
+
+impl RobotState {
+    /// True when every measured value is finite.
+    pub fn is_finite(&self) -> bool {
+        self.joint_pos_rad
+            .iter()
+            .chain(&self.joint_vel_rad_s)
+            .chain(&self.joint_torque_nm)
+            .all(|v| v.is_finite())
+            && self.tcp_pose.is_finite()
+            && self.gripper_width_m.is_finite()
+    }
+}
+
+/// The command a `Robot` executes: joint position setpoints for its impedance controller and a
+/// gripper width.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JointCommand {
+    /// Joint position setpoints, radians.
+    pub joint_pos_rad: [f64; ARM_DOF],
+    /// Gripper width setpoint, metres.
+    pub gripper_width_m: f64,
+}
+
+/// How a policy's action is interpreted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionSpace {
+    /// `[dx, dy, dz, droll, dpitch, dyaw, gripper]`, each in [-1, 1], scaled by the task's
+    /// maximum translation and rotation per policy step; gripper -1 closed, +1 open.
+    #[default]
+    EeDelta,
+    /// `[dq1 .. dq7, gripper]`, each in [-1, 1], scaled by the task's maximum joint step.
+    JointDelta,
+}
+
+impl ActionSpace {
+    /// Number of action components.
+    pub const fn dim(self) -> usize {
+        match self {
+            ActionSpace::EeDelta => 7,
+            ActionSpace::JointDelta => 8,
+        }
+    }
+}
+
+/// A normalised action (components in [-1, 1]); `dim` of the `MAX_ACTION_DIM` slots are used.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Action {
+    values: [f32; MAX_ACTION_DIM],
+    dim: usize,
+}
+
+impl Action {
+    /// A zero action for the given space.
+    pub const fn zeros(space: ActionSpace) -> Self {
+        Self {
+            values: [0.0; MAX_ACTION_DIM],
+            dim: space.dim(),
+        }
+    }
+
+    /// The used components.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.values[..self.dim]
+    }
+
+    /// The used components, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.values[..self.dim]
+    }
+
+    /// Number of used components.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Copies from a slice of the same length. Returns false (and changes nothing) otherwise.
+    pub fn copy_from(&mut self, src: &[f32]) -> bool {
+        if src.len() != self.dim {
+            return false;
+        }
+        self.values[..self.dim].copy_from_slice(src);
+        true
+    }
+
+    /// Replaces non-finite components by zero and clamps the rest to [-1, 1].
+    /// Returns how many components were non-finite.
+    pub fn sanitize(&mut self) -> usize {
+        let mut bad = 0;
+        for v in self.as_mut_slice() {
+            if !v.is_finite() {
+                *v = 0.0;
+                bad += 1;
+            } else {
+                *v = v.clamp(-1.0, 1.0);
+            }
+        }
+        bad
+    }
+}
+
+/// A fixed-capacity f32 vector: the flat observation a network reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlatObs {
+    values: [f32; MAX_OBS_DIM],
+    len: usize,
+}
+
+impl Default for FlatObs {
+    fn default() -> Self {
+        Self {
+            values: [0.0; MAX_OBS_DIM],
+            len: 0,
+        }
+    }
+}
+
+impl FlatObs {
+    /// Empties the vector without touching the storage.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends values; returns false (appending nothing) if they would not fit.
+    pub fn extend_from(&mut self, src: &[f32]) -> bool {
+        if self.len + src.len() > MAX_OBS_DIM {
+            return false;
+        }
+        self.values[self.len..self.len + src.len()].copy_from_slice(src);
+        self.len += src.len();
+        true
+    }
+
+    /// The used values.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.values[..self.len]
+    }
+
+    /// Number of used values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no value is used.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Pose and velocity of one task object (privileged simulator state, or a tracker's estimate).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ObjectState {
+    /// Pose in the robot base frame.
+    pub pose: Pose,
+    /// Linear velocity, metres per second.
+    pub lin_vel_m_s: [f64; 3],
+}
+
+/// Everything a policy may look at in one step. Fixed size; cameras travel separately.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Observation {
+    /// The robot's measured state.
+    pub robot: RobotState,
+    /// Task objects, in task-file order; `num_objects` are valid.
+    pub objects: [ObjectState; MAX_OBJECTS],
+    /// Number of valid entries in `objects`.
+    pub num_objects: usize,
+    /// Named keypoints in the base frame, metres, in task-file order.
+    pub keypoints_m: [[f64; 3]; MAX_KEYPOINTS],
+    /// Number of valid entries in `keypoints_m`.
+    pub num_keypoints: usize,
+    /// The flat vector a network reads (layout documented by the task).
+    pub flat: FlatObs,
+    /// Policy steps since the episode started.
+    pub step: u64,
+}
+
+impl Observation {
+    /// The valid objects.
+    pub fn objects(&self) -> &[ObjectState] {
+        &self.objects[..self.num_objects]
+    }
+
+    /// The valid keypoints.
+    pub fn keypoints(&self) -> &[[f64; 3]] {
+        &self.keypoints_m[..self.num_keypoints]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_replaces_non_finite_and_clamps() {
+        let mut a = Action::zeros(ActionSpace::EeDelta);
+        assert!(a.copy_from(&[f32::NAN, 2.0, -3.0, 0.5, f32::INFINITY, 0.0, -0.25]));
+        assert_eq!(a.sanitize(), 2);
+        assert_eq!(a.as_slice(), &[0.0, 1.0, -1.0, 0.5, 0.0, 0.0, -0.25]);
+    }
+
+    #[test]
+    fn action_rejects_wrong_length() {
+        let mut a = Action::zeros(ActionSpace::JointDelta);
+        assert!(!a.copy_from(&[0.0; 7]));
+        assert_eq!(a.dim(), 8);
+    }
+
+    #[test]
+    fn flat_obs_refuses_overflow() {
+        let mut o = FlatObs::default();
+        assert!(o.extend_from(&[1.0; 60]));
+        assert!(!o.extend_from(&[1.0; 5]));
+        assert_eq!(o.len(), 60);
+    }
+
+    #[test]
+    fn pose_round_trips_through_isometry() {
+        let p = Pose {
+            position_m: [0.1, -0.2, 0.3],
+            quat_xyzw: [0.0, 0.0, (0.5f64).sin(), (0.5f64).cos()],
+        };
+        let back = Pose::from_isometry(&p.to_isometry());
+        for (a, b) in p.position_m.iter().zip(&back.position_m) {
+            assert!((a - b).abs() < 1e-12);
+        }
+        for (a, b) in p.quat_xyzw.iter().zip(&back.quat_xyzw) {
+            assert!((a - b).abs() < 1e-12);
+        }
+    }
+}
