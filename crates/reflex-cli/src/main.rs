@@ -1,1 +1,42 @@
-fn main() {}
+//! The `reflex` command.
+//!
+//! - `reflex sim`: run a policy in the simulator and report its success rate.
+//! - `reflex bench sim`: simulator throughput figures.
+
+mod bench;
+mod sim;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "reflex", version, about = "Robot arms that learn on the job")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a policy in the simulator and report success.
+    Sim(sim::SimArgs),
+    /// Measure throughput.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Sim(args) => sim::run(&args),
+        Command::Bench { what } => bench::run(&what),
+    }
+}

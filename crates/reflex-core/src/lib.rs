@@ -18,6 +18,9 @@
 //! assert_eq!(q.push(1), Pushed::Stored);
 //! ```
 
+// Validation writes `!(x > 0.0)` on purpose: unlike `x <= 0.0`, it also rejects NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 mod kinematics;
 mod queue;
 mod robot;
@@ -30,5 +33,5 @@ pub use robot::{Policy, Robot, RobotError};
 pub use safety::{LimitsError, SafetyLimits};
 pub use types::{
     Action, ActionSpace, FlatObs, JointCommand, ObjectState, Observation, Pose, RobotState,
-    ARM_DOF, MAX_ACTION_DIM, MAX_KEYPOINTS, MAX_OBJECTS, MAX_OBS_DIM,
+    ARM_DOF, MAX_ACTION_DIM, MAX_GOALS, MAX_KEYPOINTS, MAX_OBJECTS, MAX_OBS_DIM,
 };

@@ -218,8 +218,8 @@ mod tests {
         ) {
             let l = limits();
             let mut cmd = JointCommand::default();
-            for i in 0..ARM_DOF {
-                cmd.joint_pos_rad[i] = l.clamp_joint(i, q[i]);
+            for (i, (out, q)) in cmd.joint_pos_rad.iter_mut().zip(q).enumerate() {
+                *out = l.clamp_joint(i, q);
             }
             let [lo, hi] = l.gripper_width_range_m;
             cmd.gripper_width_m = if w.is_finite() { w.clamp(lo, hi) } else { lo };
@@ -230,8 +230,8 @@ mod tests {
         fn workspace_clamp_stays_in_the_box(p in prop::array::uniform3(prop_oneof![any::<f64>(), Just(f64::NAN)])) {
             let l = limits();
             let c = l.clamp_workspace(p);
-            for a in 0..3 {
-                prop_assert!(c[a] >= l.workspace_min_m[a] && c[a] <= l.workspace_max_m[a]);
+            for ((v, lo), hi) in c.iter().zip(&l.workspace_min_m).zip(&l.workspace_max_m) {
+                prop_assert!(v >= lo && v <= hi);
             }
         }
     }

@@ -13,6 +13,8 @@ pub const MAX_OBS_DIM: usize = 64;
 pub const MAX_OBJECTS: usize = 4;
 /// Most named keypoints a task may declare.
 pub const MAX_KEYPOINTS: usize = 8;
+/// Most goal points a task may declare.
+pub const MAX_GOALS: usize = 4;
 
 /// A rigid pose: position in metres and orientation as a unit quaternion `[x, y, z, w]`
 /// (the ROS order).
@@ -249,6 +251,10 @@ pub struct Observation {
     pub keypoints_m: [[f64; 3]; MAX_KEYPOINTS],
     /// Number of valid entries in `keypoints_m`.
     pub num_keypoints: usize,
+    /// Goal points of this episode in the base frame, metres, in task-file order.
+    pub goals_m: [[f64; 3]; MAX_GOALS],
+    /// Number of valid entries in `goals_m`.
+    pub num_goals: usize,
     /// The flat vector a network reads (layout documented by the task).
     pub flat: FlatObs,
     /// Policy steps since the episode started.
@@ -264,6 +270,11 @@ impl Observation {
     /// The valid keypoints.
     pub fn keypoints(&self) -> &[[f64; 3]] {
         &self.keypoints_m[..self.num_keypoints]
+    }
+
+    /// The valid goals.
+    pub fn goals(&self) -> &[[f64; 3]] {
+        &self.goals_m[..self.num_goals]
     }
 }
 

@@ -1,1 +1,55 @@
-//! sim
+//! # reflex-sim
+//!
+//! The simulator every Reflex training run and most tests stand on: a rapier3d world built from
+//! `urdf/reflex_arm.urdf` and a task file from `sim/tasks/`, driven like a real arm (joint
+//! impedance with gravity compensation at the physics rate under a slower policy), with ray-cast
+//! cameras and a Gymnasium-style [`Env`].
+//!
+//! - [`task`]: the task-file schema and its validation (errors name file and field).
+//! - [`world`]: building the rapier world; the arm's motors and joint read-out.
+//! - [`controller`]: end-effector (damped least squares) and joint-delta control with
+//!   reference limiting.
+//! - [`camera`]: RGB, depth and segmentation by ray casting through rapier's query pipeline.
+//! - [`env`] / [`vec_env`]: `reset(seed)` / `step(action)`, one or many environments.
+//! - [`expert`]: scripted experts for demonstrations.
+//!
+//! ```no_run
+//! use reflex_core::{Action, Policy};
+//! use reflex_sim::{Env, ScriptedExpert, Task};
+//! let task = Task::load("reach").unwrap();
+//! let mut env = Env::new(task.clone()).unwrap();
+//! let mut expert = ScriptedExpert::new(&task, env.model());
+//! let mut obs = env.reset(7).unwrap();
+//! let mut action = Action::zeros(task.action_space);
+//! loop {
+//!     expert.act(&obs, &mut action);
+//!     let step = env.step(&action).unwrap();
+//!     obs = step.obs;
+//!     if step.terminated || step.truncated {
+//!         println!("success: {}", step.info.success);
+//!         break;
+//!     }
+//! }
+//! ```
+
+// Validation writes `!(x > 0.0)` on purpose: unlike `x <= 0.0`, it also rejects NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
+pub mod camera;
+pub mod controller;
+pub mod env;
+mod error;
+pub mod expert;
+pub mod reward;
+pub mod rng;
+pub mod task;
+pub mod vec_env;
+pub mod world;
+
+pub use camera::{Camera, Frame, Intrinsics, Mount};
+pub use env::{Env, Step, StepInfo, Termination};
+pub use error::SimError;
+pub use expert::ScriptedExpert;
+pub use reward::RewardTerms;
+pub use task::Task;
+pub use vec_env::VecEnv;

@@ -1,0 +1,109 @@
+//! The `reflex` binary end to end: the commands a newcomer runs first.
+
+use std::process::Command;
+
+fn reflex(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .args(args)
+        .output()
+        .expect("run reflex");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    let line = stdout.lines().last().expect("some output");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
+}
+
+#[test]
+fn sim_reports_the_success_rate_as_json() {
+    let (ok, out, err) = reflex(&[
+        "sim",
+        "--task",
+        "pick_cube",
+        "--policy",
+        "scripted",
+        "--episodes",
+        "3",
+        "--seed",
+        "11",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v = last_json(&out);
+    assert_eq!(v["task"], "pick_cube");
+    assert_eq!(v["episodes"], 3);
+    assert_eq!(v["success_rate"], 1.0, "{out}");
+}
+
+#[test]
+fn sim_saves_camera_frames() {
+    let dir = std::env::temp_dir().join(format!("reflex-frames-{}", std::process::id()));
+    let (ok, _, err) = reflex(&[
+        "sim",
+        "--task",
+        "reach",
+        "--episodes",
+        "1",
+        "--save-frames",
+        dir.to_str().unwrap(),
+        "--frame-size",
+        "32",
+    ]);
+    assert!(ok, "{err}");
+    for f in [
+        "ep000_t000_front_rgb.png",
+        "ep000_t000_wrist_depth.png",
+        "ep000_t000_front_seg.png",
+    ] {
+        assert!(dir.join(f).is_file(), "missing {f}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bad_task_file_fails_with_the_file_and_field_named() {
+    let path = std::env::temp_dir().join(format!("reflex-bad-task-{}.toml", std::process::id()));
+    std::fs::write(&path, "name = \"x\"\nepisode_steps = 0\n[success]\nkind = \"near\"\na = \"tcp\"\nb = \"tcp\"\ntolerance_m = 0.1\n[reward]\nterms = [{ name = \"s\", kind = \"success\" }]\n").unwrap();
+    let (ok, _, err) = reflex(&["sim", "--task", path.to_str().unwrap(), "--episodes", "1"]);
+    std::fs::remove_file(&path).unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains(path.to_str().unwrap()) && err.contains("episode_steps"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_sim_prints_the_promised_fields() {
+    let (ok, out, err) = reflex(&[
+        "bench",
+        "sim",
+        "--task",
+        "reach",
+        "--seconds",
+        "0.2",
+        "--frame-size",
+        "32",
+        "--num-envs",
+        "2",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v = last_json(&out);
+    for k in [
+        "physics_steps_per_s",
+        "env_steps_per_s_state",
+        "env_steps_per_s_camera",
+        "vec_env_steps_per_s",
+    ] {
+        assert!(
+            v[k].as_f64().is_some_and(|x| x > 0.0),
+            "{k} missing or zero: {out}"
+        );
+    }
+}

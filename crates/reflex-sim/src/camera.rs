@@ -1,0 +1,307 @@
+//! Ray-cast cameras: one ray per pixel through rapier's query pipeline, no GPU.
+//!
+//! Each frame gives RGB (per-body colour with Lambert shading), depth along the optical axis in
+//! metres (0 where nothing was hit, as a depth sensor reports no return), and a segmentation id
+//! per pixel that indexes the world's segmentation table. Pinhole model, OpenCV convention:
+//! x right, y down, z forward; pixel (u, v) covers [u, u+1) x [v, v+1).
+
+use crate::error::SimError;
+use crate::world::{World, SEG_NONE};
+use nalgebra::{Isometry3, Matrix3, Point3, Rotation3, UnitQuaternion, Vector3};
+use rapier3d::prelude::*;
+use rayon::prelude::*;
+use std::path::Path;
+
+/// Where a camera is mounted.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mount {
+    /// Fixed in the world, looking from `eye_m` at `target_m` with world z up.
+    World {
+        /// Camera centre, metres.
+        eye_m: [f64; 3],
+        /// Point the optical axis goes through, metres.
+        target_m: [f64; 3],
+    },
+    /// On the hand: the optical axis along the hand's z (the approach direction).
+    Wrist {
+        /// Camera centre in the hand frame, metres.
+        offset_m: [f64; 3],
+    },
+}
+
+/// Pinhole intrinsics in pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Intrinsics {
+    /// Focal length along x, pixels.
+    pub fx: f64,
+    /// Focal length along y, pixels.
+    pub fy: f64,
+    /// Principal point x, pixels.
+    pub cx: f64,
+    /// Principal point y, pixels.
+    pub cy: f64,
+}
+
+/// A camera: mount, resolution and field of view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Camera {
+    /// Name (`front`, `wrist`, ...).
+    pub name: String,
+    /// Mount.
+    pub mount: Mount,
+    /// Width, pixels.
+    pub width: usize,
+    /// Height, pixels.
+    pub height: usize,
+    /// Vertical field of view, degrees.
+    pub fov_y_deg: f64,
+    /// Furthest distance a ray looks, metres.
+    pub max_range_m: f64,
+}
+
+impl Camera {
+    /// The default front camera, facing the arm across the table.
+    pub fn front(width: usize, height: usize) -> Self {
+        Self {
+            name: "front".into(),
+            mount: Mount::World {
+                eye_m: [1.25, 0.0, 0.55],
+                target_m: [0.45, 0.0, 0.05],
+            },
+            width,
+            height,
+            fov_y_deg: 50.0,
+            max_range_m: 4.0,
+        }
+    }
+
+    /// The default wrist camera, beside the hand, looking along the fingers.
+    pub fn wrist(width: usize, height: usize) -> Self {
+        Self {
+            name: "wrist".into(),
+            mount: Mount::Wrist {
+                offset_m: [0.06, 0.0, 0.03],
+            },
+            width,
+            height,
+            fov_y_deg: 70.0,
+            max_range_m: 2.0,
+        }
+    }
+
+    /// Pinhole intrinsics for this resolution and field of view (square pixels).
+    pub fn intrinsics(&self) -> Intrinsics {
+        let fy = 0.5 * self.height as f64 / (0.5 * self.fov_y_deg.to_radians()).tan();
+        Intrinsics {
+            fx: fy,
+            fy,
+            cx: 0.5 * self.width as f64,
+            cy: 0.5 * self.height as f64,
+        }
+    }
+
+    /// Camera pose in the world (camera frame: x right, y down, z forward).
+    pub fn pose(&self, world: &World) -> Isometry3<f64> {
+        match &self.mount {
+            Mount::World { eye_m, target_m } => {
+                look_at(Point3::from(*eye_m), Point3::from(*target_m), Vector3::z())
+            }
+            Mount::Wrist { offset_m } => {
+                let (p, q) = world.body_pose(world.hand_body);
+                let hand = reflex_core::Pose {
+                    position_m: p,
+                    quat_xyzw: q,
+                }
+                .to_isometry();
+                // Camera axes in the hand frame: x = hand y, y = -hand x, z = hand z.
+                let r = Matrix3::new(0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0);
+                let local = Isometry3::from_parts(
+                    Vector3::from(*offset_m).into(),
+                    UnitQuaternion::from_rotation_matrix(&Rotation3::from_matrix_unchecked(r)),
+                );
+                hand * local
+            }
+        }
+    }
+}
+
+/// Camera pose at `eye` looking at `target`, with `up` projected to image up (-y).
+pub fn look_at(eye: Point3<f64>, target: Point3<f64>, up: Vector3<f64>) -> Isometry3<f64> {
+    let z = (target - eye).normalize();
+    let mut x = z.cross(&up);
+    if x.norm() < 1e-9 {
+        x = z.cross(&Vector3::x());
+    }
+    let x = x.normalize();
+    let y = z.cross(&x);
+    let r = Matrix3::from_columns(&[x, y, z]);
+    Isometry3::from_parts(
+        eye.coords.into(),
+        UnitQuaternion::from_rotation_matrix(&Rotation3::from_matrix_unchecked(r)),
+    )
+}
+
+/// One rendered frame. Buffers are allocated once and refilled by [`render`].
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Width, pixels.
+    pub width: usize,
+    /// Height, pixels.
+    pub height: usize,
+    /// RGB, row-major, 3 bytes per pixel.
+    pub rgb: Vec<u8>,
+    /// Depth along the optical axis, metres; 0 = no return.
+    pub depth_m: Vec<f32>,
+    /// Segmentation id per pixel (index into `World::seg`); 0 = nothing.
+    pub segmentation: Vec<u16>,
+    /// Intrinsics used for this frame.
+    pub intrinsics: Intrinsics,
+    /// Camera pose in the world when rendered.
+    pub pose: Isometry3<f64>,
+}
+
+impl Frame {
+    /// Buffers for a `width` x `height` frame.
+    pub fn new(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            rgb: vec![0; width * height * 3],
+            depth_m: vec![0.0; width * height],
+            segmentation: vec![SEG_NONE; width * height],
+            intrinsics: Intrinsics {
+                fx: 1.0,
+                fy: 1.0,
+                cx: 0.0,
+                cy: 0.0,
+            },
+            pose: Isometry3::identity(),
+        }
+    }
+
+    /// Writes `<stem>_rgb.png`, `<stem>_depth.png` (16-bit, millimetres) and `<stem>_seg.png`
+    /// (16-bit ids).
+    pub fn save_png(&self, dir: &Path, stem: &str) -> Result<(), SimError> {
+        let w = self.width as u32;
+        let h = self.height as u32;
+        let save = |name: String, result: Result<(), image::ImageError>| {
+            result.map_err(|e| SimError::Image {
+                path: dir.join(name),
+                message: e.to_string(),
+            })
+        };
+        let rgb_path = dir.join(format!("{stem}_rgb.png"));
+        let img =
+            image::RgbImage::from_raw(w, h, self.rgb.clone()).ok_or_else(|| SimError::Image {
+                path: rgb_path.clone(),
+                message: "buffer size does not match the frame size".into(),
+            })?;
+        save(format!("{stem}_rgb.png"), img.save(&rgb_path))?;
+        let depth_mm: Vec<u16> = self
+            .depth_m
+            .iter()
+            .map(|d| (d * 1000.0).round().clamp(0.0, 65535.0) as u16)
+            .collect();
+        let depth_path = dir.join(format!("{stem}_depth.png"));
+        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, depth_mm).ok_or_else(
+            || SimError::Image {
+                path: depth_path.clone(),
+                message: "buffer size does not match the frame size".into(),
+            },
+        )?;
+        save(format!("{stem}_depth.png"), img.save(&depth_path))?;
+        let seg_path = dir.join(format!("{stem}_seg.png"));
+        let img =
+            image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, self.segmentation.clone())
+                .ok_or_else(|| SimError::Image {
+                    path: seg_path.clone(),
+                    message: "buffer size does not match the frame size".into(),
+                })?;
+        save(format!("{stem}_seg.png"), img.save(&seg_path))?;
+        Ok(())
+    }
+}
+
+/// Light direction (towards the light), world frame: from above, slightly in front and left.
+const LIGHT_DIR: [f32; 3] = [0.35, 0.25, 0.9];
+const AMBIENT: f32 = 0.35;
+const BACKGROUND_RGB: [u8; 3] = [200, 205, 215];
+
+/// Renders `camera` in `world` into `frame` (resized if needed). Rows are cast in parallel on the
+/// rayon pool when `parallel` is set; results are identical either way.
+pub fn render(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool) {
+    if frame.width != camera.width || frame.height != camera.height {
+        *frame = Frame::new(camera.width, camera.height);
+    }
+    let k = camera.intrinsics();
+    let pose = camera.pose(world);
+    frame.intrinsics = k;
+    frame.pose = pose;
+    let rot = pose.rotation.to_rotation_matrix();
+    let m = rot.matrix();
+    let origin = Vector::new(
+        pose.translation.x as f32,
+        pose.translation.y as f32,
+        pose.translation.z as f32,
+    );
+    let light = {
+        let l = Vector::new(LIGHT_DIR[0], LIGHT_DIR[1], LIGHT_DIR[2]);
+        l / l.length()
+    };
+    let w = camera.width;
+    let max_range = camera.max_range_m as f32;
+    let row = |v: usize, rgb: &mut [u8], depth: &mut [f32], seg: &mut [u16]| {
+        // The query pipeline is a view over the world's sets; one per row keeps it thread-local.
+        let qp = world.physics.query_pipeline();
+        let yc = (v as f64 + 0.5 - k.cy) / k.fy;
+        for u in 0..w {
+            let xc = (u as f64 + 0.5 - k.cx) / k.fx;
+            // Direction with unit z in the camera frame: the hit time is the depth.
+            let d = m * Vector3::new(xc, yc, 1.0);
+            let dir = Vector::new(d.x as f32, d.y as f32, d.z as f32);
+            let ray = Ray::new(origin, dir);
+            let (color, z, id) = match qp.cast_ray_and_get_normal(&ray, max_range, true) {
+                Some((h, hit)) => {
+                    let id = world
+                        .physics
+                        .colliders
+                        .get(h)
+                        .map_or(SEG_NONE, |c| c.user_data as u16);
+                    let base = world
+                        .seg
+                        .get(id as usize)
+                        .map_or([1.0, 0.0, 1.0], |s| s.color_rgb);
+                    let n = hit.normal;
+                    // Face the normal toward the camera so inner faces shade too.
+                    let n = if n.dot(dir) > 0.0 { -n } else { n };
+                    let shade = AMBIENT + (1.0 - AMBIENT) * n.dot(light).max(0.0);
+                    let c = base.map(|b| (b * shade * 255.0).round().clamp(0.0, 255.0) as u8);
+                    (c, hit.time_of_impact, id)
+                }
+                None => (BACKGROUND_RGB, 0.0, SEG_NONE),
+            };
+            rgb[3 * u..3 * u + 3].copy_from_slice(&color);
+            depth[u] = z;
+            seg[u] = id;
+        }
+    };
+    if parallel {
+        frame
+            .rgb
+            .par_chunks_mut(3 * w)
+            .zip(frame.depth_m.par_chunks_mut(w))
+            .zip(frame.segmentation.par_chunks_mut(w))
+            .enumerate()
+            .for_each(|(v, ((rgb, depth), seg))| row(v, rgb, depth, seg));
+    } else {
+        for (v, ((rgb, depth), seg)) in frame
+            .rgb
+            .chunks_mut(3 * w)
+            .zip(frame.depth_m.chunks_mut(w))
+            .zip(frame.segmentation.chunks_mut(w))
+            .enumerate()
+        {
+            row(v, rgb, depth, seg);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The arm controller as on a real arm: a slow policy sets a goal, a fast loop (the physics rate)
+//! moves a joint setpoint toward it, and joint impedance with gravity compensation tracks the
+//! setpoint.
+//!
+//! End-effector actions move a Cartesian reference; every physics step, one damped least-squares
+//! step (with a null-space pull toward the start posture) maps the interpolated reference to the
+//! joint setpoint. Joint actions move the joint reference directly. Either way the setpoint is
+//! clamped to the joint limits and never leads the measured joints by more than
+//! `max_setpoint_lead_rad` (reference limiting), so a blocked arm does not wind up.
+//! Nothing here allocates.
+
+use crate::task::{ControlSpec, Task};
+use nalgebra::{Isometry3, Matrix6, SMatrix, SVector, Translation3, UnitQuaternion, Vector3};
+use reflex_core::{ActionSpace, ArmModel, Frames, Jacobian, ARM_DOF};
+
+type Vec7 = SVector<f64, ARM_DOF>;
+type Vec6 = SVector<f64, 6>;
+
+/// Setpoint state carried across steps.
+#[derive(Clone, Debug)]
+pub struct Controller {
+    space: ActionSpace,
+    spec: ControlSpec,
+    period_s: f64,
+    /// Joint setpoint sent to the impedance motors.
+    pub q_setpoint: [f64; ARM_DOF],
+    /// Posture the null space pulls toward.
+    q_rest: [f64; ARM_DOF],
+    /// Cartesian reference at the start and end of the current policy step.
+    x_from: Isometry3<f64>,
+    x_goal: Isometry3<f64>,
+    /// Joint reference at the start and end of the current policy step.
+    q_from: [f64; ARM_DOF],
+    q_goal: [f64; ARM_DOF],
+    /// Gripper width setpoint and goal, metres.
+    pub width_setpoint_m: f64,
+    width_goal_m: f64,
+    max_width_m: f64,
+    finger_speed_m_s: f64,
+    frames: Frames,
+    jac: Jacobian,
+    limit_margin_rad: f64,
+}
+
+/// Margin kept from the joint limits by the setpoint, radians.
+const LIMIT_MARGIN_RAD: f64 = 0.02;
+
+impl Controller {
+    /// A controller at rest at the measured configuration.
+    pub fn new(task: &Task, model: &ArmModel, q: &[f64; ARM_DOF], width_m: f64) -> Self {
+        let gripper = model.gripper.as_ref();
+        let mut c = Self {
+            space: task.action_space,
+            spec: task.control.clone(),
+            period_s: 1.0 / task.control_rate_hz,
+            q_setpoint: *q,
+            q_rest: task.arm.initial_joint_pos_rad,
+            x_from: Isometry3::identity(),
+            x_goal: Isometry3::identity(),
+            q_from: *q,
+            q_goal: *q,
+            width_setpoint_m: width_m,
+            width_goal_m: width_m,
+            max_width_m: gripper.map_or(0.08, |g| g.max_width_m()),
+            finger_speed_m_s: gripper.map_or(0.2, |g| g.finger_limits.velocity * 2.0),
+            frames: Frames::default(),
+            jac: Jacobian::zeros(),
+            limit_margin_rad: LIMIT_MARGIN_RAD,
+        };
+        model.clamp_to_limits(&mut c.q_setpoint, c.limit_margin_rad);
+        let x = model.tcp_pose(&c.q_setpoint);
+        c.x_from = x;
+        c.x_goal = x;
+        c
+    }
+
+    /// Sets the goal for the next policy step from a sanitised action in [-1, 1].
+    /// `q_meas` is the measured configuration (for reference limiting).
+    pub fn set_action(&mut self, model: &ArmModel, action: &[f32], q_meas: &[f64; ARM_DOF]) {
+        let a = |i: usize| action.get(i).copied().unwrap_or(0.0) as f64;
+        let t = self.period_s;
+        match self.space {
+            ActionSpace::EeDelta => {
+                // Start from where the setpoint really is, then bound how far the reference may
+                // lead the measured tool.
+                model.forward(&self.q_setpoint, &mut self.frames);
+                let x_sp = self.frames.tcp;
+                let x_meas = model.tcp_pose(q_meas);
+                let lin = Vector3::new(a(0), a(1), a(2)) * (self.spec.max_linear_speed_m_s * t);
+                let ang = Vector3::new(a(3), a(4), a(5)) * (self.spec.max_angular_speed_rad_s * t);
+                let mut p = x_sp.translation.vector + lin;
+                let lead = p - x_meas.translation.vector;
+                if lead.norm() > self.spec.max_setpoint_lead_m {
+                    p = x_meas.translation.vector
+                        + lead.normalize() * self.spec.max_setpoint_lead_m;
+                }
+                for k in 0..3 {
+                    p[k] = p[k].clamp(self.spec.workspace_min_m[k], self.spec.workspace_max_m[k]);
+                }
+                let r = UnitQuaternion::from_scaled_axis(ang) * x_sp.rotation;
+                self.x_from = x_sp;
+                self.x_goal = Isometry3::from_parts(Translation3::from(p), r);
+                self.q_rest_follow_wrist();
+            }
+            ActionSpace::JointDelta => {
+                let step = self.spec.max_joint_speed_rad_s * t;
+                self.q_from = self.q_setpoint;
+                let lead = self.spec.max_setpoint_lead_rad;
+                for (i, (goal, q)) in self.q_goal.iter_mut().zip(q_meas).enumerate() {
+                    *goal = (self.q_setpoint[i] + a(i) * step).clamp(q - lead, q + lead);
+                }
+                model.clamp_to_limits(&mut self.q_goal, self.limit_margin_rad);
+            }
+        }
+        let g = a(self.space.dim() - 1);
+        self.width_goal_m = (0.5 * (g + 1.0) * self.max_width_m).clamp(0.0, self.max_width_m);
+    }
+
+    /// The last joint keeps whatever angle the policy gave it: the null space only holds the
+    /// posture of the first six joints, so wrist yaw commands are not fought.
+    fn q_rest_follow_wrist(&mut self) {
+        self.q_rest[ARM_DOF - 1] = self.q_setpoint[ARM_DOF - 1];
+    }
+
+    /// Advances the setpoint by one physics step; `alpha` in (0, 1] is how far through the
+    /// policy step this physics step ends.
+    pub fn update(&mut self, model: &ArmModel, alpha: f64, q_meas: &[f64; ARM_DOF], dt_s: f64) {
+        match self.space {
+            ActionSpace::EeDelta => self.track_cartesian(model, alpha, dt_s),
+            ActionSpace::JointDelta => {
+                for i in 0..ARM_DOF {
+                    self.q_setpoint[i] = self.q_from[i] + alpha * (self.q_goal[i] - self.q_from[i]);
+                }
+            }
+        }
+        // Reference limiting and joint limits, whatever produced the setpoint.
+        let lead = self.spec.max_setpoint_lead_rad;
+        for (sp, q) in self.q_setpoint.iter_mut().zip(q_meas) {
+            *sp = sp.clamp(q - lead, q + lead);
+        }
+        model.clamp_to_limits(&mut self.q_setpoint, self.limit_margin_rad);
+        // Fingers move at most at their speed limit.
+        let max_dw = self.finger_speed_m_s * dt_s;
+        let dw = (self.width_goal_m - self.width_setpoint_m).clamp(-max_dw, max_dw);
+        self.width_setpoint_m += dw;
+    }
+
+    fn track_cartesian(&mut self, model: &ArmModel, alpha: f64, dt_s: f64) {
+        let p = self
+            .x_from
+            .translation
+            .vector
+            .lerp(&self.x_goal.translation.vector, alpha);
+        let r = self.x_from.rotation.slerp(&self.x_goal.rotation, alpha);
+        model.forward(&self.q_setpoint, &mut self.frames);
+        model.jacobian(&self.frames, &mut self.jac);
+        let x = self.frames.tcp;
+        let e_lin = p - x.translation.vector;
+        let e_ang = (r * x.rotation.inverse()).scaled_axis();
+        let e = Vec6::new(e_lin.x, e_lin.y, e_lin.z, e_ang.x, e_ang.y, e_ang.z);
+        let j = &self.jac;
+        let lambda2 = self.spec.dls_damping * self.spec.dls_damping;
+        let jjt: Matrix6<f64> = j * j.transpose() + Matrix6::identity() * lambda2;
+        let Some(chol) = jjt.cholesky() else {
+            return; // Cannot happen with lambda > 0; hold the setpoint if it does.
+        };
+        let j_pinv: SMatrix<f64, ARM_DOF, 6> = j.transpose() * chol.inverse();
+        let mut dq: Vec7 = j_pinv * e;
+        // Null space: pull toward the rest posture without disturbing the tool.
+        let null = SMatrix::<f64, ARM_DOF, ARM_DOF>::identity() - j_pinv * j;
+        let mut rest = Vec7::zeros();
+        for i in 0..ARM_DOF {
+            rest[i] =
+                self.spec.null_space_gain * (self.q_rest[i] - self.q_setpoint[i]) * dt_s * 10.0;
+        }
+        dq += null * rest;
+        // The setpoint moves no faster than each joint's speed limit.
+        for i in 0..ARM_DOF {
+            let vmax = model.limits[i].velocity * dt_s;
+            self.q_setpoint[i] += dq[i].clamp(-vmax, vmax);
+        }
+    }
+
+    /// The Cartesian goal of the current step (end-effector actions).
+    pub fn cartesian_goal(&self) -> Isometry3<f64> {
+        self.x_goal
+    }
+}

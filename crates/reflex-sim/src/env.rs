@@ -1,0 +1,559 @@
+//! The Gymnasium-style environment: `reset(seed)` and `step(action)` over a task.
+//!
+//! One `step` runs one policy period: the action sets the controller's goal, then
+//! `physics_dt_s`-long physics steps run with the impedance controller updating the setpoint
+//! before each. Same seed and same actions give the same trajectory bit for bit, because the
+//! world is rebuilt at reset and every random draw comes from the seeded generator.
+//!
+//! A non-finite physics state ends the episode with [`Termination::NonFinite`] and the last
+//! finite observation is returned instead, so a NaN never reaches a policy.
+
+use crate::camera::{render, Camera, Frame};
+use crate::controller::Controller;
+use crate::error::SimError;
+use crate::reward::RewardTerms;
+use crate::rng::Rng;
+use crate::task::{PointRef, RewardKind, SuccessSpec, Task};
+use crate::world::{Placement, Template, World};
+use nalgebra::{Point3, Vector3};
+use reflex_core::{Action, Frames, ObjectState, Observation, Pose, ARM_DOF, MAX_OBJECTS};
+use std::path::Path;
+
+/// Physics steps run at reset so contacts settle before the first observation.
+const SETTLE_STEPS: usize = 25;
+/// An object below this height has fallen off the table, metres.
+const FLOOR_Z_M: f64 = -0.2;
+/// A lifted object counts as held when its centre is this close to the TCP, metres.
+const HELD_DISTANCE_M: f64 = 0.08;
+
+/// Why an episode ended before its time limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Termination {
+    /// The success predicate held.
+    Success,
+    /// The physics state became non-finite; the observation is the last finite one.
+    NonFinite,
+    /// An object fell off the table (its index).
+    ObjectLost(usize),
+}
+
+/// Facts about a step beyond reward and observation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepInfo {
+    /// The success predicate holds now.
+    pub success: bool,
+    /// Why the episode ended early, if it did.
+    pub termination: Option<Termination>,
+    /// Non-finite action components replaced by zero in this step.
+    pub non_finite_action: usize,
+    /// Simulated time since reset, seconds.
+    pub sim_time_s: f64,
+}
+
+/// What `step` returns.
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    /// Observation after the step.
+    pub obs: Observation,
+    /// Fused scalar reward.
+    pub reward: f64,
+    /// Raw reward terms, in task order (`reward/<name>`).
+    pub terms: RewardTerms,
+    /// The episode ended (success, failure or fault).
+    pub terminated: bool,
+    /// The episode hit its step limit.
+    pub truncated: bool,
+    /// Details.
+    pub info: StepInfo,
+}
+
+/// A task environment.
+pub struct Env {
+    task: Task,
+    template: Template,
+    world: World,
+    controller: Controller,
+    rng: Rng,
+    goals: Vec<[f64; 3]>,
+    start_object_z: [f64; MAX_OBJECTS],
+    obs: Observation,
+    steps: u32,
+    sim_time_s: f64,
+    frames: Frames,
+    /// Stiffness and damping as arrays, cached from the task.
+    stiffness: [f64; ARM_DOF],
+    damping: [f64; ARM_DOF],
+    feedforward: [f64; ARM_DOF],
+    success_refs: SuccessRefs,
+    term_refs: Vec<TermRef>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SuccessRefs {
+    Near {
+        a: PointRef,
+        b: PointRef,
+        tol: f64,
+        xy: bool,
+    },
+    Lifted {
+        object: usize,
+        height: f64,
+    },
+    Inserted {
+        peg: PointRef,
+        hole: PointRef,
+        depth: f64,
+        tol: f64,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TermRef {
+    Success,
+    Distance {
+        from: PointRef,
+        to: PointRef,
+        scale: f64,
+        xy: bool,
+    },
+    Lift {
+        object: usize,
+        height: f64,
+    },
+    ActionL2,
+}
+
+/// The URDF the simulator uses unless told otherwise.
+pub fn default_urdf_path() -> std::path::PathBuf {
+    crate::task::repo_root().join("urdf/reflex_arm.urdf")
+}
+
+impl Env {
+    /// An environment for `task` with the repository's arm. Call [`Env::reset`] before stepping.
+    pub fn new(task: Task) -> Result<Self, SimError> {
+        Self::with_urdf(task, &default_urdf_path())
+    }
+
+    /// An environment for `task` with the arm described by `urdf`.
+    pub fn with_urdf(task: Task, urdf: &Path) -> Result<Self, SimError> {
+        let template = Template::load(urdf, task.physics.finger_friction)?;
+        Self::from_template(task, template)
+    }
+
+    /// An environment sharing an already-parsed arm (vectorised envs parse it once).
+    pub fn from_template(task: Task, template: Template) -> Result<Self, SimError> {
+        // Names were validated with the task; resolution cannot fail here.
+        let pt = |n: &str| task.point(n).unwrap_or(PointRef::Tcp);
+        let obj = |n: &str| task.object(n).unwrap_or(0);
+        let success_refs = match &task.success {
+            SuccessSpec::Near {
+                a,
+                b,
+                tolerance_m,
+                xy_only,
+            } => SuccessRefs::Near {
+                a: pt(a),
+                b: pt(b),
+                tol: *tolerance_m,
+                xy: *xy_only,
+            },
+            SuccessSpec::Lifted { object, height_m } => SuccessRefs::Lifted {
+                object: obj(object),
+                height: *height_m,
+            },
+            SuccessSpec::Inserted {
+                peg,
+                hole,
+                depth_m,
+                lateral_tolerance_m,
+            } => SuccessRefs::Inserted {
+                peg: pt(peg),
+                hole: pt(hole),
+                depth: *depth_m,
+                tol: *lateral_tolerance_m,
+            },
+        };
+        let term_refs = task
+            .reward
+            .terms
+            .iter()
+            .map(|t| match &t.kind {
+                RewardKind::Success => TermRef::Success,
+                RewardKind::Distance {
+                    from,
+                    to,
+                    scale_m,
+                    xy_only,
+                } => TermRef::Distance {
+                    from: pt(from),
+                    to: pt(to),
+                    scale: *scale_m,
+                    xy: *xy_only,
+                },
+                RewardKind::Lift { object, height_m } => TermRef::Lift {
+                    object: obj(object),
+                    height: *height_m,
+                },
+                RewardKind::ActionL2 => TermRef::ActionL2,
+            })
+            .collect();
+        let placement = Placement::sample(&task, &mut Rng::new(0));
+        let world = World::build(&template, &task, &placement)?;
+        let controller = Controller::new(
+            &task,
+            &template.model,
+            &placement.joint_pos_rad,
+            task.arm.initial_gripper_width_m,
+        );
+        Ok(Self {
+            stiffness: task.arm.stiffness_nm_rad,
+            damping: task.arm.damping_nms_rad,
+            feedforward: [0.0; ARM_DOF],
+            goals: placement.goals.clone(),
+            task,
+            template,
+            world,
+            controller,
+            rng: Rng::new(0),
+            start_object_z: [0.0; MAX_OBJECTS],
+            obs: Observation::default(),
+            steps: 0,
+            sim_time_s: 0.0,
+            frames: Frames::default(),
+            success_refs,
+            term_refs,
+        })
+    }
+
+    /// The task.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// The physical world (for cameras, inspection and tests).
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// The arm's kinematic model.
+    pub fn model(&self) -> &reflex_core::ArmModel {
+        &self.template.model
+    }
+
+    /// The parsed arm, to build more environments without parsing the URDF again.
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+
+    /// Goal positions sampled for this episode.
+    pub fn goals(&self) -> &[[f64; 3]] {
+        &self.goals
+    }
+
+    /// The latest observation.
+    pub fn observation(&self) -> &Observation {
+        &self.obs
+    }
+
+    /// The controller (setpoints), for diagnostics.
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    /// Starts a new episode; everything random in it comes from `seed`.
+    pub fn reset(&mut self, seed: u64) -> Result<Observation, SimError> {
+        self.rng = Rng::new(seed);
+        let placement = Placement::sample(&self.task, &mut self.rng);
+        self.world = World::build(&self.template, &self.task, &placement)?;
+        self.goals.clone_from(&placement.goals);
+        self.controller = Controller::new(
+            &self.task,
+            &self.template.model,
+            &placement.joint_pos_rad,
+            self.task.arm.initial_gripper_width_m,
+        );
+        self.steps = 0;
+        self.sim_time_s = 0.0;
+        let mut q = [0.0; ARM_DOF];
+        let mut qd = [0.0; ARM_DOF];
+        for _ in 0..SETTLE_STEPS {
+            self.world.read_joints(&mut q, &mut qd);
+            self.physics_substep(&q, 1.0);
+        }
+        self.sim_time_s = 0.0;
+        self.observe();
+        for (i, o) in self.obs.objects().iter().enumerate() {
+            self.start_object_z[i] = o.pose.position_m[2];
+        }
+        Ok(self.obs)
+    }
+
+    /// Runs one policy step with `action` (components in [-1, 1]; non-finite ones count as 0).
+    pub fn step(&mut self, action: &Action) -> Result<Step, SimError> {
+        let expected = self.task.action_space.dim();
+        if action.dim() != expected {
+            return Err(SimError::ActionDim {
+                got: action.dim(),
+                expected,
+            });
+        }
+        let mut a = *action;
+        let non_finite_action = a.sanitize();
+        let mut q = [0.0; ARM_DOF];
+        let mut qd = [0.0; ARM_DOF];
+        self.world.read_joints(&mut q, &mut qd);
+        self.controller
+            .set_action(&self.template.model, a.as_slice(), &q);
+        let n = self.task.substeps();
+        for s in 1..=n {
+            self.world.read_joints(&mut q, &mut qd);
+            self.physics_substep(&q, s as f64 / n as f64);
+        }
+        self.steps += 1;
+        let previous = self.obs;
+        let finite = self.observe();
+        let mut info = StepInfo {
+            non_finite_action,
+            sim_time_s: self.sim_time_s,
+            ..Default::default()
+        };
+        let mut terms = RewardTerms::new(self.term_refs.len());
+        if !finite {
+            self.obs = previous;
+            self.obs.step = self.steps as u64;
+            info.termination = Some(Termination::NonFinite);
+            return Ok(Step {
+                obs: self.obs,
+                reward: 0.0,
+                terms,
+                terminated: true,
+                truncated: false,
+                info,
+            });
+        }
+        info.success = self.success();
+        for (i, t) in self.term_refs.iter().enumerate() {
+            let v = match *t {
+                TermRef::Success => f64::from(u8::from(info.success)),
+                TermRef::Distance {
+                    from,
+                    to,
+                    scale,
+                    xy,
+                } => 1.0 - (self.distance(from, to, xy) / scale).tanh(),
+                TermRef::Lift { object, height } => {
+                    let z = self.obs.objects[object].pose.position_m[2];
+                    ((z - self.start_object_z[object]) / height).clamp(0.0, 1.0)
+                }
+                TermRef::ActionL2 => {
+                    let s = a.as_slice();
+                    -(s.iter().map(|v| (v * v) as f64).sum::<f64>() / s.len() as f64)
+                }
+            };
+            terms.set(i, v);
+        }
+        let lost = self
+            .obs
+            .objects()
+            .iter()
+            .position(|o| o.pose.position_m[2] < FLOOR_Z_M);
+        info.termination = if info.success && self.task.terminate_on_success {
+            Some(Termination::Success)
+        } else {
+            lost.map(Termination::ObjectLost)
+        };
+        Ok(Step {
+            obs: self.obs,
+            reward: terms.total(&self.task.reward),
+            terms,
+            terminated: info.termination.is_some(),
+            truncated: info.termination.is_none() && self.steps >= self.task.episode_steps,
+            info,
+        })
+    }
+
+    /// One raw physics step with the motors as they are (for throughput measurements).
+    pub fn physics_step_only(&mut self) {
+        self.world.step();
+    }
+
+    /// Renders `camera` at the current state into `frame` (rows in parallel if `parallel`).
+    pub fn render(&self, camera: &Camera, frame: &mut Frame, parallel: bool) {
+        render(camera, &self.world, frame, parallel);
+    }
+
+    /// A hash of the exact bit patterns of the arm's joint state and every object's pose: equal
+    /// hashes mean identical trajectories so far.
+    pub fn state_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |v: f64| {
+            for b in v.to_bits().to_le_bytes() {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        let mut q = [0.0; ARM_DOF];
+        let mut qd = [0.0; ARM_DOF];
+        self.world.read_joints(&mut q, &mut qd);
+        q.iter().chain(&qd).for_each(|v| mix(*v));
+        let (fp, fv) = self.world.read_fingers();
+        fp.iter().chain(&fv).for_each(|v| mix(*v));
+        for &b in &self.world.objects {
+            let (p, r) = self.world.body_pose(b);
+            p.iter().chain(&r).for_each(|v| mix(*v));
+        }
+        h
+    }
+
+    /// Updates the controller, sets the motors (with gravity compensation) and steps physics.
+    fn physics_substep(&mut self, q_meas: &[f64; ARM_DOF], alpha: f64) {
+        let dt = self.task.physics_dt_s;
+        let model = &self.template.model;
+        self.controller.update(model, alpha, q_meas, dt);
+        model.forward(q_meas, &mut self.frames);
+        model.gravity_compensation(
+            &self.frames,
+            Vector3::new(0.0, 0.0, -9.81),
+            &mut self.feedforward,
+        );
+        self.world.set_motor_targets(
+            &self.controller.q_setpoint,
+            &self.feedforward,
+            &self.stiffness,
+            &self.damping,
+            self.controller.width_setpoint_m,
+        );
+        self.world.step();
+        self.sim_time_s += dt;
+    }
+
+    /// Fills `self.obs` from the world. Returns false if anything is non-finite.
+    fn observe(&mut self) -> bool {
+        let model = &self.template.model;
+        let o = &mut self.obs;
+        let r = &mut o.robot;
+        self.world
+            .read_joints(&mut r.joint_pos_rad, &mut r.joint_vel_rad_s);
+        for i in 0..ARM_DOF {
+            // Torque the impedance controller is producing, within the effort limit.
+            let tau = self.feedforward[i]
+                + self.stiffness[i] * (self.controller.q_setpoint[i] - r.joint_pos_rad[i])
+                - self.damping[i] * r.joint_vel_rad_s[i];
+            let e = model.limits[i].effort;
+            r.joint_torque_nm[i] = tau.clamp(-e, e);
+        }
+        let (fingers, _) = self.world.read_fingers();
+        r.gripper_width_m = fingers[0] + fingers[1];
+        r.tcp_pose = if r.joint_pos_rad.iter().all(|v| v.is_finite()) {
+            Pose::from_isometry(&model.tcp_pose(&r.joint_pos_rad))
+        } else {
+            Pose {
+                position_m: [f64::NAN; 3],
+                quat_xyzw: [f64::NAN; 4],
+            }
+        };
+        r.stamp_ns = (self.sim_time_s * 1e9) as u64;
+        o.num_objects = self.world.objects.len();
+        for (i, &b) in self.world.objects.iter().enumerate() {
+            let (p, q) = self.world.body_pose(b);
+            o.objects[i] = ObjectState {
+                pose: Pose {
+                    position_m: p,
+                    quat_xyzw: q,
+                },
+                lin_vel_m_s: self.world.body_linvel(b),
+            };
+        }
+        o.num_keypoints = self.task.keypoints.len();
+        for (i, k) in self.task.keypoints.iter().enumerate() {
+            let obj = self.task.object(&k.object).unwrap_or(0);
+            let p = o.objects[obj].pose.to_isometry() * Point3::from(k.offset_m);
+            o.keypoints_m[i] = [p.x, p.y, p.z];
+        }
+        o.num_goals = self.goals.len();
+        for (i, g) in self.goals.iter().enumerate() {
+            o.goals_m[i] = *g;
+        }
+        o.step = self.steps as u64;
+        // The flat vector: q, qd, tcp position, tcp quaternion (w >= 0), gripper width,
+        // then per object position + quaternion, per keypoint position, per goal position.
+        let f = &mut o.flat;
+        f.clear();
+        let as32 = |v: &[f64], out: &mut [f32]| {
+            for (d, s) in out.iter_mut().zip(v) {
+                *d = *s as f32;
+            }
+        };
+        let mut buf = [0f32; 8];
+        as32(&r.joint_pos_rad, &mut buf[..7]);
+        f.extend_from(&buf[..7]);
+        as32(&r.joint_vel_rad_s, &mut buf[..7]);
+        f.extend_from(&buf[..7]);
+        as32(&r.tcp_pose.position_m, &mut buf[..3]);
+        f.extend_from(&buf[..3]);
+        as32(&canonical_quat(r.tcp_pose.quat_xyzw), &mut buf[..4]);
+        f.extend_from(&buf[..4]);
+        f.extend_from(&[r.gripper_width_m as f32]);
+        for obj in &o.objects[..o.num_objects] {
+            as32(&obj.pose.position_m, &mut buf[..3]);
+            as32(&canonical_quat(obj.pose.quat_xyzw), &mut buf[3..7]);
+            f.extend_from(&buf[..7]);
+        }
+        for k in &o.keypoints_m[..o.num_keypoints] {
+            as32(k, &mut buf[..3]);
+            f.extend_from(&buf[..3]);
+        }
+        for g in &self.goals {
+            as32(g, &mut buf[..3]);
+            f.extend_from(&buf[..3]);
+        }
+        let flat_ok = f.as_slice().iter().all(|v| v.is_finite());
+        o.robot.is_finite() && o.objects().iter().all(|ob| ob.pose.is_finite()) && flat_ok
+    }
+
+    fn point(&self, p: PointRef) -> [f64; 3] {
+        match p {
+            PointRef::Tcp => self.obs.robot.tcp_pose.position_m,
+            PointRef::Keypoint(i) => self.obs.keypoints_m[i],
+            PointRef::Goal(i) => self.goals[i],
+        }
+    }
+
+    fn distance(&self, a: PointRef, b: PointRef, xy_only: bool) -> f64 {
+        let (a, b) = (self.point(a), self.point(b));
+        let dz = if xy_only { 0.0 } else { a[2] - b[2] };
+        ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + dz * dz).sqrt()
+    }
+
+    fn success(&self) -> bool {
+        match self.success_refs {
+            SuccessRefs::Near { a, b, tol, xy } => self.distance(a, b, xy) < tol,
+            SuccessRefs::Lifted { object, height } => {
+                let p = self.obs.objects[object].pose.position_m;
+                let tcp = self.obs.robot.tcp_pose.position_m;
+                let held =
+                    (0..3).map(|k| (p[k] - tcp[k]).powi(2)).sum::<f64>().sqrt() < HELD_DISTANCE_M;
+                p[2] - self.start_object_z[object] >= height && held
+            }
+            SuccessRefs::Inserted {
+                peg,
+                hole,
+                depth,
+                tol,
+            } => {
+                let (p, h) = (self.point(peg), self.point(hole));
+                (p[0] - h[0]).hypot(p[1] - h[1]) < tol && p[2] <= h[2] - depth
+            }
+        }
+    }
+}
+
+/// Quaternion `[x, y, z, w]` with `w >= 0` (q and -q are the same rotation).
+fn canonical_quat(q: [f64; 4]) -> [f64; 4] {
+    if q[3] < 0.0 {
+        q.map(|v| -v)
+    } else {
+        q
+    }
+}
