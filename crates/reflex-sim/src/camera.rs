@@ -158,6 +158,28 @@ pub struct Frame {
     pub intrinsics: Intrinsics,
     /// Camera pose in the world when rendered.
     pub pose: Isometry3<f64>,
+    /// What fixed bodies look like from a fixed camera, reused while world and camera stay.
+    static_layer: Option<StaticLayer>,
+    /// Scratch: pixels a moving body may cover this frame.
+    dynamic_mask: Vec<bool>,
+}
+
+/// The image of the fixed bodies alone, for one world and one camera pose.
+#[derive(Clone, Debug)]
+struct StaticLayer {
+    key: LayerKey,
+    rgb: Vec<u8>,
+    depth_m: Vec<f32>,
+    segmentation: Vec<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LayerKey {
+    world_id: u64,
+    pose: [f64; 7],
+    intrinsics: [f64; 4],
+    size: (usize, usize),
+    max_range_m: f64,
 }
 
 impl Frame {
@@ -176,6 +198,8 @@ impl Frame {
                 cy: 0.0,
             },
             pose: Isometry3::identity(),
+            static_layer: None,
+            dynamic_mask: vec![false; width * height],
         }
     }
 
@@ -222,6 +246,76 @@ impl Frame {
     }
 }
 
+/// Fills one image row: (row index, RGB, depth, segmentation).
+type RowFn<'a> = dyn Fn(usize, &mut [u8], &mut [f32], &mut [u16]) + Sync + 'a;
+
+/// Everything a row of rays needs.
+struct Rays<'a> {
+    world: &'a World,
+    origin: Vector,
+    rot: nalgebra::Matrix3<f64>,
+    k: Intrinsics,
+    width: usize,
+    max_range_m: f32,
+    light: Vector,
+}
+
+impl Rays<'_> {
+    fn dir(&self, u: usize, v: usize) -> Vector {
+        // Direction with unit z in the camera frame: the hit time is the depth.
+        let xc = (u as f64 + 0.5 - self.k.cx) / self.k.fx;
+        let yc = (v as f64 + 0.5 - self.k.cy) / self.k.fy;
+        let d = self.rot * Vector3::new(xc, yc, 1.0);
+        Vector::new(d.x as f32, d.y as f32, d.z as f32)
+    }
+
+    /// Casts one ray; returns colour, depth and segmentation id of the nearest hit within
+    /// `max_toi` among the colliders `filter` admits.
+    fn cast(&self, dir: Vector, max_toi: f32, filter: QueryFilter) -> Option<([u8; 3], f32, u16)> {
+        let qp = self.world.physics.query_pipeline_with_filter(filter);
+        let (h, hit) = qp.cast_ray_and_get_normal(&Ray::new(self.origin, dir), max_toi, true)?;
+        let id = self
+            .world
+            .physics
+            .colliders
+            .get(h)
+            .map_or(SEG_NONE, |c| c.user_data as u16);
+        let base = self
+            .world
+            .seg
+            .get(id as usize)
+            .map_or([1.0, 0.0, 1.0], |s| s.color_rgb);
+        // Face the normal toward the camera so inner faces shade too.
+        let n = if hit.normal.dot(dir) > 0.0 {
+            -hit.normal
+        } else {
+            hit.normal
+        };
+        let shade = AMBIENT + (1.0 - AMBIENT) * n.dot(self.light).max(0.0);
+        let c = base.map(|b| (b * shade * 255.0).round().clamp(0.0, 255.0) as u8);
+        Some((c, hit.time_of_impact, id))
+    }
+
+    /// Casts every pixel of row `v` against the colliders `filter` admits.
+    fn full_row(
+        &self,
+        v: usize,
+        filter: fn() -> QueryFilter<'static>,
+        rgb: &mut [u8],
+        depth: &mut [f32],
+        seg: &mut [u16],
+    ) {
+        for u in 0..self.width {
+            let (c, z, id) = self
+                .cast(self.dir(u, v), self.max_range_m, filter())
+                .unwrap_or((BACKGROUND_RGB, 0.0, SEG_NONE));
+            rgb[3 * u..3 * u + 3].copy_from_slice(&c);
+            depth[u] = z;
+            seg[u] = id;
+        }
+    }
+}
+
 /// Light direction (towards the light), world frame: from above, slightly in front and left.
 const LIGHT_DIR: [f32; 3] = [0.35, 0.25, 0.9];
 const AMBIENT: f32 = 0.35;
@@ -229,7 +323,27 @@ const BACKGROUND_RGB: [u8; 3] = [200, 205, 215];
 
 /// Renders `camera` in `world` into `frame` (resized if needed). Rows are cast in parallel on the
 /// rayon pool when `parallel` is set; results are identical either way.
+///
+/// A world-mounted camera keeps the image of the fixed bodies (table, fixtures, the arm's base)
+/// in `frame` and, each frame, casts rays only where a moving body's projected bounding box
+/// falls, against moving bodies only and no further than the fixed scene. The result is the
+/// same as casting every pixel against everything (a test checks it), for a fraction of the rays.
 pub fn render(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool) {
+    render_with(
+        camera,
+        world,
+        frame,
+        parallel,
+        matches!(camera.mount, Mount::World { .. }),
+    )
+}
+
+/// Renders by casting every pixel against every collider: the reference [`render`] must match.
+pub fn render_full(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool) {
+    render_with(camera, world, frame, parallel, false)
+}
+
+fn render_with(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool, cached: bool) {
     if frame.width != camera.width || frame.height != camera.height {
         *frame = Frame::new(camera.width, camera.height);
     }
@@ -237,71 +351,175 @@ pub fn render(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool)
     let pose = camera.pose(world);
     frame.intrinsics = k;
     frame.pose = pose;
-    let rot = pose.rotation.to_rotation_matrix();
-    let m = rot.matrix();
-    let origin = Vector::new(
-        pose.translation.x as f32,
-        pose.translation.y as f32,
-        pose.translation.z as f32,
-    );
     let light = {
         let l = Vector::new(LIGHT_DIR[0], LIGHT_DIR[1], LIGHT_DIR[2]);
         l / l.length()
     };
+    let rays = Rays {
+        world,
+        origin: Vector::new(
+            pose.translation.x as f32,
+            pose.translation.y as f32,
+            pose.translation.z as f32,
+        ),
+        rot: *pose.rotation.to_rotation_matrix().matrix(),
+        k,
+        width: camera.width,
+        max_range_m: camera.max_range_m as f32,
+        light,
+    };
     let w = camera.width;
-    let max_range = camera.max_range_m as f32;
-    let row = |v: usize, rgb: &mut [u8], depth: &mut [f32], seg: &mut [u16]| {
-        // The query pipeline is a view over the world's sets; one per row keeps it thread-local.
-        let qp = world.physics.query_pipeline();
-        let yc = (v as f64 + 0.5 - k.cy) / k.fy;
-        for u in 0..w {
-            let xc = (u as f64 + 0.5 - k.cx) / k.fx;
-            // Direction with unit z in the camera frame: the hit time is the depth.
-            let d = m * Vector3::new(xc, yc, 1.0);
-            let dir = Vector::new(d.x as f32, d.y as f32, d.z as f32);
-            let ray = Ray::new(origin, dir);
-            let (color, z, id) = match qp.cast_ray_and_get_normal(&ray, max_range, true) {
-                Some((h, hit)) => {
-                    let id = world
-                        .physics
-                        .colliders
-                        .get(h)
-                        .map_or(SEG_NONE, |c| c.user_data as u16);
-                    let base = world
-                        .seg
-                        .get(id as usize)
-                        .map_or([1.0, 0.0, 1.0], |s| s.color_rgb);
-                    let n = hit.normal;
-                    // Face the normal toward the camera so inner faces shade too.
-                    let n = if n.dot(dir) > 0.0 { -n } else { n };
-                    let shade = AMBIENT + (1.0 - AMBIENT) * n.dot(light).max(0.0);
-                    let c = base.map(|b| (b * shade * 255.0).round().clamp(0.0, 255.0) as u8);
-                    (c, hit.time_of_impact, id)
-                }
-                None => (BACKGROUND_RGB, 0.0, SEG_NONE),
-            };
-            rgb[3 * u..3 * u + 3].copy_from_slice(&color);
-            depth[u] = z;
-            seg[u] = id;
+    let Frame {
+        rgb,
+        depth_m,
+        segmentation,
+        static_layer,
+        dynamic_mask,
+        ..
+    } = frame;
+    let rows = |rgb: &mut [u8], depth: &mut [f32], seg: &mut [u16], f: &RowFn| {
+        if parallel {
+            rgb.par_chunks_mut(3 * w)
+                .zip(depth.par_chunks_mut(w))
+                .zip(seg.par_chunks_mut(w))
+                .enumerate()
+                .for_each(|(v, ((r, d), s))| f(v, r, d, s));
+        } else {
+            for (v, ((r, d), s)) in rgb
+                .chunks_mut(3 * w)
+                .zip(depth.chunks_mut(w))
+                .zip(seg.chunks_mut(w))
+                .enumerate()
+            {
+                f(v, r, d, s);
+            }
         }
     };
-    if parallel {
-        frame
-            .rgb
-            .par_chunks_mut(3 * w)
-            .zip(frame.depth_m.par_chunks_mut(w))
-            .zip(frame.segmentation.par_chunks_mut(w))
-            .enumerate()
-            .for_each(|(v, ((rgb, depth), seg))| row(v, rgb, depth, seg));
-    } else {
-        for (v, ((rgb, depth), seg)) in frame
-            .rgb
-            .chunks_mut(3 * w)
-            .zip(frame.depth_m.chunks_mut(w))
-            .zip(frame.segmentation.chunks_mut(w))
-            .enumerate()
-        {
-            row(v, rgb, depth, seg);
+    if !cached {
+        rows(rgb, depth_m, segmentation, &|v, r, d, s| {
+            rays.full_row(v, QueryFilter::default, r, d, s)
+        });
+        return;
+    }
+
+    let q = pose.rotation.quaternion();
+    let key = LayerKey {
+        world_id: world.id,
+        pose: [
+            pose.translation.x,
+            pose.translation.y,
+            pose.translation.z,
+            q.i,
+            q.j,
+            q.k,
+            q.w,
+        ],
+        intrinsics: [k.fx, k.fy, k.cx, k.cy],
+        size: (camera.width, camera.height),
+        max_range_m: camera.max_range_m,
+    };
+    if static_layer.as_ref().is_none_or(|l| l.key != key) {
+        let n = camera.width * camera.height;
+        let mut layer = StaticLayer {
+            key,
+            rgb: vec![0; 3 * n],
+            depth_m: vec![0.0; n],
+            segmentation: vec![SEG_NONE; n],
+        };
+        rows(
+            &mut layer.rgb,
+            &mut layer.depth_m,
+            &mut layer.segmentation,
+            &|v, r, d, s| rays.full_row(v, QueryFilter::exclude_dynamic, r, d, s),
+        );
+        *static_layer = Some(layer);
+    }
+    let Some(layer) = static_layer.as_ref() else {
+        return;
+    };
+    mark_moving_bodies(world, &pose, &k, camera.width, camera.height, dynamic_mask);
+    let mask: &[bool] = dynamic_mask;
+    rows(rgb, depth_m, segmentation, &|v, r, d, s| {
+        let base = v * w;
+        for u in 0..w {
+            let i = base + u;
+            let stat = (
+                [layer.rgb[3 * i], layer.rgb[3 * i + 1], layer.rgb[3 * i + 2]],
+                layer.depth_m[i],
+                layer.segmentation[i],
+            );
+            let (c, z, id) = if mask[i] {
+                // Anything moving must be nearer than the fixed scene to show.
+                let limit = if stat.1 > 0.0 {
+                    stat.1
+                } else {
+                    rays.max_range_m
+                };
+                rays.cast(rays.dir(u, v), limit, QueryFilter::exclude_fixed())
+                    .unwrap_or(stat)
+            } else {
+                stat
+            };
+            r[3 * u..3 * u + 3].copy_from_slice(&c);
+            d[u] = z;
+            s[u] = id;
+        }
+    });
+}
+
+/// Marks in `mask` every pixel a moving collider's world bounding box projects onto (plus one
+/// pixel of margin). If a box reaches behind the camera the whole image is marked.
+fn mark_moving_bodies(
+    world: &World,
+    pose: &Isometry3<f64>,
+    k: &Intrinsics,
+    width: usize,
+    height: usize,
+    mask: &mut Vec<bool>,
+) {
+    mask.clear();
+    mask.resize(width * height, false);
+    let inv = pose.inverse();
+    for (_, c) in world.physics.colliders.iter() {
+        let moving = c
+            .parent()
+            .and_then(|b| world.physics.bodies.get(b))
+            .is_some_and(|b| !b.is_fixed());
+        if !moving {
+            continue;
+        }
+        let aabb = c.compute_aabb();
+        let (lo, hi) = (aabb.mins, aabb.maxs);
+        let (mut umin, mut umax, mut vmin, mut vmax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for corner in 0..8 {
+            let p = Point3::new(
+                if corner & 1 == 0 { lo.x } else { hi.x } as f64,
+                if corner & 2 == 0 { lo.y } else { hi.y } as f64,
+                if corner & 4 == 0 { lo.z } else { hi.z } as f64,
+            );
+            let pc = inv * p;
+            if pc.z < 1e-3 {
+                mask.fill(true);
+                return;
+            }
+            let u = k.fx * pc.x / pc.z + k.cx;
+            let v = k.fy * pc.y / pc.z + k.cy;
+            umin = umin.min(u);
+            umax = umax.max(u);
+            vmin = vmin.min(v);
+            vmax = vmax.max(v);
+        }
+        let clamp = |x: f64, n: usize| x.clamp(0.0, n as f64) as usize;
+        let (u0, u1) = (
+            clamp(umin.floor() - 1.0, width),
+            clamp(umax.ceil() + 1.0, width),
+        );
+        let (v0, v1) = (
+            clamp(vmin.floor() - 1.0, height),
+            clamp(vmax.ceil() + 1.0, height),
+        );
+        for v in v0..v1 {
+            mask[v * width + u0..v * width + u1].fill(true);
         }
     }
 }

@@ -5,8 +5,9 @@
 //! before each. Same seed and same actions give the same trajectory bit for bit, because the
 //! world is rebuilt at reset and every random draw comes from the seeded generator.
 //!
-//! A non-finite physics state ends the episode with [`Termination::NonFinite`] and the last
-//! finite observation is returned instead, so a NaN never reaches a policy.
+//! A non-finite physics state (seen in our read-out, or reported by rapier, which disables such
+//! bodies itself) ends the episode with [`Termination::NonFinite`] and the last finite
+//! observation is returned instead, so a NaN never reaches a policy.
 
 use crate::camera::{render, Camera, Frame};
 use crate::controller::Controller;
@@ -86,6 +87,9 @@ pub struct Env {
     feedforward: [f64; ARM_DOF],
     success_refs: SuccessRefs,
     term_refs: Vec<TermRef>,
+    /// rapier reported a non-finite body or collider during this step (it disables and rolls
+    /// back such bodies itself; for us the episode is over).
+    physics_fault: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -223,6 +227,7 @@ impl Env {
             frames: Frames::default(),
             success_refs,
             term_refs,
+            physics_fault: false,
         })
     }
 
@@ -234,6 +239,17 @@ impl Env {
     /// The physical world (for cameras, inspection and tests).
     pub fn world(&self) -> &World {
         &self.world
+    }
+
+    /// The physical world, mutable: for fault-injection tests and tools that edit a scene.
+    /// Changes last until the next reset.
+    pub fn world_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
+
+    /// Names of the reward terms, in the order of [`Step::terms`] (`reward/<name>` in logs).
+    pub fn term_names(&self) -> impl Iterator<Item = &str> {
+        self.task.reward.terms.iter().map(|t| t.name.as_str())
     }
 
     /// The arm's kinematic model.
@@ -275,6 +291,7 @@ impl Env {
         );
         self.steps = 0;
         self.sim_time_s = 0.0;
+        self.physics_fault = false;
         let mut q = [0.0; ARM_DOF];
         let mut qd = [0.0; ARM_DOF];
         for _ in 0..SETTLE_STEPS {
@@ -312,7 +329,7 @@ impl Env {
         }
         self.steps += 1;
         let previous = self.obs;
-        let finite = self.observe();
+        let finite = self.observe() && !std::mem::take(&mut self.physics_fault);
         let mut info = StepInfo {
             non_finite_action,
             sim_time_s: self.sim_time_s,
@@ -425,6 +442,7 @@ impl Env {
             self.controller.width_setpoint_m,
         );
         self.world.step();
+        self.physics_fault |= !self.world.physics.quarantine().is_empty();
         self.sim_time_s += dt;
     }
 

@@ -180,6 +180,8 @@ impl Placement {
 
 /// Handles into a built world.
 pub struct World {
+    /// Unique per built world (cameras key cached images on it).
+    pub id: u64,
     /// The rapier world.
     pub physics: PhysicsWorld,
     /// Any joint of the arm's multibody (used to look the multibody up).
@@ -353,7 +355,9 @@ impl World {
             objects.push(h);
         }
 
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut world = Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             physics,
             arm_handle,
             arm_links,

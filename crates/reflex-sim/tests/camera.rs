@@ -123,3 +123,42 @@ fn parallel_and_serial_rendering_agree_and_png_export_works() {
     assert_eq!(depth.as_raw()[i], (a.depth_m[i] * 1000.0).round() as u16);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_cached_front_camera_matches_full_ray_casting_along_a_trajectory() {
+    use reflex_core::{Action, Policy};
+    use reflex_sim::camera::render_full;
+    use reflex_sim::ScriptedExpert;
+    let task = Task::load("pick_cube").unwrap();
+    let mut env = Env::new(task.clone()).unwrap();
+    let mut expert = ScriptedExpert::new(&task, env.model());
+    let mut obs = env.reset(4).unwrap();
+    let mut a = Action::zeros(task.action_space);
+    let cam = Camera::front(80, 60);
+    let mut cached = Frame::new(80, 60);
+    let mut full = Frame::new(80, 60);
+    let mut compared = 0;
+    for t in 0..16 {
+        if t % 3 == 0 {
+            env.render(&cam, &mut cached, t % 2 == 0);
+            render_full(&cam, env.world(), &mut full, false);
+            let differing = (0..80 * 60)
+                .filter(|&i| {
+                    cached.segmentation[i] != full.segmentation[i]
+                        || cached.depth_m[i] != full.depth_m[i]
+                })
+                .count();
+            assert_eq!(differing, 0, "step {t}: {differing} pixels differ");
+            assert_eq!(cached.rgb, full.rgb, "step {t}");
+            compared += 1;
+        }
+        expert.act(&obs, &mut a);
+        obs = env.step(&a).unwrap().obs;
+    }
+    assert_eq!(compared, 6);
+    // A new episode is a new world: the cached fixed scene must not leak into it.
+    env.reset(5).unwrap();
+    env.render(&cam, &mut cached, false);
+    render_full(&cam, env.world(), &mut full, false);
+    assert_eq!(cached.segmentation, full.segmentation);
+}

@@ -247,3 +247,48 @@ fn bad_task_files_name_the_file_and_the_field() {
     assert!(e.starts_with("/nonexistent/task.toml:"), "{e}");
     Task::from_toml_str("not toml at all [", Path::new("x.toml")).unwrap_err();
 }
+
+#[test]
+fn a_non_finite_physics_state_ends_the_episode_and_never_reaches_the_policy() {
+    let task = load("pick_cube");
+    let mut env = Env::new(task.clone()).unwrap();
+    let before = env.reset(2).unwrap();
+    let cube = env.world().objects[0];
+    let body = env.world_mut().physics.bodies.get_mut(cube).unwrap();
+    body.set_linvel(rapier3d::prelude::Vector::new(f32::NAN, 0.0, 0.0), true);
+    let s = env.step(&Action::zeros(task.action_space)).unwrap();
+    assert!(s.terminated);
+    assert_eq!(s.info.termination, Some(Termination::NonFinite));
+    assert_eq!(s.reward, 0.0);
+    assert!(s.obs.flat.as_slice().iter().all(|v| v.is_finite()));
+    assert_eq!(
+        s.obs.flat, before.flat,
+        "the last finite observation is returned"
+    );
+}
+
+#[test]
+fn a_100_hz_policy_drives_the_same_task() {
+    let mut task = load("reach");
+    task.control_rate_hz = 100.0;
+    task.episode_steps = 500;
+    assert_eq!(task.substeps(), 5);
+    let mut env = Env::new(task.clone()).unwrap();
+    let mut expert = ScriptedExpert::new(&task, env.model());
+    let mut a = Action::zeros(task.action_space);
+    let mut obs = env.reset(8).unwrap();
+    let steps = loop {
+        expert.act(&obs, &mut a);
+        let s = env.step(&a).unwrap();
+        obs = s.obs;
+        if s.terminated || s.truncated {
+            assert!(s.info.success, "100 Hz reach failed");
+            break s.obs.step;
+        }
+    };
+    assert!(
+        steps > 10,
+        "a 100 Hz episode takes more policy steps ({steps})"
+    );
+    assert_eq!(env.term_names().collect::<Vec<_>>(), ["reach", "success"]);
+}
