@@ -124,6 +124,30 @@ fn bench_sim(a: &BenchSimArgs) -> Result<()> {
     let env_steps_per_s_camera = camera_rate(true)?;
     let env_steps_per_s_camera_1thread = camera_rate(false)?;
 
+    // Frame times alone, mid-episode (arm over the table).
+    let mut env = Env::new(task.clone())?;
+    let mut driver_obs = env.reset(0)?;
+    let mut expert = ScriptedExpert::new(&task, env.model());
+    let mut act = Action::zeros(task.action_space);
+    for _ in 0..5 {
+        expert.act(&driver_obs, &mut act);
+        driver_obs = env.step(&act)?.obs;
+    }
+    let frame_ms = |f: &mut dyn FnMut()| -> Result<f64> {
+        Ok(1e3
+            / rate(a.seconds / 3.0, || {
+                f();
+                Ok(1)
+            })?)
+    };
+    let front_cached_ms = frame_ms(&mut || env.render(&camera, &mut frame, false))?;
+    let front_cached_parallel_ms = frame_ms(&mut || env.render(&camera, &mut frame, true))?;
+    let front_full_ms =
+        frame_ms(&mut || reflex_sim::camera::render_full(&camera, env.world(), &mut frame, false))?;
+    let wrist = Camera::wrist(a.frame_size, a.frame_size);
+    let wrist_ms = frame_ms(&mut || env.render(&wrist, &mut frame, false))?;
+    let wrist_parallel_ms = frame_ms(&mut || env.render(&wrist, &mut frame, true))?;
+
     let n = a.num_envs.unwrap_or(4 * cores);
     let mut vec_env = VecEnv::new(&task, n)?;
     let mut obs = vec![reflex_core::Observation::default(); n];
@@ -152,6 +176,10 @@ fn bench_sim(a: &BenchSimArgs) -> Result<()> {
 
     let substeps = task.substeps();
     println!(
+        "{}x{} frame: front {:.3} ms (fixed scene cached; {:.3} ms with rows in parallel, {:.3} ms casting every ray), wrist {:.3} ms ({:.3} ms parallel)",
+        a.frame_size, a.frame_size, front_cached_ms, front_cached_parallel_ms, front_full_ms, wrist_ms, wrist_parallel_ms
+    );
+    println!(
         "{}: physics {:.0} steps/s; env {:.0} steps/s (state), {:.0} steps/s (+{}x{} camera, rows on {} cores), {:.0} steps/s (camera, 1 thread); vectorised {} envs {:.0} steps/s; {} physics steps per env step",
         task.name,
         physics_steps_per_s,
@@ -178,6 +206,11 @@ fn bench_sim(a: &BenchSimArgs) -> Result<()> {
                 "vec_envs": n,
                 "cores": cores,
                 "frame_size": a.frame_size,
+                "front_frame_ms": front_cached_ms,
+                "front_frame_parallel_ms": front_cached_parallel_ms,
+                "front_frame_uncached_ms": front_full_ms,
+                "wrist_frame_ms": wrist_ms,
+                "wrist_frame_parallel_ms": wrist_parallel_ms,
                 "physics_steps_per_env_step": substeps,
             })
         );

@@ -467,8 +467,8 @@ fn render_with(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool
     });
 }
 
-/// Marks in `mask` every pixel a moving collider's world bounding box projects onto (plus one
-/// pixel of margin). If a box reaches behind the camera the whole image is marked.
+/// Marks in `mask` every pixel a moving collider's oriented bounding box projects onto (plus
+/// one pixel of margin). If a box reaches behind the camera the whole image is marked.
 fn mark_moving_bodies(
     world: &World,
     pose: &Isometry3<f64>,
@@ -488,15 +488,20 @@ fn mark_moving_bodies(
         if !moving {
             continue;
         }
-        let aabb = c.compute_aabb();
-        let (lo, hi) = (aabb.mins, aabb.maxs);
+        // Corners of the collider's box in its own frame, moved to the world: tighter on
+        // screen than the world-aligned box of a tilted link.
+        let local = c.shape().compute_local_aabb();
+        let (lo, hi) = (local.mins, local.maxs);
+        let collider_pose = *c.position();
         let (mut umin, mut umax, mut vmin, mut vmax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
         for corner in 0..8 {
-            let p = Point3::new(
-                if corner & 1 == 0 { lo.x } else { hi.x } as f64,
-                if corner & 2 == 0 { lo.y } else { hi.y } as f64,
-                if corner & 4 == 0 { lo.z } else { hi.z } as f64,
+            let lp = Vector::new(
+                if corner & 1 == 0 { lo.x } else { hi.x },
+                if corner & 2 == 0 { lo.y } else { hi.y },
+                if corner & 4 == 0 { lo.z } else { hi.z },
             );
+            let wp = collider_pose.transform_point(lp);
+            let p = Point3::new(wp.x as f64, wp.y as f64, wp.z as f64);
             let pc = inv * p;
             if pc.z < 1e-3 {
                 mask.fill(true);

@@ -159,6 +159,8 @@ pub struct PhysicsSpec {
     /// Solver iterations (rapier substeps) per physics step. Default 1: at a 2 ms step the
     /// experts succeed as often as with 4, at three times the speed (see the README).
     pub solver_iterations: usize,
+    /// Constraint-solver (PGS) iterations inside each substep. Default 1.
+    pub pgs_iterations: usize,
     /// Friction of the table top. Default 0.8.
     pub table_friction: f64,
     /// Friction of the finger pads. Default 1.2.
@@ -170,6 +172,7 @@ impl Default for PhysicsSpec {
         Self {
             length_unit_m: 0.1,
             solver_iterations: 1,
+            pgs_iterations: 1,
             table_friction: 0.8,
             finger_friction: 1.2,
         }
@@ -661,11 +664,14 @@ impl Task {
             }
         }
         let p = &self.physics;
-        if !positive(p.length_unit_m) || !(1..=50).contains(&p.solver_iterations) {
-            return fail(
-                "physics".into(),
-                "length_unit_m must be positive and solver_iterations in 1..=50".into(),
-            );
+        if !positive(p.length_unit_m) {
+            return fail("physics.length_unit_m".into(), "must be positive".into());
+        }
+        if !(1..=50).contains(&p.solver_iterations) {
+            return fail("physics.solver_iterations".into(), "expected 1..=50".into());
+        }
+        if !(1..=50).contains(&p.pgs_iterations) {
+            return fail("physics.pgs_iterations".into(), "expected 1..=50".into());
         }
         if self.objects.len() > MAX_OBJECTS {
             return fail(

@@ -222,6 +222,7 @@ impl World {
         ip.dt = task.physics_dt_s as f32;
         ip.length_unit = task.physics.length_unit_m as f32;
         ip.num_solver_iterations = task.physics.solver_iterations;
+        ip.num_internal_pgs_iterations = task.physics.pgs_iterations;
 
         let mut seg = vec![
             SegEntry {
