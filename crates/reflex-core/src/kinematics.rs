@@ -443,7 +443,12 @@ fn accumulate_mass(
     let mut moment = Vector3::zeros();
     if let Some(l) = links.get(link) {
         let m = l.inertial.mass.value;
-        let c = pose * origin_to_isometry(&l.inertial.origin).translation.vector;
+        // A point, not a vector: `Isometry * Vector3` would drop the translation.
+        let c = pose
+            .transform_point(&nalgebra::Point3::from(
+                origin_to_isometry(&l.inertial.origin).translation.vector,
+            ))
+            .coords;
         mass += m;
         moment += c * m;
     }
@@ -501,6 +506,23 @@ mod tests {
         assert!((t.translation.x - 0.088).abs() < 1e-9, "{t}");
         assert!(t.translation.y.abs() < 1e-9, "{t}");
         assert!((t.translation.z - (0.333 + 0.316 + 0.384 - 0.107 - 0.1034)).abs() < 1e-9);
+    }
+
+    /// Regression: the hand's mass sat at the flange's origin because its offset was applied
+    /// as a vector (rotation only) instead of a point, so gravity compensation was 1% off.
+    #[test]
+    fn fixed_joint_offsets_move_the_fused_centre_of_mass() {
+        let m = model();
+        let last = &m.joints[ARM_DOF - 1];
+        // link7 0.7355 kg at z 0.0616; hand 0.73 kg at 0.107 + 0.03; fingers 2 x 0.015 kg at
+        // 0.107 + 0.0584 + 0.03 (the finger frames point along link7's z).
+        let z = (0.7355 * 0.0616 + 0.73 * 0.137 + 0.03 * 0.1954) / 1.4955;
+        assert!((last.mass_kg - 1.4955).abs() < 1e-9);
+        assert!(
+            (last.com.z - z).abs() < 1e-9,
+            "fused COM z {} expected {z}",
+            last.com.z
+        );
     }
 
     #[test]
