@@ -124,9 +124,17 @@ impl Controller {
 
     /// Advances the setpoint by one physics step; `alpha` in (0, 1] is how far through the
     /// policy step this physics step ends.
-    pub fn update(&mut self, model: &ArmModel, alpha: f64, q_meas: &[f64; ARM_DOF], dt_s: f64) {
+    /// `tcp_meas` is the tool pose at `q_meas` (the caller has it from gravity compensation).
+    pub fn update(
+        &mut self,
+        model: &ArmModel,
+        alpha: f64,
+        q_meas: &[f64; ARM_DOF],
+        tcp_meas: &Isometry3<f64>,
+        dt_s: f64,
+    ) {
         match self.space {
-            ActionSpace::EeDelta => self.track_cartesian(model, alpha, dt_s),
+            ActionSpace::EeDelta => self.track_cartesian(model, alpha, tcp_meas, dt_s),
             ActionSpace::JointDelta => {
                 for i in 0..ARM_DOF {
                     self.q_setpoint[i] = self.q_from[i] + alpha * (self.q_goal[i] - self.q_from[i]);
@@ -145,12 +153,25 @@ impl Controller {
         self.width_setpoint_m += dw;
     }
 
-    fn track_cartesian(&mut self, model: &ArmModel, alpha: f64, dt_s: f64) {
-        let p = self
+    fn track_cartesian(
+        &mut self,
+        model: &ArmModel,
+        alpha: f64,
+        tcp_meas: &Isometry3<f64>,
+        dt_s: f64,
+    ) {
+        let mut p = self
             .x_from
             .translation
             .vector
             .lerp(&self.x_goal.translation.vector, alpha);
+        // Reference limiting at the physics rate: the reference stays within
+        // `max_setpoint_lead_m` of the measured tool, so a blocked arm neither winds up nor
+        // pushes harder than that lead times its stiffness.
+        let lead = p - tcp_meas.translation.vector;
+        if lead.norm() > self.spec.max_setpoint_lead_m {
+            p = tcp_meas.translation.vector + lead.normalize() * self.spec.max_setpoint_lead_m;
+        }
         let r = self.x_from.rotation.slerp(&self.x_goal.rotation, alpha);
         model.forward(&self.q_setpoint, &mut self.frames);
         model.jacobian(&self.frames, &mut self.jac);

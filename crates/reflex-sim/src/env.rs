@@ -427,13 +427,14 @@ impl Env {
     fn physics_substep(&mut self, q_meas: &[f64; ARM_DOF], alpha: f64) {
         let dt = self.task.physics_dt_s;
         let model = &self.template.model;
-        self.controller.update(model, alpha, q_meas, dt);
         model.forward(q_meas, &mut self.frames);
         model.gravity_compensation(
             &self.frames,
             Vector3::new(0.0, 0.0, -9.81),
             &mut self.feedforward,
         );
+        self.controller
+            .update(model, alpha, q_meas, &self.frames.tcp, dt);
         self.world.set_motor_targets(
             &self.controller.q_setpoint,
             &self.feedforward,
