@@ -493,38 +493,93 @@ fn mark_moving_bodies(
         let local = c.shape().compute_local_aabb();
         let (lo, hi) = (local.mins, local.maxs);
         let collider_pose = *c.position();
-        let (mut umin, mut umax, mut vmin, mut vmax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for corner in 0..8 {
+        let mut pts = [(0.0f64, 0.0f64); 8];
+        for (corner, pt) in pts.iter_mut().enumerate() {
             let lp = Vector::new(
                 if corner & 1 == 0 { lo.x } else { hi.x },
                 if corner & 2 == 0 { lo.y } else { hi.y },
                 if corner & 4 == 0 { lo.z } else { hi.z },
             );
             let wp = collider_pose.transform_point(lp);
-            let p = Point3::new(wp.x as f64, wp.y as f64, wp.z as f64);
-            let pc = inv * p;
+            let pc = inv * Point3::new(wp.x as f64, wp.y as f64, wp.z as f64);
             if pc.z < 1e-3 {
                 mask.fill(true);
                 return;
             }
-            let u = k.fx * pc.x / pc.z + k.cx;
-            let v = k.fy * pc.y / pc.z + k.cy;
-            umin = umin.min(u);
-            umax = umax.max(u);
-            vmin = vmin.min(v);
-            vmax = vmax.max(v);
+            *pt = (k.fx * pc.x / pc.z + k.cx, k.fy * pc.y / pc.z + k.cy);
         }
-        let clamp = |x: f64, n: usize| x.clamp(0.0, n as f64) as usize;
-        let (u0, u1) = (
-            clamp(umin.floor() - 1.0, width),
-            clamp(umax.ceil() + 1.0, width),
-        );
-        let (v0, v1) = (
-            clamp(vmin.floor() - 1.0, height),
-            clamp(vmax.ceil() + 1.0, height),
-        );
-        for v in v0..v1 {
-            mask[v * width + u0..v * width + u1].fill(true);
+        // The box is convex and in front of the camera, so its image is the convex hull of its
+        // projected corners; the shape inside it projects inside that hull.
+        let hull = convex_hull(&mut pts);
+        fill_convex(&pts[..hull], width, height, mask);
+    }
+}
+
+/// Sorts `pts` into their convex hull (counter-clockwise, in place); returns the hull's length.
+fn convex_hull(pts: &mut [(f64, f64); 8]) -> usize {
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let cross = |o: (f64, f64), a: (f64, f64), b: (f64, f64)| {
+        (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0)
+    };
+    // Andrew's monotone chain into a fixed buffer.
+    let mut hull = [(0.0, 0.0); 16];
+    let mut n = 0;
+    for &p in pts.iter() {
+        while n >= 2 && cross(hull[n - 2], hull[n - 1], p) <= 0.0 {
+            n -= 1;
         }
+        hull[n] = p;
+        n += 1;
+    }
+    let lower = n + 1;
+    for &p in pts.iter().rev().skip(1) {
+        while n >= lower && cross(hull[n - 2], hull[n - 1], p) <= 0.0 {
+            n -= 1;
+        }
+        hull[n] = p;
+        n += 1;
+    }
+    let n = n.saturating_sub(1).max(1);
+    pts[..n].copy_from_slice(&hull[..n]);
+    n
+}
+
+/// Marks every pixel whose square touches the convex polygon `poly`, plus one pixel of margin.
+fn fill_convex(poly: &[(f64, f64)], width: usize, height: usize, mask: &mut [bool]) {
+    let vmin = poly.iter().map(|p| p.1).fold(f64::MAX, f64::min);
+    let vmax = poly.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+    let row0 = (vmin.floor() - 1.0).clamp(0.0, height as f64) as usize;
+    let row1 = (vmax.ceil() + 1.0).clamp(0.0, height as f64) as usize;
+    for v in row0..row1 {
+        // The polygon's x extent over the band of rows [v - 1, v + 2] (margin included).
+        let (y0, y1) = (v as f64 - 1.0, v as f64 + 2.0);
+        let (mut x0, mut x1) = (f64::MAX, f64::MIN);
+        for i in 0..poly.len() {
+            let a = poly[i];
+            let b = poly[(i + 1) % poly.len()];
+            // Clip the edge a-b to the band.
+            let (lo, hi) = if a.1 <= b.1 { (a, b) } else { (b, a) };
+            if hi.1 < y0 || lo.1 > y1 {
+                continue;
+            }
+            let at = |y: f64| {
+                if (hi.1 - lo.1).abs() < 1e-12 {
+                    (lo.0.min(hi.0), lo.0.max(hi.0))
+                } else {
+                    let x = lo.0 + (hi.0 - lo.0) * (y - lo.1) / (hi.1 - lo.1);
+                    (x, x)
+                }
+            };
+            for (xa, xb) in [at(lo.1.max(y0)), at(hi.1.min(y1))] {
+                x0 = x0.min(xa);
+                x1 = x1.max(xb);
+            }
+        }
+        if x0 > x1 {
+            continue;
+        }
+        let u0 = (x0.floor() - 1.0).clamp(0.0, width as f64) as usize;
+        let u1 = (x1.ceil() + 1.0).clamp(0.0, width as f64) as usize;
+        mask[v * width + u0..v * width + u1].fill(true);
     }
 }
