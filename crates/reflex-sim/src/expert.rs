@@ -119,8 +119,8 @@ impl ScriptedExpert {
         }
     }
 
-    /// Plans (tool target position, target yaw, gripper command in [-1, 1], speed factor).
-    fn plan(&mut self, obs: &Observation) -> (Vector3<f64>, f64, f64, f64) {
+    /// Plans the next tool target, yaw, gripper command and speed factor.
+    fn plan(&mut self, obs: &Observation) -> Plan {
         let tcp = Vector3::from(obs.robot.tcp_pose.position_m);
         let tcp_yaw = yaw_of(obs.robot.tcp_pose.quat_xyzw);
         let neutral = *self.neutral_yaw.get_or_insert(tcp_yaw);
@@ -189,37 +189,19 @@ impl ScriptedExpert {
                     nearest_symmetric(yaw_of(obs.objects[object].pose.quat_xyzw), neutral);
                 let grasp_z = (o.z - 0.3 * self.object_height_m[object]).max(0.008);
                 let width = obs.robot.gripper_width_m;
-                match self.phase {
-                    0 => {
-                        let t = o + Vector3::new(0.0, 0.0, 0.10);
-                        if near(&tcp, &t, 0.02) && (tcp_yaw - grasp_yaw).abs() < 0.08 {
-                            self.phase = 1;
-                        }
-                        (t, grasp_yaw, 1.0, 1.0)
-                    }
-                    1 => {
-                        let t = Vector3::new(o.x, o.y, grasp_z);
-                        if near(&tcp, &t, 0.008) {
-                            self.phase = 2;
-                            self.timer = 0;
-                        }
-                        (t, grasp_yaw, 1.0, 0.6)
-                    }
-                    2 => {
-                        if self.timer >= 4 {
-                            self.phase = 3;
-                        }
-                        (Vector3::new(o.x, o.y, grasp_z), grasp_yaw, -1.0, 0.5)
-                    }
-                    _ => {
-                        if width < 0.005 {
-                            // Missed: the fingers closed on nothing.
-                            self.phase = 0;
-                        }
-                        let t = Vector3::new(tcp.x, tcp.y, o.z.max(grasp_z) + height_m + 0.08);
-                        (t, grasp_yaw, -1.0, 0.6)
-                    }
+                let grasp = Vector3::new(o.x, o.y, grasp_z);
+                let above = o + Vector3::new(0.0, 0.0, 0.10);
+                if let Some(plan) =
+                    self.grasp(&tcp, tcp_yaw, above, grasp, grasp_yaw, PICK_TOLERANCES)
+                {
+                    return plan;
                 }
+                // Lift; start over if the fingers closed on nothing.
+                if width < 0.005 {
+                    self.phase = 0;
+                }
+                let t = Vector3::new(tcp.x, tcp.y, o.z.max(grasp_z) + height_m + 0.08);
+                (t, grasp_yaw, -1.0, 0.6)
             }
             Skill::Insert {
                 peg_object,
@@ -237,33 +219,14 @@ impl ScriptedExpert {
                 let width = obs.robot.gripper_width_m;
                 // After the grasp, turn so the peg's faces line up with the hole's (yaw 0).
                 let aligned_yaw = tcp_yaw - wrap(peg_yaw, FRAC_PI_2);
+                let grasp = Vector3::new(peg_top.x, peg_top.y, grasp_z);
+                let above = Vector3::new(peg_top.x, peg_top.y, peg_top.z + 0.08);
+                if let Some(plan) =
+                    self.grasp(&tcp, tcp_yaw, above, grasp, grasp_yaw, PEG_TOLERANCES)
+                {
+                    return plan;
+                }
                 match self.phase {
-                    0 => {
-                        let t = Vector3::new(peg_top.x, peg_top.y, peg_top.z + 0.08);
-                        if near(&tcp, &t, 0.015) && (tcp_yaw - grasp_yaw).abs() < 0.05 {
-                            self.phase = 1;
-                        }
-                        (t, grasp_yaw, 1.0, 1.0)
-                    }
-                    1 => {
-                        let t = Vector3::new(peg_top.x, peg_top.y, grasp_z);
-                        if near(&tcp, &t, 0.006) {
-                            self.phase = 2;
-                            self.timer = 0;
-                        }
-                        (t, grasp_yaw, 1.0, 0.6)
-                    }
-                    2 => {
-                        if self.timer >= 4 {
-                            self.phase = 3;
-                        }
-                        (
-                            Vector3::new(peg_top.x, peg_top.y, grasp_z),
-                            grasp_yaw,
-                            -1.0,
-                            0.5,
-                        )
-                    }
                     3 => {
                         if width < 0.004 {
                             self.phase = 0;
@@ -294,6 +257,69 @@ impl ScriptedExpert {
                     }
                 }
             }
+        }
+    }
+}
+
+/// How close the grasp phases must get before moving on: (above the object m, yaw rad, at the
+/// grasp point m).
+#[derive(Clone, Copy)]
+struct GraspTolerances {
+    above_m: f64,
+    yaw_rad: f64,
+    grasp_m: f64,
+}
+
+const PICK_TOLERANCES: GraspTolerances = GraspTolerances {
+    above_m: 0.02,
+    yaw_rad: 0.08,
+    grasp_m: 0.008,
+};
+
+/// The peg needs a centred grasp: 2 mm of clearance per side in the hole.
+const PEG_TOLERANCES: GraspTolerances = GraspTolerances {
+    above_m: 0.015,
+    yaw_rad: 0.05,
+    grasp_m: 0.006,
+};
+
+/// (tool target position, target yaw, gripper command in [-1, 1], speed factor).
+type Plan = (Vector3<f64>, f64, f64, f64);
+
+impl ScriptedExpert {
+    /// The grasp every pick starts with: over the object with the fingers open and turned to
+    /// `yaw`, down to `grasp`, then close for four steps. Returns the plan while grasping
+    /// (phases 0 to 2) and `None` once the fingers have closed.
+    fn grasp(
+        &mut self,
+        tcp: &Vector3<f64>,
+        tcp_yaw: f64,
+        above: Vector3<f64>,
+        grasp: Vector3<f64>,
+        yaw: f64,
+        tol: GraspTolerances,
+    ) -> Option<Plan> {
+        match self.phase {
+            0 => {
+                if (tcp - above).norm() < tol.above_m && (tcp_yaw - yaw).abs() < tol.yaw_rad {
+                    self.phase = 1;
+                }
+                Some((above, yaw, 1.0, 1.0))
+            }
+            1 => {
+                if (tcp - grasp).norm() < tol.grasp_m {
+                    self.phase = 2;
+                    self.timer = 0;
+                }
+                Some((grasp, yaw, 1.0, 0.6))
+            }
+            2 => {
+                if self.timer >= 4 {
+                    self.phase = 3;
+                }
+                Some((grasp, yaw, -1.0, 0.5))
+            }
+            _ => None,
         }
     }
 }
