@@ -9,7 +9,6 @@ use crate::error::SimError;
 use crate::world::{World, SEG_NONE};
 use nalgebra::{Isometry3, Matrix3, Point3, Rotation3, UnitQuaternion, Vector3};
 use rapier3d::prelude::*;
-use rayon::prelude::*;
 use std::path::Path;
 
 /// Where a camera is mounted.
@@ -269,10 +268,9 @@ impl Rays<'_> {
         Vector::new(d.x as f32, d.y as f32, d.z as f32)
     }
 
-    /// Casts one ray; returns colour, depth and segmentation id of the nearest hit within
-    /// `max_toi` among the colliders `filter` admits.
-    fn cast(&self, dir: Vector, max_toi: f32, filter: QueryFilter) -> Option<([u8; 3], f32, u16)> {
-        let qp = self.world.physics.query_pipeline_with_filter(filter);
+    /// Casts one ray through `qp`; returns colour, depth and segmentation id of the nearest hit
+    /// within `max_toi`.
+    fn cast(&self, qp: &QueryPipeline, dir: Vector, max_toi: f32) -> Option<([u8; 3], f32, u16)> {
         let (h, hit) = qp.cast_ray_and_get_normal(&Ray::new(self.origin, dir), max_toi, true)?;
         let id = self
             .world
@@ -305,10 +303,13 @@ impl Rays<'_> {
         depth: &mut [f32],
         seg: &mut [u16],
     ) {
+        let qp = self.world.physics.query_pipeline_with_filter(filter());
         for u in 0..self.width {
-            let (c, z, id) = self
-                .cast(self.dir(u, v), self.max_range_m, filter())
-                .unwrap_or((BACKGROUND_RGB, 0.0, SEG_NONE));
+            let (c, z, id) = self.cast(&qp, self.dir(u, v), self.max_range_m).unwrap_or((
+                BACKGROUND_RGB,
+                0.0,
+                SEG_NONE,
+            ));
             rgb[3 * u..3 * u + 3].copy_from_slice(&c);
             depth[u] = z;
             seg[u] = id;
@@ -377,13 +378,29 @@ fn render_with(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool
         dynamic_mask,
         ..
     } = frame;
-    let rows = |rgb: &mut [u8], depth: &mut [f32], seg: &mut [u16], f: &RowFn| {
+    let rows = |rgb: &mut [u8], depth: &mut [f32], seg: &mut [u16], split: usize, f: &RowFn| {
         if parallel {
-            rgb.par_chunks_mut(3 * w)
-                .zip(depth.par_chunks_mut(w))
-                .zip(seg.par_chunks_mut(w))
-                .enumerate()
-                .for_each(|(v, ((r, d), s))| f(v, r, d, s));
+            // Two halves: this thread renders one while a pool thread renders the other, so the
+            // caller works instead of sleeping until the pool is done (with row-by-row tasks
+            // that cost as much as it saved in a closed loop).
+            let split = split.min(rgb.len() / (3 * w));
+            let (rgb_a, rgb_b) = rgb.split_at_mut(3 * w * split);
+            let (d_a, d_b) = depth.split_at_mut(w * split);
+            let (s_a, s_b) = seg.split_at_mut(w * split);
+            let half = |first_row: usize, rgb: &mut [u8], depth: &mut [f32], seg: &mut [u16]| {
+                for (i, ((r, d), s)) in rgb
+                    .chunks_mut(3 * w)
+                    .zip(depth.chunks_mut(w))
+                    .zip(seg.chunks_mut(w))
+                    .enumerate()
+                {
+                    f(first_row + i, r, d, s);
+                }
+            };
+            rayon::in_place_scope(|scope| {
+                scope.spawn(|_| half(split, rgb_b, d_b, s_b));
+                half(0, rgb_a, d_a, s_a);
+            });
         } else {
             for (v, ((r, d), s)) in rgb
                 .chunks_mut(3 * w)
@@ -396,9 +413,13 @@ fn render_with(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool
         }
     };
     if !cached {
-        rows(rgb, depth_m, segmentation, &|v, r, d, s| {
-            rays.full_row(v, QueryFilter::default, r, d, s)
-        });
+        rows(
+            rgb,
+            depth_m,
+            segmentation,
+            camera.height / 2,
+            &|v, r, d, s| rays.full_row(v, QueryFilter::default, r, d, s),
+        );
         return;
     }
 
@@ -430,6 +451,7 @@ fn render_with(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool
             &mut layer.rgb,
             &mut layer.depth_m,
             &mut layer.segmentation,
+            camera.height / 2,
             &|v, r, d, s| rays.full_row(v, QueryFilter::exclude_dynamic, r, d, s),
         );
         *static_layer = Some(layer);
@@ -439,8 +461,21 @@ fn render_with(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool
     };
     mark_moving_bodies(world, &pose, &k, camera.width, camera.height, dynamic_mask);
     let mask: &[bool] = dynamic_mask;
-    rows(rgb, depth_m, segmentation, &|v, r, d, s| {
+    // Split the rows where half of the rays to cast lie above: the work is in the masked pixels.
+    let total = mask.iter().filter(|m| **m).count();
+    let mut seen = 0;
+    let split = mask
+        .chunks(w)
+        .position(|row| {
+            seen += row.iter().filter(|m| **m).count();
+            2 * seen >= total
+        })
+        .map_or(camera.height / 2, |r| r + 1);
+    rows(rgb, depth_m, segmentation, split, &|v, r, d, s| {
         let base = v * w;
+        let qp = world
+            .physics
+            .query_pipeline_with_filter(QueryFilter::exclude_fixed());
         for u in 0..w {
             let i = base + u;
             let stat = (
@@ -455,8 +490,7 @@ fn render_with(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool
                 } else {
                     rays.max_range_m
                 };
-                rays.cast(rays.dir(u, v), limit, QueryFilter::exclude_fixed())
-                    .unwrap_or(stat)
+                rays.cast(&qp, rays.dir(u, v), limit).unwrap_or(stat)
             } else {
                 stat
             };

@@ -10,7 +10,7 @@
 //! Nothing here allocates.
 
 use crate::task::{ControlSpec, Task};
-use nalgebra::{Isometry3, Matrix6, SMatrix, SVector, Translation3, UnitQuaternion, Vector3};
+use nalgebra::{Isometry3, Matrix6, SVector, Translation3, UnitQuaternion, Vector3};
 use reflex_core::{ActionSpace, ArmModel, Frames, Jacobian, ARM_DOF};
 
 type Vec7 = SVector<f64, ARM_DOF>;
@@ -185,16 +185,13 @@ impl Controller {
         let Some(chol) = jjt.cholesky() else {
             return; // Cannot happen with lambda > 0; hold the setpoint if it does.
         };
-        let j_pinv: SMatrix<f64, ARM_DOF, 6> = j.transpose() * chol.inverse();
-        let mut dq: Vec7 = j_pinv * e;
-        // Null space: pull toward the rest posture without disturbing the tool.
-        let null = SMatrix::<f64, ARM_DOF, ARM_DOF>::identity() - j_pinv * j;
+        // Null-space pull toward the rest posture r, without disturbing the tool:
+        // dq = J+ e + (I - J+ J) r = J+ (e - J r) + r, with J+ = J^T (J J^T + lambda^2 I)^-1.
         let mut rest = Vec7::zeros();
-        for i in 0..ARM_DOF {
-            rest[i] =
-                self.spec.null_space_gain * (self.q_rest[i] - self.q_setpoint[i]) * dt_s * 10.0;
+        for (i, r) in rest.iter_mut().enumerate() {
+            *r = self.spec.null_space_gain * (self.q_rest[i] - self.q_setpoint[i]) * dt_s * 10.0;
         }
-        dq += null * rest;
+        let dq: Vec7 = j.transpose() * chol.solve(&(e - j * rest)) + rest;
         // The setpoint moves no faster than each joint's speed limit.
         for i in 0..ARM_DOF {
             let vmax = model.limits[i].velocity * dt_s;
