@@ -1,0 +1,34 @@
+//! # reflex-runtime
+//!
+//! The one control loop that drives a simulated or a real arm. This crate holds, so far, the two
+//! parts every tick runs last: action composition ([`Composer`]: base + scaled residual, or the
+//! human while an intervention holds) and the [`SafetyFilter`] that every joint command passes
+//! before it reaches a `Robot`. Both run on the control tick: they allocate nothing and take no
+//! lock. The fixed-rate loop, weight hot-swap and statistics build on them.
+//!
+//! ```
+//! use reflex_core::{ArmModel, JointCommand, RobotState, SafetyLimits};
+//! use reflex_runtime::{EStop, Mode, SafetyFilter};
+//! let urdf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../urdf/reflex_arm.urdf");
+//! let arm = ArmModel::from_urdf_file(&urdf, "link0", "tcp").unwrap();
+//! let mut state = RobotState::default();
+//! state.joint_pos_rad = [0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785];
+//! let estop = EStop::new();
+//! let mut filter =
+//!     SafetyFilter::new(SafetyLimits::from_model(&arm), arm, 0.001, estop.clone(), &state).unwrap();
+//! let mut wish = JointCommand { joint_pos_rad: state.joint_pos_rad, gripper_width_m: 0.04 };
+//! wish.joint_pos_rad[0] = f64::NAN;
+//! let mut out = JointCommand::default();
+//! let (mode, faults) = filter.filter(&wish, &state, true, &mut out);
+//! assert_eq!(mode, Mode::Hold);
+//! assert!(out.joint_pos_rad.iter().all(|q| q.is_finite()) && !faults.is_empty());
+//! ```
+
+// Limit checks write `!(x > 0.0)` on purpose: unlike `x <= 0.0`, it also rejects NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
+mod compose;
+mod safety_filter;
+
+pub use compose::Composer;
+pub use safety_filter::{EStop, Faults, Mode, SafetyFilter};
