@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The test command. Installs the outside programs the interop tests compare against (MuJoCo and
-# ROS's URDF parser, from PyPI, into target/pyenv), then runs every test in the workspace.
+# The test command. Installs the outside programs the interop tests compare against (MuJoCo, ROS's
+# URDF parser, the safetensors reference library; from PyPI, into target/pyenv), then runs every
+# test in the workspace.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 py=target/pyenv
-if ! "$py/bin/python" -c 'import mujoco, urdf_parser_py' 2>/dev/null; then
-  echo "== installing test peers into $py (mujoco, urdf-parser-py)"
+if ! "$py/bin/python" -c 'import mujoco, urdf_parser_py, safetensors.numpy' 2>/dev/null; then
+  echo "== installing test peers into $py (mujoco, urdf-parser-py, safetensors)"
   python3 -m venv "$py"
-  "$py/bin/pip" install --quiet --disable-pip-version-check 'mujoco==4.0.0' 'urdf-parser-py==0.0.4'
+  "$py/bin/pip" install --quiet --disable-pip-version-check \
+    'mujoco==4.0.0' 'urdf-parser-py==0.0.4' 'safetensors==0.8.0' 'numpy==2.4.6'
 fi
 
 cargo test --workspace "$@"

@@ -11,6 +11,19 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Physics, environment and vectorised-environment throughput.
     Sim(BenchSimArgs),
+    /// One-sample policy latency: an MLP forward pass, and base + residual + safety filter.
+    Policy(BenchPolicyArgs),
+}
+
+/// Arguments of `reflex bench policy`.
+#[derive(Args)]
+pub struct BenchPolicyArgs {
+    /// Forward passes to time.
+    #[arg(long, default_value_t = 200_000)]
+    samples: usize,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `reflex bench sim`.
@@ -36,6 +49,7 @@ pub struct BenchSimArgs {
 pub fn run(cmd: &BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Sim(a) => bench_sim(a),
+        BenchCommand::Policy(a) => bench_policy(a),
     }
 }
 
@@ -209,6 +223,107 @@ fn bench_sim(a: &BenchSimArgs) -> Result<()> {
                 "wrist_frame_ms": wrist_ms,
                 "wrist_frame_parallel_ms": wrist_parallel_ms,
                 "physics_steps_per_env_step": substeps,
+            })
+        );
+    }
+    Ok(())
+}
+
+/// p50 and p99 of `samples` timings of `f`, microseconds.
+fn latency_us(samples: usize, mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..samples / 10 {
+        f(); // warm caches and branch predictors
+    }
+    let mut t: Vec<f64> = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        f();
+        t.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    t.sort_by(f64::total_cmp);
+    let at = |q: f64| t[((t.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99))
+}
+
+fn random_mlp(dims: &[usize], seed: u64) -> reflex_runtime::Mlp {
+    use reflex_runtime::{Activation, Mlp};
+    let mut m = Mlp::zeros(dims, Activation::Relu, Activation::Tanh);
+    let mut s = seed;
+    for i in 0..m.num_layers() {
+        if let Some((w, b)) = m.layer_mut(i) {
+            for v in w.iter_mut().chain(b.iter_mut()) {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                *v = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+            }
+        }
+    }
+    m
+}
+
+fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
+    use reflex_core::{ActionSpace, ArmModel, JointCommand, RobotState, SafetyLimits};
+    use reflex_runtime::{Composer, EStop, SafetyFilter};
+
+    let mut mlp = random_mlp(&[39, 256, 256, 7], 1);
+    let fast_kernel = mlp.uses_fast_kernel();
+    let obs: Vec<f32> = (0..39).map(|i| (i as f32 * 0.3).sin()).collect();
+    let mut out = [0f32; 7];
+    let (p50_us, p99_us) = latency_us(a.samples, || {
+        let _ = mlp.forward(std::hint::black_box(&obs), &mut out);
+    });
+
+    // One composed tick: base, residual on (obs, base), composition, safety filter.
+    let urdf = reflex_sim::env::default_urdf_path();
+    let arm = ArmModel::from_urdf_file(&urdf, "link0", "tcp")?;
+    let state = RobotState {
+        joint_pos_rad: [0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785],
+        gripper_width_m: 0.04,
+        ..Default::default()
+    };
+    let mut filter = SafetyFilter::new(
+        SafetyLimits::from_model(&arm),
+        arm,
+        0.001,
+        EStop::new(),
+        &state,
+    )?;
+    let mut base_net = random_mlp(&[39, 256, 256, 8], 2);
+    let mut residual_net = random_mlp(&[47, 256, 256, 8], 3);
+    let mut composer = Composer::new(0.3, 0.5, 100);
+    let mut base = reflex_core::Action::zeros(ActionSpace::JointDelta);
+    let mut residual = reflex_core::Action::zeros(ActionSpace::JointDelta);
+    let mut action = reflex_core::Action::zeros(ActionSpace::JointDelta);
+    let mut obs_base = [0f32; 47];
+    let mut wish = JointCommand::default();
+    let mut cmd = JointCommand::default();
+    let (composed_p50_us, composed_p99_us) = latency_us(a.samples, || {
+        let _ = base_net.forward(&obs, base.as_mut_slice());
+        obs_base[..39].copy_from_slice(&obs);
+        obs_base[39..].copy_from_slice(base.as_slice());
+        let _ = residual_net.forward(&obs_base, residual.as_mut_slice());
+        composer.compose(&base, &residual, None, &mut action);
+        for (i, q) in wish.joint_pos_rad.iter_mut().enumerate() {
+            *q = state.joint_pos_rad[i] + 0.001 * action.as_slice()[i] as f64;
+        }
+        wish.gripper_width_m = 0.04;
+        filter.filter(&wish, &state, true, &mut cmd);
+    });
+    println!(
+        "MLP 39-256-256-7 one sample: p50 {p50_us:.2} us, p99 {p99_us:.2} us ({} kernel); base + residual + composition + safety filter: p50 {composed_p50_us:.2} us, p99 {composed_p99_us:.2} us",
+        if fast_kernel { "AVX2+FMA" } else { "portable" }
+    );
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "p50_us": p50_us,
+                "p99_us": p99_us,
+                "composed_p50_us": composed_p50_us,
+                "composed_p99_us": composed_p99_us,
+                "kernel": if fast_kernel { "avx2_fma" } else { "portable" },
+                "samples": a.samples,
             })
         );
     }

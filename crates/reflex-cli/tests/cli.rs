@@ -107,3 +107,16 @@ fn bench_sim_prints_the_promised_fields() {
         );
     }
 }
+
+#[test]
+fn bench_policy_prints_the_promised_fields() {
+    let (ok, out, err) = reflex(&["bench", "policy", "--samples", "2000", "--json"]);
+    assert!(ok, "{err}");
+    let v = last_json(&out);
+    for k in ["p50_us", "p99_us", "composed_p99_us"] {
+        assert!(
+            v[k].as_f64().is_some_and(|x| x > 0.0),
+            "{k} missing or zero: {out}"
+        );
+    }
+}

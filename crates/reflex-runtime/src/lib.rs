@@ -1,10 +1,11 @@
 //! # reflex-runtime
 //!
-//! The one control loop that drives a simulated or a real arm. This crate holds, so far, the two
-//! parts every tick runs last: action composition ([`Composer`]: base + scaled residual, or the
-//! human while an intervention holds) and the [`SafetyFilter`] that every joint command passes
-//! before it reaches a `Robot`. Both run on the control tick: they allocate nothing and take no
-//! lock. The fixed-rate loop, weight hot-swap and statistics build on them.
+//! The one control loop that drives a simulated or a real arm. This crate holds, so far, what
+//! every tick runs: batch-1 network inference ([`Mlp`], weights in safetensors), action
+//! composition ([`Composer`]: base + scaled residual, or the human while an intervention holds)
+//! and the [`SafetyFilter`] that every joint command passes before it reaches a `Robot`. All of
+//! it allocates nothing and takes no lock on the tick. The fixed-rate loop, weight hot-swap and
+//! statistics build on them.
 //!
 //! ```
 //! use reflex_core::{ArmModel, JointCommand, RobotState, SafetyLimits};
@@ -28,7 +29,9 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 mod compose;
+mod mlp;
 mod safety_filter;
 
 pub use compose::Composer;
+pub use mlp::{Activation, DimMismatch, Mlp, WeightsError};
 pub use safety_filter::{EStop, Faults, Mode, SafetyFilter};

@@ -1,11 +1,11 @@
-//! The composition and safety filter of 10,000 ticks, with a residual and an intervention
-//! active, allocate nothing: a counting global allocator proves it.
+//! 10,000 ticks of base and residual MLPs, composition with an intervention active, and the
+//! safety filter allocate nothing: a counting global allocator proves it.
 
 mod common;
 
 use common::{arm, home_state, limits, DT_S, HOME};
 use reflex_core::{Action, ActionSpace, JointCommand};
-use reflex_runtime::{Composer, EStop, SafetyFilter};
+use reflex_runtime::{Activation, Composer, EStop, Mlp, SafetyFilter};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,12 +31,16 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 #[test]
-fn composition_and_safety_filter_allocate_nothing_per_tick() {
+fn networks_composition_and_safety_filter_allocate_nothing_per_tick() {
     let arm = arm();
     let estop = EStop::new();
     let mut state = home_state();
     let mut filter = SafetyFilter::new(limits(&arm), arm, DT_S, estop.clone(), &state).unwrap();
     let mut composer = Composer::new(0.3, 0.5, 200);
+    let mut policy = Mlp::zeros(&[39, 256, 256, 8], Activation::Relu, Activation::Tanh);
+    let mut residual_net = Mlp::zeros(&[47, 256, 256, 8], Activation::Relu, Activation::Tanh);
+    let mut obs = [0.1f32; 39];
+    let mut obs_and_base = [0.0f32; 47];
     let mut base = Action::zeros(ActionSpace::JointDelta);
     let mut residual = Action::zeros(ActionSpace::JointDelta);
     let mut human = Action::zeros(ActionSpace::JointDelta);
@@ -48,8 +52,15 @@ fn composition_and_safety_filter_allocate_nothing_per_tick() {
     let mut intervened = 0;
     for t in 0..10_000u32 {
         let phase = t as f32 * 0.01;
-        base.as_mut_slice().fill(0.2 * phase.sin());
-        residual.as_mut_slice().fill(0.5 * phase.cos());
+        obs[0] = phase.sin();
+        policy.forward(&obs, base.as_mut_slice()).unwrap();
+        base.as_mut_slice()[0] += 0.2 * phase.sin();
+        obs_and_base[..39].copy_from_slice(&obs);
+        obs_and_base[39..].copy_from_slice(base.as_slice());
+        residual_net
+            .forward(&obs_and_base, residual.as_mut_slice())
+            .unwrap();
+        residual.as_mut_slice()[1] += 0.5 * phase.cos();
         human
             .as_mut_slice()
             .fill(if t % 1000 < 300 { 0.9 } else { 0.0 });
