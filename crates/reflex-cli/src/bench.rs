@@ -13,6 +13,28 @@ pub enum BenchCommand {
     Sim(BenchSimArgs),
     /// One-sample policy latency: an MLP forward pass, and base + residual + safety filter.
     Policy(BenchPolicyArgs),
+    /// The control loop at a fixed rate: deadline misses, wake-up jitter, compute time.
+    Loop(BenchLoopArgs),
+}
+
+/// Arguments of `reflex bench loop`.
+#[derive(Args)]
+pub struct BenchLoopArgs {
+    /// Control rate, Hz.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Duration, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
+    /// Run a busy learner thread and a reward worker that takes 2 s per answer meanwhile.
+    #[arg(long)]
+    load: bool,
+    /// Do not ask for SCHED_FIFO, mlockall and CPU pinning.
+    #[arg(long)]
+    no_realtime: bool,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `reflex bench policy`.
@@ -50,6 +72,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Sim(a) => bench_sim(a),
         BenchCommand::Policy(a) => bench_policy(a),
+        BenchCommand::Loop(a) => bench_loop(a),
     }
 }
 
@@ -324,6 +347,208 @@ fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
                 "composed_p99_us": composed_p99_us,
                 "kernel": if fast_kernel { "avx2_fma" } else { "portable" },
                 "samples": a.samples,
+            })
+        );
+    }
+    Ok(())
+}
+
+fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use reflex_core::{ActionSpace, ArmModel, JointCommand, LatestCell, RobotState, SafetyLimits};
+    use reflex_runtime::{
+        Composer, EStop, LoopStats, RealTime, RealTimeRequest, SafetyFilter, Ticker,
+    };
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let stats = Arc::new(LoopStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let rewards: Arc<LatestCell<(u64, f32)>> = Arc::new(LatestCell::new());
+    let mut workers = Vec::new();
+    if a.load {
+        // The learner: busy on its own core, as gradient steps would be.
+        let stop_l = stop.clone();
+        let pin = !a.no_realtime;
+        workers.push(std::thread::spawn(move || {
+            if pin {
+                let _ = RealTime::request(&RealTimeRequest {
+                    fifo_priority: None,
+                    mlock: false,
+                    cpu: Some(0),
+                });
+            }
+            let mut net = random_mlp(&[46, 256, 256, 1], 9);
+            let x = [0.1f32; 46];
+            let mut y = [0f32; 1];
+            let mut n = 0u64;
+            while !stop_l.load(Ordering::Relaxed) {
+                let _ = net.forward(std::hint::black_box(&x), &mut y);
+                n += 1;
+            }
+            n
+        }));
+        // The reward worker: a VLM that takes 2 s per answer, joined to the loop by a cell.
+        let stop_r = stop.clone();
+        let cell = rewards.clone();
+        workers.push(std::thread::spawn(move || {
+            let mut answers = 0u64;
+            'outer: loop {
+                for _ in 0..20 {
+                    if stop_r.load(Ordering::Relaxed) {
+                        break 'outer;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                answers += 1;
+                cell.set((answers, 0.5));
+            }
+            answers
+        }));
+    }
+
+    let urdf = reflex_sim::env::default_urdf_path();
+    let arm = ArmModel::from_urdf_file(&urdf, "link0", "tcp")?;
+    let home = [0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785];
+    let limits = SafetyLimits::from_model(&arm);
+    let rate = a.rate;
+    let seconds = a.seconds;
+    let realtime = !a.no_realtime;
+    let stats_c = stats.clone();
+    let cell = rewards.clone();
+    let control = std::thread::spawn(move || -> Result<RealTime> {
+        let rt = RealTime::request(&RealTimeRequest {
+            fifo_priority: realtime.then_some(80),
+            mlock: realtime,
+            cpu: realtime.then_some(cores - 1),
+        });
+        let mut state = RobotState {
+            joint_pos_rad: home,
+            gripper_width_m: 0.04,
+            ..Default::default()
+        };
+        let mut filter = SafetyFilter::new(limits, arm, 1.0 / rate, EStop::new(), &state)?;
+        let mut base_net = random_mlp(&[39, 256, 256, 8], 2);
+        let mut residual_net = random_mlp(&[47, 256, 256, 8], 3);
+        let mut composer = Composer::new(0.3, 0.5, 100);
+        let mut base = reflex_core::Action::zeros(ActionSpace::JointDelta);
+        let mut residual = reflex_core::Action::zeros(ActionSpace::JointDelta);
+        let mut action = reflex_core::Action::zeros(ActionSpace::JointDelta);
+        let mut obs = [0f32; 39];
+        let mut obs_base = [0f32; 47];
+        let mut wish = JointCommand::default();
+        let mut cmd = JointCommand::default();
+        let mut last_reward = 0.0f32;
+        let mut ticker = Ticker::new(rate);
+        let total = (seconds * rate).round() as u64;
+        for _ in 0..total {
+            let woke = ticker.wait(&stats_c);
+            // One tick: observation, base, residual, composition, safety filter.
+            if let Some((_, r)) = cell.take() {
+                last_reward = r;
+            }
+            for (o, q) in obs.iter_mut().zip(&state.joint_pos_rad) {
+                *o = *q as f32;
+            }
+            obs[38] = last_reward;
+            let _ = base_net.forward(&obs, base.as_mut_slice());
+            obs_base[..39].copy_from_slice(&obs);
+            obs_base[39..].copy_from_slice(base.as_slice());
+            let _ = residual_net.forward(&obs_base, residual.as_mut_slice());
+            composer.compose(&base, &residual, None, &mut action);
+            for (i, q) in wish.joint_pos_rad.iter_mut().enumerate() {
+                *q = state.joint_pos_rad[i] + 0.0005 * action.as_slice()[i] as f64;
+            }
+            wish.gripper_width_m = 0.04;
+            filter.filter(&wish, &state, true, &mut cmd);
+            state.joint_pos_rad = cmd.joint_pos_rad;
+            stats_c.compute.record(woke.elapsed().as_nanos() as u64);
+        }
+        Ok(rt)
+    });
+
+    let bar = ProgressBar::new((a.seconds * a.rate) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} ticks, {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    while !control.is_finished() {
+        std::thread::sleep(Duration::from_millis(200));
+        bar.set_position(stats.ticks.load(std::sync::atomic::Ordering::Relaxed));
+        bar.set_message(format!(
+            "{} missed",
+            stats
+                .deadline_misses
+                .load(std::sync::atomic::Ordering::Relaxed)
+        ));
+    }
+    bar.finish_and_clear();
+    let rt = control
+        .join()
+        .map_err(|_| anyhow::anyhow!("the control thread panicked"))??;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut learner_passes = 0;
+    let mut reward_answers = 0;
+    for (i, w) in workers.into_iter().enumerate() {
+        let n = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))?;
+        if i == 0 {
+            learner_passes = n;
+        } else {
+            reward_answers = n;
+        }
+    }
+    let us = |ns: u64| ns as f64 / 1e3;
+    let ticks = stats.ticks.load(std::sync::atomic::Ordering::Relaxed);
+    let misses = stats
+        .deadline_misses
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let status = |r: &std::result::Result<(), String>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.clone(),
+    };
+    for (what, r) in [
+        ("SCHED_FIFO", &rt.fifo),
+        ("mlockall", &rt.mlock),
+        ("CPU pinning", &rt.pinned),
+    ] {
+        if let Err(e) = r {
+            if !a.no_realtime {
+                tracing::warn!("{what} not obtained: {e}");
+            }
+        }
+    }
+    println!(
+        "{ticks} ticks at {} Hz{}: {misses} deadline misses; wake-up jitter p50 {:.1} us, p99 {:.1} us, max {:.1} us; compute p50 {:.1} us, p99 {:.1} us",
+        a.rate,
+        if a.load { " under load" } else { "" },
+        us(stats.jitter.quantile_ns(0.5)),
+        us(stats.jitter.quantile_ns(0.99)),
+        us(stats.jitter.max_ns()),
+        us(stats.compute.quantile_ns(0.5)),
+        us(stats.compute.quantile_ns(0.99)),
+    );
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "rate_hz": a.rate,
+                "seconds": a.seconds,
+                "load": a.load,
+                "ticks": ticks,
+                "deadline_misses": misses,
+                "jitter_p50_us": us(stats.jitter.quantile_ns(0.5)),
+                "jitter_p99_us": us(stats.jitter.quantile_ns(0.99)),
+                "jitter_max_us": us(stats.jitter.max_ns()),
+                "compute_p50_us": us(stats.compute.quantile_ns(0.5)),
+                "compute_p99_us": us(stats.compute.quantile_ns(0.99)),
+                "learner_forward_passes": learner_passes,
+                "reward_answers": reward_answers,
+                "sched_fifo": status(&rt.fifo),
+                "mlockall": status(&rt.mlock),
+                "pinned": status(&rt.pinned),
             })
         );
     }

@@ -120,3 +120,34 @@ fn bench_policy_prints_the_promised_fields() {
         );
     }
 }
+
+#[test]
+fn bench_loop_prints_the_promised_fields() {
+    let (ok, out, err) = reflex(&[
+        "bench",
+        "loop",
+        "--rate",
+        "500",
+        "--seconds",
+        "0.5",
+        "--load",
+        "--no-realtime",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v = last_json(&out);
+    assert_eq!(v["ticks"], 250, "{out}");
+    for k in [
+        "deadline_misses",
+        "jitter_p50_us",
+        "jitter_p99_us",
+        "jitter_max_us",
+        "compute_p99_us",
+    ] {
+        assert!(v[k].as_f64().is_some(), "{k} missing: {out}");
+    }
+    assert!(
+        v["learner_forward_passes"].as_u64().unwrap() > 0,
+        "the learner ran: {out}"
+    );
+}

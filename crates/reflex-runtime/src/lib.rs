@@ -31,7 +31,11 @@
 mod compose;
 mod mlp;
 mod safety_filter;
+mod stats;
+mod ticker;
 
 pub use compose::Composer;
 pub use mlp::{Activation, DimMismatch, Mlp, WeightsError};
 pub use safety_filter::{EStop, Faults, Mode, SafetyFilter};
+pub use stats::{Histogram, LoopStats};
+pub use ticker::{RealTime, RealTimeRequest, Ticker};
