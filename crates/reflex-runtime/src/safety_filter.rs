@@ -261,9 +261,14 @@ impl SafetyFilter {
             let hi_lim = self.limits.joint_pos_max_rad[i] - self.limits.joint_margin_rad;
             let a = self.limits.joint_acc_max_rad_s2[i];
             let vmax = self.limits.joint_vel_max_rad_s[i].min(self.limits.max_step_rad / dt);
-            // Fast enough to stop before the limit at the acceleration limit, and no faster.
-            let v_up = vmax.min((2.0 * a * (hi_lim - last).max(0.0)).sqrt());
-            let v_dn = vmax.min((2.0 * a * (last - lo_lim).max(0.0)).sqrt());
+            // No faster than lets the joint stop before the limit at the acceleration limit, in
+            // discrete ticks: one more tick at v, then braking, covers v*dt + v^2/(2a) <= d.
+            // If that holds now it still holds after slowing by a*dt, so braking never needs
+            // more than the acceleration limit.
+            let stop_v =
+                |d: f64| (-a * dt + (a * a * dt * dt + 2.0 * a * d.max(0.0)).sqrt()).max(0.0);
+            let v_up = vmax.min(stop_v(hi_lim - last));
+            let v_dn = vmax.min(stop_v(last - lo_lim));
             let want = (target - last) / dt;
             let rate = want.clamp(-v_dn, v_up);
             if rate != want {
