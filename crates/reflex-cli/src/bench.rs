@@ -285,10 +285,75 @@ fn random_mlp(dims: &[usize], seed: u64) -> reflex_runtime::Mlp {
     m
 }
 
-fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
-    use reflex_core::{ActionSpace, ArmModel, JointCommand, RobotState, SafetyLimits};
-    use reflex_runtime::{Composer, EStop, SafetyFilter};
+/// The control tick the runtime will run, with random networks: base MLP on the observation,
+/// residual MLP on observation and base action, composition, safety filter. Benchmark scaffolding
+/// until the runtime's own loop lands; everything is preallocated.
+struct SyntheticTick {
+    base_net: reflex_runtime::Mlp,
+    residual_net: reflex_runtime::Mlp,
+    composer: reflex_runtime::Composer,
+    filter: reflex_runtime::SafetyFilter,
+    base: Action,
+    residual: Action,
+    action: Action,
+    obs_base: [f32; 47],
+    wish: reflex_core::JointCommand,
+    /// The command of the last tick.
+    cmd: reflex_core::JointCommand,
+}
 
+impl SyntheticTick {
+    /// Arm at its home pose; `dt_s` is the loop period.
+    fn new(dt_s: f64) -> Result<(Self, reflex_core::RobotState)> {
+        use reflex_core::{ActionSpace, ArmModel, RobotState, SafetyLimits};
+        let urdf = reflex_sim::env::default_urdf_path();
+        let arm = ArmModel::from_urdf_file(&urdf, "link0", "tcp")?;
+        let state = RobotState {
+            joint_pos_rad: [0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785],
+            gripper_width_m: 0.04,
+            ..Default::default()
+        };
+        let filter = reflex_runtime::SafetyFilter::new(
+            SafetyLimits::from_model(&arm),
+            arm,
+            dt_s,
+            reflex_runtime::EStop::new(),
+            &state,
+        )?;
+        let tick = Self {
+            base_net: random_mlp(&[39, 256, 256, 8], 2),
+            residual_net: random_mlp(&[47, 256, 256, 8], 3),
+            composer: reflex_runtime::Composer::new(0.3, 0.5, 100),
+            filter,
+            base: Action::zeros(ActionSpace::JointDelta),
+            residual: Action::zeros(ActionSpace::JointDelta),
+            action: Action::zeros(ActionSpace::JointDelta),
+            obs_base: [0.0; 47],
+            wish: Default::default(),
+            cmd: Default::default(),
+        };
+        Ok((tick, state))
+    }
+
+    /// One tick from `obs` and the measured `state`; the command lands in `self.cmd`.
+    fn run(&mut self, obs: &[f32; 39], state: &reflex_core::RobotState, step_rad: f64) {
+        let _ = self.base_net.forward(obs, self.base.as_mut_slice());
+        self.obs_base[..39].copy_from_slice(obs);
+        self.obs_base[39..].copy_from_slice(self.base.as_slice());
+        let _ = self
+            .residual_net
+            .forward(&self.obs_base, self.residual.as_mut_slice());
+        self.composer
+            .compose(&self.base, &self.residual, None, &mut self.action);
+        for (i, q) in self.wish.joint_pos_rad.iter_mut().enumerate() {
+            *q = state.joint_pos_rad[i] + step_rad * self.action.as_slice()[i] as f64;
+        }
+        self.wish.gripper_width_m = 0.04;
+        self.filter.filter(&self.wish, state, true, &mut self.cmd);
+    }
+}
+
+fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
     let mut mlp = random_mlp(&[39, 256, 256, 7], 1);
     let fast_kernel = mlp.uses_fast_kernel();
     let obs: Vec<f32> = (0..39).map(|i| (i as f32 * 0.3).sin()).collect();
@@ -298,41 +363,10 @@ fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
     });
 
     // One composed tick: base, residual on (obs, base), composition, safety filter.
-    let urdf = reflex_sim::env::default_urdf_path();
-    let arm = ArmModel::from_urdf_file(&urdf, "link0", "tcp")?;
-    let state = RobotState {
-        joint_pos_rad: [0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785],
-        gripper_width_m: 0.04,
-        ..Default::default()
-    };
-    let mut filter = SafetyFilter::new(
-        SafetyLimits::from_model(&arm),
-        arm,
-        0.001,
-        EStop::new(),
-        &state,
-    )?;
-    let mut base_net = random_mlp(&[39, 256, 256, 8], 2);
-    let mut residual_net = random_mlp(&[47, 256, 256, 8], 3);
-    let mut composer = Composer::new(0.3, 0.5, 100);
-    let mut base = reflex_core::Action::zeros(ActionSpace::JointDelta);
-    let mut residual = reflex_core::Action::zeros(ActionSpace::JointDelta);
-    let mut action = reflex_core::Action::zeros(ActionSpace::JointDelta);
-    let mut obs_base = [0f32; 47];
-    let mut wish = JointCommand::default();
-    let mut cmd = JointCommand::default();
-    let (composed_p50_us, composed_p99_us) = latency_us(a.samples, || {
-        let _ = base_net.forward(&obs, base.as_mut_slice());
-        obs_base[..39].copy_from_slice(&obs);
-        obs_base[39..].copy_from_slice(base.as_slice());
-        let _ = residual_net.forward(&obs_base, residual.as_mut_slice());
-        composer.compose(&base, &residual, None, &mut action);
-        for (i, q) in wish.joint_pos_rad.iter_mut().enumerate() {
-            *q = state.joint_pos_rad[i] + 0.001 * action.as_slice()[i] as f64;
-        }
-        wish.gripper_width_m = 0.04;
-        filter.filter(&wish, &state, true, &mut cmd);
-    });
+    let (mut tick, state) = SyntheticTick::new(0.001)?;
+    let obs39: [f32; 39] = std::array::from_fn(|i| obs[i]);
+    let (composed_p50_us, composed_p99_us) =
+        latency_us(a.samples, || tick.run(&obs39, &state, 0.001));
     println!(
         "MLP 39-256-256-7 one sample: p50 {p50_us:.2} us, p99 {p99_us:.2} us ({} kernel); base + residual + composition + safety filter: p50 {composed_p50_us:.2} us, p99 {composed_p99_us:.2} us",
         if fast_kernel { "AVX2+FMA" } else { "portable" }
@@ -355,10 +389,8 @@ fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
 
 fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
     use indicatif::{ProgressBar, ProgressStyle};
-    use reflex_core::{ActionSpace, ArmModel, JointCommand, LatestCell, RobotState, SafetyLimits};
-    use reflex_runtime::{
-        Composer, EStop, LoopStats, RealTime, RealTimeRequest, SafetyFilter, Ticker,
-    };
+    use reflex_core::LatestCell;
+    use reflex_runtime::{LoopStats, RealTime, RealTimeRequest, Ticker};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -408,10 +440,6 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
         }));
     }
 
-    let urdf = reflex_sim::env::default_urdf_path();
-    let arm = ArmModel::from_urdf_file(&urdf, "link0", "tcp")?;
-    let home = [0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785];
-    let limits = SafetyLimits::from_model(&arm);
     let rate = a.rate;
     let seconds = a.seconds;
     let realtime = !a.no_realtime;
@@ -423,28 +451,14 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
             mlock: realtime,
             cpu: realtime.then_some(cores - 1),
         });
-        let mut state = RobotState {
-            joint_pos_rad: home,
-            gripper_width_m: 0.04,
-            ..Default::default()
-        };
-        let mut filter = SafetyFilter::new(limits, arm, 1.0 / rate, EStop::new(), &state)?;
-        let mut base_net = random_mlp(&[39, 256, 256, 8], 2);
-        let mut residual_net = random_mlp(&[47, 256, 256, 8], 3);
-        let mut composer = Composer::new(0.3, 0.5, 100);
-        let mut base = reflex_core::Action::zeros(ActionSpace::JointDelta);
-        let mut residual = reflex_core::Action::zeros(ActionSpace::JointDelta);
-        let mut action = reflex_core::Action::zeros(ActionSpace::JointDelta);
+        let (mut tick, mut state) = SyntheticTick::new(1.0 / rate)?;
         let mut obs = [0f32; 39];
-        let mut obs_base = [0f32; 47];
-        let mut wish = JointCommand::default();
-        let mut cmd = JointCommand::default();
         let mut last_reward = 0.0f32;
         let mut ticker = Ticker::new(rate);
         let total = (seconds * rate).round() as u64;
         for _ in 0..total {
             let woke = ticker.wait(&stats_c);
-            // One tick: observation, base, residual, composition, safety filter.
+            // The reward worker's answer, if one arrived: never waited for.
             if let Some((_, r)) = cell.take() {
                 last_reward = r;
             }
@@ -452,17 +466,8 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
                 *o = *q as f32;
             }
             obs[38] = last_reward;
-            let _ = base_net.forward(&obs, base.as_mut_slice());
-            obs_base[..39].copy_from_slice(&obs);
-            obs_base[39..].copy_from_slice(base.as_slice());
-            let _ = residual_net.forward(&obs_base, residual.as_mut_slice());
-            composer.compose(&base, &residual, None, &mut action);
-            for (i, q) in wish.joint_pos_rad.iter_mut().enumerate() {
-                *q = state.joint_pos_rad[i] + 0.0005 * action.as_slice()[i] as f64;
-            }
-            wish.gripper_width_m = 0.04;
-            filter.filter(&wish, &state, true, &mut cmd);
-            state.joint_pos_rad = cmd.joint_pos_rad;
+            tick.run(&obs, &state, 0.0005);
+            state.joint_pos_rad = tick.cmd.joint_pos_rad;
             stats_c.compute.record(woke.elapsed().as_nanos() as u64);
         }
         Ok(rt)
