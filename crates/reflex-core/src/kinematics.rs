@@ -6,7 +6,7 @@
 //! buffers and allocate nothing.
 
 use crate::types::ARM_DOF;
-use nalgebra::{Isometry3, Matrix6xX, SMatrix, Translation3, UnitQuaternion, Vector3};
+use nalgebra::{Isometry3, SMatrix, Translation3, UnitQuaternion, Vector3};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -420,15 +420,6 @@ impl ArmModel {
     pub fn moving_mass_kg(&self) -> f64 {
         self.joints.iter().map(|j| j.mass_kg).sum()
     }
-
-    /// Jacobian as a dynamically sized matrix (for diagnostics and tests).
-    pub fn jacobian_dyn(&self, q: &[f64; ARM_DOF]) -> Matrix6xX<f64> {
-        let mut f = Frames::default();
-        self.forward(q, &mut f);
-        let mut j = Jacobian::zeros();
-        self.jacobian(&f, &mut j);
-        Matrix6xX::from_column_slice(j.as_slice())
-    }
 }
 
 /// Mass and first moment of `link` and its descendants (stopping at `stop`), in `link`'s frame.
@@ -472,6 +463,15 @@ fn accumulate_mass(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nalgebra::Matrix6xX;
+
+    fn jacobian_dyn(m: &ArmModel, q: &[f64; ARM_DOF]) -> Matrix6xX<f64> {
+        let mut f = Frames::default();
+        m.forward(q, &mut f);
+        let mut j = Jacobian::zeros();
+        m.jacobian(&f, &mut j);
+        Matrix6xX::from_column_slice(j.as_slice())
+    }
 
     fn model() -> ArmModel {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../urdf/reflex_arm.urdf");
@@ -529,7 +529,7 @@ mod tests {
     fn jacobian_matches_finite_differences() {
         let m = model();
         let q = [0.1, -0.4, 0.2, -2.0, 0.1, 1.7, 0.6];
-        let j = m.jacobian_dyn(&q);
+        let j = jacobian_dyn(&m, &q);
         let h = 1e-7;
         let t0 = m.tcp_pose(&q);
         for c in 0..ARM_DOF {

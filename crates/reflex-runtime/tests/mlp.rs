@@ -259,6 +259,23 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/safetensors_mlp.py")
 }
 
+/// Runs the reference script in `mode` on a weights file and a spec; returns its JSON report.
+fn run_script(mode: &str, weights: &Path, spec: &Path) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(script())
+        .arg(mode)
+        .arg(weights)
+        .arg(spec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Our forward pass on each input agrees with numpy's `outputs` to 1e-5.
 fn assert_matches_numpy(m: &mut Mlp, inputs: &[Vec<f32>], numpy: &serde_json::Value) {
     let mut y = vec![0.0f32; m.output_dim()];
@@ -291,19 +308,7 @@ fn weights_move_between_python_safetensors_and_reflex_in_both_directions() {
 
     // Python writes; we read and agree with numpy's forward pass.
     let from_py = dir.join("from_python.safetensors");
-    let out = Command::new(python())
-        .arg(script())
-        .arg("write")
-        .arg(&from_py)
-        .arg(&spec)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = run_script("write", &from_py, &spec);
     let mut m = Mlp::load(&from_py).unwrap();
     assert_eq!(m.dims(), vec![39, 256, 256, 7]);
     assert_matches_numpy(&mut m, &inputs, &want);
@@ -312,19 +317,7 @@ fn weights_move_between_python_safetensors_and_reflex_in_both_directions() {
     let mine = random_mlp(&[39, 256, 256, 7], 5);
     let to_py = dir.join("from_reflex.safetensors");
     mine.save(&to_py).unwrap();
-    let out = Command::new(python())
-        .arg(script())
-        .arg("read")
-        .arg(&to_py)
-        .arg(&spec)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs = run_script("read", &to_py, &spec);
     let mut mine = mine;
     assert_matches_numpy(&mut mine, &inputs, &theirs);
     std::fs::remove_dir_all(&dir).unwrap();

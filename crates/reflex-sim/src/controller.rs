@@ -198,9 +198,4 @@ impl Controller {
             self.q_setpoint[i] += dq[i].clamp(-vmax, vmax);
         }
     }
-
-    /// The Cartesian goal of the current step (end-effector actions).
-    pub fn cartesian_goal(&self) -> Isometry3<f64> {
-        self.x_goal
-    }
 }
