@@ -21,16 +21,20 @@
 // Validation writes `!(x > 0.0)` on purpose: unlike `x <= 0.0`, it also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+mod control;
 mod kinematics;
 mod queue;
 mod robot;
 mod safety;
+mod transition;
 mod types;
 
+pub use control::{ActionMapper, ControlSpec};
 pub use kinematics::{ArmModel, Frames, GripperModel, Jacobian, JointLimits, ModelError};
 pub use queue::{BoundedQueue, LatestCell, Overflow, Pushed, QueueStats};
 pub use robot::{Policy, Robot, RobotError};
 pub use safety::{LimitsError, SafetyLimits};
+pub use transition::{Outcome, RewardTerms, Transition, MAX_REWARD_TERMS};
 pub use types::{
     Action, ActionSpace, FlatObs, JointCommand, ObjectState, Observation, Pose, RobotState,
     ARM_DOF, MAX_ACTION_DIM, MAX_GOALS, MAX_KEYPOINTS, MAX_OBJECTS, MAX_OBS_DIM,

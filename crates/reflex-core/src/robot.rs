@@ -1,6 +1,7 @@
 //! The two seams every part of Reflex meets at: a `Robot` (simulated, ROS 2, or our firmware) and
 //! a `Policy` (scripted, cloned, or learned).
 
+use crate::transition::Outcome;
 use crate::types::{Action, JointCommand, Observation, RobotState};
 
 /// A real-time error from a robot. Small and `Copy` so the control path can return it without
@@ -31,6 +32,19 @@ pub trait Robot {
     fn write_command(&mut self, command: &JointCommand) -> Result<(), RobotError>;
     /// The robot's clock, nanoseconds (simulated time in simulation).
     fn now_ns(&self) -> u64;
+
+    /// Fills what this robot knows about the scene into `obs`: task objects, keypoints and
+    /// goals. A simulator knows the truth; a real arm leaves them to a tracker, so by default
+    /// nothing is filled. Called once per policy step; must not allocate.
+    fn read_scene(&mut self, _obs: &mut Observation) {}
+
+    /// Judges the policy step that just ended, in which `action` was executed; `obs` is the
+    /// observation after it. A simulator knows the task's reward and success; a real arm by
+    /// default reports the reward as pending (a reward worker answers later, joined by step id)
+    /// and lets the episode run on. Called once per policy step; must not allocate.
+    fn judge(&mut self, _obs: &Observation, _action: &Action) -> Outcome {
+        Outcome::PENDING
+    }
 }
 
 /// Anything that maps an observation to an action. `act` fills a preallocated action and must not

@@ -276,6 +276,60 @@ impl Observation {
     pub fn goals(&self) -> &[[f64; 3]] {
         &self.goals_m[..self.num_goals]
     }
+
+    /// Rebuilds [`Observation::flat`] from the structured fields, in the one layout every
+    /// network reads, in simulation and on hardware alike: joint positions (7), joint velocities
+    /// (7), tool position (3), tool quaternion `[x, y, z, w]` with `w >= 0` (4), gripper width
+    /// (1); then per object position and quaternion (7), per keypoint position (3), per goal
+    /// position (3). Returns false if a value is non-finite (the vector is still filled).
+    pub fn rebuild_flat(&mut self) -> bool {
+        let f = &mut self.flat;
+        f.clear();
+        let as32 = |v: &[f64], out: &mut [f32]| {
+            for (d, s) in out.iter_mut().zip(v) {
+                *d = *s as f32;
+            }
+        };
+        let r = &self.robot;
+        let mut buf = [0f32; 8];
+        as32(&r.joint_pos_rad, &mut buf[..7]);
+        f.extend_from(&buf[..7]);
+        as32(&r.joint_vel_rad_s, &mut buf[..7]);
+        f.extend_from(&buf[..7]);
+        as32(&r.tcp_pose.position_m, &mut buf[..3]);
+        f.extend_from(&buf[..3]);
+        as32(&canonical_quat(r.tcp_pose.quat_xyzw), &mut buf[..4]);
+        f.extend_from(&buf[..4]);
+        f.extend_from(&[r.gripper_width_m as f32]);
+        for obj in &self.objects[..self.num_objects] {
+            as32(&obj.pose.position_m, &mut buf[..3]);
+            as32(&canonical_quat(obj.pose.quat_xyzw), &mut buf[3..7]);
+            f.extend_from(&buf[..7]);
+        }
+        for k in &self.keypoints_m[..self.num_keypoints] {
+            as32(k, &mut buf[..3]);
+            f.extend_from(&buf[..3]);
+        }
+        for g in &self.goals_m[..self.num_goals] {
+            as32(g, &mut buf[..3]);
+            f.extend_from(&buf[..3]);
+        }
+        f.as_slice().iter().all(|v| v.is_finite())
+    }
+
+    /// Length of the flat vector for a scene with these counts.
+    pub const fn flat_len(num_objects: usize, num_keypoints: usize, num_goals: usize) -> usize {
+        22 + 7 * num_objects + 3 * num_keypoints + 3 * num_goals
+    }
+}
+
+/// Quaternion `[x, y, z, w]` with `w >= 0` (q and -q are the same rotation).
+fn canonical_quat(q: [f64; 4]) -> [f64; 4] {
+    if q[3] < 0.0 {
+        q.map(|v| -v)
+    } else {
+        q
+    }
 }
 
 #[cfg(test)]

@@ -30,12 +30,16 @@
 
 mod compose;
 mod mlp;
+mod policy;
+mod runtime;
 mod safety_filter;
 mod stats;
 mod ticker;
 
 pub use compose::Composer;
-pub use mlp::{Activation, DimMismatch, Mlp, WeightsError};
+pub use mlp::{Activation, DimMismatch, Mlp, MlpScratch, WeightsError};
+pub use policy::{NetPolicy, PolicyShapeError, ResidualPolicy, ShapeMismatch, WeightsSlot};
+pub use runtime::{Runtime, RuntimeConfig, RuntimeError, RuntimeStats, TickReport};
 pub use safety_filter::{EStop, Faults, Mode, SafetyFilter};
 pub use stats::{Histogram, LoopStats};
 pub use ticker::{RealTime, RealTimeRequest, Ticker};

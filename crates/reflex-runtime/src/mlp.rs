@@ -96,6 +96,13 @@ struct Dense {
     activation: Activation,
 }
 
+/// Working memory for one forward pass; one per thread that evaluates a shared [`Mlp`].
+#[derive(Clone, Debug, Default)]
+pub struct MlpScratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
 /// A multilayer perceptron evaluated one sample at a time.
 #[derive(Clone, Debug)]
 pub struct Mlp {
@@ -164,6 +171,11 @@ impl Mlp {
         d
     }
 
+    /// Activations of the hidden layers and of the output layer.
+    pub fn activations(&self) -> (Activation, Activation) {
+        (self.hidden, self.output)
+    }
+
     /// Whether the AVX2 + FMA kernel is in use.
     pub fn uses_fast_kernel(&self) -> bool {
         self.fast
@@ -187,8 +199,35 @@ impl Mlp {
         self.layers.len()
     }
 
-    /// Computes `output = net(input)`. Allocates nothing.
+    /// Computes `output = net(input)` with the network's own buffers. Allocates nothing.
     pub fn forward(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), DimMismatch> {
+        let mut scratch = MlpScratch {
+            a: std::mem::take(&mut self.buf_a),
+            b: std::mem::take(&mut self.buf_b),
+        };
+        let r = self.forward_with(&mut scratch, input, output);
+        self.buf_a = scratch.a;
+        self.buf_b = scratch.b;
+        r
+    }
+
+    /// Buffers for [`Mlp::forward_with`], sized for this network (allocates; do it once).
+    pub fn scratch(&self) -> MlpScratch {
+        let widest = self.widest();
+        MlpScratch {
+            a: vec![0.0; widest],
+            b: vec![0.0; widest],
+        }
+    }
+
+    /// Computes `output = net(input)` through shared weights, with the caller's buffers: the
+    /// form hot-swapped weights are read in. Allocates nothing.
+    pub fn forward_with(
+        &self,
+        scratch: &mut MlpScratch,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), DimMismatch> {
         if input.len() != self.input_dim() {
             return Err(DimMismatch {
                 expected: self.input_dim(),
@@ -201,9 +240,15 @@ impl Mlp {
                 got: output.len(),
             });
         }
+        if scratch.a.len() < self.widest() || scratch.b.len() < self.widest() {
+            return Err(DimMismatch {
+                expected: self.widest(),
+                got: scratch.a.len().min(scratch.b.len()),
+            });
+        }
         let fast = self.fast;
         let n = self.layers.len();
-        let (mut a, mut b) = (&mut self.buf_a, &mut self.buf_b);
+        let (mut a, mut b) = (&mut scratch.a, &mut scratch.b);
         a[..input.len()].copy_from_slice(input);
         for (i, l) in self.layers.iter().enumerate() {
             let x = &a[..l.inputs];
@@ -221,6 +266,14 @@ impl Mlp {
             std::mem::swap(&mut a, &mut b);
         }
         Ok(())
+    }
+
+    fn widest(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.inputs.max(l.outputs))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Serialises to safetensors bytes (layout in the module docs).

@@ -1,30 +1,71 @@
-//! 10,000 ticks of base and residual MLPs, composition with an intervention active, and the
-//! safety filter allocate nothing: a counting global allocator proves it.
+//! The control thread allocates nothing per tick: a counting global allocator proves it, for
+//! the parts alone and for the whole `Runtime` tick (robot I/O, observation, base and residual
+//! networks, composition with an intervention active, action mapping, safety filter, transition
+//! queue) while other threads swap the residual's weights, drain transitions and send operator
+//! actions. Only allocations (and frees) on the thread under test are counted.
 
 mod common;
 
-use common::{arm, home_state, limits, DT_S, HOME};
+use common::{arm, follower_config, home_state, limits, FollowerArm, DT_S, HOME};
 use reflex_core::{Action, ActionSpace, JointCommand};
-use reflex_runtime::{Activation, Composer, EStop, Mlp, SafetyFilter};
+use reflex_runtime::{
+    Activation, Composer, EStop, Mlp, NetPolicy, ResidualPolicy, Runtime, SafetyFilter, WeightsSlot,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    // Per-thread counters, const-initialised and without destructors, so touching them never
+    // allocates. Tests run on parallel threads; each counts only its own.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    static FREES: Cell<u64> = const { Cell::new(0) };
+}
+
+fn bump(c: &'static std::thread::LocalKey<Cell<u64>>) {
+    // `try_with`: during thread teardown the slot may be gone; such allocations are not ours.
+    let _ = c.try_with(|c| c.set(c.get() + 1));
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        bump(&ALLOCATIONS);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        bump(&FREES);
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        bump(&ALLOCATIONS);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
+}
+
+/// Counts allocations and frees made by this thread while `f` runs.
+fn count_on_this_thread(f: impl FnOnce()) -> (u64, u64) {
+    let (a0, f0) = (ALLOCATIONS.with(Cell::get), FREES.with(Cell::get));
+    f();
+    (ALLOCATIONS.with(Cell::get) - a0, FREES.with(Cell::get) - f0)
+}
+
+/// A network with small deterministic pseudo-random weights (so outputs are not trivially 0).
+fn random_mlp(dims: &[usize], seed: u32) -> Mlp {
+    let mut net = Mlp::zeros(dims, Activation::Relu, Activation::Tanh);
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    for l in 0..net.num_layers() {
+        let (w, b) = net.layer_mut(l).unwrap();
+        for v in w.iter_mut().chain(b.iter_mut()) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *v = ((x % 2001) as f32 / 1000.0 - 1.0) * 0.15;
+        }
+    }
+    net
 }
 
 #[global_allocator]
@@ -48,37 +89,37 @@ fn networks_composition_and_safety_filter_allocate_nothing_per_tick() {
     let mut wish = JointCommand::default();
     let mut out = JointCommand::default();
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
     let mut intervened = 0;
-    for t in 0..10_000u32 {
-        let phase = t as f32 * 0.01;
-        obs[0] = phase.sin();
-        policy.forward(&obs, base.as_mut_slice()).unwrap();
-        base.as_mut_slice()[0] += 0.2 * phase.sin();
-        obs_and_base[..39].copy_from_slice(&obs);
-        obs_and_base[39..].copy_from_slice(base.as_slice());
-        residual_net
-            .forward(&obs_and_base, residual.as_mut_slice())
-            .unwrap();
-        residual.as_mut_slice()[1] += 0.5 * phase.cos();
-        human
-            .as_mut_slice()
-            .fill(if t % 1000 < 300 { 0.9 } else { 0.0 });
-        let with_human = (t % 1000 < 300).then_some(&human);
-        if composer.compose(&base, &residual, with_human, &mut action) {
-            intervened += 1;
+    let (allocations, _) = count_on_this_thread(|| {
+        for t in 0..10_000u32 {
+            let phase = t as f32 * 0.01;
+            obs[0] = phase.sin();
+            policy.forward(&obs, base.as_mut_slice()).unwrap();
+            base.as_mut_slice()[0] += 0.2 * phase.sin();
+            obs_and_base[..39].copy_from_slice(&obs);
+            obs_and_base[39..].copy_from_slice(base.as_slice());
+            residual_net
+                .forward(&obs_and_base, residual.as_mut_slice())
+                .unwrap();
+            residual.as_mut_slice()[1] += 0.5 * phase.cos();
+            human
+                .as_mut_slice()
+                .fill(if t % 1000 < 300 { 0.9 } else { 0.0 });
+            let with_human = (t % 1000 < 300).then_some(&human);
+            if composer.compose(&base, &residual, with_human, &mut action) {
+                intervened += 1;
+            }
+            for (i, a) in action.as_slice()[..7].iter().enumerate() {
+                wish.joint_pos_rad[i] = HOME[i] + 0.2 * *a as f64;
+            }
+            wish.gripper_width_m = 0.04 + 0.04 * action.as_slice()[7] as f64;
+            if t % 997 == 0 {
+                wish.joint_pos_rad[4] = f64::NAN;
+            }
+            filter.filter(&wish, &state, t % 50 != 49, &mut out);
+            state.joint_pos_rad = out.joint_pos_rad;
         }
-        for (i, a) in action.as_slice()[..7].iter().enumerate() {
-            wish.joint_pos_rad[i] = HOME[i] + 0.2 * *a as f64;
-        }
-        wish.gripper_width_m = 0.04 + 0.04 * action.as_slice()[7] as f64;
-        if t % 997 == 0 {
-            wish.joint_pos_rad[4] = f64::NAN;
-        }
-        filter.filter(&wish, &state, t % 50 != 49, &mut out);
-        state.joint_pos_rad = out.joint_pos_rad;
-    }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    });
     assert_eq!(allocations, 0, "{allocations} allocations in 10,000 ticks");
     assert!(
         intervened > 2000,
@@ -88,4 +129,103 @@ fn networks_composition_and_safety_filter_allocate_nothing_per_tick() {
         filter.fault_counts().iter().sum::<u64>() > 0,
         "the fault paths ran"
     );
+}
+
+#[test]
+fn a_whole_runtime_tick_allocates_nothing_while_weights_swap_and_transitions_flow() {
+    let arm = arm();
+    let cfg = follower_config(&arm);
+    let mut robot = FollowerArm::new(1.0 / cfg.rate_hz);
+    robot.fail_every = 97; // stale reads: the watchdog path runs too
+    let obs_dim = reflex_core::Observation::flat_len(0, 0, 0);
+    let base = NetPolicy::new(
+        WeightsSlot::new(random_mlp(&[obs_dim, 256, 256, 7], 1)),
+        obs_dim,
+        7,
+    )
+    .unwrap();
+    let residual_slot = WeightsSlot::new(random_mlp(&[obs_dim + 7, 256, 256, 7], 2));
+    let residual = ResidualPolicy::new(residual_slot.clone(), obs_dim, 7).unwrap();
+    let mut rt = Runtime::new(
+        robot,
+        cfg,
+        arm,
+        Box::new(base),
+        Some(residual),
+        EStop::new(),
+    )
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (slot, stop) = (residual_slot.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut k = 3;
+            while !stop.load(Ordering::Relaxed) {
+                slot.publish(random_mlp(&[obs_dim + 7, 256, 256, 7], k))
+                    .unwrap();
+                k += 1;
+                std::thread::sleep(std::time::Duration::from_micros(300));
+            }
+            k
+        })
+    };
+    let learner = {
+        let (q, stop) = (rt.transitions().clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                while q.pop().is_some() {
+                    n += 1;
+                }
+                std::thread::yield_now();
+            }
+            n
+        })
+    };
+    let operator = rt.intervention().clone();
+    let mut human = Action::zeros(ActionSpace::EeDelta);
+    human
+        .as_mut_slice()
+        .copy_from_slice(&[0.0, 0.9, 0.0, 0.0, 0.0, 0.0, -1.0]);
+
+    // Warm-up outside the count: arc-swap registers this thread on its first load.
+    for _ in 0..100 {
+        rt.tick();
+    }
+    let (allocations, frees) = count_on_this_thread(|| {
+        for t in 0..10_000u32 {
+            if t % 2000 < 600 {
+                operator.set(human);
+            }
+            rt.tick();
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    let drained = learner.join().unwrap();
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations on the control thread in 10,000 ticks"
+    );
+    assert_eq!(
+        frees, 0,
+        "{frees} frees on the control thread in 10,000 ticks"
+    );
+
+    let s = rt.stats();
+    assert!(
+        swaps > 10,
+        "the weights were swapped during the run ({swaps})"
+    );
+    assert!(drained > 50, "transitions reached the learner ({drained})");
+    assert!(
+        s.intervened_steps.load(Ordering::Relaxed) > 100,
+        "the intervention path ran"
+    );
+    assert!(
+        s.read_errors.load(Ordering::Relaxed) > 50,
+        "the stale-read path ran"
+    );
+    assert!(s.policy_steps.load(Ordering::Relaxed) >= 900);
 }

@@ -10,14 +10,15 @@
 //! observation is returned instead, so a NaN never reaches a policy.
 
 use crate::camera::{render, Camera, Frame};
-use crate::controller::Controller;
 use crate::error::SimError;
-use crate::reward::RewardTerms;
 use crate::rng::Rng;
 use crate::task::{PointRef, RewardKind, SuccessSpec, Task};
 use crate::world::{Placement, Template, World};
 use nalgebra::{Point3, Vector3};
-use reflex_core::{Action, Frames, ObjectState, Observation, Pose, ARM_DOF, MAX_OBJECTS};
+use reflex_core::{
+    Action, ActionMapper, Frames, JointCommand, ObjectState, Observation, Outcome, Pose,
+    RewardTerms, RobotState, ARM_DOF, MAX_OBJECTS,
+};
 use std::path::Path;
 
 /// Physics steps run at reset so contacts settle before the first observation.
@@ -73,7 +74,9 @@ pub struct Env {
     task: Task,
     template: Template,
     world: World,
-    controller: Controller,
+    controller: ActionMapper,
+    /// The joint command the motors track now.
+    setpoint: JointCommand,
     rng: Rng,
     goals: Vec<[f64; 3]>,
     start_object_z: [f64; MAX_OBJECTS],
@@ -204,13 +207,9 @@ impl Env {
             .collect();
         let placement = Placement::sample(&task, &mut Rng::new(0));
         let world = World::build(&template, &task, &placement)?;
-        let controller = Controller::new(
-            &task,
-            &template.model,
-            &placement.joint_pos_rad,
-            task.arm.initial_gripper_width_m,
-        );
+        let controller = mapper_for(&task, &template.model, &placement.joint_pos_rad);
         Ok(Self {
+            setpoint: controller.command(),
             stiffness: task.arm.stiffness_nm_rad,
             damping: task.arm.damping_nms_rad,
             feedforward: [0.0; ARM_DOF],
@@ -272,9 +271,14 @@ impl Env {
         &self.obs
     }
 
-    /// The controller (setpoints), for diagnostics.
-    pub fn controller(&self) -> &Controller {
+    /// The action mapper [`Env::step`] drives the arm with (setpoints), for diagnostics.
+    pub fn controller(&self) -> &ActionMapper {
         &self.controller
+    }
+
+    /// The joint command the motors track now.
+    pub fn setpoint(&self) -> &JointCommand {
+        &self.setpoint
     }
 
     /// Starts a new episode; everything random in it comes from `seed`.
@@ -283,12 +287,8 @@ impl Env {
         let placement = Placement::sample(&self.task, &mut self.rng);
         self.world = World::build(&self.template, &self.task, &placement)?;
         self.goals.clone_from(&placement.goals);
-        self.controller = Controller::new(
-            &self.task,
-            &self.template.model,
-            &placement.joint_pos_rad,
-            self.task.arm.initial_gripper_width_m,
-        );
+        self.controller = mapper_for(&self.task, &self.template.model, &placement.joint_pos_rad);
+        self.setpoint = self.controller.command();
         self.steps = 0;
         self.sim_time_s = 0.0;
         self.physics_fault = false;
@@ -296,7 +296,7 @@ impl Env {
         let mut qd = [0.0; ARM_DOF];
         for _ in 0..SETTLE_STEPS {
             self.world.read_joints(&mut q, &mut qd);
-            self.physics_substep(&q, 1.0);
+            self.physics_substep(&q, Drive::Mapper(1.0));
         }
         self.sim_time_s = 0.0;
         self.observe();
@@ -325,8 +325,89 @@ impl Env {
         let n = self.task.substeps();
         for s in 1..=n {
             self.world.read_joints(&mut q, &mut qd);
-            self.physics_substep(&q, s as f64 / n as f64);
+            self.physics_substep(&q, Drive::Mapper(s as f64 / n as f64));
         }
+        Ok(self.conclude_step(&a, non_finite_action))
+    }
+
+    /// One physics step with the motors tracking `command` (gravity compensation added), for a
+    /// controller outside the environment: the runtime's servo loop through `SimRobot`.
+    /// Time advances by `physics_dt_s`; call [`Env::conclude`] at the end of each policy step.
+    pub fn servo(&mut self, command: &JointCommand) {
+        let mut q = [0.0; ARM_DOF];
+        let mut qd = [0.0; ARM_DOF];
+        self.world.read_joints(&mut q, &mut qd);
+        self.physics_substep(&q, Drive::Command(command));
+    }
+
+    /// Ends a policy step driven through [`Env::servo`], in which `executed` was the action:
+    /// observes, judges and counts the step exactly as [`Env::step`] does.
+    pub fn conclude(&mut self, executed: &Action) -> Step {
+        let mut a = *executed;
+        let non_finite_action = a.sanitize();
+        self.conclude_step(&a, non_finite_action)
+    }
+
+    /// Reads the arm as a robot driver would report it: measured joints, the torque the
+    /// impedance controller produces, tool pose, gripper width and time. Returns false if a
+    /// value is non-finite.
+    pub fn read_robot_state(&self, r: &mut RobotState) -> bool {
+        let model = &self.template.model;
+        self.world
+            .read_joints(&mut r.joint_pos_rad, &mut r.joint_vel_rad_s);
+        for i in 0..ARM_DOF {
+            // Torque the impedance controller is producing, within the effort limit.
+            let tau = self.feedforward[i]
+                + self.stiffness[i] * (self.setpoint.joint_pos_rad[i] - r.joint_pos_rad[i])
+                - self.damping[i] * r.joint_vel_rad_s[i];
+            let e = model.limits[i].effort;
+            r.joint_torque_nm[i] = tau.clamp(-e, e);
+        }
+        let (fingers, _) = self.world.read_fingers();
+        r.gripper_width_m = fingers[0] + fingers[1];
+        r.tcp_pose = if r.joint_pos_rad.iter().all(|v| v.is_finite()) {
+            Pose::from_isometry(&model.tcp_pose(&r.joint_pos_rad))
+        } else {
+            Pose {
+                position_m: [f64::NAN; 3],
+                quat_xyzw: [f64::NAN; 4],
+            }
+        };
+        r.stamp_ns = (self.sim_time_s * 1e9) as u64;
+        r.is_finite() && !self.physics_fault
+    }
+
+    /// Fills the scene part of `obs` (objects, keypoints, goals) from the world.
+    pub fn read_scene(&self, o: &mut Observation) {
+        o.num_objects = self.world.objects.len();
+        for (i, &b) in self.world.objects.iter().enumerate() {
+            let (p, q) = self.world.body_pose(b);
+            o.objects[i] = ObjectState {
+                pose: Pose {
+                    position_m: p,
+                    quat_xyzw: q,
+                },
+                lin_vel_m_s: self.world.body_linvel(b),
+            };
+        }
+        o.num_keypoints = self.task.keypoints.len();
+        for (i, k) in self.task.keypoints.iter().enumerate() {
+            let obj = self.task.object(&k.object).unwrap_or(0);
+            let p = o.objects[obj].pose.to_isometry() * Point3::from(k.offset_m);
+            o.keypoints_m[i] = [p.x, p.y, p.z];
+        }
+        o.num_goals = self.goals.len();
+        for (i, g) in self.goals.iter().enumerate() {
+            o.goals_m[i] = *g;
+        }
+    }
+
+    /// Simulated time since reset, seconds.
+    pub fn sim_time_s(&self) -> f64 {
+        self.sim_time_s
+    }
+
+    fn conclude_step(&mut self, a: &Action, non_finite_action: usize) -> Step {
         self.steps += 1;
         let previous = self.obs;
         let finite = self.observe() && !std::mem::take(&mut self.physics_fault);
@@ -340,14 +421,14 @@ impl Env {
             self.obs = previous;
             self.obs.step = self.steps as u64;
             info.termination = Some(Termination::NonFinite);
-            return Ok(Step {
+            return Step {
                 obs: self.obs,
                 reward: 0.0,
                 terms,
                 terminated: true,
                 truncated: false,
                 info,
-            });
+            };
         }
         info.success = self.success();
         for (i, t) in self.term_refs.iter().enumerate() {
@@ -380,14 +461,14 @@ impl Env {
         } else {
             lost.map(Termination::ObjectLost)
         };
-        Ok(Step {
+        Step {
             obs: self.obs,
-            reward: terms.total(&self.task.reward),
+            reward: self.task.reward.fuse(&terms),
             terms,
             terminated: info.termination.is_some(),
             truncated: info.termination.is_none() && self.steps >= self.task.episode_steps,
             info,
-        })
+        }
     }
 
     /// One raw physics step with the motors as they are (for throughput measurements).
@@ -423,8 +504,9 @@ impl Env {
         h
     }
 
-    /// Updates the controller, sets the motors (with gravity compensation) and steps physics.
-    fn physics_substep(&mut self, q_meas: &[f64; ARM_DOF], alpha: f64) {
+    /// Sets the motors (with gravity compensation) toward the mapper's or an outside setpoint
+    /// and steps physics.
+    fn physics_substep(&mut self, q_meas: &[f64; ARM_DOF], drive: Drive) {
         let dt = self.task.physics_dt_s;
         let model = &self.template.model;
         model.forward(q_meas, &mut self.frames);
@@ -433,14 +515,20 @@ impl Env {
             Vector3::new(0.0, 0.0, -9.81),
             &mut self.feedforward,
         );
-        self.controller
-            .update(model, alpha, q_meas, &self.frames.tcp, dt);
+        self.setpoint = match drive {
+            Drive::Mapper(alpha) => {
+                self.controller
+                    .update(model, alpha, q_meas, &self.frames.tcp, dt);
+                self.controller.command()
+            }
+            Drive::Command(c) => *c,
+        };
         self.world.set_motor_targets(
-            &self.controller.q_setpoint,
+            &self.setpoint.joint_pos_rad,
             &self.feedforward,
             &self.stiffness,
             &self.damping,
-            self.controller.width_setpoint_m,
+            self.setpoint.gripper_width_m,
         );
         self.world.step();
         self.physics_fault |= !self.world.physics.quarantine().is_empty();
@@ -449,86 +537,13 @@ impl Env {
 
     /// Fills `self.obs` from the world. Returns false if anything is non-finite.
     fn observe(&mut self) -> bool {
-        let model = &self.template.model;
-        let o = &mut self.obs;
-        let r = &mut o.robot;
-        self.world
-            .read_joints(&mut r.joint_pos_rad, &mut r.joint_vel_rad_s);
-        for i in 0..ARM_DOF {
-            // Torque the impedance controller is producing, within the effort limit.
-            let tau = self.feedforward[i]
-                + self.stiffness[i] * (self.controller.q_setpoint[i] - r.joint_pos_rad[i])
-                - self.damping[i] * r.joint_vel_rad_s[i];
-            let e = model.limits[i].effort;
-            r.joint_torque_nm[i] = tau.clamp(-e, e);
-        }
-        let (fingers, _) = self.world.read_fingers();
-        r.gripper_width_m = fingers[0] + fingers[1];
-        r.tcp_pose = if r.joint_pos_rad.iter().all(|v| v.is_finite()) {
-            Pose::from_isometry(&model.tcp_pose(&r.joint_pos_rad))
-        } else {
-            Pose {
-                position_m: [f64::NAN; 3],
-                quat_xyzw: [f64::NAN; 4],
-            }
-        };
-        r.stamp_ns = (self.sim_time_s * 1e9) as u64;
-        o.num_objects = self.world.objects.len();
-        for (i, &b) in self.world.objects.iter().enumerate() {
-            let (p, q) = self.world.body_pose(b);
-            o.objects[i] = ObjectState {
-                pose: Pose {
-                    position_m: p,
-                    quat_xyzw: q,
-                },
-                lin_vel_m_s: self.world.body_linvel(b),
-            };
-        }
-        o.num_keypoints = self.task.keypoints.len();
-        for (i, k) in self.task.keypoints.iter().enumerate() {
-            let obj = self.task.object(&k.object).unwrap_or(0);
-            let p = o.objects[obj].pose.to_isometry() * Point3::from(k.offset_m);
-            o.keypoints_m[i] = [p.x, p.y, p.z];
-        }
-        o.num_goals = self.goals.len();
-        for (i, g) in self.goals.iter().enumerate() {
-            o.goals_m[i] = *g;
-        }
+        let mut o = self.obs;
+        let robot_ok = self.read_robot_state(&mut o.robot);
+        self.read_scene(&mut o);
         o.step = self.steps as u64;
-        // The flat vector: q, qd, tcp position, tcp quaternion (w >= 0), gripper width,
-        // then per object position + quaternion, per keypoint position, per goal position.
-        let f = &mut o.flat;
-        f.clear();
-        let as32 = |v: &[f64], out: &mut [f32]| {
-            for (d, s) in out.iter_mut().zip(v) {
-                *d = *s as f32;
-            }
-        };
-        let mut buf = [0f32; 8];
-        as32(&r.joint_pos_rad, &mut buf[..7]);
-        f.extend_from(&buf[..7]);
-        as32(&r.joint_vel_rad_s, &mut buf[..7]);
-        f.extend_from(&buf[..7]);
-        as32(&r.tcp_pose.position_m, &mut buf[..3]);
-        f.extend_from(&buf[..3]);
-        as32(&canonical_quat(r.tcp_pose.quat_xyzw), &mut buf[..4]);
-        f.extend_from(&buf[..4]);
-        f.extend_from(&[r.gripper_width_m as f32]);
-        for obj in &o.objects[..o.num_objects] {
-            as32(&obj.pose.position_m, &mut buf[..3]);
-            as32(&canonical_quat(obj.pose.quat_xyzw), &mut buf[3..7]);
-            f.extend_from(&buf[..7]);
-        }
-        for k in &o.keypoints_m[..o.num_keypoints] {
-            as32(k, &mut buf[..3]);
-            f.extend_from(&buf[..3]);
-        }
-        for g in &self.goals {
-            as32(g, &mut buf[..3]);
-            f.extend_from(&buf[..3]);
-        }
-        let flat_ok = f.as_slice().iter().all(|v| v.is_finite());
-        o.robot.is_finite() && o.objects().iter().all(|ob| ob.pose.is_finite()) && flat_ok
+        let flat_ok = o.rebuild_flat();
+        self.obs = o;
+        robot_ok && o.objects().iter().all(|ob| ob.pose.is_finite()) && flat_ok
     }
 
     fn point(&self, p: PointRef) -> [f64; 3] {
@@ -568,11 +583,36 @@ impl Env {
     }
 }
 
-/// Quaternion `[x, y, z, w]` with `w >= 0` (q and -q are the same rotation).
-fn canonical_quat(q: [f64; 4]) -> [f64; 4] {
-    if q[3] < 0.0 {
-        q.map(|v| -v)
-    } else {
-        q
+/// How a physics step sets the motor targets.
+#[derive(Clone, Copy)]
+enum Drive<'a> {
+    /// The environment's own action mapper, `alpha` through the policy step.
+    Mapper(f64),
+    /// A command from outside.
+    Command(&'a JointCommand),
+}
+
+/// The action mapper for a task, at rest at `q`.
+fn mapper_for(task: &Task, model: &reflex_core::ArmModel, q: &[f64; ARM_DOF]) -> ActionMapper {
+    ActionMapper::new(
+        task.action_space,
+        &task.control,
+        task.control_rate_hz,
+        &task.arm.initial_joint_pos_rad,
+        model,
+        q,
+        task.arm.initial_gripper_width_m,
+    )
+}
+
+impl From<&Step> for Outcome {
+    fn from(s: &Step) -> Self {
+        Outcome {
+            reward: s.reward,
+            terms: s.terms,
+            success: s.info.success,
+            terminated: s.terminated,
+            truncated: s.truncated,
+        }
     }
 }

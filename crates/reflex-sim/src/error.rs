@@ -50,4 +50,12 @@ pub enum SimError {
         /// What went wrong.
         message: String,
     },
+    /// A setting given to the simulator (not from a task file) is out of range.
+    #[error("{setting}: {message}")]
+    Setting {
+        /// The setting.
+        setting: &'static str,
+        /// What was expected.
+        message: String,
+    },
 }

@@ -7,11 +7,14 @@
 //!
 //! - [`task`]: the task-file schema and its validation (errors name file and field).
 //! - [`world`]: building the rapier world; the arm's motors and joint read-out.
-//! - [`controller`]: end-effector (damped least squares) and joint-delta control with
-//!   reference limiting.
 //! - [`camera`]: RGB, depth and segmentation by ray casting through rapier's query pipeline.
 //! - [`env`] / [`vec_env`]: `reset(seed)` / `step(action)`, one or many environments.
 //! - [`expert`]: scripted experts for demonstrations.
+//! - [`sim_robot`]: [`SimRobot`], the simulator behind the `Robot` trait, for the runtime's
+//!   control loop.
+//!
+//! Actions become joint setpoints through `reflex_core::ActionMapper`, the mapper the runtime
+//! uses on real arms too.
 //!
 //! ```no_run
 //! use reflex_core::{Action, Policy};
@@ -36,12 +39,12 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod camera;
-pub mod controller;
 pub mod env;
 mod error;
 pub mod expert;
 pub mod reward;
 pub mod rng;
+pub mod sim_robot;
 pub mod task;
 pub mod vec_env;
 pub mod world;
@@ -51,5 +54,6 @@ pub use env::{Env, Step, StepInfo, Termination};
 pub use error::SimError;
 pub use expert::ScriptedExpert;
 pub use reward::RewardTerms;
+pub use sim_robot::SimRobot;
 pub use task::Task;
 pub use vec_env::VecEnv;

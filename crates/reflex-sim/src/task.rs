@@ -6,6 +6,7 @@
 //! produce a [`SimError::Task`] naming the file and the field.
 
 use crate::error::SimError;
+pub use reflex_core::ControlSpec;
 use reflex_core::{ActionSpace, ARM_DOF, MAX_GOALS, MAX_KEYPOINTS, MAX_OBJECTS};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -105,48 +106,6 @@ impl Default for ArmSpec {
             armature_kgm2: 0.1,
             gripper_force_n: 40.0,
             initial_gripper_width_m: 0.08,
-        }
-    }
-}
-
-/// How normalised actions become setpoints.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ControlSpec {
-    /// Tool speed at action 1, m/s (end-effector actions). Default 0.5.
-    pub max_linear_speed_m_s: f64,
-    /// Tool angular speed at action 1, rad/s (end-effector actions). Default 1.5.
-    pub max_angular_speed_rad_s: f64,
-    /// Joint speed at action 1, rad/s (joint actions). Default 1.0.
-    pub max_joint_speed_rad_s: f64,
-    /// Reference limiting: the setpoint never leads the measured joint by more, radians. Default 0.2.
-    pub max_setpoint_lead_rad: f64,
-    /// Reference limiting on the tool: the Cartesian reference never leads the measured tool by
-    /// more, metres (checked at the physics rate). Default 0.05: a blocked tool pushes with at
-    /// most this lead; free motion reaches about 0.3 m/s through the impedance lag.
-    pub max_setpoint_lead_m: f64,
-    /// Damping of the damped least-squares inverse, metres. Default 0.05.
-    pub dls_damping: f64,
-    /// Gain pulling the redundant joint towards the start pose (null space). Default 0.2.
-    pub null_space_gain: f64,
-    /// Tool workspace box (lower corner), metres; the Cartesian target is clamped into it.
-    pub workspace_min_m: [f64; 3],
-    /// Tool workspace box (upper corner), metres.
-    pub workspace_max_m: [f64; 3],
-}
-
-impl Default for ControlSpec {
-    fn default() -> Self {
-        Self {
-            max_linear_speed_m_s: 0.5,
-            max_angular_speed_rad_s: 1.5,
-            max_joint_speed_rad_s: 1.0,
-            max_setpoint_lead_rad: 0.2,
-            max_setpoint_lead_m: 0.05,
-            dls_damping: 0.05,
-            null_space_gain: 0.2,
-            workspace_min_m: [0.2, -0.45, 0.005],
-            workspace_max_m: [0.8, 0.45, 0.6],
         }
     }
 }

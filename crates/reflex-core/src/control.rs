@@ -1,24 +1,68 @@
-//! The arm controller as on a real arm: a slow policy sets a goal, a fast loop (the physics rate)
-//! moves a joint setpoint toward it, and joint impedance with gravity compensation tracks the
-//! setpoint.
+//! From a policy's normalised action to joint setpoints, the same way in simulation and on a real
+//! arm: a slow policy sets a goal, a fast servo loop (the physics rate in simulation, the control
+//! loop's rate on hardware) moves a joint setpoint toward it, and the robot's joint impedance
+//! tracks the setpoint.
 //!
-//! End-effector actions move a Cartesian reference; every physics step, one damped least-squares
+//! End-effector actions move a Cartesian reference; every servo tick, one damped least-squares
 //! step (with a null-space pull toward the start posture) maps the interpolated reference to the
 //! joint setpoint. Joint actions move the joint reference directly. Either way the setpoint is
 //! clamped to the joint limits and never leads the measured joints by more than
 //! `max_setpoint_lead_rad` (reference limiting), so a blocked arm does not wind up.
 //! Nothing here allocates.
 
-use crate::task::{ControlSpec, Task};
+use crate::kinematics::{ArmModel, Frames, Jacobian};
+use crate::types::{ActionSpace, JointCommand, ARM_DOF};
 use nalgebra::{Isometry3, Matrix6, SVector, Translation3, UnitQuaternion, Vector3};
-use reflex_core::{ActionSpace, ArmModel, Frames, Jacobian, ARM_DOF};
+use serde::Deserialize;
 
 type Vec7 = SVector<f64, ARM_DOF>;
 type Vec6 = SVector<f64, 6>;
 
-/// Setpoint state carried across steps.
+/// How normalised actions become setpoints.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSpec {
+    /// Tool speed at action 1, m/s (end-effector actions). Default 0.5.
+    pub max_linear_speed_m_s: f64,
+    /// Tool angular speed at action 1, rad/s (end-effector actions). Default 1.5.
+    pub max_angular_speed_rad_s: f64,
+    /// Joint speed at action 1, rad/s (joint actions). Default 1.0.
+    pub max_joint_speed_rad_s: f64,
+    /// Reference limiting: the setpoint never leads the measured joint by more, radians. Default 0.2.
+    pub max_setpoint_lead_rad: f64,
+    /// Reference limiting on the tool: the Cartesian reference never leads the measured tool by
+    /// more, metres (checked at the physics rate). Default 0.05: a blocked tool pushes with at
+    /// most this lead; free motion reaches about 0.3 m/s through the impedance lag.
+    pub max_setpoint_lead_m: f64,
+    /// Damping of the damped least-squares inverse, metres. Default 0.05.
+    pub dls_damping: f64,
+    /// Gain pulling the redundant joint towards the start pose (null space). Default 0.2.
+    pub null_space_gain: f64,
+    /// Tool workspace box (lower corner), metres; the Cartesian target is clamped into it.
+    pub workspace_min_m: [f64; 3],
+    /// Tool workspace box (upper corner), metres.
+    pub workspace_max_m: [f64; 3],
+}
+
+impl Default for ControlSpec {
+    fn default() -> Self {
+        Self {
+            max_linear_speed_m_s: 0.5,
+            max_angular_speed_rad_s: 1.5,
+            max_joint_speed_rad_s: 1.0,
+            max_setpoint_lead_rad: 0.2,
+            max_setpoint_lead_m: 0.05,
+            dls_damping: 0.05,
+            null_space_gain: 0.2,
+            workspace_min_m: [0.2, -0.45, 0.005],
+            workspace_max_m: [0.8, 0.45, 0.6],
+        }
+    }
+}
+
+/// Maps actions to joint setpoints; the setpoint state carried across servo ticks.
 #[derive(Clone, Debug)]
-pub struct Controller {
+pub struct ActionMapper {
     space: ActionSpace,
     spec: ControlSpec,
     period_s: f64,
@@ -45,16 +89,25 @@ pub struct Controller {
 /// Margin kept from the joint limits by the setpoint, radians.
 const LIMIT_MARGIN_RAD: f64 = 0.02;
 
-impl Controller {
-    /// A controller at rest at the measured configuration.
-    pub fn new(task: &Task, model: &ArmModel, q: &[f64; ARM_DOF], width_m: f64) -> Self {
+impl ActionMapper {
+    /// A mapper at rest at the measured configuration `q` and gripper width, for a policy
+    /// running at `policy_rate_hz` whose null space pulls toward `q_rest`.
+    pub fn new(
+        space: ActionSpace,
+        spec: &ControlSpec,
+        policy_rate_hz: f64,
+        q_rest: &[f64; ARM_DOF],
+        model: &ArmModel,
+        q: &[f64; ARM_DOF],
+        width_m: f64,
+    ) -> Self {
         let gripper = model.gripper.as_ref();
         let mut c = Self {
-            space: task.action_space,
-            spec: task.control.clone(),
-            period_s: 1.0 / task.control_rate_hz,
+            space,
+            spec: spec.clone(),
+            period_s: 1.0 / policy_rate_hz,
             q_setpoint: *q,
-            q_rest: task.arm.initial_joint_pos_rad,
+            q_rest: *q_rest,
             x_from: Isometry3::identity(),
             x_goal: Isometry3::identity(),
             q_from: *q,
@@ -116,14 +169,34 @@ impl Controller {
         self.width_goal_m = (0.5 * (g + 1.0) * self.max_width_m).clamp(0.0, self.max_width_m);
     }
 
+    /// The joint and gripper setpoint as a command.
+    pub fn command(&self) -> JointCommand {
+        JointCommand {
+            joint_pos_rad: self.q_setpoint,
+            gripper_width_m: self.width_setpoint_m,
+        }
+    }
+
+    /// Continues from what the robot was really commanded (after a safety filter changed the
+    /// setpoint), so the reference does not run away from the command: anti-windup.
+    pub fn follow(&mut self, commanded: &JointCommand) {
+        self.q_setpoint = commanded.joint_pos_rad;
+        self.width_setpoint_m = commanded.gripper_width_m;
+    }
+
+    /// The action space this mapper reads.
+    pub fn space(&self) -> ActionSpace {
+        self.space
+    }
+
     /// The last joint keeps whatever angle the policy gave it: the null space only holds the
     /// posture of the first six joints, so wrist yaw commands are not fought.
     fn q_rest_follow_wrist(&mut self) {
         self.q_rest[ARM_DOF - 1] = self.q_setpoint[ARM_DOF - 1];
     }
 
-    /// Advances the setpoint by one physics step; `alpha` in (0, 1] is how far through the
-    /// policy step this physics step ends.
+    /// Advances the setpoint by one servo tick; `alpha` in (0, 1] is how far through the
+    /// policy step this tick ends.
     /// `tcp_meas` is the tool pose at `q_meas` (the caller has it from gravity compensation).
     pub fn update(
         &mut self,

@@ -1,0 +1,118 @@
+//! What one policy step leaves behind: how it was judged ([`Outcome`]) and the record the learner
+//! trains on ([`Transition`]). Both are fixed size and `Copy`, so the control loop can emit them
+//! on a bounded queue without allocating.
+
+use crate::types::{Action, ActionSpace, FlatObs};
+
+/// Most named reward terms a task may declare.
+pub const MAX_REWARD_TERMS: usize = 8;
+
+/// The raw values of a task's named reward terms for one step (`reward/<name>` in logs), in
+/// task-file order.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RewardTerms {
+    values: [f64; MAX_REWARD_TERMS],
+    len: usize,
+}
+
+impl RewardTerms {
+    /// Zeroed terms for a task with `len` terms (at most [`MAX_REWARD_TERMS`]).
+    pub fn new(len: usize) -> Self {
+        Self {
+            values: [0.0; MAX_REWARD_TERMS],
+            len: len.min(MAX_REWARD_TERMS),
+        }
+    }
+
+    /// The raw (unweighted) term values.
+    pub fn values(&self) -> &[f64] {
+        &self.values[..self.len]
+    }
+
+    /// Sets term `i` (ignored past the declared number of terms).
+    pub fn set(&mut self, i: usize, v: f64) {
+        if i < self.len {
+            self.values[i] = v;
+        }
+    }
+}
+
+/// How the step that just ended is judged. On a real arm the reward is usually not known on the
+/// tick (a VLM or a classifier answers later, joined by step id), so it may be pending.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Outcome {
+    /// Fused reward, or NaN while a reward worker has not answered yet.
+    pub reward: f64,
+    /// Named terms behind `reward` (empty when pending).
+    pub terms: RewardTerms,
+    /// The task's success predicate holds.
+    pub success: bool,
+    /// The episode ended (success, failure or fault): no bootstrapping past this step.
+    pub terminated: bool,
+    /// The episode hit its time limit: bootstrapping continues.
+    pub truncated: bool,
+}
+
+impl Outcome {
+    /// Nothing known yet: reward pending, episode continuing.
+    pub const PENDING: Outcome = Outcome {
+        reward: f64::NAN,
+        terms: RewardTerms {
+            values: [0.0; MAX_REWARD_TERMS],
+            len: 0,
+        },
+        success: false,
+        terminated: false,
+        truncated: false,
+    };
+
+    /// True when the reward is known.
+    pub fn has_reward(&self) -> bool {
+        self.reward.is_finite()
+    }
+
+    /// True when the episode is over either way.
+    pub fn done(&self) -> bool {
+        self.terminated || self.truncated
+    }
+}
+
+/// One policy step as the learner sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Transition {
+    /// Episode counter of the runtime that produced it.
+    pub episode: u64,
+    /// Policy step within the episode (the id late rewards are joined by, with `episode`).
+    pub step: u64,
+    /// Observation the action was chosen from.
+    pub obs: FlatObs,
+    /// What the frozen base policy proposed.
+    pub base_action: Action,
+    /// The action sent to the arm's controller (after composition and sanitising).
+    pub action: Action,
+    /// A human's action replaced the policy's in this step.
+    pub intervened: bool,
+    /// The safety filter changed at least one command during this step.
+    pub safety_limited: bool,
+    /// How the step was judged.
+    pub outcome: Outcome,
+    /// Observation after the step.
+    pub next_obs: FlatObs,
+}
+
+impl Transition {
+    /// An empty record for an action space (a placeholder to fill).
+    pub fn empty(space: ActionSpace) -> Self {
+        Self {
+            episode: 0,
+            step: 0,
+            obs: FlatObs::default(),
+            base_action: Action::zeros(space),
+            action: Action::zeros(space),
+            intervened: false,
+            safety_limited: false,
+            outcome: Outcome::PENDING,
+            next_obs: FlatObs::default(),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Network policies on the control tick, with weights another thread can replace at any time.
+//!
+//! A [`WeightsSlot`] holds the current weights behind an `arc_swap::ArcSwap`. The tick loads
+//! them once per forward pass (lock-free, no allocation), so one pass always uses one version:
+//! a reader never sees a mix of old and new. The learner publishes whole new networks; the
+//! previous versions it replaced are kept alive by the publisher for a few more publications,
+//! so the last reference to old weights is never dropped (freed) on the control thread.
+
+use crate::mlp::{Activation, DimMismatch, Mlp, MlpScratch};
+use arc_swap::ArcSwap;
+use reflex_core::{Action, Observation, Policy, MAX_ACTION_DIM, MAX_OBS_DIM};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Replaced weights the publisher keeps alive before letting them go.
+const RETIRED_KEPT: usize = 4;
+
+/// New weights that do not fit the network they would replace.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("new weights have layer widths {got:?} ({got_act:?}), the running network has {expected:?} ({expected_act:?})")]
+pub struct ShapeMismatch {
+    /// Widths of the running network.
+    pub expected: Vec<usize>,
+    /// Widths offered.
+    pub got: Vec<usize>,
+    /// Activations of the running network.
+    pub expected_act: (Activation, Activation),
+    /// Activations offered.
+    pub got_act: (Activation, Activation),
+}
+
+/// Shared network weights, swapped whole.
+pub struct WeightsSlot {
+    current: ArcSwap<Mlp>,
+    version: AtomicU64,
+    retired: Mutex<VecDeque<Arc<Mlp>>>,
+}
+
+impl WeightsSlot {
+    /// A slot holding `mlp` as version 0.
+    pub fn new(mlp: Mlp) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(mlp),
+            version: AtomicU64::new(0),
+            retired: Mutex::new(VecDeque::with_capacity(RETIRED_KEPT + 1)),
+        })
+    }
+
+    /// Replaces the weights (slow side: allocates, may take a lock no tick takes). The next
+    /// forward pass on any thread uses them. Returns the new version number. Weights of another
+    /// shape are refused, so a running loop's buffers always fit.
+    pub fn publish(&self, mlp: Mlp) -> Result<u64, ShapeMismatch> {
+        let now = self.current.load();
+        if mlp.dims() != now.dims() || mlp.activations() != now.activations() {
+            return Err(ShapeMismatch {
+                expected: now.dims(),
+                got: mlp.dims(),
+                expected_act: now.activations(),
+                got_act: mlp.activations(),
+            });
+        }
+        drop(now);
+        let old = self.current.swap(Arc::new(mlp));
+        let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired.push_back(old);
+        while retired.len() > RETIRED_KEPT {
+            retired.pop_front();
+        }
+        Ok(v)
+    }
+
+    /// How many times the weights were replaced.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// A copy of the current weights (slow side).
+    pub fn snapshot(&self) -> Mlp {
+        (**self.current.load()).clone()
+    }
+
+    /// Runs one forward pass on the current weights. No allocation, no lock.
+    pub fn forward(
+        &self,
+        scratch: &mut MlpScratch,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), DimMismatch> {
+        let weights = self.current.load();
+        weights.forward_with(scratch, input, output)
+    }
+
+    fn dims(&self) -> (usize, usize) {
+        let w = self.current.load();
+        (w.input_dim(), w.output_dim())
+    }
+}
+
+/// Why a network does not fit a task.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyShapeError {
+    /// Input width differs from what the policy is given.
+    #[error("the network takes {got} inputs, but {what} has {expected}")]
+    Inputs {
+        /// What the input is made of.
+        what: &'static str,
+        /// Inputs available.
+        expected: usize,
+        /// Inputs the network takes.
+        got: usize,
+    },
+    /// Output width differs from the action space.
+    #[error("the network gives {got} outputs, but the action space has {expected}")]
+    Outputs {
+        /// Components of the action.
+        expected: usize,
+        /// Outputs of the network.
+        got: usize,
+    },
+}
+
+/// A frozen (or hot-swapped) network policy: the flat observation in, a normalised action out.
+pub struct NetPolicy {
+    weights: Arc<WeightsSlot>,
+    scratch: MlpScratch,
+    /// Forward passes refused (a shape mismatch; cannot happen after `new` checked it).
+    pub errors: u64,
+}
+
+impl NetPolicy {
+    /// A policy for observations of `obs_dim` and actions of `action_dim` components.
+    pub fn new(
+        weights: Arc<WeightsSlot>,
+        obs_dim: usize,
+        action_dim: usize,
+    ) -> Result<Self, PolicyShapeError> {
+        check_dims(&weights, obs_dim, "the task's flat observation", action_dim)?;
+        let scratch = weights.current.load().scratch();
+        Ok(Self {
+            weights,
+            scratch,
+            errors: 0,
+        })
+    }
+
+    /// The weights this policy reads (publish to them to swap).
+    pub fn weights(&self) -> &Arc<WeightsSlot> {
+        &self.weights
+    }
+}
+
+impl Policy for NetPolicy {
+    fn act(&mut self, obs: &Observation, action: &mut Action) {
+        if self
+            .weights
+            .forward(
+                &mut self.scratch,
+                obs.flat.as_slice(),
+                action.as_mut_slice(),
+            )
+            .is_err()
+        {
+            // Cannot happen once `new` checked the shapes; a zero action is the safe answer.
+            self.errors += 1;
+            action.as_mut_slice().fill(0.0);
+        }
+    }
+}
+
+/// The learned residual: sees the flat observation and the base action, proposes a correction.
+pub struct ResidualPolicy {
+    weights: Arc<WeightsSlot>,
+    scratch: MlpScratch,
+    input: [f32; MAX_OBS_DIM + MAX_ACTION_DIM],
+    /// Forward passes refused (a shape mismatch; cannot happen after `new` checked it).
+    pub errors: u64,
+}
+
+impl ResidualPolicy {
+    /// A residual for observations of `obs_dim` and actions of `action_dim` components: the
+    /// network takes `obs_dim + action_dim` inputs and gives `action_dim` outputs.
+    pub fn new(
+        weights: Arc<WeightsSlot>,
+        obs_dim: usize,
+        action_dim: usize,
+    ) -> Result<Self, PolicyShapeError> {
+        check_dims(
+            &weights,
+            obs_dim + action_dim,
+            "the flat observation plus the base action",
+            action_dim,
+        )?;
+        let scratch = weights.current.load().scratch();
+        Ok(Self {
+            weights,
+            scratch,
+            input: [0.0; MAX_OBS_DIM + MAX_ACTION_DIM],
+            errors: 0,
+        })
+    }
+
+    /// The weights this residual reads (publish to them to swap).
+    pub fn weights(&self) -> &Arc<WeightsSlot> {
+        &self.weights
+    }
+
+    /// Writes the correction for `obs` and `base` into `out`.
+    pub fn act(&mut self, obs: &Observation, base: &Action, out: &mut Action) {
+        let flat = obs.flat.as_slice();
+        let n = flat.len() + base.dim();
+        self.input[..flat.len()].copy_from_slice(flat);
+        self.input[flat.len()..n].copy_from_slice(base.as_slice());
+        if self
+            .weights
+            .forward(&mut self.scratch, &self.input[..n], out.as_mut_slice())
+            .is_err()
+        {
+            self.errors += 1;
+            out.as_mut_slice().fill(0.0);
+        }
+    }
+}
+
+fn check_dims(
+    weights: &WeightsSlot,
+    inputs: usize,
+    what: &'static str,
+    outputs: usize,
+) -> Result<(), PolicyShapeError> {
+    let (i, o) = weights.dims();
+    if i != inputs {
+        return Err(PolicyShapeError::Inputs {
+            what,
+            expected: inputs,
+            got: i,
+        });
+    }
+    if o != outputs {
+        return Err(PolicyShapeError::Outputs {
+            expected: outputs,
+            got: o,
+        });
+    }
+    Ok(())
+}
