@@ -1,9 +1,11 @@
 //! The `reflex` command.
 //!
 //! - `reflex sim`: run a policy in the simulator and report its success rate.
-//! - `reflex bench sim`: simulator throughput figures.
+//! - `reflex run`: the runtime's control loop driving the simulated arm in real time.
+//! - `reflex bench sim|policy|loop`: throughput and latency figures.
 
 mod bench;
+mod run;
 mod sim;
 
 use anyhow::Result;
@@ -20,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run a policy in the simulator and report success.
     Sim(sim::SimArgs),
+    /// Run the control loop against the simulator in real time; report success and timing.
+    Run(run::RunArgs),
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -37,6 +41,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Sim(args) => sim::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Bench { what } => bench::run(&what),
     }
 }

@@ -151,3 +151,87 @@ fn bench_loop_prints_the_promised_fields() {
         "the learner ran: {out}"
     );
 }
+
+#[test]
+fn run_drives_the_simulated_arm_through_the_runtime_in_real_time() {
+    let (ok, out, err) = reflex(&[
+        "run",
+        "--task",
+        "reach",
+        "--rate",
+        "500",
+        "--seconds",
+        "4",
+        "--no-realtime",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v = last_json(&out);
+    for key in [
+        "episodes",
+        "successes",
+        "success_rate",
+        "ticks",
+        "deadline_misses",
+        "jitter_p50_us",
+        "jitter_p99_us",
+        "jitter_max_us",
+        "compute_p50_us",
+        "compute_p99_us",
+        "transitions",
+        "transitions_dropped",
+        "faults",
+    ] {
+        assert!(!v[key].is_null(), "missing {key}: {out}");
+    }
+    assert!(v["episodes"].as_u64().unwrap() >= 1, "{out}");
+    assert_eq!(v["successes"], v["episodes"], "{out}");
+    assert!(v["ticks"].as_u64().unwrap() > 100, "{out}");
+    assert_eq!(v["transitions_dropped"], 0, "{out}");
+    assert_eq!(v["faults"]["estop"], 0);
+}
+
+#[test]
+fn run_unpaced_gives_many_episodes_and_the_expert_succeeds() {
+    let (ok, out, err) = reflex(&[
+        "run",
+        "--task",
+        "pick_cube",
+        "--seconds",
+        "3",
+        "--unpaced",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v = last_json(&out);
+    let episodes = v["episodes"].as_u64().unwrap();
+    assert!(episodes >= 3, "{out}");
+    assert!(v["success_rate"].as_f64().unwrap() >= 0.8, "{out}");
+}
+
+#[test]
+fn run_refuses_a_residual_of_the_wrong_shape_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("reflex-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("residual.safetensors");
+    reflex_runtime::Mlp::zeros(
+        &[10, 16, 7],
+        reflex_runtime::Activation::Relu,
+        reflex_runtime::Activation::Tanh,
+    )
+    .save(&path)
+    .unwrap();
+    let (ok, _, err) = reflex(&[
+        "run",
+        "--task",
+        "reach",
+        "--residual",
+        path.to_str().unwrap(),
+        "--seconds",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("residual.safetensors"), "{err}");
+    assert!(err.contains("takes 10 inputs"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

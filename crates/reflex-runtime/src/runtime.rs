@@ -150,6 +150,8 @@ pub struct Runtime<R: Robot> {
     step_open: bool,
     episode_done: bool,
     command: JointCommand,
+    /// Where the arm is held while no policy step is open (episode over, no usable state yet).
+    hold_target: JointCommand,
 }
 
 impl<R: Robot> Runtime<R> {
@@ -235,6 +237,7 @@ impl<R: Robot> Runtime<R> {
             step_open: false,
             episode_done: false,
             command: JointCommand::default(),
+            hold_target: JointCommand::default(),
             cfg,
         };
         rt.begin_episode().map_err(RuntimeError::Robot)?;
@@ -255,6 +258,7 @@ impl<R: Robot> Runtime<R> {
             self.state.gripper_width_m,
         );
         self.mapper.follow(self.filter.last_command());
+        self.hold_target = *self.filter.last_command();
         self.composer = Composer::new(
             self.cfg.residual_scale,
             self.cfg.intervention_threshold,
@@ -306,7 +310,8 @@ impl<R: Robot> Runtime<R> {
             self.tick_in_step = (self.tick_in_step + 1) % self.ticks_per_step;
             self.mapper.command()
         } else {
-            *self.filter.last_command()
+            // A fixed target: the command at the moment the policy stopped driving.
+            self.hold_target
         };
         let (mode, faults) = self
             .filter
@@ -356,6 +361,7 @@ impl<R: Robot> Runtime<R> {
                 }
                 self.episode_done = true;
                 self.step_open = false;
+                self.hold_target = self.command;
                 report.episode_done = true;
                 return;
             }
@@ -400,20 +406,27 @@ impl<R: Robot> Runtime<R> {
         self.step_open = true;
     }
 
-    /// Runs paced ticks at `rate_hz` until `duration` has passed or `on_episode_end` returns
-    /// false. `on_episode_end` runs between episodes with the robot (to reset a scene; it may be
-    /// slow); the schedule restarts after it, so a reset is not counted as a deadline miss.
+    /// Runs ticks until `duration` has passed or `on_episode_end` returns false: paced at
+    /// `rate_hz` (a real arm), or back to back when `paced` is false (a simulator that may run
+    /// faster than real time; no jitter is recorded then). `on_episode_end` runs between
+    /// episodes with the robot and the last outcome (to reset a scene; it may be slow); the
+    /// schedule restarts after it, so a reset is not counted as a deadline miss.
     pub fn run(
         &mut self,
         duration: Duration,
+        paced: bool,
         mut on_episode_end: impl FnMut(&mut R, &Outcome) -> bool,
     ) -> Result<(), RobotError> {
         let end = Instant::now() + duration;
         let mut ticker = Ticker::new(self.cfg.rate_hz);
         let mut last_outcome = Outcome::PENDING;
         while Instant::now() < end {
-            ticker.wait(&self.stats.timing);
-            let woke = Instant::now();
+            let woke = if paced {
+                ticker.wait(&self.stats.timing)
+            } else {
+                self.stats.timing.ticks.fetch_add(1, Ordering::Relaxed);
+                Instant::now()
+            };
             let report = self.tick();
             self.stats
                 .timing

@@ -55,6 +55,20 @@ impl Faults {
     /// Number of distinct flags.
     pub const COUNT: usize = 10;
 
+    /// Names of the flags in bit order (for logs and JSON).
+    pub const NAMES: [&'static str; Faults::COUNT] = [
+        "non_finite_command",
+        "non_finite_state",
+        "joint_limit",
+        "rate_limit",
+        "accel_limit",
+        "workspace",
+        "gripper_limit",
+        "watchdog_hold",
+        "watchdog_brake",
+        "estop",
+    ];
+
     /// No flag set.
     pub const fn empty() -> Self {
         Faults(0)
@@ -127,6 +141,8 @@ pub struct SafetyFilter {
     estop: EStop,
     last: JointCommand,
     last_vel_rad_s: [f64; ARM_DOF],
+    /// The previous finite request, to estimate how fast the requested target moves.
+    last_desired_rad: [f64; ARM_DOF],
     stale_ticks: u32,
     frames: Frames,
     counts: [u64; Faults::COUNT],
@@ -156,6 +172,7 @@ impl SafetyFilter {
             estop,
             last: JointCommand::default(),
             last_vel_rad_s: [0.0; ARM_DOF],
+            last_desired_rad: [0.0; ARM_DOF],
             stale_ticks: 0,
             frames: Frames::default(),
             counts: [0; Faults::COUNT],
@@ -176,6 +193,7 @@ impl SafetyFilter {
             lo
         };
         self.last_vel_rad_s = [0.0; ARM_DOF];
+        self.last_desired_rad = self.last.joint_pos_rad;
         self.stale_ticks = 0;
     }
 
@@ -269,7 +287,9 @@ impl SafetyFilter {
                 |d: f64| (-a * dt + (a * a * dt * dt + 2.0 * a * d.max(0.0)).sqrt()).max(0.0);
             let v_up = vmax.min(stop_v(hi_lim - last));
             let v_dn = vmax.min(stop_v(last - lo_lim));
-            let want = (target - last) / dt;
+            let v_target = ((target - self.last_desired_rad[i]) / dt).clamp(-vmax, vmax);
+            let e = target - last;
+            let want = (e / dt).clamp(v_target - stop_v(-e), v_target + stop_v(e));
             let rate = want.clamp(-v_dn, v_up);
             if rate != want {
                 faults.insert(Faults::RATE_LIMIT);
@@ -303,6 +323,9 @@ impl SafetyFilter {
         out.gripper_width_m = width;
         self.last = *out;
         self.last_vel_rad_s = vel;
+        for i in 0..ARM_DOF {
+            self.last_desired_rad[i] = self.limits.clamp_joint(i, desired.joint_pos_rad[i]);
+        }
         Mode::Normal
     }
 

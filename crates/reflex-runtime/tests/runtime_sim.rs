@@ -1,7 +1,7 @@
 //! The runtime drives the simulated arm through whole episodes with the scripted expert, through
 //! the same `Robot` seam, action mapper and safety filter a real arm gets, and succeeds.
 
-use reflex_core::{ArmModel, Policy, SafetyLimits};
+use reflex_core::{ArmModel, Policy};
 use reflex_runtime::{EStop, Runtime, RuntimeConfig};
 use reflex_sim::{Env, ScriptedExpert, SimRobot, Task, Termination};
 
@@ -18,7 +18,7 @@ fn runtime_for(task_name: &str, rate_hz: f64, seed: u64) -> Runtime<SimRobot> {
         action_space: task.action_space,
         control: task.control.clone(),
         rest_joint_pos_rad: task.arm.initial_joint_pos_rad,
-        limits: SafetyLimits::from_model(&model),
+        limits: task.safety_limits(&model),
         residual_scale: 0.3,
         intervention_threshold: 0.5,
         intervention_hold_s: 0.5,

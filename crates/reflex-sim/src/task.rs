@@ -455,6 +455,11 @@ pub enum PointRef {
     Goal(usize),
 }
 
+/// How far the safety filter's workspace box reaches past the task's control workspace, metres.
+/// The Cartesian reference is clamped to the control workspace, but the tool tracks it with an
+/// impedance lag and presses into contacts (a peg into its hole, fingers onto the table).
+pub const SAFETY_BOX_MARGIN_M: f64 = 0.03;
+
 impl Task {
     /// Loads and validates `sim/tasks/<name>.toml` style files.
     pub fn from_file(path: &Path) -> Result<Self, SimError> {
@@ -505,6 +510,19 @@ impl Task {
     /// Index of an object by name.
     pub fn object(&self, name: &str) -> Option<usize> {
         self.objects.iter().position(|o| o.name == name)
+    }
+
+    /// The safety limits a control loop running this task enforces: the arm's limits (from
+    /// its model) with the tool workspace box set to the task's control workspace widened by
+    /// [`SAFETY_BOX_MARGIN_M`] on every side, so the filter stops the tool just past where the
+    /// task ever sends it, and never in the way of the task itself.
+    pub fn safety_limits(&self, model: &reflex_core::ArmModel) -> reflex_core::SafetyLimits {
+        let mut limits = reflex_core::SafetyLimits::from_model(model);
+        for k in 0..3 {
+            limits.workspace_min_m[k] = self.control.workspace_min_m[k] - SAFETY_BOX_MARGIN_M;
+            limits.workspace_max_m[k] = self.control.workspace_max_m[k] + SAFETY_BOX_MARGIN_M;
+        }
+        limits
     }
 
     /// Physics steps per policy step.

@@ -1,0 +1,257 @@
+//! `reflex run`: the runtime's control loop driving the simulated arm in real time, paced at
+//! the loop rate, episode after episode, with success and timing statistics at the end.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use reflex_core::Policy;
+use reflex_runtime::{
+    EStop, Faults, Mlp, NetPolicy, RealTime, RealTimeRequest, ResidualPolicy, Runtime,
+    RuntimeConfig, WeightsSlot,
+};
+use reflex_sim::{Env, ScriptedExpert, SimRobot, Task};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Arguments of `reflex run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Task name (from sim/tasks) or path to a task file.
+    #[arg(long)]
+    task: String,
+    /// Base policy: `scripted` (the task's scripted expert) or a safetensors weights file
+    /// (flat observation in, normalised action out).
+    #[arg(long, default_value = "scripted")]
+    policy: String,
+    /// Residual network (safetensors): flat observation and base action in, correction out.
+    #[arg(long)]
+    residual: Option<PathBuf>,
+    /// Residual scale in `a = base + scale * residual`.
+    #[arg(long, default_value_t = 0.3)]
+    residual_scale: f32,
+    /// Control loop (servo) rate, Hz: a whole multiple of the task's policy rate.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// How long to run, seconds of wall-clock time (episodes run back to back).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Seed of the first episode; episode i uses `seed + i`.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tick back to back instead of at the loop rate: simulated time runs as fast as the
+    /// machine allows (same loop, same filter; no jitter figures).
+    #[arg(long)]
+    unpaced: bool,
+    /// Do not ask for SCHED_FIFO, mlockall and CPU pinning.
+    #[arg(long)]
+    no_realtime: bool,
+    /// Print a JSON summary as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: &RunArgs) -> Result<()> {
+    let task = Task::load(&a.task).with_context(|| format!("loading task {}", a.task))?;
+    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
+        bail!("--seconds {}: expected a positive duration", a.seconds);
+    }
+    let mut env = Env::new(task.clone()).context("building the simulator")?;
+    let obs = env.reset(a.seed)?;
+    let obs_dim = obs.flat.len();
+    let act_dim = task.action_space.dim();
+    let model = env.model().clone();
+
+    let base: Box<dyn Policy + Send> = if a.policy == "scripted" {
+        Box::new(ScriptedExpert::new(&task, &model))
+    } else {
+        let path = PathBuf::from(&a.policy);
+        let net = Mlp::load(&path)?;
+        Box::new(
+            NetPolicy::new(WeightsSlot::new(net), obs_dim, act_dim)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        )
+    };
+    let residual = match &a.residual {
+        Some(path) => {
+            let net = Mlp::load(path)?;
+            Some(
+                ResidualPolicy::new(WeightsSlot::new(net), obs_dim, act_dim)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let cfg = RuntimeConfig {
+        rate_hz: a.rate,
+        policy_rate_hz: task.control_rate_hz,
+        action_space: task.action_space,
+        control: task.control.clone(),
+        rest_joint_pos_rad: task.arm.initial_joint_pos_rad,
+        limits: task.safety_limits(&model),
+        residual_scale: a.residual_scale,
+        intervention_threshold: 0.5,
+        intervention_hold_s: 0.5,
+        transition_capacity: 4096,
+    };
+    let robot = SimRobot::new(env, a.rate)?;
+    let mut rt = Runtime::new(robot, cfg, model, base, residual, EStop::new())?;
+    let stats = rt.stats().clone();
+    let transitions = rt.transitions().clone();
+
+    let realtime = !a.no_realtime && !a.unpaced;
+    let paced = !a.unpaced;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let duration = Duration::from_secs_f64(a.seconds);
+    let first_seed = a.seed;
+    let control = std::thread::Builder::new()
+        .name("reflex-control".into())
+        .spawn(move || -> Result<(RealTime, Vec<bool>)> {
+            let got = RealTime::request(&RealTimeRequest {
+                fifo_priority: realtime.then_some(80),
+                mlock: realtime,
+                cpu: realtime.then_some(cores - 1),
+            });
+            let mut seed = first_seed;
+            let mut episodes = Vec::new();
+            let mut reset_error = None;
+            rt.run(duration, paced, |robot, outcome| {
+                episodes.push(outcome.success);
+                seed += 1;
+                match robot.reset(seed) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        reset_error = Some(e);
+                        false
+                    }
+                }
+            })?;
+            if let Some(e) = reset_error {
+                return Err(e.into());
+            }
+            Ok((got, episodes))
+        })?;
+
+    // This thread plays the learner's part: it drains transitions so none are dropped, and it
+    // shows progress.
+    let bar = ProgressBar::new((a.seconds * 10.0) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {elapsed}/{msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    let mut drained = 0u64;
+    while !control.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        while transitions.pop().is_some() {
+            drained += 1;
+        }
+        bar.set_position((start.elapsed().as_secs_f64() * 10.0) as u64);
+        bar.set_message(format!(
+            "{:.0}s  {} episodes, {} succeeded, {} deadline misses",
+            a.seconds,
+            stats.episodes.load(Ordering::Relaxed).saturating_sub(1),
+            stats.successes.load(Ordering::Relaxed),
+            stats.timing.deadline_misses.load(Ordering::Relaxed),
+        ));
+    }
+    bar.finish_and_clear();
+    let (got, episodes) = control
+        .join()
+        .map_err(|_| anyhow::anyhow!("the control thread panicked"))??;
+    while transitions.pop().is_some() {
+        drained += 1;
+    }
+    if realtime {
+        for (what, r) in [
+            ("SCHED_FIFO", &got.fifo),
+            ("mlockall", &got.mlock),
+            ("CPU pinning", &got.pinned),
+        ] {
+            if let Err(e) = r {
+                tracing::warn!("{what} not obtained: {e}");
+            }
+        }
+    }
+
+    let us = |ns: u64| ns as f64 / 1e3;
+    let t = &stats.timing;
+    let successes = episodes.iter().filter(|s| **s).count();
+    let n = episodes.len();
+    let rate = if n > 0 {
+        successes as f64 / n as f64
+    } else {
+        0.0
+    };
+    let faults = stats.fault_counts();
+    let q = transitions.stats();
+    println!(
+        "{}: {successes}/{n} completed episodes succeeded ({:.1}%) in {:.1} s; {} ticks at {} Hz, {} deadline misses, jitter p50 {:.1} us p99 {:.1} us max {:.1} us, compute p50 {:.1} us p99 {:.1} us; {} transitions ({} dropped)",
+        task.name,
+        100.0 * rate,
+        a.seconds,
+        t.ticks.load(Ordering::Relaxed),
+        a.rate,
+        t.deadline_misses.load(Ordering::Relaxed),
+        us(t.jitter.quantile_ns(0.5)),
+        us(t.jitter.quantile_ns(0.99)),
+        us(t.jitter.max_ns()),
+        us(t.compute.quantile_ns(0.5)),
+        us(t.compute.quantile_ns(0.99)),
+        q.pushed,
+        q.dropped,
+    );
+    let active: Vec<String> = Faults::NAMES
+        .iter()
+        .zip(faults)
+        .filter(|(_, c)| *c > 0)
+        .map(|(name, c)| format!("{name} {c}"))
+        .collect();
+    if !active.is_empty() {
+        println!("safety filter activity (ticks): {}", active.join(", "));
+    }
+    if a.json {
+        let fault_map: serde_json::Map<String, serde_json::Value> = Faults::NAMES
+            .iter()
+            .zip(faults)
+            .map(|(name, c)| ((*name).to_owned(), c.into()))
+            .collect();
+        let status = |r: &std::result::Result<(), String>| match r {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.clone(),
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": task.name,
+                "policy": a.policy,
+                "residual": a.residual,
+                "rate_hz": a.rate,
+                "seconds": a.seconds,
+                "episodes": n,
+                "successes": successes,
+                "success_rate": rate,
+                "policy_steps": stats.policy_steps.load(Ordering::Relaxed),
+                "intervened_steps": stats.intervened_steps.load(Ordering::Relaxed),
+                "ticks": t.ticks.load(Ordering::Relaxed),
+                "deadline_misses": t.deadline_misses.load(Ordering::Relaxed),
+                "jitter_p50_us": us(t.jitter.quantile_ns(0.5)),
+                "jitter_p99_us": us(t.jitter.quantile_ns(0.99)),
+                "jitter_max_us": us(t.jitter.max_ns()),
+                "compute_p50_us": us(t.compute.quantile_ns(0.5)),
+                "compute_p99_us": us(t.compute.quantile_ns(0.99)),
+                "transitions": q.pushed,
+                "transitions_dropped": q.dropped,
+                "transitions_drained": drained,
+                "non_finite_actions": stats.non_finite_actions.load(Ordering::Relaxed),
+                "read_errors": stats.read_errors.load(Ordering::Relaxed),
+                "write_errors": stats.write_errors.load(Ordering::Relaxed),
+                "faults": fault_map,
+                "sched_fifo": status(&got.fifo),
+                "mlockall": status(&got.mlock),
+                "pinned": status(&got.pinned),
+            })
+        );
+    }
+    Ok(())
+}
