@@ -2,8 +2,9 @@
 //!
 //! The vocabulary every other Reflex crate speaks, and nothing else: fixed-size observation,
 //! action and command types; the `Robot` and `Policy` traits; lock-free bounded queues with a
-//! declared overflow rule; the safety limits the runtime enforces; and the arm's kinematic model
-//! read from a URDF. No simulator, ROS or learning code depends in here, so a real-robot bridge
+//! declared overflow rule; the safety limits the runtime enforces; the arm's kinematic model
+//! read from a URDF; the mapping from normalised actions to joint setpoints (`ActionMapper`);
+//! and the records a control loop emits (`Outcome`, `Transition`). No simulator, ROS or learning code depends in here, so a real-robot bridge
 //! and the simulator share these types exactly.
 //!
 //! ```

@@ -1,11 +1,14 @@
 //! # reflex-runtime
 //!
-//! The one control loop that drives a simulated or a real arm. This crate holds, so far, what
-//! every tick runs: batch-1 network inference ([`Mlp`], weights in safetensors), action
-//! composition ([`Composer`]: base + scaled residual, or the human while an intervention holds)
-//! and the [`SafetyFilter`] that every joint command passes before it reaches a `Robot`. All of
-//! it allocates nothing and takes no lock on the tick. The fixed-rate loop, weight hot-swap and
-//! statistics build on them.
+//! The one control loop that drives a simulated or a real arm: [`Runtime`] reads any
+//! `reflex_core::Robot`, builds the observation, runs the base policy ([`NetPolicy`] from a
+//! safetensors file, or any `Policy` such as a scripted expert) and the learned
+//! [`ResidualPolicy`], composes them with an operator's intervention ([`Composer`]), maps the
+//! action to joint setpoints (`reflex_core::ActionMapper`), passes every command through the
+//! [`SafetyFilter`] and writes it, emitting one `Transition` per policy step on a drop-oldest
+//! queue. Weights are hot-swapped through a [`WeightsSlot`]; statistics are atomics
+//! ([`RuntimeStats`]); pacing is a [`Ticker`] with optional [`RealTime`] settings. Nothing on the
+//! tick allocates or takes a lock (a counting-allocator test proves it).
 //!
 //! ```
 //! use reflex_core::{ArmModel, JointCommand, RobotState, SafetyLimits};
