@@ -40,6 +40,9 @@ pub struct SafetyLimits {
     pub workspace_min_m: [f64; 3],
     /// Tool-centre-point workspace box, upper corner in the base frame, metres.
     pub workspace_max_m: [f64; 3],
+    /// The tool approaches a wall of the workspace box no faster than lets it stop before the
+    /// wall at this deceleration, m/s^2. Default 2.5.
+    pub tool_decel_max_m_s2: f64,
     /// Gripper width range, metres.
     pub gripper_width_range_m: [f64; 2],
     /// Ticks without a fresh observation before the command holds. Default 3.
@@ -69,6 +72,7 @@ impl SafetyLimits {
             max_step_rad: 0.05,
             workspace_min_m: [0.15, -0.6, 0.0],
             workspace_max_m: [0.85, 0.6, 0.8],
+            tool_decel_max_m_s2: 2.5,
             gripper_width_range_m: [0.0, width],
             watchdog_hold_ticks: 3,
             watchdog_brake_ticks: 10,
@@ -115,6 +119,9 @@ impl SafetyLimits {
         }
         if !(self.max_step_rad > 0.0 && self.max_step_rad.is_finite()) {
             return bad("max_step_rad".into(), "must be positive and finite");
+        }
+        if !(self.tool_decel_max_m_s2 > 0.0 && self.tool_decel_max_m_s2.is_finite()) {
+            return bad("tool_decel_max_m_s2".into(), "must be positive and finite");
         }
         for a in 0..3 {
             let (lo, hi) = (self.workspace_min_m[a], self.workspace_max_m[a]);

@@ -3,8 +3,8 @@
 //! A [`WeightsSlot`] holds the current weights behind an `arc_swap::ArcSwap`. The tick loads
 //! them once per forward pass (lock-free, no allocation), so one pass always uses one version:
 //! a reader never sees a mix of old and new. The learner publishes whole new networks; the
-//! previous versions it replaced are kept alive by the publisher for a few more publications,
-//! so the last reference to old weights is never dropped (freed) on the control thread.
+//! versions they replace stay in the publisher's keeping until no reader holds them, so the last
+//! reference to old weights is never dropped (freed) on the control thread.
 
 use crate::mlp::{Activation, DimMismatch, Mlp, MlpScratch};
 use arc_swap::ArcSwap;
@@ -12,9 +12,6 @@ use reflex_core::{Action, Observation, Policy, MAX_ACTION_DIM, MAX_OBS_DIM};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// Replaced weights the publisher keeps alive before letting them go.
-const RETIRED_KEPT: usize = 4;
 
 /// New weights that do not fit the network they would replace.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,7 +40,7 @@ impl WeightsSlot {
         Arc::new(Self {
             current: ArcSwap::from_pointee(mlp),
             version: AtomicU64::new(0),
-            retired: Mutex::new(VecDeque::with_capacity(RETIRED_KEPT + 1)),
+            retired: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -64,10 +61,12 @@ impl WeightsSlot {
         let old = self.current.swap(Arc::new(mlp));
         let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        // Free only versions nobody reads any more. `swap` has turned every reader's borrow of
+        // the old version into a counted reference, and no new reader can reach a retired
+        // version, so a count of 1 (this list) means it is safe to free here, off the control
+        // thread; a version still being read waits for a later publication.
+        retired.retain(|w| Arc::strong_count(w) > 1);
         retired.push_back(old);
-        while retired.len() > RETIRED_KEPT {
-            retired.pop_front();
-        }
         Ok(v)
     }
 

@@ -8,9 +8,10 @@
 //! - moves each joint at most `max_step_rad` and at most `joint_vel_max_rad_s * dt` per tick, and
 //!   slowly enough to stop before the position limit at the joint's acceleration limit;
 //! - changes joint velocity by at most `joint_acc_max_rad_s2 * dt` per tick while running
-//!   normally (stopping is exempt: hold, brake, e-stop, and a step cut short at the workspace
-//!   wall; joint limits are approached slowly enough to stop in time, the workspace wall is not
-//!   yet);
+//!   normally (stopping is exempt: hold, brake, e-stop, and a step slowed or cut short at the
+//!   workspace wall; joint limits are approached slowly enough to stop in time at the joint
+//!   acceleration limit, the workspace walls slowly enough to stop in time at
+//!   `tool_decel_max_m_s2`);
 //! - keeps the tool centre point inside the workspace box (or, if the arm starts outside it,
 //!   never moves it further out);
 //! - keeps the gripper width in range.
@@ -306,6 +307,15 @@ impl SafetyFilter {
             vel[i] = (q[i] - last) / dt;
         }
 
+        // Workspace approach: the tool moves toward a wall no faster than lets it stop before
+        // the wall at the tool deceleration limit (the same discrete-time bound as the joints).
+        // The whole step is scaled, so the tool keeps its direction.
+        if self.slow_toward_walls(&mut q) {
+            faults.insert(Faults::WORKSPACE);
+            for i in 0..ARM_DOF {
+                vel[i] = (q[i] - self.last.joint_pos_rad[i]) / dt;
+            }
+        }
         // Workspace: shorten the step (toward the last safe command) until the tool is inside.
         if self.shorten_into_workspace(&mut q) {
             faults.insert(Faults::WORKSPACE);
@@ -389,6 +399,39 @@ impl SafetyFilter {
             s_ok
         };
         *q = lerp(&last_q, q, s);
+        true
+    }
+
+    /// Scales the step from the last command to `q` so that along every axis the tool moves
+    /// toward a wall no faster than it can stop before it at `tool_decel_max_m_s2`. Returns
+    /// whether `q` changed.
+    fn slow_toward_walls(&mut self, q: &mut [f64; ARM_DOF]) -> bool {
+        let last_q = self.last.joint_pos_rad;
+        self.model.forward(&last_q, &mut self.frames);
+        let p0: Vector3<f64> = self.frames.tcp.translation.vector;
+        self.model.forward(q, &mut self.frames);
+        let p1: Vector3<f64> = self.frames.tcp.translation.vector;
+        let (a, dt) = (self.limits.tool_decel_max_m_s2, self.dt_s);
+        let stop_v = |d: f64| (-a * dt + (a * a * dt * dt + 2.0 * a * d.max(0.0)).sqrt()).max(0.0);
+        let mut scale: f64 = 1.0;
+        for k in 0..3 {
+            let v = (p1[k] - p0[k]) / dt;
+            let d = if v > 0.0 {
+                self.limits.workspace_max_m[k] - p0[k]
+            } else {
+                p0[k] - self.limits.workspace_min_m[k]
+            };
+            // 1 mm/s of slack: a tool resting on a wall may still slide along it; numerical
+            // crumbs of wall-ward motion are left to the bisection below.
+            let allowed = stop_v(d) + 1e-3;
+            if v.abs() > allowed {
+                scale = scale.min(allowed / v.abs());
+            }
+        }
+        if scale >= 1.0 || !scale.is_finite() {
+            return false;
+        }
+        *q = lerp(&last_q, q, scale);
         true
     }
 

@@ -146,3 +146,41 @@ fn bad_limits_are_refused_with_the_field_named() {
         .expect("refused");
     assert_eq!(e.field, "dt_s");
 }
+
+#[test]
+fn the_tool_slows_down_before_the_workspace_floor_instead_of_hitting_it() {
+    let arm = arm();
+    let mut lim = limits(&arm);
+    lim.workspace_min_m[2] = 0.3;
+    let a = lim.tool_decel_max_m_s2;
+    let mut f =
+        SafetyFilter::new(lim.clone(), arm.clone(), DT_S, EStop::new(), &home_state()).unwrap();
+    let mut state = home_state();
+    let mut out = JointCommand::default();
+    let mut q = HOME;
+    q[1] += 0.9;
+    q[3] += 0.6;
+    let mut z_prev = arm.tcp_pose(&HOME).translation.z;
+    let mut fastest = 0.0f64;
+    for tick in 0..3000 {
+        f.filter(&at(q), &state, true, &mut out);
+        state.joint_pos_rad = out.joint_pos_rad;
+        let z = arm.tcp_pose(&out.joint_pos_rad).translation.z;
+        let v_down = (z_prev - z) / DT_S;
+        fastest = fastest.max(v_down);
+        // Never faster toward the floor than lets the tool stop before it (5% for the
+        // curvature of a joint-space step, 1 mm/s of slack).
+        let d = (z_prev - 0.3).max(0.0);
+        let stop_v = -a * DT_S + (a * a * DT_S * DT_S + 2.0 * a * d).sqrt();
+        assert!(
+            v_down <= 1.05 * stop_v + 1.1e-3,
+            "tick {tick}: {v_down} m/s toward the floor {d} m away (limit {stop_v})"
+        );
+        z_prev = z;
+    }
+    assert!(
+        fastest > 0.2,
+        "the tool really moved toward the floor ({fastest} m/s)"
+    );
+    assert!(z_prev < 0.301, "it ended up at the floor, z = {z_prev}");
+}
