@@ -9,7 +9,6 @@
 use crate::mlp::{Activation, DimMismatch, Mlp, MlpScratch};
 use arc_swap::ArcSwap;
 use reflex_core::{Action, Observation, Policy, MAX_ACTION_DIM, MAX_OBS_DIM};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +30,7 @@ pub struct ShapeMismatch {
 pub struct WeightsSlot {
     current: ArcSwap<Mlp>,
     version: AtomicU64,
-    retired: Mutex<VecDeque<Arc<Mlp>>>,
+    retired: Mutex<Vec<Arc<Mlp>>>,
 }
 
 impl WeightsSlot {
@@ -40,7 +39,7 @@ impl WeightsSlot {
         Arc::new(Self {
             current: ArcSwap::from_pointee(mlp),
             version: AtomicU64::new(0),
-            retired: Mutex::new(VecDeque::new()),
+            retired: Mutex::new(Vec::new()),
         })
     }
 
@@ -66,7 +65,7 @@ impl WeightsSlot {
         // version, so a count of 1 (this list) means it is safe to free here, off the control
         // thread; a version still being read waits for a later publication.
         retired.retain(|w| Arc::strong_count(w) > 1);
-        retired.push_back(old);
+        retired.push(old);
         Ok(v)
     }
 

@@ -198,15 +198,7 @@ impl<R: Robot> Runtime<R> {
         )?;
         let hold_steps = (cfg.intervention_hold_s * cfg.policy_rate_hz).ceil() as u32;
         let space = cfg.action_space;
-        let mapper = ActionMapper::new(
-            space,
-            &cfg.control,
-            cfg.policy_rate_hz,
-            &cfg.rest_joint_pos_rad,
-            &model,
-            &state.joint_pos_rad,
-            state.gripper_width_m,
-        );
+        let mapper = mapper_at(&cfg, &model, &state);
         let mut rt = Self {
             composer: Composer::new(
                 cfg.residual_scale,
@@ -248,15 +240,7 @@ impl<R: Robot> Runtime<R> {
     pub fn begin_episode(&mut self) -> Result<(), RobotError> {
         self.robot.read_state(&mut self.state)?;
         self.filter.reset(&self.state);
-        self.mapper = ActionMapper::new(
-            self.cfg.action_space,
-            &self.cfg.control,
-            self.cfg.policy_rate_hz,
-            &self.cfg.rest_joint_pos_rad,
-            &self.model,
-            &self.state.joint_pos_rad,
-            self.state.gripper_width_m,
-        );
+        self.mapper = mapper_at(&self.cfg, &self.model, &self.state);
         self.mapper.follow(self.filter.last_command());
         self.hold_target = *self.filter.last_command();
         self.composer = Composer::new(
@@ -490,4 +474,17 @@ impl<R: Robot> Runtime<R> {
     pub fn ticks_per_step(&self) -> u32 {
         self.ticks_per_step
     }
+}
+
+/// An action mapper at rest at the measured `state`.
+fn mapper_at(cfg: &RuntimeConfig, model: &ArmModel, state: &RobotState) -> ActionMapper {
+    ActionMapper::new(
+        cfg.action_space,
+        &cfg.control,
+        cfg.policy_rate_hz,
+        &cfg.rest_joint_pos_rad,
+        model,
+        &state.joint_pos_rad,
+        state.gripper_width_m,
+    )
 }
