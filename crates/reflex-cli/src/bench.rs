@@ -1,4 +1,5 @@
-//! `reflex bench sim`: simulator throughput. Numbers, not assertions: run it on an idle machine.
+//! `reflex bench sim|policy|loop`: simulator throughput, policy latency, loop timing. Numbers,
+//! not assertions: run them on an idle machine.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -15,6 +16,12 @@ pub enum BenchCommand {
     Policy(BenchPolicyArgs),
     /// The control loop at a fixed rate: deadline misses, wake-up jitter, compute time.
     Loop(BenchLoopArgs),
+    /// Full SAC updates per second (batch 256, [256, 256] networks, both cores).
+    Learner(crate::bench_learn::BenchLearnerArgs),
+    /// SAC on the pendulum: steps and seconds until the last 10 returns average above -200.
+    Pendulum(crate::bench_learn::BenchPendulumArgs),
+    /// End-to-end environment steps and updates per second while training.
+    Train(crate::bench_learn::BenchTrainArgs),
 }
 
 /// Arguments of `reflex bench loop`.
@@ -73,6 +80,9 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Sim(a) => bench_sim(a),
         BenchCommand::Policy(a) => bench_policy(a),
         BenchCommand::Loop(a) => bench_loop(a),
+        BenchCommand::Learner(a) => crate::bench_learn::bench_learner(a),
+        BenchCommand::Pendulum(a) => crate::bench_learn::bench_pendulum(a),
+        BenchCommand::Train(a) => crate::bench_learn::bench_train(a),
     }
 }
 

@@ -235,3 +235,84 @@ fn run_refuses_a_residual_of_the_wrong_shape_naming_the_file() {
     assert!(err.contains("takes 10 inputs"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A tiny `reflex train` from a config file, then `reflex eval` on its run directory.
+#[test]
+fn train_writes_a_run_that_eval_reads() {
+    let dir = std::env::temp_dir().join(format!("reflex-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        "task = \"reach\"\ndemo_episodes = 3\nmax_env_steps = 150\neval_every = 100\neval_episodes = 3\n\
+         [bc]\nhidden = [32, 32]\nsteps = 100\n\
+         [agent]\nhidden = [32, 32]\n\
+         [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\n",
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let (ok, out, err) = reflex(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let s = last_json(&out);
+    assert_eq!(s["task"], "reach");
+    assert_eq!(s["seed"], 3);
+    assert!(s["env_steps"].as_u64().unwrap() >= 150, "{s}");
+    assert!(s["updates"].as_u64().unwrap() > 0, "{s}");
+    for f in [
+        "summary.json",
+        "metrics.csv",
+        "curve.png",
+        "base.safetensors",
+        "policy.safetensors",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(csv.lines().count() >= 3, "{csv}");
+
+    let (ok, out, err) = reflex(&[
+        "eval",
+        "--task",
+        "reach",
+        "--policy",
+        run.to_str().unwrap(),
+        "--episodes",
+        "3",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let e = last_json(&out);
+    let rate = e["success_rate"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&rate), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A bad field in a training config is refused naming the file and the field.
+#[test]
+fn a_bad_training_config_names_file_and_field() {
+    let dir = std::env::temp_dir().join(format!("reflex-cli-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "[learner]\nn_step = 9\n").unwrap();
+    let (ok, _, err) = reflex(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.toml") && err.contains("learner.n_step"),
+        "{err}"
+    );
+    std::fs::write(&cfg, "[agent]\ncritcs = 4\n").unwrap();
+    let (ok, _, err) = reflex(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("bad.toml") && err.contains("critcs"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

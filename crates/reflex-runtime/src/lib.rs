@@ -40,8 +40,13 @@ mod stats;
 mod ticker;
 
 pub use compose::Composer;
-pub use mlp::{Activation, DimMismatch, Mlp, MlpScratch, WeightsError};
-pub use policy::{NetPolicy, PolicyShapeError, ResidualPolicy, ShapeMismatch, WeightsSlot};
+pub use mlp::{
+    Activation, DimMismatch, LayerParams, Mlp, MlpScratch, WeightsError, LAYER_NORM_EPS,
+};
+pub use policy::{
+    squash_log_std, NetPolicy, PolicyShapeError, ResidualPolicy, ShapeMismatch, WeightsSlot,
+    LOG_STD_MAX, LOG_STD_MIN,
+};
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError, RuntimeStats, TickReport};
 pub use safety_filter::{EStop, Faults, Mode, SafetyFilter};
 pub use stats::{Histogram, LoopStats};

@@ -1,12 +1,14 @@
 //! Batch-1 f32 MLP inference for the control tick, and its weights file.
 //!
-//! Training happens in burn; the tick runs this: dense layers with preallocated buffers, no
-//! allocation per call, and a kernel compiled for AVX2 + FMA chosen at run time when the CPU has
+//! Training happens in `reflex-learn`; the tick runs this: dense layers (optionally followed by
+//! LayerNorm) with preallocated buffers, no allocation per call, and a kernel compiled for AVX2 + FMA chosen at run time when the CPU has
 //! them (a portable kernel otherwise; both give the same numbers up to rounding).
 //!
 //! Weights travel as safetensors, so they move to and from PyTorch without conversion:
 //! `layers.{i}.weight` with shape `[out, in]` and `layers.{i}.bias` with shape `[out]`, f32, in
-//! the layout of `torch.nn.Linear`; metadata `hidden_activation` and `output_activation`
+//! the layout of `torch.nn.Linear`; a hidden layer followed by LayerNorm adds
+//! `layers.{i}.norm.weight` and `layers.{i}.norm.bias` (shape `[out]`, `torch.nn.LayerNorm`
+//! with eps 1e-5, applied before the activation); metadata `hidden_activation` and `output_activation`
 //! (`relu`, `tanh` or `identity`).
 
 // The kernels index weights, inputs and accumulators at computed offsets together.
@@ -86,6 +88,24 @@ pub struct DimMismatch {
     pub got: usize,
 }
 
+/// One layer's parameters, as they travel between the trainer and the tick.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerParams {
+    /// Inputs of the layer.
+    pub inputs: usize,
+    /// Outputs of the layer.
+    pub outputs: usize,
+    /// Row-major `[outputs][inputs]`, as `torch.nn.Linear` stores it.
+    pub weight: Vec<f32>,
+    /// `[outputs]`.
+    pub bias: Vec<f32>,
+    /// LayerNorm gain and bias (`[outputs]` each), applied before the activation.
+    pub norm: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// LayerNorm's variance guard (as `torch.nn.LayerNorm`'s default).
+pub const LAYER_NORM_EPS: f32 = 1e-5;
+
 #[derive(Clone, Debug)]
 struct Dense {
     inputs: usize,
@@ -93,6 +113,7 @@ struct Dense {
     /// Row-major `[outputs][inputs]`, as `torch.nn.Linear` stores it.
     weight: Vec<f32>,
     bias: Vec<f32>,
+    norm: Option<(Vec<f32>, Vec<f32>)>,
     activation: Activation,
 }
 
@@ -120,27 +141,90 @@ impl Mlp {
     pub fn zeros(dims: &[usize], hidden: Activation, output: Activation) -> Self {
         let layers = dims
             .windows(2)
-            .map(|w| (vec![0.0; w[0] * w[1]], vec![0.0; w[1]], w[0], w[1]))
+            .map(|w| LayerParams {
+                inputs: w[0],
+                outputs: w[1],
+                weight: vec![0.0; w[0] * w[1]],
+                bias: vec![0.0; w[1]],
+                norm: None,
+            })
             .collect();
         Self::assemble(layers, hidden, output)
     }
 
-    /// A network from `(weight [out][in] row-major, bias, in, out)` per layer. Widths must chain.
-    fn assemble(
-        layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
+    /// A network from its layers' parameters. Widths must chain, sizes must match, and only
+    /// hidden layers may carry LayerNorm; the message says which layer is wrong.
+    pub fn from_layers(
+        layers: Vec<LayerParams>,
         hidden: Activation,
         output: Activation,
-    ) -> Self {
+    ) -> Result<Self, String> {
+        if layers.is_empty() {
+            return Err("a network needs at least one layer".into());
+        }
+        for (i, l) in layers.iter().enumerate() {
+            if l.weight.len() != l.inputs * l.outputs || l.bias.len() != l.outputs {
+                return Err(format!(
+                    "layer {i}: weight or bias size does not match {}x{}",
+                    l.outputs, l.inputs
+                ));
+            }
+            if i > 0 && layers[i - 1].outputs != l.inputs {
+                return Err(format!(
+                    "layer {i} takes {} inputs but layer {} gives {}",
+                    l.inputs,
+                    i - 1,
+                    layers[i - 1].outputs
+                ));
+            }
+            if let Some((g, b)) = &l.norm {
+                if i + 1 == layers.len() {
+                    return Err(format!(
+                        "layer {i}: the output layer cannot carry LayerNorm"
+                    ));
+                }
+                if g.len() != l.outputs || b.len() != l.outputs {
+                    return Err(format!(
+                        "layer {i}: LayerNorm size does not match {}",
+                        l.outputs
+                    ));
+                }
+            }
+        }
+        Ok(Self::assemble(layers, hidden, output))
+    }
+
+    /// Copies of every layer's parameters (slow side).
+    pub fn layer_params(&self) -> Vec<LayerParams> {
+        self.layers
+            .iter()
+            .map(|l| LayerParams {
+                inputs: l.inputs,
+                outputs: l.outputs,
+                weight: l.weight.clone(),
+                bias: l.bias.clone(),
+                norm: l.norm.clone(),
+            })
+            .collect()
+    }
+
+    /// A network from checked layers.
+    fn assemble(layers: Vec<LayerParams>, hidden: Activation, output: Activation) -> Self {
         let n = layers.len();
-        let widest = layers.iter().map(|l| l.2.max(l.3)).max().unwrap_or(0);
+        let widest = layers
+            .iter()
+            .map(|l| l.inputs.max(l.outputs))
+            .max()
+            .unwrap_or(0);
         let layers = layers
             .into_iter()
             .enumerate()
-            .map(|(i, (weight, bias, inputs, outputs))| Dense {
-                inputs,
-                outputs,
-                weight,
-                bias,
+            .map(|(i, l)| Dense {
+                inputs: l.inputs,
+                outputs: l.outputs,
+                weight: l.weight,
+                bias: l.bias,
+                norm: l.norm,
                 activation: if i + 1 == n { output } else { hidden },
             })
             .collect();
@@ -169,6 +253,11 @@ impl Mlp {
         let mut d: Vec<usize> = self.layers.iter().map(|l| l.inputs).collect();
         d.push(self.output_dim());
         d
+    }
+
+    /// Which layers carry LayerNorm.
+    pub fn normalised_layers(&self) -> Vec<bool> {
+        self.layers.iter().map(|l| l.norm.is_some()).collect()
     }
 
     /// Activations of the hidden layers and of the output layer.
@@ -258,6 +347,9 @@ impl Mlp {
                 &mut b[..l.outputs]
             };
             dense(fast, &l.weight, &l.bias, x, y);
+            if let Some((gain, shift)) = &l.norm {
+                layer_norm(y, gain, shift);
+            }
             match l.activation {
                 Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
                 Activation::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
@@ -290,6 +382,15 @@ impl Mlp {
                 l.bias.iter().flat_map(|v| v.to_le_bytes()).collect(),
                 vec![l.outputs],
             ));
+            if let Some((gain, shift)) = &l.norm {
+                for (part, v) in [("weight", gain), ("bias", shift)] {
+                    bytes.push((
+                        format!("layers.{i}.norm.{part}"),
+                        v.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                        vec![l.outputs],
+                    ));
+                }
+            }
         }
         let views: Vec<(String, TensorView)> = bytes
             .iter()
@@ -372,16 +473,18 @@ impl Mlp {
                 .strip_prefix("layers.")
                 .and_then(|r| r.split_once('.'))
                 .is_some_and(|(i, kind)| {
-                    i.parse::<usize>().is_ok() && (kind == "weight" || kind == "bias")
+                    i.parse::<usize>().is_ok()
+                        && matches!(kind, "weight" | "bias" | "norm.weight" | "norm.bias")
                 });
             if !ok {
                 return Err(tensor_err(
                     n,
-                    "unexpected tensor: expected layers.<i>.weight or layers.<i>.bias".into(),
+                    "unexpected tensor: expected layers.<i>.weight, layers.<i>.bias or layers.<i>.norm.{weight,bias}".into(),
                 ));
             }
         }
-        let mut layers = Vec::new();
+        let mut layers: Vec<LayerParams> = Vec::new();
+        let mut normed = 0;
         for i in 0.. {
             let wname = format!("layers.{i}.weight");
             let bname = format!("layers.{i}.bias");
@@ -414,8 +517,9 @@ impl Mlp {
                     format!("expected shape [{outputs}], got {:?}", b.shape()),
                 ));
             }
-            if let Some((_, _, _, prev_out)) = layers.last() {
-                if *prev_out != inputs {
+            if let Some(prev) = layers.last() {
+                let prev_out = prev.outputs;
+                if prev_out != inputs {
                     return Err(tensor_err(
                         &wname,
                         format!("takes {inputs} inputs but the previous layer gives {prev_out}"),
@@ -432,12 +536,40 @@ impl Mlp {
                 }
                 Ok(v)
             };
-            layers.push((
-                floats(&wname, w.data())?,
-                floats(&bname, b.data())?,
+            let gname = format!("layers.{i}.norm.weight");
+            let sname = format!("layers.{i}.norm.bias");
+            let norm = match (st.tensor(&gname), st.tensor(&sname)) {
+                (Err(_), Err(_)) => None,
+                (Ok(g), Ok(sh)) => {
+                    for (name, t) in [(&gname, &g), (&sname, &sh)] {
+                        if t.dtype() != Dtype::F32 || t.shape() != [outputs] {
+                            return Err(tensor_err(
+                                name,
+                                format!(
+                                    "expected F32 of shape [{outputs}], got {:?} {:?}",
+                                    t.dtype(),
+                                    t.shape()
+                                ),
+                            ));
+                        }
+                    }
+                    Some((floats(&gname, g.data())?, floats(&sname, sh.data())?))
+                }
+                (Ok(_), Err(_)) => {
+                    return Err(tensor_err(&sname, "missing (its gain exists)".into()))
+                }
+                (Err(_), Ok(_)) => {
+                    return Err(tensor_err(&gname, "missing (its bias exists)".into()))
+                }
+            };
+            normed += usize::from(norm.is_some());
+            layers.push(LayerParams {
                 inputs,
                 outputs,
-            ));
+                weight: floats(&wname, w.data())?,
+                bias: floats(&bname, b.data())?,
+                norm,
+            });
         }
         if layers.is_empty() {
             return Err(tensor_err(
@@ -445,13 +577,30 @@ impl Mlp {
                 "missing: the file holds no layer".into(),
             ));
         }
-        if layers.len() * 2 != names.len() {
+        if layers.last().is_some_and(|l| l.norm.is_some()) {
+            return Err(tensor_err(
+                &format!("layers.{}.norm.weight", layers.len() - 1),
+                "the output layer cannot carry LayerNorm".into(),
+            ));
+        }
+        if layers.len() * 2 + normed * 2 != names.len() {
             return Err(tensor_err(
                 &format!("layers.{}", layers.len()),
                 "layers must be numbered from 0 without gaps".into(),
             ));
         }
         Ok(Self::assemble(layers, hidden, output))
+    }
+}
+
+/// In-place LayerNorm of one row: `(y - mean) / sqrt(var + eps) * gain + shift`.
+fn layer_norm(y: &mut [f32], gain: &[f32], shift: &[f32]) {
+    let h = y.len() as f32;
+    let mean = y.iter().sum::<f32>() / h;
+    let var = y.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h;
+    let inv = 1.0 / (var + LAYER_NORM_EPS).sqrt();
+    for ((v, g), s) in y.iter_mut().zip(gain).zip(shift) {
+        *v = (*v - mean) * inv * g + s;
     }
 }
 

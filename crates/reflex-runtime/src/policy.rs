@@ -9,7 +9,7 @@
 use crate::mlp::{Activation, DimMismatch, Mlp, MlpScratch};
 use arc_swap::ArcSwap;
 use reflex_core::{Action, Observation, Policy, MAX_ACTION_DIM, MAX_OBS_DIM};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// New weights that do not fit the network they would replace.
@@ -48,7 +48,10 @@ impl WeightsSlot {
     /// shape are refused, so a running loop's buffers always fit.
     pub fn publish(&self, mlp: Mlp) -> Result<u64, ShapeMismatch> {
         let now = self.current.load();
-        if mlp.dims() != now.dims() || mlp.activations() != now.activations() {
+        if mlp.dims() != now.dims()
+            || mlp.activations() != now.activations()
+            || mlp.normalised_layers() != now.normalised_layers()
+        {
             return Err(ShapeMismatch {
                 expected: now.dims(),
                 got: mlp.dims(),
@@ -167,11 +170,33 @@ impl Policy for NetPolicy {
     }
 }
 
+/// Smallest log standard deviation of a tanh-Gaussian policy head.
+pub const LOG_STD_MIN: f32 = -5.0;
+/// Largest log standard deviation of a tanh-Gaussian policy head.
+pub const LOG_STD_MAX: f32 = 1.0;
+
+/// The log standard deviation a tanh-Gaussian head's raw output stands for: squashed smoothly
+/// into [`LOG_STD_MIN`, `LOG_STD_MAX`] (the trainer uses the same function).
+pub fn squash_log_std(raw: f32) -> f32 {
+    LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (raw.tanh() + 1.0)
+}
+
+/// How the residual network's outputs become a correction.
+enum Head {
+    /// The outputs are the correction (a deployed policy: tanh output activation).
+    Direct,
+    /// The outputs are means and raw log standard deviations (`2 x action_dim`); the correction
+    /// is `tanh(mean)`, or `tanh(mean + std * noise)` while `explore` is set (training).
+    TanhGaussian { explore: Arc<AtomicBool>, rng: u64 },
+}
+
 /// The learned residual: sees the flat observation and the base action, proposes a correction.
 pub struct ResidualPolicy {
     weights: Arc<WeightsSlot>,
     scratch: MlpScratch,
     input: [f32; MAX_OBS_DIM + MAX_ACTION_DIM],
+    raw: [f32; 2 * MAX_ACTION_DIM],
+    head: Head,
     /// Forward passes refused (a shape mismatch; cannot happen after `new` checked it).
     pub errors: u64,
 }
@@ -195,6 +220,39 @@ impl ResidualPolicy {
             weights,
             scratch,
             input: [0.0; MAX_OBS_DIM + MAX_ACTION_DIM],
+            raw: [0.0; 2 * MAX_ACTION_DIM],
+            head: Head::Direct,
+            errors: 0,
+        })
+    }
+
+    /// A training-time residual whose network gives `2 x action_dim` outputs (means, then raw
+    /// log standard deviations, see [`squash_log_std`]). While `explore` is set it samples
+    /// `tanh(mean + std * noise)` with its own generator seeded by `seed`; otherwise it gives
+    /// `tanh(mean)`, the deployed behaviour.
+    pub fn tanh_gaussian(
+        weights: Arc<WeightsSlot>,
+        obs_dim: usize,
+        action_dim: usize,
+        explore: Arc<AtomicBool>,
+        seed: u64,
+    ) -> Result<Self, PolicyShapeError> {
+        check_dims(
+            &weights,
+            obs_dim + action_dim,
+            "the flat observation plus the base action",
+            2 * action_dim,
+        )?;
+        let scratch = weights.current.load().scratch();
+        Ok(Self {
+            weights,
+            scratch,
+            input: [0.0; MAX_OBS_DIM + MAX_ACTION_DIM],
+            raw: [0.0; 2 * MAX_ACTION_DIM],
+            head: Head::TanhGaussian {
+                explore,
+                rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            },
             errors: 0,
         })
     }
@@ -210,15 +268,49 @@ impl ResidualPolicy {
         let n = flat.len() + base.dim();
         self.input[..flat.len()].copy_from_slice(flat);
         self.input[flat.len()..n].copy_from_slice(base.as_slice());
-        if self
-            .weights
-            .forward(&mut self.scratch, &self.input[..n], out.as_mut_slice())
-            .is_err()
-        {
+        let dim = out.dim();
+        let failed = match &mut self.head {
+            Head::Direct => self
+                .weights
+                .forward(&mut self.scratch, &self.input[..n], out.as_mut_slice())
+                .is_err(),
+            Head::TanhGaussian { explore, rng } => {
+                let raw = &mut self.raw[..2 * dim];
+                let failed = self
+                    .weights
+                    .forward(&mut self.scratch, &self.input[..n], raw)
+                    .is_err();
+                let explore = explore.load(Ordering::Relaxed);
+                for (j, o) in out.as_mut_slice().iter_mut().enumerate() {
+                    let noise = if explore {
+                        squash_log_std(raw[dim + j]).exp() * standard_normal(rng)
+                    } else {
+                        0.0
+                    };
+                    *o = (raw[j] + noise).tanh();
+                }
+                failed
+            }
+        };
+        if failed {
             self.errors += 1;
             out.as_mut_slice().fill(0.0);
         }
     }
+}
+
+/// One standard normal draw (SplitMix64 + Box-Muller); no allocation, no lock.
+fn standard_normal(state: &mut u64) -> f32 {
+    let mut next = || {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    };
+    let u1 = next().max(1e-300);
+    let u2 = next();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
 fn check_dims(

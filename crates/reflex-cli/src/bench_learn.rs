@@ -1,0 +1,195 @@
+//! `reflex bench learner|pendulum|train`: learning throughput and the pendulum sanity check.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use reflex_learn::pendulum::train_pendulum;
+use reflex_learn::sac::{Agent, AgentConfig, Batch};
+use reflex_learn::train::{train, TrainConfig};
+use std::time::Instant;
+
+/// Arguments of `reflex bench learner`.
+#[derive(Args)]
+pub struct BenchLearnerArgs {
+    /// Seconds to time updates for.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Hidden width (two hidden layers).
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// Observation width.
+    #[arg(long, default_value_t = 39)]
+    obs: usize,
+    /// Action width.
+    #[arg(long, default_value_t = 7)]
+    act: usize,
+    /// Critics in the ensemble.
+    #[arg(long, default_value_t = 2)]
+    critics: usize,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Full SAC updates (critics, actor, temperature, targets) per second on a fixed batch.
+pub fn bench_learner(a: &BenchLearnerArgs) -> Result<()> {
+    let cfg = AgentConfig {
+        hidden: vec![a.hidden, a.hidden],
+        critics: a.critics,
+        zero_init_actor: false,
+        ..Default::default()
+    };
+    if let Err(e) = cfg.validate() {
+        bail!("{e}");
+    }
+    let mut agent = Agent::new(cfg, a.obs, a.act, 1);
+    let mut b = Batch::new(a.batch, a.obs, a.act);
+    let mut rng = reflex_sim::rng::Rng::new(3);
+    for v in b.obs.iter_mut().chain(b.next_obs.iter_mut()) {
+        *v = rng.uniform(-1.0, 1.0) as f32;
+    }
+    for v in b.act.iter_mut() {
+        *v = rng.uniform(-1.0, 1.0) as f32;
+    }
+    for (r, d) in b.reward.iter_mut().zip(b.discount.iter_mut()) {
+        *r = rng.uniform(-1.0, 1.0) as f32;
+        *d = 0.99;
+    }
+    for _ in 0..10 {
+        agent.update(&b, false);
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < a.seconds {
+        agent.update(&b, false);
+        n += 1;
+    }
+    let s = start.elapsed().as_secs_f64();
+    let ups = n as f64 / s;
+    let threads = rayon::current_num_threads();
+    println!(
+        "full SAC updates: {ups:.1}/s (batch {}, [{h}, {h}] actor and {} critics, obs {}, act {}, {threads} threads)",
+        a.batch, a.critics, a.obs, a.act, h = a.hidden
+    );
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"updates_per_s": ups, "updates": n, "seconds": s, "batch": a.batch,
+                "hidden": [a.hidden, a.hidden], "critics": a.critics, "obs": a.obs, "act": a.act,
+                "threads": threads})
+        );
+    }
+    Ok(())
+}
+
+/// Arguments of `reflex bench pendulum`.
+#[derive(Args)]
+pub struct BenchPendulumArgs {
+    /// Seeds to run (one run each).
+    #[arg(long, default_value_t = 3)]
+    runs: u64,
+    /// Step budget per run.
+    #[arg(long, default_value_t = 10_000)]
+    max_steps: usize,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// SAC on the pendulum until the last 10 returns average above -200.
+pub fn bench_pendulum(a: &BenchPendulumArgs) -> Result<()> {
+    let mut results = Vec::new();
+    for seed in 0..a.runs {
+        let cfg = AgentConfig {
+            zero_init_actor: false,
+            actor_lr: 1e-3,
+            critic_lr: 1e-3,
+            init_std: 1.0,
+            backup_entropy: true,
+            ..Default::default()
+        };
+        let bar = ProgressBar::new(a.max_steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let r = train_pendulum(cfg, a.max_steps, 256, 100, seed, true, |t, m| {
+            bar.set_position(t as u64);
+            if let Some(m) = m {
+                bar.set_message(format!("last-10 mean return {m:.0}"));
+            }
+        });
+        bar.finish_and_clear();
+        println!(
+            "seed {seed}: {} (updates {}, {:.1} s)",
+            match (r.steps_to_solve, r.seconds_to_solve) {
+                (Some(n), Some(s)) =>
+                    format!("last-10 mean return above -200 at {n} steps, {s:.1} s"),
+                _ => format!("not solved in {} steps", r.env_steps),
+            },
+            r.updates,
+            r.wall_s
+        );
+        results.push(r);
+    }
+    if a.json {
+        let v: Vec<_> = results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                serde_json::json!({"seed": i, "steps_to_solve": r.steps_to_solve,
+                    "seconds_to_solve": r.seconds_to_solve, "updates": r.updates})
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "runs": v }));
+    }
+    Ok(())
+}
+
+/// Arguments of `reflex bench train`.
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    /// Task.
+    #[arg(long, default_value = "pick_cube")]
+    task: String,
+    /// Update-to-data ratio.
+    #[arg(long, default_value_t = 4.0)]
+    utd: f32,
+    /// Seconds of training.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// End-to-end environment steps and updates per second while training (no evaluations).
+pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
+    let mut cfg = TrainConfig {
+        task: a.task.clone(),
+        minutes: a.seconds / 60.0,
+        target_success: 2.0,
+        eval_every: u64::MAX / 2,
+        eval_episodes: 1,
+        ..Default::default()
+    };
+    cfg.learner.utd = a.utd;
+    let dir = std::env::temp_dir().join(format!("reflex-bench-train-{}", std::process::id()));
+    let s = train(&cfg, &dir, false, |_| {})?;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{} at UTD {}: {:.1} environment steps/s, {:.1} updates/s end to end",
+        a.task, a.utd, s.env_steps_per_s, s.updates_per_s
+    );
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"task": a.task, "utd": a.utd, "env_steps_per_s": s.env_steps_per_s,
+                "updates_per_s": s.updates_per_s, "env_steps": s.env_steps, "updates": s.updates})
+        );
+    }
+    Ok(())
+}

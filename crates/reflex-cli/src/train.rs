@@ -1,0 +1,161 @@
+//! `reflex train` and `reflex eval`: the main job and its check.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use reflex_learn::train::{evaluate_run, train, Progress, TrainConfig};
+use std::path::PathBuf;
+
+/// Arguments of `reflex train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Task name (from sim/tasks) or task file [default: the config file's, else pick_cube].
+    #[arg(long)]
+    task: Option<String>,
+    /// Configuration file (TOML; any field of the run, see README). Flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seed of the run.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run directory (default: runs/<task>-s<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Wall-clock budget, minutes.
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Environment-step budget.
+    #[arg(long)]
+    max_env_steps: Option<u64>,
+    /// Scripted demonstrations for behaviour cloning and the demonstration buffer.
+    #[arg(long)]
+    demo_episodes: Option<usize>,
+    /// Continue the run in --out from its last checkpoint and replay.
+    #[arg(long)]
+    resume: bool,
+    /// Print summary.json as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_train(a: &TrainArgs) -> Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(t) = &a.task {
+        cfg.task = t.clone();
+    }
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    if let Some(m) = a.minutes {
+        cfg.minutes = m;
+    }
+    if let Some(n) = a.demo_episodes {
+        cfg.demo_episodes = n;
+    }
+    if let Some(n) = a.max_env_steps {
+        cfg.max_env_steps = n;
+    }
+    if let Err(e) = cfg.validate() {
+        bail!("configuration: {e}");
+    }
+    let name = std::path::Path::new(&cfg.task)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("run")
+        .to_owned();
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{name}-s{}", cfg.seed)));
+    let bar = ProgressBar::new(1000);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let summary = train(&cfg, &out, a.resume, |p| match p {
+        Progress::Stage(s) => bar.set_message(s.to_string()),
+        Progress::Training {
+            env_steps,
+            updates,
+            success,
+            elapsed_s,
+            budget_s,
+        } => {
+            bar.set_position(((elapsed_s / budget_s).min(1.0) * 1000.0) as u64);
+            bar.set_message(format!(
+                "steps {env_steps}  updates {updates}  success {}",
+                success.map_or("-".into(), |s| format!("{:.0}%", 100.0 * s))
+            ));
+        }
+        Progress::Eval(r) => bar.println(format!(
+            "eval @ {:>7} steps, {:>6.1} min: success {:>5.1}%  return {:>8.2}",
+            r.env_steps,
+            r.wall_s / 60.0,
+            100.0 * r.success_rate,
+            r.mean_return
+        )),
+    })
+    .with_context(|| format!("training in {}", out.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "{}: base {:.0}% -> final {:.0}% (best {:.0}%) in {} steps, {} updates, {:.1} min; run in {}",
+        summary.task,
+        100.0 * summary.base_success_rate,
+        100.0 * summary.final_success_rate,
+        100.0 * summary.best_success_rate,
+        summary.env_steps,
+        summary.updates,
+        summary.wall_s / 60.0,
+        out.display()
+    );
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}
+
+/// Arguments of `reflex eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Task name or file.
+    #[arg(long)]
+    task: String,
+    /// Run directory (base.safetensors, policy.safetensors, config.toml).
+    #[arg(long)]
+    policy: PathBuf,
+    /// Episodes.
+    #[arg(long, default_value_t = 50)]
+    episodes: usize,
+    /// Seed of the episodes.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_eval(a: &EvalArgs) -> Result<()> {
+    if a.episodes == 0 {
+        bail!("--episodes must be positive");
+    }
+    let (success, ret) = evaluate_run(&a.task, &a.policy, a.episodes, a.seed, 500.0)?;
+    println!(
+        "{}: success {:.1}% over {} episodes (mean return {:.2})",
+        a.policy.display(),
+        100.0 * success,
+        a.episodes,
+        ret
+    );
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"task": a.task, "policy": a.policy, "episodes": a.episodes,
+                "success_rate": success, "mean_return": ret})
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! # reflex-learn
+//!
+//! Residual off-policy reinforcement learning for Reflex: a frozen base policy cloned from a
+//! few demonstrations, and a small residual learned on top of it with SAC (or TD3), sampling
+//! demonstrations and online data 50/50 (RLPD), while the runtime's control loop keeps running.
+//!
+//! - [`nn`]: batched MLPs (LayerNorm hidden blocks) with a fused forward/backward pass on
+//!   `matrixmultiply`'s GEMM, Adam, Polyak averaging, export to the runtime's `Mlp`.
+//! - [`sac`]: SAC with automatic temperature and TD3, critic ensembles with random-subset
+//!   targets, on batches of n-step transitions; checkpoint state.
+//! - [`replay`]: n-step aggregation, replay rings, RLPD's mixed batches.
+//! - [`store`]: the crash-safe replay log (append-only checksummed segments) and atomic
+//!   checkpoints.
+//! - [`bc`]: behaviour cloning of the base policy.
+//! - [`learner`]: the learner thread between the runtime's transition queue and its weights slot.
+//! - [`train`]: the main job (`reflex train`) and evaluation of a run (`reflex eval`).
+//! - [`plot`] draws `curve.png`.
+//! - [`pendulum`]: a pendulum swing-up to sanity-check the algorithm.
+//!
+//! Seams: the learner reads `reflex_core::Transition`s from the runtime's drop-oldest queue and
+//! publishes `reflex_runtime::Mlp`s through a `WeightsSlot`; the control loop never waits for
+//! it. The networks train on this crate's own kernels (burn's CPU backends were measured slower
+//! on this step, see the README); weights travel as safetensors in `torch.nn.Linear` layout.
+
+pub mod bc;
+pub mod learner;
+pub mod nn;
+pub mod pendulum;
+pub mod plot;
+pub mod replay;
+pub mod sac;
+pub mod store;
+pub mod train;
+
+pub(crate) use reflex_sim::rng;

@@ -1,0 +1,918 @@
+//! Soft actor-critic (with automatic temperature) and its TD3 variant, on [`Net`]s.
+//!
+//! - Actor: `obs -> [mean; raw log std]` (2 x action outputs), actions `tanh(mean + std * e)`;
+//!   the log standard deviation is squashed into a fixed range by
+//!   `reflex_runtime::squash_log_std`, the same function the runtime's exploring residual uses.
+//! - Critics: an ensemble of `critics` networks on `[obs; action]`; the target is the minimum of
+//!   a random subset of `target_subset` target critics (all of them when the ensemble has two),
+//!   and the actor follows the ensemble mean.
+//! - Target critics follow the critics by Polyak averaging (`tau`).
+//! - TD3: deterministic `tanh(mean)`, clipped target-policy smoothing noise, delayed actor
+//!   updates; the log-std outputs stay at their initial bias and only set exploration noise.
+//!
+//! The critics of one update run in parallel on rayon's pool (one critic per core).
+
+use crate::nn::{Adam, Net, Tape};
+use crate::rng::Rng;
+use rayon::prelude::*;
+use reflex_runtime::{squash_log_std, Activation, Mlp, LOG_STD_MAX, LOG_STD_MIN};
+use serde::{Deserialize, Serialize};
+
+/// Which algorithm updates the networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algo {
+    /// Soft actor-critic with automatic temperature.
+    Sac,
+    /// Twin delayed DDPG.
+    Td3,
+}
+
+/// Hyper-parameters of the agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// `sac` or `td3`.
+    pub algo: Algo,
+    /// Hidden widths of actor and critics.
+    pub hidden: Vec<usize>,
+    /// LayerNorm after each hidden layer.
+    pub layer_norm: bool,
+    /// Critics in the ensemble (2..=10).
+    pub critics: usize,
+    /// Target critics whose minimum forms the target (2 <= subset <= critics).
+    pub target_subset: usize,
+    /// Discount per environment step.
+    pub gamma: f32,
+    /// Polyak rate of the target critics.
+    pub tau: f32,
+    /// Actor learning rate.
+    pub actor_lr: f32,
+    /// Critic learning rate.
+    pub critic_lr: f32,
+    /// Temperature learning rate.
+    pub temperature_lr: f32,
+    /// Initial SAC temperature.
+    pub init_temperature: f32,
+    /// Target entropy per action component (SAC); the total is this times the action size.
+    pub target_entropy_per_dim: f32,
+    /// Update the actor every this many critic updates (TD3: 2).
+    pub actor_delay: u32,
+    /// TD3 target smoothing noise (std, pre-clip) and its clip.
+    pub td3_target_noise: f32,
+    /// Clip of the TD3 target smoothing noise.
+    pub td3_noise_clip: f32,
+    /// Initial standard deviation of exploration (pre-tanh).
+    pub init_std: f32,
+    /// Include the entropy bonus in the critics' targets (textbook SAC). Off by default: the
+    /// summed bonus over a horizon of 1 / (1 - gamma) steps can outweigh a task's reward and
+    /// make the policy value noise over success; the actor still trades entropy per step.
+    pub backup_entropy: bool,
+    /// Start the actor's output layer at zero (a residual that starts exactly at the base).
+    pub zero_init_actor: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            algo: Algo::Sac,
+            hidden: vec![256, 256],
+            layer_norm: true,
+            critics: 2,
+            target_subset: 2,
+            gamma: 0.99,
+            tau: 0.005,
+            actor_lr: 1e-4,
+            critic_lr: 3e-4,
+            temperature_lr: 3e-4,
+            init_temperature: 0.01,
+            target_entropy_per_dim: -1.0,
+            actor_delay: 1,
+            td3_target_noise: 0.2,
+            td3_noise_clip: 0.5,
+            init_std: 0.3,
+            backup_entropy: false,
+            zero_init_actor: true,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Checks ranges; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |field: &str, why: String| Err(format!("agent.{field}: {why}"));
+        if !(2..=10).contains(&self.critics) {
+            return bad("critics", format!("must be 2..=10, got {}", self.critics));
+        }
+        if self.target_subset < 2 || self.target_subset > self.critics {
+            return bad(
+                "target_subset",
+                format!(
+                    "must be 2..=critics ({}), got {}",
+                    self.critics, self.target_subset
+                ),
+            );
+        }
+        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h == 0 || h > 4096) {
+            return bad(
+                "hidden",
+                format!("widths must be 1..=4096, got {:?}", self.hidden),
+            );
+        }
+        if !(self.gamma > 0.0 && self.gamma <= 1.0) {
+            return bad("gamma", format!("must be in (0, 1], got {}", self.gamma));
+        }
+        if !(self.tau > 0.0 && self.tau <= 1.0) {
+            return bad("tau", format!("must be in (0, 1], got {}", self.tau));
+        }
+        for (f, v) in [
+            ("actor_lr", self.actor_lr),
+            ("critic_lr", self.critic_lr),
+            ("temperature_lr", self.temperature_lr),
+            ("init_temperature", self.init_temperature),
+            ("init_std", self.init_std),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return bad(f, format!("must be positive, got {v}"));
+            }
+        }
+        let lo = LOG_STD_MIN.exp();
+        let hi = LOG_STD_MAX.exp();
+        if !(self.init_std > lo * 1.01 && self.init_std < hi * 0.99) {
+            return bad("init_std", format!("must lie inside ({lo:.4}, {hi:.3})"));
+        }
+        if self.actor_delay == 0 {
+            return bad("actor_delay", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A batch of transitions, row-major.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// Rows.
+    pub size: usize,
+    /// `size x obs_dim`.
+    pub obs: Vec<f32>,
+    /// `size x act_dim`, in [-1, 1].
+    pub act: Vec<f32>,
+    /// n-step discounted reward sums.
+    pub reward: Vec<f32>,
+    /// Discount to apply to the bootstrap value: `gamma^k`, or 0 after a terminal state.
+    pub discount: Vec<f32>,
+    /// `size x obs_dim`: the state `k` steps later.
+    pub next_obs: Vec<f32>,
+}
+
+impl Batch {
+    /// An empty batch of `size` rows.
+    pub fn new(size: usize, obs_dim: usize, act_dim: usize) -> Self {
+        Self {
+            size,
+            obs: vec![0.0; size * obs_dim],
+            act: vec![0.0; size * act_dim],
+            reward: vec![0.0; size],
+            discount: vec![0.0; size],
+            next_obs: vec![0.0; size * obs_dim],
+        }
+    }
+}
+
+/// What one update measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct UpdateStats {
+    /// Mean squared TD error, averaged over critics.
+    pub critic_loss: f32,
+    /// Mean of the first critic's Q on the batch.
+    pub q_mean: f32,
+    /// Actor loss (NaN when the actor did not update).
+    pub actor_loss: f32,
+    /// SAC temperature.
+    pub temperature: f32,
+    /// Mean `-log pi` of the actor's samples (SAC's entropy estimate; NaN when not updated).
+    pub entropy: f32,
+}
+
+#[derive(Clone)]
+struct CriticWork {
+    tape: Tape,
+    grads: Vec<f32>,
+    d_out: Vec<f32>,
+    d_input: Vec<f32>,
+    q: Vec<f32>,
+}
+
+/// Actor, critic ensemble, targets, optimisers and temperature.
+#[derive(Clone)]
+pub struct Agent {
+    cfg: AgentConfig,
+    obs_dim: usize,
+    act_dim: usize,
+    /// The policy network.
+    pub actor: Net,
+    /// The critic ensemble.
+    pub critics: Vec<Net>,
+    /// Polyak-averaged copies of the critics.
+    pub targets: Vec<Net>,
+    /// Actor optimiser.
+    pub actor_opt: Adam,
+    /// One optimiser per critic.
+    pub critic_opts: Vec<Adam>,
+    /// log of the SAC temperature.
+    pub log_alpha: f32,
+    /// Temperature optimiser (one parameter).
+    pub alpha_opt: Adam,
+    /// Updates done.
+    pub updates: u64,
+    /// Noise for sampling.
+    pub rng: Rng,
+    work: Vec<CriticWork>,
+    /// The actor's batch runs as two halves on two cores: a tape and gradients per half.
+    actor_tapes: [Tape; 2],
+    actor_grads: [Vec<f32>; 2],
+    actor_split: usize,
+    actor_d_out: Vec<f32>,
+    eps: Vec<f32>,
+    pi: Vec<f32>,
+    logp: Vec<f32>,
+    sa: Vec<f32>,
+    next_sa: Vec<f32>,
+    target: Vec<f32>,
+}
+
+fn log_prob_correction(u: f32) -> f32 {
+    // log(1 - tanh(u)^2), computed stably: 2 (ln 2 - u - softplus(-2u)).
+    let x = -2.0 * u;
+    let softplus = if x > 20.0 { x } else { x.exp().ln_1p() };
+    2.0 * (std::f32::consts::LN_2 - u - softplus)
+}
+
+const HALF_LN_TAU: f32 = 0.918_938_5; // 0.5 ln(2 pi)
+
+impl Agent {
+    /// A new agent for observations of `obs_dim` and actions of `act_dim` components.
+    pub fn new(cfg: AgentConfig, obs_dim: usize, act_dim: usize, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let mut dims = vec![obs_dim];
+        dims.extend(&cfg.hidden);
+        dims.push(2 * act_dim);
+        let mut actor = Net::new(&dims, cfg.layer_norm, &mut rng);
+        let raw_std = raw_for_std(cfg.init_std);
+        if cfg.zero_init_actor {
+            let mut bias = vec![0.0; 2 * act_dim];
+            bias[act_dim..].fill(raw_std);
+            actor.zero_output_layer(&bias);
+        } else {
+            // Random means; every log std starts at init_std.
+            actor.set_output_columns(act_dim..2 * act_dim, raw_std);
+        }
+        let mut cdims = vec![obs_dim + act_dim];
+        cdims.extend(&cfg.hidden);
+        cdims.push(1);
+        let critics: Vec<Net> = (0..cfg.critics)
+            .map(|_| Net::new(&cdims, cfg.layer_norm, &mut rng))
+            .collect();
+        let targets = critics.clone();
+        let actor_opt = Adam::new(actor.num_params(), cfg.actor_lr);
+        let critic_opts = critics
+            .iter()
+            .map(|c| Adam::new(c.num_params(), cfg.critic_lr))
+            .collect();
+        let work = critics
+            .iter()
+            .map(|c| CriticWork {
+                tape: Tape::default(),
+                grads: vec![0.0; c.num_params()],
+                d_out: Vec::new(),
+                d_input: Vec::new(),
+                q: Vec::new(),
+            })
+            .collect();
+        let actor_grads = vec![0.0; actor.num_params()];
+        Self {
+            log_alpha: cfg.init_temperature.ln(),
+            alpha_opt: Adam::new(1, cfg.temperature_lr),
+            cfg,
+            obs_dim,
+            act_dim,
+            actor,
+            critics,
+            targets,
+            actor_opt,
+            critic_opts,
+            updates: 0,
+            rng,
+            work,
+            actor_tapes: [Tape::default(), Tape::default()],
+            actor_grads: [actor_grads.clone(), actor_grads],
+            actor_split: 0,
+            actor_d_out: Vec::new(),
+            eps: Vec::new(),
+            pi: Vec::new(),
+            logp: Vec::new(),
+            sa: Vec::new(),
+            next_sa: Vec::new(),
+            target: Vec::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    /// Observation width.
+    pub fn obs_dim(&self) -> usize {
+        self.obs_dim
+    }
+
+    /// Action width.
+    pub fn act_dim(&self) -> usize {
+        self.act_dim
+    }
+
+    /// Current SAC temperature.
+    pub fn temperature(&self) -> f32 {
+        self.log_alpha.exp()
+    }
+
+    /// Samples (or, with `explore` false, takes the mean of) the policy for `batch` rows of
+    /// `obs`: fills `self.pi` with actions, `self.eps` with the noise and `self.logp` with log
+    /// probabilities. The actor's tape keeps the forward pass.
+    fn sample_policy(&mut self, obs: &[f32], batch: usize, explore: bool) {
+        let a = self.act_dim;
+        let split = if batch >= 64 { batch / 2 } else { batch };
+        self.actor_split = split;
+        let (o1, o2) = obs.split_at(split * self.obs_dim);
+        let actor = &self.actor;
+        let [t1, t2] = &mut self.actor_tapes;
+        if split < batch {
+            rayon::join(
+                || actor.forward(o1, split, t1),
+                || actor.forward(o2, batch - split, t2),
+            );
+        } else {
+            actor.forward(obs, batch, t1);
+        }
+        self.pi.resize(batch * a, 0.0);
+        self.eps.resize(batch * a, 0.0);
+        self.logp.resize(batch, 0.0);
+        for r in 0..batch {
+            let row = actor_row(&self.actor_tapes, split, r, 2 * a);
+            let mut lp = 0.0;
+            for j in 0..a {
+                let log_std = squash_log_std(row[a + j]);
+                let e = if explore {
+                    self.rng.normal() as f32
+                } else {
+                    0.0
+                };
+                let u = row[j] + log_std.exp() * e;
+                self.eps[r * a + j] = e;
+                self.pi[r * a + j] = u.tanh();
+                lp += -0.5 * e * e - log_std - HALF_LN_TAU - log_prob_correction(u);
+            }
+            self.logp[r] = lp;
+        }
+    }
+
+    /// Actions for `batch` rows of `obs` into `out` (`batch x act_dim`): sampled when `explore`,
+    /// else `tanh(mean)`. For evaluation and small environments; the runtime uses the exported
+    /// network instead.
+    pub fn act(&mut self, obs: &[f32], batch: usize, explore: bool, out: &mut [f32]) {
+        self.sample_policy(obs, batch, explore);
+        out.copy_from_slice(&self.pi);
+    }
+
+    /// One update: every critic, then (after `actor_frozen` is false and on the actor's turn) the
+    /// actor and the temperature, then the target critics.
+    pub fn update(&mut self, b: &Batch, actor_frozen: bool) -> UpdateStats {
+        let (n, a, o) = (b.size, self.act_dim, self.obs_dim);
+        assert_eq!(
+            b.obs.len(),
+            n * o,
+            "batch observations do not match the agent"
+        );
+        assert_eq!(b.act.len(), n * a, "batch actions do not match the agent");
+        let alpha = self.temperature();
+        let ci = o + a;
+
+        // --- Targets: y = r + discount * (min_subset Q'(s', a') - alpha log pi(a'|s')).
+        match self.cfg.algo {
+            Algo::Sac => self.sample_policy(&b.next_obs, n, true),
+            Algo::Td3 => {
+                self.sample_policy(&b.next_obs, n, false);
+                let (sd, clip) = (self.cfg.td3_target_noise, self.cfg.td3_noise_clip);
+                for p in self.pi.iter_mut() {
+                    let e = ((self.rng.normal() as f32) * sd).clamp(-clip, clip);
+                    *p = (*p + e).clamp(-1.0, 1.0);
+                }
+                self.logp.fill(0.0);
+            }
+        }
+        self.next_sa.resize(n * ci, 0.0);
+        concat_rows(&mut self.next_sa, &b.next_obs, o, &self.pi, a, n);
+        let subset = self.pick_subset();
+        let next_sa = &self.next_sa;
+        let targets = &self.targets;
+        self.work
+            .par_iter_mut()
+            .enumerate()
+            .filter(|(i, _)| subset.contains(i))
+            .for_each(|(i, w)| {
+                targets[i].forward(next_sa, n, &mut w.tape);
+                w.q.clear();
+                w.q.extend_from_slice(w.tape.output());
+            });
+        self.target.resize(n, 0.0);
+        let ent_weight = if self.cfg.algo == Algo::Sac && self.cfg.backup_entropy {
+            alpha
+        } else {
+            0.0
+        };
+        for r in 0..n {
+            let q_min = subset
+                .iter()
+                .map(|&i| self.work[i].q[r])
+                .fold(f32::INFINITY, f32::min);
+            self.target[r] = b.reward[r] + b.discount[r] * (q_min - ent_weight * self.logp[r]);
+        }
+
+        // --- Critics: mean squared error to the target, one core per critic.
+        self.sa.resize(n * ci, 0.0);
+        concat_rows(&mut self.sa, &b.obs, o, &b.act, a, n);
+        let (sa, target) = (&self.sa, &self.target);
+        let losses: Vec<(f32, f32)> = self
+            .critics
+            .par_iter_mut()
+            .zip(self.critic_opts.par_iter_mut())
+            .zip(self.work.par_iter_mut())
+            .map(|((c, opt), w)| {
+                c.forward(sa, n, &mut w.tape);
+                let q = w.tape.output();
+                w.d_out.resize(n, 0.0);
+                let mut loss = 0.0;
+                let mut q_sum = 0.0;
+                for r in 0..n {
+                    let e = q[r] - target[r];
+                    loss += e * e;
+                    q_sum += q[r];
+                    w.d_out[r] = 2.0 * e / n as f32;
+                }
+                c.backward(&mut w.tape, &w.d_out, Some(&mut w.grads), None);
+                opt.step(&mut c.params, &w.grads);
+                (loss / n as f32, q_sum / n as f32)
+            })
+            .collect();
+        let mut stats = UpdateStats {
+            critic_loss: losses.iter().map(|l| l.0).sum::<f32>() / losses.len() as f32,
+            q_mean: losses[0].1,
+            actor_loss: f32::NAN,
+            temperature: alpha,
+            entropy: f32::NAN,
+        };
+        self.updates += 1;
+
+        // --- Actor and temperature.
+        if !actor_frozen && self.updates % u64::from(self.cfg.actor_delay) == 0 {
+            let (loss, entropy) = self.update_actor(b);
+            stats.actor_loss = loss;
+            stats.entropy = entropy;
+        }
+
+        // --- Targets follow.
+        let tau = self.cfg.tau;
+        self.targets
+            .par_iter_mut()
+            .zip(self.critics.par_iter())
+            .for_each(|(t, c)| t.polyak_from(c, tau));
+        stats
+    }
+
+    fn update_actor(&mut self, b: &Batch) -> (f32, f32) {
+        let (loss, mean_logp) = self.actor_gradient(b);
+        self.actor_opt
+            .step(&mut self.actor.params, &self.actor_grads[0]);
+        let sac = self.cfg.algo == Algo::Sac;
+        if sac {
+            let target_entropy = self.cfg.target_entropy_per_dim * self.act_dim as f32;
+            // Loss -log_alpha (logp + target_entropy): gradient -(mean logp + target_entropy).
+            let g = [-(mean_logp + target_entropy)];
+            let mut p = [self.log_alpha];
+            self.alpha_opt.step(&mut p, &g);
+            self.log_alpha = p[0];
+        }
+        (loss, if sac { -mean_logp } else { f32::NAN })
+    }
+
+    /// The actor loss `mean(alpha log pi - mean_k Q_k)` on `b`, its gradient left in
+    /// `actor_grads[0]`; returns the loss and the mean log-probability.
+    fn actor_gradient(&mut self, b: &Batch) -> (f32, f32) {
+        let (n, a, o) = (b.size, self.act_dim, self.obs_dim);
+        let ci = o + a;
+        let sac = self.cfg.algo == Algo::Sac;
+        let alpha = if sac { self.temperature() } else { 0.0 };
+        self.sample_policy(&b.obs, n, sac);
+        self.sa.resize(n * ci, 0.0);
+        concat_rows(&mut self.sa, &b.obs, o, &self.pi, a, n);
+        let k = self.critics.len() as f32;
+        let sa = &self.sa;
+        // dQ/da through every critic (input gradient only), each scaled for the ensemble mean.
+        self.critics
+            .par_iter()
+            .zip(self.work.par_iter_mut())
+            .for_each(|(c, w)| {
+                c.forward(sa, n, &mut w.tape);
+                w.q.clear();
+                w.q.extend_from_slice(w.tape.output());
+                w.d_out.clear();
+                w.d_out.resize(n, -1.0 / (n as f32 * k));
+                w.d_input.resize(n * ci, 0.0);
+                c.backward(&mut w.tape, &w.d_out, None, Some(&mut w.d_input));
+            });
+        let mut q_mean_sum = 0.0;
+        let mut logp_sum = 0.0;
+        self.actor_d_out.clear();
+        self.actor_d_out.resize(n * 2 * a, 0.0);
+        let nf = n as f32;
+        let split = self.actor_split;
+        for r in 0..n {
+            let q: f32 = self.work.iter().map(|w| w.q[r]).sum::<f32>() / k;
+            q_mean_sum += q;
+            logp_sum += self.logp[r];
+            for j in 0..a {
+                // dL/da_j = -mean dQ/da (already scaled by 1/(n k) and negated).
+                let dl_da: f32 = self.work.iter().map(|w| w.d_input[r * ci + o + j]).sum();
+                let pa = self.pi[r * a + j];
+                // logp depends on u through -log(1 - tanh(u)^2): d/du = 2 tanh(u).
+                let dl_du = dl_da * (1.0 - pa * pa) + alpha * 2.0 * pa / nf;
+                self.actor_d_out[r * 2 * a + j] = dl_du;
+                if sac {
+                    let raw = actor_row(&self.actor_tapes, split, r, 2 * a)[a + j];
+                    let log_std = squash_log_std(raw);
+                    let e = self.eps[r * a + j];
+                    let dl_dlogstd = dl_du * log_std.exp() * e - alpha / nf;
+                    let t = raw.tanh();
+                    let dlogstd_draw = 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (1.0 - t * t);
+                    self.actor_d_out[r * 2 * a + a + j] = dl_dlogstd * dlogstd_draw;
+                }
+            }
+        }
+        let actor = &self.actor;
+        let [t1, t2] = &mut self.actor_tapes;
+        let [g1, g2] = &mut self.actor_grads;
+        if split < n {
+            let (d1, d2) = self.actor_d_out.split_at(split * 2 * a);
+            rayon::join(
+                || actor.backward(t1, d1, Some(g1), None),
+                || actor.backward(t2, d2, Some(g2), None),
+            );
+            for (x, y) in g1.iter_mut().zip(g2.iter()) {
+                *x += y;
+            }
+        } else {
+            actor.backward(t1, &self.actor_d_out, Some(g1), None);
+        }
+        let mean_logp = logp_sum / nf;
+        (alpha * mean_logp - q_mean_sum / nf, mean_logp)
+    }
+
+    fn pick_subset(&mut self) -> Vec<usize> {
+        let k = self.critics.len();
+        let m = self.cfg.target_subset.min(k);
+        let mut idx: Vec<usize> = (0..k).collect();
+        if m < k {
+            // Partial Fisher-Yates: the first m are a uniform random subset.
+            for i in 0..m {
+                let j = i + (self.rng.next_u64() % (k - i) as u64) as usize;
+                idx.swap(i, j);
+            }
+        }
+        idx.truncate(m);
+        idx
+    }
+
+    /// Everything needed to continue training: weights, targets, optimiser moments, counters.
+    pub fn to_checkpoint(&self) -> (Vec<(String, Vec<f32>)>, serde_json::Value) {
+        let mut t = vec![
+            ("actor.params".to_owned(), self.actor.params.clone()),
+            ("actor.adam.m".to_owned(), self.actor_opt.m.clone()),
+            ("actor.adam.v".to_owned(), self.actor_opt.v.clone()),
+            ("alpha.adam.m".to_owned(), self.alpha_opt.m.clone()),
+            ("alpha.adam.v".to_owned(), self.alpha_opt.v.clone()),
+        ];
+        for (i, ((c, tg), o)) in self
+            .critics
+            .iter()
+            .zip(&self.targets)
+            .zip(&self.critic_opts)
+            .enumerate()
+        {
+            t.push((format!("critic.{i}.params"), c.params.clone()));
+            t.push((format!("critic.{i}.target"), tg.params.clone()));
+            t.push((format!("critic.{i}.adam.m"), o.m.clone()));
+            t.push((format!("critic.{i}.adam.v"), o.v.clone()));
+        }
+        let meta = serde_json::json!({
+            "agent": self.cfg,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "updates": self.updates,
+            "log_alpha": self.log_alpha,
+            "actor_adam_t": self.actor_opt.t,
+            "alpha_adam_t": self.alpha_opt.t,
+            "critic_adam_t": self.critic_opts.iter().map(|o| o.t).collect::<Vec<_>>(),
+            "rng": self.rng.state().to_string(),
+        });
+        (t, meta)
+    }
+
+    /// Restores what [`Agent::to_checkpoint`] saved into an agent built with the same
+    /// configuration and widths; the message names what does not fit.
+    pub fn restore(&mut self, tensors: &crate::store::Checkpoint) -> Result<(), String> {
+        let meta = &tensors.meta;
+        let agent: AgentConfig = serde_json::from_value(meta["agent"].clone())
+            .map_err(|e| format!("metadata `agent`: {e}"))?;
+        if agent != self.cfg {
+            return Err("the checkpoint was trained with another agent configuration".into());
+        }
+        if meta["obs_dim"] != self.obs_dim || meta["act_dim"] != self.act_dim {
+            return Err(format!(
+                "the checkpoint is for observations of {} and actions of {}, this run has {} and {}",
+                meta["obs_dim"], meta["act_dim"], self.obs_dim, self.act_dim
+            ));
+        }
+        let take = |name: &str, into: &mut Vec<f32>| -> Result<(), String> {
+            let v = tensors.tensor(name)?;
+            if v.len() != into.len() {
+                return Err(format!(
+                    "tensor `{name}` has {} values, expected {}",
+                    v.len(),
+                    into.len()
+                ));
+            }
+            into.copy_from_slice(v);
+            Ok(())
+        };
+        take("actor.params", &mut self.actor.params)?;
+        take("actor.adam.m", &mut self.actor_opt.m)?;
+        take("actor.adam.v", &mut self.actor_opt.v)?;
+        take("alpha.adam.m", &mut self.alpha_opt.m)?;
+        take("alpha.adam.v", &mut self.alpha_opt.v)?;
+        for i in 0..self.critics.len() {
+            take(&format!("critic.{i}.params"), &mut self.critics[i].params)?;
+            take(&format!("critic.{i}.target"), &mut self.targets[i].params)?;
+            take(&format!("critic.{i}.adam.m"), &mut self.critic_opts[i].m)?;
+            take(&format!("critic.{i}.adam.v"), &mut self.critic_opts[i].v)?;
+        }
+        let num = |k: &str| {
+            meta[k]
+                .as_u64()
+                .ok_or_else(|| format!("metadata `{k}` is missing"))
+        };
+        self.updates = num("updates")?;
+        self.actor_opt.t = num("actor_adam_t")?;
+        self.alpha_opt.t = num("alpha_adam_t")?;
+        let ts = meta["critic_adam_t"]
+            .as_array()
+            .ok_or("metadata `critic_adam_t` is missing")?;
+        for (o, t) in self.critic_opts.iter_mut().zip(ts) {
+            o.t = t
+                .as_u64()
+                .ok_or("metadata `critic_adam_t` is not a count")?;
+        }
+        self.log_alpha = meta["log_alpha"]
+            .as_f64()
+            .ok_or("metadata `log_alpha` is missing")? as f32;
+        let rng: u64 = meta["rng"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or("metadata `rng` is missing")?;
+        self.rng = Rng::from_state(rng);
+        Ok(())
+    }
+
+    /// The network the runtime's exploring residual (`ResidualPolicy::tanh_gaussian`) runs.
+    pub fn exploring_actor(&self) -> Mlp {
+        self.actor
+            .to_runtime(2 * self.act_dim, Activation::Identity)
+    }
+
+    /// The deployed policy: `tanh(mean)`.
+    pub fn deterministic_actor(&self) -> Mlp {
+        self.actor.to_runtime(self.act_dim, Activation::Tanh)
+    }
+}
+
+/// Row `r` of the actor's output when rows before `split` are in the first tape.
+fn actor_row(tapes: &[Tape; 2], split: usize, r: usize, width: usize) -> &[f32] {
+    let (t, i) = if r < split {
+        (&tapes[0], r)
+    } else {
+        (&tapes[1], r - split)
+    };
+    &t.output()[i * width..(i + 1) * width]
+}
+
+/// The raw log-std output that stands for a standard deviation `std`.
+pub fn raw_for_std(std: f32) -> f32 {
+    let t = 2.0 * (std.ln() - LOG_STD_MIN) / (LOG_STD_MAX - LOG_STD_MIN) - 1.0;
+    t.clamp(-0.999_999, 0.999_999).atanh()
+}
+
+/// `out[r] = [x[r]; y[r]]` for `n` rows.
+fn concat_rows(out: &mut [f32], x: &[f32], xd: usize, y: &[f32], yd: usize, n: usize) {
+    let w = xd + yd;
+    for r in 0..n {
+        out[r * w..r * w + xd].copy_from_slice(&x[r * xd..(r + 1) * xd]);
+        out[r * w + xd..(r + 1) * w].copy_from_slice(&y[r * yd..(r + 1) * yd]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_for_std_inverts_the_squash() {
+        for s in [0.05f32, 0.3, 0.5, 1.0, 2.0] {
+            assert!((squash_log_std(raw_for_std(s)).exp() - s).abs() < 1e-4 * s.max(1.0));
+        }
+    }
+
+    #[test]
+    fn log_prob_correction_matches_the_direct_formula() {
+        for u in [-3.0f32, -0.5, 0.0, 0.7, 2.5] {
+            let direct = (1.0 - u.tanh().powi(2)).ln();
+            assert!((log_prob_correction(u) - direct).abs() < 1e-4, "{u}");
+        }
+    }
+
+    #[test]
+    fn a_zero_initialised_actor_means_zero_everywhere() {
+        let mut agent = Agent::new(AgentConfig::default(), 10, 3, 1);
+        let obs: Vec<f32> = (0..40).map(|i| (i as f32 * 0.7).sin() * 5.0).collect();
+        let mut out = vec![1.0; 12];
+        agent.act(&obs, 4, false, &mut out);
+        assert!(out.iter().all(|v| *v == 0.0), "{out:?}");
+        let mut mlp = agent.deterministic_actor();
+        let mut one = [1.0f32; 3];
+        mlp.forward(&obs[..10], &mut one).unwrap();
+        assert_eq!(one, [0.0; 3]);
+    }
+
+    /// The analytic actor gradient (reparameterised tanh-Gaussian, log-std squash, entropy term
+    /// at a non-trivial temperature, through both critics) against central differences with
+    /// the same noise.
+    #[test]
+    fn actor_gradient_matches_finite_differences() {
+        let cfg = AgentConfig {
+            hidden: vec![16, 16],
+            zero_init_actor: false,
+            init_temperature: 0.3,
+            ..Default::default()
+        };
+        let mut agent = Agent::new(cfg, 4, 2, 11);
+        let mut rng = Rng::new(4);
+        let mut b = Batch::new(80, 4, 2);
+        b.obs
+            .iter_mut()
+            .for_each(|v| *v = rng.uniform(-1.0, 1.0) as f32);
+        let mut probe = agent.clone();
+        agent.actor_gradient(&b);
+        let grads = agent.actor_grads[0].clone();
+        let h = 1e-3f32;
+        let mut worst = 0.0f64;
+        let mut compared = 0;
+        for i in (0..probe.actor.num_params()).step_by(7) {
+            let loss_at = |d: f32| {
+                let mut p = probe.clone();
+                p.actor.params[i] += d;
+                p.actor_gradient(&b).0 as f64
+            };
+            let (lp, l0, lm) = (loss_at(h), loss_at(0.0), loss_at(-h));
+            let (fwd, bwd) = ((lp - l0) / h as f64, (l0 - lm) / h as f64);
+            if (fwd - bwd).abs() > 0.05 * (1e-3 + fwd.abs()) {
+                continue; // a ReLU kink
+            }
+            compared += 1;
+            let num = (lp - lm) / (2.0 * h as f64);
+            worst = worst.max((num - grads[i] as f64).abs() / (0.02 + num.abs()));
+        }
+        probe.updates = 0;
+        assert!(compared > 40, "{compared}");
+        assert!(worst < 0.05, "largest relative error {worst}");
+    }
+
+    #[test]
+    fn a_checkpoint_restores_the_same_agent() {
+        let cfg = AgentConfig {
+            hidden: vec![8, 8],
+            ..Default::default()
+        };
+        let mut a = Agent::new(cfg.clone(), 3, 2, 1);
+        let mut b = Batch::new(16, 3, 2);
+        b.obs
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = (i as f32).sin());
+        b.discount.fill(0.9);
+        for _ in 0..5 {
+            a.update(&b, false);
+        }
+        let (t, meta) = a.to_checkpoint();
+        let ck = crate::store::Checkpoint { tensors: t, meta };
+        let mut fresh = Agent::new(cfg.clone(), 3, 2, 99);
+        fresh.restore(&ck).unwrap();
+        // Both continue identically.
+        let sa = a.update(&b, false);
+        let sb = fresh.update(&b, false);
+        assert_eq!(sa, sb);
+        assert_eq!(a.actor.params, fresh.actor.params);
+        // Another shape is refused with the reason.
+        let mut other = Agent::new(cfg, 4, 2, 1);
+        let err = other.restore(&ck).unwrap_err();
+        assert!(err.contains("observations of 3"), "{err}");
+    }
+
+    #[test]
+    fn subsets_are_distinct_and_cover_the_ensemble() {
+        let cfg = AgentConfig {
+            critics: 10,
+            target_subset: 2,
+            ..Default::default()
+        };
+        let mut agent = Agent::new(cfg, 3, 1, 2);
+        let mut seen = [0u32; 10];
+        for _ in 0..500 {
+            let s = agent.pick_subset();
+            assert_eq!(s.len(), 2);
+            assert_ne!(s[0], s[1]);
+            for i in s {
+                seen[i] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&c| c > 50), "{seen:?}");
+    }
+}
+
+#[cfg(test)]
+mod bandit {
+    use super::*;
+
+    /// A contextual bandit: reward -|a - target(obs)|^2, one step. SAC with the residual
+    /// defaults must learn the target and keep its entropy near the target entropy.
+    #[test]
+    fn learns_a_contextual_bandit() {
+        let cfg = AgentConfig {
+            hidden: vec![64, 64],
+            ..Default::default()
+        };
+        let mut agent = Agent::new(cfg, 3, 2, 1);
+        let mut rng = Rng::new(7);
+        let n = 128;
+        let mut b = Batch::new(n, 3, 2);
+        let target = |o: &[f32]| [0.6 * o[0], -0.5 * o[1] + 0.2 * o[2]];
+        let mut data: Vec<([f32; 3], [f32; 2], f32)> = Vec::new();
+        for step in 0..3000 {
+            let o = [
+                rng.uniform(-1.0, 1.0) as f32,
+                rng.uniform(-1.0, 1.0) as f32,
+                rng.uniform(-1.0, 1.0) as f32,
+            ];
+            let mut a = [0.0f32; 2];
+            agent.act(&o, 1, true, &mut a);
+            let t = target(&o);
+            let r = -((a[0] - t[0]).powi(2) + (a[1] - t[1]).powi(2));
+            data.push((o, a, r));
+            if step >= 100 {
+                for row in 0..n {
+                    let (o, a, r) = data[(rng.next_u64() % data.len() as u64) as usize];
+                    b.obs[row * 3..row * 3 + 3].copy_from_slice(&o);
+                    b.next_obs[row * 3..row * 3 + 3].copy_from_slice(&o);
+                    b.act[row * 2..row * 2 + 2].copy_from_slice(&a);
+                    b.reward[row] = r;
+                    b.discount[row] = 0.0;
+                }
+                let s = agent.update(&b, step < 300);
+                if step % 500 == 0 {
+                    eprintln!("{step}: {s:?}");
+                }
+            }
+        }
+        let mut err = 0.0;
+        for _ in 0..200 {
+            let o = [
+                rng.uniform(-1.0, 1.0) as f32,
+                rng.uniform(-1.0, 1.0) as f32,
+                rng.uniform(-1.0, 1.0) as f32,
+            ];
+            let mut a = [0.0f32; 2];
+            agent.act(&o, 1, false, &mut a);
+            let t = target(&o);
+            err += ((a[0] - t[0]).powi(2) + (a[1] - t[1]).powi(2)) / 200.0;
+        }
+        assert!(err < 0.01, "mean squared error {err}");
+    }
+}

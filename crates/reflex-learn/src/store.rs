@@ -1,0 +1,605 @@
+//! Crash-safe persistence: the replay log and checkpoints.
+//!
+//! **Replay log.** Every step the learner receives is appended to segment files
+//! `replay/<n>.seg` (16-byte header: `RFXSTEP1`, observation and action widths). A record is
+//! `u32 length, u32 CRC-32 of the payload, payload` (flags, reward, observation, action, next
+//! observation). Reopening reads every segment; the first record that is short or fails its
+//! checksum ends a segment. In the last segment that is a torn tail from a crash mid-write: it
+//! is cut off with a warning and appending continues after the last complete record. In an
+//! earlier segment the remainder is left on disk untouched and reported.
+//!
+//! **Checkpoints.** `ckpt-<updates>.bin`: `RFXCKPT1`, `u64` payload length, CRC-32, then a
+//! safetensors payload (every tensor by name, JSON metadata under `meta`). Written to a
+//! temporary file, synced, renamed into place and the directory synced, so a crash leaves
+//! either the old or the new file. The two newest are kept; loading one that is damaged fails
+//! with the file and the reason, and [`load_latest`] falls back to the previous one.
+
+use crate::replay::Step;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+const SEG_MAGIC: &[u8; 8] = b"RFXSTEP1";
+const CKPT_MAGIC: &[u8; 8] = b"RFXCKPT1";
+const SEG_HEADER: usize = 16;
+/// A new segment starts when the current one passes this size.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Errors of the replay log and checkpoints; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        message: String,
+    },
+    /// The file is not what it should be.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |e| StoreError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn corrupt(path: &Path, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Where a step came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An offline demonstration (scripted expert, recorded teleop session).
+    Demo,
+    /// A step of the online stream an operator took over (trained on as a demonstration).
+    Intervention,
+    /// The learner's own policy acting.
+    Online,
+}
+
+/// What reopening a replay log found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Complete records read.
+    pub records: u64,
+    /// Segments read.
+    pub segments: usize,
+    /// Bytes of torn tail cut from the last segment.
+    pub torn_bytes: u64,
+    /// Bytes left unread in earlier segments after a bad record.
+    pub skipped_bytes: u64,
+}
+
+/// Steps read back from a log, in order, with where each came from.
+pub type Recovered = Vec<(Step, Source)>;
+
+/// The append-only replay log of one run.
+pub struct ReplayLog {
+    dir: PathBuf,
+    obs_dim: usize,
+    act_dim: usize,
+    segment: usize,
+    writer: BufWriter<File>,
+    written: u64,
+    path: PathBuf,
+    /// Records appended since opening (plus those recovered).
+    pub records: u64,
+}
+
+impl ReplayLog {
+    /// Opens (or creates) the log in `dir`, returning every complete step found and what the
+    /// recovery did. Steps must have the given widths.
+    pub fn open(
+        dir: &Path,
+        obs_dim: usize,
+        act_dim: usize,
+    ) -> Result<(Self, Recovered, Recovery), StoreError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut segs: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let p = e.path();
+                let n = p
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".seg")?
+                    .parse::<usize>()
+                    .ok()?;
+                Some((n, p))
+            })
+            .collect();
+        segs.sort();
+        let mut steps = Vec::new();
+        let mut rec = Recovery::default();
+        let last = segs.len().saturating_sub(1);
+        let mut last_good = 0u64;
+        for (k, (_, path)) in segs.iter().enumerate() {
+            let bytes = std::fs::read(path).map_err(io_err(path))?;
+            rec.segments += 1;
+            if bytes.len() < SEG_HEADER || &bytes[..8] != SEG_MAGIC {
+                let torn_header =
+                    bytes.len() < SEG_HEADER && SEG_MAGIC.starts_with(&bytes[..bytes.len().min(8)]);
+                if k == last && torn_header {
+                    // A segment torn while its header was written: nothing in it.
+                    rec.torn_bytes += bytes.len() as u64;
+                    last_good = 0;
+                    continue;
+                }
+                return Err(corrupt(path, "not a replay segment (bad header)"));
+            }
+            let od = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+            let ad = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
+            if od != obs_dim || ad != act_dim {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "segment holds observations of {od} and actions of {ad}, this run uses {obs_dim} and {act_dim}"
+                    ),
+                ));
+            }
+            let mut at = SEG_HEADER;
+            let payload_len = 8 + 4 * (2 * obs_dim + act_dim);
+            while at < bytes.len() {
+                match read_record(&bytes[at..], payload_len) {
+                    Some((source, flags, payload)) => {
+                        steps.push((step_from(flags, payload, obs_dim, act_dim), source));
+                        at += 8 + payload_len;
+                        rec.records += 1;
+                    }
+                    None => break,
+                }
+            }
+            let rest = (bytes.len() - at) as u64;
+            if rest > 0 {
+                if k == last {
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = at,
+                        bytes = rest,
+                        "replay: dropping a torn tail (a write was interrupted); every complete record before it is kept"
+                    );
+                    rec.torn_bytes += rest;
+                } else {
+                    tracing::error!(
+                        file = %path.display(),
+                        offset = at,
+                        bytes = rest,
+                        "replay: a damaged record; the rest of this segment is left on disk unread"
+                    );
+                    rec.skipped_bytes += rest;
+                }
+            }
+            last_good = at as u64;
+        }
+        let (segment, path, written) = match segs.last() {
+            Some((n, p)) if last_good > 0 && last_good < SEGMENT_BYTES => {
+                let f = OpenOptions::new().write(true).open(p).map_err(io_err(p))?;
+                f.set_len(last_good).map_err(io_err(p))?;
+                f.sync_all().map_err(io_err(p))?;
+                (*n, p.clone(), last_good)
+            }
+            Some((n, _)) => {
+                let n = n + 1;
+                (n, dir.join(format!("{n:06}.seg")), 0)
+            }
+            None => (0, dir.join("000000.seg"), 0),
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut log = Self {
+            dir: dir.to_owned(),
+            obs_dim,
+            act_dim,
+            segment,
+            writer: BufWriter::with_capacity(1 << 16, file),
+            written,
+            path,
+            records: rec.records,
+        };
+        if log.written == 0 {
+            log.write_header()?;
+        }
+        Ok((log, steps, rec))
+    }
+
+    fn write_header(&mut self) -> Result<(), StoreError> {
+        let mut h = Vec::with_capacity(SEG_HEADER);
+        h.extend_from_slice(SEG_MAGIC);
+        h.extend_from_slice(&(self.obs_dim as u32).to_le_bytes());
+        h.extend_from_slice(&(self.act_dim as u32).to_le_bytes());
+        self.writer.write_all(&h).map_err(io_err(&self.path))?;
+        self.written = SEG_HEADER as u64;
+        Ok(())
+    }
+
+    /// Appends one step (buffered; [`ReplayLog::sync`] makes it durable).
+    pub fn append(&mut self, step: &Step, source: Source) -> Result<(), StoreError> {
+        assert_eq!(step.obs.len(), self.obs_dim, "step observation width");
+        assert_eq!(step.act.len(), self.act_dim, "step action width");
+        if self.written >= SEGMENT_BYTES {
+            self.sync()?;
+            self.segment += 1;
+            self.path = self.dir.join(format!("{:06}.seg", self.segment));
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(io_err(&self.path))?;
+            self.writer = BufWriter::with_capacity(1 << 16, file);
+            self.write_header()?;
+        }
+        let mut payload = Vec::with_capacity(8 + 4 * (2 * self.obs_dim + self.act_dim));
+        let flags = u8::from(step.terminated)
+            | (u8::from(step.episode_end) << 1)
+            | (u8::from(source == Source::Demo) << 2)
+            | (u8::from(source == Source::Intervention) << 3);
+        payload.extend_from_slice(&[flags, 0, 0, 0]);
+        payload.extend_from_slice(&step.reward.to_le_bytes());
+        for v in step.obs.iter().chain(&step.act).chain(&step.next_obs) {
+            payload.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut rec = Vec::with_capacity(8 + payload.len());
+        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        rec.extend_from_slice(&payload);
+        self.writer.write_all(&rec).map_err(io_err(&self.path))?;
+        self.written += rec.len() as u64;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Flushes buffered records and syncs them to disk.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.writer.flush().map_err(io_err(&self.path))?;
+        self.writer
+            .get_ref()
+            .sync_data()
+            .map_err(io_err(&self.path))
+    }
+
+    /// The segment being written.
+    pub fn current_segment(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Parses one record at the start of `b`: source, flags and payload when complete and intact.
+fn read_record(b: &[u8], payload_len: usize) -> Option<(Source, u8, &[u8])> {
+    if b.len() < 8 {
+        return None;
+    }
+    let len = u32::from_le_bytes(b[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(b[4..8].try_into().ok()?);
+    if len != payload_len || b.len() < 8 + len {
+        return None;
+    }
+    let payload = &b[8..8 + len];
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let flags = payload[0];
+    let source = if flags & 4 != 0 {
+        Source::Demo
+    } else if flags & 8 != 0 {
+        Source::Intervention
+    } else {
+        Source::Online
+    };
+    Some((source, flags, payload))
+}
+
+fn step_from(flags: u8, payload: &[u8], obs_dim: usize, act_dim: usize) -> Step {
+    let f = |i: usize| f32::from_le_bytes(payload[i..i + 4].try_into().expect("4 bytes"));
+    let floats = |start: usize, n: usize| (0..n).map(|k| f(start + 4 * k)).collect::<Vec<f32>>();
+    let o = 8;
+    Step {
+        reward: f(4),
+        terminated: flags & 1 != 0,
+        episode_end: flags & 2 != 0,
+        obs: floats(o, obs_dim),
+        act: floats(o + 4 * obs_dim, act_dim),
+        next_obs: floats(o + 4 * (obs_dim + act_dim), obs_dim),
+    }
+}
+
+/// A checkpoint's contents: named f32 tensors and JSON metadata.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoint {
+    /// Tensors by name (flat).
+    pub tensors: Vec<(String, Vec<f32>)>,
+    /// Counters, optimiser steps, configuration.
+    pub meta: serde_json::Value,
+}
+
+impl Checkpoint {
+    /// The tensor called `name`, or an error naming it.
+    pub fn tensor(&self, name: &str) -> Result<&[f32], String> {
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+            .ok_or_else(|| format!("tensor `{name}` is missing"))
+    }
+}
+
+/// Writes `ckpt` as `dir/ckpt-<step>.bin` atomically and keeps the two newest.
+pub fn save_checkpoint(dir: &Path, step: u64, ckpt: &Checkpoint) -> Result<PathBuf, StoreError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let data: Vec<(String, Vec<u8>, Vec<usize>)> = ckpt
+        .tensors
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                vec![v.len()],
+            )
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = data
+        .iter()
+        .map(|(n, d, s)| {
+            let view = TensorView::new(Dtype::F32, s.clone(), d)
+                .unwrap_or_else(|_| unreachable!("sizes match by construction"));
+            (n.clone(), view)
+        })
+        .collect();
+    let meta = HashMap::from([("meta".to_owned(), ckpt.meta.to_string())]);
+    let payload = safetensors::tensor::serialize(views, Some(meta))
+        .unwrap_or_else(|_| unreachable!("valid views always serialise"));
+    let mut bytes = Vec::with_capacity(payload.len() + 20);
+    bytes.extend_from_slice(CKPT_MAGIC);
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let path = dir.join(format!("ckpt-{step:012}.bin"));
+    let tmp = dir.join(format!(".ckpt-{step:012}.bin.tmp"));
+    {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    let all = list_checkpoints(dir)?;
+    for old in all.iter().rev().skip(2) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(path)
+}
+
+/// Checkpoint files in `dir`, oldest first.
+pub fn list_checkpoints(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ckpt-") && n.ends_with(".bin"))
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Reads one checkpoint; a damaged or foreign file is refused with the reason.
+pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, StoreError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    if bytes.len() < 20 || &bytes[..8] != CKPT_MAGIC {
+        return Err(corrupt(path, "not a Reflex checkpoint (bad header)"));
+    }
+    let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
+    let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    if bytes.len() - 20 != len {
+        return Err(corrupt(
+            path,
+            format!(
+                "truncated or padded: header says {len} payload bytes, file has {}",
+                bytes.len() - 20
+            ),
+        ));
+    }
+    let payload = &bytes[20..];
+    if crc32fast::hash(payload) != crc {
+        return Err(corrupt(path, "checksum mismatch: the file is damaged"));
+    }
+    let st =
+        SafeTensors::deserialize(payload).map_err(|e| corrupt(path, format!("payload: {e}")))?;
+    let (_, md) =
+        SafeTensors::read_metadata(payload).map_err(|e| corrupt(path, format!("payload: {e}")))?;
+    let meta = md
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("meta"))
+        .ok_or_else(|| corrupt(path, "metadata `meta` is missing"))?;
+    let meta: serde_json::Value =
+        serde_json::from_str(meta).map_err(|e| corrupt(path, format!("metadata `meta`: {e}")))?;
+    let mut tensors = Vec::new();
+    for name in st.names() {
+        let t = st
+            .tensor(name)
+            .map_err(|e| corrupt(path, format!("`{name}`: {e}")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(corrupt(path, format!("`{name}`: expected F32")));
+        }
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.push((name.to_owned(), v));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Checkpoint { tensors, meta })
+}
+
+/// The newest checkpoint in `dir` that loads and that `accept` takes, falling back to older
+/// ones with a warning for each that does not. `Ok(None)` when there is none at all.
+pub fn load_latest<T>(
+    dir: &Path,
+    mut accept: impl FnMut(Checkpoint) -> Result<T, String>,
+) -> Result<Option<(T, PathBuf)>, StoreError> {
+    let all = list_checkpoints(dir)?;
+    let mut failures = Vec::new();
+    for path in all.iter().rev() {
+        match load_checkpoint(path).and_then(|c| accept(c).map_err(|m| corrupt(path, m))) {
+            Ok(t) => {
+                for f in &failures {
+                    tracing::warn!("skipped checkpoint: {f}");
+                }
+                return Ok(Some((t, path.clone())));
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    if failures.is_empty() {
+        Ok(None)
+    } else {
+        Err(corrupt(
+            dir,
+            format!("no usable checkpoint: {}", failures.join("; ")),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(i: usize) -> Step {
+        Step {
+            obs: vec![i as f32, 1.0],
+            act: vec![-(i as f32)],
+            reward: i as f32 * 0.5,
+            terminated: i % 7 == 6,
+            episode_end: i % 7 == 6,
+            next_obs: vec![i as f32 + 1.0, 2.0],
+        }
+    }
+
+    fn source_of(i: usize) -> Source {
+        match i {
+            0..=2 => Source::Demo,
+            5 => Source::Intervention,
+            _ => Source::Online,
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_appending_continues() {
+        let dir = std::env::temp_dir().join(format!("reflex-replay-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let (mut log, steps, _) = ReplayLog::open(&dir, 2, 1).unwrap();
+            assert!(steps.is_empty());
+            for i in 0..10 {
+                log.append(&step(i), source_of(i)).unwrap();
+            }
+            log.sync().unwrap();
+        }
+        // A crash in the middle of the 11th record: half of it reached the disk.
+        let seg = dir.join("000000.seg");
+        let full = std::fs::metadata(&seg).unwrap().len();
+        let rec = (full - 16) / 10;
+        {
+            let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+            // The first half of a record: a valid length prefix, the payload cut short.
+            let partial = std::fs::read(&seg).unwrap()[16..16 + rec as usize / 2].to_vec();
+            f.write_all(&partial).unwrap();
+        }
+        let (mut log, steps, rec_report) = ReplayLog::open(&dir, 2, 1).unwrap();
+        assert_eq!(steps.len(), 10);
+        assert_eq!(rec_report.torn_bytes, rec / 2);
+        for (i, (s, src)) in steps.iter().enumerate() {
+            assert_eq!(s, &step(i));
+            assert_eq!(*src, source_of(i));
+        }
+        log.append(&step(10), Source::Online).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (_, steps, rec_report) = ReplayLog::open(&dir, 2, 1).unwrap();
+        assert_eq!(steps.len(), 11);
+        assert_eq!(rec_report.torn_bytes, 0);
+        // A flipped bit inside a record is caught by its checksum.
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let at = 16 + 5 * rec as usize + 12;
+        bytes[at] ^= 0x40;
+        std::fs::write(&seg, &bytes).unwrap();
+        let (_, steps, _) = ReplayLog::open(&dir, 2, 1).unwrap();
+        assert_eq!(steps.len(), 5);
+        // Widths that do not match the run are refused, naming the file.
+        let err = ReplayLog::open(&dir, 3, 1).err().unwrap().to_string();
+        assert!(
+            err.contains("000000.seg") && err.contains("observations of 2"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_is_refused_and_the_previous_one_used() {
+        let dir = std::env::temp_dir().join(format!("reflex-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ck = |v: f32| Checkpoint {
+            tensors: vec![("a".into(), vec![v, 2.0]), ("b".into(), vec![3.0])],
+            meta: serde_json::json!({"updates": v}),
+        };
+        save_checkpoint(&dir, 1, &ck(1.0)).unwrap();
+        save_checkpoint(&dir, 2, &ck(2.0)).unwrap();
+        let p3 = save_checkpoint(&dir, 3, &ck(3.0)).unwrap();
+        assert_eq!(
+            list_checkpoints(&dir).unwrap().len(),
+            2,
+            "keeps the two newest"
+        );
+        assert_eq!(load_checkpoint(&p3).unwrap(), ck(3.0));
+        // Damage the newest.
+        let mut bytes = std::fs::read(&p3).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0xFF;
+        std::fs::write(&p3, &bytes).unwrap();
+        let err = load_checkpoint(&p3).unwrap_err().to_string();
+        assert!(
+            err.contains("ckpt-000000000003.bin") && err.contains("checksum"),
+            "{err}"
+        );
+        let (got, path) = load_latest(&dir, Ok).unwrap().unwrap();
+        assert_eq!(got, ck(2.0));
+        assert!(path.ends_with("ckpt-000000000002.bin"));
+        // Truncated: refused with the sizes.
+        std::fs::write(&p3, &bytes[..n / 2]).unwrap();
+        let err = load_checkpoint(&p3).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        // Not a checkpoint at all.
+        std::fs::write(&p3, b"hello").unwrap();
+        let err = load_checkpoint(&p3).unwrap_err().to_string();
+        assert!(err.contains("not a Reflex checkpoint"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

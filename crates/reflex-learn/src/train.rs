@@ -1,0 +1,797 @@
+//! The main job: from scripted demonstrations to a behaviour-cloned base to a residual trained
+//! with SAC + RLPD in the simulator, all through the runtime's control loop.
+//!
+//! 1. Demonstrations: the task's scripted expert drives the runtime (`demo_episodes`).
+//! 2. Behaviour cloning of the base from them (a deliberately small budget, so the base is
+//!    imperfect and the residual has something to fix). Saved as `base.safetensors`.
+//! 3. The base is evaluated (the residual starts at exactly zero, so this is the base).
+//! 4. Training: the runtime runs base + exploring residual; the learner thread drains its
+//!    transitions and publishes the actor every `publish_every` updates. The simulator is held
+//!    back when updates fall behind `utd` per step (the control loop itself never waits on the
+//!    learner: the driver simply does not tick). Every `eval_every` steps the deterministic
+//!    policy is evaluated on `eval_episodes` fixed seeds.
+//! 5. Outputs in the run directory: `summary.json`, `metrics.csv`, `curve.png`,
+//!    `base.safetensors`, `policy.safetensors` (the deployed residual, `tanh(mean)`),
+//!    `config.toml`, `progress.json`, `replay/` and `checkpoints/` (for `--resume`).
+
+use crate::bc::{behaviour_clone, BcConfig};
+use crate::learner::{Learner, LearnerConfig};
+use crate::plot::plot_curves;
+use crate::sac::{Agent, AgentConfig};
+use crate::store::{load_latest, ReplayLog};
+use reflex_core::{Policy, Transition};
+use reflex_runtime::{Mlp, NetPolicy, ResidualPolicy, Runtime, RuntimeConfig, WeightsSlot};
+use reflex_sim::{Env, ScriptedExpert, SimRobot, Task};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything a training run is configured by (a TOML file can set any part).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Task name (from `sim/tasks`) or task file.
+    pub task: String,
+    /// Seed of everything random in the run.
+    pub seed: u64,
+    /// Wall-clock budget, minutes.
+    pub minutes: f64,
+    /// Environment-step budget (0: none).
+    pub max_env_steps: u64,
+    /// Stop once an evaluation reaches this success rate (above 1: never stop early).
+    pub target_success: f64,
+    /// Scripted demonstrations for behaviour cloning and the demonstration buffer (0: the
+    /// task's default).
+    pub demo_episodes: usize,
+    /// `a = base + scale * residual`.
+    pub residual_scale: f32,
+    /// Control-loop rate of the simulated runtime, Hz.
+    pub loop_rate_hz: f64,
+    /// Evaluate every this many environment steps.
+    pub eval_every: u64,
+    /// Episodes per evaluation.
+    pub eval_episodes: usize,
+    /// Behaviour cloning of the base.
+    pub bc: BcConfig,
+    /// The learner thread.
+    pub learner: LearnerConfig,
+    /// The agent.
+    pub agent: AgentConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            task: "pick_cube".into(),
+            seed: 0,
+            minutes: 15.0,
+            max_env_steps: 0,
+            target_success: 0.95,
+            demo_episodes: 0,
+            residual_scale: 0.3,
+            loop_rate_hz: 500.0,
+            eval_every: 3000,
+            eval_episodes: 50,
+            bc: BcConfig::default(),
+            learner: LearnerConfig::default(),
+            agent: AgentConfig::default(),
+        }
+    }
+}
+
+/// The demonstration budget that leaves each built-in task's cloned base imperfect.
+pub fn default_demo_episodes(task: &str) -> usize {
+    match task {
+        "reach" => 40,
+        "push" => 40,
+        "pick_cube" => 15,
+        "peg_insert" => 40,
+        _ => 10,
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file; unknown keys and bad values are refused naming the file and field.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| TrainError::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate().map_err(|message| TrainError::Config {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.minutes > 0.0 && self.minutes.is_finite()) {
+            return Err(format!("minutes: must be positive, got {}", self.minutes));
+        }
+        if !(0.1..=0.5).contains(&self.residual_scale) {
+            return Err(format!(
+                "residual_scale: must be in [0.1, 0.5], got {}",
+                self.residual_scale
+            ));
+        }
+        if self.eval_episodes == 0 || self.eval_every == 0 {
+            return Err("eval_episodes and eval_every must be positive".into());
+        }
+        if !(self.loop_rate_hz > 0.0 && self.loop_rate_hz <= 10_000.0) {
+            return Err(format!(
+                "loop_rate_hz: must be in (0, 10000], got {}",
+                self.loop_rate_hz
+            ));
+        }
+        self.learner.validate()?;
+        if self.learner.success_absorbing && self.agent.gamma >= 1.0 {
+            return Err("learner.success_absorbing needs agent.gamma below 1".into());
+        }
+        self.agent.validate()
+    }
+}
+
+/// Why a run failed; each names the file or stage.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The configuration file is unreadable or invalid.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A stage failed.
+    #[error("{stage}: {message}")]
+    Stage {
+        /// The stage.
+        stage: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn stage<E: std::fmt::Display>(stage: &'static str) -> impl Fn(E) -> TrainError {
+    move |e| TrainError::Stage {
+        stage,
+        message: e.to_string(),
+    }
+}
+
+/// One evaluation, one row of `metrics.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalRow {
+    /// Online environment steps so far.
+    pub env_steps: u64,
+    /// Updates so far.
+    pub updates: u64,
+    /// Seconds of training so far (across resumes).
+    pub wall_s: f64,
+    /// Training episodes so far.
+    pub episodes: u64,
+    /// Success over the evaluation episodes (deterministic policy).
+    pub success_rate: f64,
+    /// Mean undiscounted return of the evaluation episodes.
+    pub mean_return: f64,
+    /// Success over the last 20 training (exploring) episodes (none before training).
+    pub train_success_rate: Option<f64>,
+    /// Latest critic loss (none before training).
+    pub critic_loss: Option<f32>,
+    /// Latest SAC temperature.
+    pub temperature: f32,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Task.
+    pub task: String,
+    /// Seed.
+    pub seed: u64,
+    /// Online environment steps.
+    pub env_steps: u64,
+    /// Updates.
+    pub updates: u64,
+    /// Seconds of training (across resumes), demonstrations and cloning included.
+    pub wall_s: f64,
+    /// Success of the behaviour-cloned base.
+    pub base_success_rate: f64,
+    /// Success at the last evaluation.
+    pub final_success_rate: f64,
+    /// Best evaluation.
+    pub best_success_rate: f64,
+    /// Environment steps when an evaluation first reached `target_success`.
+    pub steps_to_target: Option<u64>,
+    /// Minutes when an evaluation first reached `target_success`.
+    pub minutes_to_target: Option<f64>,
+    /// Demonstration episodes used.
+    pub demo_episodes: usize,
+    /// Training episodes.
+    pub episodes: u64,
+    /// Updates per second of training time.
+    pub updates_per_s: f64,
+    /// Online environment steps per second of training time.
+    pub env_steps_per_s: f64,
+    /// Transitions the runtime's queue dropped (the learner fell behind).
+    pub dropped_transitions: u64,
+    /// Steps an operator took over.
+    pub intervened_steps: u64,
+}
+
+/// Progress reported while a run goes.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// A stage started.
+    Stage(&'static str),
+    /// Training progressed.
+    Training {
+        /// Online steps.
+        env_steps: u64,
+        /// Updates.
+        updates: u64,
+        /// Latest evaluation success.
+        success: Option<f64>,
+        /// Seconds of the budget used.
+        elapsed_s: f64,
+        /// The budget, seconds.
+        budget_s: f64,
+    },
+    /// An evaluation finished.
+    Eval(EvalRow),
+}
+
+/// What survives a restart besides the checkpoint and replay: the evaluations so far.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct RunState {
+    base_success_rate: f64,
+    demo_episodes: usize,
+    evals: Vec<EvalRow>,
+    episodes: u64,
+    wall_s: f64,
+    steps_to_target: Option<u64>,
+    minutes_to_target: Option<f64>,
+}
+
+/// Builds the runtime over a simulated arm for `task` with the given policies.
+pub fn sim_runtime(
+    task: &Task,
+    rate_hz: f64,
+    seed: u64,
+    base: Box<dyn Policy + Send>,
+    residual: Option<ResidualPolicy>,
+    residual_scale: f32,
+) -> Result<Runtime<SimRobot>, TrainError> {
+    let mut env = Env::new(task.clone()).map_err(stage("simulator"))?;
+    env.reset(seed).map_err(stage("simulator"))?;
+    let model = env.model().clone();
+    let cfg = RuntimeConfig {
+        rate_hz,
+        policy_rate_hz: task.control_rate_hz,
+        action_space: task.action_space,
+        control: task.control.clone(),
+        rest_joint_pos_rad: task.arm.initial_joint_pos_rad,
+        limits: task.safety_limits(&model),
+        residual_scale,
+        intervention_threshold: 0.5,
+        intervention_hold_s: 0.5,
+        transition_capacity: 8192,
+    };
+    let robot = SimRobot::new(env, rate_hz).map_err(stage("simulator"))?;
+    Runtime::new(
+        robot,
+        cfg,
+        model,
+        base,
+        residual,
+        reflex_runtime::EStop::new(),
+    )
+    .map_err(stage("runtime"))
+}
+
+/// Per episode (success, return), and the transitions kept.
+pub type EpisodeResults = (Vec<(bool, f64)>, Vec<Transition>);
+
+/// Runs whole episodes on `rt` from seeds `seeds`; returns per-episode (success, return) and
+/// every transition when `keep` (else they are drained and dropped).
+pub fn run_episodes(
+    rt: &mut Runtime<SimRobot>,
+    seeds: impl Iterator<Item = u64>,
+    keep: bool,
+) -> Result<EpisodeResults, TrainError> {
+    let mut results = Vec::new();
+    let mut kept = Vec::new();
+    let q = rt.transitions().clone();
+    for seed in seeds {
+        rt.robot_mut().reset(seed).map_err(stage("simulator"))?;
+        rt.begin_episode().map_err(stage("runtime"))?;
+        let mut ret = 0.0;
+        let mut success = false;
+        loop {
+            let rep = rt.tick();
+            if let Some(o) = rep.outcome {
+                if o.has_reward() {
+                    ret += o.reward;
+                }
+                success |= o.success;
+            }
+            while let Some(t) = q.pop() {
+                if keep {
+                    kept.push(t);
+                }
+            }
+            if rep.episode_done {
+                results.push((success, ret));
+                break;
+            }
+        }
+    }
+    Ok((results, kept))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(stage("writing the run directory"))?;
+    std::fs::rename(&tmp, path).map_err(stage("writing the run directory"))
+}
+
+fn seeds(run_seed: u64, stream: u64, n: usize) -> impl Iterator<Item = u64> {
+    let base = run_seed
+        .wrapping_mul(1_000_003)
+        .wrapping_add(stream * 10_000_000);
+    (0..n as u64).map(move |i| base + i)
+}
+
+/// Runs (or, with `resume`, continues) a training run in `out`.
+pub fn train(
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    mut progress: impl FnMut(Progress),
+) -> Result<Summary, TrainError> {
+    cfg.validate().map_err(stage("configuration"))?;
+    let started = Instant::now();
+    let task = Task::load(&cfg.task).map_err(stage("task"))?;
+    let act_dim = task.action_space.dim();
+    let obs_dim = {
+        let mut env = Env::new(task.clone()).map_err(stage("simulator"))?;
+        env.reset(0).map_err(stage("simulator"))?.flat.len()
+    };
+    std::fs::create_dir_all(out).map_err(stage("creating the run directory"))?;
+    let state_path = out.join("progress.json");
+    let base_path = out.join("base.safetensors");
+    let resuming = resume && state_path.exists() && base_path.exists();
+    if resume && !resuming {
+        tracing::warn!("nothing to resume in {}: starting a new run", out.display());
+    }
+    let config_text = toml::to_string(cfg).map_err(stage("configuration"))?;
+    write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
+
+    let demo_episodes = if cfg.demo_episodes == 0 {
+        default_demo_episodes(&cfg.task)
+    } else {
+        cfg.demo_episodes
+    };
+    let mut state = RunState {
+        demo_episodes,
+        ..Default::default()
+    };
+    let mut demos = Vec::new();
+    let base_mlp = if resuming {
+        let text = std::fs::read_to_string(&state_path).map_err(stage("progress.json"))?;
+        state = serde_json::from_str(&text)
+            .map_err(|e| stage("progress.json")(format!("{}: {e}", state_path.display())))?;
+        Mlp::load(&base_path).map_err(stage("base policy"))?
+    } else {
+        // Fresh run: clear what a previous run left.
+        for d in ["replay", "checkpoints"] {
+            let _ = std::fs::remove_dir_all(out.join(d));
+        }
+        progress(Progress::Stage("demonstrations"));
+        let expert = {
+            let env = Env::new(task.clone()).map_err(stage("simulator"))?;
+            ScriptedExpert::new(&task, env.model())
+        };
+        let mut rt = sim_runtime(
+            &task,
+            cfg.loop_rate_hz,
+            0,
+            Box::new(expert),
+            None,
+            cfg.residual_scale,
+        )?;
+        let (_, transitions) = run_episodes(&mut rt, seeds(cfg.seed, 1, demo_episodes), true)?;
+        demos = transitions;
+        progress(Progress::Stage("behaviour cloning"));
+        let obs: Vec<f32> = demos
+            .iter()
+            .flat_map(|t| t.obs.as_slice().to_vec())
+            .collect();
+        let act: Vec<f32> = demos
+            .iter()
+            .flat_map(|t| t.action.as_slice().to_vec())
+            .collect();
+        let (mlp, loss) = behaviour_clone(&obs, &act, obs_dim, act_dim, &cfg.bc, cfg.seed);
+        tracing::info!(loss, pairs = demos.len(), "behaviour cloning done");
+        mlp.save(&base_path).map_err(stage("base policy"))?;
+        mlp
+    };
+
+    // Networks shared with the runtimes.
+    let base_slot = WeightsSlot::new(base_mlp.clone());
+    let mut agent = Agent::new(cfg.agent.clone(), obs_dim + act_dim, act_dim, cfg.seed);
+    let ckpt_dir = out.join("checkpoints");
+    if resuming {
+        let got = load_latest(&ckpt_dir, |c| agent.restore(&c).map(|_| ()))
+            .map_err(stage("checkpoint"))?;
+        match got {
+            Some((_, path)) => tracing::info!("resumed from {}", path.display()),
+            None => tracing::warn!(
+                "no checkpoint in {}: the agent starts afresh",
+                ckpt_dir.display()
+            ),
+        }
+    }
+    let actor_slot = WeightsSlot::new(agent.exploring_actor());
+    let mut learner = Learner::new(
+        agent,
+        cfg.learner.clone(),
+        cfg.residual_scale,
+        base_mlp.clone(),
+        actor_slot.clone(),
+        cfg.seed,
+    );
+    let (log, recovered, recovery) =
+        ReplayLog::open(&out.join("replay"), obs_dim + act_dim, act_dim)
+            .map_err(stage("replay"))?;
+    if recovery.torn_bytes > 0 {
+        tracing::warn!(
+            bytes = recovery.torn_bytes,
+            "replay: a torn tail was dropped"
+        );
+    }
+    for (step, source) in recovered {
+        learner.restore_step(step, source);
+    }
+    learner.persist(log, ckpt_dir);
+    for t in &demos {
+        // Demonstrations are stored relative to the cloned base, like every other step.
+        let mut t = *t;
+        let mut aug = Vec::new();
+        learner.augment(t.obs.as_slice(), &mut aug);
+        t.base_action.copy_from(&aug[obs_dim..]);
+        if let Some(step) = learner.step_from(&t) {
+            learner.add_demo(step).map_err(stage("replay"))?;
+        }
+    }
+
+    // Evaluation runtime: base + deterministic residual on the same slots.
+    let eval_flag = Arc::new(AtomicBool::new(false));
+    let net = |slot: &Arc<WeightsSlot>| -> Result<Box<dyn Policy + Send>, TrainError> {
+        Ok(Box::new(
+            NetPolicy::new(slot.clone(), obs_dim, act_dim).map_err(stage("base policy"))?,
+        ))
+    };
+    let residual = |flag: &Arc<AtomicBool>, seed: u64| {
+        ResidualPolicy::tanh_gaussian(actor_slot.clone(), obs_dim, act_dim, flag.clone(), seed)
+            .map_err(stage("residual policy"))
+    };
+    let mut eval_rt = sim_runtime(
+        &task,
+        cfg.loop_rate_hz,
+        0,
+        net(&base_slot)?,
+        Some(residual(&eval_flag, 0)?),
+        cfg.residual_scale,
+    )?;
+    let eval_seeds = || seeds(cfg.seed, 2, cfg.eval_episodes);
+    let evaluate = |rt: &mut Runtime<SimRobot>| -> Result<(f64, f64), TrainError> {
+        let (r, _) = run_episodes(rt, eval_seeds(), false)?;
+        let n = r.len() as f64;
+        Ok((
+            r.iter().filter(|x| x.0).count() as f64 / n,
+            r.iter().map(|x| x.1).sum::<f64>() / n,
+        ))
+    };
+    let prior_wall = state.wall_s;
+    let wall = |started: &Instant| prior_wall + started.elapsed().as_secs_f64();
+    if !resuming {
+        progress(Progress::Stage("evaluating the base"));
+        let (success, ret) = evaluate(&mut eval_rt)?;
+        state.base_success_rate = success;
+        let row = EvalRow {
+            env_steps: 0,
+            updates: 0,
+            wall_s: wall(&started),
+            episodes: 0,
+            success_rate: success,
+            mean_return: ret,
+            train_success_rate: None,
+            critic_loss: None,
+            temperature: learner.agent.temperature(),
+        };
+        state.evals.push(row.clone());
+        progress(Progress::Eval(row));
+    }
+    write_metrics(out, &state)?;
+
+    // Training runtime: base + exploring residual; the learner drains its transitions.
+    let explore = Arc::new(AtomicBool::new(true));
+    let mut rt = sim_runtime(
+        &task,
+        cfg.loop_rate_hz,
+        0,
+        net(&base_slot)?,
+        Some(residual(&explore, cfg.seed ^ 0xE)?),
+        cfg.residual_scale,
+    )?;
+    let shared = learner.shared.clone();
+    if resuming {
+        learner.publish();
+    }
+    let handle = learner.spawn(rt.transitions().clone());
+    progress(Progress::Stage("training"));
+    let budget = Duration::from_secs_f64(cfg.minutes * 60.0);
+    let budget_s = budget.as_secs_f64();
+    let utd = cfg.learner.utd as f64;
+    let slack = (utd * 20.0) as u64;
+    let mut train_seeds = seeds(cfg.seed, 3 + state.episodes, usize::MAX);
+    let mut recent: std::collections::VecDeque<bool> = Default::default();
+    let mut last_eval_steps = state.evals.last().map_or(0, |r| r.env_steps);
+    let mut episodes = state.episodes;
+    let mut last_report = Instant::now();
+    let mut stop_reason = "time budget";
+    let mut ret_success = false;
+    rt.robot_mut()
+        .reset(train_seeds.next().unwrap_or(0))
+        .map_err(stage("simulator"))?;
+    rt.begin_episode().map_err(stage("runtime"))?;
+    let result: Result<(), TrainError> = (|| {
+        loop {
+            let rep = rt.tick();
+            if rep.outcome.is_some() {
+                // Hold the simulator while the learner is behind its update-to-data ratio.
+                loop {
+                    let steps = shared.env_steps.load(Ordering::Relaxed);
+                    let ups = shared.updates.load(Ordering::Relaxed);
+                    let learning = shared.learning.load(Ordering::Acquire);
+                    if !learning || ups + slack >= (steps as f64 * utd) as u64 {
+                        break;
+                    }
+                    if started.elapsed() >= budget || handle.is_finished() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                ret_success |= rep.outcome.is_some_and(|o| o.success);
+            }
+            if rep.episode_done {
+                episodes += 1;
+                recent.push_back(ret_success);
+                if recent.len() > 20 {
+                    recent.pop_front();
+                }
+                ret_success = false;
+                let steps = shared.env_steps.load(Ordering::Relaxed);
+                if steps >= last_eval_steps + cfg.eval_every {
+                    // Let the learner take in the last steps, then evaluate without updates.
+                    std::thread::sleep(Duration::from_millis(2));
+                    shared.paused.store(true, Ordering::Release);
+                    let (success, ret) = evaluate(&mut eval_rt)?;
+                    shared.paused.store(false, Ordering::Release);
+                    let last = shared.last.lock().map(|l| *l).unwrap_or_default();
+                    let row = EvalRow {
+                        env_steps: steps,
+                        updates: shared.updates.load(Ordering::Relaxed),
+                        wall_s: wall(&started),
+                        episodes,
+                        success_rate: success,
+                        mean_return: ret,
+                        train_success_rate: Some(
+                            recent.iter().filter(|s| **s).count() as f64
+                                / recent.len().max(1) as f64,
+                        ),
+                        critic_loss: Some(last.critic_loss),
+                        temperature: last.temperature,
+                    };
+                    last_eval_steps = steps;
+                    if success >= cfg.target_success && state.steps_to_target.is_none() {
+                        state.steps_to_target = Some(steps);
+                        state.minutes_to_target = Some(row.wall_s / 60.0);
+                    }
+                    state.evals.push(row.clone());
+                    state.episodes = episodes;
+                    state.wall_s = wall(&started);
+                    write_metrics(out, &state)?;
+                    let text =
+                        serde_json::to_string_pretty(&state).map_err(stage("progress.json"))?;
+                    write_atomic(&state_path, text.as_bytes())?;
+                    progress(Progress::Eval(row));
+                    if success >= cfg.target_success {
+                        stop_reason = "target success reached";
+                        return Ok(());
+                    }
+                }
+                if cfg.max_env_steps > 0 && steps >= cfg.max_env_steps {
+                    stop_reason = "step budget";
+                    return Ok(());
+                }
+                if started.elapsed() >= budget {
+                    return Ok(());
+                }
+                if handle.is_finished() {
+                    stop_reason = "learner stopped";
+                    return Ok(());
+                }
+                rt.robot_mut()
+                    .reset(train_seeds.next().unwrap_or(0))
+                    .map_err(stage("simulator"))?;
+                rt.begin_episode().map_err(stage("runtime"))?;
+            }
+            if last_report.elapsed() > Duration::from_millis(250) {
+                last_report = Instant::now();
+                progress(Progress::Training {
+                    env_steps: shared.env_steps.load(Ordering::Relaxed),
+                    updates: shared.updates.load(Ordering::Relaxed),
+                    success: state.evals.last().map(|r| r.success_rate),
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    budget_s,
+                });
+            }
+        }
+    })();
+    shared.stop.store(true, Ordering::Release);
+    let learner = handle
+        .join()
+        .map_err(|_| stage("learner")("the learner thread panicked"))?
+        .map_err(stage("learner"))?;
+    result?;
+    tracing::info!(reason = stop_reason, "training stopped");
+    let dropped = rt.transitions().stats().dropped;
+
+    // The final policy and its evaluation (unless the last evaluation saw these weights).
+    actor_slot
+        .publish(learner.agent.exploring_actor())
+        .map_err(stage("publishing"))?;
+    let env_steps = shared.env_steps.load(Ordering::Relaxed);
+    if state.evals.last().is_none_or(|r| r.env_steps != env_steps) {
+        progress(Progress::Stage("final evaluation"));
+        let (success, ret) = evaluate(&mut eval_rt)?;
+        let last = shared.last.lock().map(|l| *l).unwrap_or_default();
+        state.evals.push(EvalRow {
+            env_steps,
+            updates: learner.agent.updates,
+            wall_s: wall(&started),
+            episodes,
+            success_rate: success,
+            mean_return: ret,
+            train_success_rate: Some(
+                recent.iter().filter(|s| **s).count() as f64 / recent.len().max(1) as f64,
+            ),
+            critic_loss: Some(last.critic_loss),
+            temperature: last.temperature,
+        });
+        if success >= cfg.target_success && state.steps_to_target.is_none() {
+            state.steps_to_target = Some(env_steps);
+            state.minutes_to_target = Some(wall(&started) / 60.0);
+        }
+    }
+    learner
+        .agent
+        .deterministic_actor()
+        .save(&out.join("policy.safetensors"))
+        .map_err(stage("policy"))?;
+    state.episodes = episodes;
+    state.wall_s = wall(&started);
+    let text = serde_json::to_string_pretty(&state).map_err(stage("progress.json"))?;
+    write_atomic(&state_path, text.as_bytes())?;
+    write_metrics(out, &state)?;
+    if let Err(e) = plot_curves(&out.join("curve.png"), &cfg.task, &state.evals) {
+        tracing::warn!("curve.png not drawn: {e}");
+    }
+    let train_s = (state.wall_s - state.evals.first().map_or(0.0, |r| r.wall_s)).max(1e-9);
+    let summary = Summary {
+        task: cfg.task.clone(),
+        seed: cfg.seed,
+        env_steps,
+        updates: learner.agent.updates,
+        wall_s: state.wall_s,
+        base_success_rate: state.base_success_rate,
+        final_success_rate: state.evals.last().map_or(0.0, |r| r.success_rate),
+        best_success_rate: state
+            .evals
+            .iter()
+            .map(|r| r.success_rate)
+            .fold(0.0, f64::max),
+        steps_to_target: state.steps_to_target,
+        minutes_to_target: state.minutes_to_target,
+        demo_episodes: state.demo_episodes,
+        episodes,
+        updates_per_s: learner.agent.updates as f64 / train_s,
+        env_steps_per_s: env_steps as f64 / train_s,
+        dropped_transitions: dropped,
+        intervened_steps: shared.intervened_steps.load(Ordering::Relaxed),
+    };
+    let text = serde_json::to_string_pretty(&summary).map_err(stage("summary.json"))?;
+    write_atomic(&out.join("summary.json"), text.as_bytes())?;
+    Ok(summary)
+}
+
+fn write_metrics(out: &Path, state: &RunState) -> Result<(), TrainError> {
+    let mut s = String::from(
+        "env_steps,updates,wall_s,episodes,success_rate,mean_return,train_success_rate,critic_loss,temperature\n",
+    );
+    for r in &state.evals {
+        s.push_str(&format!(
+            "{},{},{:.1},{},{:.4},{:.4},{},{},{:.6}\n",
+            r.env_steps,
+            r.updates,
+            r.wall_s,
+            r.episodes,
+            r.success_rate,
+            r.mean_return,
+            r.train_success_rate
+                .map_or(String::new(), |v| format!("{v:.4}")),
+            r.critic_loss.map_or(String::new(), |v| format!("{v:.6}")),
+            r.temperature
+        ));
+    }
+    let path = out.join("metrics.csv");
+    let tmp = path.with_extension("csv.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(stage("metrics.csv"))?;
+    f.write_all(s.as_bytes()).map_err(stage("metrics.csv"))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(stage("metrics.csv"))
+}
+
+/// Evaluates a trained run directory (or a base alone) on `episodes` seeded episodes:
+/// returns the success rate and the mean return.
+pub fn evaluate_run(
+    task_name: &str,
+    run: &Path,
+    episodes: usize,
+    seed: u64,
+    loop_rate_hz: f64,
+) -> Result<(f64, f64), TrainError> {
+    let task = Task::load(task_name).map_err(stage("task"))?;
+    let act_dim = task.action_space.dim();
+    let obs_dim = {
+        let mut env = Env::new(task.clone()).map_err(stage("simulator"))?;
+        env.reset(0).map_err(stage("simulator"))?.flat.len()
+    };
+    let cfg_path = run.join("config.toml");
+    let scale = if cfg_path.exists() {
+        TrainConfig::load(&cfg_path)?.residual_scale
+    } else {
+        TrainConfig::default().residual_scale
+    };
+    let base = Mlp::load(&run.join("base.safetensors")).map_err(stage("base policy"))?;
+    let base = NetPolicy::new(WeightsSlot::new(base), obs_dim, act_dim).map_err(|e| {
+        stage("base policy")(format!("{}: {e}", run.join("base.safetensors").display()))
+    })?;
+    let policy_path = run.join("policy.safetensors");
+    let residual = if policy_path.exists() {
+        let mlp = Mlp::load(&policy_path).map_err(stage("policy"))?;
+        Some(
+            ResidualPolicy::new(WeightsSlot::new(mlp), obs_dim, act_dim)
+                .map_err(|e| stage("policy")(format!("{}: {e}", policy_path.display())))?,
+        )
+    } else {
+        None
+    };
+    let mut rt = sim_runtime(&task, loop_rate_hz, 0, Box::new(base), residual, scale)?;
+    let (r, _) = run_episodes(&mut rt, seeds(seed, 4, episodes), false)?;
+    let n = r.len().max(1) as f64;
+    Ok((
+        r.iter().filter(|x| x.0).count() as f64 / n,
+        r.iter().map(|x| x.1).sum::<f64>() / n,
+    ))
+}
