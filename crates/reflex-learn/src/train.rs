@@ -73,7 +73,7 @@ impl Default for TrainConfig {
             demo_episodes: 0,
             residual_scale: 0.3,
             loop_rate_hz: 500.0,
-            eval_every: 3000,
+            eval_every: 10_000,
             eval_episodes: 50,
             bc: BcConfig::default(),
             learner: LearnerConfig::default(),
