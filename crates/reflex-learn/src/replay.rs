@@ -77,11 +77,6 @@ impl NStep {
         }
     }
 
-    /// Drops pending steps (a stream was cut without an episode end, e.g. an evaluation).
-    pub fn clear(&mut self) {
-        self.pending.clear();
-    }
-
     fn first_record(&self, terminated: bool) -> Record {
         let first = &self.pending[0];
         let last = self.pending.back().expect("not empty");

@@ -201,17 +201,12 @@ impl ReplayLog {
             }
             None => (0, dir.join("000000.seg"), 0),
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
         let mut log = Self {
             dir: dir.to_owned(),
             obs_dim,
             act_dim,
             segment,
-            writer: BufWriter::with_capacity(1 << 16, file),
+            writer: append_to(&path)?,
             written,
             path,
             records: rec.records,
@@ -240,12 +235,7 @@ impl ReplayLog {
             self.sync()?;
             self.segment += 1;
             self.path = self.dir.join(format!("{:06}.seg", self.segment));
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(io_err(&self.path))?;
-            self.writer = BufWriter::with_capacity(1 << 16, file);
+            self.writer = append_to(&self.path)?;
             self.write_header()?;
         }
         let mut payload = Vec::with_capacity(8 + 4 * (2 * self.obs_dim + self.act_dim));
@@ -281,6 +271,16 @@ impl ReplayLog {
     pub fn current_segment(&self) -> &Path {
         &self.path
     }
+}
+
+/// A buffered appender to the segment at `path` (created when missing).
+fn append_to(path: &Path) -> Result<BufWriter<File>, StoreError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    Ok(BufWriter::with_capacity(1 << 16, file))
 }
 
 /// Parses one record at the start of `b`: source, flags and payload when complete and intact.

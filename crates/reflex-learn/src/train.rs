@@ -23,7 +23,6 @@ use reflex_core::{Policy, Transition};
 use reflex_runtime::{Mlp, NetPolicy, ResidualPolicy, Runtime, RuntimeConfig, WeightsSlot};
 use reflex_sim::{Env, ScriptedExpert, SimRobot, Task};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -361,10 +360,7 @@ pub fn train(
     let started = Instant::now();
     let task = Task::load(&cfg.task).map_err(stage("task"))?;
     let act_dim = task.action_space.dim();
-    let obs_dim = {
-        let mut env = Env::new(task.clone()).map_err(stage("simulator"))?;
-        env.reset(0).map_err(stage("simulator"))?.flat.len()
-    };
+    let obs_dim = flat_obs_dim(&task)?;
     std::fs::create_dir_all(out).map_err(stage("creating the run directory"))?;
     let state_path = out.join("progress.json");
     let base_path = out.join("base.safetensors");
@@ -495,11 +491,7 @@ pub fn train(
     let eval_seeds = || seeds(cfg.seed, 2, cfg.eval_episodes);
     let evaluate = |rt: &mut Runtime<SimRobot>| -> Result<(f64, f64), TrainError> {
         let (r, _) = run_episodes(rt, eval_seeds(), false)?;
-        let n = r.len() as f64;
-        Ok((
-            r.iter().filter(|x| x.0).count() as f64 / n,
-            r.iter().map(|x| x.1).sum::<f64>() / n,
-        ))
+        Ok(success_and_return(&r))
     };
     let prior_wall = state.wall_s;
     let wall = |started: &Instant| prior_wall + started.elapsed().as_secs_f64();
@@ -744,12 +736,7 @@ fn write_metrics(out: &Path, state: &RunState) -> Result<(), TrainError> {
             r.temperature
         ));
     }
-    let path = out.join("metrics.csv");
-    let tmp = path.with_extension("csv.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(stage("metrics.csv"))?;
-    f.write_all(s.as_bytes()).map_err(stage("metrics.csv"))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(stage("metrics.csv"))
+    write_atomic(&out.join("metrics.csv"), s.as_bytes())
 }
 
 /// Evaluates a trained run directory (or a base alone) on `episodes` seeded episodes:
@@ -763,10 +750,7 @@ pub fn evaluate_run(
 ) -> Result<(f64, f64), TrainError> {
     let task = Task::load(task_name).map_err(stage("task"))?;
     let act_dim = task.action_space.dim();
-    let obs_dim = {
-        let mut env = Env::new(task.clone()).map_err(stage("simulator"))?;
-        env.reset(0).map_err(stage("simulator"))?.flat.len()
-    };
+    let obs_dim = flat_obs_dim(&task)?;
     let cfg_path = run.join("config.toml");
     let scale = if cfg_path.exists() {
         TrainConfig::load(&cfg_path)?.residual_scale
@@ -789,9 +773,20 @@ pub fn evaluate_run(
     };
     let mut rt = sim_runtime(&task, loop_rate_hz, 0, Box::new(base), residual, scale)?;
     let (r, _) = run_episodes(&mut rt, seeds(seed, 4, episodes), false)?;
+    Ok(success_and_return(&r))
+}
+
+/// Success rate and mean return of per-episode results.
+fn success_and_return(r: &[(bool, f64)]) -> (f64, f64) {
     let n = r.len().max(1) as f64;
-    Ok((
+    (
         r.iter().filter(|x| x.0).count() as f64 / n,
         r.iter().map(|x| x.1).sum::<f64>() / n,
-    ))
+    )
+}
+
+/// Width of `task`'s flat observation (from one reset of the simulator).
+fn flat_obs_dim(task: &Task) -> Result<usize, TrainError> {
+    let mut env = Env::new(task.clone()).map_err(stage("simulator"))?;
+    Ok(env.reset(0).map_err(stage("simulator"))?.flat.len())
 }

@@ -209,11 +209,21 @@ impl ResidualPolicy {
         obs_dim: usize,
         action_dim: usize,
     ) -> Result<Self, PolicyShapeError> {
+        Self::with_head(weights, obs_dim, action_dim, action_dim, Head::Direct)
+    }
+
+    fn with_head(
+        weights: Arc<WeightsSlot>,
+        obs_dim: usize,
+        action_dim: usize,
+        outputs: usize,
+        head: Head,
+    ) -> Result<Self, PolicyShapeError> {
         check_dims(
             &weights,
             obs_dim + action_dim,
             "the flat observation plus the base action",
-            action_dim,
+            outputs,
         )?;
         let scratch = weights.current.load().scratch();
         Ok(Self {
@@ -221,7 +231,7 @@ impl ResidualPolicy {
             scratch,
             input: [0.0; MAX_OBS_DIM + MAX_ACTION_DIM],
             raw: [0.0; 2 * MAX_ACTION_DIM],
-            head: Head::Direct,
+            head,
             errors: 0,
         })
     }
@@ -237,24 +247,11 @@ impl ResidualPolicy {
         explore: Arc<AtomicBool>,
         seed: u64,
     ) -> Result<Self, PolicyShapeError> {
-        check_dims(
-            &weights,
-            obs_dim + action_dim,
-            "the flat observation plus the base action",
-            2 * action_dim,
-        )?;
-        let scratch = weights.current.load().scratch();
-        Ok(Self {
-            weights,
-            scratch,
-            input: [0.0; MAX_OBS_DIM + MAX_ACTION_DIM],
-            raw: [0.0; 2 * MAX_ACTION_DIM],
-            head: Head::TanhGaussian {
-                explore,
-                rng: seed ^ 0x9E37_79B9_7F4A_7C15,
-            },
-            errors: 0,
-        })
+        let head = Head::TanhGaussian {
+            explore,
+            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+        };
+        Self::with_head(weights, obs_dim, action_dim, 2 * action_dim, head)
     }
 
     /// The weights this residual reads (publish to them to swap).
