@@ -1,7 +1,7 @@
 //! Behaviour cloning of the base policy: an MLP regressed onto demonstrated actions through a
 //! tanh output (mean squared error), trained with Adam on the same fused kernels as SAC.
 
-use crate::nn::{Adam, Net, Tape};
+use crate::nn::{Adam, Net, Normaliser, Tape, INPUT_MIN_STD};
 use crate::rng::Rng;
 use reflex_runtime::{Activation, Mlp};
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,8 @@ impl Default for BcConfig {
     }
 }
 
-/// Fits `tanh(net(obs)) ~ act` on `n` pairs (`obs` is `n x obs_dim`, `act` is `n x act_dim`).
+/// Fits `tanh(net(obs)) ~ act` on `n` pairs (`obs` is `n x obs_dim`, `act` is `n x act_dim`),
+/// on inputs normalised by the data's own statistics, folded into the first layer on export.
 /// Returns the network for the runtime (tanh output) and the final training loss.
 pub fn behaviour_clone(
     obs: &[f32],
@@ -48,6 +49,9 @@ pub fn behaviour_clone(
     assert!(n > 0, "behaviour cloning needs data");
     assert_eq!(act.len(), n * act_dim, "as many actions as observations");
     let mut rng = Rng::new(seed);
+    let norm = Normaliser::fit(obs, obs_dim, INPUT_MIN_STD);
+    let mut obs = obs.to_vec();
+    norm.apply(&mut obs);
     let mut dims = vec![obs_dim];
     dims.extend(&cfg.hidden);
     dims.push(act_dim);
@@ -78,6 +82,7 @@ pub fn behaviour_clone(
         net.backward(&mut tape, &d, Some(&mut grads), None);
         opt.step(&mut net.params, &grads);
     }
+    net.fold_input(&norm);
     (net.to_runtime(act_dim, Activation::Tanh), loss)
 }
 

@@ -11,6 +11,7 @@
 //! observation augmented with the base action (the residual actor's input). Steps an operator
 //! took over also go to the demonstration buffer.
 
+use crate::nn::Normaliser;
 use crate::replay::{sample_mixed, NStep, Record, Ring, Step};
 use crate::rng::Rng;
 use crate::sac::{Agent, Batch, UpdateStats};
@@ -247,6 +248,17 @@ impl Learner {
             episode_end: t.outcome.done(),
             next_obs,
         })
+    }
+
+    /// Fits the agent's input normalisation on the demonstrations taken in so far (call once,
+    /// before training) and publishes the actor that reads raw observations.
+    pub fn fit_normaliser(&mut self, min_std: f32) {
+        if self.demo.is_empty() {
+            return;
+        }
+        let norm = Normaliser::fit(self.demo.observations(), self.obs_dim, min_std);
+        self.agent.set_normaliser(norm);
+        self.publish();
     }
 
     /// Adds a demonstration step (already in the learner's spaces).

@@ -114,6 +114,11 @@ pub struct Ring {
 }
 
 impl Ring {
+    /// The stored observations, `len x obs_dim` (in storage order, not insertion order).
+    pub fn observations(&self) -> &[f32] {
+        &self.obs[..self.len * self.obs_dim]
+    }
+
     /// Room for `capacity` records.
     pub fn new(capacity: usize, obs_dim: usize, act_dim: usize) -> Self {
         assert!(capacity > 0, "a ring needs room");

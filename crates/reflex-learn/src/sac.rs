@@ -12,7 +12,7 @@
 //!
 //! The critics of one update run in parallel on rayon's pool (one critic per core).
 
-use crate::nn::{Adam, Net, Tape};
+use crate::nn::{Adam, Net, Normaliser, Tape};
 use crate::rng::Rng;
 use rayon::prelude::*;
 use reflex_runtime::{squash_log_std, Activation, Mlp, LOG_STD_MAX, LOG_STD_MIN};
@@ -227,6 +227,11 @@ pub struct Agent {
     pub updates: u64,
     /// Noise for sampling.
     pub rng: Rng,
+    /// Fixed input normalisation of observations (actor and critics); export folds it in.
+    norm: Normaliser,
+    /// Normalised copies of a batch's observations and next observations.
+    norm_obs: Vec<f32>,
+    norm_next: Vec<f32>,
     work: Vec<CriticWork>,
     /// The actor's batch runs as two halves on two cores: a tape and gradients per half.
     actor_tapes: [Tape; 2],
@@ -303,6 +308,9 @@ impl Agent {
             critic_opts,
             updates: 0,
             rng,
+            norm: Normaliser::identity(obs_dim),
+            norm_obs: Vec::new(),
+            norm_next: Vec::new(),
             work,
             actor_tapes: [Tape::default(), Tape::default()],
             actor_grads: [actor_grads.clone(), actor_grads],
@@ -330,6 +338,18 @@ impl Agent {
     /// Action width.
     pub fn act_dim(&self) -> usize {
         self.act_dim
+    }
+
+    /// Sets the fixed input normalisation (fitted on demonstrations before training; saved in
+    /// checkpoints and folded into exported actors).
+    pub fn set_normaliser(&mut self, norm: Normaliser) {
+        assert_eq!(norm.dim(), self.obs_dim, "normaliser width");
+        self.norm = norm;
+    }
+
+    /// The input normalisation.
+    pub fn normaliser(&self) -> &Normaliser {
+        &self.norm
     }
 
     /// Current SAC temperature.
@@ -381,7 +401,12 @@ impl Agent {
     /// else `tanh(mean)`. For evaluation and small environments; the runtime uses the exported
     /// network instead.
     pub fn act(&mut self, obs: &[f32], batch: usize, explore: bool, out: &mut [f32]) {
-        self.sample_policy(obs, batch, explore);
+        let mut x = std::mem::take(&mut self.norm_obs);
+        x.clear();
+        x.extend_from_slice(obs);
+        self.norm.apply(&mut x);
+        self.sample_policy(&x, batch, explore);
+        self.norm_obs = x;
         out.copy_from_slice(&self.pi);
     }
 
@@ -397,12 +422,20 @@ impl Agent {
         assert_eq!(b.act.len(), n * a, "batch actions do not match the agent");
         let alpha = self.temperature();
         let ci = o + a;
+        let mut obs = std::mem::take(&mut self.norm_obs);
+        let mut next_obs = std::mem::take(&mut self.norm_next);
+        obs.clear();
+        obs.extend_from_slice(&b.obs);
+        self.norm.apply(&mut obs);
+        next_obs.clear();
+        next_obs.extend_from_slice(&b.next_obs);
+        self.norm.apply(&mut next_obs);
 
         // --- Targets: y = r + discount * (min_subset Q'(s', a') - alpha log pi(a'|s')).
         match self.cfg.algo {
-            Algo::Sac => self.sample_policy(&b.next_obs, n, true),
+            Algo::Sac => self.sample_policy(&next_obs, n, true),
             Algo::Td3 => {
-                self.sample_policy(&b.next_obs, n, false);
+                self.sample_policy(&next_obs, n, false);
                 let (sd, clip) = (self.cfg.td3_target_noise, self.cfg.td3_noise_clip);
                 for p in self.pi.iter_mut() {
                     let e = ((self.rng.normal() as f32) * sd).clamp(-clip, clip);
@@ -412,7 +445,7 @@ impl Agent {
             }
         }
         self.next_sa.resize(n * ci, 0.0);
-        concat_rows(&mut self.next_sa, &b.next_obs, o, &self.pi, a, n);
+        concat_rows(&mut self.next_sa, &next_obs, o, &self.pi, a, n);
         let subset = self.pick_subset();
         let next_sa = &self.next_sa;
         let targets = &self.targets;
@@ -441,7 +474,7 @@ impl Agent {
 
         // --- Critics: mean squared error to the target, one core per critic.
         self.sa.resize(n * ci, 0.0);
-        concat_rows(&mut self.sa, &b.obs, o, &b.act, a, n);
+        concat_rows(&mut self.sa, &obs, o, &b.act, a, n);
         let (sa, target) = (&self.sa, &self.target);
         let losses: Vec<(f32, f32)> = self
             .critics
@@ -476,10 +509,12 @@ impl Agent {
 
         // --- Actor and temperature.
         if !actor_frozen && self.updates % u64::from(self.cfg.actor_delay) == 0 {
-            let (loss, entropy) = self.update_actor(b);
+            let (loss, entropy) = self.update_actor(&obs);
             stats.actor_loss = loss;
             stats.entropy = entropy;
         }
+        self.norm_obs = obs;
+        self.norm_next = next_obs;
 
         // --- Targets follow.
         let tau = self.cfg.tau;
@@ -490,8 +525,8 @@ impl Agent {
         stats
     }
 
-    fn update_actor(&mut self, b: &Batch) -> (f32, f32) {
-        let (loss, mean_logp) = self.actor_gradient(b);
+    fn update_actor(&mut self, obs: &[f32]) -> (f32, f32) {
+        let (loss, mean_logp) = self.actor_gradient(obs);
         self.actor_opt
             .step(&mut self.actor.params, &self.actor_grads[0]);
         let sac = self.cfg.algo == Algo::Sac;
@@ -506,16 +541,17 @@ impl Agent {
         (loss, if sac { -mean_logp } else { f32::NAN })
     }
 
-    /// The actor loss `mean(alpha log pi - mean_k Q_k)` on `b`, its gradient left in
-    /// `actor_grads[0]`; returns the loss and the mean log-probability.
-    fn actor_gradient(&mut self, b: &Batch) -> (f32, f32) {
-        let (n, a, o) = (b.size, self.act_dim, self.obs_dim);
+    /// The actor loss `mean(alpha log pi - mean_k Q_k)` on (normalised) observations `obs`, its
+    /// gradient left in `actor_grads[0]`; returns the loss and the mean log-probability.
+    fn actor_gradient(&mut self, obs: &[f32]) -> (f32, f32) {
+        let (a, o) = (self.act_dim, self.obs_dim);
+        let n = obs.len() / o;
         let ci = o + a;
         let sac = self.cfg.algo == Algo::Sac;
         let alpha = if sac { self.temperature() } else { 0.0 };
-        self.sample_policy(&b.obs, n, sac);
+        self.sample_policy(obs, n, sac);
         self.sa.resize(n * ci, 0.0);
-        concat_rows(&mut self.sa, &b.obs, o, &self.pi, a, n);
+        concat_rows(&mut self.sa, obs, o, &self.pi, a, n);
         let k = self.critics.len() as f32;
         let sa = &self.sa;
         // dQ/da through every critic (input gradient only), each scaled for the ensemble mean.
@@ -601,6 +637,8 @@ impl Agent {
             ("actor.adam.v".to_owned(), self.actor_opt.v.clone()),
             ("alpha.adam.m".to_owned(), self.alpha_opt.m.clone()),
             ("alpha.adam.v".to_owned(), self.alpha_opt.v.clone()),
+            ("norm.mean".to_owned(), self.norm.mean.clone()),
+            ("norm.inv_std".to_owned(), self.norm.inv_std.clone()),
         ];
         for (i, ((c, tg), o)) in self
             .critics
@@ -660,6 +698,13 @@ impl Agent {
         take("actor.adam.v", &mut self.actor_opt.v)?;
         take("alpha.adam.m", &mut self.alpha_opt.m)?;
         take("alpha.adam.v", &mut self.alpha_opt.v)?;
+        // Checkpoints from before input normalisation trained on raw inputs.
+        if tensors.tensor("norm.mean").is_ok() {
+            take("norm.mean", &mut self.norm.mean)?;
+            take("norm.inv_std", &mut self.norm.inv_std)?;
+        } else {
+            self.norm = Normaliser::identity(self.obs_dim);
+        }
         for i in 0..self.critics.len() {
             take(&format!("critic.{i}.params"), &mut self.critics[i].params)?;
             take(&format!("critic.{i}.target"), &mut self.targets[i].params)?;
@@ -695,13 +740,21 @@ impl Agent {
 
     /// The network the runtime's exploring residual (`ResidualPolicy::tanh_gaussian`) runs.
     pub fn exploring_actor(&self) -> Mlp {
-        self.actor
+        self.folded_actor()
             .to_runtime(2 * self.act_dim, Activation::Identity)
+    }
+
+    /// The actor reading raw observations.
+    fn folded_actor(&self) -> Net {
+        let mut actor = self.actor.clone();
+        actor.fold_input(&self.norm);
+        actor
     }
 
     /// The deployed policy: `tanh(mean)`.
     pub fn deterministic_actor(&self) -> Mlp {
-        self.actor.to_runtime(self.act_dim, Activation::Tanh)
+        self.folded_actor()
+            .to_runtime(self.act_dim, Activation::Tanh)
     }
 }
 
@@ -780,7 +833,7 @@ mod tests {
             .iter_mut()
             .for_each(|v| *v = rng.uniform(-1.0, 1.0) as f32);
         let mut probe = agent.clone();
-        agent.actor_gradient(&b);
+        agent.actor_gradient(&b.obs);
         let grads = agent.actor_grads[0].clone();
         let h = 1e-3f32;
         let mut worst = 0.0f64;
@@ -789,7 +842,7 @@ mod tests {
             let loss_at = |d: f32| {
                 let mut p = probe.clone();
                 p.actor.params[i] += d;
-                p.actor_gradient(&b).0 as f64
+                p.actor_gradient(&b.obs).0 as f64
             };
             let (lp, l0, lm) = (loss_at(h), loss_at(0.0), loss_at(-h));
             let (fwd, bwd) = ((lp - l0) / h as f64, (l0 - lm) / h as f64);

@@ -70,7 +70,7 @@ fn a_zero_initialised_residual_leaves_the_base_unchanged() {
 
 /// A short residual training run on `reach` goes through every stage and writes every output;
 /// its first evaluation is exactly the base's; a resumed run continues from its checkpoint
-/// and replay. (Beating the base within CI's budget is not reached yet: see the README.)
+/// and replay.
 #[test]
 fn a_short_run_on_reach_writes_its_outputs_and_resumes() {
     let dir = std::env::temp_dir().join(format!("reflex-train-smoke-{}", std::process::id()));
@@ -143,3 +143,39 @@ fn a_short_run_on_reach_writes_its_outputs_and_resumes() {
 }
 
 const SMOKE_STEPS: u64 = 800;
+
+/// Residual SAC from a base cloned from 40 demonstrations beats that base on `reach` within
+/// 8,000 environment steps, on the same 50 seeded evaluation episodes before and after.
+/// Smaller networks and a shorter warm-up than the defaults keep it inside CI's budget; with
+/// these settings seeds 3, 4 and 5 went from 50, 52 and 48% to 68, 74 and 72% (release build).
+#[test]
+fn a_short_run_on_reach_beats_its_base() {
+    let dir = std::env::temp_dir().join(format!("reflex-train-beats-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = TrainConfig {
+        task: "reach".into(),
+        seed: 4,
+        minutes: 10.0,
+        max_env_steps: BEAT_STEPS,
+        target_success: 2.0,
+        demo_episodes: 40,
+        eval_every: BEAT_STEPS,
+        eval_episodes: 50,
+        ..Default::default()
+    };
+    cfg.agent.hidden = vec![128, 128];
+    cfg.agent.actor_lr = 3e-4;
+    cfg.learner.critic_warmup_updates = 500;
+    let s = train(&cfg, &dir, false, |_| {}).unwrap();
+    eprintln!("{s:?}");
+    assert!(
+        s.final_success_rate >= s.base_success_rate + 0.1,
+        "base {} -> {} after {} steps",
+        s.base_success_rate,
+        s.final_success_rate,
+        s.env_steps
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const BEAT_STEPS: u64 = 8000;
