@@ -1,0 +1,22 @@
+//! # reflex-reward
+//!
+//! Where rewards come from when nobody wrote reward code: keypoints a vision-language model
+//! proposed on a camera frame, a model of the VLM's preferences between frames, or (later) a
+//! success classifier; and how their terms fuse with the task's own.
+//!
+//! - [`parse`]: reading VLM answers (JSON in prose or code fences, grid cells, coordinate
+//!   conventions, preference labels, yes/no) with errors that name the field.
+//! - [`lift`]: image point + depth + intrinsics + camera pose -> world point, attached to the
+//!   body under it so it can be tracked.
+//! - [`keypoint`]: a keypoint plan turned into bounded dense terms.
+//! - [`preference`]: the Bradley-Terry ensemble learned from preference labels, and Spearman's
+//!   rank correlation to check it.
+//! - [`fusion`]: weights, clipping, potential-based terms, success overriding dense shaping.
+//!
+//! Seams: networks are `reflex_learn::nn` nets; nothing here runs on the control thread.
+
+pub mod fusion;
+pub mod keypoint;
+pub mod lift;
+pub mod parse;
+pub mod preference;
