@@ -297,6 +297,71 @@ fn train_writes_a_run_that_eval_reads() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Ctrl-C during training ends the run cleanly: exit status 0, and the summary, curve, metrics
+/// and final policy are all written.
+#[test]
+fn ctrl_c_ends_training_with_every_output_written() {
+    let dir = std::env::temp_dir().join(format!("reflex-cli-sigint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("long.toml");
+    std::fs::write(
+        &cfg,
+        "task = \"reach\"\ndemo_episodes = 3\nminutes = 10.0\neval_episodes = 3\n\
+         [bc]\nhidden = [32, 32]\nsteps = 100\n\
+         [agent]\nhidden = [32, 32]\n\
+         [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\n",
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .args(["train", "--config", cfg.to_str().unwrap(), "--out"])
+        .arg(&run)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Training has begun once the base's evaluation is on disk (bounded wait).
+    let t0 = std::time::Instant::now();
+    while !run.join("metrics.csv").exists() {
+        assert!(t0.elapsed().as_secs() < 120, "training never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let t1 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t1.elapsed().as_secs() > 60 {
+            let _ = child.kill();
+            panic!("training did not stop within 60 s of Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let s = last_json(&out);
+    assert!(s["env_steps"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["stop_reason"], "interrupted", "{s}");
+    for f in [
+        "summary.json",
+        "metrics.csv",
+        "curve.png",
+        "policy.safetensors",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A bad field in a training config is refused naming the file and the field.
 #[test]
 fn a_bad_training_config_names_file_and_field() {

@@ -83,6 +83,11 @@ impl Default for TrainConfig {
     }
 }
 
+/// Set (by a signal handler, say) to end the running [`train`] at the next episode boundary,
+/// as if its budget had run out: the final evaluation, `summary.json`, `curve.png` and the last
+/// checkpoint are still written.
+pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
 /// The demonstration budget that leaves each built-in task's cloned base imperfect (measured,
 /// 50 fixed-seed episodes: reach 60%, push 32%, pick_cube 42%; peg_insert stays near 5% at any
 /// budget up to 150).
@@ -266,6 +271,10 @@ pub struct Summary {
     pub dropped_transitions: u64,
     /// Steps an operator took over.
     pub intervened_steps: u64,
+    /// Why training stopped: `time budget`, `step budget`, `target success reached`,
+    /// `interrupted` or `learner stopped`.
+    #[serde(default)]
+    pub stop_reason: String,
 }
 
 /// Progress reported while a run goes.
@@ -605,7 +614,10 @@ pub fn train(
                     if !learning || ups + slack >= (steps as f64 * utd) as u64 {
                         break;
                     }
-                    if started.elapsed() >= budget || handle.is_finished() {
+                    if started.elapsed() >= budget
+                        || handle.is_finished()
+                        || INTERRUPT.load(Ordering::Relaxed)
+                    {
                         break;
                     }
                     std::thread::sleep(Duration::from_micros(100));
@@ -660,6 +672,10 @@ pub fn train(
                     return Ok(());
                 }
                 if started.elapsed() >= budget {
+                    return Ok(());
+                }
+                if INTERRUPT.load(Ordering::Relaxed) {
+                    stop_reason = "interrupted";
                     return Ok(());
                 }
                 if handle.is_finished() {
@@ -751,6 +767,7 @@ pub fn train(
         env_steps_per_s: env_steps as f64 / train_s,
         dropped_transitions: dropped,
         intervened_steps: shared.intervened_steps.load(Ordering::Relaxed),
+        stop_reason: stop_reason.to_owned(),
     };
     let text = serde_json::to_string_pretty(&summary).map_err(stage("summary.json"))?;
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
