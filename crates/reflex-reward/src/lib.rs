@@ -12,6 +12,8 @@
 //! - [`preference`]: the Bradley-Terry ensemble learned from preference labels, and Spearman's
 //!   rank correlation to check it.
 //! - [`fusion`]: weights, clipping, potential-based terms, success overriding dense shaping.
+//! - [`sim`]: the oracle's keypoint answer from simulator ground truth, and lifting any answer
+//!   onto the simulated scene through the rendered depth and segmentation.
 //!
 //! Seams: networks are `reflex_learn::nn` nets; nothing here runs on the control thread.
 
@@ -20,3 +22,4 @@ pub mod keypoint;
 pub mod lift;
 pub mod parse;
 pub mod preference;
+pub mod sim;
