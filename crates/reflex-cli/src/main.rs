@@ -4,6 +4,8 @@
 //! - `reflex eval`: success rate of a trained run.
 //! - `reflex sim`: run a policy in the simulator and report its success rate.
 //! - `reflex run`: the runtime's control loop driving the simulated arm in real time.
+//! - `reflex vlm-oracle`: an OpenAI-compatible server answering Reflex's VLM prompts from
+//!   simulator ground truth, with injectable noise, latency and faults.
 //! - `reflex bench sim|policy|loop|learner|pendulum|train`: throughput, latency and learning figures.
 
 mod bench;
@@ -11,6 +13,7 @@ mod bench_learn;
 mod run;
 mod sim;
 mod train;
+mod vlm_oracle;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,6 +35,9 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run the control loop against the simulator in real time; report success and timing.
     Run(run::RunArgs),
+    /// Serve VLM answers from simulator ground truth (OpenAI-compatible), for tests and
+    /// simulation.
+    VlmOracle(vlm_oracle::OracleArgs),
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -52,6 +58,26 @@ fn main() -> Result<()> {
         Command::Eval(args) => train::run_eval(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::VlmOracle(args) => vlm_oracle::run(&args),
         Command::Bench { what } => bench::run(&what),
+    }
+}
+
+/// The first Ctrl-C (SIGINT) sets `reflex_learn::train::INTERRUPT` (training ends at the next
+/// episode boundary with every output written; servers stop); the handler then steps aside, so
+/// a second Ctrl-C stops the process at once.
+pub fn stop_on_first_interrupt() {
+    extern "C" fn on_sigint(_: libc::c_int) {
+        // Only async-signal-safe work: an atomic store and signal(2).
+        reflex_learn::train::INTERRUPT.store(true, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: restoring the default disposition is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+        }
+    }
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: the handler above only does async-signal-safe work.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
     }
 }

@@ -70,7 +70,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("{name}-s{}", cfg.seed)));
-    stop_on_first_interrupt();
+    crate::stop_on_first_interrupt();
     let bar = ProgressBar::new(1000);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {msg}")
@@ -159,22 +159,4 @@ pub fn run_eval(a: &EvalArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The first Ctrl-C (SIGINT) ends training at the next episode boundary with every output
-/// written; the handler then steps aside, so a second Ctrl-C stops the process at once.
-fn stop_on_first_interrupt() {
-    extern "C" fn on_sigint(_: libc::c_int) {
-        // Only async-signal-safe work: an atomic store and signal(2).
-        reflex_learn::train::INTERRUPT.store(true, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: restoring the default disposition is async-signal-safe.
-        unsafe {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-        }
-    }
-    // SAFETY: the handler above only does async-signal-safe work.
-    unsafe {
-        let handler: extern "C" fn(libc::c_int) = on_sigint;
-        libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
-    }
 }

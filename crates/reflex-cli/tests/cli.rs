@@ -381,3 +381,73 @@ fn a_bad_training_config_names_file_and_field() {
     assert!(err.contains("bad.toml") && err.contains("critcs"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `reflex vlm-oracle` serves real HTTP on loopback: the VLM client gets an answer from it,
+/// bad flags are refused by name, and Ctrl-C stops it cleanly.
+#[test]
+fn vlm_oracle_answers_the_client_and_stops_on_ctrl_c() {
+    use reflex_reward::parse::Preference;
+    use reflex_reward::vlm::{Answer, Png, Query, Request, VlmClient, VlmConfig};
+    use std::io::BufRead;
+
+    let (ok, _, err) = reflex(&["vlm-oracle", "--port", "0", "--noise", "1.5"]);
+    assert!(!ok && err.contains("--noise"), "{err}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .args(["vlm-oracle", "--port", "0", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base_url = serde_json::from_str::<serde_json::Value>(&line).unwrap()["base_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(base_url.starts_with("http://127.0.0.1:"), "{base_url}");
+    let client = VlmClient::start(VlmConfig {
+        base_url,
+        timeout_s: 5.0,
+        ..Default::default()
+    })
+    .unwrap();
+    let img = std::sync::Arc::new(Png::encode_rgb(2, 2, &[0; 12]).unwrap());
+    client
+        .submit(Request {
+            id: 42,
+            query: Query::Preference {
+                first: img.clone(),
+                second: img,
+                instruction: "lift the cube".into(),
+            },
+            hint: Some(serde_json::json!({ "progress": [0.9, 0.1] })),
+        })
+        .unwrap();
+    let reply = client
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("no reply");
+    assert_eq!(reply.id, 42);
+    assert_eq!(reply.result, Ok(Answer::Preference(Preference::First)));
+    client.shutdown();
+
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed().as_secs() > 20 {
+            let _ = child.kill();
+            panic!("the oracle did not stop on Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -12,6 +12,12 @@
 //! - [`preference`]: the Bradley-Terry ensemble learned from preference labels, and Spearman's
 //!   rank correlation to check it.
 //! - [`fusion`]: weights, clipping, potential-based terms, success overriding dense shaping.
+//! - [`prompts`]: the questions asked of a VLM.
+//! - [`vlm`]: the OpenAI-compatible client on its own tokio thread (bounded queues, timeouts,
+//!   retries with backoff, concurrency limit, disk cache, budget, counters; replies carry their
+//!   request's id).
+//! - [`oracle`]: the OpenAI-compatible server that answers the same prompts from simulator
+//!   ground truth, with injected noise, latency, errors and garbage.
 //! - [`sim`]: the oracle's keypoint answer from simulator ground truth, and lifting any answer
 //!   onto the simulated scene through the rendered depth and segmentation.
 //!
@@ -20,6 +26,9 @@
 pub mod fusion;
 pub mod keypoint;
 pub mod lift;
+pub mod oracle;
 pub mod parse;
 pub mod preference;
+pub mod prompts;
 pub mod sim;
+pub mod vlm;
