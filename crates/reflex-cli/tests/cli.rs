@@ -329,22 +329,7 @@ fn ctrl_c_ends_training_with_every_output_written() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
-    );
-    let t1 = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t1.elapsed().as_secs() > 60 {
-            let _ = child.kill();
-            panic!("training did not stop within 60 s of Ctrl-C");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let status = interrupt_and_wait(&mut child, 60);
     assert!(status.success(), "{status:?}");
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
@@ -433,21 +418,27 @@ fn vlm_oracle_answers_the_client_and_stops_on_ctrl_c() {
     assert_eq!(reply.result, Ok(Answer::Preference(Preference::First)));
     client.shutdown();
 
+    let status = interrupt_and_wait(&mut child, 20);
+    assert!(status.success(), "{status:?}");
+}
+
+/// Sends Ctrl-C (SIGINT) to `child` and waits for it to exit, killing it and failing the test
+/// after `limit_s` seconds.
+fn interrupt_and_wait(child: &mut std::process::Child, limit_s: u64) -> std::process::ExitStatus {
     // SAFETY: sending a signal to our own child process.
     assert_eq!(
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
         0
     );
     let t0 = std::time::Instant::now();
-    let status = loop {
+    loop {
         if let Some(s) = child.try_wait().unwrap() {
-            break s;
+            return s;
         }
-        if t0.elapsed().as_secs() > 20 {
+        if t0.elapsed().as_secs() > limit_s {
             let _ = child.kill();
-            panic!("the oracle did not stop on Ctrl-C");
+            panic!("the process did not stop within {limit_s} s of Ctrl-C");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status:?}");
+    }
 }

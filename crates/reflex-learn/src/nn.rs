@@ -230,14 +230,6 @@ impl Normaliser {
             }
         }
     }
-
-    /// This map on the first inputs and the identity on `extra` more.
-    pub fn extended(&self, extra: usize) -> Self {
-        let mut n = self.clone();
-        n.mean.extend(std::iter::repeat_n(0.0, extra));
-        n.inv_std.extend(std::iter::repeat_n(1.0, extra));
-        n
-    }
 }
 
 /// A multilayer perceptron trained in batches.

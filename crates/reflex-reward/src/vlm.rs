@@ -14,6 +14,7 @@ use crate::parse::{parse_keypoints, parse_preference, parse_success, Grid, Parse
 use crate::parse::{KeypointAnswer, Preference};
 use crate::prompts;
 use base64::Engine;
+use image::ImageEncoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -92,8 +93,6 @@ impl Png {
         Ok(Self(out))
     }
 }
-
-use image::ImageEncoder;
 
 /// What to ask.
 #[derive(Clone, Debug)]
