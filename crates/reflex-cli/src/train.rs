@@ -3,8 +3,13 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use reflex_learn::train::{evaluate_run, train, Progress, TrainConfig};
+use reflex_learn::stage::RewardPlugin;
+use reflex_learn::train::{evaluate_run, train_with, Progress, TrainConfig};
+use reflex_reward::oracle::{Oracle, OracleConfig};
+use reflex_reward::training::{keypoint_plugin, KeypointStageConfig};
+use reflex_reward::vlm::{VlmClient, VlmConfig};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Arguments of `reflex train`.
 #[derive(Args)]
@@ -33,9 +38,74 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last checkpoint and replay.
     #[arg(long)]
     resume: bool,
+    /// Where training rewards come from: the task's own reward terms, or keypoints a VLM
+    /// proposes on the first camera frame of each episode.
+    #[arg(long, value_enum, default_value_t = RewardSource::Task)]
+    reward: RewardSource,
+    /// Base URL of an OpenAI-compatible VLM server (e.g. http://127.0.0.1:8000/v1). Without
+    /// it, VLM rewards are answered by a built-in oracle from simulator ground truth.
+    #[arg(long)]
+    vlm_url: Option<String>,
+    /// Model name sent to the VLM server.
+    #[arg(long)]
+    vlm_model: Option<String>,
     /// Print summary.json as the last line.
     #[arg(long)]
     json: bool,
+}
+
+/// Reward sources `reflex train --reward` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RewardSource {
+    /// The task file's reward terms.
+    Task,
+    /// Keypoints proposed by a VLM, lifted to 3D and tracked (dense terms), plus the task's
+    /// success.
+    VlmKeypoints,
+    /// A reward model learned from VLM preferences between frames (not built yet).
+    VlmPreference,
+    /// A learned success classifier on camera frames (not built yet).
+    Classifier,
+}
+
+/// The reward plugin for `source`, and the built-in oracle server when one is needed (kept
+/// alive for the run).
+fn reward_plugin(
+    a: &TrainArgs,
+    cfg: &TrainConfig,
+    out: &std::path::Path,
+) -> Result<(Option<RewardPlugin>, Option<Oracle>)> {
+    match a.reward {
+        RewardSource::Task => Ok((None, None)),
+        RewardSource::VlmPreference | RewardSource::Classifier => bail!(
+            "--reward {:?}: not available yet; use task or vlm-keypoints",
+            a.reward
+        ),
+        RewardSource::VlmKeypoints => {
+            let (base_url, oracle) = match &a.vlm_url {
+                Some(u) => (u.clone(), None),
+                None => {
+                    let o = Oracle::start(([127, 0, 0, 1], 0).into(), OracleConfig::default())
+                        .context("starting the built-in VLM oracle")?;
+                    tracing::info!(url = %o.base_url(), "no --vlm-url: keypoints come from the built-in oracle (simulator ground truth)");
+                    (o.base_url(), Some(o))
+                }
+            };
+            let mut vlm = VlmConfig {
+                base_url,
+                cache_dir: Some(out.join("vlm-cache")),
+                ..Default::default()
+            };
+            if let Some(m) = &a.vlm_model {
+                vlm.model = m.clone();
+            }
+            let client = VlmClient::start(vlm).context("--vlm-url")?;
+            let task = reflex_sim::Task::load(&cfg.task).context("task")?;
+            let plugin = keypoint_plugin(&task, Arc::new(client), KeypointStageConfig::default())
+                .map_err(|e| anyhow::anyhow!("--reward vlm-keypoints: {e}"))?;
+            Ok((Some(plugin), oracle))
+        }
+    }
 }
 
 pub fn run_train(a: &TrainArgs) -> Result<()> {
@@ -70,6 +140,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("{name}-s{}", cfg.seed)));
+    let (plugin, oracle) = reward_plugin(a, &cfg, &out)?;
     crate::stop_on_first_interrupt();
     let bar = ProgressBar::new(1000);
     bar.set_style(
@@ -77,7 +148,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let summary = train(&cfg, &out, a.resume, |p| match p {
+    let summary = train_with(&cfg, &out, a.resume, plugin, |p| match p {
         Progress::Stage(s) => bar.set_message(s.to_string()),
         Progress::Training {
             env_steps,
@@ -113,6 +184,28 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         summary.wall_s / 60.0,
         out.display()
     );
+    if let Some(stage) = &summary.reward_stage {
+        let v = &stage["vlm"];
+        let k = &stage["keypoints"];
+        println!(
+            "rewards from {}: {} episodes planned, {} dropped ({} transitions); VLM {} queries, {} cache hits, {} timeouts, {} failed; {} deadline misses",
+            summary.reward,
+            k["planned"],
+            k["failed_answers"].as_u64().unwrap_or(0)
+                + k["unliftable"].as_u64().unwrap_or(0)
+                + k["expired"].as_u64().unwrap_or(0)
+                + k["not_asked"].as_u64().unwrap_or(0),
+            k["dropped"],
+            v["queries"],
+            v["cache_hits"],
+            v["timeouts"],
+            v["failed"],
+            summary.deadline_misses
+        );
+    }
+    if let Some(o) = oracle {
+        o.stop();
+    }
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);
     }

@@ -297,6 +297,57 @@ fn train_writes_a_run_that_eval_reads() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `reflex train --reward vlm-keypoints` without `--vlm-url` asks the built-in oracle over
+/// loopback HTTP at every reset, and the summary shows the plans, the rewarded transitions and
+/// the VLM counters; a reward source that is not built is refused naming the flag.
+#[test]
+fn train_with_vlm_keypoints_from_the_built_in_oracle() {
+    let dir = std::env::temp_dir().join(format!("reflex-cli-kp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        "task = \"pick_cube\"\ndemo_episodes = 2\nmax_env_steps = 400\neval_every = 400\neval_episodes = 2\n\
+         [bc]\nhidden = [32, 32]\nsteps = 100\n\
+         [agent]\nhidden = [32, 32]\n\
+         [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\n",
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let args = |reward: &'static str| {
+        vec![
+            "train".to_owned(),
+            "--config".into(),
+            cfg.to_str().unwrap().into(),
+            "--out".into(),
+            run.to_str().unwrap().into(),
+            "--reward".into(),
+            reward.into(),
+            "--json".into(),
+        ]
+    };
+    let a = args("vlm-keypoints");
+    let (ok, out, err) = reflex(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let s = last_json(&out);
+    assert_eq!(s["reward"], "vlm-keypoints", "{s}");
+    let k = &s["reward_stage"]["keypoints"];
+    let v = &s["reward_stage"]["vlm"];
+    assert!(k["planned"].as_u64().unwrap() >= 2, "{s}");
+    assert!(k["rewarded"].as_u64().unwrap() >= 200, "{s}");
+    assert!(v["queries"].as_u64().unwrap() >= 2, "{s}");
+    assert_eq!(v["failed"], 0, "{s}");
+    assert!(s["deadline_misses"].is_u64(), "{s}");
+    assert!(out.contains("rewards from vlm-keypoints"), "{out}");
+
+    let a = args("classifier");
+    let (ok, _, err) = reflex(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok);
+    assert!(err.contains("--reward"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Ctrl-C during training ends the run cleanly: exit status 0, and the summary, curve, metrics
 /// and final policy are all written.
 #[test]

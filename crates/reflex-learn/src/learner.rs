@@ -15,6 +15,7 @@ use crate::nn::Normaliser;
 use crate::replay::{sample_mixed, NStep, Record, Ring, Step};
 use crate::rng::Rng;
 use crate::sac::{Agent, Batch, UpdateStats};
+use crate::stage::RewardStage;
 use crate::store::{save_checkpoint, Checkpoint, ReplayLog, Source, StoreError};
 use reflex_core::{BoundedQueue, Transition};
 use reflex_runtime::{Mlp, MlpScratch, WeightsSlot};
@@ -53,6 +54,11 @@ pub struct LearnerConfig {
     /// reward (`r / (1 - gamma)`): otherwise dense shaping collected by hovering just short of
     /// success can be worth more than succeeding, and the policy learns to avoid it.
     pub success_absorbing: bool,
+    /// Run the learner on the training driver's thread, in step with the simulator: after each
+    /// environment step it takes in the transition and runs the updates the ratio allows. A
+    /// run is then reproducible from its seed (same build, same machine), at the cost of the
+    /// overlap between simulating and learning. Simulation only; a real arm never waits.
+    pub lockstep: bool,
 }
 
 impl Default for LearnerConfig {
@@ -72,6 +78,7 @@ impl Default for LearnerConfig {
             replay_capacity: 1_000_000,
             reward_scale: 0.1,
             success_absorbing: true,
+            lockstep: false,
         }
     }
 }
@@ -155,6 +162,8 @@ pub struct Learner {
     slot: Arc<WeightsSlot>,
     batch: Batch,
     rng: Rng,
+    stage: Option<Box<dyn RewardStage>>,
+    ready: Vec<Transition>,
     /// Counters for the driver.
     pub shared: Arc<LearnerShared>,
 }
@@ -193,6 +202,8 @@ impl Learner {
             checkpoint_dir: None,
             slot,
             rng: Rng::new(seed ^ 0x1EA2),
+            stage: None,
+            ready: Vec::new(),
             shared: Arc::new(LearnerShared::default()),
         }
     }
@@ -387,6 +398,51 @@ impl Learner {
         Ok(Some(path))
     }
 
+    /// Takes in every transition waiting in `queue`; returns how many there were.
+    /// With a reward stage, transitions go through it first and arrive once their rewards are
+    /// known.
+    pub fn drain(&mut self, queue: &BoundedQueue<Transition>) -> Result<usize, StoreError> {
+        let mut got = 0;
+        let mut ready = std::mem::take(&mut self.ready);
+        match &mut self.stage {
+            Some(stage) => {
+                while let Some(t) = queue.pop() {
+                    got += 1;
+                    stage.take(t, &mut |r| ready.push(r));
+                }
+                stage.poll(&mut |r| ready.push(r));
+            }
+            None => {
+                while let Some(t) = queue.pop() {
+                    got += 1;
+                    ready.push(t);
+                }
+            }
+        }
+        let mut result = Ok(got);
+        for t in ready.drain(..) {
+            if let Some(step) = self.step_from(&t) {
+                if let Err(e) = self.add_online(step, t.intervened) {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        ready.clear();
+        self.ready = ready;
+        result
+    }
+
+    /// Puts a reward stage between the runtime's transitions and the replay.
+    pub fn set_stage(&mut self, stage: Box<dyn RewardStage>) {
+        self.stage = Some(stage);
+    }
+
+    /// The reward stage's counters, if there is one.
+    pub fn stage_report(&self) -> Option<serde_json::Value> {
+        self.stage.as_ref().map(|s| s.report())
+    }
+
     /// Runs on its own thread until `shared.stop`: drains `queue`, updates, publishes. Returns
     /// the learner (after a final checkpoint) when stopped.
     pub fn spawn(
@@ -398,13 +454,7 @@ impl Learner {
             .spawn(move || {
                 let shared = self.shared.clone();
                 while !shared.stop.load(Ordering::Acquire) {
-                    let mut got = 0;
-                    while let Some(t) = queue.pop() {
-                        got += 1;
-                        if let Some(step) = self.step_from(&t) {
-                            self.add_online(step, t.intervened)?;
-                        }
-                    }
+                    let got = self.drain(&queue)?;
                     if shared.paused.load(Ordering::Acquire) {
                         std::thread::sleep(Duration::from_micros(500));
                         continue;

@@ -13,6 +13,9 @@
 //!   checkpoints.
 //! - [`bc`]: behaviour cloning of the base policy.
 //! - [`learner`]: the learner thread between the runtime's transition queue and its weights slot.
+//! - [`stage`]: the seam for rewards that arrive late (a VLM's answer, a learned model): a hook
+//!   on the driver at each reset and a stage on the learner thread that holds transitions until
+//!   their rewards are known.
 //! - [`train`]: the main job (`reflex train`) and evaluation of a run (`reflex eval`).
 //! - [`plot`] draws `curve.png`.
 //! - [`pendulum`]: a pendulum swing-up to sanity-check the algorithm.
@@ -29,6 +32,7 @@ pub mod pendulum;
 pub mod plot;
 pub mod replay;
 pub mod sac;
+pub mod stage;
 pub mod store;
 pub mod train;
 

@@ -19,6 +19,7 @@ use crate::learner::{Learner, LearnerConfig};
 use crate::nn::INPUT_MIN_STD;
 use crate::plot::plot_curves;
 use crate::sac::{Agent, AgentConfig, UpdateStats};
+use crate::stage::{EpisodeHook, RewardPlugin};
 use crate::store::{load_latest, ReplayLog};
 use reflex_core::{Policy, Transition};
 use reflex_runtime::{Mlp, NetPolicy, ResidualPolicy, Runtime, RuntimeConfig, WeightsSlot};
@@ -275,6 +276,16 @@ pub struct Summary {
     /// `interrupted` or `learner stopped`.
     #[serde(default)]
     pub stop_reason: String,
+    /// Where training rewards came from: `task` or a reward source's name.
+    #[serde(default)]
+    pub reward: String,
+    /// Training ticks whose work (simulated physics included) took a control period or longer.
+    #[serde(default)]
+    pub deadline_misses: u64,
+    /// The reward source's counters (VLM queries, cache hits, failures, transitions held and
+    /// dropped), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_stage: Option<serde_json::Value>,
 }
 
 /// Progress reported while a run goes.
@@ -405,6 +416,19 @@ pub fn train(
     cfg: &TrainConfig,
     out: &Path,
     resume: bool,
+    progress: impl FnMut(Progress),
+) -> Result<Summary, TrainError> {
+    train_with(cfg, out, resume, None, progress)
+}
+
+/// [`train`] with the rewards of `reward` instead of the task's own: its hook sees every
+/// training episode start, its stage fills in the rewards on the learner thread. Evaluation
+/// still judges the task's own success.
+pub fn train_with(
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    reward: Option<RewardPlugin>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Summary, TrainError> {
     cfg.validate().map_err(stage("configuration"))?;
@@ -585,7 +609,18 @@ pub fn train(
     if resuming {
         learner.publish();
     }
-    let handle = learner.spawn(rt.transitions().clone());
+    let reward_name = reward
+        .as_ref()
+        .map_or("task".to_owned(), |r| r.name.clone());
+    let mut hook = reward.map(|r| {
+        learner.set_stage(r.stage);
+        r.hook
+    });
+    let mut running = if cfg.learner.lockstep {
+        Running::Inline(Box::new(learner))
+    } else {
+        Running::Thread(learner.spawn(rt.transitions().clone()))
+    };
     progress(Progress::Stage("training"));
     let budget = Duration::from_secs_f64(cfg.minutes * 60.0);
     let budget_s = budget.as_secs_f64();
@@ -598,13 +633,21 @@ pub fn train(
     let mut last_report = Instant::now();
     let mut stop_reason = "time budget";
     let mut ret_success = false;
-    rt.robot_mut()
-        .reset(train_seeds.next().unwrap_or(0))
-        .map_err(stage("simulator"))?;
-    rt.begin_episode().map_err(stage("runtime"))?;
+    let tick_stats = rt.stats().clone();
+    let period_ns = (1e9 / cfg.loop_rate_hz) as u64;
+    start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
     let result: Result<(), TrainError> = (|| {
         loop {
+            let t0 = Instant::now();
             let rep = rt.tick();
+            tick_stats
+                .timing
+                .compute
+                .record(t0.elapsed().as_nanos() as u64);
+            if let Running::Inline(learner) = &mut running {
+                learner.drain(rt.transitions()).map_err(stage("replay"))?;
+                while learner.try_update() {}
+            }
             if rep.outcome.is_some() {
                 // Hold the simulator while the learner is behind its update-to-data ratio.
                 loop {
@@ -615,7 +658,7 @@ pub fn train(
                         break;
                     }
                     if started.elapsed() >= budget
-                        || handle.is_finished()
+                        || running.finished()
                         || INTERRUPT.load(Ordering::Relaxed)
                     {
                         break;
@@ -678,14 +721,11 @@ pub fn train(
                     stop_reason = "interrupted";
                     return Ok(());
                 }
-                if handle.is_finished() {
+                if running.finished() {
                     stop_reason = "learner stopped";
                     return Ok(());
                 }
-                rt.robot_mut()
-                    .reset(train_seeds.next().unwrap_or(0))
-                    .map_err(stage("simulator"))?;
-                rt.begin_episode().map_err(stage("runtime"))?;
+                start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
             }
             if last_report.elapsed() > Duration::from_millis(250) {
                 last_report = Instant::now();
@@ -700,13 +740,11 @@ pub fn train(
         }
     })();
     shared.stop.store(true, Ordering::Release);
-    let learner = handle
-        .join()
-        .map_err(|_| stage("learner")("the learner thread panicked"))?
-        .map_err(stage("learner"))?;
+    let learner = running.stop()?;
     result?;
     tracing::info!(reason = stop_reason, "training stopped");
     let dropped = rt.transitions().stats().dropped;
+    let deadline_misses = tick_stats.timing.compute.count_from(period_ns);
 
     // The final policy and its evaluation (unless the last evaluation saw these weights).
     actor_slot
@@ -768,10 +806,63 @@ pub fn train(
         dropped_transitions: dropped,
         intervened_steps: shared.intervened_steps.load(Ordering::Relaxed),
         stop_reason: stop_reason.to_owned(),
+        reward: reward_name,
+        deadline_misses,
+        reward_stage: learner.stage_report(),
     };
     let text = serde_json::to_string_pretty(&summary).map_err(stage("summary.json"))?;
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
     Ok(summary)
+}
+
+/// Resets the training scene with `seed`, opens the runtime's next episode and tells the
+/// reward hook (if any) about it.
+fn start_episode(
+    rt: &mut Runtime<SimRobot>,
+    seed: u64,
+    hook: &mut Option<Box<dyn EpisodeHook>>,
+) -> Result<(), TrainError> {
+    rt.robot_mut().reset(seed).map_err(stage("simulator"))?;
+    rt.begin_episode().map_err(stage("runtime"))?;
+    if let Some(h) = hook {
+        let episode = rt
+            .stats()
+            .episodes
+            .load(Ordering::Relaxed)
+            .saturating_sub(1);
+        h.episode_started(episode, rt.robot().env());
+    }
+    Ok(())
+}
+
+/// The learner during training: on its own thread, or in step with the simulator.
+enum Running {
+    Thread(std::thread::JoinHandle<Result<Learner, crate::store::StoreError>>),
+    Inline(Box<Learner>),
+}
+
+impl Running {
+    /// Whether the learner thread has ended (it only ends early on an error).
+    fn finished(&self) -> bool {
+        match self {
+            Running::Thread(h) => h.is_finished(),
+            Running::Inline(_) => false,
+        }
+    }
+
+    /// Ends the learner (after its final checkpoint) and hands it back.
+    fn stop(self) -> Result<Learner, TrainError> {
+        match self {
+            Running::Thread(h) => h
+                .join()
+                .map_err(|_| stage("learner")("the learner thread panicked"))?
+                .map_err(stage("learner")),
+            Running::Inline(mut l) => {
+                l.checkpoint().map_err(stage("learner"))?;
+                Ok(*l)
+            }
+        }
+    }
 }
 
 fn write_metrics(out: &Path, state: &RunState) -> Result<(), TrainError> {

@@ -18,11 +18,16 @@
 //!   request's id).
 //! - [`oracle`]: the OpenAI-compatible server that answers the same prompts from simulator
 //!   ground truth, with injected noise, latency, errors and garbage.
+//! - [`annotate`]: the cell grid drawn on frames before they go to a VLM.
+//! - [`training`]: keypoint rewards from the VLM client during `reflex train`, as a
+//!   `reflex_learn::stage` plugin (asks at each reset, holds transitions until their episode's
+//!   answer arrives, drops and counts what fails or expires).
 //! - [`sim`]: the oracle's keypoint answer from simulator ground truth, and lifting any answer
 //!   onto the simulated scene through the rendered depth and segmentation.
 //!
 //! Seams: networks are `reflex_learn::nn` nets; nothing here runs on the control thread.
 
+pub mod annotate;
 pub mod fusion;
 pub mod keypoint;
 pub mod lift;
@@ -31,4 +36,5 @@ pub mod parse;
 pub mod preference;
 pub mod prompts;
 pub mod sim;
+pub mod training;
 pub mod vlm;

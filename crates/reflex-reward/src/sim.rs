@@ -99,40 +99,78 @@ pub fn oracle_keypoints(
     Ok(serde_json::json!({ "affordance": a, "waypoints": [w] }).to_string())
 }
 
-/// Lifts an answer given on `frame` of `env`'s current state to a plan: the affordance point
-/// attached to the task object under it, waypoints at the affordance point's camera depth.
-/// The plan's body index is the object's index in the task.
+/// What lifting an answer needs to know about the scene at the moment its frame was taken: the
+/// frame (depth and segmentation), the names behind the segmentation ids and the task objects'
+/// poses. Captured on the simulator's thread; the answer may be lifted later on another one.
+#[derive(Clone, Debug)]
+pub struct Scene {
+    /// The frame the question was asked on.
+    pub frame: Frame,
+    /// Names of the segmentation ids (`World::seg`).
+    pub seg_names: Vec<String>,
+    /// Task objects in task-file order: name and pose.
+    pub objects: Vec<(String, Isometry3<f64>)>,
+}
+
+impl Scene {
+    /// Captures `env`'s scene as seen in `frame`.
+    pub fn capture(env: &Env, frame: Frame) -> Self {
+        let objects = env
+            .task()
+            .objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.name.clone(), object_pose(env, i)))
+            .collect();
+        Self {
+            frame,
+            seg_names: env.world().seg.iter().map(|s| s.name.clone()).collect(),
+            objects,
+        }
+    }
+
+    /// Lifts an answer given on this scene's frame to a plan: the affordance point attached to
+    /// the task object under it, waypoints at the affordance point's camera depth. The plan's
+    /// body index is the object's index in the task.
+    pub fn lift(&self, answer: &KeypointAnswer) -> Result<KeypointPlan, PlanError> {
+        let frame = &self.frame;
+        let view = depth_view(frame);
+        let [x, y] = answer.affordance;
+        let (u, v) = view.pixel_with_depth(x, y)?;
+        let p = view.lift(x, y)?;
+        let seg = usize::from(frame.segmentation[v * frame.width + u]);
+        let name = self
+            .seg_names
+            .get(seg)
+            .map_or_else(|| "nothing".to_owned(), |s| s.clone());
+        let (object, body_pose) = self
+            .objects
+            .iter()
+            .enumerate()
+            .find(|(_, (n, _))| *n == name)
+            .map(|(i, (_, pose))| (i, *pose))
+            .ok_or(PlanError::NotOnObject(name))?;
+        let z = frame.pose.inverse_transform_point(&p).z;
+        let k = pinhole(frame);
+        let waypoints = answer
+            .waypoints
+            .iter()
+            .map(|w| frame.pose * unproject(&k, w[0], w[1], z))
+            .collect();
+        Ok(KeypointPlan {
+            affordance: Attached::new(object, &body_pose, &p),
+            waypoints,
+        })
+    }
+}
+
+/// [`Scene::lift`] on `env`'s current scene seen in `frame`.
 pub fn lift_answer(
     answer: &KeypointAnswer,
     env: &Env,
     frame: &Frame,
 ) -> Result<KeypointPlan, PlanError> {
-    let view = depth_view(frame);
-    let [x, y] = answer.affordance;
-    let (u, v) = view.pixel_with_depth(x, y)?;
-    let p = view.lift(x, y)?;
-    let seg = usize::from(frame.segmentation[v * frame.width + u]);
-    let world = env.world();
-    let name = world
-        .seg
-        .get(seg)
-        .map_or_else(|| "nothing".to_owned(), |s| s.name.clone());
-    let object = env
-        .task()
-        .object(&name)
-        .ok_or(PlanError::NotOnObject(name))?;
-    let body_pose = object_pose(env, object);
-    let z = frame.pose.inverse_transform_point(&p).z;
-    let k = pinhole(frame);
-    let waypoints = answer
-        .waypoints
-        .iter()
-        .map(|w| frame.pose * unproject(&k, w[0], w[1], z))
-        .collect();
-    Ok(KeypointPlan {
-        affordance: Attached::new(object, &body_pose, &p),
-        waypoints,
-    })
+    Scene::capture(env, frame.clone()).lift(answer)
 }
 
 /// Pose of task object `i` now.

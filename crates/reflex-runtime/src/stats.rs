@@ -60,6 +60,15 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Values recorded in `ns`'s bucket or above: every value at least `ns`, and possibly some
+    /// up to 6 % below it (so a count of zero proves none reached `ns`).
+    pub fn count_from(&self, ns: u64) -> u64 {
+        self.buckets[bucket_of(ns)..]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Largest value recorded, exactly.
     pub fn max_ns(&self) -> u64 {
         self.max_ns.load(Ordering::Relaxed)
@@ -128,5 +137,10 @@ mod tests {
         assert!((p50 / 500_500.0 - 1.0).abs() < 0.07, "p50 {p50}");
         assert!((p99 / 990_000.0 - 1.0).abs() < 0.07, "p99 {p99}");
         assert_eq!(Histogram::default().quantile_ns(0.5), 0);
+        assert_eq!(h.count_from(1_100_000), 0);
+        // The bucket of 1 ms starts at 983,040 ns: the values 984..=1000 us.
+        assert_eq!(h.count_from(1_000_000), 17);
+        let above_half = h.count_from(500_000);
+        assert!((501..=532).contains(&above_half), "{above_half}");
     }
 }
