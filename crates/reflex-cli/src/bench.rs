@@ -33,7 +33,9 @@ pub struct BenchLoopArgs {
     /// Duration, seconds.
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
-    /// Run a busy learner thread and a reward worker that takes 2 s per answer meanwhile.
+    /// Meanwhile run a busy learner thread and real VLM traffic: keypoint questions on a
+    /// rendered frame to an in-process oracle server over loopback HTTP, answered after 1 s,
+    /// with the client's queue kept full.
     #[arg(long)]
     load: bool,
     /// Do not ask for SCHED_FIFO, mlockall and CPU pinning.
@@ -397,6 +399,83 @@ fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
     Ok(())
 }
 
+/// Keeps the VLM client busy against an in-process oracle server answering after 1 s, until
+/// `stop`; each answer is published in `cell`. Returns the answers received.
+fn vlm_traffic(
+    stop: &std::sync::atomic::AtomicBool,
+    cell: &reflex_core::LatestCell<(u64, f32)>,
+    in_flight_max: &std::sync::atomic::AtomicU64,
+) -> u64 {
+    use reflex_reward::oracle::{Oracle, OracleConfig};
+    use reflex_reward::parse::Grid;
+    use reflex_reward::vlm::{Png, Query, Request, VlmClient, VlmConfig};
+    use std::sync::atomic::Ordering;
+    let run = || -> Result<u64> {
+        let server = Oracle::start(
+            ([127, 0, 0, 1], 0).into(),
+            OracleConfig {
+                latency: Duration::from_secs(1),
+                ..Default::default()
+            },
+        )?;
+        let client = VlmClient::start(VlmConfig {
+            base_url: server.base_url(),
+            ..Default::default()
+        })?;
+        let task = reflex_sim::Task::load("pick_cube")?;
+        let mut env = reflex_sim::Env::new(task.clone())?;
+        env.reset(0)?;
+        let camera = reflex_sim::Camera::front(160, 120);
+        let mut frame = reflex_sim::Frame::new(160, 120);
+        env.render(&camera, &mut frame, false);
+        let image = std::sync::Arc::new(Png::encode_rgb(160, 120, &frame.rgb)?);
+        let grid = Grid {
+            width: 160,
+            height: 120,
+            cols: 8,
+            rows: 6,
+        };
+        let (mut asked, mut answered) = (0u64, 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            loop {
+                let req = Request {
+                    id: asked,
+                    query: Query::Keypoints {
+                        image: image.clone(),
+                        grid,
+                        instruction: task.instruction.clone(),
+                    },
+                    // Distinct hints keep the disk cache out of it (there is none here anyway).
+                    hint: Some(serde_json::json!({
+                        "keypoints": { "affordance": [80.0, 60.0 + (asked % 50) as f64], "waypoints": [] },
+                        "image": [160, 120],
+                    })),
+                };
+                if client.submit(req).is_err() {
+                    break;
+                }
+                asked += 1;
+            }
+            in_flight_max.fetch_max(asked - answered, Ordering::Relaxed);
+            if let Some(reply) = client.recv_timeout(Duration::from_millis(100)) {
+                answered += 1;
+                if reply.result.is_ok() {
+                    cell.set((answered, 0.5));
+                }
+            }
+        }
+        server.stop();
+        Ok(answered)
+    };
+    match run() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("VLM traffic stopped: {e}");
+            0
+        }
+    }
+}
+
 fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
     use indicatif::{ProgressBar, ProgressStyle};
     use reflex_core::LatestCell;
@@ -408,6 +487,7 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
     let stats = Arc::new(LoopStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let rewards: Arc<LatestCell<(u64, f32)>> = Arc::new(LatestCell::new());
+    let vlm_in_flight_max = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::new();
     if a.load {
         // The learner: busy on its own core, as gradient steps would be.
@@ -431,22 +511,15 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
             }
             n
         }));
-        // The reward worker: a VLM that takes 2 s per answer, joined to the loop by a cell.
+        // The reward worker: real VLM traffic over loopback HTTP. An oracle server answers
+        // every keypoint question after 1 s; the client keeps its queue full of questions on
+        // a rendered frame, so several are always in flight; answers reach the loop through
+        // a cell it never waits on.
         let stop_r = stop.clone();
         let cell = rewards.clone();
+        let in_flight_max = vlm_in_flight_max.clone();
         workers.push(std::thread::spawn(move || {
-            let mut answers = 0u64;
-            'outer: loop {
-                for _ in 0..20 {
-                    if stop_r.load(Ordering::Relaxed) {
-                        break 'outer;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                answers += 1;
-                cell.set((answers, 0.5));
-            }
-            answers
+            vlm_traffic(&stop_r, &cell, &in_flight_max)
         }));
     }
 
@@ -520,6 +593,12 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
     let misses = stats
         .deadline_misses
         .load(std::sync::atomic::Ordering::Relaxed);
+    if a.load {
+        println!(
+            "load: a learner busy on core 0; {reward_answers} VLM answers over loopback HTTP, up to {} questions in flight",
+            vlm_in_flight_max.load(Ordering::Relaxed)
+        );
+    }
     let status = |r: &std::result::Result<(), String>| match r {
         Ok(()) => "ok".to_owned(),
         Err(e) => e.clone(),
@@ -561,6 +640,7 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
                 "compute_p99_us": us(stats.compute.quantile_ns(0.99)),
                 "learner_forward_passes": learner_passes,
                 "reward_answers": reward_answers,
+                "vlm_in_flight_max": vlm_in_flight_max.load(Ordering::Relaxed),
                 "sched_fifo": status(&rt.fifo),
                 "mlockall": status(&rt.mlock),
                 "pinned": status(&rt.pinned),

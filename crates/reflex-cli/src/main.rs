@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_learn;
+mod preference;
 mod run;
 mod sim;
 mod train;
@@ -38,6 +39,9 @@ enum Command {
     /// Serve VLM answers from simulator ground truth (OpenAI-compatible), for tests and
     /// simulation.
     VlmOracle(vlm_oracle::OracleArgs),
+    /// Learn a preference reward model from a judge's labels on simulated frames and report
+    /// how well it ranks held-out frames by true progress.
+    Preference(preference::PreferenceArgs),
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -59,6 +63,7 @@ fn main() -> Result<()> {
         Command::Sim(args) => sim::run(&args),
         Command::Run(args) => run::run(&args),
         Command::VlmOracle(args) => vlm_oracle::run(&args),
+        Command::Preference(args) => preference::run(&args),
         Command::Bench { what } => bench::run(&what),
     }
 }

@@ -11,6 +11,8 @@
 //! - [`keypoint`]: a keypoint plan turned into bounded dense terms.
 //! - [`preference`]: the Bradley-Terry ensemble learned from preference labels, and Spearman's
 //!   rank correlation to check it.
+//! - [`preference_run`]: `reflex preference`, the preference model learned from a judge's
+//!   labels on simulated frames and its rank correlation with true progress.
 //! - [`fusion`]: weights, clipping, potential-based terms, success overriding dense shaping.
 //! - [`prompts`]: the questions asked of a VLM.
 //! - [`vlm`]: the OpenAI-compatible client on its own tokio thread (bounded queues, timeouts,
@@ -34,6 +36,7 @@ pub mod lift;
 pub mod oracle;
 pub mod parse;
 pub mod preference;
+pub mod preference_run;
 pub mod prompts;
 pub mod sim;
 pub mod training;

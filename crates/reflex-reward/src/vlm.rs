@@ -279,6 +279,7 @@ impl VlmStats {
 /// queue out.
 pub struct VlmClient {
     tx: Option<tokio::sync::mpsc::Sender<Request>>,
+    halt: Option<tokio::sync::oneshot::Sender<()>>,
     replies: crossbeam::channel::Receiver<Reply>,
     stats: Arc<VlmStats>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -329,10 +330,11 @@ impl VlmClient {
             .enable_all()
             .build()
             .map_err(|e| VlmError::Config(format!("tokio runtime: {e}")))?;
+        let (halt_tx, halt_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("reflex-vlm".into())
             .spawn(move || {
-                runtime.block_on(async move {
+                let work = async move {
                     let mut tasks = tokio::task::JoinSet::new();
                     // A request leaves the queue only when a slot is free, so the queue's bound
                     // is the bound on waiting requests.
@@ -351,11 +353,21 @@ impl VlmClient {
                         while tasks.try_join_next().is_some() {}
                     }
                     while tasks.join_next().await.is_some() {}
+                };
+                // Stopping abandons queued and in-flight requests at once (dropping the task
+                // set aborts them): no reply comes for them, and shutdown never waits on a
+                // slow server.
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = halt_rx => {}
+                        _ = work => {}
+                    }
                 });
             })
             .map_err(|e| VlmError::Config(format!("thread: {e}")))?;
         Ok(Self {
             tx: Some(tx),
+            halt: Some(halt_tx),
             replies,
             stats,
             thread: Some(thread),
@@ -394,13 +406,17 @@ impl VlmClient {
         self.stats.counters()
     }
 
-    /// Stops taking requests, lets those in flight finish, and joins the thread.
+    /// Stops at once: queued and in-flight requests are abandoned (no replies come for them);
+    /// joins the thread.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
         self.tx = None;
+        if let Some(h) = self.halt.take() {
+            let _ = h.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -289,3 +289,29 @@ fn a_full_queue_refuses_without_blocking() {
     assert!(refused > 0);
     assert_eq!(c.stats().queue_full, refused as u64);
 }
+
+/// Shutting down with a full queue in front of a slow server abandons the work at once
+/// instead of waiting for every answer (here 20 queued answers of 2 s, one at a time).
+#[test]
+fn shutdown_abandons_queued_work_at_once() {
+    let o = oracle(OracleConfig {
+        latency: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let c = client(o.base_url(), |cfg| {
+        cfg.queue = 20;
+        cfg.concurrency = 1;
+    });
+    for id in 0..20 {
+        c.submit(preference(id, 0.1, 0.9)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    c.shutdown();
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    o.stop();
+}
