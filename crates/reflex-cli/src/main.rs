@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_learn;
+mod classifier;
 mod preference;
 mod run;
 mod sim;
@@ -42,6 +43,11 @@ enum Command {
     /// Learn a preference reward model from a judge's labels on simulated frames and report
     /// how well it ranks held-out frames by true progress.
     Preference(preference::PreferenceArgs),
+    /// Train or evaluate the success classifier (a CNN on camera frames).
+    Classifier {
+        #[command(subcommand)]
+        what: classifier::ClassifierCommand,
+    },
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -64,6 +70,7 @@ fn main() -> Result<()> {
         Command::Run(args) => run::run(&args),
         Command::VlmOracle(args) => vlm_oracle::run(&args),
         Command::Preference(args) => preference::run(&args),
+        Command::Classifier { what } => classifier::run(&what),
         Command::Bench { what } => bench::run(&what),
     }
 }

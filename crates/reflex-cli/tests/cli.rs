@@ -351,6 +351,56 @@ fn train_with_vlm_keypoints_from_the_built_in_oracle() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `reflex classifier train` writes the classifier and its report, `reflex classifier eval`
+/// reads it back, and a directory without one is refused naming the file.
+#[test]
+fn classifier_train_then_eval() {
+    let dir = std::env::temp_dir().join(format!("reflex-cli-clf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("clf");
+    let o = out.to_str().unwrap();
+    let (ok, stdout, err) = reflex(&[
+        "classifier",
+        "train",
+        "--episodes",
+        "3",
+        "--heldout-episodes",
+        "2",
+        "--epochs",
+        "1",
+        "--size",
+        "32",
+        "--out",
+        o,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r = last_json(&stdout);
+    assert!(r["heldout"]["frames"].as_u64().unwrap() > 0, "{r}");
+    for f in ["classifier.safetensors", "classifier.json", "report.json"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let (ok, stdout, err) = reflex(&[
+        "classifier",
+        "eval",
+        "--model",
+        o,
+        "--episodes",
+        "2",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let a = last_json(&stdout);
+    assert!(
+        (0.0..=1.0).contains(&a["accuracy"].as_f64().unwrap()),
+        "{a}"
+    );
+    let (ok, _, err) = reflex(&["classifier", "eval", "--model", dir.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("classifier.json"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Ctrl-C during training ends the run cleanly: exit status 0, and the summary, curve, metrics
 /// and final policy are all written.
 #[test]

@@ -1,0 +1,458 @@
+//! # reflex-classifier
+//!
+//! A success classifier on camera frames (HIL-SERL's recipe): a small CNN that says whether a
+//! frame shows the task done, trained from labelled frames and used as the sparse reward above a
+//! threshold. The network, its optimiser and its records are burn's (0.22, the `flex` CPU
+//! backend with autodiff; weights in SafeTensors).
+//!
+//! - [`collect_frames`]: frames of the scripted expert run with five levels of action noise in
+//!   the simulator (so some episodes succeed and some stall), each rendered by the front camera
+//!   and labelled by the task's success predicate: the ends of successful episodes are the
+//!   positives, everything else the negatives.
+//! - [`Classifier`]: the CNN with its input size and threshold; [`train`] fits it with balanced
+//!   batches, [`Classifier::evaluate`] measures accuracy, and it saves to and loads from a
+//!   directory (`classifier.safetensors` + `classifier.json`).
+//!
+//! Seams: images are `[3, size, size]` floats in [0, 1] (channel-major), as
+//! [`image_tensor_layout`] makes them from the simulator's RGB frames; nothing here runs on
+//! the control thread.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::activation::{relu, sigmoid, softplus};
+use burn::tensor::{Device, Tensor, TensorData};
+use reflex_core::{Action, Policy};
+use reflex_sim::rng::Rng;
+use reflex_sim::{Camera, Env, Frame, ScriptedExpert, Task};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Why classifier work failed; each names the file or stage.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    /// The simulator or the task failed.
+    #[error("simulator: {0}")]
+    Sim(String),
+    /// Bad settings or data.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn file_err(path: &Path) -> impl Fn(String) -> ClassifierError + '_ {
+    move |message| ClassifierError::File {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+/// Labelled frames.
+#[derive(Clone, Debug, Default)]
+pub struct FrameSet {
+    /// Side of the square images, pixels.
+    pub size: usize,
+    /// Images, each `[3, size, size]` in [0, 1].
+    pub images: Vec<f32>,
+    /// Whether each frame shows the task done.
+    pub labels: Vec<bool>,
+}
+
+impl FrameSet {
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True without frames.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Positive frames.
+    pub fn positives(&self) -> usize {
+        self.labels.iter().filter(|l| **l).count()
+    }
+
+    fn image(&self, i: usize) -> &[f32] {
+        let n = 3 * self.size * self.size;
+        &self.images[i * n..(i + 1) * n]
+    }
+}
+
+/// Converts an RGB frame (row-major, 3 bytes per pixel) to the classifier's layout
+/// (channel-major floats in [0, 1]), appending to `out`.
+pub fn image_tensor_layout(frame: &Frame, out: &mut Vec<f32>) {
+    let (w, h) = (frame.width, frame.height);
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                out.push(f32::from(frame.rgb[(y * w + x) * 3 + c]) / 255.0);
+            }
+        }
+    }
+}
+
+/// Runs the scripted expert for `episodes` episodes from seed `first_seed` with a different
+/// amount of action noise in each (from none to a level that rarely finishes), renders the
+/// front camera at `size x size` after every step and labels each frame with the task's
+/// success predicate. An episode runs on for up to `after_success` steps once it succeeds (the
+/// expert holds the result), so each success gives several positives.
+pub fn collect_frames(
+    task: &Task,
+    episodes: usize,
+    first_seed: u64,
+    size: usize,
+    after_success: usize,
+) -> Result<FrameSet, ClassifierError> {
+    if size < 16 || size % 8 != 0 {
+        return Err(ClassifierError::Invalid(format!(
+            "size: must be a multiple of 8, at least 16, got {size}"
+        )));
+    }
+    let sim = |e: reflex_sim::SimError| ClassifierError::Sim(e.to_string());
+    let mut env = Env::new(task.clone()).map_err(sim)?;
+    let mut expert = ScriptedExpert::new(task, env.model());
+    let camera = Camera::front(size, size);
+    let mut frame = Frame::new(size, size);
+    let mut rng = Rng::new(first_seed ^ 0xC1A5);
+    let mut set = FrameSet {
+        size,
+        ..Default::default()
+    };
+    let mut action = Action::zeros(task.action_space);
+    for ep in 0..episodes {
+        let mut obs = env.reset(first_seed + ep as u64).map_err(sim)?;
+        expert.reset();
+        let noise = 0.6 * (ep % 5) as f64 / 4.0;
+        let mut since_success: Option<usize> = None;
+        loop {
+            expert.act(&obs, &mut action);
+            let mut a = action;
+            for v in a.as_mut_slice() {
+                *v = (*v + (rng.normal() * noise) as f32).clamp(-1.0, 1.0);
+            }
+            let step = env.step(&a).map_err(sim)?;
+            obs = step.obs;
+            env.render(&camera, &mut frame, false);
+            image_tensor_layout(&frame, &mut set.images);
+            set.labels.push(step.info.success);
+            if step.info.success {
+                since_success = Some(since_success.map_or(0, |k| k + 1));
+            }
+            let held_long_enough = since_success.is_some_and(|k| k >= after_success);
+            let over = step.truncated
+                || (step.terminated && !step.info.success)
+                || (step.terminated && since_success.is_none());
+            if held_long_enough || over || !step.info.success && since_success.is_some() {
+                break;
+            }
+        }
+    }
+    Ok(set)
+}
+
+/// Training settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierConfig {
+    /// Passes over the training frames.
+    pub epochs: usize,
+    /// Frames per batch (half positives, half negatives).
+    pub batch: usize,
+    /// Adam step size.
+    pub lr: f64,
+    /// Probability above which a frame counts as success.
+    pub threshold: f32,
+    /// Seed of the weights and the batches.
+    pub seed: u64,
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        Self {
+            // Measured on pick_cube, 64x64, 2,613 frames: 6 epochs gave 76% held-out, 20 gave 95%.
+            epochs: 20,
+            batch: 64,
+            lr: 1e-3,
+            threshold: 0.5,
+            seed: 0,
+        }
+    }
+}
+
+/// The CNN: three strided convolutions (16, 32, 32 channels) and two linear layers.
+#[derive(Module, Debug)]
+pub struct SuccessCnn {
+    c1: Conv2d,
+    c2: Conv2d,
+    c3: Conv2d,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl SuccessCnn {
+    /// A fresh network for `size x size` images.
+    pub fn new(size: usize, device: &Device) -> Self {
+        let s = size / 8;
+        Self {
+            c1: Conv2dConfig::new([3, 16], [5, 5])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+                .init(device),
+            c2: Conv2dConfig::new([16, 32], [3, 3])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device),
+            c3: Conv2dConfig::new([32, 32], [3, 3])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device),
+            fc1: LinearConfig::new(32 * s * s, 64).init(device),
+            fc2: LinearConfig::new(64, 1).init(device),
+        }
+    }
+
+    /// Logits `[n, 1]` for images `[n, 3, size, size]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = relu(self.c1.forward(x));
+        let x = relu(self.c2.forward(x));
+        let x = relu(self.c3.forward(x));
+        let x: Tensor<2> = x.flatten(1, 3);
+        self.fc2.forward(relu(self.fc1.forward(x)))
+    }
+}
+
+/// What `classifier.json` holds next to the weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierMeta {
+    /// Image side, pixels.
+    pub size: usize,
+    /// Success threshold on the probability.
+    pub threshold: f32,
+    /// Task it was trained on.
+    pub task: String,
+}
+
+/// Accuracy on a set of frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    /// Frames judged.
+    pub frames: usize,
+    /// Positive frames among them.
+    pub positives: usize,
+    /// Share judged correctly.
+    pub accuracy: f64,
+    /// Share of positives judged positive.
+    pub true_positive_rate: f64,
+    /// Share of negatives judged negative.
+    pub true_negative_rate: f64,
+}
+
+/// A trained classifier.
+pub struct Classifier {
+    model: SuccessCnn,
+    device: Device,
+    /// Its settings.
+    pub meta: ClassifierMeta,
+}
+
+/// Trains a classifier on `frames` with balanced batches; returns it and the mean loss of the
+/// last epoch.
+pub fn train(
+    frames: &FrameSet,
+    task: &str,
+    cfg: &ClassifierConfig,
+    mut progress: impl FnMut(usize, f32),
+) -> Result<(Classifier, f32), ClassifierError> {
+    let pos: Vec<usize> = (0..frames.len()).filter(|&i| frames.labels[i]).collect();
+    let neg: Vec<usize> = (0..frames.len()).filter(|&i| !frames.labels[i]).collect();
+    if pos.is_empty() || neg.is_empty() {
+        return Err(ClassifierError::Invalid(format!(
+            "training needs positive and negative frames, got {} and {}",
+            pos.len(),
+            neg.len()
+        )));
+    }
+    if cfg.batch < 2 || cfg.epochs == 0 || !cfg.lr.is_finite() || cfg.lr <= 0.0 {
+        return Err(ClassifierError::Invalid(
+            "batch at least 2, epochs and lr positive".into(),
+        ));
+    }
+    let device = Device::flex().autodiff();
+    let size = frames.size;
+    let per = 3 * size * size;
+    let mut model = SuccessCnn::new(size, &device);
+    let mut opt = AdamConfig::new().init();
+    let mut rng = Rng::new(cfg.seed ^ 0x5CC5);
+    let steps = (frames.len() / cfg.batch).max(1);
+    let mut last = f32::NAN;
+    for epoch in 0..cfg.epochs {
+        let mut sum = 0.0;
+        for _ in 0..steps {
+            let mut x = Vec::with_capacity(cfg.batch * per);
+            let mut y = Vec::with_capacity(cfg.batch);
+            for k in 0..cfg.batch {
+                let from = if k % 2 == 0 { &pos } else { &neg };
+                let i = from[(rng.next_u64() % from.len() as u64) as usize];
+                x.extend_from_slice(frames.image(i));
+                y.push(if frames.labels[i] { 1.0f32 } else { 0.0 });
+            }
+            let x = Tensor::<4>::from_data(TensorData::new(x, [cfg.batch, 3, size, size]), &device);
+            let y = Tensor::<2>::from_data(TensorData::new(y, [cfg.batch, 1]), &device);
+            let logits = model.forward(x);
+            // Binary cross-entropy on logits: softplus(z) - y z.
+            let loss = (softplus(logits.clone(), 1.0) - logits * y).mean();
+            let value = loss
+                .clone()
+                .into_data()
+                .try_to_vec::<f32>()
+                .ok()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(f32::NAN);
+            sum += value;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = opt.step(cfg.lr, model, grads);
+        }
+        last = sum / steps as f32;
+        progress(epoch, last);
+    }
+    Ok((
+        Classifier {
+            model,
+            device,
+            meta: ClassifierMeta {
+                size,
+                threshold: cfg.threshold,
+                task: task.to_owned(),
+            },
+        },
+        last,
+    ))
+}
+
+impl Classifier {
+    /// Success probabilities of `n` images (`[3, size, size]` each, concatenated).
+    pub fn probabilities(&self, images: &[f32]) -> Result<Vec<f32>, ClassifierError> {
+        let size = self.meta.size;
+        let per = 3 * size * size;
+        if images.len() % per != 0 {
+            return Err(ClassifierError::Invalid(format!(
+                "images: {} values is not a whole number of {size}x{size} RGB images",
+                images.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(images.len() / per);
+        for chunk in images.chunks(128 * per) {
+            let n = chunk.len() / per;
+            let x = Tensor::<4>::from_data(
+                TensorData::new(chunk.to_vec(), [n, 3, size, size]),
+                &self.device,
+            );
+            let p = sigmoid(self.model.forward(x));
+            let v = p
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| ClassifierError::Invalid(format!("reading outputs: {e:?}")))?;
+            out.extend(v);
+        }
+        Ok(out)
+    }
+
+    /// Accuracy on `frames` at the classifier's threshold.
+    pub fn evaluate(&self, frames: &FrameSet) -> Result<Accuracy, ClassifierError> {
+        if frames.size != self.meta.size {
+            return Err(ClassifierError::Invalid(format!(
+                "frames are {0}x{0}, the classifier reads {1}x{1}",
+                frames.size, self.meta.size
+            )));
+        }
+        let p = self.probabilities(&frames.images)?;
+        let (mut tp, mut tn, mut pos) = (0usize, 0usize, 0usize);
+        for (prob, &label) in p.iter().zip(&frames.labels) {
+            let said = *prob > self.meta.threshold;
+            pos += usize::from(label);
+            match (label, said) {
+                (true, true) => tp += 1,
+                (false, false) => tn += 1,
+                _ => {}
+            }
+        }
+        let n = frames.len();
+        let neg = n - pos;
+        let rate = |a: usize, b: usize| {
+            if b == 0 {
+                f64::NAN
+            } else {
+                a as f64 / b as f64
+            }
+        };
+        Ok(Accuracy {
+            frames: n,
+            positives: pos,
+            accuracy: rate(tp + tn, n),
+            true_positive_rate: rate(tp, pos),
+            true_negative_rate: rate(tn, neg),
+        })
+    }
+
+    /// Writes `classifier.safetensors` and `classifier.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), ClassifierError> {
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir)(e.to_string()))?;
+        let weights = dir.join("classifier.safetensors");
+        let mut store = SafetensorsStore::from_file(&weights).overwrite(true);
+        self.model
+            .save_into(&mut store)
+            .map_err(|e| file_err(&weights)(format!("{e:?}")))?;
+        let meta = dir.join("classifier.json");
+        let text =
+            serde_json::to_string_pretty(&self.meta).map_err(|e| file_err(&meta)(e.to_string()))?;
+        std::fs::write(&meta, text).map_err(|e| file_err(&meta)(e.to_string()))
+    }
+
+    /// Reads a classifier written by [`Classifier::save`]; errors name the file.
+    pub fn load(dir: &Path) -> Result<Self, ClassifierError> {
+        let meta_path = dir.join("classifier.json");
+        let text =
+            std::fs::read_to_string(&meta_path).map_err(|e| file_err(&meta_path)(e.to_string()))?;
+        let meta: ClassifierMeta =
+            serde_json::from_str(&text).map_err(|e| file_err(&meta_path)(e.to_string()))?;
+        if meta.size < 16 || meta.size % 8 != 0 {
+            return Err(file_err(&meta_path)(format!(
+                "size: must be a multiple of 8, at least 16, got {}",
+                meta.size
+            )));
+        }
+        let device = Device::flex().autodiff();
+        let mut model = SuccessCnn::new(meta.size, &device);
+        let weights = dir.join("classifier.safetensors");
+        if !weights.exists() {
+            return Err(file_err(&weights)("missing".into()));
+        }
+        let mut store = SafetensorsStore::from_file(&weights);
+        let applied = model
+            .load_from(&mut store)
+            .map_err(|e| file_err(&weights)(format!("{e:?}")))?;
+        if !applied.missing.is_empty() {
+            return Err(file_err(&weights)(format!(
+                "tensors missing: {:?}",
+                applied.missing
+            )));
+        }
+        Ok(Self {
+            model,
+            device,
+            meta,
+        })
+    }
+}
