@@ -290,6 +290,8 @@ pub fn train(
         ));
     }
     let device = Device::flex().autodiff();
+    // burn draws initial weights from its own generator: seed it so a run can be repeated.
+    device.seed(cfg.seed);
     let size = frames.size;
     let per = 3 * size * size;
     let mut model = SuccessCnn::new(size, &device);
