@@ -1,11 +1,10 @@
 //! `reflex preference`: a preference reward model learned from a judge's labels on simulated
 //! frames, and how well it ranks held-out frames by true progress.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
-use reflex_reward::oracle::{Oracle, OracleConfig};
+use reflex_reward::oracle::OracleConfig;
 use reflex_reward::preference_run::{run_preference, PreferenceRunConfig};
-use reflex_reward::vlm::{VlmClient, VlmConfig};
 
 /// Arguments of `reflex preference`.
 #[derive(Args)]
@@ -48,32 +47,16 @@ pub fn run(a: &PreferenceArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.oracle_noise) {
         bail!("--oracle-noise must be in [0, 1], got {}", a.oracle_noise);
     }
-    let oracle = match &a.vlm_url {
-        Some(_) => None,
-        None => Some(
-            Oracle::start(
-                ([127, 0, 0, 1], 0).into(),
-                OracleConfig {
-                    noise: a.oracle_noise,
-                    seed: a.seed,
-                    ..Default::default()
-                },
-            )
-            .context("starting the built-in VLM oracle")?,
-        ),
-    };
-    let mut vlm = VlmConfig {
-        base_url: a
-            .vlm_url
-            .clone()
-            .or_else(|| oracle.as_ref().map(|o| o.base_url()))
-            .unwrap_or_default(),
-        ..Default::default()
-    };
-    if let Some(m) = &a.vlm_model {
-        vlm.model = m.clone();
-    }
-    let client = VlmClient::start(vlm).context("--vlm-url")?;
+    let (client, oracle) = crate::vlm_oracle::client_for(
+        a.vlm_url.as_deref(),
+        a.vlm_model.as_deref(),
+        OracleConfig {
+            noise: a.oracle_noise,
+            seed: a.seed,
+            ..Default::default()
+        },
+        None,
+    )?;
     let cfg = PreferenceRunConfig {
         task: a.task.clone(),
         labels: a.labels,

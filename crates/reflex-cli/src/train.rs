@@ -7,7 +7,6 @@ use reflex_learn::stage::RewardPlugin;
 use reflex_learn::train::{evaluate_run, train_with, Progress, TrainConfig};
 use reflex_reward::oracle::{Oracle, OracleConfig};
 use reflex_reward::training::{keypoint_plugin, KeypointStageConfig};
-use reflex_reward::vlm::{VlmClient, VlmConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -82,24 +81,12 @@ fn reward_plugin(
             a.reward
         ),
         RewardSource::VlmKeypoints => {
-            let (base_url, oracle) = match &a.vlm_url {
-                Some(u) => (u.clone(), None),
-                None => {
-                    let o = Oracle::start(([127, 0, 0, 1], 0).into(), OracleConfig::default())
-                        .context("starting the built-in VLM oracle")?;
-                    tracing::info!(url = %o.base_url(), "no --vlm-url: keypoints come from the built-in oracle (simulator ground truth)");
-                    (o.base_url(), Some(o))
-                }
-            };
-            let mut vlm = VlmConfig {
-                base_url,
-                cache_dir: Some(out.join("vlm-cache")),
-                ..Default::default()
-            };
-            if let Some(m) = &a.vlm_model {
-                vlm.model = m.clone();
-            }
-            let client = VlmClient::start(vlm).context("--vlm-url")?;
+            let (client, oracle) = crate::vlm_oracle::client_for(
+                a.vlm_url.as_deref(),
+                a.vlm_model.as_deref(),
+                OracleConfig::default(),
+                Some(out.join("vlm-cache")),
+            )?;
             let task = reflex_sim::Task::load(&cfg.task).context("task")?;
             let plugin = keypoint_plugin(&task, Arc::new(client), KeypointStageConfig::default())
                 .map_err(|e| anyhow::anyhow!("--reward vlm-keypoints: {e}"))?;

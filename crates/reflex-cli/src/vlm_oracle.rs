@@ -81,3 +81,33 @@ pub fn run(a: &OracleArgs) -> Result<()> {
     oracle.stop();
     Ok(())
 }
+
+/// The VLM client for a command's `--vlm-url` and `--vlm-model`; without a URL, a built-in
+/// oracle (configured by `oracle`) is started on loopback and the client talks to it. Keep the
+/// returned oracle alive as long as the client is used.
+pub fn client_for(
+    url: Option<&str>,
+    model: Option<&str>,
+    oracle: OracleConfig,
+    cache_dir: Option<std::path::PathBuf>,
+) -> Result<(reflex_reward::vlm::VlmClient, Option<Oracle>)> {
+    let (base_url, server) = match url {
+        Some(u) => (u.to_owned(), None),
+        None => {
+            let o = Oracle::start(([127, 0, 0, 1], 0).into(), oracle)
+                .context("starting the built-in VLM oracle")?;
+            tracing::info!(url = %o.base_url(), "no --vlm-url: a built-in oracle answers from simulator ground truth");
+            (o.base_url(), Some(o))
+        }
+    };
+    let mut cfg = reflex_reward::vlm::VlmConfig {
+        base_url,
+        cache_dir,
+        ..Default::default()
+    };
+    if let Some(m) = model {
+        cfg.model = m.to_owned();
+    }
+    let client = reflex_reward::vlm::VlmClient::start(cfg).context("--vlm-url")?;
+    Ok((client, server))
+}

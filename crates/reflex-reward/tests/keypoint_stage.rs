@@ -80,6 +80,16 @@ fn drive(plugin: &mut RewardPlugin, until: impl Fn(&[Transition]) -> bool) -> Ve
     out
 }
 
+/// Polls the stage (collecting what it passes on) until its keypoint counter `key` reaches
+/// `value`, for at most 10 s.
+fn poll_until(plugin: &mut RewardPlugin, out: &mut Vec<Transition>, key: &str, value: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while plugin.stage.report()["keypoints"][key] != value && Instant::now() < deadline {
+        plugin.stage.poll(&mut |t| out.push(t));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Three episodes on three cube positions, asked with 300 ms latency: transitions wait for
 /// their episode's answer, then come out in step order rewarded from their own episode's plan.
 #[test]
@@ -152,11 +162,7 @@ fn failed_answers_drop_their_episode() {
             plugin.stage.take(t, &mut |t| out.push(t));
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while plugin.stage.report()["keypoints"]["failed_answers"] != 2 && Instant::now() < deadline {
-        plugin.stage.poll(&mut |t| out.push(t));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    poll_until(&mut plugin, &mut out, "failed_answers", 2);
     let r = plugin.stage.report();
     assert!(out.is_empty(), "{} passed", out.len());
     assert_eq!(r["keypoints"]["failed_answers"], 2, "{r}");
@@ -182,11 +188,7 @@ fn an_answer_after_the_wait_limit_is_ignored() {
     for t in transitions(&env, 0, 6) {
         plugin.stage.take(t, &mut |t| out.push(t));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while plugin.stage.report()["keypoints"]["late_replies"] != 1 && Instant::now() < deadline {
-        plugin.stage.poll(&mut |t| out.push(t));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    poll_until(&mut plugin, &mut out, "late_replies", 1);
     let r = plugin.stage.report();
     assert!(out.is_empty());
     assert_eq!(r["keypoints"]["expired"], 1, "{r}");
