@@ -12,10 +12,15 @@
 //! - [`Classifier`]: the CNN with its input size and threshold; [`train`] fits it with balanced
 //!   batches, [`Classifier::evaluate`] measures accuracy, and it saves to and loads from a
 //!   directory (`classifier.safetensors` + `classifier.json`).
+//! - [`training`]: the classifier as the sparse reward of `reflex train --reward classifier`, a
+//!   `reflex_learn::stage` plugin (a frame per step from the simulator thread, the CNN on the
+//!   learner thread, joined by episode and step id).
 //!
 //! Seams: images are `[3, size, size]` floats in [0, 1] (channel-major), as
 //! [`image_tensor_layout`] makes them from the simulator's RGB frames; nothing here runs on
-//! the control thread.
+//! the control thread (the training hook renders on the simulator thread, between ticks).
+
+pub mod training;
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

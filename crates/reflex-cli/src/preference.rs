@@ -48,6 +48,7 @@ pub fn run(a: &PreferenceArgs) -> Result<()> {
         bail!("--oracle-noise must be in [0, 1], got {}", a.oracle_noise);
     }
     let (client, oracle) = crate::vlm_oracle::client_for(
+        None,
         a.vlm_url.as_deref(),
         a.vlm_model.as_deref(),
         OracleConfig {

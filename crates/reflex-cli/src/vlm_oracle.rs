@@ -82,17 +82,20 @@ pub fn run(a: &OracleArgs) -> Result<()> {
     Ok(())
 }
 
-/// The VLM client for a command's `--vlm-url` and `--vlm-model`; without a URL, a built-in
-/// oracle (configured by `oracle`) is started on loopback and the client talks to it. Keep the
+/// The VLM client for a command's `--vlm-url` and `--vlm-model` over `settings` (a config
+/// file's client settings); with no URL from either, a built-in oracle (configured by
+/// `oracle`) is started on loopback and the client talks to it. Keep the
 /// returned oracle alive as long as the client is used.
 pub fn client_for(
+    settings: Option<reflex_reward::vlm::VlmConfig>,
     url: Option<&str>,
     model: Option<&str>,
     oracle: OracleConfig,
     cache_dir: Option<std::path::PathBuf>,
 ) -> Result<(reflex_reward::vlm::VlmClient, Option<Oracle>)> {
-    let (base_url, server) = match url {
-        Some(u) => (u.to_owned(), None),
+    let file_url = settings.as_ref().map(|s| s.base_url.clone());
+    let (base_url, server) = match url.map(str::to_owned).or(file_url) {
+        Some(u) => (u, None),
         None => {
             let o = Oracle::start(([127, 0, 0, 1], 0).into(), oracle)
                 .context("starting the built-in VLM oracle")?;
@@ -100,11 +103,11 @@ pub fn client_for(
             (o.base_url(), Some(o))
         }
     };
-    let mut cfg = reflex_reward::vlm::VlmConfig {
-        base_url,
-        cache_dir,
-        ..Default::default()
-    };
+    let mut cfg = settings.unwrap_or_default();
+    cfg.base_url = base_url;
+    if cfg.cache_dir.is_none() {
+        cfg.cache_dir = cache_dir;
+    }
     if let Some(m) = model {
         cfg.model = m.to_owned();
     }

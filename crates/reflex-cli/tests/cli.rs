@@ -302,7 +302,7 @@ fn train_writes_a_run_that_eval_reads() {
 
 /// `reflex train --reward vlm-keypoints` without `--vlm-url` asks the built-in oracle over
 /// loopback HTTP at every reset, and the summary shows the plans, the rewarded transitions and
-/// the VLM counters; a reward source that is not built is refused naming the flag.
+/// the VLM counters; `--reward classifier` without a classifier is refused naming the flag.
 #[test]
 fn train_with_vlm_keypoints_from_the_built_in_oracle() {
     let dir = std::env::temp_dir().join(format!("reflex-cli-kp-{}", std::process::id()));
@@ -347,7 +347,61 @@ fn train_with_vlm_keypoints_from_the_built_in_oracle() {
     let a = args("classifier");
     let (ok, _, err) = reflex(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!ok);
-    assert!(err.contains("--reward"), "{err}");
+    assert!(err.contains("--classifier"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `[reward] source = "vlm-preference"` in the config file: the hook pools frames of the
+/// training episodes, asks the built-in oracle for labels in rounds, the model trains after each
+/// round and the replay is reshaped; the summary shows it. A misspelt `[reward]` key is refused
+/// naming the file and the key.
+#[test]
+fn train_with_vlm_preference_from_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("reflex-cli-pref-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("pref.toml");
+    let common = "task = \"pick_cube\"\ndemo_episodes = 2\nmax_env_steps = 600\neval_every = 600\neval_episodes = 2\n\
+         [bc]\nhidden = [32, 32]\nsteps = 100\n\
+         [agent]\nhidden = [32, 32]\n\
+         [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\nlockstep = true\n";
+    std::fs::write(
+        &cfg,
+        format!(
+            "{common}[reward]\nsource = \"vlm-preference\"\n\
+             [reward.preference]\nwidth = 64\nheight = 48\nframe_every = 3\nround_every = 200\n\
+             pairs_per_round = 60\nmax_labels = 120\n"
+        ),
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let (ok, out, err) = reflex(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let s = last_json(&out);
+    assert_eq!(s["reward"], "vlm-preference", "{s}");
+    let p = &s["reward_stage"]["preference"];
+    assert_eq!(p["asked"], 120, "{s}");
+    assert!(p["labels"].as_u64().unwrap() >= 100, "{s}");
+    assert_eq!(p["failed"], 0, "{s}");
+    assert!(
+        s["reward_stage"]["replay_reshapes"].as_u64().unwrap() >= 1,
+        "{s}"
+    );
+    assert!(out.contains("rewards from vlm-preference"), "{out}");
+    let written = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(written.contains("vlm-preference"), "{written}");
+
+    std::fs::write(&cfg, format!("{common}[reward]\nsorce = \"classifier\"\n")).unwrap();
+    let (ok, _, err) = reflex(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("pref.toml") && err.contains("sorce"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -398,6 +452,41 @@ fn classifier_train_then_eval() {
     let (ok, _, err) = reflex(&["classifier", "eval", "--model", dir.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("classifier.json"), "{err}");
+
+    // The classifier as the training reward: every step's frame is judged (joined to its own
+    // transition by episode and step), none is lost or left waiting.
+    let cfg = dir.join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        "task = \"pick_cube\"\ndemo_episodes = 2\nmax_env_steps = 300\neval_every = 300\neval_episodes = 2\n\
+         [bc]\nhidden = [32, 32]\nsteps = 100\n\
+         [agent]\nhidden = [32, 32]\n\
+         [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\nlockstep = true\n",
+    )
+    .unwrap();
+    let (ok, stdout, err) = reflex(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.join("run").to_str().unwrap(),
+        "--reward",
+        "classifier",
+        "--classifier",
+        o,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let s = last_json(&stdout);
+    assert_eq!(s["reward"], "classifier", "{s}");
+    let c = &s["reward_stage"]["classifier"];
+    let judged = c["rewarded"].as_u64().unwrap();
+    assert!(judged >= 300, "{s}");
+    assert_eq!(c["frames_sent"].as_u64().unwrap(), judged, "{s}");
+    for k in ["frames_lost", "expired", "orphan_frames"] {
+        assert_eq!(c[k], 0, "{k}: {s}");
+    }
+    assert_eq!(s["reward_stage"]["held_now"], 0, "{s}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

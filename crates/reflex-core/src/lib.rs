@@ -35,8 +35,9 @@ pub use kinematics::{ArmModel, Frames, GripperModel, Jacobian, JointLimits, Mode
 pub use queue::{BoundedQueue, LatestCell, Overflow, Pushed, QueueStats};
 pub use robot::{Policy, Robot, RobotError};
 pub use safety::{LimitsError, SafetyLimits};
-pub use transition::{Outcome, RewardTerms, Transition, MAX_REWARD_TERMS};
+pub use transition::{combine_success, Outcome, RewardTerms, Transition, MAX_REWARD_TERMS};
 pub use types::{
     Action, ActionSpace, FlatObs, JointCommand, ObjectState, Observation, Pose, RobotState,
-    ARM_DOF, MAX_ACTION_DIM, MAX_GOALS, MAX_KEYPOINTS, MAX_OBJECTS, MAX_OBS_DIM,
+    ARM_DOF, FLAT_OBJECTS, FLAT_OBJECT_STRIDE, FLAT_TCP_POS, MAX_ACTION_DIM, MAX_GOALS,
+    MAX_KEYPOINTS, MAX_OBJECTS, MAX_OBS_DIM,
 };

@@ -7,6 +7,17 @@ use crate::types::{Action, ActionSpace, FlatObs};
 /// Most named reward terms a task may declare.
 pub const MAX_REWARD_TERMS: usize = 8;
 
+/// The one rule for the sparse success term (task files and learned or VLM rewards alike): the
+/// weighted `dense` terms plus `success`, or, when `overrides` is set and the success term fired,
+/// `success` alone (dense shaping never adds to or takes from a success).
+pub fn combine_success(dense: f64, success: f64, fired: bool, overrides: bool) -> f64 {
+    if overrides && fired {
+        success
+    } else {
+        dense + if overrides { 0.0 } else { success }
+    }
+}
+
 /// The raw values of a task's named reward terms for one step (`reward/<name>` in logs), in
 /// task-file order.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -7,6 +7,13 @@ use serde::{Deserialize, Serialize};
 pub const ARM_DOF: usize = 7;
 /// Largest action any action space uses (joint deltas + gripper).
 pub const MAX_ACTION_DIM: usize = 8;
+/// Offset of the tool position (3 values) in [`Observation::flat`].
+pub const FLAT_TCP_POS: usize = 14;
+/// Offset of the first object's pose (position 3, quaternion `[x, y, z, w]` 4) in
+/// [`Observation::flat`]; object `i` starts at `FLAT_OBJECTS + FLAT_OBJECT_STRIDE * i`.
+pub const FLAT_OBJECTS: usize = 22;
+/// Values per object in [`Observation::flat`].
+pub const FLAT_OBJECT_STRIDE: usize = 7;
 /// Largest flat observation vector a task may declare.
 pub const MAX_OBS_DIM: usize = 64;
 /// Most objects a task may declare.
@@ -319,7 +326,7 @@ impl Observation {
 
     /// Length of the flat vector for a scene with these counts.
     pub const fn flat_len(num_objects: usize, num_keypoints: usize, num_goals: usize) -> usize {
-        22 + 7 * num_objects + 3 * num_keypoints + 3 * num_goals
+        FLAT_OBJECTS + FLAT_OBJECT_STRIDE * num_objects + 3 * num_keypoints + 3 * num_goals
     }
 }
 

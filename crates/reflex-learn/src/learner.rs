@@ -129,6 +129,8 @@ pub struct LearnerShared {
     pub unrewarded: AtomicU64,
     /// Weights published.
     pub published: AtomicU64,
+    /// Times the replay's rewards were reshaped with a reward stage's new potential.
+    pub reshapes: AtomicU64,
     /// Updates have started (enough online data): from now on the ratio binds.
     pub learning: AtomicBool,
     /// Ask the thread to stop (it writes a final checkpoint).
@@ -163,6 +165,8 @@ pub struct Learner {
     batch: Batch,
     rng: Rng,
     stage: Option<Box<dyn RewardStage>>,
+    /// The stage's potential shapes the replay's rewards (after its first round).
+    shaped: bool,
     ready: Vec<Transition>,
     /// Counters for the driver.
     pub shared: Arc<LearnerShared>,
@@ -203,6 +207,7 @@ impl Learner {
             slot,
             rng: Rng::new(seed ^ 0x1EA2),
             stage: None,
+            shaped: false,
             ready: Vec::new(),
             shared: Arc::new(LearnerShared::default()),
         }
@@ -304,8 +309,50 @@ impl Learner {
     }
 
     fn insert(&mut self, step: Step) {
-        let demo = &mut self.demo;
-        self.nstep_demo.push(step, |r| demo.push(&r));
+        let mut emitted: Vec<Record> = Vec::new();
+        self.nstep_demo.push(step, |r| emitted.push(r));
+        for r in emitted {
+            let shaping = self.shaping_of(&r);
+            self.demo.push_shaped(&r, shaping);
+        }
+    }
+
+    /// The potential-based shaping of a record under the stage's current potential (0 until a
+    /// stage has one).
+    fn shaping_of(&mut self, r: &Record) -> f32 {
+        if !self.shaped {
+            return 0.0;
+        }
+        let Some(stage) = self.stage.as_mut() else {
+            return 0.0;
+        };
+        let flat = self.obs_dim - self.act_dim;
+        let mut rows = Vec::with_capacity(2 * flat);
+        rows.extend_from_slice(&r.obs[..flat]);
+        rows.extend_from_slice(&r.next_obs[..flat]);
+        let mut phi = [0.0f32; 2];
+        stage.potential(&rows, &mut phi);
+        self.cfg.reward_scale * (r.horizon * phi[1] - phi[0])
+    }
+
+    /// Reshapes both replay rings with the stage's new potential.
+    fn reshape(&mut self) {
+        let Some(stage) = self.stage.as_mut() else {
+            return;
+        };
+        let flat = self.obs_dim - self.act_dim;
+        let scale = self.cfg.reward_scale;
+        let started = std::time::Instant::now();
+        let mut phi = |rows: &[f32], out: &mut [f32]| stage.potential(rows, out);
+        self.online.reshape(flat, scale, &mut phi);
+        self.demo.reshape(flat, scale, &mut phi);
+        self.shaped = true;
+        self.shared.reshapes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            records = self.online.len() + self.demo.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "replay rewards reshaped with the new potential"
+        );
     }
 
     fn insert_online(&mut self, step: Step, source: Source) {
@@ -322,9 +369,10 @@ impl Learner {
                 src != Source::Demo,
                 "offline demonstrations have their own stream"
             );
-            self.online.push(&r);
+            let shaping = self.shaping_of(&r);
+            self.online.push_shaped(&r, shaping);
             if src == Source::Intervention {
-                self.demo.push(&r);
+                self.demo.push_shaped(&r, shaping);
             }
         }
     }
@@ -403,6 +451,7 @@ impl Learner {
     /// known.
     pub fn drain(&mut self, queue: &BoundedQueue<Transition>) -> Result<usize, StoreError> {
         let mut got = 0;
+        let mut reshape = false;
         let mut ready = std::mem::take(&mut self.ready);
         match &mut self.stage {
             Some(stage) => {
@@ -411,6 +460,9 @@ impl Learner {
                     stage.take(t, &mut |r| ready.push(r));
                 }
                 stage.poll(&mut |r| ready.push(r));
+                if stage.relabel_due() {
+                    reshape = true;
+                }
             }
             None => {
                 while let Some(t) = queue.pop() {
@@ -418,6 +470,9 @@ impl Learner {
                     ready.push(t);
                 }
             }
+        }
+        if reshape {
+            self.reshape();
         }
         let mut result = Ok(got);
         for t in ready.drain(..) {
@@ -436,6 +491,15 @@ impl Learner {
     /// Puts a reward stage between the runtime's transitions and the replay.
     pub fn set_stage(&mut self, stage: Box<dyn RewardStage>) {
         self.stage = Some(stage);
+    }
+
+    /// The reward a demonstration transition is stored with: the stage's
+    /// [`RewardStage::demo_reward`], or the task's own reward without a stage.
+    pub fn demo_reward(&self, t: &Transition) -> f64 {
+        match &self.stage {
+            Some(stage) => stage.demo_reward(t),
+            None => t.outcome.reward,
+        }
     }
 
     /// The reward stage's counters, if there is one.

@@ -8,14 +8,16 @@
 //!   `matrixmultiply`'s GEMM, Adam, Polyak averaging, export to the runtime's `Mlp`.
 //! - [`sac`]: SAC with automatic temperature and TD3, critic ensembles with random-subset
 //!   targets, on batches of n-step transitions; checkpoint state.
-//! - [`replay`]: n-step aggregation, replay rings, RLPD's mixed batches.
+//! - [`replay`]: n-step aggregation, replay rings, RLPD's mixed batches, reshaping a ring's
+//!   rewards with a potential.
 //! - [`store`]: the crash-safe replay log (append-only checksummed segments) and atomic
 //!   checkpoints.
 //! - [`bc`]: behaviour cloning of the base policy.
 //! - [`learner`]: the learner thread between the runtime's transition queue and its weights slot.
 //! - [`stage`]: the seam for rewards that arrive late (a VLM's answer, a learned model): a hook
-//!   on the driver at each reset and a stage on the learner thread that holds transitions until
-//!   their rewards are known.
+//!   on the driver at each reset and after each judged step, and a stage on the learner thread
+//!   that holds transitions until their rewards are known, rewards demonstrations, and may hand
+//!   the learner a potential that reshapes the whole replay.
 //! - [`train`]: the main job (`reflex train`) and evaluation of a run (`reflex eval`).
 //! - [`plot`] draws `curve.png`.
 //! - [`pendulum`]: a pendulum swing-up to sanity-check the algorithm.

@@ -37,6 +37,8 @@ pub struct Record {
     pub reward: f32,
     /// `gamma^k`, or 0 when the k-th step was terminal.
     pub discount: f32,
+    /// `gamma^k` whether or not the k-th step was terminal (for potential-based shaping).
+    pub horizon: f32,
     /// Observation after the k-th step.
     pub next_obs: Vec<f32>,
 }
@@ -91,6 +93,7 @@ impl NStep {
             act: first.act.clone(),
             reward,
             discount: if terminated { 0.0 } else { g },
+            horizon: g,
             next_obs: last.next_obs.clone(),
         }
     }
@@ -107,7 +110,10 @@ pub struct Ring {
     obs: Vec<f32>,
     act: Vec<f32>,
     reward: Vec<f32>,
+    /// The reward each record came with (what [`Ring::reshape`] adds shaping to).
+    stored: Vec<f32>,
     discount: Vec<f32>,
+    horizon: Vec<f32>,
     next_obs: Vec<f32>,
     /// Records ever added.
     pub added: u64,
@@ -131,7 +137,9 @@ impl Ring {
             obs: vec![0.0; capacity * obs_dim],
             act: vec![0.0; capacity * act_dim],
             reward: vec![0.0; capacity],
+            stored: vec![0.0; capacity],
             discount: vec![0.0; capacity],
+            horizon: vec![0.0; capacity],
             next_obs: vec![0.0; capacity * obs_dim],
             added: 0,
         }
@@ -149,18 +157,64 @@ impl Ring {
 
     /// Adds a record, overwriting the oldest when full.
     pub fn push(&mut self, r: &Record) {
+        self.push_shaped(r, 0.0);
+    }
+
+    /// Adds a record whose reward is `r.reward + shaping` (`r.reward` is kept as its stored
+    /// reward for [`Ring::reshape`]).
+    pub fn push_shaped(&mut self, r: &Record, shaping: f32) {
         assert_eq!(r.obs.len(), self.obs_dim, "record observation width");
         assert_eq!(r.act.len(), self.act_dim, "record action width");
         let i = self.next;
         let (o, a) = (self.obs_dim, self.act_dim);
         self.obs[i * o..(i + 1) * o].copy_from_slice(&r.obs);
         self.act[i * a..(i + 1) * a].copy_from_slice(&r.act);
-        self.reward[i] = r.reward;
+        self.reward[i] = r.reward + shaping;
+        self.stored[i] = r.reward;
         self.discount[i] = r.discount;
+        self.horizon[i] = r.horizon;
         self.next_obs[i * o..(i + 1) * o].copy_from_slice(&r.next_obs);
         self.next = (self.next + 1) % self.capacity;
         self.len = (self.len + 1).min(self.capacity);
         self.added += 1;
+    }
+
+    /// Rewards of every held record become `stored + scale * (gamma^k * phi(s') - phi(s))`,
+    /// where `phi` reads the first `flat_dim` values of each observation (the task's flat
+    /// observation; the rest is the base policy's action) in rows, writing one value per row.
+    /// Shaping by a potential telescopes over the k steps a record covers. A terminal record
+    /// keeps its last state's potential (`gamma^k`, not its zero bootstrap discount): with a
+    /// potential that grows with progress, a zero terminal potential would charge the policy
+    /// for finishing.
+    pub fn reshape(
+        &mut self,
+        flat_dim: usize,
+        scale: f32,
+        phi: &mut dyn FnMut(&[f32], &mut [f32]),
+    ) {
+        assert!(flat_dim <= self.obs_dim, "flat part of the observation");
+        const CHUNK: usize = 4096;
+        let o = self.obs_dim;
+        let mut rows = Vec::with_capacity(CHUNK.min(self.len) * flat_dim);
+        let mut now = vec![0.0f32; CHUNK.min(self.len)];
+        let mut next = vec![0.0f32; CHUNK.min(self.len)];
+        let mut start = 0;
+        while start < self.len {
+            let end = (start + CHUNK).min(self.len);
+            let n = end - start;
+            for (src, out) in [(&self.obs, &mut now), (&self.next_obs, &mut next)] {
+                rows.clear();
+                for i in start..end {
+                    rows.extend_from_slice(&src[i * o..i * o + flat_dim]);
+                }
+                phi(&rows, &mut out[..n]);
+            }
+            for (k, i) in (start..end).enumerate() {
+                let shaped = self.horizon[i] * next[k] - now[k];
+                self.reward[i] = self.stored[i] + scale * shaped;
+            }
+            start = end;
+        }
     }
 
     /// Copies record `i` (0 = oldest held) into row `row` of `batch`.
@@ -292,6 +346,7 @@ mod tests {
                 act: vec![0.0],
                 reward: 0.0,
                 discount: 1.0,
+                horizon: 1.0,
                 next_obs: vec![0.0],
             };
             online.push(&r);
@@ -312,6 +367,52 @@ mod tests {
         assert_eq!(demo_rows(256, 0.5, 10, 0), 256);
     }
 
+    /// Reshaping adds `scale * (gamma^k * phi(s') - phi(s))` to each record's stored reward, reads
+    /// only the flat part of the observation, keeps the terminal record's last potential, and a
+    /// second potential replaces the first (it is not added on top).
+    #[test]
+    fn reshaping_adds_potential_differences_to_the_stored_reward() {
+        let gamma = 0.9f32;
+        let mut ns = NStep::new(2, gamma);
+        let mut ring = Ring::new(10, 2, 1);
+        // Observations [x, base action]; phi reads x only.
+        for (k, end) in [(0, false), (1, false), (2, false), (3, true)] {
+            let s = Step {
+                obs: vec![k as f32, 100.0],
+                act: vec![0.0],
+                reward: if end { 10.0 } else { 1.0 },
+                terminated: end,
+                episode_end: end,
+                next_obs: vec![k as f32 + 1.0, 100.0],
+            };
+            ns.push(s, |r| ring.push(&r));
+        }
+        assert_eq!(ring.len(), 4);
+        let stored = ring.reward.clone();
+        let mut calls = 0;
+        let mut phi = |rows: &[f32], out: &mut [f32]| {
+            calls += 1;
+            for (o, x) in out.iter_mut().zip(rows) {
+                *o = 3.0 * x;
+            }
+        };
+        ring.reshape(1, 0.5, &mut phi);
+        assert_eq!(calls, 2, "one chunk, obs and next_obs");
+        for (i, stored_i) in stored.iter().enumerate() {
+            let (x0, x1) = (ring.obs[i * 2], ring.next_obs[i * 2]);
+            let k = (x1 - x0) as i32;
+            let shaped = gamma.powi(k) * 3.0 * x1 - 3.0 * x0;
+            let want = stored_i + 0.5 * shaped;
+            assert!((ring.reward[i] - want).abs() < 1e-5, "record {i}");
+        }
+        // The last record is terminal (no bootstrap) yet keeps its potential.
+        let last = (0..4).find(|&i| ring.obs[i * 2] == 3.0).unwrap();
+        assert_eq!(ring.discount[last], 0.0);
+        assert!(ring.reward[last] > stored[last]);
+        ring.reshape(1, 0.5, &mut |_: &[f32], out: &mut [f32]| out.fill(0.0));
+        assert_eq!(ring.reward, stored);
+    }
+
     #[test]
     fn the_ring_overwrites_its_oldest() {
         let mut ring = Ring::new(3, 1, 1);
@@ -321,6 +422,7 @@ mod tests {
                 act: vec![0.0],
                 reward: 0.0,
                 discount: 1.0,
+                horizon: 1.0,
                 next_obs: vec![0.0],
             });
         }

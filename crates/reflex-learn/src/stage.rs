@@ -8,8 +8,19 @@
 //! episode's transitions until the answer for that episode arrives, fills in their rewards
 //! (joined by episode and step id, never by arrival order), and drops and counts what expires
 //! or cannot be answered. Neither half ever runs on the control tick.
+//!
+//! Two more seams serve learned rewards:
+//! - [`EpisodeHook::step_judged`] sees the scene after every policy step (a classifier needs a
+//!   frame per step, a preference model a frame now and then);
+//! - [`RewardStage::relabel_due`] and [`RewardStage::potential`] let a model that keeps
+//!   learning reshape the whole replay: every record's reward becomes its stored (sparse) reward
+//!   plus `gamma^k * phi(s') - phi(s)`, potential-based shaping, which telescopes over n-step
+//!   records and pays nothing for going round in circles, so a policy cannot farm the model.
+//!
+//! Demonstrations are recorded before training, with no frames and no answers: under a reward
+//! source they carry [`RewardStage::demo_reward`], never the task's own shaped reward.
 
-use reflex_core::Transition;
+use reflex_core::{Outcome, Transition};
 use reflex_sim::Env;
 
 /// The driver half: told about every training episode as it starts.
@@ -17,6 +28,12 @@ pub trait EpisodeHook: Send {
     /// `env` was just reset for the runtime's episode `episode`. Must return promptly: take
     /// what the question needs, submit it, return.
     fn episode_started(&mut self, episode: u64, env: &Env);
+
+    /// Step `step` of episode `episode` (the ids its transition carries) was just judged
+    /// `outcome`; `env` shows the scene after it. Must return promptly. Default: nothing.
+    fn step_judged(&mut self, episode: u64, step: u64, outcome: &Outcome, env: &Env) {
+        let _ = (episode, step, outcome, env);
+    }
 }
 
 /// The learner half: transitions in, transitions with rewards out.
@@ -28,6 +45,22 @@ pub trait RewardStage: Send {
     fn poll(&mut self, ready: &mut dyn FnMut(Transition));
     /// Counters for `summary.json` (a JSON object).
     fn report(&self) -> serde_json::Value;
+
+    /// The reward a demonstration step is stored with (the learner applies its reward scale).
+    fn demo_reward(&self, t: &Transition) -> f64;
+
+    /// True once after the potential changed (a model finished a round of learning): the
+    /// learner then reshapes its replay with [`RewardStage::potential`]. Default: never.
+    fn relabel_due(&mut self) -> bool {
+        false
+    }
+
+    /// The potential `phi` (weight included) of each row of `rows` (flat observations of the
+    /// task's width), written to `out` (one per row). Default: zero.
+    fn potential(&mut self, rows: &[f32], out: &mut [f32]) {
+        let _ = rows;
+        out.fill(0.0);
+    }
 }
 
 /// A reward source for [`crate::train::train_with`].

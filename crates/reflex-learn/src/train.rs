@@ -62,6 +62,10 @@ pub struct TrainConfig {
     pub learner: LearnerConfig,
     /// The agent.
     pub agent: AgentConfig,
+    /// Where rewards come from and their settings (`[reward]`: read by the command that builds
+    /// the reward plugin; kept here so the run directory's `config.toml` records it).
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    pub reward: toml::Table,
 }
 
 impl Default for TrainConfig {
@@ -80,6 +84,7 @@ impl Default for TrainConfig {
             bc: BcConfig::default(),
             learner: LearnerConfig::default(),
             agent: AgentConfig::default(),
+            reward: toml::Table::new(),
         }
     }
 }
@@ -533,9 +538,18 @@ pub fn train_with(
         learner.restore_step(step, source);
     }
     learner.persist(log, ckpt_dir);
+    let reward_name = reward
+        .as_ref()
+        .map_or("task".to_owned(), |r| r.name.clone());
+    let mut hook = reward.map(|r| {
+        learner.set_stage(r.stage);
+        r.hook
+    });
     for t in &demos {
-        // Demonstrations are stored relative to the cloned base, like every other step.
+        // Demonstrations are stored relative to the cloned base, like every other step, and
+        // with the reward the stage gives them (with a reward source, never the task's own).
         let mut t = *t;
+        t.outcome.reward = learner.demo_reward(&t);
         let mut aug = Vec::new();
         learner.augment(t.obs.as_slice(), &mut aug);
         t.base_action.copy_from(&aug[obs_dim..]);
@@ -609,13 +623,6 @@ pub fn train_with(
     if resuming {
         learner.publish();
     }
-    let reward_name = reward
-        .as_ref()
-        .map_or("task".to_owned(), |r| r.name.clone());
-    let mut hook = reward.map(|r| {
-        learner.set_stage(r.stage);
-        r.hook
-    });
     let mut running = if cfg.learner.lockstep {
         Running::Inline(Box::new(learner))
     } else {
@@ -635,7 +642,8 @@ pub fn train_with(
     let mut ret_success = false;
     let tick_stats = rt.stats().clone();
     let period_ns = (1e9 / cfg.loop_rate_hz) as u64;
-    start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+    let mut episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+    let mut step_id = 0u64;
     let result: Result<(), TrainError> = (|| {
         loop {
             let t0 = Instant::now();
@@ -644,11 +652,15 @@ pub fn train_with(
                 .timing
                 .compute
                 .record(t0.elapsed().as_nanos() as u64);
+            if let (Some(outcome), Some(h)) = (&rep.outcome, &mut hook) {
+                h.step_judged(episode_id, step_id, outcome, rt.robot().env());
+            }
             if let Running::Inline(learner) = &mut running {
                 learner.drain(rt.transitions()).map_err(stage("replay"))?;
                 while learner.try_update() {}
             }
             if rep.outcome.is_some() {
+                step_id += 1;
                 // Hold the simulator while the learner is behind its update-to-data ratio.
                 loop {
                     let steps = shared.env_steps.load(Ordering::Relaxed);
@@ -725,7 +737,8 @@ pub fn train_with(
                     stop_reason = "learner stopped";
                     return Ok(());
                 }
-                start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+                episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+                step_id = 0;
             }
             if last_report.elapsed() > Duration::from_millis(250) {
                 last_report = Instant::now();
@@ -808,7 +821,10 @@ pub fn train_with(
         stop_reason: stop_reason.to_owned(),
         reward: reward_name,
         deadline_misses,
-        reward_stage: learner.stage_report(),
+        reward_stage: learner.stage_report().map(|mut r| {
+            r["replay_reshapes"] = learner.shared.reshapes.load(Ordering::Relaxed).into();
+            r
+        }),
     };
     let text = serde_json::to_string_pretty(&summary).map_err(stage("summary.json"))?;
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
@@ -816,23 +832,23 @@ pub fn train_with(
 }
 
 /// Resets the training scene with `seed`, opens the runtime's next episode and tells the
-/// reward hook (if any) about it.
+/// reward hook (if any) about it; returns the episode's id (as its transitions carry it).
 fn start_episode(
     rt: &mut Runtime<SimRobot>,
     seed: u64,
     hook: &mut Option<Box<dyn EpisodeHook>>,
-) -> Result<(), TrainError> {
+) -> Result<u64, TrainError> {
     rt.robot_mut().reset(seed).map_err(stage("simulator"))?;
     rt.begin_episode().map_err(stage("runtime"))?;
+    let episode = rt
+        .stats()
+        .episodes
+        .load(Ordering::Relaxed)
+        .saturating_sub(1);
     if let Some(h) = hook {
-        let episode = rt
-            .stats()
-            .episodes
-            .load(Ordering::Relaxed)
-            .saturating_sub(1);
         h.episode_started(episode, rt.robot().env());
     }
-    Ok(())
+    Ok(episode)
 }
 
 /// The learner during training: on its own thread, or in step with the simulator.

@@ -169,11 +169,8 @@ impl Fusion {
                 dense += t.weight * b;
             }
         }
-        match self.rule {
-            Rule::Sum => dense + success,
-            Rule::SuccessOverrides if any_success => success,
-            Rule::SuccessOverrides => dense,
-        }
+        let overrides = matches!(self.rule, Rule::SuccessOverrides);
+        reflex_core::combine_success(dense, success, any_success, overrides)
     }
 }
 

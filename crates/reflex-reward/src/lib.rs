@@ -1,8 +1,8 @@
 //! # reflex-reward
 //!
 //! Where rewards come from when nobody wrote reward code: keypoints a vision-language model
-//! proposed on a camera frame, a model of the VLM's preferences between frames, or (later) a
-//! success classifier; and how their terms fuse with the task's own.
+//! proposed on a camera frame, or a model of the VLM's preferences between frames (the success
+//! classifier is `reflex-classifier`); and how their terms fuse with the task's own.
 //!
 //! - [`parse`]: reading VLM answers (JSON in prose or code fences, grid cells, coordinate
 //!   conventions, preference labels, yes/no) with errors that name the field.
@@ -13,6 +13,9 @@
 //!   rank correlation to check it.
 //! - [`preference_run`]: `reflex preference`, the preference model learned from a judge's
 //!   labels on simulated frames and its rank correlation with true progress.
+//! - [`preference_training`]: `reflex train --reward vlm-preference`, the same model learned
+//!   while training from frames of the training episodes, its potential reshaping the replay
+//!   after each round of labels.
 //! - [`fusion`]: weights, clipping, potential-based terms, success overriding dense shaping.
 //! - [`prompts`]: the questions asked of a VLM.
 //! - [`vlm`]: the OpenAI-compatible client on its own tokio thread (bounded queues, timeouts,
@@ -37,6 +40,7 @@ pub mod oracle;
 pub mod parse;
 pub mod preference;
 pub mod preference_run;
+pub mod preference_training;
 pub mod prompts;
 pub mod sim;
 pub mod training;

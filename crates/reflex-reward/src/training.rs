@@ -21,7 +21,7 @@ use crate::parse::{parse_keypoints, Grid};
 use crate::sim::{oracle_keypoints, Scene};
 use crate::vlm::{Answer, Png, Query, Request, VlmClient};
 use nalgebra::{Isometry3, Point3, Quaternion, Translation3, UnitQuaternion};
-use reflex_core::{RewardTerms, Transition};
+use reflex_core::{RewardTerms, Transition, FLAT_OBJECTS, FLAT_OBJECT_STRIDE, FLAT_TCP_POS};
 use reflex_learn::stage::{EpisodeHook, RewardPlugin, RewardStage};
 use reflex_sim::rng::Rng;
 use reflex_sim::{Camera, Env, Frame, Task};
@@ -269,9 +269,10 @@ struct KeypointStage {
 /// The tool centre point and the pose of object `body` in a flat observation (the layout of
 /// `Observation::rebuild_flat`).
 fn tcp_and_object(flat: &[f32], body: usize) -> Option<(Point3<f64>, Isometry3<f64>)> {
-    let o = 22 + 7 * body;
+    let o = FLAT_OBJECTS + FLAT_OBJECT_STRIDE * body;
     let v = |i: usize| flat.get(i).map(|x| f64::from(*x));
-    let tcp = Point3::new(v(14)?, v(15)?, v(16)?);
+    let t = FLAT_TCP_POS;
+    let tcp = Point3::new(v(t)?, v(t + 1)?, v(t + 2)?);
     let q = Quaternion::new(v(o + 6)?, v(o + 3)?, v(o + 4)?, v(o + 5)?);
     let pose = Isometry3::from_parts(
         Translation3::new(v(o)?, v(o + 1)?, v(o + 2)?),
@@ -468,5 +469,14 @@ impl RewardStage for KeypointStage {
             "grid": [self.grid.cols, self.grid.rows],
             "vlm": self.client.stats(),
         })
+    }
+
+    fn demo_reward(&self, t: &Transition) -> f64 {
+        // No frame was shown for the demonstrations: only the task's success counts.
+        if t.outcome.success {
+            self.cfg.success_reward
+        } else {
+            0.0
+        }
     }
 }

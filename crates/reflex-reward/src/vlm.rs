@@ -26,8 +26,12 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VlmConfig {
-    /// Base URL up to and including `/v1`, e.g. `http://127.0.0.1:8000/v1`.
+    /// Base URL up to and including `/v1`, e.g. `http://127.0.0.1:8000/v1`. `https://` needs
+    /// a build with the `tls` feature.
     pub base_url: String,
+    /// Extra root certificate(s), PEM, trusted for `https://` besides the system's (a private
+    /// CA, a self-signed server).
+    pub ca_file: Option<PathBuf>,
     /// Model name sent with each request.
     pub model: String,
     /// Environment variable holding the API key (unset or empty: no key).
@@ -58,6 +62,7 @@ impl Default for VlmConfig {
     fn default() -> Self {
         Self {
             base_url: "http://127.0.0.1:8000/v1".into(),
+            ca_file: None,
             model: "reflex-oracle".into(),
             api_key_env: "REFLEX_VLM_API_KEY".into(),
             api_key_file: None,
@@ -293,6 +298,43 @@ struct Shared {
     replies: crossbeam::channel::Sender<Reply>,
 }
 
+/// The HTTP client: plain HTTP always; HTTPS with the `tls` feature.
+#[cfg(not(feature = "tls"))]
+fn http_client(cfg: &VlmConfig) -> Result<reqwest::Client, VlmError> {
+    if cfg.base_url.starts_with("https://") || cfg.ca_file.is_some() {
+        return Err(VlmError::Config(format!(
+            "base_url `{}`: this build has no TLS; build reflex with `--features tls` for https",
+            cfg.base_url
+        )));
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs_f64(cfg.timeout_s))
+        .build()
+        .map_err(|e| VlmError::Config(e.to_string()))
+}
+
+/// The HTTP client: plain HTTP always; HTTPS with the `tls` feature.
+#[cfg(feature = "tls")]
+fn http_client(cfg: &VlmConfig) -> Result<reqwest::Client, VlmError> {
+    // One process-wide provider; a second install (another client) is refused and harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs_f64(cfg.timeout_s));
+    if let Some(path) = &cfg.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| VlmError::Config(format!("ca_file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| VlmError::Config(format!("ca_file {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(VlmError::Config(format!(
+                "ca_file {}: no PEM certificate in it",
+                path.display()
+            )));
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(|e| VlmError::Config(e.to_string()))
+}
+
 impl VlmClient {
     /// Checks the settings, reads the key and starts the client thread.
     pub fn start(cfg: VlmConfig) -> Result<Self, VlmError> {
@@ -311,10 +353,7 @@ impl VlmClient {
             ));
         }
         let key = read_key(&cfg)?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs_f64(cfg.timeout_s))
-            .build()
-            .map_err(|e| VlmError::Config(e.to_string()))?;
+        let http = http_client(&cfg)?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Request>(cfg.queue);
         let (reply_tx, replies) = crossbeam::channel::bounded(cfg.queue.max(16) * 4);
         let stats = Arc::new(VlmStats::default());

@@ -19,11 +19,8 @@ impl RewardSpec {
                 dense += t.weight * v;
             }
         }
-        match spec.fusion {
-            Fusion::Sum => dense + success,
-            Fusion::SuccessOverrides if any_success => success,
-            Fusion::SuccessOverrides => dense,
-        }
+        let overrides = matches!(spec.fusion, Fusion::SuccessOverrides);
+        reflex_core::combine_success(dense, success, any_success, overrides)
     }
 }
 
