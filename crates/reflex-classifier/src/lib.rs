@@ -29,9 +29,8 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::activation::{relu, sigmoid, softplus};
 use burn::tensor::{Device, Tensor, TensorData};
-use reflex_core::{Action, Policy};
 use reflex_sim::rng::Rng;
-use reflex_sim::{Camera, Env, Frame, ScriptedExpert, Task};
+use reflex_sim::{noisy_expert_episodes, Camera, Frame, Task};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -124,9 +123,6 @@ pub fn collect_frames(
             "size: must be a multiple of 8, at least 16, got {size}"
         )));
     }
-    let sim = |e: reflex_sim::SimError| ClassifierError::Sim(e.to_string());
-    let mut env = Env::new(task.clone()).map_err(sim)?;
-    let mut expert = ScriptedExpert::new(task, env.model());
     let camera = Camera::front(size, size);
     let mut frame = Frame::new(size, size);
     let mut rng = Rng::new(first_seed ^ 0xC1A5);
@@ -134,35 +130,27 @@ pub fn collect_frames(
         size,
         ..Default::default()
     };
-    let mut action = Action::zeros(task.action_space);
-    for ep in 0..episodes {
-        let mut obs = env.reset(first_seed + ep as u64).map_err(sim)?;
-        expert.reset();
-        let noise = 0.6 * (ep % 5) as f64 / 4.0;
-        let mut since_success: Option<usize> = None;
-        loop {
-            expert.act(&obs, &mut action);
-            let mut a = action;
-            for v in a.as_mut_slice() {
-                *v = (*v + (rng.normal() * noise) as f32).clamp(-1.0, 1.0);
-            }
-            let step = env.step(&a).map_err(sim)?;
-            obs = step.obs;
-            env.render(&camera, &mut frame, false);
-            image_tensor_layout(&frame, &mut set.images);
-            set.labels.push(step.info.success);
-            if step.info.success {
-                since_success = Some(since_success.map_or(0, |k| k + 1));
-            }
-            let held_long_enough = since_success.is_some_and(|k| k >= after_success);
-            let over = step.truncated
-                || (step.terminated && !step.info.success)
-                || (step.terminated && since_success.is_none());
-            if held_long_enough || over || !step.info.success && since_success.is_some() {
-                break;
-            }
+    let mut since_success: Option<usize> = None;
+    let mut current = usize::MAX;
+    noisy_expert_episodes(task, episodes, first_seed, &mut rng, |ep, env, step| {
+        if ep != current {
+            current = ep;
+            since_success = None;
         }
-    }
+        env.render(&camera, &mut frame, false);
+        image_tensor_layout(&frame, &mut set.images);
+        set.labels.push(step.info.success);
+        if step.info.success {
+            since_success = Some(since_success.map_or(0, |k| k + 1));
+        }
+        let held_long_enough = since_success.is_some_and(|k| k >= after_success);
+        let over = step.truncated
+            || (step.terminated && !step.info.success)
+            || (step.terminated && since_success.is_none());
+        let lost_it = !step.info.success && since_success.is_some();
+        Ok(!(held_long_enough || over || lost_it))
+    })
+    .map_err(ClassifierError::Sim)?;
     Ok(set)
 }
 

@@ -12,9 +12,8 @@
 use crate::parse::Preference;
 use crate::preference::{spearman, LabelledPair, PreferenceConfig, PreferenceModel};
 use crate::vlm::{Answer, Png, Query, Request, VlmClient, VlmCounters};
-use reflex_core::{Action, Policy};
 use reflex_sim::rng::Rng;
-use reflex_sim::{Camera, Env, Frame, ScriptedExpert, Task};
+use reflex_sim::{noisy_expert_episodes, Camera, Frame, Task};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,8 +132,6 @@ fn collect(
     episodes: usize,
     rng: &mut Rng,
 ) -> Result<Frames, String> {
-    let mut env = Env::new(task.clone()).map_err(|e| e.to_string())?;
-    let mut expert = ScriptedExpert::new(task, env.model());
     let camera = Camera::front(cfg.width, cfg.height);
     let mut frame = Frame::new(cfg.width, cfg.height);
     let mut out = Frames {
@@ -143,36 +140,25 @@ fn collect(
         images: Vec::new(),
         dim: 0,
     };
-    let mut action = Action::zeros(task.action_space);
-    for ep in 0..episodes {
-        let mut obs = env
-            .reset(first_seed + ep as u64)
-            .map_err(|e| e.to_string())?;
-        out.dim = obs.flat.len();
-        expert.reset();
-        // From the clean expert to one that rarely finishes.
-        let noise = 0.6 * (ep % 5) as f64 / 4.0;
-        for k in 0.. {
-            expert.act(&obs, &mut action);
-            let mut a = action;
-            for v in a.as_mut_slice() {
-                *v = (*v + (rng.normal() * noise) as f32).clamp(-1.0, 1.0);
-            }
-            let step = env.step(&a).map_err(|e| e.to_string())?;
-            obs = step.obs;
-            if k % cfg.every == 0 || step.info.success {
-                env.render(&camera, &mut frame, false);
-                let png = Png::encode_rgb(frame.width, frame.height, &frame.rgb)
-                    .map_err(|e| e.to_string())?;
-                out.features.extend_from_slice(obs.flat.as_slice());
-                out.progress.push(step.reward);
-                out.images.push(Arc::new(png));
-            }
-            if step.terminated || step.truncated {
-                break;
-            }
+    let mut k = 0usize;
+    let mut current = usize::MAX;
+    noisy_expert_episodes(task, episodes, first_seed, rng, |ep, env, step| {
+        if ep != current {
+            current = ep;
+            k = 0;
         }
-    }
+        out.dim = step.obs.flat.len();
+        if k % cfg.every == 0 || step.info.success {
+            env.render(&camera, &mut frame, false);
+            let png = Png::encode_rgb(frame.width, frame.height, &frame.rgb)
+                .map_err(|e| e.to_string())?;
+            out.features.extend_from_slice(step.obs.flat.as_slice());
+            out.progress.push(step.reward);
+            out.images.push(Arc::new(png));
+        }
+        k += 1;
+        Ok(!(step.terminated || step.truncated))
+    })?;
     Ok(out)
 }
 

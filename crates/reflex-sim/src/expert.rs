@@ -413,6 +413,44 @@ fn nearest_symmetric(object_yaw: f64, reference: f64) -> f64 {
     reference + wrap(object_yaw - reference, FRAC_PI_2)
 }
 
+/// Runs the task's scripted expert for `episodes` episodes (seeds `first_seed..`) with a
+/// different amount of Gaussian action noise in each, cycling through five levels from none to
+/// 0.6 (which rarely finishes), so a collection holds successes and episodes that stall
+/// part-way: what labelled frames for reward models are drawn from. After every step `visit`
+/// sees the episode index, the environment (to render) and the step; it returns whether the
+/// episode goes on. The expert's noise comes from `rng`.
+pub fn noisy_expert_episodes(
+    task: &Task,
+    episodes: usize,
+    first_seed: u64,
+    rng: &mut crate::rng::Rng,
+    mut visit: impl FnMut(usize, &crate::Env, &crate::Step) -> Result<bool, String>,
+) -> Result<(), String> {
+    let mut env = crate::Env::new(task.clone()).map_err(|e| e.to_string())?;
+    let mut expert = ScriptedExpert::new(task, env.model());
+    let mut action = Action::zeros(task.action_space);
+    for ep in 0..episodes {
+        let mut obs = env
+            .reset(first_seed + ep as u64)
+            .map_err(|e| e.to_string())?;
+        expert.reset();
+        let noise = 0.6 * (ep % 5) as f64 / 4.0;
+        loop {
+            expert.act(&obs, &mut action);
+            let mut a = action;
+            for v in a.as_mut_slice() {
+                *v = (*v + (rng.normal() * noise) as f32).clamp(-1.0, 1.0);
+            }
+            let step = env.step(&a).map_err(|e| e.to_string())?;
+            obs = step.obs;
+            if !visit(ep, &env, &step)? {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

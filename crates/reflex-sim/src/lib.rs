@@ -52,7 +52,7 @@ pub mod world;
 pub use camera::{Camera, Frame, Intrinsics, Mount};
 pub use env::{Env, Step, StepInfo, Termination};
 pub use error::SimError;
-pub use expert::ScriptedExpert;
+pub use expert::{noisy_expert_episodes, ScriptedExpert};
 pub use reward::RewardTerms;
 pub use sim_robot::SimRobot;
 pub use task::Task;
