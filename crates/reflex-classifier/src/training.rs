@@ -14,7 +14,7 @@
 
 use crate::{image_tensor_layout, Classifier};
 use reflex_core::{Outcome, RewardTerms, Transition};
-use reflex_learn::stage::{EpisodeHook, RewardPlugin, RewardStage};
+use reflex_learn::stage::{success_only, EpisodeHook, RewardPlugin, RewardStage};
 use reflex_sim::{Camera, Env, Frame};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -265,10 +265,6 @@ impl RewardStage for ClassifierStage {
     }
 
     fn demo_reward(&self, t: &Transition) -> f64 {
-        if t.outcome.success {
-            self.cfg.success_reward
-        } else {
-            0.0
-        }
+        success_only(t, self.cfg.success_reward)
     }
 }

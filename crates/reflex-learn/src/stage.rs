@@ -63,6 +63,16 @@ pub trait RewardStage: Send {
     }
 }
 
+/// The reward of a step that only the task's success can judge (demonstrations under a reward
+/// source; the sparse part of a learned reward): `success_reward` when it succeeded, else 0.
+pub fn success_only(t: &Transition, success_reward: f64) -> f64 {
+    if t.outcome.success {
+        success_reward
+    } else {
+        0.0
+    }
+}
+
 /// A reward source for [`crate::train::train_with`].
 pub struct RewardPlugin {
     /// Its name (`summary.json`'s `reward`).

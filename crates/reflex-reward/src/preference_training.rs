@@ -21,7 +21,7 @@ use crate::parse::ParseError;
 use crate::preference::{spearman, LabelledPair, PreferenceConfig, PreferenceModel};
 use crate::vlm::{Answer, Png, Query, Request, VlmClient, VlmError};
 use reflex_core::{Outcome, Transition};
-use reflex_learn::stage::{EpisodeHook, RewardPlugin, RewardStage};
+use reflex_learn::stage::{success_only, EpisodeHook, RewardPlugin, RewardStage};
 use reflex_sim::rng::Rng;
 use reflex_sim::{Camera, Env, Frame, Task};
 use serde::{Deserialize, Serialize};
@@ -522,11 +522,7 @@ impl RewardStage for PreferenceStage {
     }
 
     fn demo_reward(&self, t: &Transition) -> f64 {
-        if t.outcome.success {
-            self.cfg.success_reward
-        } else {
-            0.0
-        }
+        success_only(t, self.cfg.success_reward)
     }
 
     fn relabel_due(&mut self) -> bool {

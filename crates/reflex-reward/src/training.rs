@@ -22,7 +22,7 @@ use crate::sim::{oracle_keypoints, Scene};
 use crate::vlm::{Answer, Png, Query, Request, VlmClient};
 use nalgebra::{Isometry3, Point3, Quaternion, Translation3, UnitQuaternion};
 use reflex_core::{RewardTerms, Transition, FLAT_OBJECTS, FLAT_OBJECT_STRIDE, FLAT_TCP_POS};
-use reflex_learn::stage::{EpisodeHook, RewardPlugin, RewardStage};
+use reflex_learn::stage::{success_only, EpisodeHook, RewardPlugin, RewardStage};
 use reflex_sim::rng::Rng;
 use reflex_sim::{Camera, Env, Frame, Task};
 use serde::{Deserialize, Serialize};
@@ -473,10 +473,6 @@ impl RewardStage for KeypointStage {
 
     fn demo_reward(&self, t: &Transition) -> f64 {
         // No frame was shown for the demonstrations: only the task's success counts.
-        if t.outcome.success {
-            self.cfg.success_reward
-        } else {
-            0.0
-        }
+        success_only(t, self.cfg.success_reward)
     }
 }
