@@ -297,72 +297,56 @@ fn random_mlp(dims: &[usize], seed: u64) -> reflex_runtime::Mlp {
     m
 }
 
-/// The control tick the runtime will run, with random networks: base MLP on the observation,
-/// residual MLP on observation and base action, composition, safety filter. Benchmark scaffolding
-/// until the runtime's own loop lands; everything is preallocated.
-struct SyntheticTick {
-    base_net: reflex_runtime::Mlp,
-    residual_net: reflex_runtime::Mlp,
-    composer: reflex_runtime::Composer,
-    filter: reflex_runtime::SafetyFilter,
-    base: Action,
-    residual: Action,
-    action: Action,
-    obs_base: [f32; 47],
-    wish: reflex_core::JointCommand,
-    /// The command of the last tick.
-    cmd: reflex_core::JointCommand,
+/// The real control loop over a robot stand-in, as `bench policy` and `bench loop` time it: the
+/// shipped arm with second-order joint dynamics reporting a fixed scene (1 object, 2 keypoints,
+/// 1 goal: a 38-value observation), a base MLP (38-256-256-7), an exploring tanh-Gaussian
+/// residual (45-256-256-14) whose weights another thread may swap, the takeover rule, the
+/// action mapper, the safety filter, and the transition ring.
+struct LoopUnderTest {
+    rt: reflex_runtime::Runtime<reflex_runtime::StandInArm>,
+    residual: std::sync::Arc<reflex_runtime::WeightsSlot>,
+    obs_dim: usize,
 }
 
-impl SyntheticTick {
-    /// Arm at its home pose; `dt_s` is the loop period.
-    fn new(dt_s: f64) -> Result<(Self, reflex_core::RobotState)> {
-        use reflex_core::{ActionSpace, ArmModel, RobotState, SafetyLimits};
-        let urdf = reflex_sim::env::default_urdf_path();
-        let arm = ArmModel::from_urdf_file(&urdf, "link0", "tcp")?;
-        let state = RobotState {
-            joint_pos_rad: [0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785],
-            gripper_width_m: 0.04,
-            ..Default::default()
-        };
-        let filter = reflex_runtime::SafetyFilter::new(
-            SafetyLimits::from_model(&arm),
-            arm,
-            dt_s,
-            reflex_runtime::EStop::new(),
-            &state,
-        )?;
-        let tick = Self {
-            base_net: random_mlp(&[39, 256, 256, 8], 2),
-            residual_net: random_mlp(&[47, 256, 256, 8], 3),
-            composer: reflex_runtime::Composer::new(0.3, 0.5, 100),
-            filter,
-            base: Action::zeros(ActionSpace::JointDelta),
-            residual: Action::zeros(ActionSpace::JointDelta),
-            action: Action::zeros(ActionSpace::JointDelta),
-            obs_base: [0.0; 47],
-            wish: Default::default(),
-            cmd: Default::default(),
-        };
-        Ok((tick, state))
-    }
-
-    /// One tick from `obs` and the measured `state`; the command lands in `self.cmd`.
-    fn run(&mut self, obs: &[f32; 39], state: &reflex_core::RobotState, step_rad: f64) {
-        let _ = self.base_net.forward(obs, self.base.as_mut_slice());
-        self.obs_base[..39].copy_from_slice(obs);
-        self.obs_base[39..].copy_from_slice(self.base.as_slice());
-        let _ = self
-            .residual_net
-            .forward(&self.obs_base, self.residual.as_mut_slice());
-        self.composer
-            .compose(&self.base, &self.residual, None, &mut self.action);
-        for (i, q) in self.wish.joint_pos_rad.iter_mut().enumerate() {
-            *q = state.joint_pos_rad[i] + step_rad * self.action.as_slice()[i] as f64;
-        }
-        self.wish.gripper_width_m = 0.04;
-        self.filter.filter(&self.wish, state, true, &mut self.cmd);
-    }
+fn loop_under_test(rate_hz: f64, policy_rate_hz: f64) -> Result<LoopUnderTest> {
+    use reflex_core::{ActionSpace, ArmModel, ControlSpec, Observation, SafetyLimits};
+    use reflex_runtime::{
+        EStop, NetPolicy, ResidualPolicy, Runtime, RuntimeConfig, StandInArm, WeightsSlot,
+    };
+    let urdf = reflex_sim::env::default_urdf_path();
+    let arm = ArmModel::from_urdf_file(&urdf, "link0", "tcp")?;
+    let home = [0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785];
+    let robot = StandInArm::new(arm.clone(), home, 0.04, 1.0 / rate_hz).with_scene(1, 2, 1);
+    let obs_dim = Observation::flat_len(1, 2, 1);
+    let base = NetPolicy::new(
+        WeightsSlot::new(random_mlp(&[obs_dim, 256, 256, 7], 2)),
+        obs_dim,
+        7,
+    )?;
+    let residual_slot = WeightsSlot::new(random_mlp(&[obs_dim + 7, 256, 256, 14], 3));
+    let explore = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let residual = ResidualPolicy::tanh_gaussian(residual_slot.clone(), obs_dim, 7, explore, 1)?;
+    let cfg = RuntimeConfig::new(
+        rate_hz,
+        policy_rate_hz,
+        ActionSpace::EeDelta,
+        ControlSpec::default(),
+        home,
+        SafetyLimits::from_model(&arm),
+    );
+    let rt = Runtime::new(
+        robot,
+        cfg,
+        arm,
+        Box::new(base),
+        Some(residual),
+        EStop::new(),
+    )?;
+    Ok(LoopUnderTest {
+        rt,
+        residual: residual_slot,
+        obs_dim,
+    })
 }
 
 fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
@@ -374,14 +358,39 @@ fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
         let _ = mlp.forward(std::hint::black_box(&obs), &mut out);
     });
 
-    // One composed tick: base, residual on (obs, base), composition, safety filter.
-    let (mut tick, state) = SyntheticTick::new(0.001)?;
-    let obs39: [f32; 39] = std::array::from_fn(|i| obs[i]);
-    let (composed_p50_us, composed_p99_us) =
-        latency_us(a.samples, || tick.run(&obs39, &state, 0.001));
+    // The real runtime's tick: at a policy step (observation, base, residual, composition,
+    // mapper, filter, robot I/O, transition) and between them (mapper, filter, robot I/O).
+    let mut lut = loop_under_test(1000.0, 100.0)?;
+    let per_step = lut.rt.ticks_per_step() as usize;
+    let mut step_t = Vec::with_capacity(a.samples / per_step + 1);
+    let mut servo_t = Vec::with_capacity(a.samples);
+    for i in 0..a.samples + a.samples / 10 {
+        let start = Instant::now();
+        let r = lut.rt.tick();
+        let us = start.elapsed().as_secs_f64() * 1e6;
+        while lut.rt.transitions().pop().is_some() {}
+        if i < a.samples / 10 {
+            continue; // warm-up
+        }
+        if r.policy_step {
+            step_t.push(us);
+        } else {
+            servo_t.push(us);
+        }
+    }
+    let q = |t: &mut Vec<f64>, p: f64| {
+        t.sort_by(f64::total_cmp);
+        t.get(((t.len().max(1) - 1) as f64 * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let (step_p50, step_p99) = (q(&mut step_t, 0.5), q(&mut step_t, 0.99));
+    let (servo_p50, servo_p99) = (q(&mut servo_t, 0.5), q(&mut servo_t, 0.99));
     println!(
-        "MLP 39-256-256-7 one sample: p50 {p50_us:.2} us, p99 {p99_us:.2} us ({} kernel); base + residual + composition + safety filter: p50 {composed_p50_us:.2} us, p99 {composed_p99_us:.2} us",
-        if fast_kernel { "AVX2+FMA" } else { "portable" }
+        "MLP 39-256-256-7 one sample: p50 {p50_us:.2} us, p99 {p99_us:.2} us ({} kernel); runtime tick with a policy step (obs {}, base + residual + composition + mapper + safety filter + stand-in arm): p50 {step_p50:.2} us, p99 {step_p99:.2} us ({} ticks); servo tick: p50 {servo_p50:.2} us, p99 {servo_p99:.2} us",
+        if fast_kernel { "AVX2+FMA" } else { "portable" },
+        lut.obs_dim,
+        step_t.len(),
     );
     if a.json {
         println!(
@@ -389,8 +398,12 @@ fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
             serde_json::json!({
                 "p50_us": p50_us,
                 "p99_us": p99_us,
-                "composed_p50_us": composed_p50_us,
-                "composed_p99_us": composed_p99_us,
+                "policy_tick_p50_us": step_p50,
+                "policy_tick_p99_us": step_p99,
+                "servo_tick_p50_us": servo_p50,
+                "servo_tick_p99_us": servo_p99,
+                "policy_ticks": step_t.len(),
+                "obs_dim": lut.obs_dim,
                 "kernel": if fast_kernel { "avx2_fma" } else { "portable" },
                 "samples": a.samples,
             })
@@ -400,10 +413,9 @@ fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
 }
 
 /// Keeps the VLM client busy against an in-process oracle server answering after 1 s, until
-/// `stop`; each answer is published in `cell`. Returns the answers received.
+/// `stop`. Returns the answers received.
 fn vlm_traffic(
     stop: &std::sync::atomic::AtomicBool,
-    cell: &reflex_core::LatestCell<(u64, f32)>,
     in_flight_max: &std::sync::atomic::AtomicU64,
 ) -> u64 {
     use reflex_reward::oracle::{Oracle, OracleConfig};
@@ -457,11 +469,8 @@ fn vlm_traffic(
                 asked += 1;
             }
             in_flight_max.fetch_max(asked - answered, Ordering::Relaxed);
-            if let Some(reply) = client.recv_timeout(Duration::from_millis(100)) {
+            if client.recv_timeout(Duration::from_millis(100)).is_some() {
                 answered += 1;
-                if reply.result.is_ok() {
-                    cell.set((answered, 0.5));
-                }
             }
         }
         server.stop();
@@ -478,17 +487,70 @@ fn vlm_traffic(
 
 fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
     use indicatif::{ProgressBar, ProgressStyle};
-    use reflex_core::LatestCell;
-    use reflex_runtime::{LoopStats, RealTime, RealTimeRequest, Ticker};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use reflex_runtime::{RealTime, RealTimeRequest};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
 
+    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
+        anyhow::bail!("--seconds {}: expected a positive duration", a.seconds);
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let stats = Arc::new(LoopStats::default());
+    let mut lut = loop_under_test(a.rate, (a.rate / 10.0).min(100.0))?;
+    let stats = lut.rt.stats().clone();
     let stop = Arc::new(AtomicBool::new(false));
-    let rewards: Arc<LatestCell<(u64, f32)>> = Arc::new(LatestCell::new());
-    let vlm_in_flight_max = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut workers = Vec::new();
+    let vlm_in_flight_max = Arc::new(AtomicU64::new(0));
+    let mut workers: Vec<std::thread::JoinHandle<u64>> = Vec::new();
+    // Always: the learner's side of the seams. New residual weights every 20 ms (hot swap), the
+    // transitions drained, and an operator taking over for 0.3 s of every 2 s.
+    {
+        let (slot, stop) = (lut.residual.clone(), stop.clone());
+        let dims = [lut.obs_dim + 7, 256, 256, 14];
+        workers.push(std::thread::spawn(move || {
+            let mut k = 10;
+            while !stop.load(Ordering::Relaxed) {
+                if slot.publish(random_mlp(&dims, k)).is_ok() {
+                    k += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            k - 10
+        }));
+    }
+    {
+        let (q, stop) = (lut.rt.transitions().clone(), stop.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                while q.pop().is_some() {
+                    n += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            n
+        }));
+    }
+    {
+        let (op, stop) = (lut.rt.operator().clone(), stop.clone());
+        workers.push(std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut sent = 0;
+            let mut human = Action::zeros(reflex_core::ActionSpace::EeDelta);
+            while !stop.load(Ordering::Relaxed) {
+                // An operator whose link is alive: a takeover for 0.3 s of every 2 s, messages
+                // below the takeover threshold the rest of the time.
+                let t = start.elapsed().as_secs_f64() % 2.0;
+                human.as_mut_slice()[2] = match t {
+                    t if t < 0.15 => 0.8,
+                    t if t < 0.3 => -0.8,
+                    _ => 0.0,
+                };
+                op.send(human);
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            sent
+        }));
+    }
     if a.load {
         // The learner: busy on its own core, as gradient steps would be.
         let stop_l = stop.clone();
@@ -513,47 +575,32 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
         }));
         // The reward worker: real VLM traffic over loopback HTTP. An oracle server answers
         // every keypoint question after 1 s; the client keeps its queue full of questions on
-        // a rendered frame, so several are always in flight; answers reach the loop through
-        // a cell it never waits on.
+        // a rendered frame, so several are always in flight; the loop never waits on it.
         let stop_r = stop.clone();
-        let cell = rewards.clone();
         let in_flight_max = vlm_in_flight_max.clone();
         workers.push(std::thread::spawn(move || {
-            vlm_traffic(&stop_r, &cell, &in_flight_max)
+            vlm_traffic(&stop_r, &in_flight_max)
         }));
     }
 
-    let rate = a.rate;
-    let seconds = a.seconds;
+    let (seconds, rate) = (a.seconds, a.rate);
     let realtime = !a.no_realtime;
-    let stats_c = stats.clone();
-    let cell = rewards.clone();
-    let control = std::thread::spawn(move || -> Result<RealTime> {
-        let rt = RealTime::request(&RealTimeRequest {
+    let control = std::thread::spawn(move || -> Result<(RealTime, LoopUnderTest)> {
+        let got = RealTime::request(&RealTimeRequest {
             fifo_priority: realtime.then_some(80),
             mlock: realtime,
             cpu: realtime.then_some(cores - 1),
         });
-        let (mut tick, mut state) = SyntheticTick::new(1.0 / rate)?;
-        let mut obs = [0f32; 39];
-        let mut last_reward = 0.0f32;
-        let mut ticker = Ticker::new(rate);
-        let total = (seconds * rate).round() as u64;
-        for _ in 0..total {
-            let woke = ticker.wait(&stats_c);
-            // The reward worker's answer, if one arrived: never waited for.
-            if let Some((_, r)) = cell.take() {
-                last_reward = r;
-            }
-            for (o, q) in obs.iter_mut().zip(&state.joint_pos_rad) {
-                *o = *q as f32;
-            }
-            obs[38] = last_reward;
-            tick.run(&obs, &state, 0.0005);
-            state.joint_pos_rad = tick.cmd.joint_pos_rad;
-            stats_c.compute.record(woke.elapsed().as_nanos() as u64);
+        // Exactly `seconds * rate` ticks, paced as `Runtime::run` paces them: each tick has a
+        // deadline one period after its scheduled start.
+        let stats = lut.rt.stats().clone();
+        let mut ticker = reflex_runtime::Ticker::new(rate);
+        for _ in 0..(seconds * rate).round() as u64 {
+            let woke = ticker.wait(&stats.timing);
+            lut.rt.tick();
+            ticker.finish(&stats.timing, woke);
         }
-        Ok(rt)
+        Ok((got, lut))
     });
 
     let bar = ProgressBar::new((a.seconds * a.rate) as u64);
@@ -563,36 +610,37 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
     );
     while !control.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
-        bar.set_position(stats.ticks.load(std::sync::atomic::Ordering::Relaxed));
+        bar.set_position(stats.timing.ticks.load(Ordering::Relaxed));
         bar.set_message(format!(
             "{} missed",
-            stats
-                .deadline_misses
-                .load(std::sync::atomic::Ordering::Relaxed)
+            stats.timing.deadline_misses.load(Ordering::Relaxed)
         ));
     }
     bar.finish_and_clear();
-    let rt = control
+    let (rt_got, lut) = control
         .join()
         .map_err(|_| anyhow::anyhow!("the control thread panicked"))??;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut learner_passes = 0;
-    let mut reward_answers = 0;
-    for (i, w) in workers.into_iter().enumerate() {
-        let n = w
-            .join()
-            .map_err(|_| anyhow::anyhow!("a load thread panicked"))?;
-        if i == 0 {
-            learner_passes = n;
-        } else {
-            reward_answers = n;
-        }
+    stop.store(true, Ordering::Relaxed);
+    let mut counts = Vec::new();
+    for w in workers {
+        counts.push(
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))?,
+        );
     }
+    let (swaps, drained, operator_msgs) = (counts[0], counts[1], counts[2]);
+    let (learner_passes, reward_answers) = if a.load {
+        (counts[3], counts[4])
+    } else {
+        (0, 0)
+    };
     let us = |ns: u64| ns as f64 / 1e3;
-    let ticks = stats.ticks.load(std::sync::atomic::Ordering::Relaxed);
-    let misses = stats
-        .deadline_misses
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let t = &stats.timing;
+    let ticks = t.ticks.load(Ordering::Relaxed);
+    let misses = t.deadline_misses.load(Ordering::Relaxed);
+    let late10 = t.late_10pct.load(Ordering::Relaxed);
+    let late50 = t.late_50pct.load(Ordering::Relaxed);
+    let q = lut.rt.transitions().stats();
     if a.load {
         println!(
             "load: a learner busy on core 0; {reward_answers} VLM answers over loopback HTTP, up to {} questions in flight",
@@ -604,9 +652,9 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
         Err(e) => e.clone(),
     };
     for (what, r) in [
-        ("SCHED_FIFO", &rt.fifo),
-        ("mlockall", &rt.mlock),
-        ("CPU pinning", &rt.pinned),
+        ("SCHED_FIFO", &rt_got.fifo),
+        ("mlockall", &rt_got.mlock),
+        ("CPU pinning", &rt_got.pinned),
     ] {
         if let Err(e) = r {
             if !a.no_realtime {
@@ -615,14 +663,19 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
         }
     }
     println!(
-        "{ticks} ticks at {} Hz{}: {misses} deadline misses; wake-up jitter p50 {:.1} us, p99 {:.1} us, max {:.1} us; compute p50 {:.1} us, p99 {:.1} us",
+        "the Runtime over a stand-in arm, {ticks} ticks at {} Hz{}: {misses} deadline misses (finished after the deadline), {late10} woke >10% of a period late, {late50} >50%; wake-up jitter p50 {:.1} us, p99 {:.1} us, max {:.1} us; compute p50 {:.1} us, p99 {:.1} us, max {:.1} us; {} weight swaps, {} transitions ({} refused), {} operator messages",
         a.rate,
         if a.load { " under load" } else { "" },
-        us(stats.jitter.quantile_ns(0.5)),
-        us(stats.jitter.quantile_ns(0.99)),
-        us(stats.jitter.max_ns()),
-        us(stats.compute.quantile_ns(0.5)),
-        us(stats.compute.quantile_ns(0.99)),
+        us(t.jitter.quantile_ns(0.5)),
+        us(t.jitter.quantile_ns(0.99)),
+        us(t.jitter.max_ns()),
+        us(t.compute.quantile_ns(0.5)),
+        us(t.compute.quantile_ns(0.99)),
+        us(t.compute.max_ns()),
+        swaps,
+        q.pushed,
+        q.dropped,
+        operator_msgs,
     );
     if a.json {
         println!(
@@ -633,17 +686,28 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
                 "load": a.load,
                 "ticks": ticks,
                 "deadline_misses": misses,
-                "jitter_p50_us": us(stats.jitter.quantile_ns(0.5)),
-                "jitter_p99_us": us(stats.jitter.quantile_ns(0.99)),
-                "jitter_max_us": us(stats.jitter.max_ns()),
-                "compute_p50_us": us(stats.compute.quantile_ns(0.5)),
-                "compute_p99_us": us(stats.compute.quantile_ns(0.99)),
+                "late_10pct": late10,
+                "late_50pct": late50,
+                "jitter_p50_us": us(t.jitter.quantile_ns(0.5)),
+                "jitter_p99_us": us(t.jitter.quantile_ns(0.99)),
+                "jitter_max_us": us(t.jitter.max_ns()),
+                "compute_p50_us": us(t.compute.quantile_ns(0.5)),
+                "compute_p99_us": us(t.compute.quantile_ns(0.99)),
+                "compute_max_us": us(t.compute.max_ns()),
+                "policy_steps": stats.policy_steps.load(Ordering::Relaxed),
+                "intervened_steps": stats.intervened_steps.load(Ordering::Relaxed),
+                "weight_swaps": swaps,
+                "residual_version": lut.residual.version(),
+                "transitions": q.pushed,
+                "transitions_refused": q.dropped,
+                "transitions_drained": drained,
+                "operator_messages": operator_msgs,
                 "learner_forward_passes": learner_passes,
                 "reward_answers": reward_answers,
                 "vlm_in_flight_max": vlm_in_flight_max.load(Ordering::Relaxed),
-                "sched_fifo": status(&rt.fifo),
-                "mlockall": status(&rt.mlock),
-                "pinned": status(&rt.pinned),
+                "sched_fifo": status(&rt_got.fifo),
+                "mlockall": status(&rt_got.mlock),
+                "pinned": status(&rt_got.pinned),
             })
         );
     }

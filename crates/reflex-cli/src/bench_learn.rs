@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use reflex_learn::pendulum::train_pendulum;
-use reflex_learn::sac::{Agent, AgentConfig, Batch};
+use reflex_learn::sac::{Agent, AgentConfig};
 use reflex_learn::train::{train, TrainConfig};
 use std::time::Instant;
 
@@ -34,8 +34,13 @@ pub struct BenchLearnerArgs {
     json: bool,
 }
 
-/// Full SAC updates (critics, actor, temperature, targets) per second on a fixed batch.
+/// Full SAC updates (critics, actor, temperature, targets) per second, as training runs them:
+/// the learner draws every batch from a filled replay, half demonstrations and half online
+/// (RLPD), of 3-step records, for a residual agent whose critics see the executed action.
 pub fn bench_learner(a: &BenchLearnerArgs) -> Result<()> {
+    use reflex_learn::learner::{Learner, LearnerConfig};
+    use reflex_learn::replay::{Source, Step};
+    use reflex_runtime::{Activation, Mlp, WeightsSlot};
     let cfg = AgentConfig {
         hidden: vec![a.hidden, a.hidden],
         critics: a.critics,
@@ -45,41 +50,74 @@ pub fn bench_learner(a: &BenchLearnerArgs) -> Result<()> {
     if let Err(e) = cfg.validate() {
         bail!("{e}");
     }
-    let mut agent = Agent::new(cfg, a.obs, a.act, 1);
-    let mut b = Batch::new(a.batch, a.obs, a.act);
+    let scale = 0.3;
+    let agent = Agent::new(cfg, a.obs + a.act, a.act, 1).with_residual(scale);
+    let lcfg = LearnerConfig {
+        batch_size: a.batch,
+        critic_warmup_updates: 0,
+        replay_capacity: 200_000,
+        ..Default::default()
+    };
+    let base = Mlp::zeros(&[a.obs, 8, a.act], Activation::Relu, Activation::Tanh);
+    let slot = WeightsSlot::new(agent.exploring_actor());
+    let mut learner = Learner::new(agent, lcfg, scale, base, slot, 1);
+    // Fill the replay: 5,000 demonstration steps and 50,000 online steps, in episodes of 100.
     let mut rng = reflex_sim::rng::Rng::new(3);
-    for v in b.obs.iter_mut().chain(b.next_obs.iter_mut()) {
-        *v = rng.uniform(-1.0, 1.0) as f32;
+    let vec_of = |n: usize, rng: &mut reflex_sim::rng::Rng| -> Vec<f32> {
+        (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
+    };
+    let fill_start = Instant::now();
+    for i in 0..55_000u64 {
+        let demo = i < 5_000;
+        let step = Step {
+            episode: i / 100,
+            step: i % 100,
+            source: if demo { Source::Demo } else { Source::Online },
+            obs: vec_of(a.obs + a.act, &mut rng),
+            act: vec_of(a.act, &mut rng),
+            reward: rng.uniform(-1.0, 1.0) as f32,
+            terminated: i % 100 == 99 && i % 300 == 99,
+            episode_end: i % 100 == 99,
+            next_obs: vec_of(a.obs + a.act, &mut rng),
+        };
+        if demo {
+            learner.add_demo(step)?;
+        } else {
+            learner.add_online(step)?;
+        }
     }
-    for v in b.act.iter_mut() {
-        *v = rng.uniform(-1.0, 1.0) as f32;
-    }
-    for (r, d) in b.reward.iter_mut().zip(b.discount.iter_mut()) {
-        *r = rng.uniform(-1.0, 1.0) as f32;
-        *d = 0.99;
-    }
+    let fill_s = fill_start.elapsed().as_secs_f64();
     for _ in 0..10 {
-        agent.update(&b, false);
+        learner.update_once();
     }
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < a.seconds {
-        agent.update(&b, false);
+        learner.update_once();
         n += 1;
     }
     let s = start.elapsed().as_secs_f64();
     let ups = n as f64 / s;
     let threads = rayon::current_num_threads();
     println!(
-        "full SAC updates: {ups:.1}/s (batch {}, [{h}, {h}] actor and {} critics, obs {}, act {}, {threads} threads)",
-        a.batch, a.critics, a.obs, a.act, h = a.hidden
+        "full SAC updates from a filled replay (RLPD 50/50, {} demonstration and {} online records): {ups:.1}/s (batch {}, [{h}, {h}] actor and {} critics, obs {} + base {}, act {}, {threads} threads)",
+        learner.demo.len(),
+        learner.online.len(),
+        a.batch,
+        a.critics,
+        a.obs,
+        a.act,
+        a.act,
+        h = a.hidden
     );
     if a.json {
         println!(
             "{}",
             serde_json::json!({"updates_per_s": ups, "updates": n, "seconds": s, "batch": a.batch,
                 "hidden": [a.hidden, a.hidden], "critics": a.critics, "obs": a.obs, "act": a.act,
-                "threads": threads})
+                "threads": threads, "demo_records": learner.demo.len(),
+                "online_records": learner.online.len(), "fill_s": fill_s,
+                "rollbacks": learner.shared.rollbacks.load(std::sync::atomic::Ordering::Relaxed)})
         );
     }
     Ok(())

@@ -75,21 +75,25 @@ fn main() -> Result<()> {
     }
 }
 
-/// The first Ctrl-C (SIGINT) sets `reflex_learn::train::INTERRUPT` (training ends at the next
-/// episode boundary with every output written; servers stop); the handler then steps aside, so
-/// a second Ctrl-C stops the process at once.
-pub fn stop_on_first_interrupt() {
-    extern "C" fn on_sigint(_: libc::c_int) {
+/// SIGTERM and the first Ctrl-C (SIGINT) set `reflex_learn::train::INTERRUPT`: a command that
+/// drives an arm (`reflex run`, `reflex train`) then presses its e-stop, brakes the arm to rest
+/// within its limits and exits with its outputs written; servers stop. After the first Ctrl-C
+/// the SIGINT handler steps aside, so a second one stops the process at once.
+pub fn stop_on_signals() {
+    extern "C" fn on_signal(sig: libc::c_int) {
         // Only async-signal-safe work: an atomic store and signal(2).
         reflex_learn::train::INTERRUPT.store(true, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: restoring the default disposition is async-signal-safe.
-        unsafe {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
+        if sig == libc::SIGINT {
+            // SAFETY: restoring the default disposition is async-signal-safe.
+            unsafe {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+            }
         }
     }
-    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    let handler: extern "C" fn(libc::c_int) = on_signal;
     // SAFETY: the handler above only does async-signal-safe work.
     unsafe {
         libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as *const () as libc::sighandler_t);
     }
 }

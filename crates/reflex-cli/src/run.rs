@@ -1,5 +1,7 @@
 //! `reflex run`: the runtime's control loop driving the simulated arm in real time, paced at
 //! the loop rate, episode after episode, with success and timing statistics at the end.
+//! SIGTERM or the first Ctrl-C presses the e-stop: the arm brakes to rest within its limits
+//! before the command exits (a second Ctrl-C kills it at once).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -83,21 +85,23 @@ pub fn run(a: &RunArgs) -> Result<()> {
         None => None,
     };
     let cfg = RuntimeConfig {
-        rate_hz: a.rate,
-        policy_rate_hz: task.control_rate_hz,
-        action_space: task.action_space,
-        control: task.control.clone(),
-        rest_joint_pos_rad: task.arm.initial_joint_pos_rad,
-        limits: task.safety_limits(&model),
         residual_scale: a.residual_scale,
-        intervention_threshold: 0.5,
-        intervention_hold_s: 0.5,
         transition_capacity: 4096,
+        ..RuntimeConfig::new(
+            a.rate,
+            task.control_rate_hz,
+            task.action_space,
+            task.control.clone(),
+            task.arm.initial_joint_pos_rad,
+            task.safety_limits(&model),
+        )
     };
     let robot = SimRobot::new(env, a.rate)?;
-    let mut rt = Runtime::new(robot, cfg, model, base, residual, EStop::new())?;
+    let estop = EStop::new();
+    let mut rt = Runtime::new(robot, cfg, model, base, residual, estop.clone())?;
     let stats = rt.stats().clone();
     let transitions = rt.transitions().clone();
+    crate::stop_on_signals();
 
     let realtime = !a.no_realtime && !a.unpaced;
     let paced = !a.unpaced;
@@ -106,7 +110,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let first_seed = a.seed;
     let control = std::thread::Builder::new()
         .name("reflex-control".into())
-        .spawn(move || -> Result<(RealTime, Vec<bool>)> {
+        .spawn(move || -> Result<(RealTime, Vec<bool>, Option<bool>)> {
             let got = RealTime::request(&RealTimeRequest {
                 fifo_priority: realtime.then_some(80),
                 mlock: realtime,
@@ -115,11 +119,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
             let mut seed = first_seed;
             let mut episodes = Vec::new();
             let mut reset_error = None;
-            rt.run(duration, paced, |robot, outcome| {
+            rt.run(duration, paced, |rt, outcome| {
+                if rt.estop().is_latched() {
+                    return false; // the episode was aborted: not counted
+                }
                 episodes.push(outcome.success);
                 seed += 1;
-                match robot.reset(seed) {
-                    Ok(_) => true,
+                match rt.reset_episode(seed) {
+                    Ok(()) => true,
                     Err(e) => {
                         reset_error = Some(e);
                         false
@@ -129,7 +136,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
             if let Some(e) = reset_error {
                 return Err(e.into());
             }
-            Ok((got, episodes))
+            // Pressed: brake to rest (paced like the loop itself) before handing back.
+            let rested = rt
+                .estop()
+                .is_latched()
+                .then(|| rt.tick_until_at_rest((5.0 * rt.config().rate_hz) as u64, paced));
+            Ok((got, episodes, rested))
         })?;
 
     // This thread plays the learner's part: it drains transitions so none are dropped, and it
@@ -143,6 +155,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let mut drained = 0u64;
     while !control.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
+        if reflex_learn::train::INTERRUPT.load(Ordering::Relaxed) && !estop.is_latched() {
+            bar.println("stopping: e-stop pressed, braking to rest");
+            estop.press();
+        }
         while transitions.pop().is_some() {
             drained += 1;
         }
@@ -156,9 +172,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
         ));
     }
     bar.finish_and_clear();
-    let (got, episodes) = control
+    let (got, episodes, rested) = control
         .join()
         .map_err(|_| anyhow::anyhow!("the control thread panicked"))??;
+    if rested == Some(false) {
+        tracing::error!("the arm did not come to rest within 5 s of the e-stop");
+    }
     while transitions.pop().is_some() {
         drained += 1;
     }
@@ -247,6 +266,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
                 "read_errors": stats.read_errors.load(Ordering::Relaxed),
                 "write_errors": stats.write_errors.load(Ordering::Relaxed),
                 "faults": fault_map,
+                "estop_pressed": estop.presses() > 0,
+                "estop_aborts": stats.estop_aborts.load(Ordering::Relaxed),
+                "at_rest_after_estop": rested,
+                "stop_reason": if estop.presses() > 0 { "e-stop" } else { "time" },
+                "late_10pct": t.late_10pct.load(Ordering::Relaxed),
+                "late_50pct": t.late_50pct.load(Ordering::Relaxed),
                 "sched_fifo": status(&got.fifo),
                 "mlockall": status(&got.mlock),
                 "pinned": status(&got.pinned),

@@ -202,7 +202,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("{name}-s{}", cfg.seed)));
     let section = RewardSection::from_config(&cfg, a.config.as_deref())?;
     let (plugin, oracle) = reward_plugin(a, &cfg, &section, &out)?;
-    crate::stop_on_first_interrupt();
+    crate::stop_on_signals();
     let bar = ProgressBar::new(1000);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {msg}")

@@ -60,7 +60,7 @@ pub fn run(a: &OracleArgs) -> Result<()> {
         seed: a.seed,
     };
     let oracle = Oracle::start(addr, cfg).with_context(|| format!("listening on {addr}"))?;
-    crate::stop_on_first_interrupt();
+    crate::stop_on_signals();
     if a.json {
         println!("{}", serde_json::json!({ "base_url": oracle.base_url() }));
     } else {

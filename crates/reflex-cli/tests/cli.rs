@@ -113,12 +113,17 @@ fn bench_policy_prints_the_promised_fields() {
     let (ok, out, err) = reflex(&["bench", "policy", "--samples", "2000", "--json"]);
     assert!(ok, "{err}");
     let v = last_json(&out);
-    for k in ["p50_us", "p99_us", "composed_p99_us"] {
-        assert!(
-            v[k].as_f64().is_some_and(|x| x > 0.0),
-            "{k} missing or zero: {out}"
-        );
-    }
+    let f = |k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing: {out}"))
+    };
+    assert!(0.0 < f("p50_us") && f("p50_us") <= f("p99_us"), "{out}");
+    assert!(0.0 < f("servo_tick_p50_us") && f("servo_tick_p50_us") <= f("servo_tick_p99_us"));
+    assert!(f("policy_tick_p50_us") <= f("policy_tick_p99_us"), "{out}");
+    // A tick with a policy step runs two networks more than a servo tick.
+    assert!(f("policy_tick_p50_us") > f("servo_tick_p50_us"), "{out}");
+    // 1 kHz loop, 100 Hz policy: every tenth tick is a policy step.
+    assert_eq!(v["policy_ticks"], 200, "{out}");
 }
 
 #[test]
@@ -136,20 +141,38 @@ fn bench_loop_prints_the_promised_fields() {
     ]);
     assert!(ok, "{err}");
     let v = last_json(&out);
-    assert_eq!(v["ticks"], 1000, "{out}");
-    for k in [
-        "deadline_misses",
-        "jitter_p50_us",
-        "jitter_p99_us",
-        "jitter_max_us",
-        "compute_p99_us",
-    ] {
-        assert!(v[k].as_f64().is_some(), "{k} missing: {out}");
-    }
+    let n = |k: &str| {
+        v[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} missing: {out}"))
+    };
+    let f = |k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing: {out}"))
+    };
+    assert_eq!(n("ticks"), 1000, "{out}");
+    assert!(n("deadline_misses") <= n("ticks"));
     assert!(
-        v["learner_forward_passes"].as_u64().unwrap() > 0,
-        "the learner ran: {out}"
+        n("late_50pct") <= n("late_10pct") && n("late_10pct") <= n("ticks"),
+        "{out}"
     );
+    assert!(f("jitter_p50_us") <= f("jitter_p99_us") && f("jitter_p99_us") <= f("jitter_max_us"));
+    assert!(
+        f("compute_p50_us") <= f("compute_p99_us") && f("compute_p99_us") <= f("compute_max_us")
+    );
+    // The real runtime ran: 500 Hz loop, 50 Hz policy, every judged step went out and was
+    // drained, the residual's weights were swapped while it ran, an operator took over.
+    assert_eq!(n("policy_steps"), 100, "{out}");
+    assert_eq!(n("transitions"), 99, "{out}");
+    assert_eq!(n("transitions_refused"), 0, "{out}");
+    assert!(
+        n("weight_swaps") > 10 && n("residual_version") == n("weight_swaps"),
+        "{out}"
+    );
+    assert!(
+        n("intervened_steps") > 0 && n("operator_messages") > 0,
+        "{out}"
+    );
+    assert!(n("learner_forward_passes") > 0, "the learner ran: {out}");
     // VLM questions were in flight over HTTP while the loop ran, and answers came back.
     assert!(v["vlm_in_flight_max"].as_u64().unwrap() >= 2, "{out}");
     assert!(v["reward_answers"].as_u64().unwrap() >= 1, "{out}");
@@ -191,7 +214,34 @@ fn run_drives_the_simulated_arm_through_the_runtime_in_real_time() {
     assert_eq!(v["successes"], v["episodes"], "{out}");
     assert!(v["ticks"].as_u64().unwrap() > 100, "{out}");
     assert_eq!(v["transitions_dropped"], 0, "{out}");
-    assert_eq!(v["faults"]["estop"], 0);
+    assert_eq!(v["faults"]["estop"], 0, "nothing pressed the e-stop");
+    assert_eq!(v["stop_reason"], "time", "{out}");
+}
+
+/// SIGTERM presses `reflex run`'s e-stop: the episode is aborted, the arm brakes to rest within
+/// its limits, and the command exits cleanly with its report.
+#[test]
+fn sigterm_brakes_reflex_run_to_rest_before_it_exits() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .args(["run", "--task", "reach", "--rate", "500", "--seconds", "60"])
+        .args(["--no-realtime", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let t0 = std::time::Instant::now();
+    let status = signal_and_wait(&mut child, libc::SIGTERM, 30);
+    assert!(status.success(), "{status:?}");
+    assert!(t0.elapsed().as_secs() < 20, "stopped long before its 60 s");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let v = last_json(&out);
+    assert_eq!(v["stop_reason"], "e-stop", "{out}");
+    assert_eq!(v["estop_pressed"], true, "{out}");
+    assert_eq!(v["at_rest_after_estop"], true, "{out}");
+    assert!(v["faults"]["estop"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(v["estop_aborts"], 1, "{out}");
 }
 
 #[test]
@@ -283,20 +333,30 @@ fn train_writes_a_run_that_eval_reads() {
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert!(csv.lines().count() >= 3, "{csv}");
 
-    let (ok, out, err) = reflex(&[
-        "eval",
-        "--task",
-        "reach",
-        "--policy",
-        run.to_str().unwrap(),
-        "--episodes",
-        "3",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let e = last_json(&out);
+    let eval = || {
+        let (ok, out, err) = reflex(&[
+            "eval",
+            "--task",
+            "reach",
+            "--policy",
+            run.to_str().unwrap(),
+            "--episodes",
+            "3",
+            "--json",
+        ]);
+        assert!(ok, "{err}");
+        last_json(&out)
+    };
+    let e = eval();
     let rate = e["success_rate"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&rate), "{e}");
+    assert_eq!(e["episodes"], 3);
+    assert!(
+        (rate * 3.0 - (rate * 3.0).round()).abs() < 1e-9 && (0.0..=1.0).contains(&rate),
+        "a share of 3 episodes: {e}"
+    );
+    assert!(e["mean_return"].as_f64().unwrap().abs() > 0.0, "{e}");
+    // The same seeds give the same evaluation.
+    assert_eq!(eval(), e);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -618,11 +678,18 @@ fn vlm_oracle_answers_the_client_and_stops_on_ctrl_c() {
 /// Sends Ctrl-C (SIGINT) to `child` and waits for it to exit, killing it and failing the test
 /// after `limit_s` seconds.
 fn interrupt_and_wait(child: &mut std::process::Child, limit_s: u64) -> std::process::ExitStatus {
+    signal_and_wait(child, libc::SIGINT, limit_s)
+}
+
+/// Sends `signal` to `child` and waits for it to exit, killing it and failing the test after
+/// `limit_s` seconds.
+fn signal_and_wait(
+    child: &mut std::process::Child,
+    signal: libc::c_int,
+    limit_s: u64,
+) -> std::process::ExitStatus {
     // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
-    );
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
     let t0 = std::time::Instant::now();
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -630,7 +697,7 @@ fn interrupt_and_wait(child: &mut std::process::Child, limit_s: u64) -> std::pro
         }
         if t0.elapsed().as_secs() > limit_s {
             let _ = child.kill();
-            panic!("the process did not stop within {limit_s} s of Ctrl-C");
+            panic!("the process did not stop within {limit_s} s of signal {signal}");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

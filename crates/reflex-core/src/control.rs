@@ -44,6 +44,58 @@ pub struct ControlSpec {
     pub workspace_max_m: [f64; 3],
 }
 
+/// A control spec that does not make sense, naming the field.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("control spec: field `{field}`: {message}")]
+pub struct SpecError {
+    /// The offending field, e.g. `max_linear_speed_m_s`.
+    pub field: String,
+    /// What was expected, and what was found.
+    pub message: String,
+}
+
+impl ControlSpec {
+    /// Checks every field (NaN, negative and inverted values are refused); the error names the
+    /// first bad one.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad = |field: String, message: String| Err(SpecError { field, message });
+        for (field, v) in [
+            ("max_linear_speed_m_s", self.max_linear_speed_m_s),
+            ("max_angular_speed_rad_s", self.max_angular_speed_rad_s),
+            ("max_joint_speed_rad_s", self.max_joint_speed_rad_s),
+            ("max_setpoint_lead_rad", self.max_setpoint_lead_rad),
+            ("max_setpoint_lead_m", self.max_setpoint_lead_m),
+            ("dls_damping", self.dls_damping),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return bad(
+                    field.into(),
+                    format!("must be positive and finite, got {v}"),
+                );
+            }
+        }
+        if !(self.null_space_gain >= 0.0 && self.null_space_gain.is_finite()) {
+            return bad(
+                "null_space_gain".into(),
+                format!(
+                    "must be zero or positive, finite, got {}",
+                    self.null_space_gain
+                ),
+            );
+        }
+        for k in 0..3 {
+            let (lo, hi) = (self.workspace_min_m[k], self.workspace_max_m[k]);
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return bad(
+                    format!("workspace_min_m[{k}]"),
+                    format!("must be finite and below workspace_max_m[{k}], got {lo} and {hi}"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for ControlSpec {
     fn default() -> Self {
         Self {
@@ -130,7 +182,25 @@ impl ActionMapper {
     /// Sets the goal for the next policy step from a sanitised action in [-1, 1].
     /// `q_meas` is the measured configuration (for reference limiting).
     pub fn set_action(&mut self, model: &ArmModel, action: &[f32], q_meas: &[f64; ARM_DOF]) {
-        let a = |i: usize| action.get(i).copied().unwrap_or(0.0) as f64;
+        self.set_action_ramped(model, action, q_meas, 1.0);
+    }
+
+    /// [`Self::set_action`] with the motion scaled by `ramp` in [0, 1] and the gripper goal
+    /// moved only that fraction of the way from its setpoint: a policy's output ramped in after
+    /// a re-arm.
+    pub fn set_action_ramped(
+        &mut self,
+        model: &ArmModel,
+        action: &[f32],
+        q_meas: &[f64; ARM_DOF],
+        ramp: f64,
+    ) {
+        let ramp = if ramp.is_finite() {
+            ramp.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let a = |i: usize| action.get(i).copied().unwrap_or(0.0) as f64 * ramp;
         let t = self.period_s;
         match self.space {
             ActionSpace::EeDelta => {
@@ -165,8 +235,30 @@ impl ActionMapper {
                 model.clamp_to_limits(&mut self.q_goal, self.limit_margin_rad);
             }
         }
-        let g = a(self.space.dim() - 1);
-        self.width_goal_m = (0.5 * (g + 1.0) * self.max_width_m).clamp(0.0, self.max_width_m);
+        let g = action.get(self.space.dim() - 1).copied().unwrap_or(0.0) as f64;
+        let wanted = (0.5 * (g + 1.0) * self.max_width_m).clamp(0.0, self.max_width_m);
+        self.width_goal_m = self.width_setpoint_m + ramp * (wanted - self.width_setpoint_m);
+    }
+
+    /// Holds: the goal becomes where the setpoint is now, the gripper included (nothing moves
+    /// on; the safety filter brings the command to rest within its limits).
+    pub fn hold(&mut self, model: &ArmModel) {
+        model.forward(&self.q_setpoint, &mut self.frames);
+        self.x_from = self.frames.tcp;
+        self.x_goal = self.frames.tcp;
+        self.q_from = self.q_setpoint;
+        self.q_goal = self.q_setpoint;
+        self.width_goal_m = self.width_setpoint_m;
+    }
+
+    /// The gripper action component that stands for the gripper's current width setpoint
+    /// (what a held or non-finite gripper component means).
+    pub fn gripper_action(&self) -> f32 {
+        if self.max_width_m > 0.0 {
+            (2.0 * self.width_setpoint_m / self.max_width_m - 1.0).clamp(-1.0, 1.0) as f32
+        } else {
+            0.0
+        }
     }
 
     /// The joint and gripper setpoint as a command.

@@ -98,10 +98,18 @@ pub struct ArmModel {
     pub tcp_link: String,
     /// The gripper, if the URDF has two prismatic finger joints under the tool.
     pub gripper: Option<GripperModel>,
+    /// The two fingertips at the gripper's widest opening, in the tool-centre-point frame
+    /// (metres): each finger joint's origin carried along its axis to its upper limit, at the
+    /// TCP's depth. Both are the TCP itself when there is no gripper.
+    pub fingertips_in_tcp_m: [Vector3<f64>; 2],
     joints: [ChainJoint; ARM_DOF],
     /// Pose of the TCP in the last chain link's frame.
     tcp_offset: Isometry3<f64>,
 }
+
+/// Points of the arm the safety envelope checks: the origins of the seven links the joints
+/// move, the tool centre point and the two fingertips (see [`ArmModel::envelope_points`]).
+pub const ENVELOPE_POINTS: usize = ARM_DOF + 3;
 
 /// Frames computed by forward kinematics.
 #[derive(Clone, Copy, Debug)]
@@ -304,6 +312,48 @@ impl ArmModel {
                     && tool_links.contains(&j.parent.link.as_str())
             })
             .collect();
+        // Pose of each tool link in the last arm link's frame, for the fingertips.
+        let mut tool_pose: HashMap<&str, Isometry3<f64>> = HashMap::new();
+        tool_pose.insert(chain_links[ARM_DOF - 1], Isometry3::identity());
+        let mut after = false;
+        for j in &chain {
+            if after {
+                let parent = tool_pose
+                    .get(j.parent.link.as_str())
+                    .copied()
+                    .unwrap_or_else(Isometry3::identity);
+                tool_pose.insert(
+                    j.child.link.as_str(),
+                    parent * origin_to_isometry(&j.origin),
+                );
+            }
+            if j.name == moving[ARM_DOF - 1].0.name {
+                after = true;
+            }
+        }
+        let tcp_inv = tcp_offset.inverse();
+        let mut fingertips_in_tcp_m = [Vector3::zeros(); 2];
+        if fingers.len() == 2 {
+            for (tip, f) in fingertips_in_tcp_m.iter_mut().zip(&fingers) {
+                let parent = tool_pose
+                    .get(f.parent.link.as_str())
+                    .copied()
+                    .unwrap_or_else(Isometry3::identity);
+                let origin = tcp_inv * parent * origin_to_isometry(&f.origin);
+                let axis = Vector3::new(f.axis.xyz[0], f.axis.xyz[1], f.axis.xyz[2]);
+                let norm = axis.norm();
+                if !(norm > 1e-9 && norm.is_finite()) {
+                    return Err(err(
+                        format!("joint \"{}\"", f.name),
+                        "axis must be a non-zero finite vector".into(),
+                    ));
+                }
+                let axis = origin.rotation * (axis / norm);
+                let mut base = origin.translation.vector;
+                base.z = 0.0;
+                *tip = base + axis * f.limit.upper;
+            }
+        }
         let gripper = match fingers.as_slice() {
             [] => None,
             [a, b] => {
@@ -347,6 +397,7 @@ impl ArmModel {
             base_link: base_link.to_owned(),
             tcp_link: tcp_link.to_owned(),
             gripper,
+            fingertips_in_tcp_m,
             joints: joints
                 .try_into()
                 .unwrap_or_else(|_| unreachable!("length checked above")),
@@ -363,6 +414,19 @@ impl ArmModel {
             out.links[i] = t;
         }
         out.tcp = t * self.tcp_offset;
+    }
+
+    /// The points the safety envelope checks, in the base frame, from frames computed by
+    /// [`Self::forward`]: link origins 1 to 7 (index 0 to 6), the TCP (7) and the fingertips at
+    /// the widest opening (8, 9).
+    pub fn envelope_points(&self, frames: &Frames, out: &mut [Vector3<f64>; ENVELOPE_POINTS]) {
+        for (o, l) in out.iter_mut().zip(&frames.links) {
+            *o = l.translation.vector;
+        }
+        out[ARM_DOF] = frames.tcp.translation.vector;
+        for (k, tip) in self.fingertips_in_tcp_m.iter().enumerate() {
+            out[ARM_DOF + 1 + k] = (frames.tcp * nalgebra::Point3::from(*tip)).coords;
+        }
     }
 
     /// Pose of the TCP in the base frame.
@@ -414,6 +478,24 @@ impl ArmModel {
             let hi = (l.upper - margin_rad).max(lo);
             *v = v.clamp(lo, hi);
         }
+    }
+
+    /// An upper bound on the distance between any joint axis and any envelope point (see
+    /// [`Self::envelope_points`]), metres: the chain's link offsets, the tool offset and the
+    /// farthest fingertip, summed. A joint turning by `d` radians moves no envelope point
+    /// further than this times `d`.
+    pub fn reach_bound_m(&self) -> f64 {
+        let links: f64 = self
+            .joints
+            .iter()
+            .map(|j| j.origin.translation.vector.norm())
+            .sum();
+        let tip = self
+            .fingertips_in_tcp_m
+            .iter()
+            .map(|t| t.norm())
+            .fold(0.0, f64::max);
+        links + self.tcp_offset.translation.vector.norm() + tip
     }
 
     /// Total mass carried by the chain, kilograms.

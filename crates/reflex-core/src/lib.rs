@@ -30,12 +30,19 @@ mod safety;
 mod transition;
 mod types;
 
-pub use control::{ActionMapper, ControlSpec};
-pub use kinematics::{ArmModel, Frames, GripperModel, Jacobian, JointLimits, ModelError};
-pub use queue::{BoundedQueue, LatestCell, Overflow, Pushed, QueueStats};
-pub use robot::{Policy, Robot, RobotError};
+pub use control::{ActionMapper, ControlSpec, SpecError};
+pub use kinematics::{
+    ArmModel, Frames, GripperModel, Jacobian, JointLimits, ModelError, ENVELOPE_POINTS,
+};
+pub use queue::{
+    latest, spsc, BoundedQueue, LatestReceiver, LatestSender, Overflow, Pushed, QueueStats,
+    SpscReceiver, SpscSender,
+};
+pub use robot::{Policy, Robot, RobotError, SceneReset};
 pub use safety::{LimitsError, SafetyLimits};
-pub use transition::{combine_success, Outcome, RewardTerms, Transition, MAX_REWARD_TERMS};
+pub use transition::{
+    combine_success, Interruption, Outcome, RewardTerms, Transition, MAX_REWARD_TERMS,
+};
 pub use types::{
     Action, ActionSpace, FlatObs, JointCommand, ObjectState, Observation, Pose, RobotState,
     ARM_DOF, FLAT_OBJECTS, FLAT_OBJECT_STRIDE, FLAT_TCP_POS, MAX_ACTION_DIM, MAX_GOALS,

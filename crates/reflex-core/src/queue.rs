@@ -6,6 +6,7 @@
 
 use crossbeam::queue::ArrayQueue;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What a full queue does with a new item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +15,8 @@ pub enum Overflow {
     DropOldest,
     /// Refuse the new item and hand it back (requests that must not silently replace others).
     Reject,
+    /// Refuse the new item and count it: a wait-free single producer ([`spsc`]) cannot evict.
+    DropNewest,
 }
 
 /// What happened to a pushed item.
@@ -73,7 +76,7 @@ impl<T> BoundedQueue<T> {
                     Pushed::EvictedOldest(old)
                 }
             },
-            Overflow::Reject => match self.inner.push(item) {
+            Overflow::Reject | Overflow::DropNewest => match self.inner.push(item) {
                 Ok(()) => {
                     self.pushed.fetch_add(1, Ordering::Relaxed);
                     Pushed::Stored
@@ -125,39 +128,187 @@ impl<T> BoundedQueue<T> {
     }
 }
 
-/// A single-slot cell where the newest value wins (weights versions, intervention commands).
-/// Writers never wait; the reader takes the newest value written since its last take.
-pub struct LatestCell<T> {
-    slot: BoundedQueue<T>,
+/// Counters of a single-producer single-consumer structure, shared by its two halves.
+#[derive(Debug, Default)]
+struct SpscCounters {
+    pushed: AtomicU64,
+    dropped: AtomicU64,
+    popped: AtomicU64,
 }
 
-impl<T> Default for LatestCell<T> {
-    fn default() -> Self {
-        Self::new()
+impl SpscCounters {
+    fn snapshot(&self) -> QueueStats {
+        QueueStats {
+            pushed: self.pushed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            popped: self.popped.load(Ordering::Relaxed),
+        }
     }
 }
 
-impl<T> LatestCell<T> {
-    /// An empty cell.
-    pub fn new() -> Self {
-        Self {
-            slot: BoundedQueue::new(1, Overflow::DropOldest),
+/// A wait-free bounded single-producer single-consumer queue (an `rtrb` ring): what the control
+/// thread emits on. The producer's `send` never spins, yields, locks or allocates. When the ring
+/// is full the new item is refused and counted ([`Overflow::DropNewest`]): a wait-free producer
+/// cannot evict the oldest item from a ring its consumer is reading.
+pub fn spsc<T>(capacity: usize) -> (SpscSender<T>, Arc<SpscReceiver<T>>) {
+    let capacity = capacity.max(1);
+    let (producer, consumer) = rtrb::RingBuffer::new(capacity);
+    let counters = Arc::new(SpscCounters::default());
+    (
+        SpscSender {
+            inner: producer,
+            counters: counters.clone(),
+        },
+        Arc::new(SpscReceiver {
+            inner: Mutex::new(consumer),
+            counters,
+            capacity,
+        }),
+    )
+}
+
+/// The producing half of [`spsc`]; owned by one thread (the control loop).
+pub struct SpscSender<T> {
+    inner: rtrb::Producer<T>,
+    counters: Arc<SpscCounters>,
+}
+
+impl<T> SpscSender<T> {
+    /// Sends without waiting; a full ring refuses the item, counts it and hands it back.
+    #[inline]
+    pub fn send(&mut self, item: T) -> Result<(), T> {
+        match self.inner.push(item) {
+            Ok(()) => {
+                self.counters.pushed.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(rtrb::PushError::Full(item)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(item)
+            }
         }
     }
 
-    /// Stores `value`, replacing any value not yet taken (counted as overwritten).
-    pub fn set(&self, value: T) {
-        let _ = self.slot.push(value);
-    }
-
-    /// Takes the newest value, if one was written since the last take.
-    pub fn take(&self) -> Option<T> {
-        self.slot.pop()
-    }
-
-    /// Counters: `dropped` is the number of values overwritten before anyone took them.
+    /// Counters (shared with the receiver).
     pub fn stats(&self) -> QueueStats {
-        self.slot.stats()
+        self.counters.snapshot()
+    }
+}
+
+/// The consuming half of [`spsc`]. Several slow-side threads may hold it (it is shared behind an
+/// `Arc`); they take turns through a lock the producer never touches.
+pub struct SpscReceiver<T> {
+    inner: Mutex<rtrb::Consumer<T>>,
+    counters: Arc<SpscCounters>,
+    capacity: usize,
+}
+
+impl<T> SpscReceiver<T> {
+    /// Takes the oldest item, if any (consumer side: may wait for another consumer, never for
+    /// the producer).
+    pub fn pop(&self) -> Option<T> {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let item = c.pop().ok();
+        if item.is_some() {
+            self.counters.popped.fetch_add(1, Ordering::Relaxed);
+        }
+        item
+    }
+
+    /// Items currently queued.
+    pub fn len(&self) -> usize {
+        let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        c.slots()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Maximum number of items.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The overflow rule: [`Overflow::DropNewest`].
+    pub fn overflow(&self) -> Overflow {
+        Overflow::DropNewest
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> QueueStats {
+        self.counters.snapshot()
+    }
+}
+
+/// A wait-free latest-value channel (a triple buffer): the newest value written wins, and the
+/// reader takes it once. The reading half belongs to one thread (the control loop) and never
+/// spins, yields, locks or allocates. Writers may be many (a web page, a gamepad, a ROS topic):
+/// they share the writing half through [`LatestSender`]'s lock, which only writers take.
+pub fn latest<T: Copy + Default + Send>() -> (LatestSender<T>, LatestReceiver<T>) {
+    let (input, output) = triple_buffer::triple_buffer(&T::default());
+    let counters = Arc::new(SpscCounters::default());
+    (
+        LatestSender {
+            inner: Arc::new(Mutex::new(input)),
+            counters: counters.clone(),
+        },
+        LatestReceiver {
+            inner: output,
+            counters,
+        },
+    )
+}
+
+/// The writing half of [`latest`]; clone it for every source.
+pub struct LatestSender<T: Send> {
+    inner: Arc<Mutex<triple_buffer::Input<T>>>,
+    counters: Arc<SpscCounters>,
+}
+
+impl<T: Send> Clone for LatestSender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+impl<T: Send> LatestSender<T> {
+    /// Publishes `value`, replacing any value not yet taken.
+    pub fn send(&self, value: T) {
+        let mut input = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        input.write(value);
+        self.counters.pushed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counters: `pushed` values written, `popped` values taken; the difference was
+    /// overwritten before the reader took it.
+    pub fn stats(&self) -> QueueStats {
+        let mut s = self.counters.snapshot();
+        s.dropped = s.pushed.saturating_sub(s.popped);
+        s
+    }
+}
+
+/// The reading half of [`latest`]; owned by one thread.
+pub struct LatestReceiver<T: Send> {
+    inner: triple_buffer::Output<T>,
+    counters: Arc<SpscCounters>,
+}
+
+impl<T: Copy + Send> LatestReceiver<T> {
+    /// The newest value written since the last take, if any. Wait-free.
+    #[inline]
+    pub fn take(&mut self) -> Option<T> {
+        if self.inner.update() {
+            self.counters.popped.fetch_add(1, Ordering::Relaxed);
+            Some(*self.inner.output_buffer())
+        } else {
+            None
+        }
     }
 }
 
@@ -195,13 +346,56 @@ mod tests {
     }
 
     #[test]
-    fn latest_cell_keeps_only_the_newest() {
-        let c = LatestCell::new();
-        c.set(1);
-        c.set(2);
-        assert_eq!(c.take(), Some(2));
-        assert_eq!(c.take(), None);
-        assert_eq!(c.stats().dropped, 1);
+    fn latest_keeps_only_the_newest() {
+        let (tx, mut rx) = latest::<u32>();
+        assert_eq!(rx.take(), None);
+        tx.send(1);
+        tx.clone().send(2);
+        assert_eq!(rx.take(), Some(2));
+        assert_eq!(rx.take(), None);
+        assert_eq!(tx.stats().dropped, 1);
+    }
+
+    #[test]
+    fn a_full_spsc_ring_refuses_the_newest_and_counts_it() {
+        let (mut tx, rx) = spsc(2);
+        assert_eq!(tx.send(1), Ok(()));
+        assert_eq!(tx.send(2), Ok(()));
+        assert_eq!(tx.send(3), Err(3));
+        assert_eq!(rx.pop(), Some(1));
+        assert_eq!(tx.send(4), Ok(()));
+        assert_eq!((rx.pop(), rx.pop(), rx.pop()), (Some(2), Some(4), None));
+        assert_eq!(
+            rx.stats(),
+            QueueStats {
+                pushed: 3,
+                dropped: 1,
+                popped: 3
+            }
+        );
+    }
+
+    #[test]
+    fn spsc_loses_nothing_it_accepted_across_threads() {
+        let (mut tx, rx) = spsc(64);
+        let producer = std::thread::spawn(move || {
+            let mut accepted = Vec::new();
+            for i in 0..100_000u64 {
+                if tx.send(i).is_ok() {
+                    accepted.push(i);
+                }
+            }
+            accepted
+        });
+        let mut seen = Vec::new();
+        while !producer.is_finished() || !rx.is_empty() {
+            if let Some(v) = rx.pop() {
+                seen.push(v);
+            }
+        }
+        let accepted = producer.join().unwrap();
+        assert_eq!(seen, accepted, "every accepted item arrives once, in order");
+        assert_eq!(rx.stats().dropped, 100_000 - accepted.len() as u64);
     }
 
     #[test]

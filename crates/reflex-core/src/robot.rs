@@ -47,6 +47,17 @@ pub trait Robot {
     }
 }
 
+/// A robot whose whole scene can be put back to a seeded start without commanding the arm: a
+/// simulator. A real arm has no such reset; it moves back through the runtime's filter like any
+/// other motion. [`Runtime::reset_episode`](../reflex_runtime/struct.Runtime.html) is the only
+/// caller, and it restarts the safety filter from the new state.
+pub trait SceneReset {
+    /// Why a reset failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Rebuilds the scene for `seed` (slow; between episodes, never on a tick).
+    fn reset_scene(&mut self, seed: u64) -> Result<(), Self::Error>;
+}
+
 /// Anything that maps an observation to an action. `act` fills a preallocated action and must not
 /// allocate.
 pub trait Policy {

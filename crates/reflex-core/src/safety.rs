@@ -43,8 +43,19 @@ pub struct SafetyLimits {
     /// The tool approaches a wall of the workspace box no faster than lets it stop before the
     /// wall at this deceleration, m/s^2. Default 2.5.
     pub tool_decel_max_m_s2: f64,
+    /// The whole arm's envelope, lower corner in the base frame, metres: every link origin
+    /// (joints 1 to 7), the tool centre point and both fingertips (at the widest opening) stay
+    /// inside it. Its floor is the table top less the depth the fingers may press into it.
+    pub arm_box_min_m: [f64; 3],
+    /// The whole arm's envelope, upper corner, metres.
+    pub arm_box_max_m: [f64; 3],
+    /// Link origins stay at least this far above the envelope's floor (a link's radius), metres.
+    /// Default 0.06.
+    pub link_clearance_m: f64,
     /// Gripper width range, metres.
     pub gripper_width_range_m: [f64; 2],
+    /// Fastest change of the gripper width command, m/s (both fingers; from the URDF).
+    pub gripper_speed_max_m_s: f64,
     /// Ticks without a fresh observation before the command holds. Default 3.
     pub watchdog_hold_ticks: u32,
     /// Ticks without a fresh observation before the arm brakes. Default 10.
@@ -63,6 +74,10 @@ impl SafetyLimits {
             vel[i] = l.velocity;
         }
         let width = model.gripper.as_ref().map_or(0.0, |g| g.max_width_m());
+        let finger_speed = model
+            .gripper
+            .as_ref()
+            .map_or(0.2, |g| 2.0 * g.finger_limits.velocity);
         Self {
             joint_pos_min_rad: min,
             joint_pos_max_rad: max,
@@ -73,7 +88,11 @@ impl SafetyLimits {
             workspace_min_m: [0.15, -0.6, 0.0],
             workspace_max_m: [0.85, 0.6, 0.8],
             tool_decel_max_m_s2: 2.5,
+            arm_box_min_m: [-0.95, -0.95, -0.03],
+            arm_box_max_m: [0.95, 0.95, 1.4],
+            link_clearance_m: 0.06,
             gripper_width_range_m: [0.0, width],
+            gripper_speed_max_m_s: finger_speed,
             watchdog_hold_ticks: 3,
             watchdog_brake_ticks: 10,
         }
@@ -132,6 +151,33 @@ impl SafetyLimits {
                 );
             }
         }
+        for a in 0..3 {
+            let (lo, hi) = (self.arm_box_min_m[a], self.arm_box_max_m[a]);
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return bad(
+                    format!("arm_box_min_m[{a}]"),
+                    "must be finite and below arm_box_max_m",
+                );
+            }
+        }
+        if !(self.link_clearance_m >= 0.0 && self.link_clearance_m.is_finite()) {
+            return bad(
+                "link_clearance_m".into(),
+                "must be zero or positive, finite",
+            );
+        }
+        if !(self.arm_box_min_m[2] + self.link_clearance_m < self.arm_box_max_m[2]) {
+            return bad(
+                "link_clearance_m".into(),
+                "leaves no room between the envelope's floor and ceiling",
+            );
+        }
+        if !(self.gripper_speed_max_m_s > 0.0 && self.gripper_speed_max_m_s.is_finite()) {
+            return bad(
+                "gripper_speed_max_m_s".into(),
+                "must be positive and finite",
+            );
+        }
         let [w0, w1] = self.gripper_width_range_m;
         if !(w0.is_finite() && w1.is_finite() && 0.0 <= w0 && w0 <= w1) {
             return bad(
@@ -174,6 +220,33 @@ impl SafetyLimits {
             };
         }
         out
+    }
+
+    /// How far the envelope points (see [`crate::ArmModel::envelope_points`]) lie outside the
+    /// tool box (the TCP, index 7) and the arm envelope (every point; link origins also keep
+    /// `link_clearance_m` above its floor), shrunk on every side by `inset_m`: the largest
+    /// distance outside, metres, or 0 when all are inside.
+    pub fn envelope_violation(&self, points: &[nalgebra::Vector3<f64>], inset_m: f64) -> f64 {
+        let mut worst = 0.0f64;
+        for (k, p) in points.iter().enumerate() {
+            for a in 0..3 {
+                if !p[a].is_finite() {
+                    return f64::INFINITY;
+                }
+                let mut lo = self.arm_box_min_m[a] + inset_m;
+                let hi = self.arm_box_max_m[a] - inset_m;
+                if a == 2 && k < ARM_DOF {
+                    lo += self.link_clearance_m;
+                }
+                worst = worst.max(lo - p[a]).max(p[a] - hi);
+                if k == ARM_DOF {
+                    let lo = self.workspace_min_m[a] + inset_m;
+                    let hi = self.workspace_max_m[a] - inset_m;
+                    worst = worst.max(lo - p[a]).max(p[a] - hi);
+                }
+            }
+        }
+        worst.max(0.0)
     }
 
     /// True when the command is inside the joint and gripper limits (margin included).

@@ -88,6 +88,20 @@ impl Outcome {
     }
 }
 
+/// Why a step is not normal data: the learner stores no interrupted step and ends its n-step
+/// windows there (a window never spans one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Interruption {
+    /// A normal step: the recorded action was executed.
+    #[default]
+    None,
+    /// The e-stop was pressed during the step: the episode was aborted there.
+    EStop,
+    /// The operator's link went silent during a takeover: the arm was held, so the recorded
+    /// action is not what was executed.
+    OperatorLost,
+}
+
 /// One policy step as the learner sees it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Transition {
@@ -105,6 +119,8 @@ pub struct Transition {
     pub intervened: bool,
     /// The safety filter changed at least one command during this step.
     pub safety_limited: bool,
+    /// Set when the step is not normal data (an e-stop, a lost operator link).
+    pub interrupted: Interruption,
     /// How the step was judged.
     pub outcome: Outcome,
     /// Observation after the step.
@@ -122,6 +138,7 @@ impl Transition {
             action: Action::zeros(space),
             intervened: false,
             safety_limited: false,
+            interrupted: Interruption::None,
             outcome: Outcome::PENDING,
             next_obs: FlatObs::default(),
         }

@@ -139,6 +139,13 @@ pub struct Action {
     dim: usize,
 }
 
+impl Default for Action {
+    /// A zero action of the default space (end-effector deltas).
+    fn default() -> Self {
+        Self::zeros(ActionSpace::default())
+    }
+}
+
 impl Action {
     /// A zero action for the given space.
     pub const fn zeros(space: ActionSpace) -> Self {
@@ -172,7 +179,32 @@ impl Action {
         true
     }
 
-    /// Replaces non-finite components by zero and clamps the rest to [-1, 1].
+    /// Replaces each non-finite component by what holds its last command, and clamps every
+    /// component to [-1, 1]: the motion components are deltas, so 0 holds the setpoint where it
+    /// is; the gripper (the last component) is absolute, so it keeps `last`'s value (a zero
+    /// would half-open it). `last` is the action executed before; if it has another length or
+    /// is itself non-finite, the gripper gets 0. Returns how many components were non-finite.
+    pub fn sanitize_holding(&mut self, last: &Action) -> usize {
+        let mut bad = 0;
+        let dim = self.dim;
+        let gripper = if last.dim == dim && dim > 0 && last.values[dim - 1].is_finite() {
+            last.values[dim - 1].clamp(-1.0, 1.0)
+        } else {
+            0.0
+        };
+        for (i, v) in self.as_mut_slice().iter_mut().enumerate() {
+            if !v.is_finite() {
+                *v = if i + 1 == dim { gripper } else { 0.0 };
+                bad += 1;
+            } else {
+                *v = v.clamp(-1.0, 1.0);
+            }
+        }
+        bad
+    }
+
+    /// Replaces non-finite components by zero and clamps the rest to [-1, 1] (for stateless
+    /// callers; the control loop holds instead, see [`Action::sanitize_holding`]).
     /// Returns how many components were non-finite.
     pub fn sanitize(&mut self) -> usize {
         let mut bad = 0;
@@ -349,6 +381,16 @@ mod tests {
         assert!(a.copy_from(&[f32::NAN, 2.0, -3.0, 0.5, f32::INFINITY, 0.0, -0.25]));
         assert_eq!(a.sanitize(), 2);
         assert_eq!(a.as_slice(), &[0.0, 1.0, -1.0, 0.5, 0.0, 0.0, -0.25]);
+    }
+
+    #[test]
+    fn a_non_finite_component_holds_and_never_half_opens_the_gripper() {
+        let mut last = Action::zeros(ActionSpace::EeDelta);
+        assert!(last.copy_from(&[0.1, 0.2, 0.3, 0.0, 0.0, 0.0, -1.0]));
+        let mut a = Action::zeros(ActionSpace::EeDelta);
+        assert!(a.copy_from(&[f32::NAN, 0.5, 2.0, 0.0, 0.0, f32::INFINITY, f32::NAN]));
+        assert_eq!(a.sanitize_holding(&last), 3);
+        assert_eq!(a.as_slice(), &[0.0, 0.5, 1.0, 0.0, 0.0, 0.0, -1.0]);
     }
 
     #[test]

@@ -7,20 +7,26 @@
 //! ratio); on a real arm nothing waits and the ratio is whatever the learner manages.
 //!
 //! Residual actions: the runtime records the executed action `a` and the base action `b`; the
-//! learner stores the residual that explains it, `clip((a - b) / scale, -1, 1)`, and the
-//! observation augmented with the base action (the residual actor's input). Steps an operator
-//! took over also go to the demonstration buffer.
+//! learner stores `a` exactly (the critics learn on what was executed; the agent derives the
+//! residual, see `sac`) and the observation augmented with the base action (the residual
+//! actor's input). How often the former scheme, storing `clip((a - b) / scale)`, would have
+//! stored an action nobody took is counted (`clip_would_bind`). Steps an operator took over
+//! also go to the demonstration buffer. Interrupted steps (an e-stop, a lost operator link)
+//! are not stored; they close their episode's n-step window.
+//!
+//! Robustness: a non-finite loss or parameter rolls the agent back to its last good checkpoint
+//! (in memory, the one last written) and is counted (`rollbacks`); non-finite weights are
+//! never published. The replay log is synced at least every `store::SYNC_INTERVAL`.
 
 use crate::nn::Normaliser;
-use crate::replay::{sample_mixed, NStep, Record, Ring, Step};
+use crate::replay::{sample_mixed, NStep, Record, Ring, Source, Step};
 use crate::rng::Rng;
 use crate::sac::{Agent, Batch, UpdateStats};
 use crate::stage::RewardStage;
-use crate::store::{save_checkpoint, Checkpoint, ReplayLog, Source, StoreError};
-use reflex_core::{BoundedQueue, Transition};
+use crate::store::{save_checkpoint, Checkpoint, ReplayLog, StoreError, SYNC_INTERVAL};
+use reflex_core::{Interruption, SpscReceiver, Transition};
 use reflex_runtime::{Mlp, MlpScratch, WeightsSlot};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -127,6 +133,15 @@ pub struct LearnerShared {
     pub intervened_steps: AtomicU64,
     /// Transitions without a reward yet (dropped until a reward worker fills them in).
     pub unrewarded: AtomicU64,
+    /// Interrupted steps (e-stop, lost operator link): not stored, their windows closed.
+    pub interrupted: AtomicU64,
+    /// Stored steps whose executed action lies farther than the residual scale from the base
+    /// in some component: the former scheme would have stored a clipped action nobody took.
+    pub clip_would_bind: AtomicU64,
+    /// Times a non-finite loss or parameter rolled the agent back to its last checkpoint.
+    pub rollbacks: AtomicU64,
+    /// Replay records known to be on disk.
+    pub synced_records: AtomicU64,
     /// Weights published.
     pub published: AtomicU64,
     /// Times the replay's rewards were reshaped with a reward stage's new potential.
@@ -155,8 +170,9 @@ pub struct Learner {
     /// Demonstration records.
     pub demo: Ring,
     nstep: NStep,
-    nstep_sources: VecDeque<Source>,
     nstep_demo: NStep,
+    /// The last checkpoint's contents, to roll back to when training diverges.
+    last_good: Option<Checkpoint>,
     log: Option<ReplayLog>,
     checkpoint_dir: Option<PathBuf>,
     base: Mlp,
@@ -168,6 +184,7 @@ pub struct Learner {
     /// The stage's potential shapes the replay's rewards (after its first round).
     shaped: bool,
     ready: Vec<Transition>,
+    max_online_episode: Option<u64>,
     /// Counters for the driver.
     pub shared: Arc<LearnerShared>,
 }
@@ -191,8 +208,8 @@ impl Learner {
             online: Ring::new(cfg.replay_capacity, obs_dim, act_dim),
             demo: Ring::new(cfg.replay_capacity, obs_dim, act_dim),
             nstep: NStep::new(cfg.n_step, gamma),
-            nstep_sources: VecDeque::new(),
             nstep_demo: NStep::new(cfg.n_step, gamma),
+            last_good: None,
             batch: Batch::new(cfg.batch_size, obs_dim, act_dim),
             base_scratch: base.scratch(),
             base,
@@ -209,12 +226,17 @@ impl Learner {
             stage: None,
             shaped: false,
             ready: Vec::new(),
+            max_online_episode: None,
             shared: Arc::new(LearnerShared::default()),
         }
     }
 
     /// Persists every step to `log` and checkpoints to `dir` from now on.
     pub fn persist(&mut self, log: ReplayLog, checkpoint_dir: PathBuf) {
+        // What was recovered from the log is on disk already.
+        self.shared
+            .synced_records
+            .store(log.synced_records, Ordering::Relaxed);
         self.log = Some(log);
         self.checkpoint_dir = Some(checkpoint_dir);
     }
@@ -234,8 +256,14 @@ impl Learner {
         }
     }
 
-    /// The step a runtime transition stands for, or None while its reward is pending.
-    pub fn step_from(&mut self, t: &Transition) -> Option<Step> {
+    /// The step a runtime transition stands for (from `source`'s stream), or None while its
+    /// reward is pending or when it was interrupted (its window is closed then).
+    pub fn step_from(&mut self, t: &Transition, source: Source) -> Option<Step> {
+        if t.interrupted != Interruption::None {
+            self.shared.interrupted.fetch_add(1, Ordering::Relaxed);
+            self.close_episode(t.episode, source);
+            return None;
+        }
         if !t.outcome.has_reward() {
             self.shared.unrewarded.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -243,13 +271,14 @@ impl Learner {
         let mut obs = Vec::with_capacity(self.obs_dim);
         obs.extend_from_slice(t.obs.as_slice());
         obs.extend_from_slice(t.base_action.as_slice());
-        let act = t
-            .action
-            .as_slice()
+        let act: Vec<f32> = t.action.as_slice().to_vec();
+        let binds = act
             .iter()
             .zip(t.base_action.as_slice())
-            .map(|(a, b)| ((a - b) / self.scale).clamp(-1.0, 1.0))
-            .collect();
+            .any(|(a, b)| (a - b).abs() > self.scale * (1.0 + 1e-6));
+        if binds {
+            self.shared.clip_would_bind.fetch_add(1, Ordering::Relaxed);
+        }
         let mut next_obs = Vec::with_capacity(self.obs_dim);
         self.augment(t.next_obs.as_slice(), &mut next_obs);
         let mut reward = t.outcome.reward as f32 * self.cfg.reward_scale;
@@ -257,6 +286,9 @@ impl Learner {
             reward /= 1.0 - self.gamma;
         }
         Some(Step {
+            episode: t.episode,
+            step: t.step,
+            source,
             obs,
             act,
             reward,
@@ -264,6 +296,40 @@ impl Learner {
             episode_end: t.outcome.done(),
             next_obs,
         })
+    }
+
+    /// Closes `episode`'s n-step window in `source`'s stream (what is pending becomes
+    /// truncated records).
+    fn close_episode(&mut self, episode: u64, source: Source) {
+        let mut emitted: Vec<Record> = Vec::new();
+        match source {
+            Source::Demo => self.nstep_demo.end_episode(episode, |r| emitted.push(r)),
+            _ => self.nstep.end_episode(episode, |r| emitted.push(r)),
+        }
+        for r in emitted {
+            self.store_record(&r);
+        }
+    }
+
+    /// Closes every open n-step window (after restoring a replay: nothing that comes later
+    /// continues a window from before the restart).
+    pub fn flush_windows(&mut self) {
+        let mut emitted: Vec<Record> = Vec::new();
+        self.nstep_demo.flush(|r| emitted.push(r));
+        self.nstep.flush(|r| emitted.push(r));
+        for r in emitted {
+            self.store_record(&r);
+        }
+    }
+
+    /// Records in the replay log (0 when not persisting).
+    pub fn replay_records(&self) -> u64 {
+        self.log.as_ref().map_or(0, |l| l.records)
+    }
+
+    /// The largest online episode id seen so far (to continue the numbering after a resume).
+    pub fn max_online_episode(&self) -> Option<u64> {
+        self.max_online_episode
     }
 
     /// Fits the agent's input normalisation on the demonstrations taken in so far (call once,
@@ -278,42 +344,60 @@ impl Learner {
     }
 
     /// Adds a demonstration step (already in the learner's spaces).
-    pub fn add_demo(&mut self, step: Step) -> Result<(), StoreError> {
+    pub fn add_demo(&mut self, mut step: Step) -> Result<(), StoreError> {
+        step.source = Source::Demo;
         if let Some(log) = &mut self.log {
-            log.append(&step, Source::Demo)?;
+            log.append(&step)?;
         }
         self.insert(step);
         Ok(())
     }
 
     /// Adds an online step (intervened steps count as demonstrations too).
-    pub fn add_online(&mut self, step: Step, intervened: bool) -> Result<(), StoreError> {
-        let source = if intervened {
-            Source::Intervention
-        } else {
-            Source::Online
-        };
+    pub fn add_online(&mut self, step: Step) -> Result<(), StoreError> {
         if let Some(log) = &mut self.log {
-            log.append(&step, source)?;
+            log.append(&step)?;
         }
-        self.insert_online(step, source);
+        self.insert(step);
         Ok(())
     }
 
     /// Puts a step recovered from the replay log back, without logging it again.
-    pub fn restore_step(&mut self, step: Step, source: Source) {
-        match source {
-            Source::Demo => self.insert(step),
-            Source::Online | Source::Intervention => self.insert_online(step, source),
-        }
+    pub fn restore_step(&mut self, step: Step) {
+        self.insert(step);
     }
 
     fn insert(&mut self, step: Step) {
         let mut emitted: Vec<Record> = Vec::new();
-        self.nstep_demo.push(step, |r| emitted.push(r));
+        if step.source == Source::Demo {
+            self.nstep_demo.push(step, |r| emitted.push(r));
+        } else {
+            self.shared.env_steps.fetch_add(1, Ordering::Relaxed);
+            if step.source == Source::Intervention {
+                self.shared.intervened_steps.fetch_add(1, Ordering::Relaxed);
+            }
+            self.max_online_episode = Some(
+                self.max_online_episode
+                    .map_or(step.episode, |m| m.max(step.episode)),
+            );
+            self.nstep.push(step, |r| emitted.push(r));
+        }
         for r in emitted {
-            let shaping = self.shaping_of(&r);
-            self.demo.push_shaped(&r, shaping);
+            self.store_record(&r);
+        }
+    }
+
+    /// Puts a finished n-step record into its ring(s): demonstrations into the demonstration
+    /// ring, online records into the online ring, and operator takeovers into both.
+    fn store_record(&mut self, r: &Record) {
+        let shaping = self.shaping_of(r);
+        match r.source {
+            Source::Demo => self.demo.push_shaped(r, shaping),
+            Source::Online => self.online.push_shaped(r, shaping),
+            Source::Intervention => {
+                self.online.push_shaped(r, shaping);
+                self.demo.push_shaped(r, shaping);
+            }
         }
     }
 
@@ -355,28 +439,6 @@ impl Learner {
         );
     }
 
-    fn insert_online(&mut self, step: Step, source: Source) {
-        self.shared.env_steps.fetch_add(1, Ordering::Relaxed);
-        if source == Source::Intervention {
-            self.shared.intervened_steps.fetch_add(1, Ordering::Relaxed);
-        }
-        self.nstep_sources.push_back(source);
-        let mut emitted: Vec<Record> = Vec::new();
-        self.nstep.push(step, |r| emitted.push(r));
-        for r in emitted {
-            let src = self.nstep_sources.pop_front().unwrap_or(Source::Online);
-            debug_assert!(
-                src != Source::Demo,
-                "offline demonstrations have their own stream"
-            );
-            let shaping = self.shaping_of(&r);
-            self.online.push_shaped(&r, shaping);
-            if src == Source::Intervention {
-                self.demo.push_shaped(&r, shaping);
-            }
-        }
-    }
-
     /// One update if the ratio allows it; returns whether one ran.
     pub fn try_update(&mut self) -> bool {
         let env_steps = self.shared.env_steps.load(Ordering::Relaxed);
@@ -390,8 +452,13 @@ impl Learner {
         true
     }
 
-    /// One update regardless of the ratio (benchmarks, offline pre-training).
+    /// One update regardless of the ratio (benchmarks, offline pre-training). A non-finite
+    /// result rolls the agent back to its last checkpoint (counted in `rollbacks`).
     pub fn update_once(&mut self) -> UpdateStats {
+        if self.last_good.is_none() {
+            // The state to come back to before the first checkpoint: where training started.
+            self.last_good = Some(self.snapshot());
+        }
         sample_mixed(
             &self.online,
             &self.demo,
@@ -401,6 +468,14 @@ impl Learner {
         );
         let frozen = self.agent.updates < self.cfg.critic_warmup_updates;
         let s = self.agent.update(&self.batch, frozen);
+        let diverged = !s.critic_loss.is_finite()
+            || !s.q_mean.is_finite()
+            || (s.actor_updated && !s.actor_loss.is_finite());
+        if diverged || (self.agent.updates % self.cfg.publish_every == 0 && !self.agent.is_finite())
+        {
+            self.roll_back();
+            return s;
+        }
         let u = self.agent.updates;
         self.shared.updates.store(u, Ordering::Relaxed);
         if let Ok(mut last) = self.shared.last.lock() {
@@ -417,6 +492,30 @@ impl Learner {
         s
     }
 
+    /// The agent's whole state (what a checkpoint holds).
+    fn snapshot(&self) -> Checkpoint {
+        let (tensors, meta) = self.agent.to_checkpoint();
+        Checkpoint { tensors, meta }
+    }
+
+    /// Restores the last good checkpoint after a non-finite loss or parameter.
+    fn roll_back(&mut self) {
+        self.shared.rollbacks.fetch_add(1, Ordering::Relaxed);
+        let Some(good) = self.last_good.clone() else {
+            return;
+        };
+        match self.agent.restore(&good) {
+            Ok(()) => tracing::error!(
+                updates = self.agent.updates,
+                "training diverged (a non-finite loss or weight): rolled back to the last checkpoint"
+            ),
+            Err(e) => tracing::error!("training diverged and the rollback failed: {e}"),
+        }
+        self.shared
+            .updates
+            .store(self.agent.updates, Ordering::Relaxed);
+    }
+
     /// Publishes the current actor to the runtime.
     pub fn publish(&mut self) {
         match self.slot.publish(self.agent.exploring_actor()) {
@@ -427,29 +526,51 @@ impl Learner {
         }
     }
 
-    /// Syncs the replay log and writes a checkpoint (when persisting).
+    /// Syncs the replay log and writes a checkpoint (when persisting; in memory always, as the
+    /// state to roll back to). A non-finite agent is never checkpointed: it is rolled back.
     pub fn checkpoint(&mut self) -> Result<Option<PathBuf>, StoreError> {
+        if !self.agent.is_finite() {
+            self.roll_back();
+            return Ok(None);
+        }
+        let snapshot = self.snapshot();
+        self.last_good = Some(snapshot.clone());
         let Some(dir) = self.checkpoint_dir.clone() else {
             return Ok(None);
         };
         let records = match &mut self.log {
             Some(log) => {
                 log.sync()?;
+                self.shared
+                    .synced_records
+                    .store(log.synced_records, Ordering::Relaxed);
                 log.records
             }
             None => 0,
         };
-        let (tensors, mut meta) = self.agent.to_checkpoint();
+        let Checkpoint { tensors, mut meta } = snapshot;
         meta["replay_records"] = records.into();
         meta["env_steps"] = self.shared.env_steps.load(Ordering::Relaxed).into();
         let path = save_checkpoint(&dir, self.agent.updates, &Checkpoint { tensors, meta })?;
         Ok(Some(path))
     }
 
+    /// Syncs the replay log when its unsynced records are older than the sync interval.
+    pub fn sync_replay_if_due(&mut self) -> Result<(), StoreError> {
+        if let Some(log) = &mut self.log {
+            if log.sync_if_due(SYNC_INTERVAL)? {
+                self.shared
+                    .synced_records
+                    .store(log.synced_records, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// Takes in every transition waiting in `queue`; returns how many there were.
     /// With a reward stage, transitions go through it first and arrive once their rewards are
     /// known.
-    pub fn drain(&mut self, queue: &BoundedQueue<Transition>) -> Result<usize, StoreError> {
+    pub fn drain(&mut self, queue: &SpscReceiver<Transition>) -> Result<usize, StoreError> {
         let mut got = 0;
         let mut reshape = false;
         let mut ready = std::mem::take(&mut self.ready);
@@ -476,8 +597,13 @@ impl Learner {
         }
         let mut result = Ok(got);
         for t in ready.drain(..) {
-            if let Some(step) = self.step_from(&t) {
-                if let Err(e) = self.add_online(step, t.intervened) {
+            let source = if t.intervened {
+                Source::Intervention
+            } else {
+                Source::Online
+            };
+            if let Some(step) = self.step_from(&t, source) {
+                if let Err(e) = self.add_online(step) {
                     result = Err(e);
                     break;
                 }
@@ -485,6 +611,9 @@ impl Learner {
         }
         ready.clear();
         self.ready = ready;
+        if result.is_ok() {
+            self.sync_replay_if_due()?;
+        }
         result
     }
 
@@ -511,7 +640,7 @@ impl Learner {
     /// the learner (after a final checkpoint) when stopped.
     pub fn spawn(
         mut self,
-        queue: Arc<BoundedQueue<Transition>>,
+        queue: Arc<SpscReceiver<Transition>>,
     ) -> std::thread::JoinHandle<Result<Learner, StoreError>> {
         std::thread::Builder::new()
             .name("reflex-learner".into())
@@ -531,5 +660,143 @@ impl Learner {
                 Ok(self)
             })
             .expect("spawning the learner thread")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sac::AgentConfig;
+    use reflex_core::{Action, ActionSpace, Outcome};
+    use reflex_runtime::Activation;
+
+    const FLAT: usize = 6;
+    const ACT: usize = 7;
+
+    fn learner() -> (Learner, Arc<WeightsSlot>) {
+        let cfg = AgentConfig {
+            hidden: vec![16, 16],
+            ..Default::default()
+        };
+        let agent = Agent::new(cfg, FLAT + ACT, ACT, 1).with_residual(0.3);
+        let lcfg = LearnerConfig {
+            batch_size: 16,
+            critic_warmup_updates: 0,
+            learning_starts: 1,
+            publish_every: 1,
+            replay_capacity: 1000,
+            ..Default::default()
+        };
+        let base = Mlp::zeros(&[FLAT, 4, ACT], Activation::Relu, Activation::Tanh);
+        let slot = WeightsSlot::new(agent.exploring_actor());
+        (Learner::new(agent, lcfg, 0.3, base, slot.clone(), 1), slot)
+    }
+
+    fn record(i: usize, reward: f32) -> Record {
+        Record {
+            source: Source::Online,
+            obs: (0..FLAT + ACT)
+                .map(|k| ((i + k) as f32 * 0.37).sin())
+                .collect(),
+            act: (0..ACT)
+                .map(|k| ((i * 3 + k) as f32 * 0.21).cos())
+                .collect(),
+            reward,
+            discount: 0.97,
+            horizon: 0.97,
+            next_obs: (0..FLAT + ACT)
+                .map(|k| ((i + k) as f32 * 0.41).cos())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_non_finite_update_rolls_back_to_the_last_checkpoint_and_publishes_nothing() {
+        let (mut l, slot) = learner();
+        for i in 0..64 {
+            l.online.push(&record(i, 0.5));
+        }
+        for _ in 0..5 {
+            l.update_once();
+        }
+        l.checkpoint().unwrap(); // not persisting: the state to roll back to, in memory
+        let good = l.agent.actor.params.clone();
+        let good_updates = l.agent.updates;
+        let version = slot.version();
+        // Diverged data: every record's reward is NaN.
+        l.online = Ring::new(100, FLAT + ACT, ACT);
+        for i in 0..64 {
+            l.online.push(&record(i, f32::NAN));
+        }
+        l.update_once();
+        assert_eq!(l.shared.rollbacks.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            l.agent.actor.params, good,
+            "the weights are the checkpoint's"
+        );
+        assert_eq!(l.agent.updates, good_updates);
+        assert!(l.agent.is_finite());
+        assert_eq!(slot.version(), version, "nothing was published");
+    }
+
+    fn transition(episode: u64, step: u64, action: f32, base: f32) -> Transition {
+        let mut t = Transition::empty(ActionSpace::EeDelta);
+        t.episode = episode;
+        t.step = step;
+        let mut a = Action::zeros(ActionSpace::EeDelta);
+        a.as_mut_slice().fill(action);
+        t.action = a;
+        a.as_mut_slice().fill(base);
+        t.base_action = a;
+        let obs = [0.1f32; FLAT];
+        t.obs.extend_from(&obs);
+        t.next_obs.extend_from(&obs);
+        t.outcome = Outcome {
+            reward: 1.0,
+            ..Outcome::PENDING
+        };
+        t
+    }
+
+    /// The critic learns the action that was executed: an operator's action far from the base
+    /// is stored exactly. The old learner stored `clip((a - b) / scale)`, an action nobody took.
+    #[test]
+    fn executed_actions_are_stored_exactly_and_the_old_clip_is_counted() {
+        let (mut l, _) = learner();
+        let far = transition(1, 0, 0.9, 0.0); // 0.9 from the base, residual scale 0.3
+        let step = l.step_from(&far, Source::Intervention).unwrap();
+        assert_eq!(step.act, vec![0.9; ACT]);
+        assert_eq!(
+            &step.obs[FLAT..],
+            &[0.0; ACT],
+            "the base action rides in the observation"
+        );
+        assert_eq!(l.shared.clip_would_bind.load(Ordering::Relaxed), 1);
+        let near = transition(1, 1, 0.2, 0.0);
+        l.step_from(&near, Source::Online).unwrap();
+        assert_eq!(l.shared.clip_would_bind.load(Ordering::Relaxed), 1);
+    }
+
+    /// Interrupted steps (e-stop, lost operator) are not stored and end their episode's window.
+    #[test]
+    fn interrupted_steps_are_not_stored_and_close_their_window() {
+        let (mut l, _) = learner();
+        for s in 0..2 {
+            let step = l
+                .step_from(&transition(4, s, 0.1, 0.0), Source::Online)
+                .unwrap();
+            l.add_online(step).unwrap();
+        }
+        assert_eq!(l.online.len(), 0, "a 3-step window is still open");
+        let mut cut = transition(4, 2, 0.1, 0.0);
+        cut.interrupted = reflex_core::Interruption::EStop;
+        assert!(l.step_from(&cut, Source::Online).is_none());
+        assert_eq!(
+            l.online.len(),
+            2,
+            "the open window was closed as truncations"
+        );
+        assert_eq!(l.shared.interrupted.load(Ordering::Relaxed), 1);
+        assert_eq!(l.shared.env_steps.load(Ordering::Relaxed), 2);
     }
 }

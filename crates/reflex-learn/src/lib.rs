@@ -7,7 +7,9 @@
 //! - [`nn`]: batched MLPs (LayerNorm hidden blocks) with a fused forward/backward pass on
 //!   `matrixmultiply`'s GEMM, Adam, Polyak averaging, export to the runtime's `Mlp`.
 //! - [`sac`]: SAC with automatic temperature and TD3, critic ensembles with random-subset
-//!   targets, on batches of n-step transitions; checkpoint state.
+//!   targets, on batches of n-step transitions; checkpoint state. Residual agents' critics learn
+//!   on the executed action. A test computes one full update with burn's autodiff as the
+//!   reference for every loss (`sac_reference`).
 //! - [`replay`]: n-step aggregation, replay rings, RLPD's mixed batches, reshaping a ring's
 //!   rewards with a potential.
 //! - [`store`]: the crash-safe replay log (append-only checksummed segments) and atomic
@@ -34,6 +36,8 @@ pub mod pendulum;
 pub mod plot;
 pub mod replay;
 pub mod sac;
+#[cfg(test)]
+mod sac_reference;
 pub mod stage;
 pub mod store;
 pub mod train;

@@ -6,7 +6,7 @@
 //! `-(wrap(th)^2 + 0.1 thdot^2 + 0.001 u^2)`; observation `[cos th, sin th, thdot]`; episodes
 //! are 200 steps; the start is `th ~ U(-pi, pi)`, `thdot ~ U(-1, 1)`.
 
-use crate::replay::{NStep, Ring, Step};
+use crate::replay::{NStep, Ring, Source, Step};
 use crate::rng::Rng;
 use crate::sac::{Agent, AgentConfig, Batch};
 use serde::Serialize;
@@ -118,6 +118,7 @@ pub fn train_pendulum(
         wall_s: 0.0,
     };
     let mut act = [0.0f32];
+    let mut step_in_episode = 0u64;
     for t in 0..max_steps {
         if t < warmup {
             act[0] = rng.uniform(-1.0, 1.0) as f32;
@@ -128,6 +129,9 @@ pub fn train_pendulum(
         ret += reward;
         nstep.push(
             Step {
+                episode: report.returns.len() as u64,
+                step: step_in_episode,
+                source: Source::Online,
                 obs: obs.to_vec(),
                 act: act.to_vec(),
                 reward,
@@ -138,6 +142,7 @@ pub fn train_pendulum(
             |r| ring.push(&r),
         );
         obs = next;
+        step_in_episode += 1;
         report.env_steps = t + 1;
         if t + 1 >= warmup && ring.len() >= batch_size.min(warmup.max(1)) {
             ring.sample_rows(&mut rng, &mut batch, 0..batch_size);
@@ -147,6 +152,7 @@ pub fn train_pendulum(
         if end {
             report.returns.push(ret);
             ret = 0.0;
+            step_in_episode = 0;
             obs = env.reset();
             let n = report.returns.len();
             let last10 = (n >= 10).then(|| report.returns[n - 10..].iter().sum::<f32>() / 10.0);

@@ -1,20 +1,40 @@
 //! Replay in memory: n-step aggregation, ring buffers, and RLPD's mixed sampling.
 //!
-//! Steps go in one at a time per stream ([`Step`]); [`NStep`] turns them into n-step records
-//! (discounted reward sum, bootstrap discount `gamma^k` or 0 after a terminal state, and the
-//! state `k` steps on), which a [`Ring`] keeps. [`sample_mixed`] draws each batch from a
-//! demonstration ring and an online ring in a fixed proportion (RLPD, 50/50 by default).
+//! Steps go in one at a time per stream ([`Step`], keyed by episode and step id); [`NStep`]
+//! turns them into n-step records (discounted reward sum, bootstrap discount `gamma^k` or 0
+//! after a terminal state, and the state `k` steps on), which a [`Ring`] keeps. A window never
+//! spans a gap in the step ids or two episodes: steps of several episodes may arrive interleaved
+//! (late rewards), each episode has its own window, and a gap or an interruption closes the
+//! window as a truncation. [`sample_mixed`] draws each batch from a demonstration ring and an
+//! online ring in a fixed proportion (RLPD, 50/50 by default).
 
 use crate::rng::Rng;
 use crate::sac::Batch;
 use std::collections::VecDeque;
 
+/// Where a step came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// An offline demonstration (scripted expert, recorded teleop session).
+    Demo,
+    /// A step of the online stream an operator took over (trained on as a demonstration).
+    Intervention,
+    /// The learner's own policy acting.
+    Online,
+}
+
 /// One environment step as the learner stores it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
+    /// Episode id (unique within its stream: demonstrations, or the online runtime's).
+    pub episode: u64,
+    /// Policy step within the episode.
+    pub step: u64,
+    /// Where it came from.
+    pub source: Source,
     /// Observation the action was chosen on.
     pub obs: Vec<f32>,
-    /// Action, in the learner's action space.
+    /// The action executed, exactly (the critic's input; the residual is derived from it).
     pub act: Vec<f32>,
     /// Reward for this step.
     pub reward: f32,
@@ -29,6 +49,8 @@ pub struct Step {
 /// An n-step record.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
+    /// Where its first step came from.
+    pub source: Source,
     /// Observation at the first step.
     pub obs: Vec<f32>,
     /// Action at the first step.
@@ -43,12 +65,26 @@ pub struct Record {
     pub next_obs: Vec<f32>,
 }
 
-/// Turns a stream of steps (one episode after another) into n-step records.
+/// Episodes whose windows may be open at once; the oldest is closed (as a truncation) when
+/// another one starts beyond this.
+pub const MAX_OPEN_EPISODES: usize = 16;
+
+/// The steps of one episode not yet covered by a full record.
+#[derive(Clone, Debug)]
+struct Window {
+    episode: u64,
+    last_step: u64,
+    pending: VecDeque<Step>,
+}
+
+/// Turns streams of steps into n-step records, one window per episode.
 #[derive(Clone, Debug)]
 pub struct NStep {
     n: usize,
     gamma: f32,
-    pending: VecDeque<Step>,
+    open: Vec<Window>,
+    /// Windows closed early because a step id was skipped.
+    pub gaps: u64,
 }
 
 impl NStep {
@@ -58,37 +94,92 @@ impl NStep {
         Self {
             n,
             gamma,
-            pending: VecDeque::with_capacity(n),
+            open: Vec::new(),
+            gaps: 0,
         }
     }
 
     /// Adds a step; emits every record it completes. At an episode's end every pending step
-    /// is completed with the steps that remain (shorter than n).
+    /// of that episode is completed with the steps that remain (shorter than n). A step whose
+    /// id does not follow its episode's last one first closes that episode's window.
     pub fn push(&mut self, step: Step, mut emit: impl FnMut(Record)) {
+        let at = match self.open.iter().position(|w| w.episode == step.episode) {
+            Some(i) if self.open[i].last_step.wrapping_add(1) == step.step => i,
+            Some(i) => {
+                self.gaps += 1;
+                let w = self.open.remove(i);
+                self.close(w, false, &mut emit);
+                self.open_window(step.episode, &mut emit)
+            }
+            None => self.open_window(step.episode, &mut emit),
+        };
         let end = step.episode_end || step.terminated;
         let terminated = step.terminated;
-        self.pending.push_back(step);
+        let w = &mut self.open[at];
+        w.last_step = step.step;
+        w.pending.push_back(step);
         if end {
-            while !self.pending.is_empty() {
-                emit(self.first_record(terminated));
-                self.pending.pop_front();
-            }
-        } else if self.pending.len() == self.n {
-            emit(self.first_record(false));
-            self.pending.pop_front();
+            let w = self.open.remove(at);
+            self.close(w, terminated, &mut emit);
+        } else if w.pending.len() == self.n {
+            let r = self.first_record(&self.open[at].pending, false);
+            emit(r);
+            self.open[at].pending.pop_front();
         }
     }
 
-    fn first_record(&self, terminated: bool) -> Record {
-        let first = &self.pending[0];
-        let last = self.pending.back().expect("not empty");
+    /// Closes `episode`'s window as a truncation (an interrupted step: nothing after it joins
+    /// the records before it).
+    pub fn end_episode(&mut self, episode: u64, mut emit: impl FnMut(Record)) {
+        if let Some(i) = self.open.iter().position(|w| w.episode == episode) {
+            let w = self.open.remove(i);
+            self.close(w, false, &mut emit);
+        }
+    }
+
+    /// Closes every open window as a truncation (at the end of a run, after a resume).
+    pub fn flush(&mut self, mut emit: impl FnMut(Record)) {
+        for w in std::mem::take(&mut self.open) {
+            self.close(w, false, &mut emit);
+        }
+    }
+
+    /// Episodes with an open window.
+    pub fn open_episodes(&self) -> usize {
+        self.open.len()
+    }
+
+    fn open_window(&mut self, episode: u64, emit: &mut impl FnMut(Record)) -> usize {
+        if self.open.len() >= MAX_OPEN_EPISODES {
+            let w = self.open.remove(0);
+            self.close(w, false, emit);
+        }
+        self.open.push(Window {
+            episode,
+            last_step: 0,
+            pending: VecDeque::with_capacity(self.n),
+        });
+        self.open.len() - 1
+    }
+
+    fn close(&self, mut w: Window, terminated: bool, emit: &mut impl FnMut(Record)) {
+        while !w.pending.is_empty() {
+            emit(self.first_record(&w.pending, terminated));
+            w.pending.pop_front();
+        }
+    }
+
+    fn first_record(&self, pending: &VecDeque<Step>, terminated: bool) -> Record {
+        let first = &pending[0];
+        let last = pending.back().expect("not empty");
         let mut reward = 0.0f32;
         let mut g = 1.0f32;
-        for s in &self.pending {
+        for s in pending {
             reward += g * s.reward;
             g *= self.gamma;
         }
         Record {
+            source: first.source,
             obs: first.obs.clone(),
             act: first.act.clone(),
             reward,
@@ -272,6 +363,9 @@ mod tests {
 
     fn step(i: usize, reward: f32, terminated: bool, end: bool) -> Step {
         Step {
+            episode: 0,
+            step: i as u64,
+            source: Source::Online,
             obs: vec![i as f32],
             act: vec![0.5],
             reward,
@@ -321,9 +415,72 @@ mod tests {
         assert_eq!(out[1].reward, 1.0);
         assert_eq!(out[1].discount, 0.5);
         // The next episode starts clean.
-        ns.push(step(10, 2.0, true, true), |r| out.push(r));
+        let mut next = step(10, 2.0, true, true);
+        next.episode = 1;
+        ns.push(next, |r| out.push(r));
         assert_eq!(out[2].obs, vec![10.0]);
         assert_eq!(out[2].reward, 2.0);
+    }
+
+    fn in_episode(episode: u64, i: usize, end: bool) -> Step {
+        let mut s = step(i, 1.0, false, end);
+        s.episode = episode;
+        s.obs = vec![episode as f32 * 100.0 + i as f32];
+        s.next_obs = vec![episode as f32 * 100.0 + i as f32 + 1.0];
+        s
+    }
+
+    /// Windows are keyed by episode: interleaved episodes (late rewards arriving out of order)
+    /// never share a window. The old aggregator kept one window for the whole stream, so a
+    /// record started in one episode bootstrapped from another's state.
+    #[test]
+    fn interleaved_episodes_never_share_a_window() {
+        let mut ns = NStep::new(3, 0.5);
+        let mut out = Vec::new();
+        for i in 0..4 {
+            ns.push(in_episode(7, i, false), |r| out.push(r));
+            ns.push(in_episode(8, i, i == 3), |r| out.push(r));
+        }
+        ns.flush(|r| out.push(r));
+        assert_eq!(out.len(), 8);
+        for r in &out {
+            let (from, to) = (r.obs[0], r.next_obs[0]);
+            assert_eq!(
+                (from / 100.0).floor(),
+                ((to - 1.0) / 100.0).floor(),
+                "a record spans two episodes: {r:?}"
+            );
+            let k = (to - from) as i32;
+            assert!((1..=3).contains(&k), "{r:?}");
+            assert!((r.horizon - 0.5f32.powi(k)).abs() < 1e-6);
+        }
+    }
+
+    /// A skipped step id closes the window: no record covers the gap.
+    #[test]
+    fn a_window_never_spans_a_dropped_step() {
+        let mut ns = NStep::new(3, 0.5);
+        let mut out = Vec::new();
+        for i in [0, 1, 3, 4, 5] {
+            ns.push(in_episode(1, i, false), |r| out.push(r));
+        }
+        assert_eq!(ns.gaps, 1);
+        for r in &out {
+            assert!(
+                !(r.obs[0] < 102.0 && r.next_obs[0] > 103.0),
+                "a record spans the gap: {r:?}"
+            );
+        }
+        // Steps 0 and 1 were flushed as truncations at the gap (bootstrapping from step 1's
+        // next state); step 3 heads the next full window.
+        assert_eq!(out.len(), 3);
+        assert_eq!((out[0].obs[0], out[0].next_obs[0]), (100.0, 102.0));
+        assert_eq!((out[1].obs[0], out[1].next_obs[0]), (101.0, 102.0));
+        assert_eq!((out[2].obs[0], out[2].next_obs[0]), (103.0, 106.0));
+        assert!(out.iter().all(|r| r.discount > 0.0));
+        ns.end_episode(1, |r| out.push(r));
+        assert_eq!(ns.open_episodes(), 0);
+        assert_eq!(out.len(), 5);
     }
 
     #[test]
@@ -342,6 +499,7 @@ mod tests {
         let mut demo = Ring::new(100, 1, 1);
         for i in 0..50 {
             let mut r = Record {
+                source: Source::Online,
                 obs: vec![1.0],
                 act: vec![0.0],
                 reward: 0.0,
@@ -378,6 +536,9 @@ mod tests {
         // Observations [x, base action]; phi reads x only.
         for (k, end) in [(0, false), (1, false), (2, false), (3, true)] {
             let s = Step {
+                episode: 0,
+                step: k as u64,
+                source: Source::Online,
                 obs: vec![k as f32, 100.0],
                 act: vec![0.0],
                 reward: if end { 10.0 } else { 1.0 },
@@ -418,6 +579,7 @@ mod tests {
         let mut ring = Ring::new(3, 1, 1);
         for i in 0..5 {
             ring.push(&Record {
+                source: Source::Online,
                 obs: vec![i as f32],
                 act: vec![0.0],
                 reward: 0.0,

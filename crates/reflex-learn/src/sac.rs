@@ -10,6 +10,16 @@
 //! - TD3: deterministic `tanh(mean)`, clipped target-policy smoothing noise, delayed actor
 //!   updates; the log-std outputs stay at their initial bias and only set exploration noise.
 //!
+//! - Residual agents ([`Agent::with_residual`]): the actor outputs a correction `r`, and the
+//!   arm executes `a = clip(b + scale * r, -1, 1)`, where `b` is the base action carried in the
+//!   last `act_dim` observation values. Batches carry the executed action `a` exactly, and the
+//!   critics read it as `(a - b) / scale`: an exact encoding of what was executed (given `b`,
+//!   which they also see) in the residual's units, so a demonstration or an operator takeover
+//!   far from the base is learned as it was executed (values beyond 1 included), never clipped
+//!   into an action nobody took, while the policy's own actions keep the scale the critics were
+//!   tuned on. The actor's gradient reaches `r` through the composition (zero where the clip
+//!   binds).
+//!
 //! The critics of one update run in parallel on rayon's pool (one critic per core).
 
 use crate::nn::{Adam, Net, Normaliser, Tape};
@@ -192,6 +202,8 @@ pub struct UpdateStats {
     pub temperature: f32,
     /// Mean `-log pi` of the actor's samples (SAC's entropy estimate; NaN when not updated).
     pub entropy: f32,
+    /// The actor (and temperature) updated in this step.
+    pub actor_updated: bool,
 }
 
 #[derive(Clone)]
@@ -203,12 +215,23 @@ struct CriticWork {
     q: Vec<f32>,
 }
 
+/// Version of what a checkpoint's critics mean: 2 = critics on executed actions.
+const CHECKPOINT_FORMAT: u64 = 2;
+
 /// Actor, critic ensemble, targets, optimisers and temperature.
 #[derive(Clone)]
 pub struct Agent {
     cfg: AgentConfig,
     obs_dim: usize,
     act_dim: usize,
+    /// `Some(scale)` for a residual agent: the executed action is `clip(b + scale * r)`.
+    residual_scale: Option<f32>,
+    /// The critics' action input for the last sampled policy rows, and its derivative with
+    /// respect to the policy's output.
+    exec: Vec<f32>,
+    exec_grad: Vec<f32>,
+    /// The critics' action input for a batch's executed actions.
+    act_in: Vec<f32>,
     /// The policy network.
     pub actor: Net,
     /// The critic ensemble.
@@ -301,6 +324,10 @@ impl Agent {
             cfg,
             obs_dim,
             act_dim,
+            residual_scale: None,
+            exec: Vec::new(),
+            exec_grad: Vec::new(),
+            act_in: Vec::new(),
             actor,
             critics,
             targets,
@@ -325,9 +352,53 @@ impl Agent {
         }
     }
 
+    /// Makes this a residual agent: the actor's output `r` is executed as
+    /// `clip(b + scale * r, -1, 1)` with the base action `b` in the last `act_dim` observation
+    /// values, and batches carry executed actions.
+    pub fn with_residual(mut self, scale: f32) -> Self {
+        assert!(
+            self.obs_dim >= self.act_dim,
+            "a residual agent's observation carries the base action"
+        );
+        self.residual_scale = Some(scale);
+        self
+    }
+
+    /// The residual scale of a residual agent.
+    pub fn residual_scale(&self) -> Option<f32> {
+        self.residual_scale
+    }
+
     /// The configuration.
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// Fills `self.exec` with the critics' input for the actions the arm executes for
+    /// `self.pi` on rows of raw observations `raw_obs` (the base action is their last
+    /// `act_dim` values): `(clip(b + scale * pi) - b) / scale` for a residual agent, `pi`
+    /// otherwise; and `self.exec_grad` with its derivative with respect to `pi`.
+    fn compose_executed(&mut self, raw_obs: &[f32], n: usize) {
+        let (a, o) = (self.act_dim, self.obs_dim);
+        self.exec.resize(n * a, 0.0);
+        self.exec_grad.resize(n * a, 0.0);
+        match self.residual_scale {
+            None => {
+                self.exec.copy_from_slice(&self.pi[..n * a]);
+                self.exec_grad.fill(1.0);
+            }
+            Some(scale) => {
+                for r in 0..n {
+                    for j in 0..a {
+                        let b = raw_obs[r * o + o - a + j];
+                        let x = b + scale * self.pi[r * a + j];
+                        let k = r * a + j;
+                        self.exec[k] = (x.clamp(-1.0, 1.0) - b) / scale;
+                        self.exec_grad[k] = if x.abs() < 1.0 { 1.0 } else { 0.0 };
+                    }
+                }
+            }
+        }
     }
 
     /// Observation width.
@@ -350,6 +421,33 @@ impl Agent {
     /// The input normalisation.
     pub fn normaliser(&self) -> &Normaliser {
         &self.norm
+    }
+
+    /// Critic `k`'s gradient from the last update (for the reference test).
+    #[cfg(test)]
+    pub(crate) fn critic_grads(&self, k: usize) -> &[f32] {
+        &self.work[k].grads
+    }
+
+    /// The actor's gradient from the last update (for the reference test).
+    #[cfg(test)]
+    pub(crate) fn actor_grads(&self) -> &[f32] {
+        &self.actor_grads[0]
+    }
+
+    /// True when every weight, target, optimiser moment and the temperature are finite.
+    pub fn is_finite(&self) -> bool {
+        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        self.log_alpha.is_finite()
+            && finite(&self.actor.params)
+            && finite(&self.actor_opt.m)
+            && finite(&self.actor_opt.v)
+            && self.critics.iter().all(|c| finite(&c.params))
+            && self.targets.iter().all(|c| finite(&c.params))
+            && self
+                .critic_opts
+                .iter()
+                .all(|o| finite(&o.m) && finite(&o.v))
     }
 
     /// Current SAC temperature.
@@ -444,8 +542,9 @@ impl Agent {
                 self.logp.fill(0.0);
             }
         }
+        self.compose_executed(&b.next_obs, n);
         self.next_sa.resize(n * ci, 0.0);
-        concat_rows(&mut self.next_sa, &next_obs, o, &self.pi, a, n);
+        concat_rows(&mut self.next_sa, &next_obs, o, &self.exec, a, n);
         let subset = self.pick_subset();
         let next_sa = &self.next_sa;
         let targets = &self.targets;
@@ -473,8 +572,18 @@ impl Agent {
         }
 
         // --- Critics: mean squared error to the target, one core per critic.
+        self.act_in.clear();
+        self.act_in.extend_from_slice(&b.act);
+        if let Some(scale) = self.residual_scale {
+            for r in 0..n {
+                for j in 0..a {
+                    let base = b.obs[r * o + o - a + j];
+                    self.act_in[r * a + j] = (b.act[r * a + j] - base) / scale;
+                }
+            }
+        }
         self.sa.resize(n * ci, 0.0);
-        concat_rows(&mut self.sa, &obs, o, &b.act, a, n);
+        concat_rows(&mut self.sa, &obs, o, &self.act_in, a, n);
         let (sa, target) = (&self.sa, &self.target);
         let losses: Vec<(f32, f32)> = self
             .critics
@@ -504,14 +613,16 @@ impl Agent {
             actor_loss: f32::NAN,
             temperature: alpha,
             entropy: f32::NAN,
+            actor_updated: false,
         };
         self.updates += 1;
 
         // --- Actor and temperature.
         if !actor_frozen && self.updates % u64::from(self.cfg.actor_delay) == 0 {
-            let (loss, entropy) = self.update_actor(&obs);
+            let (loss, entropy) = self.update_actor(&obs, &b.obs);
             stats.actor_loss = loss;
             stats.entropy = entropy;
+            stats.actor_updated = true;
         }
         self.norm_obs = obs;
         self.norm_next = next_obs;
@@ -525,8 +636,8 @@ impl Agent {
         stats
     }
 
-    fn update_actor(&mut self, obs: &[f32]) -> (f32, f32) {
-        let (loss, mean_logp) = self.actor_gradient(obs);
+    fn update_actor(&mut self, obs: &[f32], raw_obs: &[f32]) -> (f32, f32) {
+        let (loss, mean_logp) = self.actor_gradient(obs, raw_obs);
         self.actor_opt
             .step(&mut self.actor.params, &self.actor_grads[0]);
         let sac = self.cfg.algo == Algo::Sac;
@@ -541,17 +652,19 @@ impl Agent {
         (loss, if sac { -mean_logp } else { f32::NAN })
     }
 
-    /// The actor loss `mean(alpha log pi - mean_k Q_k)` on (normalised) observations `obs`, its
-    /// gradient left in `actor_grads[0]`; returns the loss and the mean log-probability.
-    fn actor_gradient(&mut self, obs: &[f32]) -> (f32, f32) {
+    /// The actor loss `mean(alpha log pi - mean_k Q_k(s, executed))` on (normalised)
+    /// observations `obs` (`raw_obs` before normalisation, for the base action), its gradient
+    /// left in `actor_grads[0]`; returns the loss and the mean log-probability.
+    fn actor_gradient(&mut self, obs: &[f32], raw_obs: &[f32]) -> (f32, f32) {
         let (a, o) = (self.act_dim, self.obs_dim);
         let n = obs.len() / o;
         let ci = o + a;
         let sac = self.cfg.algo == Algo::Sac;
         let alpha = if sac { self.temperature() } else { 0.0 };
         self.sample_policy(obs, n, sac);
+        self.compose_executed(raw_obs, n);
         self.sa.resize(n * ci, 0.0);
-        concat_rows(&mut self.sa, obs, o, &self.pi, a, n);
+        concat_rows(&mut self.sa, obs, o, &self.exec, a, n);
         let k = self.critics.len() as f32;
         let sa = &self.sa;
         // dQ/da through every critic (input gradient only), each scaled for the ensemble mean.
@@ -578,8 +691,14 @@ impl Agent {
             q_mean_sum += q;
             logp_sum += self.logp[r];
             for j in 0..a {
-                // dL/da_j = -mean dQ/da (already scaled by 1/(n k) and negated).
-                let dl_da: f32 = self.work.iter().map(|w| w.d_input[r * ci + o + j]).sum();
+                // dL/da_j = -mean dQ/da (already scaled by 1/(n k) and negated), carried from
+                // the executed action back to the policy's output.
+                let dl_da: f32 = self
+                    .work
+                    .iter()
+                    .map(|w| w.d_input[r * ci + o + j])
+                    .sum::<f32>()
+                    * self.exec_grad[r * a + j];
                 let pa = self.pi[r * a + j];
                 // logp depends on u through -log(1 - tanh(u)^2): d/du = 2 tanh(u).
                 let dl_du = dl_da * (1.0 - pa * pa) + alpha * 2.0 * pa / nf;
@@ -662,6 +781,8 @@ impl Agent {
             "alpha_adam_t": self.alpha_opt.t,
             "critic_adam_t": self.critic_opts.iter().map(|o| o.t).collect::<Vec<_>>(),
             "rng": self.rng.state().to_string(),
+            "format": CHECKPOINT_FORMAT,
+            "residual_scale": self.residual_scale,
         });
         (t, meta)
     }
@@ -674,6 +795,20 @@ impl Agent {
             .map_err(|e| format!("metadata `agent`: {e}"))?;
         if agent != self.cfg {
             return Err("the checkpoint was trained with another agent configuration".into());
+        }
+        if meta["format"].as_u64() != Some(CHECKPOINT_FORMAT) {
+            return Err(format!(
+                "the checkpoint is of format {} (critics on clipped residuals), this version \
+                 needs format {CHECKPOINT_FORMAT} (critics on executed actions): start a new run",
+                meta["format"].as_u64().unwrap_or(1)
+            ));
+        }
+        let scale = meta["residual_scale"].as_f64().map(|v| v as f32);
+        if scale != self.residual_scale {
+            return Err(format!(
+                "the checkpoint's residual scale is {scale:?}, this run's is {:?}",
+                self.residual_scale
+            ));
         }
         if meta["obs_dim"] != self.obs_dim || meta["act_dim"] != self.act_dim {
             return Err(format!(
@@ -817,45 +952,67 @@ mod tests {
 
     /// The analytic actor gradient (reparameterised tanh-Gaussian, log-std squash, entropy term
     /// at a non-trivial temperature, through both critics) against central differences with
-    /// the same noise.
+    /// the same noise; for a plain agent and for a residual one, whose gradient passes through
+    /// the composition `clip(b + scale * r)` with the base action in the observation.
     #[test]
     fn actor_gradient_matches_finite_differences() {
-        let cfg = AgentConfig {
-            hidden: vec![16, 16],
-            zero_init_actor: false,
-            init_temperature: 0.3,
-            ..Default::default()
-        };
-        let mut agent = Agent::new(cfg, 4, 2, 11);
-        let mut rng = Rng::new(4);
-        let mut b = Batch::new(80, 4, 2);
-        b.obs
-            .iter_mut()
-            .for_each(|v| *v = rng.uniform(-1.0, 1.0) as f32);
-        let mut probe = agent.clone();
-        agent.actor_gradient(&b.obs);
-        let grads = agent.actor_grads[0].clone();
-        let h = 1e-3f32;
-        let mut worst = 0.0f64;
-        let mut compared = 0;
-        for i in (0..probe.actor.num_params()).step_by(7) {
-            let loss_at = |d: f32| {
-                let mut p = probe.clone();
-                p.actor.params[i] += d;
-                p.actor_gradient(&b.obs).0 as f64
+        for residual in [None, Some(0.5f32)] {
+            let cfg = AgentConfig {
+                hidden: vec![16, 16],
+                zero_init_actor: false,
+                init_temperature: 0.3,
+                ..Default::default()
             };
-            let (lp, l0, lm) = (loss_at(h), loss_at(0.0), loss_at(-h));
-            let (fwd, bwd) = ((lp - l0) / h as f64, (l0 - lm) / h as f64);
-            if (fwd - bwd).abs() > 0.05 * (1e-3 + fwd.abs()) {
-                continue; // a ReLU kink
+            let mut agent = Agent::new(cfg, 4, 2, 11);
+            if let Some(scale) = residual {
+                agent = agent.with_residual(scale);
             }
-            compared += 1;
-            let num = (lp - lm) / (2.0 * h as f64);
-            worst = worst.max((num - grads[i] as f64).abs() / (0.02 + num.abs()));
+            let mut rng = Rng::new(4);
+            let mut b = Batch::new(80, 4, 2);
+            b.obs
+                .iter_mut()
+                .for_each(|v| *v = rng.uniform(-1.0, 1.0) as f32);
+            let probe = agent.clone();
+            agent.actor_gradient(&b.obs, &b.obs);
+            let grads = agent.actor_grads[0].clone();
+            let h = 1e-3f32;
+            let mut worst = 0.0f64;
+            let mut compared = 0;
+            for i in (0..probe.actor.num_params()).step_by(7) {
+                let loss_at = |d: f32| {
+                    let mut p = probe.clone();
+                    p.actor.params[i] += d;
+                    p.actor_gradient(&b.obs, &b.obs).0 as f64
+                };
+                let (lp, l0, lm) = (loss_at(h), loss_at(0.0), loss_at(-h));
+                let (fwd, bwd) = ((lp - l0) / h as f64, (l0 - lm) / h as f64);
+                if (fwd - bwd).abs() > 0.05 * (1e-3 + fwd.abs()) {
+                    continue; // a ReLU kink or a clip
+                }
+                compared += 1;
+                let num = (lp - lm) / (2.0 * h as f64);
+                worst = worst.max((num - grads[i] as f64).abs() / (0.02 + num.abs()));
+            }
+            assert!(compared > 40, "{residual:?}: {compared}");
+            assert!(worst < 0.05, "{residual:?}: largest relative error {worst}");
         }
-        probe.updates = 0;
-        assert!(compared > 40, "{compared}");
-        assert!(worst < 0.05, "largest relative error {worst}");
+    }
+
+    /// A residual agent's critics see the executed action (as `(a - b) / scale`): where the
+    /// policy's correction would push past the action bounds, the executed action is clipped
+    /// and the actor gets no gradient through it.
+    #[test]
+    fn a_residual_agent_composes_the_executed_action() {
+        let mut agent = Agent::new(AgentConfig::default(), 3, 1, 1).with_residual(0.5);
+        agent.pi = vec![1.0, -1.0, 0.2];
+        let raw_obs = [0.0, 0.0, 0.8, 0.0, 0.0, -0.9, 0.0, 0.0, 0.1];
+        agent.compose_executed(&raw_obs, 3);
+        // Executed 1.0, -1.0 (clipped) and 0.2, read as (a - b) / scale.
+        let want = [0.4, -0.2, 0.2];
+        for (e, w) in agent.exec.iter().zip(want) {
+            assert!((e - w).abs() < 1e-6, "{:?}", agent.exec);
+        }
+        assert_eq!(agent.exec_grad, vec![0.0, 0.0, 1.0]);
     }
 
     #[test]

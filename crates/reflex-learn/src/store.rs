@@ -1,12 +1,18 @@
 //! Crash-safe persistence: the replay log and checkpoints.
 //!
 //! **Replay log.** Every step the learner receives is appended to segment files
-//! `replay/<n>.seg` (16-byte header: `RFXSTEP1`, observation and action widths). A record is
-//! `u32 length, u32 CRC-32 of the payload, payload` (flags, reward, observation, action, next
-//! observation). Reopening reads every segment; the first record that is short or fails its
-//! checksum ends a segment. In the last segment that is a torn tail from a crash mid-write: it
-//! is cut off with a warning and appending continues after the last complete record. In an
-//! earlier segment the remainder is left on disk untouched and reported.
+//! `replay/<n>.seg` (16-byte header: `RFXSTEP2`, observation and action widths). A record is
+//! `u32 length, u32 CRC-32 of the payload, payload` (flags, reward, episode id, step id,
+//! observation, executed action, next observation). Appends are buffered and synced to disk at
+//! least once a second ([`SYNC_INTERVAL`], by [`ReplayLog::sync_if_due`]) and at every
+//! checkpoint; a new segment is synced with its directory as soon as it exists.
+//!
+//! Reopening reads every segment. A damaged record (a failed checksum, a length that is not the
+//! segment's) costs that record only: reading resumes at the next position where an intact
+//! record starts, and what was skipped is reported. At the end of the last segment, bytes that
+//! hold no intact record are a torn tail from a crash mid-write: they are cut off with a warning
+//! and appending continues after the last complete record. Segments written by an older format
+//! are refused with the file named, never rewritten.
 //!
 //! **Checkpoints.** `ckpt-<updates>.bin`: `RFXCKPT1`, `u64` payload length, CRC-32, then a
 //! safetensors payload (every tensor by name, JSON metadata under `meta`). Written to a
@@ -14,6 +20,7 @@
 //! either the old or the new file. The two newest are kept; loading one that is damaged fails
 //! with the file and the reason, and [`load_latest`] falls back to the previous one.
 
+pub use crate::replay::Source;
 use crate::replay::Step;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -21,7 +28,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-const SEG_MAGIC: &[u8; 8] = b"RFXSTEP1";
+const SEG_MAGIC: &[u8; 8] = b"RFXSTEP2";
+/// The previous format (no episode and step ids; actions stored as clipped residuals).
+const SEG_MAGIC_V1: &[u8; 8] = b"RFXSTEP1";
+/// The replay log is synced at least this often while steps arrive.
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Bytes before the vectors in a record's payload: flags (4), reward (4), episode (8), step (8).
+const PAYLOAD_HEAD: usize = 24;
 const CKPT_MAGIC: &[u8; 8] = b"RFXCKPT1";
 const SEG_HEADER: usize = 16;
 /// A new segment starts when the current one passes this size.
@@ -62,17 +75,6 @@ fn corrupt(path: &Path, message: impl Into<String>) -> StoreError {
     }
 }
 
-/// Where a step came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// An offline demonstration (scripted expert, recorded teleop session).
-    Demo,
-    /// A step of the online stream an operator took over (trained on as a demonstration).
-    Intervention,
-    /// The learner's own policy acting.
-    Online,
-}
-
 /// What reopening a replay log found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -82,12 +84,14 @@ pub struct Recovery {
     pub segments: usize,
     /// Bytes of torn tail cut from the last segment.
     pub torn_bytes: u64,
-    /// Bytes left unread in earlier segments after a bad record.
+    /// Bytes of damaged records skipped inside segments (each costs only itself).
     pub skipped_bytes: u64,
+    /// Places where damaged bytes were skipped.
+    pub damaged_records: u64,
 }
 
-/// Steps read back from a log, in order, with where each came from.
-pub type Recovered = Vec<(Step, Source)>;
+/// Steps read back from a log, in order.
+pub type Recovered = Vec<Step>;
 
 /// The append-only replay log of one run.
 pub struct ReplayLog {
@@ -98,8 +102,11 @@ pub struct ReplayLog {
     writer: BufWriter<File>,
     written: u64,
     path: PathBuf,
+    last_sync: std::time::Instant,
     /// Records appended since opening (plus those recovered).
     pub records: u64,
+    /// Records known to be on disk (synced, or recovered from it).
+    pub synced_records: u64,
 }
 
 impl ReplayLog {
@@ -133,6 +140,14 @@ impl ReplayLog {
         for (k, (_, path)) in segs.iter().enumerate() {
             let bytes = std::fs::read(path).map_err(io_err(path))?;
             rec.segments += 1;
+            if bytes.len() >= 8 && &bytes[..8] == SEG_MAGIC_V1 {
+                return Err(corrupt(
+                    path,
+                    "a replay segment of an older format (no episode and step ids, actions \
+                     stored as clipped residuals): this version cannot resume that run; start \
+                     a new one in another directory (the file is left as it is)",
+                ));
+            }
             if bytes.len() < SEG_HEADER || &bytes[..8] != SEG_MAGIC {
                 let torn_header =
                     bytes.len() < SEG_HEADER && SEG_MAGIC.starts_with(&bytes[..bytes.len().min(8)]);
@@ -154,24 +169,40 @@ impl ReplayLog {
                     ),
                 ));
             }
+            let payload_len = PAYLOAD_HEAD + 4 * (2 * obs_dim + act_dim);
             let mut at = SEG_HEADER;
-            let payload_len = 8 + 4 * (2 * obs_dim + act_dim);
+            // End of the last intact record.
+            let mut end = SEG_HEADER;
             while at < bytes.len() {
-                match read_record(&bytes[at..], payload_len) {
-                    Some((source, flags, payload)) => {
-                        steps.push((step_from(flags, payload, obs_dim, act_dim), source));
-                        at += 8 + payload_len;
-                        rec.records += 1;
+                if let Some(payload) = read_record(&bytes[at..], payload_len) {
+                    steps.push(step_from(payload, obs_dim, act_dim));
+                    at += 8 + payload_len;
+                    end = at;
+                    rec.records += 1;
+                    continue;
+                }
+                // Damaged or torn: resume at the next intact record, if there is one.
+                match next_intact(&bytes, at + 1, payload_len) {
+                    Some(next) => {
+                        tracing::error!(
+                            file = %path.display(),
+                            offset = at,
+                            bytes = next - at,
+                            "replay: a damaged record was skipped; the records after it are kept"
+                        );
+                        rec.skipped_bytes += (next - at) as u64;
+                        rec.damaged_records += 1;
+                        at = next;
                     }
                     None => break,
                 }
             }
-            let rest = (bytes.len() - at) as u64;
+            let rest = (bytes.len() - end) as u64;
             if rest > 0 {
                 if k == last {
                     tracing::warn!(
                         file = %path.display(),
-                        offset = at,
+                        offset = end,
                         bytes = rest,
                         "replay: dropping a torn tail (a write was interrupted); every complete record before it is kept"
                     );
@@ -179,20 +210,23 @@ impl ReplayLog {
                 } else {
                     tracing::error!(
                         file = %path.display(),
-                        offset = at,
+                        offset = end,
                         bytes = rest,
-                        "replay: a damaged record; the rest of this segment is left on disk unread"
+                        "replay: damaged bytes at the end of a segment were skipped"
                     );
                     rec.skipped_bytes += rest;
+                    rec.damaged_records += 1;
                 }
             }
-            last_good = at as u64;
+            last_good = end as u64;
         }
         let (segment, path, written) = match segs.last() {
             Some((n, p)) if last_good > 0 && last_good < SEGMENT_BYTES => {
-                let f = OpenOptions::new().write(true).open(p).map_err(io_err(p))?;
-                f.set_len(last_good).map_err(io_err(p))?;
-                f.sync_all().map_err(io_err(p))?;
+                if recovered_len(p)? != last_good {
+                    let f = OpenOptions::new().write(true).open(p).map_err(io_err(p))?;
+                    f.set_len(last_good).map_err(io_err(p))?;
+                    f.sync_all().map_err(io_err(p))?;
+                }
                 (*n, p.clone(), last_good)
             }
             Some((n, _)) => {
@@ -209,26 +243,34 @@ impl ReplayLog {
             writer: append_to(&path)?,
             written,
             path,
+            last_sync: std::time::Instant::now(),
             records: rec.records,
+            synced_records: rec.records,
         };
         if log.written == 0 {
-            log.write_header()?;
+            log.start_segment()?;
         }
         Ok((log, steps, rec))
     }
 
-    fn write_header(&mut self) -> Result<(), StoreError> {
+    /// Writes the header of a new segment and makes the file and its directory entry durable.
+    fn start_segment(&mut self) -> Result<(), StoreError> {
         let mut h = Vec::with_capacity(SEG_HEADER);
         h.extend_from_slice(SEG_MAGIC);
         h.extend_from_slice(&(self.obs_dim as u32).to_le_bytes());
         h.extend_from_slice(&(self.act_dim as u32).to_le_bytes());
         self.writer.write_all(&h).map_err(io_err(&self.path))?;
         self.written = SEG_HEADER as u64;
-        Ok(())
+        self.writer.flush().map_err(io_err(&self.path))?;
+        self.writer
+            .get_ref()
+            .sync_all()
+            .map_err(io_err(&self.path))?;
+        sync_dir(&self.dir)
     }
 
     /// Appends one step (buffered; [`ReplayLog::sync`] makes it durable).
-    pub fn append(&mut self, step: &Step, source: Source) -> Result<(), StoreError> {
+    pub fn append(&mut self, step: &Step) -> Result<(), StoreError> {
         assert_eq!(step.obs.len(), self.obs_dim, "step observation width");
         assert_eq!(step.act.len(), self.act_dim, "step action width");
         if self.written >= SEGMENT_BYTES {
@@ -236,15 +278,18 @@ impl ReplayLog {
             self.segment += 1;
             self.path = self.dir.join(format!("{:06}.seg", self.segment));
             self.writer = append_to(&self.path)?;
-            self.write_header()?;
+            self.start_segment()?;
         }
-        let mut payload = Vec::with_capacity(8 + 4 * (2 * self.obs_dim + self.act_dim));
+        let mut payload = Vec::with_capacity(PAYLOAD_HEAD + 4 * (2 * self.obs_dim + self.act_dim));
+        let source = step.source;
         let flags = u8::from(step.terminated)
             | (u8::from(step.episode_end) << 1)
             | (u8::from(source == Source::Demo) << 2)
             | (u8::from(source == Source::Intervention) << 3);
         payload.extend_from_slice(&[flags, 0, 0, 0]);
         payload.extend_from_slice(&step.reward.to_le_bytes());
+        payload.extend_from_slice(&step.episode.to_le_bytes());
+        payload.extend_from_slice(&step.step.to_le_bytes());
         for v in step.obs.iter().chain(&step.act).chain(&step.next_obs) {
             payload.extend_from_slice(&v.to_le_bytes());
         }
@@ -264,7 +309,22 @@ impl ReplayLog {
         self.writer
             .get_ref()
             .sync_data()
-            .map_err(io_err(&self.path))
+            .map_err(io_err(&self.path))?;
+        self.synced_records = self.records;
+        self.last_sync = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Syncs when unsynced records are older than `interval`; returns whether it synced.
+    pub fn sync_if_due(&mut self, interval: std::time::Duration) -> Result<bool, StoreError> {
+        if self.records == self.synced_records || self.last_sync.elapsed() < interval {
+            if self.records == self.synced_records {
+                self.last_sync = std::time::Instant::now();
+            }
+            return Ok(false);
+        }
+        self.sync()?;
+        Ok(true)
     }
 
     /// The segment being written.
@@ -283,8 +343,8 @@ fn append_to(path: &Path) -> Result<BufWriter<File>, StoreError> {
     Ok(BufWriter::with_capacity(1 << 16, file))
 }
 
-/// Parses one record at the start of `b`: source, flags and payload when complete and intact.
-fn read_record(b: &[u8], payload_len: usize) -> Option<(Source, u8, &[u8])> {
+/// Parses one record at the start of `b`: its payload when complete and intact.
+fn read_record(b: &[u8], payload_len: usize) -> Option<&[u8]> {
     if b.len() < 8 {
         return None;
     }
@@ -294,9 +354,55 @@ fn read_record(b: &[u8], payload_len: usize) -> Option<(Source, u8, &[u8])> {
         return None;
     }
     let payload = &b[8..8 + len];
-    if crc32fast::hash(payload) != crc {
-        return None;
+    (crc32fast::hash(payload) == crc).then_some(payload)
+}
+
+/// The first offset at or after `from` where an intact record starts.
+fn next_intact(bytes: &[u8], from: usize, payload_len: usize) -> Option<usize> {
+    let want = (payload_len as u32).to_le_bytes();
+    (from..bytes.len().saturating_sub(8 + payload_len - 1))
+        .filter(|&p| bytes[p..p + 4] == want)
+        .find(|&p| read_record(&bytes[p..], payload_len).is_some())
+}
+
+/// The length of a file.
+fn recovered_len(path: &Path) -> Result<u64, StoreError> {
+    Ok(std::fs::metadata(path).map_err(io_err(path))?.len())
+}
+
+/// Syncs a directory, so the entries created in it (a new file, a rename) survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Writes `bytes` to `path` atomically and durably: a temporary file in the same directory,
+/// synced, renamed over `path`, then the directory synced. A crash leaves the old or the new
+/// file, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
     }
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir(&dir)
+}
+
+fn step_from(payload: &[u8], obs_dim: usize, act_dim: usize) -> Step {
+    let f = |i: usize| f32::from_le_bytes(payload[i..i + 4].try_into().expect("4 bytes"));
+    let u = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().expect("8 bytes"));
+    let floats = |start: usize, n: usize| (0..n).map(|k| f(start + 4 * k)).collect::<Vec<f32>>();
     let flags = payload[0];
     let source = if flags & 4 != 0 {
         Source::Demo
@@ -305,14 +411,11 @@ fn read_record(b: &[u8], payload_len: usize) -> Option<(Source, u8, &[u8])> {
     } else {
         Source::Online
     };
-    Some((source, flags, payload))
-}
-
-fn step_from(flags: u8, payload: &[u8], obs_dim: usize, act_dim: usize) -> Step {
-    let f = |i: usize| f32::from_le_bytes(payload[i..i + 4].try_into().expect("4 bytes"));
-    let floats = |start: usize, n: usize| (0..n).map(|k| f(start + 4 * k)).collect::<Vec<f32>>();
-    let o = 8;
+    let o = PAYLOAD_HEAD;
     Step {
+        episode: u(8),
+        step: u(16),
+        source,
         reward: f(4),
         terminated: flags & 1 != 0,
         episode_end: flags & 2 != 0,
@@ -494,6 +597,9 @@ mod tests {
 
     fn step(i: usize) -> Step {
         Step {
+            episode: (i / 7) as u64,
+            step: (i % 7) as u64,
+            source: source_of(i),
             obs: vec![i as f32, 1.0],
             act: vec![-(i as f32)],
             reward: i as f32 * 0.5,
@@ -511,17 +617,23 @@ mod tests {
         }
     }
 
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("reflex-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
     #[test]
     fn a_torn_tail_is_dropped_and_appending_continues() {
-        let dir = std::env::temp_dir().join(format!("reflex-replay-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = temp_dir("replay-torn");
         {
             let (mut log, steps, _) = ReplayLog::open(&dir, 2, 1).unwrap();
             assert!(steps.is_empty());
             for i in 0..10 {
-                log.append(&step(i), source_of(i)).unwrap();
+                log.append(&step(i)).unwrap();
             }
             log.sync().unwrap();
+            assert_eq!(log.synced_records, 10);
         }
         // A crash in the middle of the 11th record: half of it reached the disk.
         let seg = dir.join("000000.seg");
@@ -536,29 +648,89 @@ mod tests {
         let (mut log, steps, rec_report) = ReplayLog::open(&dir, 2, 1).unwrap();
         assert_eq!(steps.len(), 10);
         assert_eq!(rec_report.torn_bytes, rec / 2);
-        for (i, (s, src)) in steps.iter().enumerate() {
-            assert_eq!(s, &step(i));
-            assert_eq!(*src, source_of(i));
+        for (i, s) in steps.iter().enumerate() {
+            assert_eq!(s, &step(i), "ids, source and values come back exactly");
         }
-        log.append(&step(10), Source::Online).unwrap();
+        log.append(&step(10)).unwrap();
         log.sync().unwrap();
         drop(log);
         let (_, steps, rec_report) = ReplayLog::open(&dir, 2, 1).unwrap();
         assert_eq!(steps.len(), 11);
         assert_eq!(rec_report.torn_bytes, 0);
-        // A flipped bit inside a record is caught by its checksum.
-        let mut bytes = std::fs::read(&seg).unwrap();
-        let at = 16 + 5 * rec as usize + 12;
-        bytes[at] ^= 0x40;
-        std::fs::write(&seg, &bytes).unwrap();
-        let (_, steps, _) = ReplayLog::open(&dir, 2, 1).unwrap();
-        assert_eq!(steps.len(), 5);
         // Widths that do not match the run are refused, naming the file.
         let err = ReplayLog::open(&dir, 3, 1).err().unwrap().to_string();
         assert!(
             err.contains("000000.seg") && err.contains("observations of 2"),
             "{err}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A damaged record in the middle of a segment costs that record only. The old reader
+    /// stopped at the first bad record and lost every record after it (and, in the last
+    /// segment, cut them off the disk).
+    #[test]
+    fn a_damaged_record_in_the_middle_costs_only_that_record() {
+        let dir = temp_dir("replay-damaged");
+        {
+            let (mut log, _, _) = ReplayLog::open(&dir, 2, 1).unwrap();
+            for i in 0..20 {
+                log.append(&step(i)).unwrap();
+            }
+            log.sync().unwrap();
+        }
+        let seg = dir.join("000000.seg");
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let rec = (bytes.len() - 16) / 20;
+        // A flipped bit in record 5's payload, and record 12's length prefix overwritten.
+        bytes[16 + 5 * rec + 30] ^= 0x40;
+        bytes[16 + 12 * rec] = 0xFF;
+        std::fs::write(&seg, &bytes).unwrap();
+        let (mut log, steps, report) = ReplayLog::open(&dir, 2, 1).unwrap();
+        let kept: Vec<usize> = steps.iter().map(|s| s.obs[0] as usize).collect();
+        let want: Vec<usize> = (0..20).filter(|i| *i != 5 && *i != 12).collect();
+        assert_eq!(kept, want);
+        assert_eq!(report.damaged_records, 2);
+        assert_eq!(report.skipped_bytes, 2 * rec as u64);
+        assert_eq!(report.torn_bytes, 0);
+        // Appending continues after the last intact record; the damaged ones stay skipped.
+        log.append(&step(20)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (_, steps, _) = ReplayLog::open(&dir, 2, 1).unwrap();
+        assert_eq!(steps.len(), 19);
+        assert_eq!(steps.last().unwrap(), &step(20));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_older_format_is_refused_and_left_untouched() {
+        let dir = temp_dir("replay-v1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let seg = dir.join("000000.seg");
+        let mut old = b"RFXSTEP1".to_vec();
+        old.extend_from_slice(&[2, 0, 0, 0, 1, 0, 0, 0, 9, 9, 9]);
+        std::fs::write(&seg, &old).unwrap();
+        let err = ReplayLog::open(&dir, 2, 1).err().unwrap().to_string();
+        assert!(
+            err.contains("000000.seg") && err.contains("older format"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&seg).unwrap(), old);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn syncing_is_due_after_the_interval_only_with_unsynced_records() {
+        let dir = temp_dir("replay-sync");
+        let (mut log, _, _) = ReplayLog::open(&dir, 2, 1).unwrap();
+        assert!(!log.sync_if_due(std::time::Duration::ZERO).unwrap());
+        log.append(&step(0)).unwrap();
+        assert!(!log
+            .sync_if_due(std::time::Duration::from_secs(3600))
+            .unwrap());
+        assert!(log.sync_if_due(std::time::Duration::ZERO).unwrap());
+        assert_eq!(log.synced_records, 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

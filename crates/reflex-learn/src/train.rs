@@ -18,6 +18,7 @@ use crate::bc::{behaviour_clone, BcConfig};
 use crate::learner::{Learner, LearnerConfig};
 use crate::nn::INPUT_MIN_STD;
 use crate::plot::plot_curves;
+use crate::replay::Source;
 use crate::sac::{Agent, AgentConfig, UpdateStats};
 use crate::stage::{EpisodeHook, RewardPlugin};
 use crate::store::{load_latest, ReplayLog};
@@ -89,10 +90,19 @@ impl Default for TrainConfig {
     }
 }
 
-/// Set (by a signal handler, say) to end the running [`train`] at the next episode boundary,
-/// as if its budget had run out: the final evaluation, `summary.json`, `curve.png` and the last
-/// checkpoint are still written.
+/// Set (by a signal handler: the first Ctrl-C, SIGTERM) to stop the running [`train`]: it
+/// presses the e-stop of the runtime that is driving the arm, ticks until the arm is at rest,
+/// and ends the run with `summary.json`, `metrics.csv`, `curve.png`, the policy and the last
+/// checkpoint written (no final evaluation).
 pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// Longest a run waits for the arm to come to rest after its e-stop was pressed, seconds of
+/// loop time.
+const BRAKE_LIMIT_S: f64 = 5.0;
+
+/// Seconds between writes of `progress.json` while training (besides every evaluation): the
+/// replay is synced about this often too, so the file tells how much of it is safe.
+const PROGRESS_EVERY_S: f64 = 1.0;
 
 /// The demonstration budget that leaves each built-in task's cloned base imperfect (measured,
 /// 50 fixed-seed episodes: reach 60%, push 32%, pick_cube 42%; peg_insert stays near 5% at any
@@ -172,6 +182,9 @@ pub enum TrainError {
         /// What went wrong.
         message: String,
     },
+    /// An interrupt (Ctrl-C, SIGTERM) pressed the e-stop; the arm was brought to rest.
+    #[error("interrupted: the e-stop was pressed and the arm brought to rest")]
+    Interrupted,
 }
 
 fn stage<E: std::fmt::Display>(stage: &'static str) -> impl Fn(E) -> TrainError {
@@ -291,6 +304,20 @@ pub struct Summary {
     /// dropped), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward_stage: Option<serde_json::Value>,
+    /// Stored steps (demonstrations, takeovers, exploration) whose executed action lay farther
+    /// than `residual_scale` from the base in some component: stored exactly now; the former
+    /// scheme would have stored a clipped action nobody took.
+    #[serde(default)]
+    pub clip_would_bind: u64,
+    /// Steps not stored because they were interrupted (e-stop, lost operator link).
+    #[serde(default)]
+    pub interrupted_steps: u64,
+    /// Times training diverged (a non-finite loss or weight) and was rolled back.
+    #[serde(default)]
+    pub rollbacks: u64,
+    /// Records in the replay log (demonstrations and online steps, across resumes).
+    #[serde(default)]
+    pub replay_records: u64,
 }
 
 /// Progress reported while a run goes.
@@ -315,7 +342,8 @@ pub enum Progress {
     Eval(EvalRow),
 }
 
-/// What survives a restart besides the checkpoint and replay: the evaluations so far.
+/// What survives a restart besides the checkpoint and replay (`progress.json`, written at
+/// every evaluation and every few seconds while training).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct RunState {
     base_success_rate: f64,
@@ -325,6 +353,16 @@ struct RunState {
     wall_s: f64,
     steps_to_target: Option<u64>,
     minutes_to_target: Option<f64>,
+    /// Online environment steps at the time of writing.
+    #[serde(default)]
+    env_steps: u64,
+    /// Replay records on disk (synced) at the time of writing: a crash loses none of them.
+    #[serde(default)]
+    replay_synced: u64,
+    /// Executed actions farther than `residual_scale` from the base in some component (stored
+    /// exactly; the former scheme clipped them).
+    #[serde(default)]
+    clip_would_bind: u64,
 }
 
 /// Builds the runtime over a simulated arm for `task` with the given policies.
@@ -340,16 +378,15 @@ pub fn sim_runtime(
     env.reset(seed).map_err(stage("simulator"))?;
     let model = env.model().clone();
     let cfg = RuntimeConfig {
-        rate_hz,
-        policy_rate_hz: task.control_rate_hz,
-        action_space: task.action_space,
-        control: task.control.clone(),
-        rest_joint_pos_rad: task.arm.initial_joint_pos_rad,
-        limits: task.safety_limits(&model),
         residual_scale,
-        intervention_threshold: 0.5,
-        intervention_hold_s: 0.5,
-        transition_capacity: 8192,
+        ..RuntimeConfig::new(
+            rate_hz,
+            task.control_rate_hz,
+            task.action_space,
+            task.control.clone(),
+            task.arm.initial_joint_pos_rad,
+            task.safety_limits(&model),
+        )
     };
     let robot = SimRobot::new(env, rate_hz).map_err(stage("simulator"))?;
     Runtime::new(
@@ -366,8 +403,20 @@ pub fn sim_runtime(
 /// Per episode (success, return), and the transitions kept.
 pub type EpisodeResults = (Vec<(bool, f64)>, Vec<Transition>);
 
+/// Presses `rt`'s e-stop and ticks until the arm is at rest (at most [`BRAKE_LIMIT_S`]).
+pub fn brake_to_rest(rt: &mut Runtime<SimRobot>) -> bool {
+    rt.estop().press();
+    let max_ticks = (BRAKE_LIMIT_S * rt.config().rate_hz) as u64;
+    let rested = rt.tick_until_at_rest(max_ticks, false);
+    if !rested {
+        tracing::error!("the arm did not come to rest within {BRAKE_LIMIT_S} s of braking");
+    }
+    rested
+}
+
 /// Runs whole episodes on `rt` from seeds `seeds`; returns per-episode (success, return) and
-/// every transition when `keep` (else they are drained and dropped).
+/// every transition when `keep` (else they are drained and dropped). An interrupt brakes the
+/// arm to rest and returns [`TrainError::Interrupted`].
 pub fn run_episodes(
     rt: &mut Runtime<SimRobot>,
     seeds: impl Iterator<Item = u64>,
@@ -377,11 +426,14 @@ pub fn run_episodes(
     let mut kept = Vec::new();
     let q = rt.transitions().clone();
     for seed in seeds {
-        rt.robot_mut().reset(seed).map_err(stage("simulator"))?;
-        rt.begin_episode().map_err(stage("runtime"))?;
+        rt.reset_episode(seed).map_err(stage("simulator"))?;
         let mut ret = 0.0;
         let mut success = false;
         loop {
+            if INTERRUPT.load(Ordering::Relaxed) {
+                brake_to_rest(rt);
+                return Err(TrainError::Interrupted);
+            }
             let rep = rt.tick();
             if let Some(o) = rep.outcome {
                 if o.has_reward() {
@@ -404,9 +456,7 @@ pub fn run_episodes(
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(stage("writing the run directory"))?;
-    std::fs::rename(&tmp, path).map_err(stage("writing the run directory"))
+    crate::store::write_atomic(path, bytes).map_err(stage("writing the run directory"))
 }
 
 fn seeds(run_seed: u64, stream: u64, n: usize) -> impl Iterator<Item = u64> {
@@ -503,7 +553,8 @@ pub fn train_with(
 
     // Networks shared with the runtimes.
     let base_slot = WeightsSlot::new(base_mlp.clone());
-    let mut agent = Agent::new(cfg.agent.clone(), obs_dim + act_dim, act_dim, cfg.seed);
+    let mut agent = Agent::new(cfg.agent.clone(), obs_dim + act_dim, act_dim, cfg.seed)
+        .with_residual(cfg.residual_scale);
     let ckpt_dir = out.join("checkpoints");
     if resuming {
         let got = load_latest(&ckpt_dir, |c| agent.restore(&c).map(|_| ()))
@@ -534,8 +585,25 @@ pub fn train_with(
             "replay: a torn tail was dropped"
         );
     }
-    for (step, source) in recovered {
-        learner.restore_step(step, source);
+    if recovery.damaged_records > 0 {
+        tracing::warn!(
+            damaged = recovery.damaged_records,
+            bytes = recovery.skipped_bytes,
+            "replay: damaged records were skipped; every intact record was kept"
+        );
+    }
+    let recovered_records = recovered.len();
+    for step in recovered {
+        learner.restore_step(step);
+    }
+    // Nothing after the restart continues an n-step window from before it.
+    learner.flush_windows();
+    if resuming {
+        tracing::info!(
+            records = recovered_records,
+            env_steps = learner.shared.env_steps.load(Ordering::Relaxed),
+            "resumed the replay"
+        );
     }
     learner.persist(log, ckpt_dir);
     let reward_name = reward
@@ -553,7 +621,7 @@ pub fn train_with(
         let mut aug = Vec::new();
         learner.augment(t.obs.as_slice(), &mut aug);
         t.base_action.copy_from(&aug[obs_dim..]);
-        if let Some(step) = learner.step_from(&t) {
+        if let Some(step) = learner.step_from(&t, Source::Demo) {
             learner.add_demo(step).map_err(stage("replay"))?;
         }
     }
@@ -585,6 +653,9 @@ pub fn train_with(
         let (r, _) = run_episodes(rt, eval_seeds(), false)?;
         Ok(success_and_return(&r))
     };
+    // The training runtime's episode ids (and seeds) continue across resumes: the replay knows
+    // the last one used.
+    let first_episode = learner.max_online_episode().map_or(1, |m| m + 1);
     let prior_wall = state.wall_s;
     let wall = |started: &Instant| prior_wall + started.elapsed().as_secs_f64();
     if !resuming {
@@ -608,6 +679,7 @@ pub fn train_with(
         progress(Progress::Eval(row));
     }
     write_metrics(out, &state)?;
+    write_progress(&state_path, &mut state, &learner.shared)?;
 
     // Training runtime: base + exploring residual; the learner drains its transitions.
     let explore = Arc::new(AtomicBool::new(true));
@@ -623,6 +695,8 @@ pub fn train_with(
     if resuming {
         learner.publish();
     }
+    // `start_episode` opens the next id: begin_episode numbers from the runtime's counter.
+    rt.stats().episodes.store(first_episode, Ordering::Relaxed);
     let mut running = if cfg.learner.lockstep {
         Running::Inline(Box::new(learner))
     } else {
@@ -633,11 +707,12 @@ pub fn train_with(
     let budget_s = budget.as_secs_f64();
     let utd = cfg.learner.utd as f64;
     let slack = (utd * 20.0) as u64;
-    let mut train_seeds = seeds(cfg.seed, 3 + state.episodes, usize::MAX);
+    let mut train_seeds = seeds(cfg.seed, 3, usize::MAX).skip(first_episode as usize);
     let mut recent: VecDeque<bool> = VecDeque::new();
     let mut last_eval_steps = state.evals.last().map_or(0, |r| r.env_steps);
     let mut episodes = state.episodes;
     let mut last_report = Instant::now();
+    let mut last_progress = Instant::now();
     let mut stop_reason = "time budget";
     let mut ret_success = false;
     let tick_stats = rt.stats().clone();
@@ -646,6 +721,12 @@ pub fn train_with(
     let mut step_id = 0u64;
     let result: Result<(), TrainError> = (|| {
         loop {
+            if INTERRUPT.load(Ordering::Relaxed) {
+                // Brake to a stop before anything else: the e-stop aborts the episode.
+                brake_to_rest(&mut rt);
+                stop_reason = "interrupted";
+                return Ok(());
+            }
             let t0 = Instant::now();
             let rep = rt.tick();
             tick_stats
@@ -691,7 +772,15 @@ pub fn train_with(
                     // Let the learner take in the last steps, then evaluate without updates.
                     std::thread::sleep(Duration::from_millis(2));
                     shared.paused.store(true, Ordering::Release);
-                    let result = evaluate(&mut eval_rt)?;
+                    let result = match evaluate(&mut eval_rt) {
+                        Ok(r) => r,
+                        Err(TrainError::Interrupted) => {
+                            shared.paused.store(false, Ordering::Release);
+                            stop_reason = "interrupted";
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e),
+                    };
                     shared.paused.store(false, Ordering::Release);
                     let success = result.0;
                     let last = shared.last.lock().map(|l| *l).unwrap_or_default();
@@ -713,9 +802,8 @@ pub fn train_with(
                     state.episodes = episodes;
                     state.wall_s = wall(&started);
                     write_metrics(out, &state)?;
-                    let text =
-                        serde_json::to_string_pretty(&state).map_err(stage("progress.json"))?;
-                    write_atomic(&state_path, text.as_bytes())?;
+                    write_progress(&state_path, &mut state, &shared)?;
+                    last_progress = Instant::now();
                     progress(Progress::Eval(row));
                     if success >= cfg.target_success {
                         stop_reason = "target success reached";
@@ -739,6 +827,12 @@ pub fn train_with(
                 }
                 episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
                 step_id = 0;
+            }
+            if last_progress.elapsed().as_secs_f64() > PROGRESS_EVERY_S {
+                last_progress = Instant::now();
+                state.episodes = episodes;
+                state.wall_s = wall(&started);
+                write_progress(&state_path, &mut state, &shared)?;
             }
             if last_report.elapsed() > Duration::from_millis(250) {
                 last_report = Instant::now();
@@ -764,7 +858,8 @@ pub fn train_with(
         .publish(learner.agent.exploring_actor())
         .map_err(stage("publishing"))?;
     let env_steps = shared.env_steps.load(Ordering::Relaxed);
-    if state.evals.last().is_none_or(|r| r.env_steps != env_steps) {
+    let interrupted = stop_reason == "interrupted";
+    if !interrupted && state.evals.last().is_none_or(|r| r.env_steps != env_steps) {
         progress(Progress::Stage("final evaluation"));
         let result = evaluate(&mut eval_rt)?;
         let success = result.0;
@@ -790,8 +885,7 @@ pub fn train_with(
         .map_err(stage("policy"))?;
     state.episodes = episodes;
     state.wall_s = wall(&started);
-    let text = serde_json::to_string_pretty(&state).map_err(stage("progress.json"))?;
-    write_atomic(&state_path, text.as_bytes())?;
+    write_progress(&state_path, &mut state, &learner.shared)?;
     write_metrics(out, &state)?;
     if let Err(e) = plot_curves(&out.join("curve.png"), &cfg.task, &state.evals) {
         tracing::warn!("curve.png not drawn: {e}");
@@ -825,10 +919,27 @@ pub fn train_with(
             r["replay_reshapes"] = learner.shared.reshapes.load(Ordering::Relaxed).into();
             r
         }),
+        clip_would_bind: shared.clip_would_bind.load(Ordering::Relaxed),
+        interrupted_steps: shared.interrupted.load(Ordering::Relaxed),
+        rollbacks: shared.rollbacks.load(Ordering::Relaxed),
+        replay_records: learner.replay_records(),
     };
     let text = serde_json::to_string_pretty(&summary).map_err(stage("summary.json"))?;
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
     Ok(summary)
+}
+
+/// Writes `progress.json` with the learner's counters.
+fn write_progress(
+    path: &Path,
+    state: &mut RunState,
+    shared: &crate::learner::LearnerShared,
+) -> Result<(), TrainError> {
+    state.env_steps = shared.env_steps.load(Ordering::Relaxed);
+    state.replay_synced = shared.synced_records.load(Ordering::Relaxed);
+    state.clip_would_bind = shared.clip_would_bind.load(Ordering::Relaxed);
+    let text = serde_json::to_string_pretty(state).map_err(stage("progress.json"))?;
+    write_atomic(path, text.as_bytes())
 }
 
 /// Resets the training scene with `seed`, opens the runtime's next episode and tells the
@@ -838,8 +949,7 @@ fn start_episode(
     seed: u64,
     hook: &mut Option<Box<dyn EpisodeHook>>,
 ) -> Result<u64, TrainError> {
-    rt.robot_mut().reset(seed).map_err(stage("simulator"))?;
-    rt.begin_episode().map_err(stage("runtime"))?;
+    rt.reset_episode(seed).map_err(stage("simulator"))?;
     let episode = rt
         .stats()
         .episodes

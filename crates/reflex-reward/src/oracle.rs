@@ -147,6 +147,16 @@ pub fn router(cfg: OracleConfig, stats: Arc<OracleStats>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
         .with_state(state)
+        .layer(axum::middleware::map_response(identify))
+}
+
+/// Every answer says it comes from Reflex's oracle: only then does a client send it ground truth.
+async fn identify(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        crate::vlm::ORACLE_SERVER_HEADER,
+        axum::http::HeaderValue::from_static("ground-truth"),
+    );
+    resp
 }
 
 async fn models() -> impl IntoResponse {

@@ -130,8 +130,9 @@ pub enum Query {
 }
 
 /// A request: an id the reply will carry (a step id, an episode id, a pair id), the question,
-/// and (in simulation, for the oracle server) the ground truth behind it, sent as the
-/// `X-Reflex-Oracle` header, which real servers ignore.
+/// and (in simulation, for the oracle server) the ground truth behind it. The ground truth goes
+/// out as the `X-Reflex-Oracle` header only to a server that identified itself as Reflex's
+/// oracle ([`ORACLE_SERVER_HEADER`] on its answers); every other server never sees it.
 #[derive(Clone, Debug)]
 pub struct Request {
     /// Id echoed in the reply.
@@ -141,6 +142,10 @@ pub struct Request {
     /// Ground truth for the oracle server.
     pub hint: Option<serde_json::Value>,
 }
+
+/// The response header by which Reflex's oracle server identifies itself. Until a server has
+/// sent it, the client withholds ground-truth hints from that server.
+pub const ORACLE_SERVER_HEADER: &str = "x-reflex-oracle-server";
 
 /// A parsed answer.
 #[derive(Clone, Debug, PartialEq)]
@@ -235,6 +240,8 @@ pub struct VlmStats {
     pub failed: AtomicU64,
     /// Replies dropped because the reply queue was full.
     pub replies_dropped: AtomicU64,
+    /// Requests whose ground-truth hint was withheld (the server is not Reflex's oracle).
+    pub hints_withheld: AtomicU64,
 }
 
 /// A copy of [`VlmStats`] for reports (`summary.json`).
@@ -255,6 +262,8 @@ pub struct VlmCounters {
     pub over_budget: u64,
     pub failed: u64,
     pub replies_dropped: u64,
+    #[serde(default)]
+    pub hints_withheld: u64,
 }
 
 impl VlmStats {
@@ -276,6 +285,7 @@ impl VlmStats {
             over_budget: g(&self.over_budget),
             failed: g(&self.failed),
             replies_dropped: g(&self.replies_dropped),
+            hints_withheld: g(&self.hints_withheld),
         }
     }
 }
@@ -296,6 +306,8 @@ struct Shared {
     key: Option<String>,
     stats: Arc<VlmStats>,
     replies: crossbeam::channel::Sender<Reply>,
+    /// The server identified itself as Reflex's oracle: hints may go to it.
+    oracle: std::sync::atomic::AtomicBool,
 }
 
 /// The HTTP client: plain HTTP always; HTTPS with the `tls` feature.
@@ -364,6 +376,7 @@ impl VlmClient {
             key,
             stats: stats.clone(),
             replies: reply_tx,
+            oracle: std::sync::atomic::AtomicBool::new(false),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -374,6 +387,8 @@ impl VlmClient {
             .name("reflex-vlm".into())
             .spawn(move || {
                 let work = async move {
+                    // Is this Reflex's oracle? Only then may ground truth be sent to it.
+                    shared.probe().await;
                     let mut tasks = tokio::task::JoinSet::new();
                     // A request leaves the queue only when a slot is free, so the queue's bound
                     // is the bound on waiting requests.
@@ -582,6 +597,28 @@ fn cache_store(dir: &Path, key: &str, text: &str) {
 }
 
 impl Shared {
+    /// Asks the server's model list once, bounded by the attempt timeout, and notes whether it
+    /// identifies itself as Reflex's oracle.
+    async fn probe(&self) {
+        let url = format!("{}/models", self.cfg.base_url.trim_end_matches('/'));
+        let mut rb = self.http.get(&url);
+        if let Some(k) = &self.key {
+            rb = rb.header("authorization", format!("Bearer {k}"));
+        }
+        if let Ok(resp) = rb.send().await {
+            self.note_server(resp.headers());
+        }
+    }
+
+    /// Remembers an oracle server by its header.
+    fn note_server(&self, headers: &reqwest::header::HeaderMap) -> bool {
+        let is_oracle = headers.contains_key(ORACLE_SERVER_HEADER);
+        if is_oracle {
+            self.oracle.store(true, Ordering::Relaxed);
+        }
+        is_oracle
+    }
+
     /// The answer to one request: from the cache, or over HTTP with retries.
     async fn answer(&self, req: Request) -> (Result<Answer, VlmError>, bool) {
         let (prompt, images) = render(&req.query);
@@ -642,13 +679,22 @@ impl Shared {
             if let Some(k) = &self.key {
                 rb = rb.header("authorization", format!("Bearer {k}"));
             }
-            if let Some(h) = hint {
+            let oracle = self.oracle.load(Ordering::Relaxed);
+            let withheld = hint.is_some() && !oracle;
+            if let (Some(h), true) = (hint, oracle) {
                 rb = rb.header("x-reflex-oracle", h.to_string());
+            }
+            if withheld {
+                self.stats.hints_withheld.fetch_add(1, Ordering::Relaxed);
             }
             let mut retry_after = None;
             match rb.send().await {
                 Ok(resp) => {
                     let status = resp.status();
+                    if self.note_server(resp.headers()) && withheld && !status.is_success() {
+                        // The oracle came up after the probe: ask again, with the hint.
+                        continue;
+                    }
                     retry_after = resp
                         .headers()
                         .get("retry-after")

@@ -315,3 +315,92 @@ fn shutdown_abandons_queued_work_at_once() {
     );
     o.stop();
 }
+
+/// Ground truth goes only to Reflex's oracle. A server that is not the oracle (here a plain
+/// HTTP server on loopback that records what it receives and answers like a chat endpoint)
+/// never sees the `X-Reflex-Oracle` header; the oracle does. The old client sent it to every
+/// server.
+#[test]
+fn the_ground_truth_header_goes_only_to_the_oracle() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let server = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            // Two requests: the client's model-list probe and the chat request.
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head, then as many body bytes as it announces.
+                loop {
+                    let n = s.read(&mut chunk).unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len || n == 0 {
+                            break;
+                        }
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let text = String::from_utf8_lossy(&buf).to_string();
+                let body = if text.starts_with("GET") {
+                    r#"{"object":"list","data":[{"id":"some-model","object":"model"}]}"#
+                } else {
+                    r#"{"choices":[{"message":{"role":"assistant","content":"{\"label\": 1}"}}]}"#
+                };
+                seen.lock().unwrap().push(text);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(reply.as_bytes()).unwrap();
+            }
+        })
+    };
+    let c = client(format!("http://127.0.0.1:{port}/v1"), |_| {});
+    c.submit(preference(1, 0.2, 0.8)).unwrap();
+    let replies = collect(&c, 1, Duration::from_secs(10));
+    assert_eq!(replies[0].id, 1);
+    assert_eq!(
+        replies[0].result,
+        Ok(Answer::Preference(Preference::Second))
+    );
+    server.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for req in seen.iter() {
+        assert!(
+            !req.to_ascii_lowercase().contains("x-reflex-oracle"),
+            "ground truth sent to a server that is not the oracle:\n{req}"
+        );
+    }
+    assert!(seen[1].starts_with("POST"), "{}", seen[1]);
+    assert_eq!(c.stats().hints_withheld, 1);
+
+    // The oracle identifies itself and gets the hint (it cannot answer without it).
+    let server = oracle(OracleConfig::default());
+    let c = client(server.base_url(), |_| {});
+    c.submit(preference(2, 0.2, 0.8)).unwrap();
+    let replies = collect(&c, 1, Duration::from_secs(10));
+    assert_eq!(
+        replies[0].result,
+        Ok(Answer::Preference(Preference::Second))
+    );
+    assert_eq!(c.stats().hints_withheld, 0);
+    server.stop();
+}

@@ -1,13 +1,30 @@
-//! Action composition on every tick (see ARCHITECTURE.md):
-//! `a = base + scale * residual`, replaced by the human's action while an intervention holds.
+//! Action composition at every policy step (see ARCHITECTURE.md):
+//! `a = base + scale * residual`, replaced by the operator's action while an intervention holds.
 //!
-//! An intervention starts when any component of the human's action exceeds `threshold` in
-//! magnitude and lasts `hold_ticks` ticks after the last such input, so an operator who lets go
-//! of the stick for a moment does not hand control back mid-correction. Non-finite values are
-//! passed through on purpose: the safety filter turns them into a hold and a fault, where they
-//! are counted.
+//! An intervention starts when any component of the operator's action exceeds `threshold` in
+//! magnitude and lasts `hold_steps` policy steps after the last such input, so an operator who
+//! lets go of the stick for a moment does not hand control back mid-correction; during it the
+//! operator's newest action is executed. An operator action of the wrong length is refused
+//! (and counted by the caller), never executed and never marked as intervened. When the
+//! operator's link goes silent the runtime ends the takeover ([`Composer::end_takeover`]) and
+//! holds the arm; the last human action is not replayed.
+//!
+//! Non-finite values: a non-finite residual component leaves that component to the base alone
+//! (a NaN residual never erases a finite base); whatever is still non-finite afterwards is
+//! left for the runtime to hold at its last executed value.
 
 use reflex_core::Action;
+
+/// What one composition did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Composed {
+    /// The operator's action was executed.
+    pub intervened: bool,
+    /// An operator action arrived with the wrong number of components and was refused.
+    pub refused_human: bool,
+    /// Residual components that were non-finite (the base alone was used for them).
+    pub non_finite_residual: usize,
+}
 
 /// The takeover rule and residual scale.
 #[derive(Clone, Debug)]
@@ -16,61 +33,79 @@ pub struct Composer {
     pub residual_scale: f32,
     /// Human action magnitude (any component) that takes over.
     pub threshold: f32,
-    /// Ticks the intervention lasts after the last input above the threshold.
-    pub hold_ticks: u32,
+    /// Policy steps the intervention lasts after the last input above the threshold.
+    pub hold_steps: u32,
     remaining: u32,
+    human: Option<Action>,
 }
 
 impl Composer {
     /// A composer with no intervention active.
-    pub fn new(residual_scale: f32, threshold: f32, hold_ticks: u32) -> Self {
+    pub fn new(residual_scale: f32, threshold: f32, hold_steps: u32) -> Self {
         Self {
             residual_scale,
             threshold,
-            hold_ticks,
+            hold_steps,
             remaining: 0,
+            human: None,
         }
     }
 
-    /// True while the human is in control.
+    /// True while the operator is in control.
     pub fn intervening(&self) -> bool {
         self.remaining > 0
     }
 
-    /// Composes this tick's action into `out`; returns whether the human's action was used.
-    /// `human` is the operator's latest action, if any arrived this tick.
+    /// Ends a takeover at once (the operator's link went silent): nothing of it is replayed.
+    pub fn end_takeover(&mut self) {
+        self.remaining = 0;
+        self.human = None;
+    }
+
+    /// Composes this step's action into `out`. `human` is the operator's newest action, if one
+    /// arrived since the last step.
     pub fn compose(
         &mut self,
         base: &Action,
         residual: &Action,
         human: Option<&Action>,
         out: &mut Action,
-    ) -> bool {
+    ) -> Composed {
+        let mut done = Composed::default();
         if let Some(h) = human {
-            if h.as_slice().iter().any(|v| v.abs() > self.threshold) {
-                self.remaining = self.hold_ticks.max(1);
+            if h.dim() != out.dim() {
+                done.refused_human = true;
+            } else {
+                if h.as_slice().iter().any(|v| v.abs() > self.threshold) {
+                    self.remaining = self.hold_steps.max(1);
+                }
+                self.human = Some(*h);
             }
         }
         if self.remaining > 0 {
-            self.remaining -= 1;
-            if let Some(h) = human {
-                if out.copy_from(h.as_slice()) {
-                    return true;
-                }
+            if let Some(h) = &self.human {
+                self.remaining -= 1;
+                out.copy_from(h.as_slice());
+                done.intervened = true;
+                return done;
             }
-            // Holding with no new input this tick: keep the operator's last action in `out`.
-            return true;
+            self.remaining = 0;
         }
         let (b, r) = (base.as_slice(), residual.as_slice());
         for (i, o) in out.as_mut_slice().iter_mut().enumerate() {
             let bv = b.get(i).copied().unwrap_or(0.0);
             let rv = r.get(i).copied().unwrap_or(0.0);
-            *o = (bv + self.residual_scale * rv).clamp(-1.0, 1.0);
-            if !(bv + rv).is_finite() {
+            *o = if rv.is_finite() {
+                (bv + self.residual_scale * rv).clamp(-1.0, 1.0)
+            } else {
+                done.non_finite_residual += 1;
+                bv.clamp(-1.0, 1.0)
+            };
+            if !bv.is_finite() {
                 *o = f32::NAN;
             }
         }
-        false
+        done
     }
 }
 
@@ -89,7 +124,7 @@ mod tests {
     fn base_plus_scaled_residual() {
         let mut c = Composer::new(0.25, 0.5, 3);
         let mut out = act(0.0);
-        assert!(!c.compose(&act(0.4), &act(0.8), None, &mut out));
+        assert!(!c.compose(&act(0.4), &act(0.8), None, &mut out).intervened);
         for v in out.as_slice() {
             assert!((v - 0.6).abs() < 1e-6);
         }
@@ -103,28 +138,66 @@ mod tests {
         let mut c = Composer::new(0.5, 0.2, 3);
         let mut out = act(0.0);
         // Small human input: ignored.
-        assert!(!c.compose(&act(0.1), &act(0.0), Some(&act(0.15)), &mut out));
-        assert!(out.as_slice().iter().all(|v| *v == 0.1));
-        // Large input: takes over for this tick and two more.
-        assert!(c.compose(&act(0.1), &act(0.0), Some(&act(-0.9)), &mut out));
-        assert!(out.as_slice().iter().all(|v| *v == -0.9));
-        assert!(c.compose(&act(0.1), &act(0.0), None, &mut out));
         assert!(
-            out.as_slice().iter().all(|v| *v == -0.9),
-            "keeps the last human action"
+            !c.compose(&act(0.1), &act(0.0), Some(&act(0.15)), &mut out)
+                .intervened
         );
-        assert!(c.compose(&act(0.1), &act(0.0), Some(&act(0.05)), &mut out));
+        assert!(out.as_slice().iter().all(|v| *v == 0.1));
+        // Large input: takes over for this step and two more.
+        assert!(
+            c.compose(&act(0.1), &act(0.0), Some(&act(-0.9)), &mut out)
+                .intervened
+        );
+        assert!(out.as_slice().iter().all(|v| *v == -0.9));
+        assert!(c.compose(&act(0.1), &act(0.0), None, &mut out).intervened);
+        assert!(out.as_slice().iter().all(|v| *v == -0.9));
+        assert!(
+            c.compose(&act(0.1), &act(0.0), Some(&act(0.05)), &mut out)
+                .intervened
+        );
         assert!(out.as_slice().iter().all(|v| *v == 0.05));
         // Hold expired: the policy is back.
-        assert!(!c.compose(&act(0.1), &act(0.0), None, &mut out));
+        assert!(!c.compose(&act(0.1), &act(0.0), None, &mut out).intervened);
         assert!(out.as_slice().iter().all(|v| *v == 0.1));
     }
 
     #[test]
-    fn non_finite_residuals_reach_the_safety_filter() {
+    fn a_human_action_of_the_wrong_length_is_refused_and_not_marked_as_intervened() {
+        //! The old composer started the takeover from the magnitude alone and then failed to
+        //! copy the action, marking the step intervened with the policy's action in it.
         let mut c = Composer::new(0.5, 0.2, 3);
         let mut out = act(0.0);
-        c.compose(&act(0.1), &act(f32::NAN), None, &mut out);
-        assert!(out.as_slice().iter().all(|v| v.is_nan()));
+        let wrong = Action::zeros(ActionSpace::JointDelta);
+        let mut loud = wrong;
+        loud.as_mut_slice().fill(0.9);
+        let done = c.compose(&act(0.1), &act(0.0), Some(&loud), &mut out);
+        assert!(done.refused_human && !done.intervened);
+        assert!(!c.intervening());
+        assert!(out.as_slice().iter().all(|v| *v == 0.1));
+    }
+
+    #[test]
+    fn a_non_finite_residual_never_erases_a_finite_base() {
+        let mut c = Composer::new(0.5, 0.2, 3);
+        let mut out = act(0.0);
+        let mut r = act(0.2);
+        r.as_mut_slice()[2] = f32::NAN;
+        let done = c.compose(&act(0.1), &r, None, &mut out);
+        assert_eq!(done.non_finite_residual, 1);
+        assert_eq!(out.as_slice()[2], 0.1);
+        assert!((out.as_slice()[0] - 0.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ending_a_takeover_replays_nothing() {
+        let mut c = Composer::new(0.5, 0.2, 10);
+        let mut out = act(0.0);
+        assert!(
+            c.compose(&act(0.1), &act(0.0), Some(&act(0.9)), &mut out)
+                .intervened
+        );
+        c.end_takeover();
+        assert!(!c.compose(&act(0.1), &act(0.0), None, &mut out).intervened);
+        assert!(out.as_slice().iter().all(|v| *v == 0.1));
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use reflex_core::{ArmModel, JointCommand, RobotState, SafetyLimits};
-//! use reflex_runtime::{EStop, Mode, SafetyFilter};
+//! use reflex_runtime::{EStop, Faults, Mode, SafetyFilter};
 //! let urdf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../urdf/reflex_arm.urdf");
 //! let arm = ArmModel::from_urdf_file(&urdf, "link0", "tcp").unwrap();
 //! let mut state = RobotState::default();
@@ -21,11 +21,17 @@
 //! let mut filter =
 //!     SafetyFilter::new(SafetyLimits::from_model(&arm), arm, 0.001, estop.clone(), &state).unwrap();
 //! let mut wish = JointCommand { joint_pos_rad: state.joint_pos_rad, gripper_width_m: 0.04 };
-//! wish.joint_pos_rad[0] = f64::NAN;
+//! wish.joint_pos_rad[0] = f64::NAN; // this joint brakes (it is at rest: it stays)
+//! wish.joint_pos_rad[1] += 0.5; // this one moves, within every limit
 //! let mut out = JointCommand::default();
 //! let (mode, faults) = filter.filter(&wish, &state, true, &mut out);
-//! assert_eq!(mode, Mode::Hold);
-//! assert!(out.joint_pos_rad.iter().all(|q| q.is_finite()) && !faults.is_empty());
+//! assert_eq!(mode, Mode::Normal);
+//! assert!(faults.contains(Faults::NON_FINITE_COMMAND));
+//! assert_eq!(out.joint_pos_rad[0], state.joint_pos_rad[0]);
+//! assert!(out.joint_pos_rad[1] > state.joint_pos_rad[1]);
+//! estop.press();
+//! let (mode, _) = filter.filter(&wish, &state, true, &mut out);
+//! assert_eq!(mode, Mode::Brake); // and it stays so until estop.release() and estop.rearm()
 //! ```
 
 // Limit checks write `!(x > 0.0)` on purpose: unlike `x <= 0.0`, it also rejects NaN.
@@ -36,18 +42,20 @@ mod mlp;
 mod policy;
 mod runtime;
 mod safety_filter;
+mod stand_in;
 mod stats;
 mod ticker;
 
-pub use compose::Composer;
+pub use compose::{Composed, Composer};
 pub use mlp::{
     Activation, DimMismatch, LayerParams, Mlp, MlpScratch, WeightsError, LAYER_NORM_EPS,
 };
 pub use policy::{
-    squash_log_std, NetPolicy, PolicyShapeError, ResidualPolicy, ShapeMismatch, WeightsSlot,
-    LOG_STD_MAX, LOG_STD_MIN,
+    squash_log_std, NetPolicy, PolicyShapeError, PublishError, ResidualPolicy, ShapeMismatch,
+    WeightsSlot, LOG_STD_MAX, LOG_STD_MIN,
 };
-pub use runtime::{Runtime, RuntimeConfig, RuntimeError, RuntimeStats, TickReport};
-pub use safety_filter::{EStop, Faults, Mode, SafetyFilter};
+pub use runtime::{ResetError, Runtime, RuntimeConfig, RuntimeError, RuntimeStats, TickReport};
+pub use safety_filter::{EStop, Faults, Mode, RearmError, SafetyFilter};
+pub use stand_in::StandInArm;
 pub use stats::{Histogram, LoopStats};
 pub use ticker::{RealTime, RealTimeRequest, Ticker};

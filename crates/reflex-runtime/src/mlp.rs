@@ -194,6 +194,24 @@ impl Mlp {
         Ok(Self::assemble(layers, hidden, output))
     }
 
+    /// The first parameter that is NaN or infinite, as (layer, what), or none.
+    pub fn first_non_finite(&self) -> Option<(usize, &'static str)> {
+        for (i, l) in self.layers.iter().enumerate() {
+            if l.weight.iter().any(|v| !v.is_finite()) {
+                return Some((i, "weight"));
+            }
+            if l.bias.iter().any(|v| !v.is_finite()) {
+                return Some((i, "bias"));
+            }
+            if let Some((g, b)) = &l.norm {
+                if g.iter().chain(b).any(|v| !v.is_finite()) {
+                    return Some((i, "layer norm"));
+                }
+            }
+        }
+        None
+    }
+
     /// Copies of every layer's parameters (slow side).
     pub fn layer_params(&self) -> Vec<LayerParams> {
         self.layers
@@ -415,16 +433,29 @@ impl Mlp {
             .unwrap_or_else(|_| unreachable!("valid views always serialise"))
     }
 
-    /// Writes the weights to `path` atomically (a temporary file renamed into place), so a
-    /// reader never sees half a file.
+    /// Writes the weights to `path` atomically and durably: a temporary file, synced, renamed
+    /// into place, then the directory synced. A reader never sees half a file, and a crash
+    /// leaves the old weights or the new ones.
     pub fn save(&self, path: &Path) -> Result<(), WeightsError> {
+        use std::io::Write;
         let io = |e: std::io::Error| WeightsError::Io {
             path: path.to_owned(),
             message: e.to_string(),
         };
         let tmp = path.with_extension("safetensors.tmp");
-        std::fs::write(&tmp, self.to_safetensors()).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&self.to_safetensors()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 
     /// Reads weights written by [`Mlp::save`], PyTorch or anything else that follows the layout.

@@ -26,6 +26,22 @@ pub struct ShapeMismatch {
     pub got_act: (Activation, Activation),
 }
 
+/// Why new weights were not published.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    /// They do not fit the running network.
+    #[error(transparent)]
+    Shape(#[from] ShapeMismatch),
+    /// A parameter is NaN or infinite: the running weights stay.
+    #[error("new weights refused: layer {layer} has a non-finite {what}")]
+    NonFinite {
+        /// The layer.
+        layer: usize,
+        /// Which parameter kind.
+        what: &'static str,
+    },
+}
+
 /// Shared network weights, swapped whole.
 pub struct WeightsSlot {
     current: ArcSwap<Mlp>,
@@ -45,8 +61,12 @@ impl WeightsSlot {
 
     /// Replaces the weights (slow side: allocates, may take a lock no tick takes). The next
     /// forward pass on any thread uses them. Returns the new version number. Weights of another
-    /// shape are refused, so a running loop's buffers always fit.
-    pub fn publish(&self, mlp: Mlp) -> Result<u64, ShapeMismatch> {
+    /// shape are refused, so a running loop's buffers always fit; so are weights with a NaN or
+    /// infinite parameter, so a diverged learner never reaches the arm.
+    pub fn publish(&self, mlp: Mlp) -> Result<u64, PublishError> {
+        if let Some((layer, what)) = mlp.first_non_finite() {
+            return Err(PublishError::NonFinite { layer, what });
+        }
         let now = self.current.load();
         if mlp.dims() != now.dims()
             || mlp.activations() != now.activations()
@@ -57,7 +77,8 @@ impl WeightsSlot {
                 got: mlp.dims(),
                 expected_act: now.activations(),
                 got_act: mlp.activations(),
-            });
+            }
+            .into());
         }
         drop(now);
         let old = self.current.swap(Arc::new(mlp));

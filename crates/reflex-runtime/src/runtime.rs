@@ -10,11 +10,21 @@
 //! 4. pass it through the [`SafetyFilter`], write the result to the robot, and let the mapper
 //!    continue from what was really commanded (anti-windup).
 //!
-//! Nothing on the tick allocates, locks or formats: policies fill preallocated actions, weights
-//! are read through [`WeightsSlot`](crate::WeightsSlot), the operator's action arrives through a
-//! [`LatestCell`], transitions leave through a drop-oldest [`BoundedQueue`], and statistics are
-//! atomics another thread reads ([`RuntimeStats`]). Pacing is separate ([`Runtime::run`] with a
-//! [`Ticker`]), so simulation training can call [`Runtime::tick`] as fast as the world steps.
+//! Nothing on the tick allocates, locks, formats or waits on another thread: policies fill
+//! preallocated actions, weights are read through [`WeightsSlot`](crate::WeightsSlot), the
+//! operator's action arrives through a wait-free triple buffer (`reflex_core::latest`),
+//! transitions leave through a wait-free ring (`reflex_core::spsc`: a full ring refuses the
+//! newest and counts it), and statistics are atomics another thread reads ([`RuntimeStats`]).
+//! Pacing is separate ([`Runtime::run`] with a [`Ticker`]), so simulation training can call
+//! [`Runtime::tick`] as fast as the world steps.
+//!
+//! Every command the robot receives comes out of the filter: no caller gets the robot mutably
+//! ([`Runtime::robot`] is read-only); a simulator's scene is rebuilt through
+//! [`Runtime::reset_episode`] (the `SceneReset` trait). The e-stop ([`Runtime::estop`]) aborts
+//! the episode (the step in flight leaves marked [`Interruption::EStop`]) and the loop holds
+//! until a re-arm, after which the policy restarts from the measured state with its output
+//! ramped in over `rearm_ramp_s`. An operator who goes silent for
+//! `intervention_link_timeout_s` during a takeover ends it: the arm holds until they are back.
 
 use crate::compose::Composer;
 use crate::policy::ResidualPolicy;
@@ -22,9 +32,10 @@ use crate::safety_filter::{EStop, Faults, Mode, SafetyFilter};
 use crate::stats::LoopStats;
 use crate::ticker::Ticker;
 use reflex_core::{
-    Action, ActionMapper, ActionSpace, ArmModel, BoundedQueue, ControlSpec, Frames, JointCommand,
-    LatestCell, LimitsError, Observation, Outcome, Overflow, Policy, Robot, RobotError, RobotState,
-    SafetyLimits, Transition, ARM_DOF,
+    latest, spsc, Action, ActionMapper, ActionSpace, ArmModel, ControlSpec, Frames, Interruption,
+    JointCommand, LatestReceiver, LatestSender, LimitsError, Observation, Outcome, Policy, Robot,
+    RobotError, RobotState, SafetyLimits, SceneReset, SpscReceiver, SpscSender, Transition,
+    ARM_DOF,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,8 +62,121 @@ pub struct RuntimeConfig {
     pub intervention_threshold: f32,
     /// How long an intervention lasts after the last input above the threshold, seconds.
     pub intervention_hold_s: f64,
-    /// Transitions the queue holds before the oldest is dropped (and counted).
+    /// If no operator message arrives for this long during a takeover, the takeover ends and
+    /// the arm holds until the operator is back, seconds. Default 0.1.
+    pub intervention_link_timeout_s: f64,
+    /// After a re-arm, the policy's output is ramped in from zero over this long, seconds.
+    /// Default 1.0.
+    pub rearm_ramp_s: f64,
+    /// Transitions the queue holds; when full, new ones are refused and counted.
     pub transition_capacity: usize,
+}
+
+impl RuntimeConfig {
+    /// A configuration with the defaults for everything but the robot- and task-specific parts.
+    pub fn new(
+        rate_hz: f64,
+        policy_rate_hz: f64,
+        action_space: ActionSpace,
+        control: ControlSpec,
+        rest_joint_pos_rad: [f64; ARM_DOF],
+        limits: SafetyLimits,
+    ) -> Self {
+        Self {
+            rate_hz,
+            policy_rate_hz,
+            action_space,
+            control,
+            rest_joint_pos_rad,
+            limits,
+            residual_scale: 0.3,
+            intervention_threshold: 0.5,
+            intervention_hold_s: 0.5,
+            intervention_link_timeout_s: 0.1,
+            rearm_ramp_s: 1.0,
+            transition_capacity: 8192,
+        }
+    }
+
+    /// Checks every setting; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let bad = |field: &str, message: String| {
+            Err(RuntimeError::Config {
+                field: field.to_owned(),
+                message,
+            })
+        };
+        let ratio = self.rate_hz / self.policy_rate_hz;
+        if !(self.rate_hz > 0.0 && self.rate_hz.is_finite()) {
+            return bad(
+                "rate_hz",
+                format!("expected a positive, finite rate, got {}", self.rate_hz),
+            );
+        }
+        if !(self.policy_rate_hz > 0.0 && self.policy_rate_hz.is_finite())
+            || ratio < 1.0
+            || (ratio - ratio.round()).abs() > 1e-6
+        {
+            return bad(
+                "policy_rate_hz",
+                format!(
+                    "{} Hz must be positive and divide the loop rate {} Hz a whole number of times",
+                    self.policy_rate_hz, self.rate_hz
+                ),
+            );
+        }
+        for (field, v) in [
+            ("intervention_hold_s", self.intervention_hold_s),
+            ("rearm_ramp_s", self.rearm_ramp_s),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(field, format!("expected a finite time >= 0, got {v}"));
+            }
+        }
+        if !(self.intervention_link_timeout_s > 0.0 && self.intervention_link_timeout_s.is_finite())
+        {
+            return bad(
+                "intervention_link_timeout_s",
+                format!(
+                    "expected a positive, finite time, got {}",
+                    self.intervention_link_timeout_s
+                ),
+            );
+        }
+        if !(self.residual_scale >= 0.0 && self.residual_scale.is_finite()) {
+            return bad(
+                "residual_scale",
+                format!("expected a finite scale >= 0, got {}", self.residual_scale),
+            );
+        }
+        if !(self.intervention_threshold > 0.0 && self.intervention_threshold.is_finite()) {
+            return bad(
+                "intervention_threshold",
+                format!(
+                    "expected a positive, finite magnitude, got {}",
+                    self.intervention_threshold
+                ),
+            );
+        }
+        if self.transition_capacity == 0 {
+            return bad("transition_capacity", "must be at least 1".into());
+        }
+        if let Some(i) = self.rest_joint_pos_rad.iter().position(|v| !v.is_finite()) {
+            return bad(
+                &format!("rest_joint_pos_rad[{i}]"),
+                format!(
+                    "expected a finite angle, got {}",
+                    self.rest_joint_pos_rad[i]
+                ),
+            );
+        }
+        self.control.validate().map_err(|e| RuntimeError::Config {
+            field: format!("control.{}", e.field),
+            message: e.message,
+        })?;
+        self.limits.validate()?;
+        Ok(())
+    }
 }
 
 /// Why a runtime cannot be built.
@@ -62,7 +186,7 @@ pub enum RuntimeError {
     #[error("runtime setting `{field}`: {message}")]
     Config {
         /// The setting.
-        field: &'static str,
+        field: String,
         /// What was expected.
         message: String,
     },
@@ -71,6 +195,17 @@ pub enum RuntimeError {
     Limits(#[from] LimitsError),
     /// The robot could not be read at start-up.
     #[error("cannot read the robot at start-up: {0}")]
+    Robot(RobotError),
+}
+
+/// Why a new episode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError<E: std::error::Error + 'static> {
+    /// The scene could not be rebuilt.
+    #[error("resetting the scene: {0}")]
+    Scene(#[source] E),
+    /// The robot could not be read afterwards.
+    #[error("reading the robot after the reset: {0}")]
     Robot(RobotError),
 }
 
@@ -87,8 +222,18 @@ pub struct RuntimeStats {
     pub successes: AtomicU64,
     /// Policy steps in which the operator's action was used.
     pub intervened_steps: AtomicU64,
-    /// Action components that were NaN or infinite (replaced by zero; the filter never saw them).
+    /// Operator actions refused for having the wrong number of components.
+    pub refused_operator_actions: AtomicU64,
+    /// Takeovers ended because the operator's messages stopped (the arm held).
+    pub operator_link_lost: AtomicU64,
+    /// Episodes aborted by the e-stop.
+    pub estop_aborts: AtomicU64,
+    /// Re-arms after an e-stop (the policy restarted, ramped in).
+    pub rearms: AtomicU64,
+    /// Action components that were NaN or infinite (held; the filter never saw them).
     pub non_finite_actions: AtomicU64,
+    /// Residual components that were NaN or infinite (the base alone was used).
+    pub non_finite_residuals: AtomicU64,
     /// Robot reads that failed (the tick counted as stale).
     pub read_errors: AtomicU64,
     /// Robot writes that failed.
@@ -117,14 +262,26 @@ pub struct TickReport {
     pub policy_step: bool,
     /// The step that ended on this tick was judged so.
     pub outcome: Option<Outcome>,
-    /// The episode is over: call [`Runtime::begin_episode`] after resetting the scene. Until
-    /// then the loop holds the arm where it is.
+    /// The episode is over: start the next one ([`Runtime::begin_episode`], or
+    /// [`Runtime::reset_episode`] in simulation). Until then the loop holds the arm.
     pub episode_done: bool,
+    /// The e-stop aborted the episode on this tick.
+    pub aborted: bool,
     /// The robot read failed with this error.
     pub read_error: Option<RobotError>,
 }
 
 /// The one control loop, generic over the robot it drives.
+///
+/// Nothing outside the loop can write a command to the robot: there is no mutable access to
+/// it (so no command can skip the safety filter).
+///
+/// ```compile_fail
+/// fn bypass(rt: &mut reflex_runtime::Runtime<reflex_runtime::StandInArm>) {
+///     use reflex_core::Robot;
+///     rt.robot_mut().write_command(&Default::default());
+/// }
+/// ```
 pub struct Runtime<R: Robot> {
     robot: R,
     cfg: RuntimeConfig,
@@ -135,8 +292,16 @@ pub struct Runtime<R: Robot> {
     composer: Composer,
     base: Box<dyn Policy + Send>,
     residual: Option<ResidualPolicy>,
-    intervention: Arc<LatestCell<Action>>,
-    transitions: Arc<BoundedQueue<Transition>>,
+    operator_tx: LatestSender<Action>,
+    operator_rx: LatestReceiver<Action>,
+    /// The operator's newest action since the last policy step.
+    operator_pending: Option<Action>,
+    ticks_since_operator: u64,
+    link_timeout_ticks: u64,
+    /// A takeover lost its operator: the arm holds until the operator is heard again.
+    held_by_link: bool,
+    transitions_tx: SpscSender<Transition>,
+    transitions_rx: Arc<SpscReceiver<Transition>>,
     stats: Arc<RuntimeStats>,
     ticks_per_step: u32,
     tick_in_step: u32,
@@ -145,18 +310,24 @@ pub struct Runtime<R: Robot> {
     base_action: Action,
     residual_action: Action,
     action: Action,
+    /// The action executed in the last policy step (what a non-finite component holds).
+    last_action: Action,
     /// The step in flight: observation, actions and flags, completed when it is judged.
     pending: Transition,
     step_open: bool,
     episode_done: bool,
+    /// The e-stop was latched at the last tick.
+    estopped: bool,
+    /// Ticks since the last re-arm, and the ramp's length in ticks.
+    ramp_tick: u64,
+    ramp_ticks: u64,
     command: JointCommand,
-    /// Where the arm is held while no policy step is open (episode over, no usable state yet).
-    hold_target: JointCommand,
 }
 
 impl<R: Robot> Runtime<R> {
-    /// A loop for `robot` with a base policy and an optional residual. Reads the robot once to
-    /// start the filter and mapper where the arm is.
+    /// A loop for `robot` with a base policy and an optional residual. Validates the
+    /// configuration (the error names the setting) and reads the robot once to start the
+    /// filter and mapper where the arm is.
     pub fn new(
         mut robot: R,
         cfg: RuntimeConfig,
@@ -165,28 +336,8 @@ impl<R: Robot> Runtime<R> {
         residual: Option<ResidualPolicy>,
         estop: EStop,
     ) -> Result<Self, RuntimeError> {
+        cfg.validate()?;
         let ratio = cfg.rate_hz / cfg.policy_rate_hz;
-        if !(cfg.policy_rate_hz > 0.0 && cfg.rate_hz.is_finite() && cfg.policy_rate_hz.is_finite())
-            || ratio < 1.0
-            || (ratio - ratio.round()).abs() > 1e-6
-        {
-            return Err(RuntimeError::Config {
-                field: "rate_hz",
-                message: format!(
-                    "{} Hz must be a whole multiple of the policy rate {} Hz",
-                    cfg.rate_hz, cfg.policy_rate_hz
-                ),
-            });
-        }
-        if !(cfg.intervention_hold_s >= 0.0 && cfg.intervention_hold_s.is_finite()) {
-            return Err(RuntimeError::Config {
-                field: "intervention_hold_s",
-                message: format!(
-                    "expected a finite time >= 0, got {}",
-                    cfg.intervention_hold_s
-                ),
-            });
-        }
         let mut state = RobotState::default();
         robot.read_state(&mut state).map_err(RuntimeError::Robot)?;
         let filter = SafetyFilter::new(
@@ -199,16 +350,22 @@ impl<R: Robot> Runtime<R> {
         let hold_steps = (cfg.intervention_hold_s * cfg.policy_rate_hz).ceil() as u32;
         let space = cfg.action_space;
         let mapper = mapper_at(&cfg, &model, &state);
+        let (operator_tx, operator_rx) = latest::<Action>();
+        let (transitions_tx, transitions_rx) = spsc(cfg.transition_capacity);
         let mut rt = Self {
             composer: Composer::new(
                 cfg.residual_scale,
                 cfg.intervention_threshold,
                 hold_steps.max(1),
             ),
-            transitions: Arc::new(BoundedQueue::new(
-                cfg.transition_capacity,
-                Overflow::DropOldest,
-            )),
+            transitions_tx,
+            transitions_rx,
+            operator_tx,
+            operator_rx,
+            operator_pending: None,
+            ticks_since_operator: u64::MAX / 2,
+            link_timeout_ticks: (cfg.intervention_link_timeout_s * cfg.rate_hz).ceil() as u64,
+            held_by_link: false,
             ticks_per_step: ratio.round() as u32,
             tick_in_step: 0,
             robot,
@@ -218,46 +375,54 @@ impl<R: Robot> Runtime<R> {
             filter,
             base,
             residual,
-            intervention: Arc::new(LatestCell::new()),
             stats: Arc::new(RuntimeStats::default()),
             state,
             obs: Observation::default(),
             base_action: Action::zeros(space),
             residual_action: Action::zeros(space),
             action: Action::zeros(space),
+            last_action: Action::zeros(space),
             pending: Transition::empty(space),
             step_open: false,
             episode_done: false,
+            estopped: false,
+            ramp_tick: u64::MAX / 2,
+            ramp_ticks: (cfg.rearm_ramp_s * cfg.rate_hz).ceil() as u64,
             command: JointCommand::default(),
-            hold_target: JointCommand::default(),
             cfg,
         };
+        rt.command = *rt.filter.last_command();
         rt.begin_episode().map_err(RuntimeError::Robot)?;
         Ok(rt)
     }
 
-    /// Starts an episode from where the arm is now (after the scene was reset; not on a tick).
+    /// Starts an episode from where the arm is now (not on a tick). The command keeps its
+    /// motion (the filter is not restarted), so a real arm never sees a jump; the policy
+    /// starts from the measured state.
     pub fn begin_episode(&mut self) -> Result<(), RobotError> {
         self.robot.read_state(&mut self.state)?;
-        self.filter.reset(&self.state);
         self.mapper = mapper_at(&self.cfg, &self.model, &self.state);
         self.mapper.follow(self.filter.last_command());
-        self.hold_target = *self.filter.last_command();
         self.composer = Composer::new(
             self.cfg.residual_scale,
             self.cfg.intervention_threshold,
-            self.composer.hold_ticks,
+            self.composer.hold_steps,
         );
+        self.held_by_link = false;
+        self.operator_pending = None;
         self.base.reset();
         self.tick_in_step = 0;
         self.step_open = false;
         self.episode_done = false;
+        self.last_action = Action::zeros(self.cfg.action_space);
+        let g = self.cfg.action_space.dim() - 1;
+        self.last_action.as_mut_slice()[g] = self.mapper.gripper_action();
         self.pending = Transition::empty(self.cfg.action_space);
         self.pending.episode = self.stats.episodes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Runs one tick. Allocates nothing, takes no lock.
+    /// Runs one tick. Allocates nothing, takes no lock, never waits on another thread.
     pub fn tick(&mut self) -> TickReport {
         let read = self.robot.read_state(&mut self.state);
         let read_error = read.err();
@@ -271,16 +436,54 @@ impl<R: Robot> Runtime<R> {
             policy_step: false,
             outcome: None,
             episode_done: self.episode_done,
+            aborted: false,
             read_error,
         };
 
-        if fresh && !self.episode_done && self.tick_in_step == 0 {
+        // The operator's link: newest action, and how long since one arrived.
+        if let Some(h) = self.operator_rx.take() {
+            self.operator_pending = Some(h);
+            self.ticks_since_operator = 0;
+            self.held_by_link = false;
+        } else {
+            self.ticks_since_operator = self.ticks_since_operator.saturating_add(1);
+        }
+        if self.composer.intervening() && self.ticks_since_operator > self.link_timeout_ticks {
+            // The operator went silent mid-takeover: hold, replay nothing.
+            self.composer.end_takeover();
+            self.held_by_link = true;
+            if self.step_open {
+                self.pending.interrupted = Interruption::OperatorLost;
+            }
+            self.stats
+                .operator_link_lost
+                .fetch_add(1, Ordering::Relaxed);
+        }
+
+        // The e-stop: a press aborts the episode; a re-arm restarts from the measured state.
+        let latched = self.filter.estop().is_latched();
+        if latched && !self.estopped {
+            self.estopped = true;
+            self.abort_episode(&mut report);
+        } else if !latched && self.estopped {
+            self.estopped = false;
+            self.stats.rearms.fetch_add(1, Ordering::Relaxed);
+            self.ramp_tick = 0;
+            self.tick_in_step = 0;
+            if fresh {
+                self.mapper = mapper_at(&self.cfg, &self.model, &self.state);
+            }
+            self.mapper.follow(self.filter.last_command());
+            self.mapper.hold(&self.model);
+        }
+
+        let running = fresh && !self.episode_done && !self.estopped;
+        if running && self.tick_in_step == 0 {
             self.policy_step(&mut report);
         }
 
-        // The setpoint for this tick: the mapper's, or where the last command was when the
-        // episode is over or the measurement unusable (the filter raises the faults).
-        let desired = if fresh && !self.episode_done && self.step_open {
+        let track = running && self.step_open && !self.held_by_link;
+        let (mode, faults) = if track {
             self.model
                 .forward(&self.state.joint_pos_rad, &mut self.frames);
             let alpha = (self.tick_in_step + 1) as f64 / self.ticks_per_step as f64;
@@ -291,15 +494,18 @@ impl<R: Robot> Runtime<R> {
                 &self.frames.tcp,
                 1.0 / self.cfg.rate_hz,
             );
-            self.tick_in_step = (self.tick_in_step + 1) % self.ticks_per_step;
-            self.mapper.command()
+            let desired = self.mapper.command();
+            self.filter
+                .filter(&desired, &self.state, fresh, &mut self.command)
         } else {
-            // A fixed target: the command at the moment the policy stopped driving.
-            self.hold_target
+            // Nothing to track (stale read, episode over, e-stop, operator lost): the command
+            // decelerates to a stop where it can, within the limits.
+            self.filter.hold(&self.state, fresh, &mut self.command)
         };
-        let (mode, faults) = self
-            .filter
-            .filter(&desired, &self.state, fresh, &mut self.command);
+        if running && self.step_open {
+            self.tick_in_step = (self.tick_in_step + 1) % self.ticks_per_step;
+        }
+        self.ramp_tick = self.ramp_tick.saturating_add(1);
         self.mapper.follow(&self.command);
         if self.robot.write_command(&self.command).is_err() {
             self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -315,6 +521,25 @@ impl<R: Robot> Runtime<R> {
         report.mode = mode;
         report.faults = faults;
         report
+    }
+
+    /// The e-stop was pressed: the step in flight leaves marked as interrupted (not normal
+    /// data) and the episode is over.
+    fn abort_episode(&mut self, report: &mut TickReport) {
+        if self.step_open {
+            self.pending.interrupted = Interruption::EStop;
+            self.pending.outcome = Outcome::PENDING;
+            self.pending.next_obs = self.pending.obs;
+            let _ = self.transitions_tx.send(self.pending);
+        }
+        if !self.episode_done {
+            self.stats.estop_aborts.fetch_add(1, Ordering::Relaxed);
+            report.aborted = true;
+        }
+        self.step_open = false;
+        self.episode_done = true;
+        self.composer.end_takeover();
+        report.episode_done = true;
     }
 
     /// Observation, judgement of the last step, and the next action.
@@ -337,7 +562,7 @@ impl<R: Robot> Runtime<R> {
             let outcome = self.robot.judge(&self.obs, &self.action);
             self.pending.outcome = outcome;
             self.pending.next_obs = self.obs.flat;
-            let _ = self.transitions.push(self.pending);
+            let _ = self.transitions_tx.send(self.pending);
             report.outcome = Some(outcome);
             if outcome.done() {
                 if outcome.success {
@@ -345,7 +570,6 @@ impl<R: Robot> Runtime<R> {
                 }
                 self.episode_done = true;
                 self.step_open = false;
-                self.hold_target = self.command;
                 report.episode_done = true;
                 return;
             }
@@ -353,39 +577,70 @@ impl<R: Robot> Runtime<R> {
         }
         report.policy_step = true;
         self.stats.policy_steps.fetch_add(1, Ordering::Relaxed);
+        self.pending.interrupted = Interruption::None;
+
+        if self.held_by_link {
+            // The operator is gone: the arm holds; the step is recorded as interrupted.
+            self.action = self.last_action;
+            self.action.as_mut_slice()[..self.cfg.action_space.dim() - 1].fill(0.0);
+            self.mapper.hold(&self.model);
+            self.pending.obs = self.obs.flat;
+            self.pending.base_action = self.base_action;
+            self.pending.action = self.action;
+            self.pending.intervened = false;
+            self.pending.safety_limited = false;
+            self.pending.interrupted = Interruption::OperatorLost;
+            self.step_open = true;
+            return;
+        }
 
         self.base.act(&self.obs, &mut self.base_action);
         match &mut self.residual {
             Some(r) => r.act(&self.obs, &self.base_action, &mut self.residual_action),
             None => self.residual_action.as_mut_slice().fill(0.0),
         }
-        // The operator's newest action since the last step; while an intervention holds
-        // without new input, the composer keeps the last one in `self.action`.
-        let human = self.intervention.take();
-        let intervened = self.composer.compose(
+        let human = self.operator_pending.take();
+        let done = self.composer.compose(
             &self.base_action,
             &self.residual_action,
             human.as_ref(),
             &mut self.action,
         );
-        if intervened {
+        if done.intervened {
             self.stats.intervened_steps.fetch_add(1, Ordering::Relaxed);
         }
-        let bad = self.action.sanitize();
+        if done.refused_human {
+            self.stats
+                .refused_operator_actions
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if done.non_finite_residual > 0 {
+            self.stats
+                .non_finite_residuals
+                .fetch_add(done.non_finite_residual as u64, Ordering::Relaxed);
+        }
+        let bad = self.action.sanitize_holding(&self.last_action);
         if bad > 0 {
             self.stats
                 .non_finite_actions
                 .fetch_add(bad as u64, Ordering::Relaxed);
         }
-        self.mapper.set_action(
+        let ramp = if self.ramp_ticks == 0 {
+            1.0
+        } else {
+            (self.ramp_tick as f64 / self.ramp_ticks as f64).min(1.0)
+        };
+        self.mapper.set_action_ramped(
             &self.model,
             self.action.as_slice(),
             &self.state.joint_pos_rad,
+            ramp,
         );
+        self.last_action = self.action;
         self.pending.obs = self.obs.flat;
         self.pending.base_action = self.base_action;
         self.pending.action = self.action;
-        self.pending.intervened = intervened;
+        self.pending.intervened = done.intervened;
         self.pending.safety_limited = false;
         self.step_open = true;
     }
@@ -393,61 +648,70 @@ impl<R: Robot> Runtime<R> {
     /// Runs ticks until `duration` has passed or `on_episode_end` returns false: paced at
     /// `rate_hz` (a real arm), or back to back when `paced` is false (a simulator that may run
     /// faster than real time; no jitter is recorded then). `on_episode_end` runs between
-    /// episodes with the robot and the last outcome (to reset a scene; it may be slow); the
-    /// schedule restarts after it, so a reset is not counted as a deadline miss.
+    /// episodes with the runtime and the last outcome (to reset a simulated scene through
+    /// [`Runtime::reset_episode`]; it may be slow); when it returns true and has not started an
+    /// episode, the next one starts where the arm is. The schedule restarts after it, so a
+    /// reset is not counted as a deadline miss.
     pub fn run(
         &mut self,
         duration: Duration,
         paced: bool,
-        mut on_episode_end: impl FnMut(&mut R, &Outcome) -> bool,
+        mut on_episode_end: impl FnMut(&mut Self, &Outcome) -> bool,
     ) -> Result<(), RobotError> {
         let end = Instant::now() + duration;
         let mut ticker = Ticker::new(self.cfg.rate_hz);
         let mut last_outcome = Outcome::PENDING;
         while Instant::now() < end {
-            let woke = if paced {
-                ticker.wait(&self.stats.timing)
+            let report = if paced {
+                let woke = ticker.wait(&self.stats.timing);
+                let r = self.tick();
+                ticker.finish(&self.stats.timing, woke);
+                r
             } else {
+                let woke = Instant::now();
                 self.stats.timing.ticks.fetch_add(1, Ordering::Relaxed);
-                Instant::now()
+                let r = self.tick();
+                self.stats
+                    .timing
+                    .compute
+                    .record(woke.elapsed().as_nanos() as u64);
+                r
             };
-            let report = self.tick();
-            self.stats
-                .timing
-                .compute
-                .record(woke.elapsed().as_nanos() as u64);
             if let Some(o) = report.outcome {
                 last_outcome = o;
             }
-            if report.episode_done {
-                if !on_episode_end(&mut self.robot, &last_outcome) {
+            if report.episode_done && self.episode_done {
+                if !on_episode_end(self, &last_outcome) {
                     return Ok(());
                 }
-                self.begin_episode()?;
+                if self.episode_done {
+                    self.begin_episode()?;
+                }
                 ticker = Ticker::new(self.cfg.rate_hz);
             }
         }
         Ok(())
     }
 
-    /// The robot.
+    /// The robot (read-only: every command goes through the filter, so no caller gets to write
+    /// one).
     pub fn robot(&self) -> &R {
         &self.robot
     }
 
-    /// The robot, mutable (between ticks).
-    pub fn robot_mut(&mut self) -> &mut R {
-        &mut self.robot
+    /// Where operators send their actions (newest wins; clone it for every source).
+    pub fn operator(&self) -> &LatestSender<Action> {
+        &self.operator_tx
     }
 
-    /// Where operators put their actions (newest wins).
-    pub fn intervention(&self) -> &Arc<LatestCell<Action>> {
-        &self.intervention
+    /// Where transitions come out (refused and counted when the learner falls behind).
+    pub fn transitions(&self) -> &Arc<SpscReceiver<Transition>> {
+        &self.transitions_rx
     }
 
-    /// Where transitions come out (drop-oldest, counted).
-    pub fn transitions(&self) -> &Arc<BoundedQueue<Transition>> {
-        &self.transitions
+    /// The e-stop this loop obeys.
+    pub fn estop(&self) -> &EStop {
+        self.filter.estop()
     }
 
     /// The loop's statistics.
@@ -465,14 +729,64 @@ impl<R: Robot> Runtime<R> {
         &self.command
     }
 
+    /// True when the command has stopped moving.
+    pub fn at_rest(&self) -> bool {
+        self.filter.at_rest()
+    }
+
+    /// The safety filter's fault counts, in bit order of [`Faults`].
+    pub fn filter_fault_counts(&self) -> &[u64; Faults::COUNT] {
+        self.filter.fault_counts()
+    }
+
     /// The last observation built.
     pub fn observation(&self) -> &Observation {
         &self.obs
     }
 
+    /// True while the episode is over (waiting for the next one).
+    pub fn episode_done(&self) -> bool {
+        self.episode_done
+    }
+
     /// Ticks per policy step.
     pub fn ticks_per_step(&self) -> u32 {
         self.ticks_per_step
+    }
+
+    /// Ticks (paced at the loop rate when `paced`) until the command is at rest, for at most
+    /// `max_ticks`: what `reflex run` and `reflex train` do after pressing the e-stop, before
+    /// they exit. Returns whether it came to rest.
+    pub fn tick_until_at_rest(&mut self, max_ticks: u64, paced: bool) -> bool {
+        let mut ticker = Ticker::new(self.cfg.rate_hz);
+        for _ in 0..max_ticks {
+            if paced {
+                let woke = ticker.wait(&self.stats.timing);
+                self.tick();
+                ticker.finish(&self.stats.timing, woke);
+            } else {
+                self.tick();
+            }
+            if self.filter.at_rest() {
+                return true;
+            }
+        }
+        self.filter.at_rest()
+    }
+}
+
+impl<R: Robot + SceneReset> Runtime<R> {
+    /// Rebuilds a simulated scene for `seed` and starts an episode in it. The safety filter
+    /// restarts at rest from the new state: the only jump a command may make, because the
+    /// world itself was replaced.
+    pub fn reset_episode(&mut self, seed: u64) -> Result<(), ResetError<R::Error>> {
+        self.robot.reset_scene(seed).map_err(ResetError::Scene)?;
+        self.robot
+            .read_state(&mut self.state)
+            .map_err(ResetError::Robot)?;
+        self.filter.reset(&self.state);
+        self.command = *self.filter.last_command();
+        self.begin_episode().map_err(ResetError::Robot)
     }
 }
 

@@ -97,8 +97,12 @@ impl Histogram {
 pub struct LoopStats {
     /// Ticks run.
     pub ticks: AtomicU64,
-    /// Ticks that woke later than one period after their deadline.
+    /// Ticks that finished after their deadline (their scheduled start plus one period).
     pub deadline_misses: AtomicU64,
+    /// Ticks that woke later than 10 % of a period after their scheduled start.
+    pub late_10pct: AtomicU64,
+    /// Ticks that woke later than 50 % of a period after their scheduled start.
+    pub late_50pct: AtomicU64,
     /// Wake-up lateness per tick, nanoseconds.
     pub jitter: Histogram,
     /// Work per tick (everything between wake-up and the command written), nanoseconds.

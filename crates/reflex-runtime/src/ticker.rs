@@ -1,9 +1,11 @@
 //! Fixed-rate ticking for the control thread, and the real-time settings it may ask for.
 //!
 //! The ticker sleeps until shortly before each deadline, then spins the rest: the kernel's sleep
-//! alone wakes tens of microseconds late on an ordinary VM. A tick that starts more than one
-//! period late counts as a deadline miss, and the schedule skips ahead rather than bursting to
-//! catch up, so a stall never turns into a run of back-to-back commands.
+//! alone wakes tens of microseconds late on an ordinary VM. Each tick has a deadline: its
+//! scheduled start plus one period. A tick that finishes after it ([`Ticker::finish`]) is a
+//! deadline miss; ticks that wake more than 10 % and 50 % of a period late are counted too. After
+//! a late wake-up the schedule skips ahead rather than bursting to catch up, so a stall never
+//! turns into a run of back-to-back commands.
 
 use crate::stats::LoopStats;
 use std::sync::atomic::Ordering;
@@ -16,15 +18,18 @@ const SPIN_NS: u64 = 80_000;
 pub struct Ticker {
     period: Duration,
     next: Instant,
+    deadline: Instant,
 }
 
 impl Ticker {
     /// A ticker whose first deadline is one period from now.
     pub fn new(rate_hz: f64) -> Self {
         let period = Duration::from_secs_f64(1.0 / rate_hz.max(1e-3));
+        let next = Instant::now() + period;
         Self {
             period,
-            next: Instant::now() + period,
+            next,
+            deadline: next + period,
         }
     }
 
@@ -38,8 +43,13 @@ impl Ticker {
         self.next
     }
 
-    /// Waits for the next deadline; records lateness (and a miss if later than a period) in
-    /// `stats`. Returns the wake-up instant. No allocation; only `nanosleep` as a syscall.
+    /// The deadline of the tick that last woke: its scheduled start plus one period.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Waits for the next scheduled start; records the wake-up's lateness in `stats`. Returns
+    /// the wake-up instant. No allocation; only `nanosleep` as a syscall.
     pub fn wait(&mut self, stats: &LoopStats) -> Instant {
         let now = Instant::now();
         if let Some(ahead) = self.next.checked_duration_since(now) {
@@ -54,14 +64,32 @@ impl Ticker {
         let late = woke.saturating_duration_since(self.next);
         stats.jitter.record(late.as_nanos() as u64);
         stats.ticks.fetch_add(1, Ordering::Relaxed);
+        if late * 10 > self.period {
+            stats.late_10pct.fetch_add(1, Ordering::Relaxed);
+        }
+        if late * 2 > self.period {
+            stats.late_50pct.fetch_add(1, Ordering::Relaxed);
+        }
+        self.deadline = self.next + self.period;
         if late > self.period {
-            stats.deadline_misses.fetch_add(1, Ordering::Relaxed);
             // Skip the deadlines already lost instead of running them back to back.
             let lost = (late.as_nanos() / self.period.as_nanos()) as u32;
             self.next += self.period * lost;
         }
         self.next += self.period;
         woke
+    }
+
+    /// Ends the tick that woke at `woke`: records its compute time, and a deadline miss when it
+    /// finished after its deadline.
+    pub fn finish(&self, stats: &LoopStats, woke: Instant) {
+        let now = Instant::now();
+        stats
+            .compute
+            .record(now.saturating_duration_since(woke).as_nanos() as u64);
+        if now > self.deadline {
+            stats.deadline_misses.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -180,10 +208,26 @@ mod tests {
         t.wait(&stats);
         std::thread::sleep(Duration::from_millis(5));
         let woke = t.wait(&stats); // at least four periods late
+        t.finish(&stats, woke);
         assert!(stats.deadline_misses.load(Ordering::Relaxed) >= 1);
+        assert!(stats.late_50pct.load(Ordering::Relaxed) >= 1);
+        assert!(stats.late_10pct.load(Ordering::Relaxed) >= 1);
         // The schedule skipped ahead: the next deadline is after the late wake-up, so the
         // lost ticks are not run back to back.
         assert!(t.next_deadline() > woke);
+    }
+
+    #[test]
+    fn a_tick_that_wakes_on_time_but_finishes_late_is_a_miss() {
+        //! The old ticker only counted a tick that woke more than a period late.
+        let stats = LoopStats::default();
+        let mut t = Ticker::new(1000.0);
+        let woke = t.wait(&stats);
+        std::thread::sleep(Duration::from_millis(3)); // the tick's work overruns its period
+        t.finish(&stats, woke);
+        assert_eq!(stats.deadline_misses.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.compute.count(), 1);
+        assert!(stats.compute.max_ns() >= 3_000_000);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The control thread allocates nothing per tick: a counting global allocator proves it, for
 //! the parts alone and for the whole `Runtime` tick (robot I/O, observation, base and residual
 //! networks, composition with an intervention active, action mapping, safety filter, transition
-//! queue) while other threads swap the residual's weights, drain transitions and send operator
-//! actions. Only allocations (and frees) on the thread under test are counted.
+//! ring) while other threads contend for every seam at full speed: an operator writing actions
+//! in a tight loop, a publisher swapping the residual's weights back to back, a learner draining
+//! transitions, and an e-stop pressed and re-armed. The tick takes each seam's wait-free side
+//! (a triple buffer, an SPSC ring, an atomic pointer load), so none of them can make it wait.
+//! Only allocations (and frees) on the thread under test are counted.
 
 mod common;
 
@@ -106,7 +109,10 @@ fn networks_composition_and_safety_filter_allocate_nothing_per_tick() {
                 .as_mut_slice()
                 .fill(if t % 1000 < 300 { 0.9 } else { 0.0 });
             let with_human = (t % 1000 < 300).then_some(&human);
-            if composer.compose(&base, &residual, with_human, &mut action) {
+            if composer
+                .compose(&base, &residual, with_human, &mut action)
+                .intervened
+            {
                 intervened += 1;
             }
             for (i, a) in action.as_slice()[..7].iter().enumerate() {
@@ -132,7 +138,7 @@ fn networks_composition_and_safety_filter_allocate_nothing_per_tick() {
 }
 
 #[test]
-fn a_whole_runtime_tick_allocates_nothing_while_weights_swap_and_transitions_flow() {
+fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_speed() {
     let arm = arm();
     let cfg = follower_config(&arm);
     let mut robot = FollowerArm::new(1.0 / cfg.rate_hz);
@@ -146,13 +152,14 @@ fn a_whole_runtime_tick_allocates_nothing_while_weights_swap_and_transitions_flo
     .unwrap();
     let residual_slot = WeightsSlot::new(random_mlp(&[obs_dim + 7, 256, 256, 7], 2));
     let residual = ResidualPolicy::new(residual_slot.clone(), obs_dim, 7).unwrap();
+    let estop = EStop::new();
     let mut rt = Runtime::new(
         robot,
         cfg,
         arm,
         Box::new(base),
         Some(residual),
-        EStop::new(),
+        estop.clone(),
     )
     .unwrap();
 
@@ -165,7 +172,6 @@ fn a_whole_runtime_tick_allocates_nothing_while_weights_swap_and_transitions_flo
                 slot.publish(random_mlp(&[obs_dim + 7, 256, 256, 7], k))
                     .unwrap();
                 k += 1;
-                std::thread::sleep(std::time::Duration::from_micros(300));
             }
             k
         })
@@ -178,39 +184,77 @@ fn a_whole_runtime_tick_allocates_nothing_while_weights_swap_and_transitions_flo
                 while q.pop().is_some() {
                     n += 1;
                 }
-                std::thread::yield_now();
             }
             n
         })
     };
-    let operator = rt.intervention().clone();
-    let mut human = Action::zeros(ActionSpace::EeDelta);
-    human
-        .as_mut_slice()
-        .copy_from_slice(&[0.0, 0.9, 0.0, 0.0, 0.0, 0.0, -1.0]);
+    let operator = {
+        let (op, stop) = (rt.operator().clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut human = Action::zeros(ActionSpace::EeDelta);
+            let mut sent = 0u64;
+            let start = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                // Takes over for a third of the time, then stays below the threshold.
+                let v = if start.elapsed().as_millis() % 30 < 10 {
+                    0.9
+                } else {
+                    0.1
+                };
+                human
+                    .as_mut_slice()
+                    .copy_from_slice(&[0.0, v, 0.0, 0.0, 0.0, 0.0, -1.0]);
+                op.send(human);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let presser = {
+        let (e, stop) = (estop.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(40));
+                e.press();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                e.release();
+                let _ = e.rearm();
+            }
+        })
+    };
 
     // Warm-up outside the count: arc-swap registers this thread on its first load.
     for _ in 0..100 {
         rt.tick();
     }
+    // At least 10,000 ticks, and on until the e-stop went round twice and the operator took
+    // over a few times (bounded: on a loaded machine the other threads may get little CPU).
+    let mut ticks = 0u64;
     let (allocations, frees) = count_on_this_thread(|| {
-        for t in 0..10_000u32 {
-            if t % 2000 < 600 {
-                operator.set(human);
+        let busy = |rt: &Runtime<FollowerArm>| {
+            let s = rt.stats();
+            s.rearms.load(Ordering::Relaxed) < 2 || s.intervened_steps.load(Ordering::Relaxed) < 20
+        };
+        while ticks < 10_000 || (busy(&rt) && ticks < 2_000_000) {
+            let r = rt.tick();
+            if r.episode_done && !rt.estop().is_latched() {
+                rt.begin_episode().unwrap();
             }
-            rt.tick();
+            ticks += 1;
         }
     });
     stop.store(true, Ordering::Relaxed);
     let swaps = swapper.join().unwrap();
     let drained = learner.join().unwrap();
+    let sent = operator.join().unwrap();
+    presser.join().unwrap();
     assert_eq!(
         allocations, 0,
-        "{allocations} allocations on the control thread in 10,000 ticks"
+        "{allocations} allocations on the control thread in {ticks} ticks"
     );
     assert_eq!(
         frees, 0,
-        "{frees} frees on the control thread in 10,000 ticks"
+        "{frees} frees on the control thread in {ticks} ticks"
     );
 
     let s = rt.stats();
@@ -219,13 +263,27 @@ fn a_whole_runtime_tick_allocates_nothing_while_weights_swap_and_transitions_flo
         "the weights were swapped during the run ({swaps})"
     );
     assert!(drained > 50, "transitions reached the learner ({drained})");
+    assert!(sent > 1000, "the operator wrote at full speed ({sent})");
     assert!(
-        s.intervened_steps.load(Ordering::Relaxed) > 100,
+        rt.operator().stats().popped > 10,
+        "the tick took the operator's newest actions"
+    );
+    assert!(
+        s.intervened_steps.load(Ordering::Relaxed) > 10,
         "the intervention path ran"
     );
     assert!(
         s.read_errors.load(Ordering::Relaxed) > 50,
         "the stale-read path ran"
     );
-    assert!(s.policy_steps.load(Ordering::Relaxed) >= 900);
+    let (aborts, rearms) = (
+        s.estop_aborts.load(Ordering::Relaxed),
+        s.rearms.load(Ordering::Relaxed),
+    );
+    assert!(
+        aborts > 0 && rearms > 0,
+        "the e-stop path ran ({aborts} aborts, {rearms} re-arms, {} presses)",
+        estop.presses()
+    );
+    assert!(s.policy_steps.load(Ordering::Relaxed) >= 300);
 }

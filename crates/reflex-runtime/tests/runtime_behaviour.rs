@@ -1,13 +1,16 @@
 //! The runtime's contract, tick by tick, against a kinematic test arm: composition as recorded in
-//! transitions, interventions, weight hot-swap (never a mix of versions), the e-stop, the
-//! transition queue's overflow rule, and non-finite policy output.
+//! transitions, interventions (and operators who go silent or send the wrong length), weight
+//! hot-swap (never a mix of versions, never non-finite), the latched e-stop and its re-arm, stale
+//! reads, the transition queue's overflow rule, configuration errors, and non-finite policy
+//! output.
 
 mod common;
 
 use common::{arm, follower_config, FollowerArm};
-use reflex_core::{Action, ActionSpace, Observation, Policy, Transition};
+use reflex_core::{Action, ActionSpace, Interruption, Observation, Policy, Transition};
 use reflex_runtime::{
-    Activation, EStop, Mlp, Mode, NetPolicy, PolicyShapeError, ResidualPolicy, Runtime, WeightsSlot,
+    Activation, EStop, Mlp, Mode, NetPolicy, PolicyShapeError, PublishError, ResidualPolicy,
+    Runtime, RuntimeConfig, RuntimeError, WeightsSlot,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,8 +38,18 @@ fn runtime(
     residual: Option<Arc<WeightsSlot>>,
     estop: EStop,
 ) -> Runtime<FollowerArm> {
+    runtime_with(base, residual, estop, |_| {})
+}
+
+fn runtime_with(
+    base: impl Policy + Send + 'static,
+    residual: Option<Arc<WeightsSlot>>,
+    estop: EStop,
+    tweak: impl FnOnce(&mut RuntimeConfig),
+) -> Runtime<FollowerArm> {
     let arm = arm();
-    let cfg = follower_config(&arm);
+    let mut cfg = follower_config(&arm);
+    tweak(&mut cfg);
     let robot = FollowerArm::new(1.0 / cfg.rate_hz);
     let residual = residual.map(|w| ResidualPolicy::new(w, OBS, 7).unwrap());
     Runtime::new(robot, cfg, arm, Box::new(base), residual, estop).unwrap()
@@ -109,10 +122,16 @@ fn an_operator_takes_over_above_the_threshold_for_the_hold_time_then_hands_back(
         .copy_from_slice(&[0.0, 0.0, 0.9, 0.0, 0.0, 0.0, -1.0]);
     let per_step = rt.ticks_per_step();
     rt.tick(); // step 0 starts
-    rt.intervention().set(human);
-    // Steps 1..=12: the operator's input arrives once, at step 1; the hold is 0.05 s = 5 steps.
-    for _ in 0..12 * per_step {
+               // Steps 1..=12: the operator's input arrives at step 1 and keeps arriving (the link is
+               // alive) but falls below the threshold; the hold is 0.05 s = 5 steps.
+    rt.operator().send(human);
+    let mut quiet = human;
+    quiet.as_mut_slice().fill(0.0);
+    for i in 0..12 * per_step {
         rt.tick();
+        if i % 20 == 19 {
+            rt.operator().send(quiet);
+        }
     }
     let ts = drain(&rt);
     let flags: Vec<bool> = ts.iter().map(|t| t.intervened).collect();
@@ -120,12 +139,13 @@ fn an_operator_takes_over_above_the_threshold_for_the_hold_time_then_hands_back(
         flags,
         [false, true, true, true, true, true, false, false, false, false, false, false]
     );
+    assert_eq!(
+        ts[1].action.as_slice(),
+        human.as_slice(),
+        "the executed action is the human's"
+    );
     for t in &ts[1..6] {
-        assert_eq!(
-            t.action.as_slice(),
-            human.as_slice(),
-            "the executed action is the human's"
-        );
+        assert_eq!(t.interrupted, Interruption::None);
         assert_eq!(
             t.base_action.as_slice(),
             &base,
@@ -229,22 +249,31 @@ fn the_e_stop_brakes_whatever_the_policy_or_the_operator_ask() {
     for _ in 0..300 {
         rt.tick();
     }
-    estop.trigger();
+    drain(&rt);
+    estop.press();
     let mut human = Action::zeros(ActionSpace::EeDelta);
     human.as_mut_slice().fill(1.0);
     let mut last = *rt.last_command();
+    let first = rt.tick();
+    assert!(
+        first.aborted && first.episode_done,
+        "the press aborts the episode"
+    );
+    let ts = drain(&rt);
+    assert_eq!(ts.len(), 1, "the step in flight leaves, marked");
+    assert_eq!(ts[0].interrupted, Interruption::EStop);
     for i in 0..2000 {
-        rt.intervention().set(human);
+        rt.operator().send(human);
         let r = rt.tick();
         assert_eq!(r.mode, Mode::Brake);
         let c = *rt.last_command();
         let moved: f64 = (0..7)
             .map(|j| (c.joint_pos_rad[j] - last.joint_pos_rad[j]).abs())
             .fold(0.0, f64::max);
-        // Braking converges on the measured position; after a short while nothing moves.
-        if i > 200 {
+        // Braking stops the command within its limits; after a while nothing moves.
+        if i > 1000 {
             assert!(
-                moved < 1e-9,
+                moved == 0.0,
                 "tick {i}: the command still moves {moved} rad"
             );
         }
@@ -254,20 +283,244 @@ fn the_e_stop_brakes_whatever_the_policy_or_the_operator_ask() {
         rt.stats().fault_counts()[9] >= 2000,
         "e-stop faults counted"
     );
+    assert!(drain(&rt).is_empty(), "no transition while pressed");
+    // Released: still held, nothing emitted, even with a new episode open.
+    estop.release();
+    rt.begin_episode().unwrap();
+    for _ in 0..200 {
+        let r = rt.tick();
+        assert_eq!(r.mode, Mode::Brake);
+        assert!(!r.policy_step);
+    }
+    assert!(drain(&rt).is_empty());
+    assert_eq!(rt.stats().estop_aborts.load(Ordering::Relaxed), 1);
 }
 
 #[test]
-fn a_full_transition_queue_drops_the_oldest_and_counts_it() {
+fn after_a_rearm_the_policy_restarts_from_the_measured_state_ramped_in() {
+    //! The old e-stop resumed the policy at full output the moment it was cleared.
+    let estop = EStop::new();
+    let push = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+    let mut rt = runtime(Constant(push), None, estop.clone());
+    estop.press();
+    rt.tick();
+    estop.release();
+    estop.rearm().unwrap();
+    rt.begin_episode().unwrap();
+    drain(&rt);
+    let start = rt.robot().q;
+    let per_step = rt.ticks_per_step() as usize;
+    // The tool's advance per policy step grows over the 1 s ramp (10 Hz policy: ~10 steps).
+    let tcp_x = |rt: &Runtime<FollowerArm>| rt.robot().model.tcp_pose(&rt.robot().q).translation.x;
+    let mut advances = Vec::new();
+    let mut x = tcp_x(&rt);
+    for _ in 0..12 {
+        for _ in 0..per_step {
+            let r = rt.tick();
+            assert_eq!(r.mode, Mode::Normal);
+        }
+        let nx = tcp_x(&rt);
+        advances.push(nx - x);
+        x = nx;
+    }
+    assert!(rt.stats().rearms.load(Ordering::Relaxed) >= 1);
+    assert_ne!(rt.robot().q, start, "it moves again");
+    assert!(
+        advances[1] < 0.5 * advances[9],
+        "the output ramps in: advances per step {advances:?}"
+    );
+}
+
+#[test]
+fn a_stale_read_holds_where_the_arm_is_not_at_the_episode_start() {
+    //! The old runtime aimed the filter at the episode's start pose on a failed read.
+    let mut rt = runtime(
+        Constant([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+        None,
+        EStop::new(),
+    );
+    let start = *rt.last_command();
+    for _ in 0..40 * rt.ticks_per_step() {
+        rt.tick();
+    }
+    let moved = *rt.last_command();
+    let away: f64 = (0..7)
+        .map(|j| (moved.joint_pos_rad[j] - start.joint_pos_rad[j]).abs())
+        .sum();
+    assert!(
+        away > 0.05,
+        "the arm moved away from the start ({away} rad)"
+    );
+    // Two reads fail (fewer than the watchdog's hold ticks).
+    rt.robot().fail_next.store(2, Ordering::Relaxed);
+    let mut prev = moved;
+    for _ in 0..2 {
+        rt.tick();
+        let c = *rt.last_command();
+        for j in 0..7 {
+            let toward_start = (c.joint_pos_rad[j] - prev.joint_pos_rad[j])
+                * (start.joint_pos_rad[j] - prev.joint_pos_rad[j]).signum();
+            assert!(
+                toward_start <= 1e-6,
+                "joint {j} moved back toward the episode's start pose"
+            );
+        }
+        prev = c;
+    }
+}
+
+#[test]
+fn an_operator_action_of_the_wrong_length_is_refused_counted_and_not_intervened() {
+    let base = [0.1; 7];
+    let mut rt = runtime(Constant(base), None, EStop::new());
+    rt.tick();
+    let mut wrong = Action::zeros(ActionSpace::JointDelta);
+    wrong.as_mut_slice().fill(0.9);
+    rt.operator().send(wrong);
+    for _ in 0..3 * rt.ticks_per_step() {
+        rt.tick();
+    }
+    let ts = drain(&rt);
+    assert!(
+        ts.iter().all(|t| !t.intervened),
+        "never marked as intervened"
+    );
+    assert!(ts.iter().all(|t| t.action.as_slice() == base));
+    assert_eq!(
+        rt.stats().refused_operator_actions.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(rt.stats().intervened_steps.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_silent_operator_ends_the_takeover_within_the_link_timeout_and_the_arm_holds() {
+    //! The old runtime replayed the operator's last action for the whole hold time after their
+    //! messages stopped.
+    let base = [0.0; 7];
+    let mut rt = runtime_with(Constant(base), None, EStop::new(), |c| {
+        c.intervention_hold_s = 1.0; // a long hold: 10 policy steps
+        c.intervention_link_timeout_s = 0.1;
+    });
+    rt.tick();
+    let mut human = Action::zeros(ActionSpace::EeDelta);
+    human.as_mut_slice()[0] = 0.9;
+    rt.operator().send(human);
+    // One message, then silence. Within 0.1 s (100 ticks) the takeover ends.
+    let mut ended_at = None;
+    for t in 0..600 {
+        rt.tick();
+        if ended_at.is_none() && rt.stats().operator_link_lost.load(Ordering::Relaxed) == 1 {
+            ended_at = Some(t);
+        }
+    }
+    let ended_at = ended_at.expect("the takeover ended");
+    assert!(ended_at <= 101, "ended after {ended_at} ticks");
+    assert!(rt.at_rest(), "the arm holds");
+    let ts = drain(&rt);
+    // 100 Hz policy: the 0.1 s link timeout is 10 steps; the 1 s hold would have been 100.
+    let intervened = ts.iter().filter(|t| t.intervened).count();
+    assert!(
+        (9..=11).contains(&intervened),
+        "the human action was not replayed past the timeout ({intervened} steps)"
+    );
+    assert!(
+        ts.iter()
+            .any(|t| t.interrupted == Interruption::OperatorLost),
+        "the held steps are marked"
+    );
+    // The operator is back (below the threshold): the policy drives again.
+    let mut quiet = human;
+    quiet.as_mut_slice().fill(0.0);
+    rt.operator().send(quiet);
+    for _ in 0..2 * rt.ticks_per_step() {
+        rt.tick();
+    }
+    let ts = drain(&rt);
+    assert_eq!(ts.last().unwrap().interrupted, Interruption::None);
+}
+
+#[test]
+fn runtime_settings_that_make_no_sense_are_refused_naming_the_field() {
+    let arm = arm();
+    type Tweak = Box<dyn Fn(&mut RuntimeConfig)>;
+    let cases: Vec<(Tweak, &str)> = vec![
+        (
+            Box::new(|c| c.control.max_linear_speed_m_s = f64::NAN),
+            "control.max_linear_speed_m_s",
+        ),
+        (
+            Box::new(|c| c.control.dls_damping = -1.0),
+            "control.dls_damping",
+        ),
+        (
+            Box::new(|c| c.control.workspace_min_m[1] = 2.0),
+            "control.workspace_min_m[1]",
+        ),
+        (
+            Box::new(|c| c.intervention_link_timeout_s = 0.0),
+            "intervention_link_timeout_s",
+        ),
+        (Box::new(|c| c.rearm_ramp_s = f64::INFINITY), "rearm_ramp_s"),
+        (Box::new(|c| c.residual_scale = f32::NAN), "residual_scale"),
+        (Box::new(|c| c.policy_rate_hz = 300.0), "policy_rate_hz"),
+        (
+            Box::new(|c| c.rest_joint_pos_rad[4] = f64::NAN),
+            "rest_joint_pos_rad[4]",
+        ),
+    ];
+    for (tweak, field) in cases {
+        let mut cfg = follower_config(&arm);
+        tweak(&mut cfg);
+        let robot = FollowerArm::new(0.001);
+        let err = Runtime::new(
+            robot,
+            cfg,
+            arm.clone(),
+            Box::new(Constant([0.0; 7])),
+            None,
+            EStop::new(),
+        )
+        .err()
+        .expect("refused");
+        match err {
+            RuntimeError::Config { field: f, .. } => assert_eq!(f, field),
+            other => panic!("{field}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn a_full_transition_queue_refuses_the_newest_and_counts_it() {
     let mut rt = runtime(Constant([0.0; 7]), None, EStop::new());
     for _ in 0..200 * rt.ticks_per_step() + 1 {
         rt.tick();
     }
     let s = rt.transitions().stats();
-    assert_eq!(s.pushed, 200);
+    assert_eq!(s.pushed, 64);
     assert_eq!(s.dropped, 200 - 64);
     let ts = drain(&rt);
-    assert_eq!(ts.first().unwrap().step, 136, "the newest 64 are kept");
-    assert_eq!(ts.last().unwrap().step, 199);
+    assert_eq!(
+        ts.first().unwrap().step,
+        0,
+        "the oldest 64 are kept (wait-free ring)"
+    );
+    assert_eq!(ts.last().unwrap().step, 63);
+}
+
+#[test]
+fn non_finite_weights_are_never_published() {
+    let slot = WeightsSlot::new(bias_only([0.1; 7]));
+    let mut bad = bias_only([0.1; 7]);
+    bad.layer_mut(0).unwrap().0[3] = f32::NAN;
+    assert_eq!(
+        slot.publish(bad),
+        Err(PublishError::NonFinite {
+            layer: 0,
+            what: "weight"
+        })
+    );
+    assert_eq!(slot.version(), 0);
 }
 
 #[test]
@@ -298,4 +551,60 @@ fn non_finite_policy_output_is_counted_and_never_reaches_the_robot() {
     for t in drain(&rt) {
         assert!(t.action.as_slice().iter().all(|v| v.is_finite()));
     }
+}
+
+#[test]
+fn a_nan_gripper_holds_its_width_and_a_nan_residual_keeps_the_base() {
+    //! The old runtime replaced a NaN component by 0, which half-opens the gripper, and a NaN
+    //! residual turned the whole composed component into NaN (then 0).
+    struct NanGripper;
+    impl Policy for NanGripper {
+        fn act(&mut self, _obs: &Observation, action: &mut Action) {
+            action
+                .as_mut_slice()
+                .copy_from_slice(&[0.2, 0.0, 0.0, 0.0, 0.0, 0.0, f32::NAN]);
+        }
+    }
+    // A residual with finite weights whose output 0 overflows to inf - inf = NaN.
+    let mut residual = bias_only([0.0; 7]);
+    {
+        let (_, b) = residual.layer_mut(0).unwrap();
+        b[0] = 3e38;
+        b[1] = 3e38;
+    }
+    {
+        let (w, _) = residual.layer_mut(1).unwrap();
+        w[0] = 10.0;
+        w[1] = -10.0;
+    }
+    let run = |base: Box<dyn Policy + Send>, residual: Option<Mlp>| {
+        let arm = arm();
+        let cfg = follower_config(&arm);
+        let mut robot = FollowerArm::new(1.0 / cfg.rate_hz);
+        robot.width_m = 0.0; // the gripper starts closed
+        let residual = residual.map(|m| ResidualPolicy::new(WeightsSlot::new(m), OBS, 7).unwrap());
+        let mut rt = Runtime::new(robot, cfg, arm, base, residual, EStop::new()).unwrap();
+        for _ in 0..20 * rt.ticks_per_step() {
+            rt.tick();
+        }
+        let ts = drain(&rt);
+        assert!(ts.len() >= 19);
+        (rt, ts)
+    };
+    let (rt, ts) = run(Box::new(NanGripper), None);
+    for t in &ts {
+        assert_eq!(t.action.as_slice()[6], -1.0, "the gripper held closed");
+    }
+    assert!(rt.robot().width_m < 1e-3, "closed: {}", rt.robot().width_m);
+    let closed = [0.2, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0];
+    let (rt, ts) = run(Box::new(Constant(closed)), Some(residual));
+    for t in &ts {
+        assert!(
+            (t.action.as_slice()[0] - 0.2).abs() < 1e-6,
+            "the base kept its component: {:?}",
+            t.action
+        );
+    }
+    let n = rt.stats().non_finite_residuals.load(Ordering::Relaxed);
+    assert!(n >= 19, "{n} non-finite residual components counted");
 }

@@ -13,16 +13,15 @@ fn runtime_for(task_name: &str, rate_hz: f64, seed: u64) -> Runtime<SimRobot> {
     let expert: Box<dyn Policy + Send> = Box::new(ScriptedExpert::new(&task, &model));
     let robot = SimRobot::new(env, rate_hz).unwrap();
     let cfg = RuntimeConfig {
-        rate_hz,
-        policy_rate_hz: task.control_rate_hz,
-        action_space: task.action_space,
-        control: task.control.clone(),
-        rest_joint_pos_rad: task.arm.initial_joint_pos_rad,
-        limits: task.safety_limits(&model),
-        residual_scale: 0.3,
-        intervention_threshold: 0.5,
-        intervention_hold_s: 0.5,
         transition_capacity: 1024,
+        ..RuntimeConfig::new(
+            rate_hz,
+            task.control_rate_hz,
+            task.action_space,
+            task.control.clone(),
+            task.arm.initial_joint_pos_rad,
+            task.safety_limits(&model),
+        )
     };
     Runtime::new(robot, cfg, model, expert, None, EStop::new()).unwrap()
 }
@@ -82,8 +81,7 @@ fn a_1_khz_loop_over_2_ms_physics_also_succeeds_and_episodes_restart() {
         rt.tick();
     }
     assert_eq!(*rt.last_command(), held);
-    rt.robot_mut().reset(22).unwrap();
-    rt.begin_episode().unwrap();
+    rt.reset_episode(22).unwrap();
     let (second, _) = run_episode(&mut rt, 1000 * 30);
     assert!(second);
     assert_eq!(

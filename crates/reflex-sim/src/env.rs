@@ -421,12 +421,15 @@ impl Env {
             self.obs = previous;
             self.obs.step = self.steps as u64;
             info.termination = Some(Termination::NonFinite);
+            // A truncation, not a terminal state: the physics failed, not the task, so the
+            // learner bootstraps from the last finite observation instead of learning that
+            // this state is worth nothing.
             return Step {
                 obs: self.obs,
                 reward: 0.0,
                 terms,
-                terminated: true,
-                truncated: false,
+                terminated: false,
+                truncated: true,
                 info,
             };
         }

@@ -9,7 +9,9 @@
 
 use crate::env::{Env, Step};
 use crate::error::SimError;
-use reflex_core::{Action, JointCommand, Observation, Outcome, Robot, RobotError, RobotState};
+use reflex_core::{
+    Action, JointCommand, Observation, Outcome, Robot, RobotError, RobotState, SceneReset,
+};
 
 /// An [`Env`] behind the [`Robot`] trait, advanced in lock step with the control loop.
 pub struct SimRobot {
@@ -62,6 +64,14 @@ impl SimRobot {
     /// The last judged policy step (reward terms, success, termination reason).
     pub fn last_step(&self) -> Option<&Step> {
         self.last_step.as_ref()
+    }
+}
+
+impl SceneReset for SimRobot {
+    type Error = SimError;
+
+    fn reset_scene(&mut self, seed: u64) -> Result<(), SimError> {
+        self.reset(seed).map(|_| ())
     }
 }
 

@@ -248,6 +248,8 @@ fn bad_task_files_name_the_file_and_the_field() {
     Task::from_toml_str("not toml at all [", Path::new("x.toml")).unwrap_err();
 }
 
+/// A non-finite physics state ends the episode as a truncation: the old code called it a
+/// terminal state, so the learner was taught that the last finite state is worth nothing.
 #[test]
 fn a_non_finite_physics_state_ends_the_episode_and_never_reaches_the_policy() {
     let task = load("pick_cube");
@@ -257,7 +259,10 @@ fn a_non_finite_physics_state_ends_the_episode_and_never_reaches_the_policy() {
     let body = env.world_mut().physics.bodies.get_mut(cube).unwrap();
     body.set_linvel(rapier3d::prelude::Vector::new(f32::NAN, 0.0, 0.0), true);
     let s = env.step(&Action::zeros(task.action_space)).unwrap();
-    assert!(s.terminated);
+    assert!(
+        s.truncated && !s.terminated,
+        "a truncation, not a terminal state"
+    );
     assert_eq!(s.info.termination, Some(Termination::NonFinite));
     assert_eq!(s.reward, 0.0);
     assert!(s.obs.flat.as_slice().iter().all(|v| v.is_finite()));

@@ -36,6 +36,9 @@ pub struct FollowerArm {
     pub t_ns: u64,
     pub dt_s: f64,
     pub fail_every: u64,
+    /// Reads that fail from now on (counted down; shared, so a test can set it while the
+    /// runtime owns the arm).
+    pub fail_next: std::sync::Arc<std::sync::atomic::AtomicU32>,
     pub reads: u64,
     pub commands: u64,
     pub last_command: reflex_core::JointCommand,
@@ -51,6 +54,7 @@ impl FollowerArm {
             t_ns: 0,
             dt_s,
             fail_every: 0,
+            fail_next: Default::default(),
             reads: 0,
             commands: 0,
             last_command: reflex_core::JointCommand::default(),
@@ -61,6 +65,14 @@ impl FollowerArm {
 impl reflex_core::Robot for FollowerArm {
     fn read_state(&mut self, s: &mut RobotState) -> Result<(), reflex_core::RobotError> {
         self.reads += 1;
+        use std::sync::atomic::Ordering;
+        if self
+            .fail_next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(reflex_core::RobotError::Stale);
+        }
         if self.fail_every > 0 && self.reads % self.fail_every == 0 {
             return Err(reflex_core::RobotError::Stale);
         }
@@ -97,15 +109,94 @@ impl reflex_core::Robot for FollowerArm {
 /// actions.
 pub fn follower_config(arm: &ArmModel) -> reflex_runtime::RuntimeConfig {
     reflex_runtime::RuntimeConfig {
-        rate_hz: 1000.0,
-        policy_rate_hz: 100.0,
-        action_space: reflex_core::ActionSpace::EeDelta,
-        control: reflex_core::ControlSpec::default(),
-        rest_joint_pos_rad: HOME,
-        limits: limits(arm),
         residual_scale: 0.5,
         intervention_threshold: 0.5,
         intervention_hold_s: 0.05,
         transition_capacity: 64,
+        ..reflex_runtime::RuntimeConfig::new(
+            1000.0,
+            100.0,
+            reflex_core::ActionSpace::EeDelta,
+            reflex_core::ControlSpec::default(),
+            HOME,
+            limits(arm),
+        )
+    }
+}
+
+/// The points the envelope covers at `q`, computed here from the model's frames (not by the
+/// filter): link origins 1..=7, the TCP, and both fingertips at the widest opening.
+pub fn envelope(arm: &ArmModel, q: &[f64; 7]) -> Vec<nalgebra::Vector3<f64>> {
+    let mut f = reflex_core::Frames::default();
+    arm.forward(q, &mut f);
+    let mut pts: Vec<_> = f.links.iter().map(|l| l.translation.vector).collect();
+    pts.push(f.tcp.translation.vector);
+    for tip in &arm.fingertips_in_tcp_m {
+        pts.push((f.tcp * nalgebra::Point3::from(*tip)).coords);
+    }
+    pts
+}
+
+/// How far outside its boxes the arm at `q` is (0 inside): the TCP in the tool box, every point
+/// in the arm box, link origins `link_clearance_m` above its floor. Independent of the filter.
+pub fn outside_by(arm: &ArmModel, lim: &SafetyLimits, q: &[f64; 7]) -> f64 {
+    let pts = envelope(arm, q);
+    let mut worst = 0.0f64;
+    for (k, p) in pts.iter().enumerate() {
+        for a in 0..3 {
+            let floor = lim.arm_box_min_m[a]
+                + if a == 2 && k < 7 {
+                    lim.link_clearance_m
+                } else {
+                    0.0
+                };
+            worst = worst.max(floor - p[a]).max(p[a] - lim.arm_box_max_m[a]);
+            if k == 7 {
+                worst = worst
+                    .max(lim.workspace_min_m[a] - p[a])
+                    .max(p[a] - lim.workspace_max_m[a]);
+            }
+        }
+    }
+    worst
+}
+
+/// A joint plant that lags its command: first order (`x += alpha (cmd - x)`) or second order
+/// (a damped spring at `omega`, `zeta`), per joint, with the gripper following at first order.
+#[derive(Clone, Debug)]
+pub struct Plant {
+    pub q: [f64; 7],
+    pub qd: [f64; 7],
+    pub width_m: f64,
+    pub second_order: bool,
+    pub alpha: f64,
+    pub omega: f64,
+    pub zeta: f64,
+}
+
+impl Plant {
+    pub fn step(&mut self, cmd: &reflex_core::JointCommand, dt: f64) {
+        for i in 0..7 {
+            if self.second_order {
+                let acc = self.omega * self.omega * (cmd.joint_pos_rad[i] - self.q[i])
+                    - 2.0 * self.zeta * self.omega * self.qd[i];
+                self.qd[i] += acc * dt;
+                self.q[i] += self.qd[i] * dt;
+            } else {
+                let next = self.q[i] + self.alpha * (cmd.joint_pos_rad[i] - self.q[i]);
+                self.qd[i] = (next - self.q[i]) / dt;
+                self.q[i] = next;
+            }
+        }
+        self.width_m += self.alpha * (cmd.gripper_width_m - self.width_m);
+    }
+
+    pub fn state(&self) -> RobotState {
+        RobotState {
+            joint_pos_rad: self.q,
+            joint_vel_rad_s: self.qd,
+            gripper_width_m: self.width_m,
+            ..Default::default()
+        }
     }
 }
