@@ -777,6 +777,33 @@ mod tests {
         assert_eq!(l.shared.clip_would_bind.load(Ordering::Relaxed), 1);
     }
 
+    /// A resume closes the windows that were open when the run stopped: a step recorded after
+    /// the restart never joins a record begun before it.
+    #[test]
+    fn a_resume_closes_the_windows_open_at_the_restart() {
+        let (mut l, _) = learner();
+        for s in 0..2 {
+            let step = l
+                .step_from(&transition(9, s, 0.1, 0.0), Source::Online)
+                .unwrap();
+            l.restore_step(step);
+        }
+        assert_eq!(l.online.len(), 0);
+        l.flush_windows();
+        assert_eq!(
+            l.online.len(),
+            2,
+            "the restored steps became truncated records"
+        );
+        let step = l
+            .step_from(&transition(9, 2, 0.1, 0.0), Source::Online)
+            .unwrap();
+        l.add_online(step).unwrap();
+        assert_eq!(l.online.len(), 2, "the next step opens a window of its own");
+        assert_eq!(l.shared.env_steps.load(Ordering::Relaxed), 3);
+        assert_eq!(l.max_online_episode(), Some(9));
+    }
+
     /// Interrupted steps (e-stop, lost operator) are not stored and end their episode's window.
     #[test]
     fn interrupted_steps_are_not_stored_and_close_their_window() {
