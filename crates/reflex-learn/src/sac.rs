@@ -17,8 +17,8 @@
 //!   which they also see) in the residual's units, so a demonstration or an operator takeover
 //!   far from the base is learned as it was executed (values beyond 1 included), never clipped
 //!   into an action nobody took, while the policy's own actions keep the scale the critics were
-//!   tuned on. The actor's gradient reaches `r` through the composition (zero where the clip
-//!   binds).
+//!   tuned on. The actor's gradient reaches `r` straight through the clip (the critic's slope at
+//!   the executed action), so a component held at its bound keeps a gradient.
 //!
 //! The critics of one update run in parallel on rayon's pool (one critic per core).
 
@@ -377,7 +377,8 @@ impl Agent {
     /// Fills `self.exec` with the critics' input for the actions the arm executes for
     /// `self.pi` on rows of raw observations `raw_obs` (the base action is their last
     /// `act_dim` values): `(clip(b + scale * pi) - b) / scale` for a residual agent, `pi`
-    /// otherwise; and `self.exec_grad` with its derivative with respect to `pi`.
+    /// otherwise; and `self.exec_grad` with the factor the actor's gradient takes through it
+    /// (1: straight through the clip).
     fn compose_executed(&mut self, raw_obs: &[f32], n: usize) {
         let (a, o) = (self.act_dim, self.obs_dim);
         self.exec.resize(n * a, 0.0);
@@ -394,7 +395,10 @@ impl Agent {
                         let x = b + scale * self.pi[r * a + j];
                         let k = r * a + j;
                         self.exec[k] = (x.clamp(-1.0, 1.0) - b) / scale;
-                        self.exec_grad[k] = if x.abs() < 1.0 { 1.0 } else { 0.0 };
+                        // Straight through the clip: the critic is asked at the action the arm
+                        // executes, and its slope there reaches the policy even where the clip
+                        // binds (a gripper already fully closed still learns to stay closed).
+                        self.exec_grad[k] = 1.0;
                     }
                 }
             }
@@ -953,7 +957,8 @@ mod tests {
     /// The analytic actor gradient (reparameterised tanh-Gaussian, log-std squash, entropy term
     /// at a non-trivial temperature, through both critics) against central differences with
     /// the same noise; for a plain agent and for a residual one, whose gradient passes through
-    /// the composition `clip(b + scale * r)` with the base action in the observation.
+    /// the composition `b + scale * r` with the base action in the observation (clear of the
+    /// clip, where the straight-through gradient is the true one).
     #[test]
     fn actor_gradient_matches_finite_differences() {
         for residual in [None, Some(0.5f32)] {
@@ -972,6 +977,14 @@ mod tests {
             b.obs
                 .iter_mut()
                 .for_each(|v| *v = rng.uniform(-1.0, 1.0) as f32);
+            if residual.is_some() {
+                // Base actions that leave room: the clip never binds, so the gradient (straight
+                // through the clip) is the true one here.
+                for row in b.obs.chunks_exact_mut(4) {
+                    row[2] *= 0.4;
+                    row[3] *= 0.4;
+                }
+            }
             let probe = agent.clone();
             agent.actor_gradient(&b.obs, &b.obs);
             let grads = agent.actor_grads[0].clone();
@@ -999,8 +1012,8 @@ mod tests {
     }
 
     /// A residual agent's critics see the executed action (as `(a - b) / scale`): where the
-    /// policy's correction would push past the action bounds, the executed action is clipped
-    /// and the actor gets no gradient through it.
+    /// policy's correction would push past the action bounds, the executed action is clipped,
+    /// and the actor's gradient passes straight through.
     #[test]
     fn a_residual_agent_composes_the_executed_action() {
         let mut agent = Agent::new(AgentConfig::default(), 3, 1, 1).with_residual(0.5);
@@ -1012,7 +1025,7 @@ mod tests {
         for (e, w) in agent.exec.iter().zip(want) {
             assert!((e - w).abs() < 1e-6, "{:?}", agent.exec);
         }
-        assert_eq!(agent.exec_grad, vec![0.0, 0.0, 1.0]);
+        assert_eq!(agent.exec_grad, vec![1.0, 1.0, 1.0]);
     }
 
     #[test]

@@ -114,7 +114,8 @@ fn log_one_minus_tanh2(u: Tensor<2>) -> Tensor<2> {
 }
 
 /// The tanh-Gaussian residual for `obs` with fixed noise `eps`: the critics' reading of the
-/// executed action, `(clip(b + scale * tanh(u)) - b) / scale`, and each row's log-probability.
+/// executed action, `(clip(b + scale * tanh(u)) - b) / scale` with the gradient passed straight
+/// through the clip, and each row's log-probability.
 fn policy(actor: &BurnNet, obs: &Tensor<2>, eps: &Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     let out = actor.forward(obs.clone());
     let mean = out.clone().narrow(1, 0, A);
@@ -126,10 +127,10 @@ fn policy(actor: &BurnNet, obs: &Tensor<2>, eps: &Tensor<2>) -> (Tensor<2>, Tens
     let logp = (eps.clone().powi_scalar(2) * -0.5 - log_std - half_ln_tau - log_one_minus_tanh2(u))
         .sum_dim(1);
     let base = obs.clone().narrow(1, FLAT, A);
-    (
-        ((base.clone() + pi * SCALE).clamp(-1.0, 1.0) - base) / SCALE,
-        logp,
-    )
+    let x = base.clone() + pi * SCALE;
+    // Straight through: the value of the clip, the gradient of the identity.
+    let clipped = x.clone().clamp(-1.0, 1.0).detach() + x.clone() - x.detach();
+    ((clipped - base) / SCALE, logp)
 }
 
 /// Adam's step as the kernels take it (bias-corrected, moments from zero, step `t`).
@@ -253,18 +254,22 @@ fn one_sac_update_agrees_with_burns_autodiff() {
         critics_after.push(updated);
     }
 
-    // Actor: mean(alpha log pi - mean_k Q_k(s, a)) through the updated critics.
+    // Actor: mean(alpha log pi - mean_k Q_k(s, a)) through the updated critics (the kernels'
+    // own, compared above: a parameter whose gradient is at the noise floor may step either way
+    // in the two implementations, and the actor's gradient is checked on its own here).
     let actor = BurnNet::from(&before.actor, &device, true);
     let (a_pi, logp) = policy(&actor, &obs, &leaf(&eps_actor, [N, A], &device, false));
     let sa = Tensor::cat(vec![obs.clone(), a_pi], 1);
-    let q_mean = critics_after
+    let q_mean = agent
+        .critics
         .iter()
         .map(|c| BurnNet::from(c, &device, false).forward(sa.clone()))
         .reduce(|x, y| x + y)
         .expect("two critics")
-        / critics_after.len() as f32;
+        / agent.critics.len() as f32;
     let loss = (logp.clone() * alpha - q_mean).mean();
-    let g = actor.grads(&loss.backward());
+    let grads = loss.backward();
+    let g = actor.grads(&grads);
     assert_grads_agree("actor gradient", agent.actor_grads(), &g);
     let mut p = before.actor.params.clone();
     let (mut m, mut v) = (vec![0.0; p.len()], vec![0.0; p.len()]);
