@@ -70,14 +70,15 @@ fn train_killed_at_random_moments_resumes_without_losing_or_repeating_steps() {
     let mut online_before = 0;
     for round in 0..3 {
         let mut child = reflex(round > 0);
-        // Wait until this round has trained past where the last one stopped (bounded), then
-        // let it run a random while longer and kill it.
+        // Wait until this round has synced records past where the last one stopped (bounded:
+        // steps still in memory may die with the process), then let it run a random while
+        // longer and kill it.
         let t0 = Instant::now();
         loop {
-            let steps = progress(&run)
-                .and_then(|p| p["env_steps"].as_u64())
+            let synced = progress(&run)
+                .and_then(|p| p["replay_synced"].as_u64())
                 .unwrap_or(0);
-            if steps > online_before as u64 && run.join("checkpoints").exists() {
+            if synced > before.len() as u64 && run.join("checkpoints").exists() {
                 break;
             }
             assert!(
