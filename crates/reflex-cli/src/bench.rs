@@ -593,12 +593,9 @@ fn bench_loop(a: &BenchLoopArgs) -> Result<()> {
         });
         // Exactly `seconds * rate` ticks, paced as `Runtime::run` paces them: each tick has a
         // deadline one period after its scheduled start.
-        let stats = lut.rt.stats().clone();
         let mut ticker = reflex_runtime::Ticker::new(rate);
         for _ in 0..(seconds * rate).round() as u64 {
-            let woke = ticker.wait(&stats.timing);
-            lut.rt.tick();
-            ticker.finish(&stats.timing, woke);
+            lut.rt.tick_paced(&mut ticker);
         }
         Ok((got, lut))
     });

@@ -222,31 +222,30 @@ impl SafetyLimits {
         out
     }
 
-    /// How far the envelope points (see [`crate::ArmModel::envelope_points`]) lie outside the
-    /// tool box (the TCP, index 7) and the arm envelope (every point; link origins also keep
-    /// `link_clearance_m` above its floor), shrunk on every side by `inset_m`: the largest
-    /// distance outside, metres, or 0 when all are inside.
-    pub fn envelope_violation(&self, points: &[nalgebra::Vector3<f64>], inset_m: f64) -> f64 {
-        let mut worst = 0.0f64;
+    /// The signed distance of the envelope points (see [`crate::ArmModel::envelope_points`]) to
+    /// the nearest wall, metres: the TCP (index 7) against the tool box, every point against
+    /// the arm envelope (link origins also keep `link_clearance_m` above its floor). Negative
+    /// when a point is outside; minus infinity when a point is not finite.
+    pub fn envelope_slack(&self, points: &[nalgebra::Vector3<f64>]) -> f64 {
+        let mut slack = f64::INFINITY;
         for (k, p) in points.iter().enumerate() {
             for a in 0..3 {
                 if !p[a].is_finite() {
-                    return f64::INFINITY;
+                    return f64::NEG_INFINITY;
                 }
-                let mut lo = self.arm_box_min_m[a] + inset_m;
-                let hi = self.arm_box_max_m[a] - inset_m;
+                let mut lo = self.arm_box_min_m[a];
                 if a == 2 && k < ARM_DOF {
                     lo += self.link_clearance_m;
                 }
-                worst = worst.max(lo - p[a]).max(p[a] - hi);
+                slack = slack.min(p[a] - lo).min(self.arm_box_max_m[a] - p[a]);
                 if k == ARM_DOF {
-                    let lo = self.workspace_min_m[a] + inset_m;
-                    let hi = self.workspace_max_m[a] - inset_m;
-                    worst = worst.max(lo - p[a]).max(p[a] - hi);
+                    slack = slack
+                        .min(p[a] - self.workspace_min_m[a])
+                        .min(self.workspace_max_m[a] - p[a]);
                 }
             }
         }
-        worst.max(0.0)
+        slack
     }
 
     /// True when the command is inside the joint and gripper limits (margin included).

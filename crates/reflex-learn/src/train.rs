@@ -817,10 +817,6 @@ pub fn train_with(
                 if started.elapsed() >= budget {
                     return Ok(());
                 }
-                if INTERRUPT.load(Ordering::Relaxed) {
-                    stop_reason = "interrupted";
-                    return Ok(());
-                }
                 if running.finished() {
                     stop_reason = "learner stopped";
                     return Ok(());

@@ -401,8 +401,7 @@ impl<R: Robot> Runtime<R> {
     /// starts from the measured state.
     pub fn begin_episode(&mut self) -> Result<(), RobotError> {
         self.robot.read_state(&mut self.state)?;
-        self.mapper = mapper_at(&self.cfg, &self.model, &self.state);
-        self.mapper.follow(self.filter.last_command());
+        self.restart_mapper();
         self.composer = Composer::new(
             self.cfg.residual_scale,
             self.cfg.intervention_threshold,
@@ -471,9 +470,10 @@ impl<R: Robot> Runtime<R> {
             self.ramp_tick = 0;
             self.tick_in_step = 0;
             if fresh {
-                self.mapper = mapper_at(&self.cfg, &self.model, &self.state);
+                self.restart_mapper();
+            } else {
+                self.mapper.follow(self.filter.last_command());
             }
-            self.mapper.follow(self.filter.last_command());
             self.mapper.hold(&self.model);
         }
 
@@ -521,6 +521,12 @@ impl<R: Robot> Runtime<R> {
         report.mode = mode;
         report.faults = faults;
         report
+    }
+
+    /// The action mapper restarts from the measured state, continuing from the last command.
+    fn restart_mapper(&mut self) {
+        self.mapper = mapper_at(&self.cfg, &self.model, &self.state);
+        self.mapper.follow(self.filter.last_command());
     }
 
     /// The e-stop was pressed: the step in flight leaves marked as interrupted (not normal
@@ -645,6 +651,15 @@ impl<R: Robot> Runtime<R> {
         self.step_open = true;
     }
 
+    /// Waits for `ticker`'s next scheduled start, runs one tick, and records its timing in the
+    /// loop statistics (a tick that finishes after its deadline is a miss).
+    pub fn tick_paced(&mut self, ticker: &mut Ticker) -> TickReport {
+        let woke = ticker.wait(&self.stats.timing);
+        let report = self.tick();
+        ticker.finish(&self.stats.timing, woke);
+        report
+    }
+
     /// Runs ticks until `duration` has passed or `on_episode_end` returns false: paced at
     /// `rate_hz` (a real arm), or back to back when `paced` is false (a simulator that may run
     /// faster than real time; no jitter is recorded then). `on_episode_end` runs between
@@ -663,10 +678,7 @@ impl<R: Robot> Runtime<R> {
         let mut last_outcome = Outcome::PENDING;
         while Instant::now() < end {
             let report = if paced {
-                let woke = ticker.wait(&self.stats.timing);
-                let r = self.tick();
-                ticker.finish(&self.stats.timing, woke);
-                r
+                self.tick_paced(&mut ticker)
             } else {
                 let woke = Instant::now();
                 self.stats.timing.ticks.fetch_add(1, Ordering::Relaxed);
@@ -734,19 +746,9 @@ impl<R: Robot> Runtime<R> {
         self.filter.at_rest()
     }
 
-    /// The safety filter's fault counts, in bit order of [`Faults`].
-    pub fn filter_fault_counts(&self) -> &[u64; Faults::COUNT] {
-        self.filter.fault_counts()
-    }
-
     /// The last observation built.
     pub fn observation(&self) -> &Observation {
         &self.obs
-    }
-
-    /// True while the episode is over (waiting for the next one).
-    pub fn episode_done(&self) -> bool {
-        self.episode_done
     }
 
     /// Ticks per policy step.
@@ -761,9 +763,7 @@ impl<R: Robot> Runtime<R> {
         let mut ticker = Ticker::new(self.cfg.rate_hz);
         for _ in 0..max_ticks {
             if paced {
-                let woke = ticker.wait(&self.stats.timing);
-                self.tick();
-                ticker.finish(&self.stats.timing, woke);
+                self.tick_paced(&mut ticker);
             } else {
                 self.tick();
             }

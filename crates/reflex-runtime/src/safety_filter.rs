@@ -283,7 +283,7 @@ impl SafetyFilter {
         self.desired_known = [false; ARM_DOF];
         self.stale_ticks = 0;
         let q = self.last.joint_pos_rad;
-        self.envelope_budget_m = self.violation_at(&q, 0.0);
+        self.envelope_budget_m = (-self.slack_at(&q)).max(0.0);
     }
 
     /// The limits in force.
@@ -455,12 +455,10 @@ impl SafetyFilter {
             let hi_lim = self.limits.joint_pos_max_rad[i] - self.limits.joint_margin_rad;
             let a = self.limits.joint_acc_max_rad_s2[i];
             let vmax = self.limits.joint_vel_max_rad_s[i].min(self.limits.max_step_rad / dt);
-            // No faster than lets the joint stop before the limit at the acceleration limit:
-            // one more tick at v, then braking, covers at most v*dt + v^2/(2a) <= d. If that
-            // holds now it still holds after braking for one tick, so braking is always
-            // allowed (the invariant the whole filter rests on).
-            let stop_v =
-                |d: f64| (-a * dt + (a * a * dt * dt + 2.0 * a * d.max(0.0)).sqrt()).max(0.0);
+            // No faster than lets the joint stop before the limit at the acceleration limit;
+            // this still holds after braking for one tick, so braking is always allowed (the
+            // invariant the whole filter rests on).
+            let stop_v = |d: f64| stop_speed(a, dt, d);
             let v_up = vmax.min(stop_v(hi_lim - last));
             let v_dn = vmax.min(stop_v(last - lo_lim));
             let v_target = if self.desired_known[i] {
@@ -488,13 +486,15 @@ impl SafetyFilter {
 
         // The envelope: the step must leave a braking path that stays inside. Otherwise blend
         // toward braking (every blend keeps the speed and acceleration limits) until it does.
-        if !self.path_ok(&v_new) {
+        let q_last = self.last.joint_pos_rad;
+        let tcp_last = self.model.tcp_pose(&q_last).translation.vector;
+        if !self.path_ok(&v_new, &tcp_last) {
             faults.insert(Faults::WORKSPACE);
             let (mut s_ok, mut s_bad) = (0.0, 1.0);
             for _ in 0..12 {
                 let s = 0.5 * (s_ok + s_bad);
                 let v = blend(&v_brake, &v_new, s);
-                if self.path_ok(&v) {
+                if self.path_ok(&v, &tcp_last) {
                     s_ok = s;
                 } else {
                     s_bad = s;
@@ -523,19 +523,18 @@ impl SafetyFilter {
 
     /// True when moving at `v` for one tick leaves a braking path inside the envelope (or, for
     /// an arm that started outside it, no further out than where it started), and approaches
-    /// no wall of the tool box faster than the tool could stop before it.
-    fn path_ok(&mut self, v: &[f64; ARM_DOF]) -> bool {
+    /// no wall of the tool box faster than the tool (now at `tcp_last`) could stop before it.
+    fn path_ok(&mut self, v: &[f64; ARM_DOF], tcp_last: &Vector3<f64>) -> bool {
         let q0 = self.next_position(v);
         let s0 = self.slack_at(&q0);
-        let tcp_next = self.points[ARM_DOF];
-        if !self.tool_approach_ok(&tcp_next) {
+        if !self.tool_approach_ok(tcp_last, &self.points[ARM_DOF]) {
             return false;
         }
         let allow = self.envelope_budget_m;
         if s0 < -allow - 1e-12 {
             return false;
         }
-        let (steps, _) = self.braking_profile(v);
+        let steps = self.braking_ticks(v);
         let total = self.travel_between(v, 0, steps);
         if s0 > self.reach_m * total {
             if allow > 0.0 && s0 > 0.0 {
@@ -586,7 +585,7 @@ impl SafetyFilter {
     fn slack_at(&mut self, q: &[f64; ARM_DOF]) -> f64 {
         self.model.forward(q, &mut self.frames);
         self.model.envelope_points(&self.frames, &mut self.points);
-        self.slack()
+        self.limits.envelope_slack(&self.points)
     }
 
     /// Where one tick at `v` takes the command.
@@ -598,18 +597,15 @@ impl SafetyFilter {
         q
     }
 
-    /// Ticks until every joint has stopped when braking from `v`, and each joint's total
-    /// displacement on the way.
-    fn braking_profile(&self, v: &[f64; ARM_DOF]) -> (u64, [f64; ARM_DOF]) {
-        let mut steps = 0u64;
-        let mut total = [0.0; ARM_DOF];
-        for i in 0..ARM_DOF {
-            let dv = self.limits.joint_acc_max_rad_s2[i] * self.dt_s;
-            let n = (v[i].abs() / dv).ceil().min(1e7) as u64;
-            steps = steps.max(n);
-            total[i] = self.braking_displacement(i, v[i], n);
-        }
-        (steps, total)
+    /// Ticks until every joint has stopped when braking from `v`.
+    fn braking_ticks(&self, v: &[f64; ARM_DOF]) -> u64 {
+        (0..ARM_DOF)
+            .map(|i| {
+                let dv = self.limits.joint_acc_max_rad_s2[i] * self.dt_s;
+                (v[i].abs() / dv).ceil().min(1e7) as u64
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// How far joint `i` moves in the first `j` ticks of braking from `v` (after the tick that
@@ -624,50 +620,12 @@ impl SafetyFilter {
         v.signum() * self.dt_s * (k * speed - dv * k * (k + 1.0) / 2.0)
     }
 
-    /// How far the envelope points at `q` lie outside the envelope shrunk by `inset_m`.
-    fn violation_at(&mut self, q: &[f64; ARM_DOF], inset_m: f64) -> f64 {
-        self.model.forward(q, &mut self.frames);
-        self.model.envelope_points(&self.frames, &mut self.points);
-        self.limits.envelope_violation(&self.points, inset_m)
-    }
-
-    /// The smallest distance of the current envelope points to a wall (negative when outside).
-    fn slack(&self) -> f64 {
-        let inset_m = 0.0;
-        let l = &self.limits;
-        let mut slack = f64::INFINITY;
-        for (k, p) in self.points.iter().enumerate() {
-            for a in 0..3 {
-                let mut lo = l.arm_box_min_m[a] + inset_m;
-                if a == 2 && k < ARM_DOF {
-                    lo += l.link_clearance_m;
-                }
-                slack = slack
-                    .min(p[a] - lo)
-                    .min(l.arm_box_max_m[a] - inset_m - p[a]);
-                if k == ARM_DOF {
-                    slack = slack
-                        .min(p[a] - l.workspace_min_m[a] - inset_m)
-                        .min(l.workspace_max_m[a] - inset_m - p[a]);
-                }
-            }
-        }
-        if slack.is_nan() {
-            f64::NEG_INFINITY
-        } else {
-            slack
-        }
-    }
-
-    /// The tool, moving from the last command's tool position to `tcp_next`, approaches every
-    /// wall of the tool box no faster than lets it stop before it at `tool_decel_max_m_s2`
-    /// (with 1 mm/s of slack, so a tool resting on a wall may slide along it).
-    fn tool_approach_ok(&mut self, tcp_next: &Vector3<f64>) -> bool {
-        let q = self.last.joint_pos_rad;
-        self.model.forward(&q, &mut self.frames);
-        let p0 = self.frames.tcp.translation.vector;
+    /// The tool, moving from `p0` to `tcp_next` in one tick, approaches every wall of the tool
+    /// box no faster than lets it stop before it at `tool_decel_max_m_s2` (with 1 mm/s of
+    /// slack, so a tool resting on a wall may slide along it).
+    fn tool_approach_ok(&self, p0: &Vector3<f64>, tcp_next: &Vector3<f64>) -> bool {
         let (a, dt) = (self.limits.tool_decel_max_m_s2, self.dt_s);
-        let stop_v = |d: f64| (-a * dt + (a * a * dt * dt + 2.0 * a * d.max(0.0)).sqrt()).max(0.0);
+        let stop_v = |d: f64| stop_speed(a, dt, d);
         (0..3).all(|k| {
             let v = (tcp_next[k] - p0[k]) / dt;
             let d = if v > 0.0 {
@@ -678,6 +636,15 @@ impl SafetyFilter {
             v.abs() <= stop_v(d) + 1e-3
         })
     }
+}
+
+/// The fastest speed from which one more tick at that speed, then braking at `decel`, covers
+/// no more than `distance` (in discrete ticks of `dt`: `v dt + v^2 / (2 decel) <= distance`).
+/// If that holds now it still holds after braking for one tick.
+#[inline]
+fn stop_speed(decel: f64, dt: f64, distance: f64) -> f64 {
+    let (a, d) = (decel, distance.max(0.0));
+    (-a * dt + (a * a * dt * dt + 2.0 * a * d).sqrt()).max(0.0)
 }
 
 fn blend(a: &[f64; ARM_DOF], b: &[f64; ARM_DOF], s: f64) -> [f64; ARM_DOF] {
