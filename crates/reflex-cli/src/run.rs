@@ -132,7 +132,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
                         false
                     }
                 }
-            })?;
+            });
             if let Some(e) = reset_error {
                 return Err(e.into());
             }

@@ -665,18 +665,30 @@ impl<R: Robot> Runtime<R> {
     /// faster than real time; no jitter is recorded then). `on_episode_end` runs between
     /// episodes with the runtime and the last outcome (to reset a simulated scene through
     /// [`Runtime::reset_episode`]; it may be slow); when it returns true and has not started an
-    /// episode, the next one starts where the arm is. The schedule restarts after it, so a
-    /// reset is not counted as a deadline miss.
+    /// episode, the next one starts where the arm is; when that start's read fails, the loop
+    /// holds and tries again every tick (counted in `read_errors`). The schedule restarts after
+    /// it, so a reset is not counted as a deadline miss.
     pub fn run(
         &mut self,
         duration: Duration,
         paced: bool,
         mut on_episode_end: impl FnMut(&mut Self, &Outcome) -> bool,
-    ) -> Result<(), RobotError> {
+    ) {
         let end = Instant::now() + duration;
         let mut ticker = Ticker::new(self.cfg.rate_hz);
         let mut last_outcome = Outcome::PENDING;
+        // An episode waiting to start: its first read failed, so the loop holds (the episode
+        // is done) and tries again next tick. One stale read at a boundary must not end a run.
+        let mut starting = false;
         while Instant::now() < end {
+            if starting {
+                if self.begin_episode().is_ok() {
+                    starting = false;
+                    ticker = Ticker::new(self.cfg.rate_hz);
+                } else {
+                    self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             let report = if paced {
                 self.tick_paced(&mut ticker)
             } else {
@@ -692,17 +704,17 @@ impl<R: Robot> Runtime<R> {
             if let Some(o) = report.outcome {
                 last_outcome = o;
             }
-            if report.episode_done && self.episode_done {
+            if report.episode_done && self.episode_done && !starting {
                 if !on_episode_end(self, &last_outcome) {
-                    return Ok(());
+                    return;
                 }
-                if self.episode_done {
-                    self.begin_episode()?;
+                if self.episode_done && self.begin_episode().is_err() {
+                    self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                    starting = true;
                 }
                 ticker = Ticker::new(self.cfg.rate_hz);
             }
         }
-        Ok(())
     }
 
     /// The robot (read-only: every command goes through the filter, so no caller gets to write

@@ -237,8 +237,9 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
         };
         while ticks < 10_000 || (busy(&rt) && ticks < 2_000_000) {
             let r = rt.tick();
+            // A failed read (one in 97) leaves the episode to start on a later tick.
             if r.episode_done && !rt.estop().is_latched() {
-                rt.begin_episode().unwrap();
+                let _ = rt.begin_episode();
             }
             ticks += 1;
         }

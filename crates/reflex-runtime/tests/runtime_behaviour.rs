@@ -608,3 +608,36 @@ fn a_nan_gripper_holds_its_width_and_a_nan_residual_keeps_the_base() {
     let n = rt.stats().non_finite_residuals.load(Ordering::Relaxed);
     assert!(n >= 19, "{n} non-finite residual components counted");
 }
+
+#[test]
+fn a_stale_read_when_an_episode_starts_holds_and_retries_instead_of_ending_the_run() {
+    //! The old `run` returned the read's error, ending `reflex run` on one stale read that
+    //! happened to fall on an episode boundary.
+    let arm = arm();
+    let cfg = follower_config(&arm);
+    let mut robot = FollowerArm::new(1.0 / cfg.rate_hz);
+    robot.episode_steps = 5;
+    let fail_next = robot.fail_next.clone();
+    let mut rt = Runtime::new(
+        robot,
+        cfg,
+        arm,
+        Box::new(Constant([0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])),
+        None,
+        EStop::new(),
+    )
+    .unwrap();
+    let mut ended = 0;
+    rt.run(std::time::Duration::from_secs(20), false, |_, outcome| {
+        assert!(outcome.truncated);
+        ended += 1;
+        // The next episode's first read and the two after it fail.
+        fail_next.store(3, Ordering::Relaxed);
+        ended < 4
+    });
+    assert_eq!(ended, 4, "the run went on past the failed starts");
+    let s = rt.stats();
+    assert_eq!(s.episodes.load(Ordering::Relaxed), 4);
+    assert!(s.read_errors.load(Ordering::Relaxed) >= 9);
+    assert_eq!(s.policy_steps.load(Ordering::Relaxed), 4 * 5);
+}

@@ -39,6 +39,8 @@ pub struct FollowerArm {
     /// Reads that fail from now on (counted down; shared, so a test can set it while the
     /// runtime owns the arm).
     pub fail_next: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Policy steps after which an episode is truncated (0: episodes never end).
+    pub episode_steps: u64,
     pub reads: u64,
     pub commands: u64,
     pub last_command: reflex_core::JointCommand,
@@ -55,6 +57,7 @@ impl FollowerArm {
             dt_s,
             fail_every: 0,
             fail_next: Default::default(),
+            episode_steps: 0,
             reads: 0,
             commands: 0,
             last_command: reflex_core::JointCommand::default(),
@@ -102,6 +105,17 @@ impl reflex_core::Robot for FollowerArm {
 
     fn now_ns(&self) -> u64 {
         self.t_ns
+    }
+
+    fn judge(
+        &mut self,
+        obs: &reflex_core::Observation,
+        _action: &reflex_core::Action,
+    ) -> reflex_core::Outcome {
+        reflex_core::Outcome {
+            truncated: self.episode_steps > 0 && obs.step >= self.episode_steps,
+            ..reflex_core::Outcome::PENDING
+        }
     }
 }
 
