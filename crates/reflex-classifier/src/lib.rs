@@ -5,20 +5,19 @@
 //! threshold. The network, its optimiser and its records are burn's (0.22, the `flex` CPU
 //! backend with autodiff; weights in SafeTensors).
 //!
-//! - [`collect_frames`]: frames of the scripted expert run with five levels of action noise in
-//!   the simulator (so some episodes succeed and some stall), each rendered by the front camera
-//!   and labelled by the task's success predicate: the ends of successful episodes are the
-//!   positives, everything else the negatives.
+//! - [`FrameSet`]: labelled frames to learn from (`reflex_jobs::classifier` collects them from
+//!   the scripted expert in the simulator; a teleop session can record them on a real arm).
 //! - [`Classifier`]: the CNN with its input size and threshold; [`train`] fits it with balanced
 //!   batches, [`Classifier::evaluate`] measures accuracy, and it saves to and loads from a
 //!   directory (`classifier.safetensors` + `classifier.json`).
 //! - [`training`]: the classifier as the sparse reward of `reflex train --reward classifier`, a
-//!   `reflex_learn::stage` plugin (a frame per step from the simulator thread, the CNN on the
-//!   learner thread, joined by episode and step id).
+//!   `reflex_learn::stage` plugin (a frame per step through the robot's `SceneView` on the
+//!   driver thread, the CNN on the learner thread, joined by episode and step id).
 //!
 //! Seams: images are `[3, size, size]` floats in [0, 1] (channel-major), as
-//! [`image_tensor_layout`] makes them from the simulator's RGB frames; nothing here runs on
-//! the control thread (the training hook renders on the simulator thread, between ticks).
+//! [`image_tensor_layout`] makes them from `reflex_core::Frame`s; nothing here runs on the
+//! control thread (the training hook renders on the driver thread, between ticks). Nothing
+//! here depends on the simulator.
 
 pub mod training;
 
@@ -29,8 +28,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::activation::{relu, sigmoid, softplus};
 use burn::tensor::{Device, Tensor, TensorData};
-use reflex_sim::rng::Rng;
-use reflex_sim::{noisy_expert_episodes, Camera, Frame, Task};
+use reflex_core::{Frame, Rng};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -104,54 +102,6 @@ pub fn image_tensor_layout(frame: &Frame, out: &mut Vec<f32>) {
             }
         }
     }
-}
-
-/// Runs the scripted expert for `episodes` episodes from seed `first_seed` with a different
-/// amount of action noise in each (from none to a level that rarely finishes), renders the
-/// front camera at `size x size` after every step and labels each frame with the task's
-/// success predicate. An episode runs on for up to `after_success` steps once it succeeds (the
-/// expert holds the result), so each success gives several positives.
-pub fn collect_frames(
-    task: &Task,
-    episodes: usize,
-    first_seed: u64,
-    size: usize,
-    after_success: usize,
-) -> Result<FrameSet, ClassifierError> {
-    if size < 16 || size % 8 != 0 {
-        return Err(ClassifierError::Invalid(format!(
-            "size: must be a multiple of 8, at least 16, got {size}"
-        )));
-    }
-    let camera = Camera::front(size, size);
-    let mut frame = Frame::new(size, size);
-    let mut rng = Rng::new(first_seed ^ 0xC1A5);
-    let mut set = FrameSet {
-        size,
-        ..Default::default()
-    };
-    let mut since_success: Option<usize> = None;
-    let mut current = usize::MAX;
-    noisy_expert_episodes(task, episodes, first_seed, &mut rng, |ep, env, step| {
-        if ep != current {
-            current = ep;
-            since_success = None;
-        }
-        env.render(&camera, &mut frame, false);
-        image_tensor_layout(&frame, &mut set.images);
-        set.labels.push(step.info.success);
-        if step.info.success {
-            since_success = Some(since_success.map_or(0, |k| k + 1));
-        }
-        let held_long_enough = since_success.is_some_and(|k| k >= after_success);
-        let over = step.truncated
-            || (step.terminated && !step.info.success)
-            || (step.terminated && since_success.is_none());
-        let lost_it = !step.info.success && since_success.is_some();
-        Ok(!(held_long_enough || over || lost_it))
-    })
-    .map_err(ClassifierError::Sim)?;
-    Ok(set)
 }
 
 /// Training settings.

@@ -1,21 +1,20 @@
 //! The success classifier as the reward of `reflex train --reward classifier`, as a
 //! [`RewardPlugin`] for the training job (HIL-SERL's sparse reward).
 //!
-//! - The hook (simulator thread, after every policy step) renders the front camera at the
-//!   classifier's size and sends the frame, tagged with the step's episode and step ids, over a
+//! - The hook (driver thread, after every policy step) renders the configured camera at the
+//!   classifier's size through the robot's `SceneView` and sends the frame, tagged with the step's episode and step ids, over a
 //!   bounded channel. It never waits: a full channel loses the frame (counted), and the step
 //!   whose frame was lost expires on the learner side.
 //! - The stage (learner thread) holds transitions in arrival order until their own frame
 //!   (same episode, same step) is there, runs the CNN on the frames in batches, and passes each
 //!   transition on with the success reward when the probability reaches the threshold, else 0.
 //!   The classifier's verdict is the transition's `success` (so success-absorbing learning
-//!   follows the reward source); termination stays the simulator's.
+//!   follows the reward source); termination stays the robot's own.
 //! - Demonstrations (recorded before training, with no frames) carry the task's success only.
 
 use crate::{image_tensor_layout, Classifier};
-use reflex_core::{Outcome, RewardTerms, Transition};
+use reflex_core::{Frame, Observation, Outcome, RewardTerms, SceneView, Transition};
 use reflex_learn::stage::{success_only, EpisodeHook, RewardPlugin, RewardStage};
-use reflex_sim::{Camera, Env, Frame};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +25,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClassifierStageConfig {
+    /// The camera the classifier looks through (a name the robot's `SceneView` knows).
+    pub camera: String,
     /// Reward of a step the classifier judges a success.
     pub success_reward: f64,
     /// Probability at or above which a frame counts as success (None: the classifier's own).
@@ -39,6 +40,7 @@ pub struct ClassifierStageConfig {
 impl Default for ClassifierStageConfig {
     fn default() -> Self {
         Self {
+            camera: "front".into(),
             success_reward: 10.0,
             threshold: None,
             max_wait_s: 10.0,
@@ -92,7 +94,7 @@ pub fn classifier_plugin(
     let sent = Arc::new(AtomicU64::new(0));
     let lost = Arc::new(AtomicU64::new(0));
     let hook = FrameHook {
-        camera: Camera::front(size, size),
+        camera: cfg.camera.clone(),
         frame: Frame::new(size, size),
         frames: tx,
         sent: sent.clone(),
@@ -128,7 +130,7 @@ struct StepFrame {
 }
 
 struct FrameHook {
-    camera: Camera,
+    camera: String,
     frame: Frame,
     frames: crossbeam::channel::Sender<StepFrame>,
     sent: Arc<AtomicU64>,
@@ -136,10 +138,22 @@ struct FrameHook {
 }
 
 impl EpisodeHook for FrameHook {
-    fn episode_started(&mut self, _episode: u64, _env: &Env) {}
+    fn episode_started(&mut self, _episode: u64, _obs: &Observation, _scene: &dyn SceneView) {}
 
-    fn step_judged(&mut self, episode: u64, step: u64, _outcome: &Outcome, env: &Env) {
-        env.render(&self.camera, &mut self.frame, false);
+    fn step_judged(
+        &mut self,
+        episode: u64,
+        step: u64,
+        _outcome: &Outcome,
+        _obs: &Observation,
+        scene: &dyn SceneView,
+    ) {
+        if let Err(e) = scene.render(&self.camera, &mut self.frame) {
+            // The step's transition expires on the learner side, like a lost frame.
+            tracing::warn!(episode, step, "classifier reward: no frame: {e}");
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let mut image = Vec::with_capacity(3 * self.frame.width * self.frame.height);
         image_tensor_layout(&self.frame, &mut image);
         let msg = StepFrame {

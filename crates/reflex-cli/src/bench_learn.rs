@@ -3,9 +3,9 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use reflex_jobs::train::{train, TrainConfig};
 use reflex_learn::pendulum::train_pendulum;
 use reflex_learn::sac::{Agent, AgentConfig};
-use reflex_learn::train::{train, TrainConfig};
 use std::time::Instant;
 
 /// Arguments of `reflex bench learner`.

@@ -4,7 +4,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use reflex_classifier::{collect_frames, train, Classifier, ClassifierConfig};
+use reflex_classifier::{train, Classifier, ClassifierConfig};
+use reflex_jobs::classifier::collect_frames;
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -75,14 +75,14 @@ fn main() -> Result<()> {
     }
 }
 
-/// SIGTERM and the first Ctrl-C (SIGINT) set `reflex_learn::train::INTERRUPT`: a command that
+/// SIGTERM and the first Ctrl-C (SIGINT) set `reflex_jobs::train::INTERRUPT`: a command that
 /// drives an arm (`reflex run`, `reflex train`) then presses its e-stop, brakes the arm to rest
 /// within its limits and exits with its outputs written; servers stop. After the first Ctrl-C
 /// the SIGINT handler steps aside, so a second one stops the process at once.
 pub fn stop_on_signals() {
     extern "C" fn on_signal(sig: libc::c_int) {
         // Only async-signal-safe work: an atomic store and signal(2).
-        reflex_learn::train::INTERRUPT.store(true, std::sync::atomic::Ordering::Relaxed);
+        reflex_jobs::train::INTERRUPT.store(true, std::sync::atomic::Ordering::Relaxed);
         if sig == libc::SIGINT {
             // SAFETY: restoring the default disposition is async-signal-safe.
             unsafe {

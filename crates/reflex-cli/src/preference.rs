@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
+use reflex_jobs::preference::{run_preference, PreferenceRunConfig};
 use reflex_reward::oracle::OracleConfig;
-use reflex_reward::preference_run::{run_preference, PreferenceRunConfig};
 
 /// Arguments of `reflex preference`.
 #[derive(Args)]
@@ -47,7 +47,7 @@ pub fn run(a: &PreferenceArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.oracle_noise) {
         bail!("--oracle-noise must be in [0, 1], got {}", a.oracle_noise);
     }
-    let (client, oracle) = crate::vlm_oracle::client_for(
+    let (client, oracle) = reflex_jobs::rewards::vlm_client(
         None,
         a.vlm_url.as_deref(),
         a.vlm_model.as_deref(),
@@ -57,7 +57,8 @@ pub fn run(a: &PreferenceArgs) -> Result<()> {
             ..Default::default()
         },
         None,
-    )?;
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
     let cfg = PreferenceRunConfig {
         task: a.task.clone(),
         labels: a.labels,

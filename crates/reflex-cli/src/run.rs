@@ -85,16 +85,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
         None => None,
     };
     let cfg = RuntimeConfig {
-        residual_scale: a.residual_scale,
         transition_capacity: 4096,
-        ..RuntimeConfig::new(
-            a.rate,
-            task.control_rate_hz,
-            task.action_space,
-            task.control.clone(),
-            task.arm.initial_joint_pos_rad,
-            task.safety_limits(&model),
-        )
+        ..reflex_jobs::arms::runtime_config(&task, &model, a.rate, a.residual_scale)
     };
     let robot = SimRobot::new(env, a.rate)?;
     let estop = EStop::new();
@@ -155,7 +147,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let mut drained = 0u64;
     while !control.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
-        if reflex_learn::train::INTERRUPT.load(Ordering::Relaxed) && !estop.is_latched() {
+        if reflex_jobs::train::INTERRUPT.load(Ordering::Relaxed) && !estop.is_latched() {
             bar.println("stopping: e-stop pressed, braking to rest");
             estop.press();
         }

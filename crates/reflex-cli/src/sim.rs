@@ -135,7 +135,7 @@ fn run_episode(
         if let Some(dir) = &args.save_frames {
             for cam in &cameras {
                 env.render(cam, &mut frame, false);
-                frame.save_png(dir, &format!("ep{ep:03}_t{t:03}_{}", cam.name))?;
+                reflex_sim::save_png(&frame, dir, &format!("ep{ep:03}_t{t:03}_{}", cam.name))?;
             }
         }
         policy.act(&obs, &mut action);

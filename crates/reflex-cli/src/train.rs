@@ -3,17 +3,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use reflex_classifier::training::{classifier_plugin, ClassifierStageConfig};
-use reflex_classifier::Classifier;
-use reflex_learn::stage::RewardPlugin;
-use reflex_learn::train::{evaluate_run, train_with, Progress, TrainConfig};
-use reflex_reward::oracle::{Oracle, OracleConfig};
-use reflex_reward::preference_training::{preference_plugin, PreferenceStageConfig};
-use reflex_reward::training::{keypoint_plugin, KeypointStageConfig};
-use reflex_reward::vlm::VlmConfig;
-use serde::{Deserialize, Serialize};
+use reflex_jobs::rewards::{reward_plugin, RewardFlags, RewardSource};
+use reflex_jobs::train::{evaluate_run, train_with, Progress, TrainConfig};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Arguments of `reflex train`.
 #[derive(Args)]
@@ -42,9 +34,9 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last checkpoint and replay.
     #[arg(long)]
     resume: bool,
-    /// Where training rewards come from [default: the config file's `[reward] source`, else
-    /// task].
-    #[arg(long, value_enum)]
+    /// Where training rewards come from: task, vlm-keypoints, vlm-preference or classifier
+    /// [default: the config file's `[reward] source`, else task].
+    #[arg(long)]
     reward: Option<RewardSource>,
     /// Trained success classifier (a `reflex classifier train` output directory), for
     /// `--reward classifier`.
@@ -60,112 +52,6 @@ pub struct TrainArgs {
     /// Print summary.json as the last line.
     #[arg(long)]
     json: bool,
-}
-
-/// Reward sources `reflex train --reward` accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RewardSource {
-    /// The task file's reward terms.
-    Task,
-    /// Keypoints proposed by a VLM, lifted to 3D and tracked (dense terms), plus the task's
-    /// success.
-    VlmKeypoints,
-    /// A reward model learned during training from VLM preferences between frames (potential
-    /// shaping of the replay), plus the task's success.
-    VlmPreference,
-    /// A trained success classifier on camera frames (`--classifier DIR`), as the sparse
-    /// reward.
-    Classifier,
-}
-
-/// The `[reward]` table of a training config file; flags override it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RewardSection {
-    /// `task`, `vlm-keypoints`, `vlm-preference` or `classifier`.
-    pub source: Option<RewardSource>,
-    /// The VLM client (`base_url`, `model`, `api_key_env`, timeouts, retries, concurrency,
-    /// queue, budget...). Without it (and without `--vlm-url`) a built-in oracle answers.
-    pub vlm: Option<VlmConfig>,
-    /// Directory of a trained success classifier.
-    pub classifier: Option<PathBuf>,
-    /// Keypoint rewards.
-    pub keypoints: KeypointStageConfig,
-    /// The preference model during training.
-    pub preference: PreferenceStageConfig,
-    /// The classifier reward during training.
-    pub classifier_stage: ClassifierStageConfig,
-}
-
-impl RewardSection {
-    /// Reads the `[reward]` table of `cfg` (loaded from `file`); errors name the file and field.
-    pub fn from_config(cfg: &TrainConfig, file: Option<&std::path::Path>) -> Result<Self> {
-        let where_ = file.map_or("the configuration".to_owned(), |p| p.display().to_string());
-        toml::Value::Table(cfg.reward.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{where_}: [reward]: {}", e.message()))
-    }
-}
-
-/// The reward plugin for the run, and the built-in oracle server when one is needed (kept
-/// alive for the run).
-fn reward_plugin(
-    a: &TrainArgs,
-    cfg: &TrainConfig,
-    section: &RewardSection,
-    out: &std::path::Path,
-) -> Result<(Option<RewardPlugin>, Option<Oracle>)> {
-    let source = a.reward.or(section.source).unwrap_or(RewardSource::Task);
-    let client = || {
-        crate::vlm_oracle::client_for(
-            section.vlm.clone(),
-            a.vlm_url.as_deref(),
-            a.vlm_model.as_deref(),
-            OracleConfig::default(),
-            Some(out.join("vlm-cache")),
-        )
-    };
-    let task = || reflex_sim::Task::load(&cfg.task).context("task");
-    match source {
-        RewardSource::Task => Ok((None, None)),
-        RewardSource::VlmKeypoints => {
-            let (client, oracle) = client()?;
-            let plugin = keypoint_plugin(&task()?, Arc::new(client), section.keypoints.clone())
-                .map_err(|e| anyhow::anyhow!("--reward vlm-keypoints: {e}"))?;
-            Ok((Some(plugin), oracle))
-        }
-        RewardSource::VlmPreference => {
-            let (client, oracle) = client()?;
-            let mut pcfg = section.preference.clone();
-            // The run's seed, unless the file gives the model its own.
-            let own_seed = cfg.reward.get("preference").and_then(|p| p.get("seed"));
-            if own_seed.is_none() {
-                pcfg.seed = cfg.seed;
-            }
-            let plugin = preference_plugin(&task()?, Arc::new(client), pcfg)
-                .map_err(|e| anyhow::anyhow!("--reward vlm-preference: {e}"))?;
-            Ok((Some(plugin), oracle))
-        }
-        RewardSource::Classifier => {
-            let Some(dir) = a.classifier.as_ref().or(section.classifier.as_ref()) else {
-                bail!("--reward classifier needs --classifier DIR (a `reflex classifier train` output)");
-            };
-            let classifier =
-                Classifier::load(dir).with_context(|| format!("--classifier {}", dir.display()))?;
-            let task_name = task()?.name;
-            if classifier.meta.task != task_name {
-                bail!(
-                    "--classifier {}: trained on task `{}`, not `{task_name}`",
-                    dir.display(),
-                    classifier.meta.task
-                );
-            }
-            let plugin = classifier_plugin(classifier, section.classifier_stage.clone())
-                .map_err(|e| anyhow::anyhow!("--reward classifier: {e}"))?;
-            Ok((Some(plugin), None))
-        }
-    }
 }
 
 pub fn run_train(a: &TrainArgs) -> Result<()> {
@@ -200,8 +86,15 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("{name}-s{}", cfg.seed)));
-    let section = RewardSection::from_config(&cfg, a.config.as_deref())?;
-    let (plugin, oracle) = reward_plugin(a, &cfg, &section, &out)?;
+    let task = reflex_sim::Task::load(&cfg.task).with_context(|| format!("task {}", cfg.task))?;
+    let flags = RewardFlags {
+        source: a.reward,
+        classifier: a.classifier.clone(),
+        vlm_url: a.vlm_url.clone(),
+        vlm_model: a.vlm_model.clone(),
+    };
+    let (plugin, oracle) = reward_plugin(&task, cfg.seed, &cfg.reward, &flags, &out)
+        .map_err(|e| anyhow::anyhow!(e))?;
     crate::stop_on_signals();
     let bar = ProgressBar::new(1000);
     bar.set_style(

@@ -66,7 +66,7 @@ pub fn run(a: &OracleArgs) -> Result<()> {
     } else {
         println!("VLM oracle at {} (Ctrl-C stops it)", oracle.base_url());
     }
-    while !reflex_learn::train::INTERRUPT.load(Ordering::Relaxed) {
+    while !reflex_jobs::train::INTERRUPT.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let s = &oracle.stats;
@@ -80,37 +80,4 @@ pub fn run(a: &OracleArgs) -> Result<()> {
     );
     oracle.stop();
     Ok(())
-}
-
-/// The VLM client for a command's `--vlm-url` and `--vlm-model` over `settings` (a config
-/// file's client settings); with no URL from either, a built-in oracle (configured by
-/// `oracle`) is started on loopback and the client talks to it. Keep the
-/// returned oracle alive as long as the client is used.
-pub fn client_for(
-    settings: Option<reflex_reward::vlm::VlmConfig>,
-    url: Option<&str>,
-    model: Option<&str>,
-    oracle: OracleConfig,
-    cache_dir: Option<std::path::PathBuf>,
-) -> Result<(reflex_reward::vlm::VlmClient, Option<Oracle>)> {
-    let file_url = settings.as_ref().map(|s| s.base_url.clone());
-    let (base_url, server) = match url.map(str::to_owned).or(file_url) {
-        Some(u) => (u, None),
-        None => {
-            let o = Oracle::start(([127, 0, 0, 1], 0).into(), oracle)
-                .context("starting the built-in VLM oracle")?;
-            tracing::info!(url = %o.base_url(), "no --vlm-url: a built-in oracle answers from simulator ground truth");
-            (o.base_url(), Some(o))
-        }
-    };
-    let mut cfg = settings.unwrap_or_default();
-    cfg.base_url = base_url;
-    if cfg.cache_dir.is_none() {
-        cfg.cache_dir = cache_dir;
-    }
-    if let Some(m) = model {
-        cfg.model = m.to_owned();
-    }
-    let client = reflex_reward::vlm::VlmClient::start(cfg).context("--vlm-url")?;
-    Ok((client, server))
 }

@@ -4,7 +4,9 @@
 //! action and command types; the `Robot` and `Policy` traits; lock-free bounded queues with a
 //! declared overflow rule; the safety limits the runtime enforces; the arm's kinematic model
 //! read from a URDF; the mapping from normalised actions to joint setpoints (`ActionMapper`);
-//! and the records a control loop emits (`Outcome`, `Transition`). No simulator, ROS or learning code depends in here, so a real-robot bridge
+//! the records a control loop emits (`Outcome`, `Transition`); the seeded RNG every layer
+//! shares ([`rng`]); cameras, frames and the way between pixels and world points ([`camera`]);
+//! and [`SceneView`], the cameras and tracked objects reward sources may look at ([`scene`]). No simulator, ROS or learning code depends in here, so a real-robot bridge
 //! and the simulator share these types exactly.
 //!
 //! ```
@@ -22,13 +24,18 @@
 // Validation writes `!(x > 0.0)` on purpose: unlike `x <= 0.0`, it also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+pub mod camera;
 mod control;
 mod kinematics;
 mod queue;
+pub mod rng;
 mod robot;
 mod safety;
+pub mod scene;
 mod transition;
 mod types;
+
+pub use camera::{look_at, Frame, Intrinsics, LiftError};
 
 pub use control::{ActionMapper, ControlSpec, SpecError};
 pub use kinematics::{
@@ -38,8 +45,10 @@ pub use queue::{
     latest, spsc, BoundedQueue, LatestReceiver, LatestSender, Overflow, Pushed, QueueStats,
     SpscReceiver, SpscSender,
 };
+pub use rng::Rng;
 pub use robot::{Policy, Robot, RobotError, SceneReset};
 pub use safety::{LimitsError, SafetyLimits};
+pub use scene::{SceneError, SceneView, TrackedObject};
 pub use transition::{
     combine_success, Interruption, Outcome, RewardTerms, Transition, MAX_REWARD_TERMS,
 };

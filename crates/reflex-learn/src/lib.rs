@@ -17,12 +17,14 @@
 //! - [`bc`]: behaviour cloning of the base policy.
 //! - [`learner`]: the learner thread between the runtime's transition queue and its weights slot.
 //! - [`stage`]: the seam for rewards that arrive late (a VLM's answer, a learned model): a hook
-//!   on the driver at each reset and after each judged step, and a stage on the learner thread
-//!   that holds transitions until their rewards are known, rewards demonstrations, and may hand
-//!   the learner a potential that reshapes the whole replay.
-//! - [`train`]: the main job (`reflex train`) and evaluation of a run (`reflex eval`).
-//! - [`plot`] draws `curve.png`.
+//!   on the driver at each episode start and after each judged step, which sees the world only
+//!   through `reflex_core::SceneView`, and a stage on the learner thread that holds transitions
+//!   until their rewards are known, rewards demonstrations, and may hand the learner a
+//!   potential that reshapes the whole replay.
 //! - [`pendulum`]: a pendulum swing-up to sanity-check the algorithm.
+//!
+//! The jobs that drive all this (`reflex train`, `reflex eval`) are `reflex-jobs`; nothing here
+//! depends on the simulator, so the learner runs unchanged behind a real arm.
 //!
 //! Seams: the learner reads `reflex_core::Transition`s from the runtime's drop-oldest queue and
 //! publishes `reflex_runtime::Mlp`s through a `WeightsSlot`; the control loop never waits for
@@ -33,13 +35,11 @@ pub mod bc;
 pub mod learner;
 pub mod nn;
 pub mod pendulum;
-pub mod plot;
 pub mod replay;
 pub mod sac;
 #[cfg(test)]
 mod sac_reference;
 pub mod stage;
 pub mod store;
-pub mod train;
 
-pub(crate) use reflex_sim::rng;
+pub(crate) use reflex_core::rng;

@@ -2,8 +2,10 @@
 //! after the episode started, a preference model, a success classifier.
 //!
 //! A reward source comes in two halves. The [`EpisodeHook`] runs on the training driver (the
-//! thread that owns the simulator) at each reset: it looks at the scene (renders a camera
-//! frame), asks its question without waiting, and returns. The [`RewardStage`] runs on the
+//! thread that owns the robot, simulated or real) at each episode start: it looks at the scene
+//! through `reflex_core::SceneView` (a camera frame, the tracked objects), asks its question
+//! without waiting, and returns. It never sees the simulator, so the same source runs on a real
+//! arm. The [`RewardStage`] runs on the
 //! learner thread between the runtime's transition queue and the replay: it holds each
 //! episode's transitions until the answer for that episode arrives, fills in their rewards
 //! (joined by episode and step id, never by arrival order), and drops and counts what expires
@@ -20,19 +22,27 @@
 //! Demonstrations are recorded before training, with no frames and no answers: under a reward
 //! source they carry [`RewardStage::demo_reward`], never the task's own shaped reward.
 
-use reflex_core::{Outcome, Transition};
-use reflex_sim::Env;
+use reflex_core::{Observation, Outcome, SceneView, Transition};
 
 /// The driver half: told about every training episode as it starts.
 pub trait EpisodeHook: Send {
-    /// `env` was just reset for the runtime's episode `episode`. Must return promptly: take
-    /// what the question needs, submit it, return.
-    fn episode_started(&mut self, episode: u64, env: &Env);
+    /// The runtime's episode `episode` just started; `obs` is its first observation and
+    /// `scene` shows the world. Must return promptly: take what the question needs, submit
+    /// it, return.
+    fn episode_started(&mut self, episode: u64, obs: &Observation, scene: &dyn SceneView);
 
     /// Step `step` of episode `episode` (the ids its transition carries) was just judged
-    /// `outcome`; `env` shows the scene after it. Must return promptly. Default: nothing.
-    fn step_judged(&mut self, episode: u64, step: u64, outcome: &Outcome, env: &Env) {
-        let _ = (episode, step, outcome, env);
+    /// `outcome`; `obs` is the observation after it and `scene` shows the world. Must return
+    /// promptly. Default: nothing.
+    fn step_judged(
+        &mut self,
+        episode: u64,
+        step: u64,
+        outcome: &Outcome,
+        obs: &Observation,
+        scene: &dyn SceneView,
+    ) {
+        let _ = (episode, step, outcome, obs, scene);
     }
 }
 
@@ -73,7 +83,7 @@ pub fn success_only(t: &Transition, success_reward: f64) -> f64 {
     }
 }
 
-/// A reward source for [`crate::train::train_with`].
+/// A reward source for a training job (`reflex_jobs::train`).
 pub struct RewardPlugin {
     /// Its name (`summary.json`'s `reward`).
     pub name: String,

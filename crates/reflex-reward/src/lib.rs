@@ -6,13 +6,11 @@
 //!
 //! - [`parse`]: reading VLM answers (JSON in prose or code fences, grid cells, coordinate
 //!   conventions, preference labels, yes/no) with errors that name the field.
-//! - [`lift`]: image point + depth + intrinsics + camera pose -> world point, attached to the
-//!   body under it so it can be tracked.
+//! - [`lift`]: a world point attached to the tracked object it lies on, so it moves with it
+//!   (image point + depth -> world point is `reflex_core::Frame::lift`).
 //! - [`keypoint`]: a keypoint plan turned into bounded dense terms.
 //! - [`preference`]: the Bradley-Terry ensemble learned from preference labels, and Spearman's
 //!   rank correlation to check it.
-//! - [`preference_run`]: `reflex preference`, the preference model learned from a judge's
-//!   labels on simulated frames and its rank correlation with true progress.
 //! - [`preference_training`]: `reflex train --reward vlm-preference`, the same model learned
 //!   while training from frames of the training episodes, its potential reshaping the replay
 //!   after each round of labels.
@@ -27,10 +25,14 @@
 //! - [`training`]: keypoint rewards from the VLM client during `reflex train`, as a
 //!   `reflex_learn::stage` plugin (asks at each reset, holds transitions until their episode's
 //!   answer arrives, drops and counts what fails or expires).
-//! - [`sim`]: the oracle's keypoint answer from simulator ground truth, and lifting any answer
-//!   onto the simulated scene through the rendered depth and segmentation.
+//! - [`scene`]: the oracle's keypoint answer from the task's keypoints, and lifting any answer
+//!   onto a captured scene through the frame's depth and the tracked objects (no segmentation).
 //!
-//! Seams: networks are `reflex_learn::nn` nets; nothing here runs on the control thread.
+//! Seams: the world is seen only through `reflex_core::SceneView` (a camera frame, tracked
+//! objects), so every source here runs on a real arm as on the simulator, and nothing here
+//! depends on the simulator (`reflex preference`, which learns from simulated frames, is
+//! `reflex_jobs::preference`). Networks are `reflex_learn::nn` nets; nothing here runs on the
+//! control thread.
 
 pub mod annotate;
 pub mod fusion;
@@ -39,9 +41,8 @@ pub mod lift;
 pub mod oracle;
 pub mod parse;
 pub mod preference;
-pub mod preference_run;
 pub mod preference_training;
 pub mod prompts;
-pub mod sim;
+pub mod scene;
 pub mod training;
 pub mod vlm;

@@ -9,8 +9,8 @@
 //! cannot farm a region where one member is wrong.
 
 use crate::parse::Preference;
+use reflex_core::Rng;
 use reflex_learn::nn::{Adam, Net, Normaliser, Tape, INPUT_MIN_STD};
-use reflex_sim::rng::Rng;
 
 /// A labelled pair of frames, as state features.
 #[derive(Clone, Debug, PartialEq)]

@@ -20,10 +20,9 @@
 use crate::parse::ParseError;
 use crate::preference::{spearman, LabelledPair, PreferenceConfig, PreferenceModel};
 use crate::vlm::{Answer, Png, Query, Request, VlmClient, VlmError};
+use reflex_core::{Frame, Observation, Rng, SceneView};
 use reflex_core::{Outcome, Transition};
 use reflex_learn::stage::{success_only, EpisodeHook, RewardPlugin, RewardStage};
-use reflex_sim::rng::Rng;
-use reflex_sim::{Camera, Env, Frame, Task};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,6 +32,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PreferenceStageConfig {
+    /// The camera frames are kept from (a name the robot's `SceneView` knows).
+    pub camera: String,
     /// Camera image width, pixels.
     pub width: usize,
     /// Camera image height, pixels.
@@ -53,8 +54,8 @@ pub struct PreferenceStageConfig {
     pub weight: f32,
     /// Reward of the task's success (the sparse part, never relabelled).
     pub success_reward: f64,
-    /// Seed of the pairing and the networks.
-    pub seed: u64,
+    /// Seed of the pairing and the networks (none: the training run's seed; 0 alone).
+    pub seed: Option<u64>,
     /// The reward model.
     pub model: PreferenceConfig,
 }
@@ -62,6 +63,7 @@ pub struct PreferenceStageConfig {
 impl Default for PreferenceStageConfig {
     fn default() -> Self {
         Self {
+            camera: "front".into(),
             width: 160,
             height: 120,
             frame_every: 5,
@@ -72,7 +74,7 @@ impl Default for PreferenceStageConfig {
             round_timeout_s: 120.0,
             weight: 2.0,
             success_reward: 10.0,
-            seed: 0,
+            seed: None,
             model: PreferenceConfig::default(),
         }
     }
@@ -115,9 +117,10 @@ pub struct PreferenceStageCounters {
     pub passed: u64,
 }
 
-/// Builds the plugin: `client` asks the questions.
+/// Builds the plugin for a task whose instruction is `instruction`: `client` asks the
+/// questions.
 pub fn preference_plugin(
-    task: &Task,
+    instruction: &str,
     client: Arc<VlmClient>,
     cfg: PreferenceStageConfig,
 ) -> Result<RewardPlugin, String> {
@@ -135,12 +138,12 @@ pub fn preference_plugin(
     }
     let (tx, rx) = crossbeam::channel::bounded(1024);
     let hook = PairHook {
-        camera: Camera::front(cfg.width, cfg.height),
+        camera: cfg.camera.clone(),
         frame: Frame::new(cfg.width, cfg.height),
-        instruction: task.instruction.clone(),
+        instruction: instruction.to_owned(),
         client: client.clone(),
         rounds: tx,
-        rng: Rng::new(cfg.seed ^ 0x9A1B),
+        rng: Rng::new(cfg.seed.unwrap_or(0) ^ 0x9A1B),
         pool: VecDeque::new(),
         steps: 0,
         next_round_at: cfg.round_every,
@@ -150,7 +153,6 @@ pub fn preference_plugin(
         refused_since: None,
         frames: 0,
         not_asked: 0,
-        obs: None,
         cfg: cfg.clone(),
     };
     let stage = PreferenceStage {
@@ -205,7 +207,7 @@ struct RoundMsg {
 
 struct PairHook {
     cfg: PreferenceStageConfig,
-    camera: Camera,
+    camera: String,
     frame: Frame,
     instruction: String,
     client: Arc<VlmClient>,
@@ -222,25 +224,19 @@ struct PairHook {
     refused_since: Option<Instant>,
     frames: u64,
     not_asked: u64,
-    obs: Option<reflex_core::Observation>,
 }
 
 impl PairHook {
-    /// The flat observation of the scene as it is now (the runtime's layout).
-    fn features(&mut self, env: &Env) -> Vec<f32> {
-        let obs = self.obs.get_or_insert_with(|| *env.observation());
-        env.read_robot_state(&mut obs.robot);
-        env.read_scene(obs);
-        obs.rebuild_flat();
-        obs.flat.as_slice().to_vec()
-    }
-
-    fn keep_frame(&mut self, outcome: &Outcome, env: &Env) {
-        env.render(&self.camera, &mut self.frame, false);
+    /// Keeps the camera's frame now with `obs` (the runtime's flat layout) as its features.
+    fn keep_frame(&mut self, outcome: &Outcome, obs: &Observation, scene: &dyn SceneView) {
+        if let Err(e) = scene.render(&self.camera, &mut self.frame) {
+            tracing::warn!("vlm-preference: no frame: {e}");
+            return;
+        }
         let Ok(png) = Png::encode_rgb(self.frame.width, self.frame.height, &self.frame.rgb) else {
             return;
         };
-        let features = self.features(env);
+        let features = obs.flat.as_slice().to_vec();
         if self.pool.len() == self.cfg.pool {
             self.pool.pop_front();
         }
@@ -337,12 +333,19 @@ impl PairHook {
 }
 
 impl EpisodeHook for PairHook {
-    fn episode_started(&mut self, _episode: u64, _env: &Env) {}
+    fn episode_started(&mut self, _episode: u64, _obs: &Observation, _scene: &dyn SceneView) {}
 
-    fn step_judged(&mut self, _episode: u64, step: u64, outcome: &Outcome, env: &Env) {
+    fn step_judged(
+        &mut self,
+        _episode: u64,
+        step: u64,
+        outcome: &Outcome,
+        obs: &Observation,
+        scene: &dyn SceneView,
+    ) {
         self.steps += 1;
         if step % self.cfg.frame_every == 0 || outcome.success {
-            self.keep_frame(outcome, env);
+            self.keep_frame(outcome, obs, scene);
         }
         if self.steps >= self.next_round_at {
             self.next_round_at = self.steps + self.cfg.round_every;
@@ -407,7 +410,8 @@ impl PreferenceStage {
         }
         let started = Instant::now();
         let model = self.model.get_or_insert_with(|| {
-            let mut m = PreferenceModel::new(self.cfg.model.clone(), self.dim, self.cfg.seed);
+            let mut m =
+                PreferenceModel::new(self.cfg.model.clone(), self.dim, self.cfg.seed.unwrap_or(0));
             m.fit_inputs(&self.seen);
             m
         });

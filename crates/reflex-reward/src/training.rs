@@ -1,8 +1,9 @@
 //! Keypoint rewards from a VLM (or the oracle server) during `reflex train --reward
 //! vlm-keypoints`, as a [`RewardPlugin`] for the training job.
 //!
-//! - The hook (simulator thread, at each reset) renders the front camera, draws the grid, asks
-//!   the VLM client for keypoints without waiting (the ground truth rides along for the oracle
+//! - The hook (driver thread, at each episode start) renders the configured camera through the
+//!   robot's `SceneView`, draws the grid, asks the VLM client for keypoints without waiting (the
+//!   task's keypoints ride along as a hint, which the client gives only to our own oracle
 //!   server), and sends the scene the answer will be lifted on to the stage.
 //! - The stage (learner thread) holds each episode's transitions until that episode's answer
 //!   arrives, matched by request id = episode, then lifts the answer onto the episode's own
@@ -18,13 +19,14 @@ use crate::annotate::draw_grid;
 use crate::fusion::{Bound, FusedTerm, Fusion, Rule};
 use crate::keypoint::{KeypointReward, KeypointShaping, KEYPOINT_TERMS};
 use crate::parse::{parse_keypoints, Grid};
-use crate::sim::{oracle_keypoints, Scene};
+use crate::scene::{oracle_keypoints, Scene};
 use crate::vlm::{Answer, Png, Query, Request, VlmClient};
 use nalgebra::{Isometry3, Point3, Quaternion, Translation3, UnitQuaternion};
-use reflex_core::{RewardTerms, Transition, FLAT_OBJECTS, FLAT_OBJECT_STRIDE, FLAT_TCP_POS};
+use reflex_core::{
+    Frame, Observation, RewardTerms, Rng, SceneView, Transition, FLAT_OBJECTS, FLAT_OBJECT_STRIDE,
+    FLAT_TCP_POS,
+};
 use reflex_learn::stage::{success_only, EpisodeHook, RewardPlugin, RewardStage};
-use reflex_sim::rng::Rng;
-use reflex_sim::{Camera, Env, Frame, Task};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +36,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeypointStageConfig {
+    /// The camera the question is asked on (a name the robot's `SceneView` knows).
+    pub camera: String,
     /// Camera image width, pixels.
     pub width: usize,
     /// Camera image height, pixels.
@@ -59,6 +63,7 @@ pub struct KeypointStageConfig {
 impl Default for KeypointStageConfig {
     fn default() -> Self {
         Self {
+            camera: "front".into(),
             width: 160,
             height: 120,
             grid_cols: 8,
@@ -98,18 +103,13 @@ pub struct KeypointStageCounters {
     pub max_held: u64,
 }
 
-/// Builds the plugin: `client` asks the questions (shared by both halves).
+/// Builds the plugin for a task whose instruction is `instruction`: `client` asks the questions
+/// (shared by both halves).
 pub fn keypoint_plugin(
-    task: &Task,
+    instruction: &str,
     client: Arc<VlmClient>,
     cfg: KeypointStageConfig,
 ) -> Result<RewardPlugin, String> {
-    if task.objects.is_empty() {
-        return Err(format!(
-            "task `{}` has no objects to put keypoints on",
-            task.name
-        ));
-    }
     if cfg.width < 16 || cfg.height < 16 || cfg.grid_cols == 0 || cfg.grid_cols > 26 {
         return Err("keypoints: image at least 16x16 and 1..=26 grid columns".into());
     }
@@ -130,10 +130,11 @@ pub fn keypoint_plugin(
         rows: cfg.grid_rows,
     };
     let hook = KeypointHook {
-        camera: Camera::front(cfg.width, cfg.height),
-        frame: Frame::new(cfg.width, cfg.height),
+        camera: cfg.camera.clone(),
+        width: cfg.width,
+        height: cfg.height,
         grid,
-        instruction: task.instruction.clone(),
+        instruction: instruction.to_owned(),
         client: client.clone(),
         scenes: tx,
         rng: Rng::new(0x6B70),
@@ -175,8 +176,9 @@ enum Started {
 }
 
 struct KeypointHook {
-    camera: Camera,
-    frame: Frame,
+    camera: String,
+    width: usize,
+    height: usize,
     grid: Grid,
     instruction: String,
     client: Arc<VlmClient>,
@@ -185,9 +187,8 @@ struct KeypointHook {
 }
 
 impl EpisodeHook for KeypointHook {
-    fn episode_started(&mut self, episode: u64, env: &Env) {
-        env.render(&self.camera, &mut self.frame, false);
-        let asked = self.ask(episode, env);
+    fn episode_started(&mut self, episode: u64, obs: &Observation, scene: &dyn SceneView) {
+        let asked = self.ask(episode, obs, scene);
         let msg = match asked {
             Ok(scene) => Started::Asked(episode, Box::new(scene)),
             Err(e) => {
@@ -201,19 +202,29 @@ impl EpisodeHook for KeypointHook {
 }
 
 impl KeypointHook {
-    fn ask(&mut self, episode: u64, env: &Env) -> Result<Scene, String> {
-        let mut rgb = self.frame.rgb.clone();
-        draw_grid(&mut rgb, &self.grid);
-        let image = Png::encode_rgb(self.frame.width, self.frame.height, &rgb)
+    fn ask(
+        &mut self,
+        episode: u64,
+        obs: &Observation,
+        view: &dyn SceneView,
+    ) -> Result<Scene, String> {
+        let scene = Scene::capture(view, &self.camera, Frame::new(self.width, self.height))
             .map_err(|e| e.to_string())?;
-        // Ground truth for the oracle server (a real VLM never sees it).
-        let truth = oracle_keypoints(env, &self.frame, 0.0, &mut self.rng)
-            .map_err(|e| e.to_string())
-            .and_then(|t| parse_keypoints(&t, &self.grid).map_err(|e| e.to_string()))?;
-        let hint = serde_json::json!({
-            "keypoints": { "affordance": truth.affordance, "waypoints": truth.waypoints },
-            "image": [self.frame.width, self.frame.height],
-        });
+        let frame = &scene.frame;
+        let mut rgb = frame.rgb.clone();
+        draw_grid(&mut rgb, &self.grid);
+        let image = Png::encode_rgb(frame.width, frame.height, &rgb).map_err(|e| e.to_string())?;
+        // The task's keypoints as a hint for the oracle server (the client withholds it from
+        // any other server; a real VLM never sees it).
+        let hint = oracle_keypoints(frame, obs.keypoints(), obs.goals(), 0.0, &mut self.rng)
+            .ok()
+            .and_then(|t| parse_keypoints(&t, &self.grid).ok())
+            .map(|truth| {
+                serde_json::json!({
+                    "keypoints": { "affordance": truth.affordance, "waypoints": truth.waypoints },
+                    "image": [frame.width, frame.height],
+                })
+            });
         let request = Request {
             id: episode,
             query: Query::Keypoints {
@@ -221,12 +232,12 @@ impl KeypointHook {
                 grid: self.grid,
                 instruction: self.instruction.clone(),
             },
-            hint: Some(hint),
+            hint,
         };
         self.client
             .submit(request)
             .map_err(|_| "the VLM client's queue is full".to_owned())?;
-        Ok(Scene::capture(env, self.frame.clone()))
+        Ok(scene)
     }
 }
 

@@ -401,6 +401,12 @@ impl<R: Robot> Runtime<R> {
     /// starts from the measured state.
     pub fn begin_episode(&mut self) -> Result<(), RobotError> {
         self.robot.read_state(&mut self.state)?;
+        // The episode's first observation, for whoever looks before the first policy step (a
+        // reward source asking its question at the start).
+        self.obs.robot = self.state;
+        self.robot.read_scene(&mut self.obs);
+        self.obs.step = 0;
+        self.obs.rebuild_flat();
         self.restart_mapper();
         self.composer = Composer::new(
             self.cfg.residual_scale,

@@ -9,6 +9,7 @@ use crate::error::SimError;
 use crate::world::{World, SEG_NONE};
 use nalgebra::{Isometry3, Matrix3, Point3, Rotation3, UnitQuaternion, Vector3};
 use rapier3d::prelude::*;
+pub use reflex_core::{look_at, Frame, Intrinsics};
 use std::path::Path;
 
 /// Where a camera is mounted.
@@ -26,19 +27,6 @@ pub enum Mount {
         /// Camera centre in the hand frame, metres.
         offset_m: [f64; 3],
     },
-}
-
-/// Pinhole intrinsics in pixels.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Intrinsics {
-    /// Focal length along x, pixels.
-    pub fx: f64,
-    /// Focal length along y, pixels.
-    pub fy: f64,
-    /// Principal point x, pixels.
-    pub cx: f64,
-    /// Principal point y, pixels.
-    pub cy: f64,
 }
 
 /// A camera: mount, resolution and field of view.
@@ -90,13 +78,7 @@ impl Camera {
 
     /// Pinhole intrinsics for this resolution and field of view (square pixels).
     pub fn intrinsics(&self) -> Intrinsics {
-        let fy = 0.5 * self.height as f64 / (0.5 * self.fov_y_deg.to_radians()).tan();
-        Intrinsics {
-            fx: fy,
-            fy,
-            cx: 0.5 * self.width as f64,
-            cy: 0.5 * self.height as f64,
-        }
+        Intrinsics::from_fov(self.width, self.height, self.fov_y_deg)
     }
 
     /// Camera pose in the world (camera frame: x right, y down, z forward).
@@ -124,52 +106,39 @@ impl Camera {
     }
 }
 
-/// Camera pose at `eye` looking at `target`, with `up` projected to image up (-y).
-pub fn look_at(eye: Point3<f64>, target: Point3<f64>, up: Vector3<f64>) -> Isometry3<f64> {
-    let z = (target - eye).normalize();
-    let mut x = z.cross(&up);
-    if x.norm() < 1e-9 {
-        x = z.cross(&Vector3::x());
-    }
-    let x = x.normalize();
-    let y = z.cross(&x);
-    let r = Matrix3::from_columns(&[x, y, z]);
-    Isometry3::from_parts(
-        eye.coords.into(),
-        UnitQuaternion::from_rotation_matrix(&Rotation3::from_matrix_unchecked(r)),
-    )
-}
-
-/// One rendered frame. Buffers are allocated once and refilled by [`render`].
-#[derive(Clone, Debug)]
-pub struct Frame {
-    /// Width, pixels.
-    pub width: usize,
-    /// Height, pixels.
-    pub height: usize,
-    /// RGB, row-major, 3 bytes per pixel.
-    pub rgb: Vec<u8>,
-    /// Depth along the optical axis, metres; 0 = no return.
-    pub depth_m: Vec<f32>,
-    /// Segmentation id per pixel (index into `World::seg`); 0 = nothing.
-    pub segmentation: Vec<u16>,
-    /// Intrinsics used for this frame.
-    pub intrinsics: Intrinsics,
-    /// Camera pose in the world when rendered.
-    pub pose: Isometry3<f64>,
-    /// What fixed bodies look like from a fixed camera, reused while world and camera stay.
-    static_layer: Option<StaticLayer>,
-    /// Scratch: pixels a moving body may cover this frame.
-    dynamic_mask: Vec<bool>,
-}
-
-/// The image of the fixed bodies alone, for one world and one camera pose.
+/// The image of the fixed bodies alone, for one world and one camera pose: what a fixed camera
+/// reuses while world and camera stay. A world keeps the last few ([`RenderCache`]).
 #[derive(Clone, Debug)]
 struct StaticLayer {
     key: LayerKey,
     rgb: Vec<u8>,
     depth_m: Vec<f32>,
     segmentation: Vec<u16>,
+}
+
+/// The static layers a world has rendered lately, newest last (a few cameras and sizes).
+#[derive(Debug, Default)]
+pub struct RenderCache {
+    layers: std::sync::Mutex<Vec<std::sync::Arc<StaticLayer>>>,
+}
+
+/// Static layers a world keeps.
+const CACHED_LAYERS: usize = 4;
+
+impl RenderCache {
+    fn get(&self, key: &LayerKey) -> Option<std::sync::Arc<StaticLayer>> {
+        let layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+        layers.iter().rev().find(|l| l.key == *key).cloned()
+    }
+
+    fn put(&self, layer: std::sync::Arc<StaticLayer>) {
+        let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+        layers.retain(|l| l.key != layer.key);
+        if layers.len() >= CACHED_LAYERS {
+            layers.remove(0);
+        }
+        layers.push(layer);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -181,68 +150,49 @@ struct LayerKey {
     max_range_m: f64,
 }
 
-impl Frame {
-    /// Buffers for a `width` x `height` frame.
-    pub fn new(width: usize, height: usize) -> Self {
-        Self {
-            width,
-            height,
-            rgb: vec![0; width * height * 3],
-            depth_m: vec![0.0; width * height],
-            segmentation: vec![SEG_NONE; width * height],
-            intrinsics: Intrinsics {
-                fx: 1.0,
-                fy: 1.0,
-                cx: 0.0,
-                cy: 0.0,
-            },
-            pose: Isometry3::identity(),
-            static_layer: None,
-            dynamic_mask: vec![false; width * height],
-        }
-    }
-
-    /// Writes `<stem>_rgb.png`, `<stem>_depth.png` (16-bit, millimetres) and `<stem>_seg.png`
-    /// (16-bit ids).
-    pub fn save_png(&self, dir: &Path, stem: &str) -> Result<(), SimError> {
-        let w = self.width as u32;
-        let h = self.height as u32;
-        let save = |name: String, result: Result<(), image::ImageError>| {
-            result.map_err(|e| SimError::Image {
-                path: dir.join(name),
-                message: e.to_string(),
-            })
-        };
-        let rgb_path = dir.join(format!("{stem}_rgb.png"));
-        let img =
-            image::RgbImage::from_raw(w, h, self.rgb.clone()).ok_or_else(|| SimError::Image {
-                path: rgb_path.clone(),
-                message: "buffer size does not match the frame size".into(),
-            })?;
-        save(format!("{stem}_rgb.png"), img.save(&rgb_path))?;
-        let depth_mm: Vec<u16> = self
-            .depth_m
-            .iter()
-            .map(|d| (d * 1000.0).round().clamp(0.0, 65535.0) as u16)
-            .collect();
-        let depth_path = dir.join(format!("{stem}_depth.png"));
-        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, depth_mm).ok_or_else(
-            || SimError::Image {
+/// Writes `<stem>_rgb.png`, `<stem>_depth.png` (16-bit, millimetres) and, when the frame has
+/// segmentation, `<stem>_seg.png` (16-bit ids).
+pub fn save_png(frame: &Frame, dir: &Path, stem: &str) -> Result<(), SimError> {
+    let w = frame.width as u32;
+    let h = frame.height as u32;
+    let save = |name: String, result: Result<(), image::ImageError>| {
+        result.map_err(|e| SimError::Image {
+            path: dir.join(name),
+            message: e.to_string(),
+        })
+    };
+    let rgb_path = dir.join(format!("{stem}_rgb.png"));
+    let img =
+        image::RgbImage::from_raw(w, h, frame.rgb.clone()).ok_or_else(|| SimError::Image {
+            path: rgb_path.clone(),
+            message: "buffer size does not match the frame size".into(),
+        })?;
+    save(format!("{stem}_rgb.png"), img.save(&rgb_path))?;
+    let depth_mm: Vec<u16> = frame
+        .depth_m
+        .iter()
+        .map(|d| (d * 1000.0).round().clamp(0.0, 65535.0) as u16)
+        .collect();
+    let depth_path = dir.join(format!("{stem}_depth.png"));
+    let img =
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, depth_mm).ok_or_else(|| {
+            SimError::Image {
                 path: depth_path.clone(),
                 message: "buffer size does not match the frame size".into(),
-            },
-        )?;
-        save(format!("{stem}_depth.png"), img.save(&depth_path))?;
-        let seg_path = dir.join(format!("{stem}_seg.png"));
-        let img =
-            image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, self.segmentation.clone())
-                .ok_or_else(|| SimError::Image {
-                    path: seg_path.clone(),
-                    message: "buffer size does not match the frame size".into(),
-                })?;
-        save(format!("{stem}_seg.png"), img.save(&seg_path))?;
-        Ok(())
+            }
+        })?;
+    save(format!("{stem}_depth.png"), img.save(&depth_path))?;
+    if frame.segmentation.len() != frame.width * frame.height {
+        return Ok(());
     }
+    let seg_path = dir.join(format!("{stem}_seg.png"));
+    let img = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, frame.segmentation.clone())
+        .ok_or_else(|| SimError::Image {
+            path: seg_path.clone(),
+            message: "buffer size does not match the frame size".into(),
+        })?;
+    save(format!("{stem}_seg.png"), img.save(&seg_path))?;
+    Ok(())
 }
 
 /// Fills one image row: (row index, RGB, depth, segmentation).
@@ -348,6 +298,9 @@ fn render_with(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool
     if frame.width != camera.width || frame.height != camera.height {
         *frame = Frame::new(camera.width, camera.height);
     }
+    frame
+        .segmentation
+        .resize(camera.width * camera.height, SEG_NONE);
     let k = camera.intrinsics();
     let pose = camera.pose(world);
     frame.intrinsics = k;
@@ -374,8 +327,6 @@ fn render_with(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool
         rgb,
         depth_m,
         segmentation,
-        static_layer,
-        dynamic_mask,
         ..
     } = frame;
     let rows = |rgb: &mut [u8], depth: &mut [f32], seg: &mut [u16], split: usize, f: &RowFn| {
@@ -439,28 +390,38 @@ fn render_with(camera: &Camera, world: &World, frame: &mut Frame, parallel: bool
         size: (camera.width, camera.height),
         max_range_m: camera.max_range_m,
     };
-    if static_layer.as_ref().is_none_or(|l| l.key != key) {
-        let n = camera.width * camera.height;
-        let mut layer = StaticLayer {
-            key,
-            rgb: vec![0; 3 * n],
-            depth_m: vec![0.0; n],
-            segmentation: vec![SEG_NONE; n],
-        };
-        rows(
-            &mut layer.rgb,
-            &mut layer.depth_m,
-            &mut layer.segmentation,
-            camera.height / 2,
-            &|v, r, d, s| rays.full_row(v, QueryFilter::exclude_dynamic, r, d, s),
-        );
-        *static_layer = Some(layer);
-    }
-    let Some(layer) = static_layer.as_ref() else {
-        return;
+    let layer = match world.render_cache.get(&key) {
+        Some(layer) => layer,
+        None => {
+            let n = camera.width * camera.height;
+            let mut layer = StaticLayer {
+                key,
+                rgb: vec![0; 3 * n],
+                depth_m: vec![0.0; n],
+                segmentation: vec![SEG_NONE; n],
+            };
+            rows(
+                &mut layer.rgb,
+                &mut layer.depth_m,
+                &mut layer.segmentation,
+                camera.height / 2,
+                &|v, r, d, s| rays.full_row(v, QueryFilter::exclude_dynamic, r, d, s),
+            );
+            let layer = std::sync::Arc::new(layer);
+            world.render_cache.put(layer.clone());
+            layer
+        }
     };
-    mark_moving_bodies(world, &pose, &k, camera.width, camera.height, dynamic_mask);
-    let mask: &[bool] = dynamic_mask;
+    let mut dynamic_mask = Vec::new();
+    mark_moving_bodies(
+        world,
+        &pose,
+        &k,
+        camera.width,
+        camera.height,
+        &mut dynamic_mask,
+    );
+    let mask: &[bool] = &dynamic_mask;
     // Split the rows where half of the rays to cast lie above: the work is in the masked pixels.
     let total = mask.iter().filter(|m| **m).count();
     let mut seen = 0;

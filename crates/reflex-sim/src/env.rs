@@ -619,3 +619,51 @@ impl From<&Step> for Outcome {
         }
     }
 }
+
+/// The cameras a simulated scene offers, by name.
+pub const CAMERAS: [&str; 2] = ["front", "wrist"];
+
+impl reflex_core::SceneView for Env {
+    fn cameras(&self) -> Vec<String> {
+        CAMERAS.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    fn render(&self, camera: &str, frame: &mut Frame) -> Result<(), reflex_core::SceneError> {
+        let (w, h) = (frame.width, frame.height);
+        let cam = match camera {
+            "front" => Camera::front(w, h),
+            "wrist" => Camera::wrist(w, h),
+            _ => {
+                return Err(reflex_core::SceneError::UnknownCamera {
+                    camera: camera.to_owned(),
+                    available: self.cameras(),
+                })
+            }
+        };
+        if w == 0 || h == 0 {
+            return Err(reflex_core::SceneError::Failed {
+                camera: camera.to_owned(),
+                message: format!("cannot render a {w}x{h} frame"),
+            });
+        }
+        Env::render(self, &cam, frame, false);
+        frame.stamp_ns = (self.sim_time_s * 1e9) as u64;
+        Ok(())
+    }
+
+    fn objects(&self, out: &mut Vec<reflex_core::TrackedObject>) {
+        out.clear();
+        for (spec, &body) in self.task.objects.iter().zip(&self.world.objects) {
+            let (p, q) = self.world.body_pose(body);
+            out.push(reflex_core::TrackedObject {
+                name: spec.name.clone(),
+                pose: Pose {
+                    position_m: p,
+                    quat_xyzw: q,
+                }
+                .to_isometry(),
+                half_extents_m: spec.shape.half_extents_m(),
+            });
+        }
+    }
+}

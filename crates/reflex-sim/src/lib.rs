@@ -8,6 +8,8 @@
 //! - [`task`]: the task-file schema and its validation (errors name file and field).
 //! - [`world`]: building the rapier world; the arm's motors and joint read-out.
 //! - [`camera`]: RGB, depth and segmentation by ray casting through rapier's query pipeline.
+//!   [`Env`] and [`SimRobot`] implement `reflex_core::SceneView` (cameras `front` and `wrist`,
+//!   the task's objects as a tracker would report them), which is all reward sources see.
 //! - [`env`] / [`vec_env`]: `reset(seed)` / `step(action)`, one or many environments.
 //! - [`expert`]: scripted experts for demonstrations.
 //! - [`sim_robot`]: [`SimRobot`], the simulator behind the `Robot` trait, for the runtime's
@@ -39,17 +41,18 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod camera;
+/// The seeded generator (it lives in `reflex-core`, shared by every layer).
+pub use reflex_core::rng;
 pub mod env;
 mod error;
 pub mod expert;
 pub mod reward;
-pub mod rng;
 pub mod sim_robot;
 pub mod task;
 pub mod vec_env;
 pub mod world;
 
-pub use camera::{Camera, Frame, Intrinsics, Mount};
+pub use camera::{save_png, Camera, Frame, Intrinsics, Mount};
 pub use env::{Env, Step, StepInfo, Termination};
 pub use error::SimError;
 pub use expert::{noisy_expert_episodes, ScriptedExpert};

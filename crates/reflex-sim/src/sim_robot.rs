@@ -111,3 +111,21 @@ impl Robot for SimRobot {
         outcome
     }
 }
+
+impl reflex_core::SceneView for SimRobot {
+    fn cameras(&self) -> Vec<String> {
+        self.env().cameras()
+    }
+
+    fn render(
+        &self,
+        camera: &str,
+        frame: &mut reflex_core::Frame,
+    ) -> Result<(), reflex_core::SceneError> {
+        reflex_core::SceneView::render(self.env(), camera, frame)
+    }
+
+    fn objects(&self, out: &mut Vec<reflex_core::TrackedObject>) {
+        self.env().objects(out)
+    }
+}

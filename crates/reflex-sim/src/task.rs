@@ -182,6 +182,18 @@ impl ShapeSpec {
         }
     }
 
+    /// Half side lengths of the shape's bounding box in its own frame, metres.
+    pub fn half_extents_m(&self) -> [f64; 3] {
+        match self {
+            ShapeSpec::Box { size_m }
+            | ShapeSpec::HoleBlock {
+                outer_m: size_m, ..
+            } => size_m.map(|v| v / 2.0),
+            ShapeSpec::Cylinder { radius_m, height_m } => [*radius_m, *radius_m, height_m / 2.0],
+            ShapeSpec::Sphere { radius_m } => [*radius_m; 3],
+        }
+    }
+
     /// Radius of a vertical cylinder that contains the shape, metres (for placement spacing).
     pub fn footprint_radius_m(&self) -> f64 {
         match self {

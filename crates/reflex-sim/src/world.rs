@@ -196,6 +196,8 @@ pub struct World {
     pub objects: Vec<RigidBodyHandle>,
     /// Segmentation table: index = id stored in each collider's user data.
     pub seg: Vec<SegEntry>,
+    /// Images of the fixed bodies that world-mounted cameras reuse.
+    pub render_cache: crate::camera::RenderCache,
 }
 
 fn link_color(name: &str) -> [f32; 3] {
@@ -366,6 +368,7 @@ impl World {
             hand_body,
             objects,
             seg,
+            render_cache: Default::default(),
         };
         world.configure_motors(task, model);
         world.set_configuration(&placement.joint_pos_rad, task.arm.initial_gripper_width_m);

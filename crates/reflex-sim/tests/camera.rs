@@ -112,7 +112,7 @@ fn parallel_and_serial_rendering_agree_and_png_export_works() {
     assert_eq!(a.segmentation, b.segmentation);
     let dir = std::env::temp_dir().join(format!("reflex-cam-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    a.save_png(&dir, "front").unwrap();
+    reflex_sim::save_png(&a, &dir, "front").unwrap();
     let img = image::open(dir.join("front_rgb.png")).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (96, 72));
     assert_eq!(img.as_raw(), &a.rgb);

@@ -1,7 +1,8 @@
 //! End-to-end checks of the learning stack through the runtime and the simulator.
 
+use reflex_jobs::arms::{runtime, SimArms};
+use reflex_jobs::train::{run_episodes, train, TrainConfig};
 use reflex_learn::sac::{Agent, AgentConfig};
-use reflex_learn::train::{run_episodes, sim_runtime, train, TrainConfig};
 use reflex_runtime::{Mlp, NetPolicy, ResidualPolicy, WeightsSlot};
 use reflex_sim::{Env, ScriptedExpert, Task};
 use std::sync::atomic::AtomicBool;
@@ -17,7 +18,8 @@ fn a_zero_initialised_residual_leaves_the_base_unchanged() {
     let act_dim = task.action_space.dim();
     // A base cloned from two expert episodes (any fixed network would do).
     let expert = ScriptedExpert::new(&task, env.model());
-    let mut rt = sim_runtime(&task, 500.0, 0, Box::new(expert), None, 0.3).unwrap();
+    let arms = SimArms::new(task.clone(), 500.0);
+    let mut rt = runtime(&arms, 0, Box::new(expert), None, 0.3).unwrap();
     let (_, demos) = run_episodes(&mut rt, [11u64, 12].into_iter(), true).unwrap();
     let obs: Vec<f32> = demos
         .iter()
@@ -47,7 +49,7 @@ fn a_zero_initialised_residual_leaves_the_base_unchanged() {
             )
             .unwrap()
         });
-        let mut rt = sim_runtime(&task, 500.0, 0, Box::new(base_policy), res, 0.3).unwrap();
+        let mut rt = runtime(&arms, 0, Box::new(base_policy), res, 0.3).unwrap();
         run_episodes(&mut rt, [21u64, 22].into_iter(), true).unwrap()
     };
     let (with_r, with_t) = run(true);

@@ -2,26 +2,18 @@
 //! the same `Robot` seam, action mapper and safety filter a real arm gets, and succeeds.
 
 use reflex_core::{ArmModel, Policy};
+use reflex_jobs::arms::{runtime_config, Arms, SimArms};
 use reflex_runtime::{EStop, Runtime, RuntimeConfig};
-use reflex_sim::{Env, ScriptedExpert, SimRobot, Task, Termination};
+use reflex_sim::{ScriptedExpert, SimRobot, Task, Termination};
 
 fn runtime_for(task_name: &str, rate_hz: f64, seed: u64) -> Runtime<SimRobot> {
     let task = Task::load(task_name).unwrap();
-    let mut env = Env::new(task.clone()).unwrap();
-    env.reset(seed).unwrap();
-    let model: ArmModel = env.model().clone();
+    let arms = SimArms::new(task.clone(), rate_hz);
+    let (robot, model): (SimRobot, ArmModel) = arms.make(seed).unwrap();
     let expert: Box<dyn Policy + Send> = Box::new(ScriptedExpert::new(&task, &model));
-    let robot = SimRobot::new(env, rate_hz).unwrap();
     let cfg = RuntimeConfig {
         transition_capacity: 1024,
-        ..RuntimeConfig::new(
-            rate_hz,
-            task.control_rate_hz,
-            task.action_space,
-            task.control.clone(),
-            task.arm.initial_joint_pos_rad,
-            task.safety_limits(&model),
-        )
+        ..runtime_config(&task, &model, rate_hz, 0.3)
     };
     Runtime::new(robot, cfg, model, expert, None, EStop::new()).unwrap()
 }

@@ -28,7 +28,7 @@ fn setup(
     let task = Task::load("pick_cube").unwrap();
     let mut cfg = KeypointStageConfig::default();
     tweak(&mut cfg);
-    let plugin = keypoint_plugin(&task, Arc::new(client), cfg).unwrap();
+    let plugin = keypoint_plugin(&task.instruction, Arc::new(client), cfg).unwrap();
     (server, Env::new(task).unwrap(), plugin)
 }
 
@@ -105,7 +105,7 @@ fn late_answers_reward_their_own_episode() {
     let mut out = Vec::new();
     for ep in 0..3u64 {
         env.reset(10 + ep).unwrap();
-        plugin.hook.episode_started(ep, &env);
+        plugin.hook.episode_started(ep, env.observation(), &env);
         expected.push(expected_reach(&env));
         for t in transitions(&env, ep, 5) {
             plugin.stage.take(t, &mut |t| out.push(t));
@@ -157,7 +157,7 @@ fn failed_answers_drop_their_episode() {
     let mut out = Vec::new();
     for ep in 0..2u64 {
         env.reset(ep).unwrap();
-        plugin.hook.episode_started(ep, &env);
+        plugin.hook.episode_started(ep, env.observation(), &env);
         for t in transitions(&env, ep, 4) {
             plugin.stage.take(t, &mut |t| out.push(t));
         }
@@ -183,7 +183,7 @@ fn an_answer_after_the_wait_limit_is_ignored() {
         |c| c.max_wait_s = 0.2,
     );
     env.reset(3).unwrap();
-    plugin.hook.episode_started(0, &env);
+    plugin.hook.episode_started(0, env.observation(), &env);
     let mut out = Vec::new();
     for t in transitions(&env, 0, 6) {
         plugin.stage.take(t, &mut |t| out.push(t));

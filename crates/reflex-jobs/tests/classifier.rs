@@ -2,7 +2,8 @@
 //! rest on episodes it never saw, survives a save and load unchanged, and refuses damaged
 //! files naming them.
 
-use reflex_classifier::{collect_frames, train, Classifier, ClassifierConfig};
+use reflex_classifier::{train, Classifier, ClassifierConfig};
+use reflex_jobs::classifier::collect_frames;
 use reflex_sim::Task;
 
 /// 30 noisy-expert episodes train it (a short schedule: the CLI's default trains longer, to 95%

@@ -9,11 +9,11 @@
 //! ensemble in rounds, and after each round the ensemble's reward is compared with true
 //! progress on frames from other episodes (Spearman's rank correlation).
 
-use crate::parse::Preference;
-use crate::preference::{spearman, LabelledPair, PreferenceConfig, PreferenceModel};
-use crate::vlm::{Answer, Png, Query, Request, VlmClient, VlmCounters};
-use reflex_sim::rng::Rng;
-use reflex_sim::{noisy_expert_episodes, Camera, Frame, Task};
+use reflex_core::{Frame, Rng};
+use reflex_reward::parse::Preference;
+use reflex_reward::preference::{spearman, LabelledPair, PreferenceConfig, PreferenceModel};
+use reflex_reward::vlm::{Answer, Png, Query, Request, VlmClient, VlmCounters};
+use reflex_sim::{noisy_expert_episodes, Camera, Task};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -250,7 +250,9 @@ pub fn run_preference(
                     });
                 }
                 Ok(_) => failed += 1,
-                Err(crate::vlm::VlmError::Parse(crate::parse::ParseError::Unsure)) => unsure += 1,
+                Err(reflex_reward::vlm::VlmError::Parse(
+                    reflex_reward::parse::ParseError::Unsure,
+                )) => unsure += 1,
                 Err(_) => failed += 1,
             }
         }

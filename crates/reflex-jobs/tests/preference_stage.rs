@@ -4,13 +4,13 @@
 //! task's progress. With a server that only fails, nothing is labelled, no potential appears,
 //! and transitions still pass with their sparse reward.
 
+use reflex_core::Rng;
 use reflex_core::{Outcome, RewardTerms, Transition};
 use reflex_learn::stage::RewardPlugin;
 use reflex_reward::oracle::{Oracle, OracleConfig};
 use reflex_reward::preference::spearman;
 use reflex_reward::preference_training::{preference_plugin, PreferenceStageConfig};
 use reflex_reward::vlm::{VlmClient, VlmConfig};
-use reflex_sim::rng::Rng;
 use reflex_sim::{noisy_expert_episodes, Task};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ fn setup(oracle: OracleConfig) -> (Oracle, RewardPlugin) {
         ..Default::default()
     };
     let task = Task::load("pick_cube").unwrap();
-    let plugin = preference_plugin(&task, Arc::new(client), cfg).unwrap();
+    let plugin = preference_plugin(&task.instruction, Arc::new(client), cfg).unwrap();
     (server, plugin)
 }
 
@@ -60,7 +60,9 @@ fn drive(plugin: &mut RewardPlugin) -> (Vec<f32>, Vec<f64>, usize) {
             terminated: s.terminated,
             truncated: s.truncated,
         };
-        plugin.hook.step_judged(ep as u64, step, &outcome, env);
+        plugin
+            .hook
+            .step_judged(ep as u64, step, &outcome, &s.obs, env);
         let mut t = Transition::empty(task.action_space);
         t.episode = ep as u64;
         t.step = step;

@@ -1,8 +1,8 @@
 //! A preference reward model learned from oracle labels over real HTTP on loopback ranks
 //! held-out simulated frames by true progress.
 
+use reflex_jobs::preference::{run_preference, PreferenceRunConfig};
 use reflex_reward::oracle::{Oracle, OracleConfig};
-use reflex_reward::preference_run::{run_preference, PreferenceRunConfig};
 use reflex_reward::vlm::{VlmClient, VlmConfig};
 
 /// 400 labels on the frames of 12 noisy expert episodes: the model ranks 4 other episodes'

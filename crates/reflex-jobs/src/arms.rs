@@ -1,0 +1,118 @@
+//! The one builder of runtimes: every job (demonstrations, training, evaluation, `reflex run`,
+//! benchmarks) gets its arm and its runtime configuration from here.
+//!
+//! An [`Arms`] makes the robots a job drives. [`SimArms`] makes simulated ones; anything that
+//! implements `Robot + SceneView + SceneReset` can stand in (a test drives training through a
+//! wrapper that hides the simulator behind those traits), so the jobs never reach past the
+//! traits into the simulator.
+
+use reflex_core::{ArmModel, Observation, Policy, Robot, SceneReset, SceneView};
+use reflex_runtime::{EStop, ResidualPolicy, Runtime, RuntimeConfig};
+use reflex_sim::{Env, SimRobot, Task};
+
+/// Why a runtime could not be built; names the part.
+#[derive(Debug, thiserror::Error)]
+pub enum ArmsError {
+    /// The robot (or the simulator behind it) failed.
+    #[error("robot: {0}")]
+    Robot(String),
+    /// The runtime refused its configuration or policies.
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+/// Makes the robots of a job.
+pub trait Arms {
+    /// The robot type.
+    type Robot: Robot + SceneView + SceneReset + 'static;
+
+    /// The task the robots are set up for.
+    fn task(&self) -> &Task;
+
+    /// Control-loop rate the robots are stepped at, Hz.
+    fn rate_hz(&self) -> f64;
+
+    /// A robot with its scene reset for `seed`, and the arm model its safety filter uses.
+    fn make(&self, seed: u64) -> Result<(Self::Robot, ArmModel), ArmsError>;
+
+    /// Width of the task's flat observation, read from a fresh robot.
+    fn obs_dim(&self) -> Result<usize, ArmsError> {
+        let (mut robot, _) = self.make(0)?;
+        let mut obs = Observation::default();
+        robot
+            .read_state(&mut obs.robot)
+            .map_err(|e| ArmsError::Robot(e.to_string()))?;
+        robot.read_scene(&mut obs);
+        obs.rebuild_flat();
+        Ok(obs.flat.len())
+    }
+}
+
+/// Simulated arms for `task`, stepped at `rate_hz`.
+#[derive(Clone, Debug)]
+pub struct SimArms {
+    task: Task,
+    rate_hz: f64,
+}
+
+impl SimArms {
+    /// Simulated arms for `task` at a `rate_hz` control loop.
+    pub fn new(task: Task, rate_hz: f64) -> Self {
+        Self { task, rate_hz }
+    }
+}
+
+impl Arms for SimArms {
+    type Robot = SimRobot;
+
+    fn task(&self) -> &Task {
+        &self.task
+    }
+
+    fn rate_hz(&self) -> f64 {
+        self.rate_hz
+    }
+
+    fn make(&self, seed: u64) -> Result<(SimRobot, ArmModel), ArmsError> {
+        let sim = |e: reflex_sim::SimError| ArmsError::Robot(format!("simulator: {e}"));
+        let mut env = Env::new(self.task.clone()).map_err(sim)?;
+        env.reset(seed).map_err(sim)?;
+        let model = env.model().clone();
+        Ok((SimRobot::new(env, self.rate_hz).map_err(sim)?, model))
+    }
+}
+
+/// The runtime configuration for `task` on an arm described by `model`: the task's policy
+/// rate, action space, control and limits, a `rate_hz` loop and the residual scale.
+pub fn runtime_config(
+    task: &Task,
+    model: &ArmModel,
+    rate_hz: f64,
+    residual_scale: f32,
+) -> RuntimeConfig {
+    RuntimeConfig {
+        residual_scale,
+        ..RuntimeConfig::new(
+            rate_hz,
+            task.control_rate_hz,
+            task.action_space,
+            task.control.clone(),
+            task.arm.initial_joint_pos_rad,
+            task.safety_limits(model),
+        )
+    }
+}
+
+/// A runtime over a new robot from `arms` (scene reset for `seed`) with these policies.
+pub fn runtime<A: Arms>(
+    arms: &A,
+    seed: u64,
+    base: Box<dyn Policy + Send>,
+    residual: Option<ResidualPolicy>,
+    residual_scale: f32,
+) -> Result<Runtime<A::Robot>, ArmsError> {
+    let (robot, model) = arms.make(seed)?;
+    let cfg = runtime_config(arms.task(), &model, arms.rate_hz(), residual_scale);
+    Runtime::new(robot, cfg, model, base, residual, EStop::new())
+        .map_err(|e| ArmsError::Runtime(e.to_string()))
+}

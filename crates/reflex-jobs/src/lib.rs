@@ -1,0 +1,23 @@
+//! # reflex-jobs
+//!
+//! The jobs Reflex runs, and the only layer that wires a robot (the simulator today, a real arm
+//! through the same traits) to learning and rewards. Everything below it (core, policy runtime,
+//! learner, reward sources, classifier) sees the world through `reflex_core`'s `Robot` and
+//! `SceneView` traits and never depends on the simulator; `reflex-cli` only parses arguments and
+//! calls in here.
+//!
+//! - [`arms`]: the one builder of runtimes ([`arms::Arms`], [`arms::SimArms`],
+//!   [`arms::runtime_config`]).
+//! - [`train`]: `reflex train` (demonstrations, behaviour cloning, residual RL through the
+//!   runtime, evaluation, reports and plots) and `reflex eval`.
+//! - [`rewards`]: the reward source of a run (`[reward]` of its config), built as a
+//!   `reflex_learn::stage` plugin.
+//! - [`preference`]: `reflex preference`, a preference reward model learned from a judge's
+//!   labels on simulated frames and its rank correlation with true progress.
+//! - [`classifier`]: labelled frames from the simulator for `reflex classifier`.
+
+pub mod arms;
+pub mod classifier;
+pub mod preference;
+pub mod rewards;
+pub mod train;

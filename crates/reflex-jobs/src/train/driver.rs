@@ -1,0 +1,538 @@
+//! The training loop: demonstrations, behaviour cloning, the base's evaluation, then the
+//! runtime driven episode after episode while the learner trains, evaluating as it goes.
+
+use super::config::{default_demo_episodes, stage, TrainConfig, TrainError};
+use super::episodes::{brake_to_rest, run_episodes, seeds, success_and_return};
+use super::plot::plot_curves;
+use super::report::{
+    write_atomic, write_metrics, write_progress, EvalRow, Progress, RunState, Summary,
+};
+use super::{INTERRUPT, PROGRESS_EVERY_S};
+use crate::arms::{runtime, Arms, SimArms};
+use reflex_core::{Policy, Robot, SceneReset, SceneView};
+use reflex_learn::bc::behaviour_clone;
+use reflex_learn::learner::Learner;
+use reflex_learn::nn::INPUT_MIN_STD;
+use reflex_learn::replay::Source;
+use reflex_learn::sac::Agent;
+use reflex_learn::stage::{EpisodeHook, RewardPlugin};
+use reflex_learn::store::{load_latest, ReplayLog};
+use reflex_runtime::{Mlp, NetPolicy, ResidualPolicy, Runtime, WeightsSlot};
+use reflex_sim::{ScriptedExpert, Task};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs (or, with `resume`, continues) a training run in `out`.
+pub fn train(
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    progress: impl FnMut(Progress),
+) -> Result<Summary, TrainError> {
+    train_with(cfg, out, resume, None, progress)
+}
+
+/// [`train`] with the rewards of `reward` instead of the task's own: its hook sees every
+/// training episode start, its stage fills in the rewards on the learner thread. Evaluation
+/// still judges the task's own success.
+pub fn train_with(
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    reward: Option<RewardPlugin>,
+    progress: impl FnMut(Progress),
+) -> Result<Summary, TrainError> {
+    cfg.validate().map_err(stage("configuration"))?;
+    let task = Task::load(&cfg.task).map_err(stage("task"))?;
+    let arms = SimArms::new(task, cfg.loop_rate_hz);
+    train_on(&arms, cfg, out, resume, reward, progress)
+}
+
+/// [`train_with`] on the robots `arms` makes (their task and loop rate, not `cfg`'s): the
+/// driver sees them only through `Robot`, `SceneView` and `SceneReset`.
+pub fn train_on<A: Arms>(
+    arms: &A,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    reward: Option<RewardPlugin>,
+    mut progress: impl FnMut(Progress),
+) -> Result<Summary, TrainError> {
+    cfg.validate().map_err(stage("configuration"))?;
+    let started = Instant::now();
+    let task = arms.task();
+    let act_dim = task.action_space.dim();
+    let obs_dim = arms.obs_dim()?;
+    std::fs::create_dir_all(out).map_err(stage("creating the run directory"))?;
+    let state_path = out.join("progress.json");
+    let base_path = out.join("base.safetensors");
+    let resuming = resume && state_path.exists() && base_path.exists();
+    if resume && !resuming {
+        tracing::warn!("nothing to resume in {}: starting a new run", out.display());
+    }
+    let config_text = toml::to_string(cfg).map_err(stage("configuration"))?;
+    write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
+
+    let demo_episodes = if cfg.demo_episodes == 0 {
+        default_demo_episodes(&cfg.task)
+    } else {
+        cfg.demo_episodes
+    };
+    let mut state = RunState {
+        demo_episodes,
+        ..Default::default()
+    };
+    let mut demos = Vec::new();
+    let base_mlp = if resuming {
+        let text = std::fs::read_to_string(&state_path).map_err(stage("progress.json"))?;
+        state = serde_json::from_str(&text)
+            .map_err(|e| stage("progress.json")(format!("{}: {e}", state_path.display())))?;
+        Mlp::load(&base_path).map_err(stage("base policy"))?
+    } else {
+        // Fresh run: clear what a previous run left.
+        for d in ["replay", "checkpoints"] {
+            let _ = std::fs::remove_dir_all(out.join(d));
+        }
+        progress(Progress::Stage("demonstrations"));
+        let expert = ScriptedExpert::new(task, &arms.make(0)?.1);
+        let mut rt = runtime(arms, 0, Box::new(expert), None, cfg.residual_scale)?;
+        let (_, transitions) = run_episodes(&mut rt, seeds(cfg.seed, 1, demo_episodes), true)?;
+        demos = transitions;
+        progress(Progress::Stage("behaviour cloning"));
+        let obs: Vec<f32> = demos
+            .iter()
+            .flat_map(|t| t.obs.as_slice().to_vec())
+            .collect();
+        let act: Vec<f32> = demos
+            .iter()
+            .flat_map(|t| t.action.as_slice().to_vec())
+            .collect();
+        let (mlp, loss) = behaviour_clone(&obs, &act, obs_dim, act_dim, &cfg.bc, cfg.seed);
+        tracing::info!(loss, pairs = demos.len(), "behaviour cloning done");
+        mlp.save(&base_path).map_err(stage("base policy"))?;
+        mlp
+    };
+
+    // Networks shared with the runtimes.
+    let base_slot = WeightsSlot::new(base_mlp.clone());
+    let mut agent = Agent::new(cfg.agent.clone(), obs_dim + act_dim, act_dim, cfg.seed)
+        .with_residual(cfg.residual_scale);
+    let ckpt_dir = out.join("checkpoints");
+    if resuming {
+        let got = load_latest(&ckpt_dir, |c| agent.restore(&c).map(|_| ()))
+            .map_err(stage("checkpoint"))?;
+        match got {
+            Some((_, path)) => tracing::info!("resumed from {}", path.display()),
+            None => tracing::warn!(
+                "no checkpoint in {}: the agent starts afresh",
+                ckpt_dir.display()
+            ),
+        }
+    }
+    let actor_slot = WeightsSlot::new(agent.exploring_actor());
+    let mut learner = Learner::new(
+        agent,
+        cfg.learner.clone(),
+        cfg.residual_scale,
+        base_mlp.clone(),
+        actor_slot.clone(),
+        cfg.seed,
+    );
+    let (log, recovered, recovery) =
+        ReplayLog::open(&out.join("replay"), obs_dim + act_dim, act_dim)
+            .map_err(stage("replay"))?;
+    if recovery.torn_bytes > 0 {
+        tracing::warn!(
+            bytes = recovery.torn_bytes,
+            "replay: a torn tail was dropped"
+        );
+    }
+    if recovery.damaged_records > 0 {
+        tracing::warn!(
+            damaged = recovery.damaged_records,
+            bytes = recovery.skipped_bytes,
+            "replay: damaged records were skipped; every intact record was kept"
+        );
+    }
+    let recovered_records = recovered.len();
+    for step in recovered {
+        learner.restore_step(step);
+    }
+    // Nothing after the restart continues an n-step window from before it.
+    learner.flush_windows();
+    if resuming {
+        tracing::info!(
+            records = recovered_records,
+            env_steps = learner.shared.env_steps.load(Ordering::Relaxed),
+            "resumed the replay"
+        );
+    }
+    learner.persist(log, ckpt_dir);
+    let reward_name = reward
+        .as_ref()
+        .map_or("task".to_owned(), |r| r.name.clone());
+    let mut hook = reward.map(|r| {
+        learner.set_stage(r.stage);
+        r.hook
+    });
+    for t in &demos {
+        // Demonstrations are stored relative to the cloned base, like every other step, and
+        // with the reward the stage gives them (with a reward source, never the task's own).
+        let mut t = *t;
+        t.outcome.reward = learner.demo_reward(&t);
+        let mut aug = Vec::new();
+        learner.augment(t.obs.as_slice(), &mut aug);
+        t.base_action.copy_from(&aug[obs_dim..]);
+        if let Some(step) = learner.step_from(&t, Source::Demo) {
+            learner.add_demo(step).map_err(stage("replay"))?;
+        }
+    }
+    if learner.agent.updates == 0 {
+        learner.fit_normaliser(INPUT_MIN_STD);
+    }
+
+    // Evaluation runtime: base + deterministic residual on the same slots.
+    let eval_flag = Arc::new(AtomicBool::new(false));
+    let net = |slot: &Arc<WeightsSlot>| -> Result<Box<dyn Policy + Send>, TrainError> {
+        Ok(Box::new(
+            NetPolicy::new(slot.clone(), obs_dim, act_dim).map_err(stage("base policy"))?,
+        ))
+    };
+    let residual = |flag: &Arc<AtomicBool>, seed: u64| {
+        ResidualPolicy::tanh_gaussian(actor_slot.clone(), obs_dim, act_dim, flag.clone(), seed)
+            .map_err(stage("residual policy"))
+    };
+    let mut eval_rt = runtime(
+        arms,
+        0,
+        net(&base_slot)?,
+        Some(residual(&eval_flag, 0)?),
+        cfg.residual_scale,
+    )?;
+    let eval_seeds = || seeds(cfg.seed, 2, cfg.eval_episodes);
+    let evaluate = |rt: &mut Runtime<A::Robot>| -> Result<(f64, f64), TrainError> {
+        let (r, _) = run_episodes(rt, eval_seeds(), false)?;
+        Ok(success_and_return(&r))
+    };
+    // The training runtime's episode ids (and seeds) continue across resumes: the replay knows
+    // the last one used.
+    let first_episode = learner.max_online_episode().map_or(1, |m| m + 1);
+    let prior_wall = state.wall_s;
+    let wall = |started: &Instant| prior_wall + started.elapsed().as_secs_f64();
+    if !resuming {
+        progress(Progress::Stage("evaluating the base"));
+        let (success, ret) = evaluate(&mut eval_rt)?;
+        state.base_success_rate = success;
+        let row = EvalRow {
+            env_steps: 0,
+            updates: 0,
+            wall_s: wall(&started),
+            episodes: 0,
+            success_rate: success,
+            mean_return: ret,
+            train_success_rate: None,
+            critic_loss: None,
+            temperature: learner.agent.temperature(),
+            q_mean: None,
+            entropy: None,
+        };
+        state.evals.push(row.clone());
+        progress(Progress::Eval(row));
+    }
+    write_metrics(out, &state)?;
+    write_progress(&state_path, &mut state, &learner.shared)?;
+
+    // Training runtime: base + exploring residual; the learner drains its transitions.
+    let explore = Arc::new(AtomicBool::new(true));
+    let mut rt = runtime(
+        arms,
+        0,
+        net(&base_slot)?,
+        Some(residual(&explore, cfg.seed ^ 0xE)?),
+        cfg.residual_scale,
+    )?;
+    let shared = learner.shared.clone();
+    if resuming {
+        learner.publish();
+    }
+    // `start_episode` opens the next id: begin_episode numbers from the runtime's counter.
+    rt.stats().episodes.store(first_episode, Ordering::Relaxed);
+    let mut running = if cfg.learner.lockstep {
+        Running::Inline(Box::new(learner))
+    } else {
+        Running::Thread(learner.spawn(rt.transitions().clone()))
+    };
+    progress(Progress::Stage("training"));
+    let budget = Duration::from_secs_f64(cfg.minutes * 60.0);
+    let budget_s = budget.as_secs_f64();
+    let utd = cfg.learner.utd as f64;
+    let slack = (utd * 20.0) as u64;
+    let mut train_seeds = seeds(cfg.seed, 3, usize::MAX).skip(first_episode as usize);
+    let mut recent: VecDeque<bool> = VecDeque::new();
+    let mut last_eval_steps = state.evals.last().map_or(0, |r| r.env_steps);
+    let mut episodes = state.episodes;
+    let mut last_report = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut stop_reason = "time budget";
+    let mut ret_success = false;
+    let tick_stats = rt.stats().clone();
+    let period_ns = (1e9 / cfg.loop_rate_hz) as u64;
+    let mut episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+    let mut step_id = 0u64;
+    let result: Result<(), TrainError> = (|| {
+        loop {
+            if INTERRUPT.load(Ordering::Relaxed) {
+                // Brake to a stop before anything else: the e-stop aborts the episode.
+                brake_to_rest(&mut rt);
+                stop_reason = "interrupted";
+                return Ok(());
+            }
+            let t0 = Instant::now();
+            let rep = rt.tick();
+            tick_stats
+                .timing
+                .compute
+                .record(t0.elapsed().as_nanos() as u64);
+            if let (Some(outcome), Some(h)) = (&rep.outcome, &mut hook) {
+                h.step_judged(episode_id, step_id, outcome, rt.observation(), rt.robot());
+            }
+            if let Running::Inline(learner) = &mut running {
+                learner.drain(rt.transitions()).map_err(stage("replay"))?;
+                while learner.try_update() {}
+            }
+            if rep.outcome.is_some() {
+                step_id += 1;
+                // Hold the simulator while the learner is behind its update-to-data ratio.
+                loop {
+                    let steps = shared.env_steps.load(Ordering::Relaxed);
+                    let ups = shared.updates.load(Ordering::Relaxed);
+                    let learning = shared.learning.load(Ordering::Acquire);
+                    if !learning || ups + slack >= (steps as f64 * utd) as u64 {
+                        break;
+                    }
+                    if started.elapsed() >= budget
+                        || running.finished()
+                        || INTERRUPT.load(Ordering::Relaxed)
+                    {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                ret_success |= rep.outcome.is_some_and(|o| o.success);
+            }
+            if rep.episode_done {
+                episodes += 1;
+                recent.push_back(ret_success);
+                if recent.len() > 20 {
+                    recent.pop_front();
+                }
+                ret_success = false;
+                let steps = shared.env_steps.load(Ordering::Relaxed);
+                if steps >= last_eval_steps + cfg.eval_every {
+                    // Let the learner take in the last steps, then evaluate without updates.
+                    std::thread::sleep(Duration::from_millis(2));
+                    shared.paused.store(true, Ordering::Release);
+                    let result = match evaluate(&mut eval_rt) {
+                        Ok(r) => r,
+                        Err(TrainError::Interrupted) => {
+                            shared.paused.store(false, Ordering::Release);
+                            stop_reason = "interrupted";
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    shared.paused.store(false, Ordering::Release);
+                    let success = result.0;
+                    let last = shared.last.lock().map(|l| *l).unwrap_or_default();
+                    let row = EvalRow::trained(
+                        steps,
+                        shared.updates.load(Ordering::Relaxed),
+                        wall(&started),
+                        episodes,
+                        result,
+                        &recent,
+                        &last,
+                    );
+                    last_eval_steps = steps;
+                    if success >= cfg.target_success && state.steps_to_target.is_none() {
+                        state.steps_to_target = Some(steps);
+                        state.minutes_to_target = Some(row.wall_s / 60.0);
+                    }
+                    state.evals.push(row.clone());
+                    state.episodes = episodes;
+                    state.wall_s = wall(&started);
+                    write_metrics(out, &state)?;
+                    write_progress(&state_path, &mut state, &shared)?;
+                    last_progress = Instant::now();
+                    progress(Progress::Eval(row));
+                    if success >= cfg.target_success {
+                        stop_reason = "target success reached";
+                        return Ok(());
+                    }
+                }
+                if cfg.max_env_steps > 0 && steps >= cfg.max_env_steps {
+                    stop_reason = "step budget";
+                    return Ok(());
+                }
+                if started.elapsed() >= budget {
+                    return Ok(());
+                }
+                if running.finished() {
+                    stop_reason = "learner stopped";
+                    return Ok(());
+                }
+                episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+                step_id = 0;
+            }
+            if last_progress.elapsed().as_secs_f64() > PROGRESS_EVERY_S {
+                last_progress = Instant::now();
+                state.episodes = episodes;
+                state.wall_s = wall(&started);
+                write_progress(&state_path, &mut state, &shared)?;
+            }
+            if last_report.elapsed() > Duration::from_millis(250) {
+                last_report = Instant::now();
+                progress(Progress::Training {
+                    env_steps: shared.env_steps.load(Ordering::Relaxed),
+                    updates: shared.updates.load(Ordering::Relaxed),
+                    success: state.evals.last().map(|r| r.success_rate),
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    budget_s,
+                });
+            }
+        }
+    })();
+    shared.stop.store(true, Ordering::Release);
+    let learner = running.stop()?;
+    result?;
+    tracing::info!(reason = stop_reason, "training stopped");
+    let dropped = rt.transitions().stats().dropped;
+    let deadline_misses = tick_stats.timing.compute.count_from(period_ns);
+
+    // The final policy and its evaluation (unless the last evaluation saw these weights).
+    actor_slot
+        .publish(learner.agent.exploring_actor())
+        .map_err(stage("publishing"))?;
+    let env_steps = shared.env_steps.load(Ordering::Relaxed);
+    let interrupted = stop_reason == "interrupted";
+    if !interrupted && state.evals.last().is_none_or(|r| r.env_steps != env_steps) {
+        progress(Progress::Stage("final evaluation"));
+        let result = evaluate(&mut eval_rt)?;
+        let success = result.0;
+        let last = shared.last.lock().map(|l| *l).unwrap_or_default();
+        state.evals.push(EvalRow::trained(
+            env_steps,
+            learner.agent.updates,
+            wall(&started),
+            episodes,
+            result,
+            &recent,
+            &last,
+        ));
+        if success >= cfg.target_success && state.steps_to_target.is_none() {
+            state.steps_to_target = Some(env_steps);
+            state.minutes_to_target = Some(wall(&started) / 60.0);
+        }
+    }
+    learner
+        .agent
+        .deterministic_actor()
+        .save(&out.join("policy.safetensors"))
+        .map_err(stage("policy"))?;
+    state.episodes = episodes;
+    state.wall_s = wall(&started);
+    write_progress(&state_path, &mut state, &learner.shared)?;
+    write_metrics(out, &state)?;
+    if let Err(e) = plot_curves(&out.join("curve.png"), &cfg.task, &state.evals) {
+        tracing::warn!("curve.png not drawn: {e}");
+    }
+    let train_s = (state.wall_s - state.evals.first().map_or(0.0, |r| r.wall_s)).max(1e-9);
+    let summary = Summary {
+        task: cfg.task.clone(),
+        seed: cfg.seed,
+        env_steps,
+        updates: learner.agent.updates,
+        wall_s: state.wall_s,
+        base_success_rate: state.base_success_rate,
+        final_success_rate: state.evals.last().map_or(0.0, |r| r.success_rate),
+        best_success_rate: state
+            .evals
+            .iter()
+            .map(|r| r.success_rate)
+            .fold(0.0, f64::max),
+        steps_to_target: state.steps_to_target,
+        minutes_to_target: state.minutes_to_target,
+        demo_episodes: state.demo_episodes,
+        episodes,
+        updates_per_s: learner.agent.updates as f64 / train_s,
+        env_steps_per_s: env_steps as f64 / train_s,
+        dropped_transitions: dropped,
+        intervened_steps: shared.intervened_steps.load(Ordering::Relaxed),
+        stop_reason: stop_reason.to_owned(),
+        reward: reward_name,
+        deadline_misses,
+        reward_stage: learner.stage_report().map(|mut r| {
+            r["replay_reshapes"] = learner.shared.reshapes.load(Ordering::Relaxed).into();
+            r
+        }),
+        clip_would_bind: shared.clip_would_bind.load(Ordering::Relaxed),
+        interrupted_steps: shared.interrupted.load(Ordering::Relaxed),
+        rollbacks: shared.rollbacks.load(Ordering::Relaxed),
+        replay_records: learner.replay_records(),
+    };
+    let text = serde_json::to_string_pretty(&summary).map_err(stage("summary.json"))?;
+    write_atomic(&out.join("summary.json"), text.as_bytes())?;
+    Ok(summary)
+}
+
+/// Resets the training scene with `seed`, opens the runtime's next episode and tells the
+/// reward hook (if any) about it; returns the episode's id (as its transitions carry it).
+fn start_episode<R: Robot + SceneView + SceneReset>(
+    rt: &mut Runtime<R>,
+    seed: u64,
+    hook: &mut Option<Box<dyn EpisodeHook>>,
+) -> Result<u64, TrainError> {
+    rt.reset_episode(seed).map_err(stage("scene reset"))?;
+    let episode = rt
+        .stats()
+        .episodes
+        .load(Ordering::Relaxed)
+        .saturating_sub(1);
+    if let Some(h) = hook {
+        h.episode_started(episode, rt.observation(), rt.robot());
+    }
+    Ok(episode)
+}
+
+/// The learner during training: on its own thread, or in step with the simulator.
+enum Running {
+    Thread(std::thread::JoinHandle<Result<Learner, reflex_learn::store::StoreError>>),
+    Inline(Box<Learner>),
+}
+
+impl Running {
+    /// Whether the learner thread has ended (it only ends early on an error).
+    fn finished(&self) -> bool {
+        match self {
+            Running::Thread(h) => h.is_finished(),
+            Running::Inline(_) => false,
+        }
+    }
+
+    /// Ends the learner (after its final checkpoint) and hands it back.
+    fn stop(self) -> Result<Learner, TrainError> {
+        match self {
+            Running::Thread(h) => h
+                .join()
+                .map_err(|_| stage("learner")("the learner thread panicked"))?
+                .map_err(stage("learner")),
+            Running::Inline(mut l) => {
+                l.checkpoint().map_err(stage("learner"))?;
+                Ok(*l)
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Whole episodes on a runtime: the demonstrations before training and every evaluation. An
+//! interrupt brakes the arm to rest first.
+
+use super::config::{stage, TrainError};
+use super::{BRAKE_LIMIT_S, INTERRUPT};
+use reflex_core::{Robot, SceneReset, Transition};
+use reflex_runtime::Runtime;
+use std::sync::atomic::Ordering;
+
+/// Per episode (success, return), and the transitions kept.
+pub type EpisodeResults = (Vec<(bool, f64)>, Vec<Transition>);
+
+/// Presses `rt`'s e-stop and ticks until the arm is at rest (at most [`BRAKE_LIMIT_S`]).
+pub fn brake_to_rest<R: Robot>(rt: &mut Runtime<R>) -> bool {
+    rt.estop().press();
+    let max_ticks = (BRAKE_LIMIT_S * rt.config().rate_hz) as u64;
+    let rested = rt.tick_until_at_rest(max_ticks, false);
+    if !rested {
+        tracing::error!("the arm did not come to rest within {BRAKE_LIMIT_S} s of braking");
+    }
+    rested
+}
+
+/// Runs whole episodes on `rt` from seeds `seeds`; returns per-episode (success, return) and
+/// every transition when `keep` (else they are drained and dropped). An interrupt brakes the
+/// arm to rest and returns [`TrainError::Interrupted`].
+pub fn run_episodes<R: Robot + SceneReset>(
+    rt: &mut Runtime<R>,
+    seeds: impl Iterator<Item = u64>,
+    keep: bool,
+) -> Result<EpisodeResults, TrainError> {
+    let mut results = Vec::new();
+    let mut kept = Vec::new();
+    let q = rt.transitions().clone();
+    for seed in seeds {
+        rt.reset_episode(seed).map_err(stage("simulator"))?;
+        let mut ret = 0.0;
+        let mut success = false;
+        loop {
+            if INTERRUPT.load(Ordering::Relaxed) {
+                brake_to_rest(rt);
+                return Err(TrainError::Interrupted);
+            }
+            let rep = rt.tick();
+            if let Some(o) = rep.outcome {
+                if o.has_reward() {
+                    ret += o.reward;
+                }
+                success |= o.success;
+            }
+            while let Some(t) = q.pop() {
+                if keep {
+                    kept.push(t);
+                }
+            }
+            if rep.episode_done {
+                results.push((success, ret));
+                break;
+            }
+        }
+    }
+    Ok((results, kept))
+}
+
+pub(crate) fn seeds(run_seed: u64, stream: u64, n: usize) -> impl Iterator<Item = u64> {
+    let base = run_seed
+        .wrapping_mul(1_000_003)
+        .wrapping_add(stream * 10_000_000);
+    (0..n as u64).map(move |i| base + i)
+}
+
+/// Success rate and mean return of per-episode results.
+pub(crate) fn success_and_return(r: &[(bool, f64)]) -> (f64, f64) {
+    let n = r.len().max(1) as f64;
+    (
+        r.iter().filter(|x| x.0).count() as f64 / n,
+        r.iter().map(|x| x.1).sum::<f64>() / n,
+    )
+}

@@ -1,0 +1,51 @@
+//! The main job: from scripted demonstrations to a behaviour-cloned base to a residual trained
+//! with SAC + RLPD in the simulator, all through the runtime's control loop.
+//!
+//! 1. Demonstrations: the task's scripted expert drives the runtime (`demo_episodes`).
+//! 2. Behaviour cloning of the base from them (a deliberately small budget, so the base is
+//!    imperfect and the residual has something to fix). Saved as `base.safetensors`.
+//! 3. The base is evaluated (the residual starts at exactly zero, so this is the base).
+//! 4. Training: the runtime runs base + exploring residual; the learner thread drains its
+//!    transitions and publishes the actor every `publish_every` updates. The simulator is held
+//!    back when updates fall behind `utd` per step (the control loop itself never waits on the
+//!    learner: the driver simply does not tick). Every `eval_every` steps the deterministic
+//!    policy is evaluated on `eval_episodes` fixed seeds.
+//! 5. Outputs in the run directory: `summary.json`, `metrics.csv`, `curve.png`,
+//!    `base.safetensors`, `policy.safetensors` (the deployed residual, `tanh(mean)`),
+//!    `config.toml`, `progress.json`, `replay/` and `checkpoints/` (for `--resume`).
+
+//!
+//! The job is split by concern: [`config`] (the run's settings and errors), [`episodes`]
+//! (whole episodes for demonstrations and evaluation, braking on interrupt), [`driver`] (the
+//! training loop), [`eval`] (`reflex eval`), [`report`] (`summary.json`, `metrics.csv`,
+//! `progress.json`) and [`plot`] (`curve.png`). Robots come from an [`crate::arms::Arms`]: the
+//! simulator's by default, anything with the same traits otherwise.
+
+pub mod config;
+pub mod driver;
+pub mod episodes;
+pub mod eval;
+pub mod plot;
+pub mod report;
+
+pub use config::{default_demo_episodes, TrainConfig, TrainError};
+pub use driver::{train, train_on, train_with};
+pub use episodes::{brake_to_rest, run_episodes, EpisodeResults};
+pub use eval::evaluate_run;
+pub use report::{EvalRow, Progress, Summary};
+
+use std::sync::atomic::AtomicBool;
+
+/// Set (by a signal handler: the first Ctrl-C, SIGTERM) to stop the running [`train`]: it
+/// presses the e-stop of the runtime that is driving the arm, ticks until the arm is at rest,
+/// and ends the run with `summary.json`, `metrics.csv`, `curve.png`, the policy and the last
+/// checkpoint written (no final evaluation).
+pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// Longest a run waits for the arm to come to rest after its e-stop was pressed, seconds of
+/// loop time.
+pub(crate) const BRAKE_LIMIT_S: f64 = 5.0;
+
+/// Seconds between writes of `progress.json` while training (besides every evaluation): the
+/// replay is synced about this often too, so the file tells how much of it is safe.
+pub(crate) const PROGRESS_EVERY_S: f64 = 1.0;
