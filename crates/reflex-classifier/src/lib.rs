@@ -10,7 +10,7 @@
 //! - [`Classifier`]: the CNN with its input size and threshold; [`train`] fits it with balanced
 //!   batches, [`Classifier::evaluate`] measures accuracy, and it saves to and loads from a
 //!   directory (`classifier.safetensors` + `classifier.json`).
-//! - [`training`]: the classifier as the sparse reward of `reflex train --reward classifier`, a
+//! - [`classifier_stage`]: the classifier as the sparse reward of `reflex train --reward classifier`, a
 //!   `reflex_learn::stage` plugin (a frame per step through the robot's `SceneView` on the
 //!   driver thread, the CNN on the learner thread, joined by episode and step id).
 //!
@@ -19,7 +19,7 @@
 //! control thread (the training hook renders on the driver thread, between ticks). Nothing
 //! here depends on the simulator.
 
-pub mod training;
+pub mod classifier_stage;
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

@@ -50,7 +50,7 @@ pub use robot::{Policy, Robot, RobotError, SceneReset};
 pub use safety::{LimitsError, SafetyLimits};
 pub use scene::{SceneError, SceneView, TrackedObject};
 pub use transition::{
-    combine_success, Interruption, Outcome, RewardTerms, Transition, MAX_REWARD_TERMS,
+    combine_success, FusionRule, Interruption, Outcome, RewardTerms, Transition, MAX_REWARD_TERMS,
 };
 pub use types::{
     Action, ActionSpace, FlatObs, JointCommand, ObjectState, Observation, Pose, RobotState,

@@ -7,14 +7,27 @@ use crate::types::{Action, ActionSpace, FlatObs};
 /// Most named reward terms a task may declare.
 pub const MAX_REWARD_TERMS: usize = 8;
 
-/// The one rule for the sparse success term (task files and learned or VLM rewards alike): the
-/// weighted `dense` terms plus `success`, or, when `overrides` is set and the success term fired,
-/// `success` alone (dense shaping never adds to or takes from a success).
-pub fn combine_success(dense: f64, success: f64, fired: bool, overrides: bool) -> f64 {
-    if overrides && fired {
-        success
-    } else {
-        dense + if overrides { 0.0 } else { success }
+/// How weighted reward terms combine into one scalar: the one rule task files, keypoint, VLM and
+/// learned rewards all use (`fusion = "success_overrides"` or `"sum"` in files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FusionRule {
+    /// Weighted sum of every term.
+    Sum,
+    /// Weighted sum, except that a success term that fired replaces the dense terms (dense
+    /// shaping never adds to or takes from a success).
+    #[default]
+    SuccessOverrides,
+}
+
+/// The one rule for the sparse success term: the weighted `dense` terms plus `success` under
+/// [`FusionRule::Sum`]; under [`FusionRule::SuccessOverrides`], `success` alone when the success
+/// term `fired`, else `dense` alone.
+pub fn combine_success(dense: f64, success: f64, fired: bool, rule: FusionRule) -> f64 {
+    match rule {
+        FusionRule::Sum => dense + success,
+        FusionRule::SuccessOverrides if fired => success,
+        FusionRule::SuccessOverrides => dense,
     }
 }
 

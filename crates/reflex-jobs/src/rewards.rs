@@ -2,12 +2,12 @@
 //! unknown key is refused naming the file and key), the flags that override it, and the
 //! `reflex_learn::stage` plugin built from them.
 
-use reflex_classifier::training::{classifier_plugin, ClassifierStageConfig};
+use reflex_classifier::classifier_stage::{classifier_plugin, ClassifierStageConfig};
 use reflex_classifier::Classifier;
 use reflex_learn::stage::RewardPlugin;
+use reflex_reward::keypoint_stage::{keypoint_plugin, KeypointStageConfig};
 use reflex_reward::oracle::{Oracle, OracleConfig};
-use reflex_reward::preference_training::{preference_plugin, PreferenceStageConfig};
-use reflex_reward::training::{keypoint_plugin, KeypointStageConfig};
+use reflex_reward::preference_stage::{preference_plugin, PreferenceStageConfig};
 use reflex_reward::vlm::{VlmClient, VlmConfig};
 use reflex_sim::Task;
 use serde::{Deserialize, Serialize};

@@ -6,8 +6,8 @@
 use nalgebra::Point3;
 use reflex_core::{Outcome, Transition};
 use reflex_learn::stage::RewardPlugin;
+use reflex_reward::keypoint_stage::{keypoint_plugin, KeypointStageConfig};
 use reflex_reward::oracle::{Oracle, OracleConfig};
-use reflex_reward::training::{keypoint_plugin, KeypointStageConfig};
 use reflex_reward::vlm::{VlmClient, VlmConfig};
 use reflex_sim::{Env, Task};
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use reflex_core::{Outcome, RewardTerms, Transition};
 use reflex_learn::stage::RewardPlugin;
 use reflex_reward::oracle::{Oracle, OracleConfig};
 use reflex_reward::preference::spearman;
-use reflex_reward::preference_training::{preference_plugin, PreferenceStageConfig};
+use reflex_reward::preference_stage::{preference_plugin, PreferenceStageConfig};
 use reflex_reward::vlm::{VlmClient, VlmConfig};
 use reflex_sim::{noisy_expert_episodes, Task};
 use std::sync::Arc;

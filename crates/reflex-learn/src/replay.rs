@@ -9,8 +9,38 @@
 //! online ring in a fixed proportion (RLPD, 50/50 by default).
 
 use crate::rng::Rng;
-use crate::sac::Batch;
 use std::collections::VecDeque;
+
+/// A batch of transitions, row-major.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// Rows.
+    pub size: usize,
+    /// `size x obs_dim`.
+    pub obs: Vec<f32>,
+    /// `size x act_dim`, in [-1, 1].
+    pub act: Vec<f32>,
+    /// n-step discounted reward sums.
+    pub reward: Vec<f32>,
+    /// Discount to apply to the bootstrap value: `gamma^k`, or 0 after a terminal state.
+    pub discount: Vec<f32>,
+    /// `size x obs_dim`: the state `k` steps later.
+    pub next_obs: Vec<f32>,
+}
+
+impl Batch {
+    /// An empty batch of `size` rows.
+    pub fn new(size: usize, obs_dim: usize, act_dim: usize) -> Self {
+        Self {
+            size,
+            obs: vec![0.0; size * obs_dim],
+            act: vec![0.0; size * act_dim],
+            reward: vec![0.0; size],
+            discount: vec![0.0; size],
+            next_obs: vec![0.0; size * obs_dim],
+        }
+    }
+}
 
 /// Where a step came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -23,6 +23,7 @@
 //! The critics of one update run in parallel on rayon's pool (one critic per core).
 
 use crate::nn::{Adam, Net, Normaliser, Tape};
+pub use crate::replay::Batch;
 use crate::rng::Rng;
 use rayon::prelude::*;
 use reflex_runtime::{squash_log_std, Activation, Mlp, LOG_STD_MAX, LOG_STD_MIN};
@@ -155,37 +156,6 @@ impl AgentConfig {
             return bad("actor_delay", "must be at least 1".into());
         }
         Ok(())
-    }
-}
-
-/// A batch of transitions, row-major.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
-    /// Rows.
-    pub size: usize,
-    /// `size x obs_dim`.
-    pub obs: Vec<f32>,
-    /// `size x act_dim`, in [-1, 1].
-    pub act: Vec<f32>,
-    /// n-step discounted reward sums.
-    pub reward: Vec<f32>,
-    /// Discount to apply to the bootstrap value: `gamma^k`, or 0 after a terminal state.
-    pub discount: Vec<f32>,
-    /// `size x obs_dim`: the state `k` steps later.
-    pub next_obs: Vec<f32>,
-}
-
-impl Batch {
-    /// An empty batch of `size` rows.
-    pub fn new(size: usize, obs_dim: usize, act_dim: usize) -> Self {
-        Self {
-            size,
-            obs: vec![0.0; size * obs_dim],
-            act: vec![0.0; size * act_dim],
-            reward: vec![0.0; size],
-            discount: vec![0.0; size],
-            next_obs: vec![0.0; size * obs_dim],
-        }
     }
 }
 

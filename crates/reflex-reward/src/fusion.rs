@@ -55,16 +55,8 @@ fn no_bound() -> Bound {
     Bound::None
 }
 
-/// How bounded terms combine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rule {
-    /// Weighted sum of every term.
-    Sum,
-    /// Weighted sum, except that a non-zero success term replaces the dense terms.
-    #[default]
-    SuccessOverrides,
-}
+/// How bounded terms combine (the one rule, from core).
+pub use reflex_core::FusionRule as Rule;
 
 /// A fusion of terms, with the per-episode memory potentials need.
 #[derive(Clone, Debug)]
@@ -169,8 +161,7 @@ impl Fusion {
                 dense += t.weight * b;
             }
         }
-        let overrides = matches!(self.rule, Rule::SuccessOverrides);
-        reflex_core::combine_success(dense, success, any_success, overrides)
+        reflex_core::combine_success(dense, success, any_success, self.rule)
     }
 }
 

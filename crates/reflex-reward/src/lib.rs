@@ -11,7 +11,7 @@
 //! - [`keypoint`]: a keypoint plan turned into bounded dense terms.
 //! - [`preference`]: the Bradley-Terry ensemble learned from preference labels, and Spearman's
 //!   rank correlation to check it.
-//! - [`preference_training`]: `reflex train --reward vlm-preference`, the same model learned
+//! - [`preference_stage`]: `reflex train --reward vlm-preference`, the same model learned
 //!   while training from frames of the training episodes, its potential reshaping the replay
 //!   after each round of labels.
 //! - [`fusion`]: weights, clipping, potential-based terms, success overriding dense shaping.
@@ -22,7 +22,7 @@
 //! - [`oracle`]: the OpenAI-compatible server that answers the same prompts from simulator
 //!   ground truth, with injected noise, latency, errors and garbage.
 //! - [`annotate`]: the cell grid drawn on frames before they go to a VLM.
-//! - [`training`]: keypoint rewards from the VLM client during `reflex train`, as a
+//! - [`keypoint_stage`]: keypoint rewards from the VLM client during `reflex train`, as a
 //!   `reflex_learn::stage` plugin (asks at each reset, holds transitions until their episode's
 //!   answer arrives, drops and counts what fails or expires).
 //! - [`scene`]: the oracle's keypoint answer from the task's keypoints, and lifting any answer
@@ -37,12 +37,12 @@
 pub mod annotate;
 pub mod fusion;
 pub mod keypoint;
+pub mod keypoint_stage;
 pub mod lift;
 pub mod oracle;
 pub mod parse;
 pub mod preference;
-pub mod preference_training;
+pub mod preference_stage;
 pub mod prompts;
 pub mod scene;
-pub mod training;
 pub mod vlm;

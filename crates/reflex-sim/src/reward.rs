@@ -1,6 +1,6 @@
 //! Named reward terms computed from the task file, and their fusion into one scalar.
 
-use crate::task::{Fusion, RewardKind, RewardSpec};
+use crate::task::{RewardKind, RewardSpec};
 
 pub use reflex_core::{RewardTerms, MAX_REWARD_TERMS as MAX_TERMS};
 
@@ -19,15 +19,14 @@ impl RewardSpec {
                 dense += t.weight * v;
             }
         }
-        let overrides = matches!(spec.fusion, Fusion::SuccessOverrides);
-        reflex_core::combine_success(dense, success, any_success, overrides)
+        reflex_core::combine_success(dense, success, any_success, spec.fusion)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::RewardTermSpec;
+    use crate::task::{Fusion, RewardTermSpec};
 
     fn spec(fusion: Fusion) -> RewardSpec {
         RewardSpec {

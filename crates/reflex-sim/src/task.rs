@@ -412,16 +412,8 @@ impl From<RawTerm> for RewardTermSpec {
     }
 }
 
-/// How terms combine into the scalar reward.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Fusion {
-    /// Weighted sum of every term.
-    Sum,
-    /// Weighted sum, except that a non-zero success term replaces the dense terms.
-    #[default]
-    SuccessOverrides,
-}
+/// How terms combine into the scalar reward (the one rule, from core).
+pub use reflex_core::FusionRule as Fusion;
 
 /// Reward terms and their fusion.
 #[derive(Clone, Debug, Deserialize)]
@@ -825,10 +817,13 @@ impl Task {
         if self.reward.terms.is_empty() {
             return fail("reward.terms".into(), "declare at least one term".into());
         }
-        if self.reward.terms.len() > crate::reward::MAX_TERMS {
+        if self.reward.terms.len() > reflex_core::MAX_REWARD_TERMS {
             return fail(
                 "reward.terms".into(),
-                format!("at most {} terms are supported", crate::reward::MAX_TERMS),
+                format!(
+                    "at most {} terms are supported",
+                    reflex_core::MAX_REWARD_TERMS
+                ),
             );
         }
         for (i, t) in self.reward.terms.iter().enumerate() {
