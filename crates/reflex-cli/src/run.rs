@@ -132,7 +132,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             let rested = rt
                 .estop()
                 .is_latched()
-                .then(|| rt.tick_until_at_rest((5.0 * rt.config().rate_hz) as u64, paced));
+                .then(|| rt.shutdown((5.0 * rt.config().rate_hz) as u64, paced));
             Ok((got, episodes, rested))
         })?;
 

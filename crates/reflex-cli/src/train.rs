@@ -204,10 +204,11 @@ fn stage_line(stage: &serde_json::Value) -> String {
 /// Arguments of `reflex eval`.
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Task name or file.
+    /// Task name or file; must be the run's own [default: the run's, from its config.toml].
     #[arg(long)]
-    task: String,
-    /// Run directory (base.safetensors, policy.safetensors, config.toml).
+    task: Option<String>,
+    /// Run directory (base.safetensors, policy.safetensors, config.toml: the task, loop rate
+    /// and residual scale come from it).
     #[arg(long)]
     policy: PathBuf,
     /// Episodes.
@@ -225,7 +226,7 @@ pub fn run_eval(a: &EvalArgs) -> Result<()> {
     if a.episodes == 0 {
         bail!("--episodes must be positive");
     }
-    let (success, ret) = evaluate_run(&a.task, &a.policy, a.episodes, a.seed, 500.0)?;
+    let (success, ret) = evaluate_run(&a.policy, a.task.as_deref(), a.episodes, a.seed)?;
     println!(
         "{}: success {:.1}% over {} episodes (mean return {:.2})",
         a.policy.display(),

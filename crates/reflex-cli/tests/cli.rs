@@ -319,6 +319,16 @@ fn train_writes_a_run_that_eval_reads() {
     let s = last_json(&out);
     assert_eq!(s["task"], "reach");
     assert_eq!(s["seed"], 3);
+    assert!(!s["commit"].as_str().unwrap().is_empty(), "{s}");
+    assert_eq!(s["config"]["task"], "reach", "the resolved config: {s}");
+    let scalars = std::fs::read_to_string(run.join("scalars.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(scalars.lines().last().unwrap()).unwrap();
+    assert!(last["charts/success_rate"].is_number(), "{last}");
+    assert!(last["losses/critic_td_mse"].is_number(), "{last}");
+    assert!(
+        scalars.lines().any(|l| l.contains("\"reward/reach\"")),
+        "the task's terms by name: {scalars}"
+    );
     assert!(s["env_steps"].as_u64().unwrap() >= 150, "{s}");
     assert!(s["updates"].as_u64().unwrap() > 0, "{s}");
     for f in [
@@ -357,6 +367,18 @@ fn train_writes_a_run_that_eval_reads() {
     assert!(e["mean_return"].as_f64().unwrap().abs() > 0.0, "{e}");
     // The same seeds give the same evaluation.
     assert_eq!(eval(), e);
+    // The run's own config decides; another task, or a run without its config, is refused.
+    let (ok, _, err) = reflex(&["eval", "--task", "push", "--policy", run.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("config.toml") && err.contains("`reach`"),
+        "{err}"
+    );
+    std::fs::rename(run.join("config.toml"), run.join("config.away")).unwrap();
+    let (ok, _, err) = reflex(&["eval", "--policy", run.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("config.toml") && err.contains("missing"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -462,6 +484,18 @@ fn train_with_vlm_preference_from_the_config_file() {
     let (ok, _, err) = reflex(&["train", "--config", cfg.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("pref.toml") && err.contains("sorce"), "{err}");
+    // Read when the file is, not when the source is used: a nested table is checked too.
+    std::fs::write(
+        &cfg,
+        format!("{common}[reward.keypoints]\ngrid_colls = 4\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = reflex(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("pref.toml") && err.contains("grid_colls"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

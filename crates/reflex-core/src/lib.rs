@@ -46,7 +46,10 @@ pub use queue::{
     SpscReceiver, SpscSender,
 };
 pub use rng::Rng;
-pub use robot::{Policy, Robot, RobotError, SceneReset};
+pub use robot::{
+    check_limits_within, start_default, Policy, Robot, RobotError, RobotHealth, SceneReset,
+    StartError,
+};
 pub use safety::{LimitsError, SafetyLimits};
 pub use scene::{SceneError, SceneView, TrackedObject};
 pub use transition::{

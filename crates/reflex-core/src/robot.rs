@@ -1,8 +1,11 @@
 //! The two seams every part of Reflex meets at: a `Robot` (simulated, ROS 2, or our firmware) and
 //! a `Policy` (scripted, cloned, or learned).
 
+use crate::kinematics::JointLimits;
+use crate::safety::SafetyLimits;
 use crate::transition::Outcome;
-use crate::types::{Action, JointCommand, Observation, RobotState};
+use crate::types::{Action, JointCommand, Observation, RobotState, ARM_DOF};
+use std::time::{Duration, Instant};
 
 /// A real-time error from a robot. Small and `Copy` so the control path can return it without
 /// allocating; the slow side turns it into a message.
@@ -22,9 +25,90 @@ pub enum RobotError {
     Rejected,
 }
 
-/// Anything the runtime can drive: read the state, write a command, tell the time.
+/// Why a robot could not start.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum StartError {
+    /// No usable state arrived within the wait.
+    #[error("no state from the robot within {waited_s:.1} s (last: {last})")]
+    NoState {
+        /// How long it waited, seconds.
+        waited_s: f64,
+        /// The last read's result.
+        last: String,
+    },
+    /// A configured limit lies outside what the robot itself allows.
+    #[error("safety limit `{field}` = {configured} lies outside the robot's own limit {own}")]
+    BeyondRobot {
+        /// The configured limit, e.g. `joint_vel_max_rad_s[3]`.
+        field: String,
+        /// Its value.
+        configured: f64,
+        /// The robot's own limit.
+        own: f64,
+    },
+    /// The robot refused to start (driver error, protective stop, wrong mode).
+    #[error("the robot refused to start: {0}")]
+    Refused(String),
+}
+
+/// How a robot is doing, for operators and logs (slow path; never asked on the tick).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RobotHealth {
+    /// The link to the robot is up.
+    pub connected: bool,
+    /// Age of the newest state, seconds (none before the first).
+    pub state_age_s: Option<f64>,
+    /// Faults the robot or its driver reports now (protective stop, driver errors).
+    pub faults: Vec<String>,
+}
+
+/// Checks `limits` against a robot's own joint limits: every configured position range lies
+/// inside the robot's and every speed limit at or below the robot's. The error names the first
+/// field that does not.
+pub fn check_limits_within(
+    limits: &SafetyLimits,
+    own: &[JointLimits; ARM_DOF],
+) -> Result<(), StartError> {
+    for (j, o) in own.iter().enumerate() {
+        let checks = [
+            (
+                "joint_pos_min_rad",
+                limits.joint_pos_min_rad[j],
+                o.lower,
+                limits.joint_pos_min_rad[j] >= o.lower,
+            ),
+            (
+                "joint_pos_max_rad",
+                limits.joint_pos_max_rad[j],
+                o.upper,
+                limits.joint_pos_max_rad[j] <= o.upper,
+            ),
+            (
+                "joint_vel_max_rad_s",
+                limits.joint_vel_max_rad_s[j],
+                o.velocity,
+                limits.joint_vel_max_rad_s[j] <= o.velocity,
+            ),
+        ];
+        for (name, configured, own, ok) in checks {
+            if !ok {
+                return Err(StartError::BeyondRobot {
+                    field: format!("{name}[{j}]"),
+                    configured,
+                    own,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Anything the runtime can drive: read the state, write a command, tell the time; and its
+/// lifecycle: [`Robot::start`] before the first tick, [`Robot::stop`] after the last,
+/// [`Robot::health`] whenever someone asks.
 ///
-/// Implementations must not block for longer than one control period in either call.
+/// Implementations must not block for longer than one control period in `read_state` or
+/// `write_command`.
 pub trait Robot {
     /// Fills `state` with the latest measurement.
     fn read_state(&mut self, state: &mut RobotState) -> Result<(), RobotError>;
@@ -44,6 +128,63 @@ pub trait Robot {
     /// and lets the episode run on. Called once per policy step; must not allocate.
     fn judge(&mut self, _obs: &Observation, _action: &Action) -> Outcome {
         Outcome::PENDING
+    }
+
+    /// The robot's own joint limits (from its controller or driver), when it reports them.
+    /// Default: none.
+    fn own_limits(&self) -> Option<[JointLimits; ARM_DOF]> {
+        None
+    }
+
+    /// Connects, waits up to `timeout` for a first finite state, and checks `limits` against
+    /// [`Robot::own_limits`]. Called once, before the first tick (may block). A link-based
+    /// robot overrides it to connect first and then calls [`start_default`].
+    fn start(&mut self, limits: &SafetyLimits, timeout: Duration) -> Result<(), StartError>
+    where
+        Self: Sized,
+    {
+        start_default(self, limits, timeout)
+    }
+
+    /// Releases the robot after the runtime brought the arm to rest (drops the link, leaves
+    /// the controller holding). Default: nothing.
+    fn stop(&mut self) {}
+
+    /// How the robot is doing. Default: connected, no faults, age unknown.
+    fn health(&self) -> RobotHealth {
+        RobotHealth {
+            connected: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// What [`Robot::start`] does by default: poll `read_state` (every millisecond) until a finite
+/// state arrives or `timeout` passes, then check `limits` against the robot's own.
+pub fn start_default<R: Robot>(
+    robot: &mut R,
+    limits: &SafetyLimits,
+    timeout: Duration,
+) -> Result<(), StartError> {
+    let started = Instant::now();
+    let mut state = RobotState::default();
+    loop {
+        let last = match robot.read_state(&mut state) {
+            Ok(()) if state.is_finite() => break,
+            Ok(()) => "a non-finite state".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= timeout {
+            return Err(StartError::NoState {
+                waited_s: started.elapsed().as_secs_f64(),
+                last,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    match robot.own_limits() {
+        Some(own) => check_limits_within(limits, &own),
+        None => Ok(()),
     }
 }
 

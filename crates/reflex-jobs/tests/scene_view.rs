@@ -227,3 +227,57 @@ fn training_with_keypoint_rewards_runs_through_a_robot_that_hides_the_simulator(
     assert!(arms.object_reads.load(Ordering::Relaxed) >= n("episodes"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A slow VLM (300 ms per answer, one at a time, a queue of one): the simulated driver waits
+/// for it between episodes instead of outrunning it. The former driver started episodes as
+/// fast as it could simulate them, so most questions met a full queue and their episodes were
+/// dropped unasked, and the dropped steps did not even slow the simulator down.
+#[test]
+fn the_simulator_waits_for_a_slow_vlm_instead_of_dropping_episodes() {
+    use reflex_reward::oracle::{Oracle, OracleConfig};
+    use reflex_reward::vlm::VlmConfig;
+    let server = Oracle::start(
+        "127.0.0.1:0".parse().unwrap(),
+        OracleConfig {
+            latency: std::time::Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("reflex-slow-vlm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = TrainConfig {
+        task: "pick_cube".into(),
+        seed: 4,
+        minutes: 10.0,
+        max_env_steps: 1000,
+        target_success: 2.0,
+        demo_episodes: 3,
+        eval_every: 1_000_000,
+        eval_episodes: 1,
+        ..Default::default()
+    };
+    cfg.bc.steps = 50;
+    cfg.bc.hidden = vec![16, 16];
+    cfg.agent.hidden = vec![16, 16];
+    cfg.learner.batch_size = 16;
+    cfg.reward.source = Some(RewardSource::VlmKeypoints);
+    cfg.reward.vlm = Some(VlmConfig {
+        base_url: server.base_url(),
+        concurrency: 1,
+        queue: 1,
+        ..Default::default()
+    });
+    let task = Task::load("pick_cube").unwrap();
+    let (plugin, oracle) =
+        reward_plugin(&task, cfg.seed, &cfg.reward, &RewardFlags::default(), &dir).unwrap();
+    assert!(oracle.is_none(), "the configured server answers");
+    let arms = SimArms::new(task, cfg.loop_rate_hz);
+    let s = train_on(&arms, &cfg, &dir, false, plugin, |_| {}).unwrap();
+    let k = &s.reward_stage.as_ref().unwrap()["keypoints"];
+    assert_eq!(k["not_asked"], 0, "{k}");
+    assert!(k["planned"].as_u64().unwrap() >= 10, "{k}");
+    assert!(s.reward_wait_s > 0.1, "the driver waited: {s:?}");
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

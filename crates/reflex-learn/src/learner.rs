@@ -154,6 +154,8 @@ pub struct LearnerShared {
     pub paused: AtomicBool,
     /// The latest update's figures.
     pub last: Mutex<UpdateStats>,
+    /// The reward stage's counters, refreshed about once a second (none without a stage).
+    pub stage_report: Mutex<Option<serde_json::Value>>,
 }
 
 /// The residual learner: agent, replay, persistence.
@@ -180,6 +182,8 @@ pub struct Learner {
     slot: Arc<WeightsSlot>,
     batch: Batch,
     rng: Rng,
+    /// When the stage's counters were last copied to `shared.stage_report`.
+    stage_reported: std::time::Instant,
     stage: Option<Box<dyn RewardStage>>,
     /// The stage's potential shapes the replay's rewards (after its first round).
     shaped: bool,
@@ -223,6 +227,7 @@ impl Learner {
             checkpoint_dir: None,
             slot,
             rng: Rng::new(seed ^ 0x1EA2),
+            stage_reported: std::time::Instant::now(),
             stage: None,
             shaped: false,
             ready: Vec::new(),
@@ -555,8 +560,16 @@ impl Learner {
         Ok(Some(path))
     }
 
-    /// Syncs the replay log when its unsynced records are older than the sync interval.
+    /// Syncs the replay log when its unsynced records are older than the sync interval, and
+    /// refreshes the shared copy of the reward stage's counters as often.
     pub fn sync_replay_if_due(&mut self) -> Result<(), StoreError> {
+        if self.stage.is_some() && self.stage_reported.elapsed() >= SYNC_INTERVAL {
+            self.stage_reported = std::time::Instant::now();
+            let report = self.stage_report();
+            if let Ok(mut r) = self.shared.stage_report.lock() {
+                *r = report;
+            }
+        }
         if let Some(log) = &mut self.log {
             if log.sync_if_due(SYNC_INTERVAL)? {
                 self.shared

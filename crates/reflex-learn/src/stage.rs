@@ -44,6 +44,14 @@ pub trait EpisodeHook: Send {
     ) {
         let _ = (episode, step, outcome, obs, scene);
     }
+
+    /// True while the source could not take another episode's question (its client's queue
+    /// is full). A simulated driver waits before starting the next episode, so simulation
+    /// never outruns the answers; a real arm cannot wait and lets the episode be dropped and
+    /// counted. Default: never busy.
+    fn busy(&self) -> bool {
+        false
+    }
 }
 
 /// The learner half: transitions in, transitions with rewards out.

@@ -199,6 +199,10 @@ impl EpisodeHook for KeypointHook {
         // The stage drains this every learner pass; a full channel means it stopped.
         let _ = self.scenes.try_send(msg);
     }
+
+    fn busy(&self) -> bool {
+        self.client.queue_free() == 0
+    }
 }
 
 impl KeypointHook {

@@ -428,6 +428,11 @@ impl VlmClient {
         })
     }
 
+    /// Requests the queue can take now (0: [`VlmClient::submit`] would refuse).
+    pub fn queue_free(&self) -> usize {
+        self.tx.as_ref().map_or(0, |tx| tx.capacity())
+    }
+
     /// Queues a request without waiting; a full queue gives it back (counted).
     pub fn submit(&self, req: Request) -> Result<(), Box<Request>> {
         let Some(tx) = &self.tx else {

@@ -70,6 +70,9 @@ pub struct RuntimeConfig {
     pub rearm_ramp_s: f64,
     /// Transitions the queue holds; when full, new ones are refused and counted.
     pub transition_capacity: usize,
+    /// How long [`Runtime::new`] waits for the robot's first state (`Robot::start`), seconds.
+    /// Default 5.
+    pub start_timeout_s: f64,
 }
 
 impl RuntimeConfig {
@@ -94,6 +97,7 @@ impl RuntimeConfig {
             intervention_hold_s: 0.5,
             intervention_link_timeout_s: 0.1,
             rearm_ramp_s: 1.0,
+            start_timeout_s: 5.0,
             transition_capacity: 8192,
         }
     }
@@ -128,6 +132,7 @@ impl RuntimeConfig {
         for (field, v) in [
             ("intervention_hold_s", self.intervention_hold_s),
             ("rearm_ramp_s", self.rearm_ramp_s),
+            ("start_timeout_s", self.start_timeout_s),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
                 return bad(field, format!("expected a finite time >= 0, got {v}"));
@@ -196,6 +201,9 @@ pub enum RuntimeError {
     /// The robot could not be read at start-up.
     #[error("cannot read the robot at start-up: {0}")]
     Robot(RobotError),
+    /// The robot did not start (no state in time, limits beyond its own, refused).
+    #[error("starting the robot: {0}")]
+    Start(#[from] reflex_core::StartError),
 }
 
 /// Why a new episode could not start.
@@ -326,8 +334,9 @@ pub struct Runtime<R: Robot> {
 
 impl<R: Robot> Runtime<R> {
     /// A loop for `robot` with a base policy and an optional residual. Validates the
-    /// configuration (the error names the setting) and reads the robot once to start the
-    /// filter and mapper where the arm is.
+    /// configuration (the error names the setting), starts the robot (`Robot::start`: its first
+    /// state within `start_timeout_s`, the limits checked against its own) and reads it once
+    /// to start the filter and mapper where the arm is.
     pub fn new(
         mut robot: R,
         cfg: RuntimeConfig,
@@ -337,6 +346,7 @@ impl<R: Robot> Runtime<R> {
         estop: EStop,
     ) -> Result<Self, RuntimeError> {
         cfg.validate()?;
+        robot.start(&cfg.limits, Duration::from_secs_f64(cfg.start_timeout_s))?;
         let ratio = cfg.rate_hz / cfg.policy_rate_hz;
         let mut state = RobotState::default();
         robot.read_state(&mut state).map_err(RuntimeError::Robot)?;
@@ -772,6 +782,21 @@ impl<R: Robot> Runtime<R> {
     /// Ticks per policy step.
     pub fn ticks_per_step(&self) -> u32 {
         self.ticks_per_step
+    }
+
+    /// The end of a session: presses the e-stop, ticks (paced when `paced`) until the arm is at
+    /// rest (at most `max_ticks`), then releases the robot (`Robot::stop`). Returns whether it
+    /// came to rest.
+    pub fn shutdown(&mut self, max_ticks: u64, paced: bool) -> bool {
+        self.filter.estop().press();
+        let rested = self.tick_until_at_rest(max_ticks, paced);
+        self.robot.stop();
+        rested
+    }
+
+    /// The robot's health (`Robot::health`).
+    pub fn robot_health(&self) -> reflex_core::RobotHealth {
+        self.robot.health()
     }
 
     /// Ticks (paced at the loop rate when `paced`) until the command is at rest, for at most

@@ -641,3 +641,52 @@ fn a_stale_read_when_an_episode_starts_holds_and_retries_instead_of_ending_the_r
     assert!(s.read_errors.load(Ordering::Relaxed) >= 9);
     assert_eq!(s.policy_steps.load(Ordering::Relaxed), 4 * 5);
 }
+
+#[test]
+fn a_robot_that_never_reports_or_allows_less_than_configured_does_not_start() {
+    let arm = arm();
+    let mut cfg = follower_config(&arm);
+    cfg.start_timeout_s = 0.05;
+    let new = |robot: FollowerArm, cfg: RuntimeConfig| {
+        Runtime::new(
+            robot,
+            cfg,
+            arm.clone(),
+            Box::new(Constant([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])),
+            None,
+            EStop::new(),
+        )
+    };
+    // Silent: every read fails for longer than the wait.
+    let silent = FollowerArm::new(0.001);
+    silent.fail_next.store(u32::MAX, Ordering::Relaxed);
+    match new(silent, cfg.clone()) {
+        Err(RuntimeError::Start(reflex_core::StartError::NoState { last, waited_s })) => {
+            assert!(last.contains("stale"), "{last}");
+            assert!(waited_s >= 0.05);
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    // Its own limits are narrower than the configured ones: refused naming the field.
+    let mut narrow = FollowerArm::new(0.001);
+    let mut own = arm.limits;
+    own[3].velocity = cfg.limits.joint_vel_max_rad_s[3] * 0.5;
+    narrow.own = Some(own);
+    match new(narrow, cfg.clone()) {
+        Err(RuntimeError::Start(reflex_core::StartError::BeyondRobot { field, .. })) => {
+            assert_eq!(field, "joint_vel_max_rad_s[3]");
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    // Its own limits are the URDF's: it starts, and a shutdown brakes to rest and releases it.
+    let mut same = FollowerArm::new(0.001);
+    same.own = Some(arm.limits);
+    let mut rt = new(same, cfg).unwrap();
+    for _ in 0..300 {
+        rt.tick();
+    }
+    assert!(!rt.at_rest(), "moving when the session ends");
+    assert!(rt.shutdown(5_000, false));
+    assert!(rt.estop().is_latched());
+    assert!(rt.robot().stopped);
+}

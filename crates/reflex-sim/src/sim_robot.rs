@@ -76,6 +76,11 @@ impl SceneReset for SimRobot {
 }
 
 impl Robot for SimRobot {
+    fn own_limits(&self) -> Option<[reflex_core::JointLimits; reflex_core::ARM_DOF]> {
+        // The simulated joints are built from the same URDF.
+        Some(self.env.model().limits)
+    }
+
     fn read_state(&mut self, state: &mut RobotState) -> Result<(), RobotError> {
         if self.env.read_robot_state(state) {
             Ok(())

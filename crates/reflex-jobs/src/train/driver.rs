@@ -7,7 +7,11 @@ use super::plot::plot_curves;
 use super::report::{
     write_atomic, write_metrics, write_progress, EvalRow, Progress, RunState, Summary,
 };
+use super::scalars::Scalars;
 use super::{INTERRUPT, PROGRESS_EVERY_S};
+
+/// Longest the simulated driver waits for a busy reward source before starting an episode.
+const REWARD_WAIT_LIMIT: Duration = Duration::from_secs(60);
 use crate::arms::{runtime, Arms, SimArms};
 use reflex_core::{Policy, Robot, SceneReset, SceneView};
 use reflex_learn::bc::behaviour_clone;
@@ -67,6 +71,10 @@ pub fn train_on<A: Arms>(
     let act_dim = task.action_space.dim();
     let obs_dim = arms.obs_dim()?;
     std::fs::create_dir_all(out).map_err(stage("creating the run directory"))?;
+    let mut scalars = Scalars::open(
+        out,
+        task.reward.terms.iter().map(|t| t.name.clone()).collect(),
+    )?;
     let state_path = out.join("progress.json");
     let base_path = out.join("base.safetensors");
     let resuming = resume && state_path.exists() && base_path.exists();
@@ -280,6 +288,7 @@ pub fn train_on<A: Arms>(
     let mut ret_success = false;
     let tick_stats = rt.stats().clone();
     let period_ns = (1e9 / cfg.loop_rate_hz) as u64;
+    let mut reward_wait = Duration::ZERO;
     let mut episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
     let mut step_id = 0u64;
     let result: Result<(), TrainError> = (|| {
@@ -296,6 +305,9 @@ pub fn train_on<A: Arms>(
                 .timing
                 .compute
                 .record(t0.elapsed().as_nanos() as u64);
+            if let Some(o) = &rep.outcome {
+                scalars.add_terms(&o.terms);
+            }
             if let (Some(outcome), Some(h)) = (&rep.outcome, &mut hook) {
                 h.step_judged(episode_id, step_id, outcome, rt.observation(), rt.robot());
             }
@@ -367,6 +379,14 @@ pub fn train_on<A: Arms>(
                     write_metrics(out, &state)?;
                     write_progress(&state_path, &mut state, &shared)?;
                     last_progress = Instant::now();
+                    write_scalars(
+                        &mut scalars,
+                        &shared,
+                        &tick_stats,
+                        period_ns,
+                        &state,
+                        Some(&row),
+                    )?;
                     progress(Progress::Eval(row));
                     if success >= cfg.target_success {
                         stop_reason = "target success reached";
@@ -384,6 +404,22 @@ pub fn train_on<A: Arms>(
                     stop_reason = "learner stopped";
                     return Ok(());
                 }
+                // A simulator can wait for the reward source: the next episode starts once it
+                // can take the episode's question (bounded, so a dead source cannot stall the
+                // run; an episode it still cannot take is dropped and counted).
+                let waited = Instant::now();
+                while hook.as_ref().is_some_and(|h| h.busy())
+                    && waited.elapsed() < REWARD_WAIT_LIMIT
+                    && started.elapsed() < budget
+                    && !INTERRUPT.load(Ordering::Relaxed)
+                {
+                    if let Running::Inline(learner) = &mut running {
+                        learner.drain(rt.transitions()).map_err(stage("replay"))?;
+                        learner.try_update();
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                reward_wait += waited.elapsed();
                 episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
                 step_id = 0;
             }
@@ -392,6 +428,7 @@ pub fn train_on<A: Arms>(
                 state.episodes = episodes;
                 state.wall_s = wall(&started);
                 write_progress(&state_path, &mut state, &shared)?;
+                write_scalars(&mut scalars, &shared, &tick_stats, period_ns, &state, None)?;
             }
             if last_report.elapsed() > Duration::from_millis(250) {
                 last_report = Instant::now();
@@ -446,11 +483,24 @@ pub fn train_on<A: Arms>(
     state.wall_s = wall(&started);
     write_progress(&state_path, &mut state, &learner.shared)?;
     write_metrics(out, &state)?;
+    if let Ok(mut r) = learner.shared.stage_report.lock() {
+        *r = learner.stage_report();
+    }
+    write_scalars(
+        &mut scalars,
+        &learner.shared,
+        &tick_stats,
+        period_ns,
+        &state,
+        state.evals.last(),
+    )?;
     if let Err(e) = plot_curves(&out.join("curve.png"), &cfg.task, &state.evals) {
         tracing::warn!("curve.png not drawn: {e}");
     }
     let train_s = (state.wall_s - state.evals.first().map_or(0.0, |r| r.wall_s)).max(1e-9);
     let summary = Summary {
+        commit: super::COMMIT.to_owned(),
+        config: serde_json::to_value(cfg).map_err(stage("summary.json"))?,
         task: cfg.task.clone(),
         seed: cfg.seed,
         env_steps,
@@ -473,6 +523,7 @@ pub fn train_on<A: Arms>(
         intervened_steps: shared.intervened_steps.load(Ordering::Relaxed),
         stop_reason: stop_reason.to_owned(),
         reward: reward_name,
+        reward_wait_s: reward_wait.as_secs_f64(),
         deadline_misses,
         reward_stage: learner.stage_report().map(|mut r| {
             r["replay_reshapes"] = learner.shared.reshapes.load(Ordering::Relaxed).into();
@@ -535,4 +586,52 @@ impl Running {
             }
         }
     }
+}
+
+/// One line of `scalars.jsonl` from the learner's latest update and counters, the loop's
+/// statistics and, after an evaluation, its row.
+fn write_scalars(
+    scalars: &mut Scalars,
+    shared: &reflex_learn::learner::LearnerShared,
+    loop_stats: &reflex_runtime::RuntimeStats,
+    period_ns: u64,
+    state: &RunState,
+    eval: Option<&EvalRow>,
+) -> Result<(), TrainError> {
+    let last = shared.last.lock().map(|l| *l).unwrap_or_default();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let env_steps = n(&shared.env_steps);
+    let mut values = vec![
+        ("env_steps", env_steps),
+        ("updates", n(&shared.updates)),
+        ("wall_s", state.wall_s),
+        ("losses/critic_td_mse", f64::from(last.critic_loss)),
+        ("losses/actor", f64::from(last.actor_loss)),
+        ("values/q_mean", f64::from(last.q_mean)),
+        ("charts/entropy", f64::from(last.entropy)),
+        ("charts/temperature", f64::from(last.temperature)),
+        ("charts/episodes", state.episodes as f64),
+        (
+            "learner/clip_would_bind_rate",
+            n(&shared.clip_would_bind) / env_steps.max(1.0),
+        ),
+        ("learner/rollbacks", n(&shared.rollbacks)),
+        ("learner/interrupted_steps", n(&shared.interrupted)),
+        ("learner/replay_synced", n(&shared.synced_records)),
+        ("learner/replay_reshapes", n(&shared.reshapes)),
+        ("runtime/intervened_steps", n(&shared.intervened_steps)),
+        (
+            "runtime/deadline_misses",
+            loop_stats.timing.compute.count_from(period_ns) as f64,
+        ),
+    ];
+    if let Some(r) = eval {
+        values.push(("charts/success_rate", r.success_rate));
+        values.push(("charts/mean_return", r.mean_return));
+        if let Some(t) = r.train_success_rate {
+            values.push(("charts/train_success_rate", t));
+        }
+    }
+    let stage_report = shared.stage_report.lock().ok().and_then(|r| r.clone());
+    scalars.write(&values, stage_report.as_ref())
 }

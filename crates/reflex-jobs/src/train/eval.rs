@@ -7,25 +7,38 @@ use reflex_runtime::{Mlp, NetPolicy, ResidualPolicy, WeightsSlot};
 use reflex_sim::Task;
 use std::path::Path;
 
-/// Evaluates a trained run directory (or a base alone) on `episodes` seeded episodes:
-/// returns the success rate and the mean return.
+/// Evaluates a trained run directory (or a base alone) on `episodes` seeded episodes with the
+/// task, loop rate and residual scale its training used (from its `config.toml`, which must be
+/// there); `task`, when given, must be the run's. Returns the success rate and the mean return.
 pub fn evaluate_run(
-    task_name: &str,
     run: &Path,
+    task: Option<&str>,
     episodes: usize,
     seed: u64,
-    loop_rate_hz: f64,
 ) -> Result<(f64, f64), TrainError> {
-    let task = Task::load(task_name).map_err(stage("task"))?;
-    let act_dim = task.action_space.dim();
-    let arms = SimArms::new(task, loop_rate_hz);
-    let obs_dim = arms.obs_dim()?;
     let cfg_path = run.join("config.toml");
-    let scale = if cfg_path.exists() {
-        TrainConfig::load(&cfg_path)?.residual_scale
-    } else {
-        TrainConfig::default().residual_scale
-    };
+    if !cfg_path.exists() {
+        return Err(TrainError::Config {
+            path: cfg_path,
+            message: "missing: a run directory holds the config.toml its training wrote (task, \
+                      loop rate and residual scale come from it)"
+                .into(),
+        });
+    }
+    let cfg = TrainConfig::load(&cfg_path)?;
+    if let Some(t) = task {
+        if t != cfg.task {
+            return Err(TrainError::Config {
+                path: cfg_path,
+                message: format!("the run trained on task `{}`, not `{t}`", cfg.task),
+            });
+        }
+    }
+    let task = Task::load(&cfg.task).map_err(stage("task"))?;
+    let act_dim = task.action_space.dim();
+    let arms = SimArms::new(task, cfg.loop_rate_hz);
+    let obs_dim = arms.obs_dim()?;
+    let scale = cfg.residual_scale;
     let base = Mlp::load(&run.join("base.safetensors")).map_err(stage("base policy"))?;
     let base = NetPolicy::new(WeightsSlot::new(base), obs_dim, act_dim).map_err(|e| {
         stage("base policy")(format!("{}: {e}", run.join("base.safetensors").display()))

@@ -18,7 +18,7 @@
 //! The job is split by concern: [`config`] (the run's settings and errors), [`episodes`]
 //! (whole episodes for demonstrations and evaluation, braking on interrupt), [`driver`] (the
 //! training loop), [`eval`] (`reflex eval`), [`report`] (`summary.json`, `metrics.csv`,
-//! `progress.json`) and [`plot`] (`curve.png`). Robots come from an [`crate::arms::Arms`]: the
+//! `progress.json`), `scalars` (`scalars.jsonl`) and [`plot`] (`curve.png`). Robots come from an [`crate::arms::Arms`]: the
 //! simulator's by default, anything with the same traits otherwise.
 
 pub mod config;
@@ -27,6 +27,7 @@ pub mod episodes;
 pub mod eval;
 pub mod plot;
 pub mod report;
+mod scalars;
 
 pub use config::{default_demo_episodes, TrainConfig, TrainError};
 pub use driver::{train, train_on, train_with};
@@ -35,6 +36,10 @@ pub use eval::evaluate_run;
 pub use report::{EvalRow, Progress, Summary};
 
 use std::sync::atomic::AtomicBool;
+
+/// The commit this code was built from (`git describe --always --dirty`), recorded in every
+/// `summary.json` and policy file.
+pub const COMMIT: &str = env!("REFLEX_COMMIT");
 
 /// Set (by a signal handler: the first Ctrl-C, SIGTERM) to stop the running [`train`]: it
 /// presses the e-stop of the runtime that is driving the arm, ticks until the arm is at rest,

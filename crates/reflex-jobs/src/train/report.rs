@@ -73,6 +73,12 @@ impl EvalRow {
 /// `summary.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// The code's commit (`git describe --always --dirty` when built; `unknown` outside git).
+    #[serde(default)]
+    pub commit: String,
+    /// The run's whole configuration as resolved (file, flags and defaults).
+    #[serde(default)]
+    pub config: serde_json::Value,
     /// Task.
     pub task: String,
     /// Seed.
@@ -112,6 +118,10 @@ pub struct Summary {
     /// Where training rewards came from: `task` or a reward source's name.
     #[serde(default)]
     pub reward: String,
+    /// Seconds the simulated driver waited between episodes for a busy reward source (its
+    /// client's queue full), this session.
+    #[serde(default)]
+    pub reward_wait_s: f64,
     /// Training ticks whose work (simulated physics included) took a control period or longer.
     #[serde(default)]
     pub deadline_misses: u64,

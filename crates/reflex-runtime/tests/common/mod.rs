@@ -41,6 +41,10 @@ pub struct FollowerArm {
     pub fail_next: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// Policy steps after which an episode is truncated (0: episodes never end).
     pub episode_steps: u64,
+    /// The joint limits this arm reports as its own (none: it reports none).
+    pub own: Option<[reflex_core::JointLimits; 7]>,
+    /// `stop` was called.
+    pub stopped: bool,
     pub reads: u64,
     pub commands: u64,
     pub last_command: reflex_core::JointCommand,
@@ -58,6 +62,8 @@ impl FollowerArm {
             fail_every: 0,
             fail_next: Default::default(),
             episode_steps: 0,
+            own: None,
+            stopped: false,
             reads: 0,
             commands: 0,
             last_command: reflex_core::JointCommand::default(),
@@ -105,6 +111,14 @@ impl reflex_core::Robot for FollowerArm {
 
     fn now_ns(&self) -> u64 {
         self.t_ns
+    }
+
+    fn own_limits(&self) -> Option<[reflex_core::JointLimits; 7]> {
+        self.own
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
     }
 
     fn judge(
