@@ -7,12 +7,14 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use reflex_core::Policy;
+use reflex_jobs::policies::load_for;
+use reflex_policy::{ObsLayout, Role};
 use reflex_runtime::{
-    EStop, Faults, Mlp, NetPolicy, RealTime, RealTimeRequest, ResidualPolicy, Runtime,
-    RuntimeConfig, WeightsSlot,
+    EStop, Faults, NetPolicy, RealTime, RealTimeRequest, ResidualPolicy, Runtime, RuntimeConfig,
+    WeightsSlot,
 };
 use reflex_sim::{Env, ScriptedExpert, SimRobot, Task};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -29,12 +31,14 @@ pub struct RunArgs {
     /// Residual network (safetensors): flat observation and base action in, correction out.
     #[arg(long)]
     residual: Option<PathBuf>,
-    /// Residual scale in `a = base + scale * residual`.
-    #[arg(long, default_value_t = 0.3)]
-    residual_scale: f32,
-    /// Control loop (servo) rate, Hz: a whole multiple of the task's policy rate.
-    #[arg(long, default_value_t = 1000.0)]
-    rate: f64,
+    /// Residual scale in `a = base + scale * residual` [default: the residual file's own, else
+    /// 0.3]; a file that records another scale is refused.
+    #[arg(long)]
+    residual_scale: Option<f32>,
+    /// Control loop (servo) rate, Hz: a whole multiple of the task's policy rate [default: the
+    /// rate the residual (or base) file was trained at, else 1000].
+    #[arg(long)]
+    rate: Option<f64>,
     /// How long to run, seconds of wall-clock time (episodes run back to back).
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -60,35 +64,60 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     let mut env = Env::new(task.clone()).context("building the simulator")?;
     let obs = env.reset(a.seed)?;
-    let obs_dim = obs.flat.len();
+    let layout = ObsLayout::of(&obs);
+    let obs_dim = layout.dim();
     let act_dim = task.action_space.dim();
     let model = env.model().clone();
 
-    let base: Box<dyn Policy + Send> = if a.policy == "scripted" {
-        Box::new(ScriptedExpert::new(&task, &model))
-    } else {
-        let path = PathBuf::from(&a.policy);
-        let net = Mlp::load(&path)?;
-        Box::new(
-            NetPolicy::new(WeightsSlot::new(net), obs_dim, act_dim)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        )
+    // Policy files say what they were trained for: a file for another layout, action space
+    // or decision rate is refused naming both.
+    let base_file = match a.policy.as_str() {
+        "scripted" => None,
+        p => Some(load_for(Path::new(p), Role::Base, &task, layout)?),
     };
-    let residual = match &a.residual {
-        Some(path) => {
-            let net = Mlp::load(path)?;
-            Some(
-                ResidualPolicy::new(WeightsSlot::new(net), obs_dim, act_dim)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-            )
-        }
+    let residual_file = match &a.residual {
+        Some(p) => Some(load_for(p, Role::Residual, &task, layout)?),
+        None => None,
+    };
+    let file_scale = residual_file
+        .as_ref()
+        .and_then(|f| f.meta.as_ref())
+        .and_then(|m| m.residual_scale);
+    let residual_scale = match (a.residual_scale, file_scale) {
+        (Some(flag), Some(file)) if (flag - file).abs() > 1e-6 => bail!(
+            "--residual-scale {flag}: {} was trained with {file}",
+            a.residual.as_deref().unwrap_or(Path::new("")).display()
+        ),
+        (flag, file) => flag.or(file).unwrap_or(0.3),
+    };
+    let file_rate = [&residual_file, &base_file]
+        .into_iter()
+        .flatten()
+        .find_map(|f| f.meta.as_ref().map(|m| m.servo_rate_hz));
+    let servo_rate_hz = a.rate.or(file_rate).unwrap_or(1000.0);
+    let base: Box<dyn Policy + Send> = match base_file {
+        None => Box::new(ScriptedExpert::new(&task, &model)),
+        Some(f) => Box::new(
+            NetPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.policy))?,
+        ),
+    };
+    let residual = match residual_file {
+        Some(f) => Some(
+            ResidualPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e}",
+                    a.residual.as_deref().unwrap_or(Path::new("")).display()
+                )
+            })?,
+        ),
         None => None,
     };
     let cfg = RuntimeConfig {
         transition_capacity: 4096,
-        ..reflex_jobs::arms::runtime_config(&task, &model, a.rate, a.residual_scale)
+        ..reflex_jobs::arms::runtime_config(&task, &model, servo_rate_hz, residual_scale)
     };
-    let robot = SimRobot::new(env, a.rate)?;
+    let robot = SimRobot::new(env, servo_rate_hz)?;
     let estop = EStop::new();
     let mut rt = Runtime::new(robot, cfg, model, base, residual, estop.clone())?;
     let stats = rt.stats().clone();
@@ -202,7 +231,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         100.0 * rate,
         a.seconds,
         t.ticks.load(Ordering::Relaxed),
-        a.rate,
+        servo_rate_hz,
         t.deadline_misses.load(Ordering::Relaxed),
         us(t.jitter.quantile_ns(0.5)),
         us(t.jitter.quantile_ns(0.99)),
@@ -237,7 +266,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
                 "task": task.name,
                 "policy": a.policy,
                 "residual": a.residual,
-                "rate_hz": a.rate,
+                "rate_hz": servo_rate_hz,
+                "residual_scale": residual_scale,
                 "seconds": a.seconds,
                 "episodes": n,
                 "successes": successes,

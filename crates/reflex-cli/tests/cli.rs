@@ -367,6 +367,64 @@ fn train_writes_a_run_that_eval_reads() {
     assert!(e["mean_return"].as_f64().unwrap().abs() > 0.0, "{e}");
     // The same seeds give the same evaluation.
     assert_eq!(eval(), e);
+    // The policy files carry their metadata: `reflex run` takes the residual scale and the
+    // loop rate from them, and refuses them on a task with another observation layout.
+    let (base, res) = (run.join("base.safetensors"), run.join("policy.safetensors"));
+    let (ok, out, err) = reflex(&[
+        "run",
+        "--task",
+        "reach",
+        "--policy",
+        base.to_str().unwrap(),
+        "--residual",
+        res.to_str().unwrap(),
+        "--seconds",
+        "0.3",
+        "--unpaced",
+        "--no-realtime",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r = last_json(&out);
+    assert_eq!(
+        r["rate_hz"], 500.0,
+        "the rate the files were trained at: {r}"
+    );
+    assert!(
+        (r["residual_scale"].as_f64().unwrap() - 0.3).abs() < 1e-6,
+        "{r}"
+    );
+    let (ok, _, err) = reflex(&[
+        "run",
+        "--task",
+        "pick_cube",
+        "--residual",
+        res.to_str().unwrap(),
+        "--seconds",
+        "0.3",
+        "--unpaced",
+        "--no-realtime",
+    ]);
+    assert!(
+        !ok && err.contains("policy.safetensors")
+            && err.contains("observation layout")
+            && err.contains("`pick_cube`"),
+        "{err}"
+    );
+    let (ok, _, err) = reflex(&[
+        "run",
+        "--task",
+        "reach",
+        "--residual",
+        res.to_str().unwrap(),
+        "--residual-scale",
+        "0.2",
+        "--seconds",
+        "0.3",
+        "--unpaced",
+        "--no-realtime",
+    ]);
+    assert!(!ok && err.contains("0.3"), "{err}");
     // The run's own config decides; another task, or a run without its config, is refused.
     let (ok, _, err) = reflex(&["eval", "--task", "push", "--policy", run.to_str().unwrap()]);
     assert!(

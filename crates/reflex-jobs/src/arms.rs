@@ -7,6 +7,7 @@
 //! traits into the simulator.
 
 use reflex_core::{ArmModel, Observation, Policy, Robot, SceneReset, SceneView};
+use reflex_policy::ObsLayout;
 use reflex_runtime::{EStop, ResidualPolicy, Runtime, RuntimeConfig};
 use reflex_sim::{Env, SimRobot, Task};
 
@@ -35,16 +36,20 @@ pub trait Arms {
     /// A robot with its scene reset for `seed`, and the arm model its safety filter uses.
     fn make(&self, seed: u64) -> Result<(Self::Robot, ArmModel), ArmsError>;
 
-    /// Width of the task's flat observation, read from a fresh robot.
-    fn obs_dim(&self) -> Result<usize, ArmsError> {
+    /// The layout of the task's flat observation, read from a fresh robot.
+    fn obs_layout(&self) -> Result<ObsLayout, ArmsError> {
         let (mut robot, _) = self.make(0)?;
         let mut obs = Observation::default();
         robot
             .read_state(&mut obs.robot)
             .map_err(|e| ArmsError::Robot(e.to_string()))?;
         robot.read_scene(&mut obs);
-        obs.rebuild_flat();
-        Ok(obs.flat.len())
+        Ok(ObsLayout::of(&obs))
+    }
+
+    /// Width of the task's flat observation.
+    fn obs_dim(&self) -> Result<usize, ArmsError> {
+        Ok(self.obs_layout()?.dim())
     }
 }
 

@@ -10,6 +10,7 @@
 //!   [`arms::runtime_config`]).
 //! - [`train`]: `reflex train` (demonstrations, behaviour cloning, residual RL through the
 //!   runtime, evaluation, reports and plots) and `reflex eval`.
+//! - [`policies`]: policy files written with their metadata and checked against a task.
 //! - [`rewards`]: the reward source of a run (`[reward]` of its config), built as a
 //!   `reflex_learn::stage` plugin.
 //! - [`preference`]: `reflex preference`, a preference reward model learned from a judge's
@@ -18,6 +19,7 @@
 
 pub mod arms;
 pub mod classifier;
+pub mod policies;
 pub mod preference;
 pub mod rewards;
 pub mod train;

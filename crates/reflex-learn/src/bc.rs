@@ -3,7 +3,7 @@
 
 use crate::nn::{Adam, Net, Normaliser, Tape, INPUT_MIN_STD};
 use crate::rng::Rng;
-use reflex_runtime::{Activation, Mlp};
+use reflex_policy::{Activation, Mlp};
 use serde::{Deserialize, Serialize};
 
 /// Settings of behaviour cloning.

@@ -25,7 +25,7 @@ use crate::sac::{Agent, Batch, UpdateStats};
 use crate::stage::RewardStage;
 use crate::store::{save_checkpoint, Checkpoint, ReplayLog, StoreError, SYNC_INTERVAL};
 use reflex_core::{Interruption, SpscReceiver, Transition};
-use reflex_runtime::{Mlp, MlpScratch, WeightsSlot};
+use reflex_policy::{Mlp, MlpScratch, WeightsSlot};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -681,7 +681,7 @@ mod tests {
     use super::*;
     use crate::sac::AgentConfig;
     use reflex_core::{Action, ActionSpace, Outcome};
-    use reflex_runtime::Activation;
+    use reflex_policy::Activation;
 
     const FLAT: usize = 6;
     const ACT: usize = 7;

@@ -27,7 +27,7 @@
 //! depends on the simulator, so the learner runs unchanged behind a real arm.
 //!
 //! Seams: the learner reads `reflex_core::Transition`s from the runtime's drop-oldest queue and
-//! publishes `reflex_runtime::Mlp`s through a `WeightsSlot`; the control loop never waits for
+//! publishes `reflex_policy::Mlp`s through a `WeightsSlot`; the control loop never waits for
 //! it. The networks train on this crate's own kernels (burn's CPU backends were measured slower
 //! on this step, see the README); weights travel as safetensors in `torch.nn.Linear` layout.
 

@@ -14,7 +14,7 @@
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 use crate::rng::Rng;
-use reflex_runtime::{Activation, LayerParams, Mlp};
+use reflex_policy::{Activation, LayerParams, Mlp};
 
 const LN_EPS: f32 = 1e-5;
 

@@ -2,7 +2,7 @@
 //!
 //! - Actor: `obs -> [mean; raw log std]` (2 x action outputs), actions `tanh(mean + std * e)`;
 //!   the log standard deviation is squashed into a fixed range by
-//!   `reflex_runtime::squash_log_std`, the same function the runtime's exploring residual uses.
+//!   `reflex_policy::squash_log_std`, the same function the runtime's exploring residual uses.
 //! - Critics: an ensemble of `critics` networks on `[obs; action]`; the target is the minimum of
 //!   a random subset of `target_subset` target critics (all of them when the ensemble has two),
 //!   and the actor follows the ensemble mean.
@@ -26,7 +26,7 @@ use crate::nn::{Adam, Net, Normaliser, Tape};
 pub use crate::replay::Batch;
 use crate::rng::Rng;
 use rayon::prelude::*;
-use reflex_runtime::{squash_log_std, Activation, Mlp, LOG_STD_MAX, LOG_STD_MIN};
+use reflex_policy::{squash_log_std, Activation, Mlp, LOG_STD_MAX, LOG_STD_MIN};
 use serde::{Deserialize, Serialize};
 
 /// Which algorithm updates the networks.

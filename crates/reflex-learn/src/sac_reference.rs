@@ -13,7 +13,7 @@ use crate::rng::Rng;
 use crate::sac::{Agent, AgentConfig, Batch};
 use burn::tensor::activation::{relu, softplus};
 use burn::tensor::{Device, Tensor, TensorData};
-use reflex_runtime::{LOG_STD_MAX, LOG_STD_MIN};
+use reflex_policy::{LOG_STD_MAX, LOG_STD_MIN};
 
 const N: usize = 32;
 const FLAT: usize = 3;

@@ -6,7 +6,8 @@
 //! [`ResidualPolicy`], composes them with an operator's intervention ([`Composer`]), maps the
 //! action to joint setpoints (`reflex_core::ActionMapper`), passes every command through the
 //! [`SafetyFilter`] and writes it, emitting one `Transition` per policy step on a drop-oldest
-//! queue. Weights are hot-swapped through a [`WeightsSlot`]; statistics are atomics
+//! queue. The policy types (MLP, [`WeightsSlot`], base and residual policies, the policy file)
+//! are `reflex-policy`'s, re-exported here. Weights are hot-swapped through a [`WeightsSlot`]; statistics are atomics
 //! ([`RuntimeStats`]); pacing is a [`Ticker`] with optional [`RealTime`] settings. Nothing on the
 //! tick allocates or takes a lock (a counting-allocator test proves it).
 //!
@@ -38,8 +39,6 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 mod compose;
-mod mlp;
-mod policy;
 mod runtime;
 mod safety_filter;
 mod stand_in;
@@ -47,12 +46,11 @@ mod stats;
 mod ticker;
 
 pub use compose::{Composed, Composer};
-pub use mlp::{
-    Activation, DimMismatch, LayerParams, Mlp, MlpScratch, WeightsError, LAYER_NORM_EPS,
-};
-pub use policy::{
-    squash_log_std, NetPolicy, PolicyShapeError, PublishError, ResidualPolicy, ShapeMismatch,
-    WeightsSlot, LOG_STD_MAX, LOG_STD_MIN,
+/// The policy types the loop runs (they live in `reflex-policy`).
+pub use reflex_policy::{
+    squash_log_std, Activation, DimMismatch, LayerParams, Mlp, MlpScratch, NetPolicy,
+    PolicyShapeError, PublishError, ResidualPolicy, ShapeMismatch, WeightsError, WeightsSlot,
+    LAYER_NORM_EPS, LOG_STD_MAX, LOG_STD_MIN,
 };
 pub use runtime::{ResetError, Runtime, RuntimeConfig, RuntimeError, RuntimeStats, TickReport};
 pub use safety_filter::{EStop, Faults, Mode, RearmError, SafetyFilter};

@@ -27,7 +27,6 @@
 //! `intervention_link_timeout_s` during a takeover ends it: the arm holds until they are back.
 
 use crate::compose::Composer;
-use crate::policy::ResidualPolicy;
 use crate::safety_filter::{EStop, Faults, Mode, SafetyFilter};
 use crate::stats::LoopStats;
 use crate::ticker::Ticker;
@@ -37,6 +36,7 @@ use reflex_core::{
     RobotError, RobotState, SafetyLimits, SceneReset, SpscReceiver, SpscSender, Transition,
     ARM_DOF,
 };
+use reflex_policy::ResidualPolicy;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

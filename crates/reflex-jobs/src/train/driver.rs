@@ -21,7 +21,8 @@ use reflex_learn::replay::Source;
 use reflex_learn::sac::Agent;
 use reflex_learn::stage::{EpisodeHook, RewardPlugin};
 use reflex_learn::store::{load_latest, ReplayLog};
-use reflex_runtime::{Mlp, NetPolicy, ResidualPolicy, Runtime, WeightsSlot};
+use reflex_policy::Role;
+use reflex_runtime::{NetPolicy, ResidualPolicy, Runtime, WeightsSlot};
 use reflex_sim::{ScriptedExpert, Task};
 use std::collections::VecDeque;
 use std::path::Path;
@@ -69,7 +70,18 @@ pub fn train_on<A: Arms>(
     let started = Instant::now();
     let task = arms.task();
     let act_dim = task.action_space.dim();
-    let obs_dim = arms.obs_dim()?;
+    let layout = arms.obs_layout()?;
+    let obs_dim = layout.dim();
+    let file_meta = |role: Role| {
+        crate::policies::meta_for(
+            role,
+            task,
+            layout,
+            Some(cfg.residual_scale),
+            arms.rate_hz(),
+            cfg.seed,
+        )
+    };
     std::fs::create_dir_all(out).map_err(stage("creating the run directory"))?;
     let mut scalars = Scalars::open(
         out,
@@ -98,7 +110,9 @@ pub fn train_on<A: Arms>(
         let text = std::fs::read_to_string(&state_path).map_err(stage("progress.json"))?;
         state = serde_json::from_str(&text)
             .map_err(|e| stage("progress.json")(format!("{}: {e}", state_path.display())))?;
-        Mlp::load(&base_path).map_err(stage("base policy"))?
+        crate::policies::load_for(&base_path, Role::Base, task, layout)
+            .map_err(stage("base policy"))?
+            .mlp
     } else {
         // Fresh run: clear what a previous run left.
         for d in ["replay", "checkpoints"] {
@@ -120,7 +134,8 @@ pub fn train_on<A: Arms>(
             .collect();
         let (mlp, loss) = behaviour_clone(&obs, &act, obs_dim, act_dim, &cfg.bc, cfg.seed);
         tracing::info!(loss, pairs = demos.len(), "behaviour cloning done");
-        mlp.save(&base_path).map_err(stage("base policy"))?;
+        crate::policies::save(&mlp, &file_meta(Role::Base), &base_path)
+            .map_err(stage("base policy"))?;
         mlp
     };
 
@@ -474,11 +489,12 @@ pub fn train_on<A: Arms>(
             state.minutes_to_target = Some(wall(&started) / 60.0);
         }
     }
-    learner
-        .agent
-        .deterministic_actor()
-        .save(&out.join("policy.safetensors"))
-        .map_err(stage("policy"))?;
+    crate::policies::save(
+        &learner.agent.deterministic_actor(),
+        &file_meta(Role::Residual),
+        &out.join("policy.safetensors"),
+    )
+    .map_err(stage("policy"))?;
     state.episodes = episodes;
     state.wall_s = wall(&started);
     write_progress(&state_path, &mut state, &learner.shared)?;

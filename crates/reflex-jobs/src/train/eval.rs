@@ -3,7 +3,9 @@
 use super::config::{stage, TrainConfig, TrainError};
 use super::episodes::{run_episodes, seeds, success_and_return};
 use crate::arms::{runtime, Arms, SimArms};
-use reflex_runtime::{Mlp, NetPolicy, ResidualPolicy, WeightsSlot};
+use crate::policies::load_for;
+use reflex_policy::Role;
+use reflex_runtime::{NetPolicy, ResidualPolicy, WeightsSlot};
 use reflex_sim::Task;
 use std::path::Path;
 
@@ -36,18 +38,28 @@ pub fn evaluate_run(
     }
     let task = Task::load(&cfg.task).map_err(stage("task"))?;
     let act_dim = task.action_space.dim();
-    let arms = SimArms::new(task, cfg.loop_rate_hz);
-    let obs_dim = arms.obs_dim()?;
+    let arms = SimArms::new(task.clone(), cfg.loop_rate_hz);
+    let layout = arms.obs_layout()?;
+    let obs_dim = layout.dim();
     let scale = cfg.residual_scale;
-    let base = Mlp::load(&run.join("base.safetensors")).map_err(stage("base policy"))?;
-    let base = NetPolicy::new(WeightsSlot::new(base), obs_dim, act_dim).map_err(|e| {
-        stage("base policy")(format!("{}: {e}", run.join("base.safetensors").display()))
-    })?;
+    let base_path = run.join("base.safetensors");
+    let base = load_for(&base_path, Role::Base, &task, layout).map_err(stage("base policy"))?;
+    let base = NetPolicy::new(WeightsSlot::new(base.mlp), obs_dim, act_dim)
+        .map_err(|e| stage("base policy")(format!("{}: {e}", base_path.display())))?;
     let policy_path = run.join("policy.safetensors");
     let residual = if policy_path.exists() {
-        let mlp = Mlp::load(&policy_path).map_err(stage("policy"))?;
+        let file =
+            load_for(&policy_path, Role::Residual, &task, layout).map_err(stage("policy"))?;
+        if let Some(s) = file.meta.as_ref().and_then(|m| m.residual_scale) {
+            if (s - scale).abs() > 1e-6 {
+                return Err(stage("policy")(format!(
+                    "{}: trained with residual_scale {s}, the run's config.toml says {scale}",
+                    policy_path.display()
+                )));
+            }
+        }
         Some(
-            ResidualPolicy::new(WeightsSlot::new(mlp), obs_dim, act_dim)
+            ResidualPolicy::new(WeightsSlot::new(file.mlp), obs_dim, act_dim)
                 .map_err(|e| stage("policy")(format!("{}: {e}", policy_path.display())))?,
         )
     } else {

@@ -1,7 +1,7 @@
 //! The batch-1 MLP: numbers against a plain f64 reference, both kernels, the weights file and
 //! its errors, and weights exchanged with the reference safetensors library (Python).
 
-use reflex_runtime::{Activation, DimMismatch, Mlp, WeightsError};
+use reflex_policy::{Activation, DimMismatch, Mlp, WeightsError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

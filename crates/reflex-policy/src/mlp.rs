@@ -388,6 +388,11 @@ impl Mlp {
 
     /// Serialises to safetensors bytes (layout in the module docs).
     pub fn to_safetensors(&self) -> Vec<u8> {
+        self.to_safetensors_with(&HashMap::new())
+    }
+
+    /// [`Mlp::to_safetensors`] with `extra` metadata entries beside the network's own.
+    pub fn to_safetensors_with(&self, extra: &HashMap<String, String>) -> Vec<u8> {
         let mut bytes: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
             bytes.push((
@@ -418,7 +423,8 @@ impl Mlp {
                 (name.clone(), view)
             })
             .collect();
-        let meta = HashMap::from([
+        let mut meta = extra.clone();
+        meta.extend([
             ("format".to_owned(), "reflex-mlp".to_owned()),
             (
                 "hidden_activation".to_owned(),
@@ -437,6 +443,15 @@ impl Mlp {
     /// into place, then the directory synced. A reader never sees half a file, and a crash
     /// leaves the old weights or the new ones.
     pub fn save(&self, path: &Path) -> Result<(), WeightsError> {
+        self.save_with_metadata(path, &HashMap::new())
+    }
+
+    /// [`Mlp::save`] with `extra` metadata entries (a policy file's).
+    pub fn save_with_metadata(
+        &self,
+        path: &Path,
+        extra: &HashMap<String, String>,
+    ) -> Result<(), WeightsError> {
         use std::io::Write;
         let io = |e: std::io::Error| WeightsError::Io {
             path: path.to_owned(),
@@ -445,7 +460,7 @@ impl Mlp {
         let tmp = path.with_extension("safetensors.tmp");
         {
             let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&self.to_safetensors()).map_err(io)?;
+            f.write_all(&self.to_safetensors_with(extra)).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, path).map_err(io)?;
@@ -460,11 +475,23 @@ impl Mlp {
 
     /// Reads weights written by [`Mlp::save`], PyTorch or anything else that follows the layout.
     pub fn load(path: &Path) -> Result<Self, WeightsError> {
+        Ok(Self::load_with_metadata(path)?.0)
+    }
+
+    /// [`Mlp::load`], and every metadata entry of the file.
+    pub fn load_with_metadata(
+        path: &Path,
+    ) -> Result<(Self, HashMap<String, String>), WeightsError> {
         let bytes = std::fs::read(path).map_err(|e| WeightsError::Io {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        Self::from_safetensors(&bytes, path)
+        let mlp = Self::from_safetensors(&bytes, path)?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| WeightsError::Format {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok((mlp, meta.metadata().clone().unwrap_or_default()))
     }
 
     /// Parses safetensors bytes; `path` only names the source in errors.
