@@ -11,7 +11,7 @@ use reflex_jobs::policies::load_for;
 use reflex_policy::{ObsLayout, Role};
 use reflex_runtime::{
     EStop, Faults, NetPolicy, RealTime, RealTimeRequest, ResidualPolicy, Runtime, RuntimeConfig,
-    WeightsSlot,
+    RuntimeSettings, WeightsSlot,
 };
 use reflex_sim::{Env, ScriptedExpert, SimRobot, Task};
 use std::path::{Path, PathBuf};
@@ -115,7 +115,15 @@ pub fn run(a: &RunArgs) -> Result<()> {
     };
     let cfg = RuntimeConfig {
         transition_capacity: 4096,
-        ..reflex_jobs::arms::runtime_config(&task, &model, servo_rate_hz, residual_scale)
+        ..reflex_jobs::arms::runtime_config(
+            &task,
+            &model,
+            servo_rate_hz,
+            &RuntimeSettings {
+                residual_scale,
+                ..Default::default()
+            },
+        )
     };
     let robot = SimRobot::new(env, servo_rate_hz)?;
     let estop = EStop::new();
@@ -161,7 +169,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             let rested = rt
                 .estop()
                 .is_latched()
-                .then(|| rt.shutdown((5.0 * rt.config().rate_hz) as u64, paced));
+                .then(|| rt.shutdown((5.0 * rt.config().servo_rate_hz) as u64, paced));
             Ok((got, episodes, rested))
         })?;
 

@@ -8,7 +8,7 @@
 
 use reflex_core::{ArmModel, Observation, Policy, Robot, SceneReset, SceneView};
 use reflex_policy::ObsLayout;
-use reflex_runtime::{EStop, ResidualPolicy, Runtime, RuntimeConfig};
+use reflex_runtime::{EStop, ResidualPolicy, Runtime, RuntimeConfig, RuntimeSettings};
 use reflex_sim::{Env, SimRobot, Task};
 
 /// Why a runtime could not be built; names the part.
@@ -88,36 +88,37 @@ impl Arms for SimArms {
 }
 
 /// The runtime configuration for `task` on an arm described by `model`: the task's policy
-/// rate, action space, control and limits, a `rate_hz` loop and the residual scale.
+/// rate, action space, control and limits with `settings` (at a loop of `servo_rate_hz`).
 pub fn runtime_config(
     task: &Task,
     model: &ArmModel,
-    rate_hz: f64,
-    residual_scale: f32,
+    servo_rate_hz: f64,
+    settings: &RuntimeSettings,
 ) -> RuntimeConfig {
-    RuntimeConfig {
-        residual_scale,
-        ..RuntimeConfig::new(
-            rate_hz,
-            task.control_rate_hz,
-            task.action_space,
-            task.control.clone(),
-            task.arm.initial_joint_pos_rad,
-            task.safety_limits(model),
-        )
-    }
+    RuntimeConfig::from_settings(
+        &RuntimeSettings {
+            servo_rate_hz,
+            ..settings.clone()
+        },
+        task.control_rate_hz,
+        task.action_space,
+        task.control.clone(),
+        task.arm.initial_joint_pos_rad,
+        task.safety_limits(model),
+    )
 }
 
-/// A runtime over a new robot from `arms` (scene reset for `seed`) with these policies.
+/// A runtime over a new robot from `arms` (scene reset for `seed`) with these policies and
+/// `settings` (the loop runs at the arms' rate).
 pub fn runtime<A: Arms>(
     arms: &A,
     seed: u64,
     base: Box<dyn Policy + Send>,
     residual: Option<ResidualPolicy>,
-    residual_scale: f32,
+    settings: &RuntimeSettings,
 ) -> Result<Runtime<A::Robot>, ArmsError> {
     let (robot, model) = arms.make(seed)?;
-    let cfg = runtime_config(arms.task(), &model, arms.rate_hz(), residual_scale);
+    let cfg = runtime_config(arms.task(), &model, arms.rate_hz(), settings);
     Runtime::new(robot, cfg, model, base, residual, EStop::new())
         .map_err(|e| ArmsError::Runtime(e.to_string()))
 }

@@ -19,7 +19,8 @@ fn a_zero_initialised_residual_leaves_the_base_unchanged() {
     // A base cloned from two expert episodes (any fixed network would do).
     let expert = ScriptedExpert::new(&task, env.model());
     let arms = SimArms::new(task.clone(), 500.0);
-    let mut rt = runtime(&arms, 0, Box::new(expert), None, 0.3).unwrap();
+    let settings = reflex_runtime::RuntimeSettings::default();
+    let mut rt = runtime(&arms, 0, Box::new(expert), None, &settings).unwrap();
     let (_, demos) = run_episodes(&mut rt, [11u64, 12].into_iter(), true).unwrap();
     let obs: Vec<f32> = demos
         .iter()
@@ -49,7 +50,7 @@ fn a_zero_initialised_residual_leaves_the_base_unchanged() {
             )
             .unwrap()
         });
-        let mut rt = runtime(&arms, 0, Box::new(base_policy), res, 0.3).unwrap();
+        let mut rt = runtime(&arms, 0, Box::new(base_policy), res, &settings).unwrap();
         run_episodes(&mut rt, [21u64, 22].into_iter(), true).unwrap()
     };
     let (with_r, with_t) = run(true);

@@ -13,7 +13,7 @@ fn runtime_for(task_name: &str, rate_hz: f64, seed: u64) -> Runtime<SimRobot> {
     let expert: Box<dyn Policy + Send> = Box::new(ScriptedExpert::new(&task, &model));
     let cfg = RuntimeConfig {
         transition_capacity: 1024,
-        ..runtime_config(&task, &model, rate_hz, 0.3)
+        ..runtime_config(&task, &model, rate_hz, &Default::default())
     };
     Runtime::new(robot, cfg, model, expert, None, EStop::new()).unwrap()
 }

@@ -199,7 +199,7 @@ fn training_with_keypoint_rewards_runs_through_a_robot_that_hides_the_simulator(
     cfg.reward.source = Some(RewardSource::VlmKeypoints);
     let task = Task::load("pick_cube").unwrap();
     let arms = HiddenArms {
-        sim: SimArms::new(task.clone(), cfg.loop_rate_hz),
+        sim: SimArms::new(task.clone(), cfg.runtime.servo_rate_hz),
         renders: Arc::default(),
         object_reads: Arc::default(),
     };
@@ -272,7 +272,7 @@ fn the_simulator_waits_for_a_slow_vlm_instead_of_dropping_episodes() {
     let (plugin, oracle) =
         reward_plugin(&task, cfg.seed, &cfg.reward, &RewardFlags::default(), &dir).unwrap();
     assert!(oracle.is_none(), "the configured server answers");
-    let arms = SimArms::new(task, cfg.loop_rate_hz);
+    let arms = SimArms::new(task, cfg.runtime.servo_rate_hz);
     let s = train_on(&arms, &cfg, &dir, false, plugin, |_| {}).unwrap();
     let k = &s.reward_stage.as_ref().unwrap()["keypoints"];
     assert_eq!(k["not_asked"], 0, "{k}");

@@ -52,7 +52,9 @@ pub use reflex_policy::{
     PolicyShapeError, PublishError, ResidualPolicy, ShapeMismatch, WeightsError, WeightsSlot,
     LAYER_NORM_EPS, LOG_STD_MAX, LOG_STD_MIN,
 };
-pub use runtime::{ResetError, Runtime, RuntimeConfig, RuntimeError, RuntimeStats, TickReport};
+pub use runtime::{
+    ResetError, Runtime, RuntimeConfig, RuntimeError, RuntimeSettings, RuntimeStats, TickReport,
+};
 pub use safety_filter::{EStop, Faults, Mode, RearmError, SafetyFilter};
 pub use stand_in::StandInArm;
 pub use stats::{Histogram, LoopStats};

@@ -41,26 +41,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Everything the loop needs to know besides the robot and the policies.
-#[derive(Clone, Debug)]
-pub struct RuntimeConfig {
-    /// Servo (tick) rate, Hz.
-    pub rate_hz: f64,
-    /// Policy rate, Hz; `rate_hz` must be a whole multiple of it.
-    pub policy_rate_hz: f64,
-    /// How actions are read.
-    pub action_space: ActionSpace,
-    /// Action-to-setpoint mapping (speeds, reference limiting, damping).
-    pub control: ControlSpec,
-    /// Posture the end-effector mapping's null space pulls toward, radians.
-    pub rest_joint_pos_rad: [f64; ARM_DOF],
-    /// Safety limits every command is held to.
-    pub limits: SafetyLimits,
-    /// Residual scale in `a = base + scale * residual`.
+/// The loop's own settings: what a user sets (a `[runtime]` table, read with serde; unknown keys
+/// are refused). The task and the robot supply the rest of a [`RuntimeConfig`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// Servo (tick) rate of the control loop, Hz: a whole multiple of the task's
+    /// `policy_rate_hz`. Default 500 (real arms usually run 1000).
+    pub servo_rate_hz: f64,
+    /// Residual scale in `a = base + scale * residual`. Default 0.3.
     pub residual_scale: f32,
-    /// Operator action magnitude (any component) that takes over.
+    /// Operator action magnitude (any component, normalised units) that takes over. Default 0.5.
     pub intervention_threshold: f32,
-    /// How long an intervention lasts after the last input above the threshold, seconds.
+    /// How long a takeover lasts after the last input above the threshold, seconds. Default 0.5.
     pub intervention_hold_s: f64,
     /// If no operator message arrives for this long during a takeover, the takeover ends and
     /// the arm holds until the operator is back, seconds. Default 0.1.
@@ -68,40 +61,30 @@ pub struct RuntimeConfig {
     /// After a re-arm, the policy's output is ramped in from zero over this long, seconds.
     /// Default 1.0.
     pub rearm_ramp_s: f64,
-    /// Transitions the queue holds; when full, new ones are refused and counted.
+    /// Transitions the queue to the learner holds; when full, new ones are refused and
+    /// counted. Default 8192.
     pub transition_capacity: usize,
-    /// How long [`Runtime::new`] waits for the robot's first state (`Robot::start`), seconds.
+    /// How long the runtime waits for the robot's first state (`Robot::start`), seconds.
     /// Default 5.
     pub start_timeout_s: f64,
 }
 
-impl RuntimeConfig {
-    /// A configuration with the defaults for everything but the robot- and task-specific parts.
-    pub fn new(
-        rate_hz: f64,
-        policy_rate_hz: f64,
-        action_space: ActionSpace,
-        control: ControlSpec,
-        rest_joint_pos_rad: [f64; ARM_DOF],
-        limits: SafetyLimits,
-    ) -> Self {
+impl Default for RuntimeSettings {
+    fn default() -> Self {
         Self {
-            rate_hz,
-            policy_rate_hz,
-            action_space,
-            control,
-            rest_joint_pos_rad,
-            limits,
+            servo_rate_hz: 500.0,
             residual_scale: 0.3,
             intervention_threshold: 0.5,
             intervention_hold_s: 0.5,
             intervention_link_timeout_s: 0.1,
             rearm_ramp_s: 1.0,
-            start_timeout_s: 5.0,
             transition_capacity: 8192,
+            start_timeout_s: 5.0,
         }
     }
+}
 
+impl RuntimeSettings {
     /// Checks every setting; the error names the first bad one.
     pub fn validate(&self) -> Result<(), RuntimeError> {
         let bad = |field: &str, message: String| {
@@ -110,22 +93,12 @@ impl RuntimeConfig {
                 message,
             })
         };
-        let ratio = self.rate_hz / self.policy_rate_hz;
-        if !(self.rate_hz > 0.0 && self.rate_hz.is_finite()) {
+        if !(self.servo_rate_hz > 0.0 && self.servo_rate_hz.is_finite()) {
             return bad(
-                "rate_hz",
-                format!("expected a positive, finite rate, got {}", self.rate_hz),
-            );
-        }
-        if !(self.policy_rate_hz > 0.0 && self.policy_rate_hz.is_finite())
-            || ratio < 1.0
-            || (ratio - ratio.round()).abs() > 1e-6
-        {
-            return bad(
-                "policy_rate_hz",
+                "servo_rate_hz",
                 format!(
-                    "{} Hz must be positive and divide the loop rate {} Hz a whole number of times",
-                    self.policy_rate_hz, self.rate_hz
+                    "expected a positive, finite rate, got {}",
+                    self.servo_rate_hz
                 ),
             );
         }
@@ -166,14 +139,136 @@ impl RuntimeConfig {
         if self.transition_capacity == 0 {
             return bad("transition_capacity", "must be at least 1".into());
         }
+        Ok(())
+    }
+}
+
+/// Everything the loop needs to know besides the robot and the policies: the task's and the
+/// robot's part (decision rate, action space, control, rest pose, limits) and the
+/// [`RuntimeSettings`].
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Servo (tick) rate, Hz.
+    pub servo_rate_hz: f64,
+    /// The task's decision (policy) rate, Hz; `servo_rate_hz` must be a whole multiple of it.
+    pub policy_rate_hz: f64,
+    /// How actions are read.
+    pub action_space: ActionSpace,
+    /// Action-to-setpoint mapping (speeds, reference limiting, damping).
+    pub control: ControlSpec,
+    /// Posture the end-effector mapping's null space pulls toward, radians.
+    pub rest_joint_pos_rad: [f64; ARM_DOF],
+    /// Safety limits every command is held to.
+    pub limits: SafetyLimits,
+    /// Residual scale in `a = base + scale * residual`.
+    pub residual_scale: f32,
+    /// Operator action magnitude (any component) that takes over.
+    pub intervention_threshold: f32,
+    /// How long an intervention lasts after the last input above the threshold, seconds.
+    pub intervention_hold_s: f64,
+    /// If no operator message arrives for this long during a takeover, the takeover ends and
+    /// the arm holds until the operator is back, seconds. Default 0.1.
+    pub intervention_link_timeout_s: f64,
+    /// After a re-arm, the policy's output is ramped in from zero over this long, seconds.
+    /// Default 1.0.
+    pub rearm_ramp_s: f64,
+    /// Transitions the queue holds; when full, new ones are refused and counted.
+    pub transition_capacity: usize,
+    /// How long [`Runtime::new`] waits for the robot's first state (`Robot::start`), seconds.
+    /// Default 5.
+    pub start_timeout_s: f64,
+}
+
+impl RuntimeConfig {
+    /// A configuration at `servo_rate_hz` with the default settings for everything but the
+    /// robot- and task-specific parts.
+    pub fn new(
+        servo_rate_hz: f64,
+        policy_rate_hz: f64,
+        action_space: ActionSpace,
+        control: ControlSpec,
+        rest_joint_pos_rad: [f64; ARM_DOF],
+        limits: SafetyLimits,
+    ) -> Self {
+        let settings = RuntimeSettings {
+            servo_rate_hz,
+            ..Default::default()
+        };
+        Self::from_settings(
+            &settings,
+            policy_rate_hz,
+            action_space,
+            control,
+            rest_joint_pos_rad,
+            limits,
+        )
+    }
+
+    /// The configuration of `settings` with the task's and the robot's part.
+    pub fn from_settings(
+        settings: &RuntimeSettings,
+        policy_rate_hz: f64,
+        action_space: ActionSpace,
+        control: ControlSpec,
+        rest_joint_pos_rad: [f64; ARM_DOF],
+        limits: SafetyLimits,
+    ) -> Self {
+        let s = settings;
+        Self {
+            servo_rate_hz: s.servo_rate_hz,
+            policy_rate_hz,
+            action_space,
+            control,
+            rest_joint_pos_rad,
+            limits,
+            residual_scale: s.residual_scale,
+            intervention_threshold: s.intervention_threshold,
+            intervention_hold_s: s.intervention_hold_s,
+            intervention_link_timeout_s: s.intervention_link_timeout_s,
+            rearm_ramp_s: s.rearm_ramp_s,
+            start_timeout_s: s.start_timeout_s,
+            transition_capacity: s.transition_capacity,
+        }
+    }
+
+    /// The user-set part of this configuration.
+    pub fn settings(&self) -> RuntimeSettings {
+        RuntimeSettings {
+            servo_rate_hz: self.servo_rate_hz,
+            residual_scale: self.residual_scale,
+            intervention_threshold: self.intervention_threshold,
+            intervention_hold_s: self.intervention_hold_s,
+            intervention_link_timeout_s: self.intervention_link_timeout_s,
+            rearm_ramp_s: self.rearm_ramp_s,
+            transition_capacity: self.transition_capacity,
+            start_timeout_s: self.start_timeout_s,
+        }
+    }
+
+    /// Checks every setting; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        self.settings().validate()?;
+        let ratio = self.servo_rate_hz / self.policy_rate_hz;
+        if !(self.policy_rate_hz > 0.0 && self.policy_rate_hz.is_finite())
+            || ratio < 1.0
+            || (ratio - ratio.round()).abs() > 1e-6
+        {
+            return Err(RuntimeError::Config {
+                field: "policy_rate_hz".into(),
+                message: format!(
+                    "{} Hz must be positive and divide the loop rate {} Hz a whole number of times",
+                    self.policy_rate_hz, self.servo_rate_hz
+                ),
+            });
+        }
         if let Some(i) = self.rest_joint_pos_rad.iter().position(|v| !v.is_finite()) {
-            return bad(
-                &format!("rest_joint_pos_rad[{i}]"),
-                format!(
+            return Err(RuntimeError::Config {
+                field: format!("rest_joint_pos_rad[{i}]"),
+                message: format!(
                     "expected a finite angle, got {}",
                     self.rest_joint_pos_rad[i]
                 ),
-            );
+            });
         }
         self.control.validate().map_err(|e| RuntimeError::Config {
             field: format!("control.{}", e.field),
@@ -347,13 +442,13 @@ impl<R: Robot> Runtime<R> {
     ) -> Result<Self, RuntimeError> {
         cfg.validate()?;
         robot.start(&cfg.limits, Duration::from_secs_f64(cfg.start_timeout_s))?;
-        let ratio = cfg.rate_hz / cfg.policy_rate_hz;
+        let ratio = cfg.servo_rate_hz / cfg.policy_rate_hz;
         let mut state = RobotState::default();
         robot.read_state(&mut state).map_err(RuntimeError::Robot)?;
         let filter = SafetyFilter::new(
             cfg.limits.clone(),
             model.clone(),
-            1.0 / cfg.rate_hz,
+            1.0 / cfg.servo_rate_hz,
             estop,
             &state,
         )?;
@@ -374,7 +469,7 @@ impl<R: Robot> Runtime<R> {
             operator_rx,
             operator_pending: None,
             ticks_since_operator: u64::MAX / 2,
-            link_timeout_ticks: (cfg.intervention_link_timeout_s * cfg.rate_hz).ceil() as u64,
+            link_timeout_ticks: (cfg.intervention_link_timeout_s * cfg.servo_rate_hz).ceil() as u64,
             held_by_link: false,
             ticks_per_step: ratio.round() as u32,
             tick_in_step: 0,
@@ -397,7 +492,7 @@ impl<R: Robot> Runtime<R> {
             episode_done: false,
             estopped: false,
             ramp_tick: u64::MAX / 2,
-            ramp_ticks: (cfg.rearm_ramp_s * cfg.rate_hz).ceil() as u64,
+            ramp_ticks: (cfg.rearm_ramp_s * cfg.servo_rate_hz).ceil() as u64,
             command: JointCommand::default(),
             cfg,
         };
@@ -508,7 +603,7 @@ impl<R: Robot> Runtime<R> {
                 alpha,
                 &self.state.joint_pos_rad,
                 &self.frames.tcp,
-                1.0 / self.cfg.rate_hz,
+                1.0 / self.cfg.servo_rate_hz,
             );
             let desired = self.mapper.command();
             self.filter
@@ -691,7 +786,7 @@ impl<R: Robot> Runtime<R> {
         mut on_episode_end: impl FnMut(&mut Self, &Outcome) -> bool,
     ) {
         let end = Instant::now() + duration;
-        let mut ticker = Ticker::new(self.cfg.rate_hz);
+        let mut ticker = Ticker::new(self.cfg.servo_rate_hz);
         let mut last_outcome = Outcome::PENDING;
         // An episode waiting to start: its first read failed, so the loop holds (the episode
         // is done) and tries again next tick. One stale read at a boundary must not end a run.
@@ -700,7 +795,7 @@ impl<R: Robot> Runtime<R> {
             if starting {
                 if self.begin_episode().is_ok() {
                     starting = false;
-                    ticker = Ticker::new(self.cfg.rate_hz);
+                    ticker = Ticker::new(self.cfg.servo_rate_hz);
                 } else {
                     self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -728,7 +823,7 @@ impl<R: Robot> Runtime<R> {
                     self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
                     starting = true;
                 }
-                ticker = Ticker::new(self.cfg.rate_hz);
+                ticker = Ticker::new(self.cfg.servo_rate_hz);
             }
         }
     }
@@ -803,7 +898,7 @@ impl<R: Robot> Runtime<R> {
     /// `max_ticks`: what `reflex run` and `reflex train` do after pressing the e-stop, before
     /// they exit. Returns whether it came to rest.
     pub fn tick_until_at_rest(&mut self, max_ticks: u64, paced: bool) -> bool {
-        let mut ticker = Ticker::new(self.cfg.rate_hz);
+        let mut ticker = Ticker::new(self.cfg.servo_rate_hz);
         for _ in 0..max_ticks {
             if paced {
                 self.tick_paced(&mut ticker);

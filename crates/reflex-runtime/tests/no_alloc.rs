@@ -141,7 +141,7 @@ fn networks_composition_and_safety_filter_allocate_nothing_per_tick() {
 fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_speed() {
     let arm = arm();
     let cfg = follower_config(&arm);
-    let mut robot = FollowerArm::new(1.0 / cfg.rate_hz);
+    let mut robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
     robot.fail_every = 97; // stale reads: the watchdog path runs too
     let obs_dim = reflex_core::Observation::flat_len(0, 0, 0);
     let base = NetPolicy::new(

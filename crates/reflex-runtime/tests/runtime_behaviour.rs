@@ -50,7 +50,7 @@ fn runtime_with(
     let arm = arm();
     let mut cfg = follower_config(&arm);
     tweak(&mut cfg);
-    let robot = FollowerArm::new(1.0 / cfg.rate_hz);
+    let robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
     let residual = residual.map(|w| ResidualPolicy::new(w, OBS, 7).unwrap());
     Runtime::new(robot, cfg, arm, Box::new(base), residual, estop).unwrap()
 }
@@ -580,7 +580,7 @@ fn a_nan_gripper_holds_its_width_and_a_nan_residual_keeps_the_base() {
     let run = |base: Box<dyn Policy + Send>, residual: Option<Mlp>| {
         let arm = arm();
         let cfg = follower_config(&arm);
-        let mut robot = FollowerArm::new(1.0 / cfg.rate_hz);
+        let mut robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
         robot.width_m = 0.0; // the gripper starts closed
         let residual = residual.map(|m| ResidualPolicy::new(WeightsSlot::new(m), OBS, 7).unwrap());
         let mut rt = Runtime::new(robot, cfg, arm, base, residual, EStop::new()).unwrap();
@@ -615,7 +615,7 @@ fn a_stale_read_when_an_episode_starts_holds_and_retries_instead_of_ending_the_r
     //! happened to fall on an episode boundary.
     let arm = arm();
     let cfg = follower_config(&arm);
-    let mut robot = FollowerArm::new(1.0 / cfg.rate_hz);
+    let mut robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
     robot.episode_steps = 5;
     let fail_next = robot.fail_next.clone();
     let mut rt = Runtime::new(

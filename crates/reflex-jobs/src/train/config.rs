@@ -5,6 +5,7 @@ use crate::rewards::RewardSection;
 use reflex_learn::bc::BcConfig;
 use reflex_learn::learner::LearnerConfig;
 use reflex_learn::sac::AgentConfig;
+use reflex_runtime::RuntimeSettings;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -25,10 +26,9 @@ pub struct TrainConfig {
     /// Scripted demonstrations for behaviour cloning and the demonstration buffer (0: the
     /// task's default).
     pub demo_episodes: usize,
-    /// `a = base + scale * residual`.
-    pub residual_scale: f32,
-    /// Control-loop rate of the simulated runtime, Hz.
-    pub loop_rate_hz: f64,
+    /// The control loop: servo rate, residual scale, takeover threshold, hold and link
+    /// timeout, re-arm ramp, queue size (`[runtime]`; the training default loop rate is 500 Hz).
+    pub runtime: RuntimeSettings,
     /// Evaluate every this many environment steps.
     pub eval_every: u64,
     /// Episodes per evaluation.
@@ -52,8 +52,7 @@ impl Default for TrainConfig {
             max_env_steps: 0,
             target_success: 0.95,
             demo_episodes: 0,
-            residual_scale: 0.3,
-            loop_rate_hz: 500.0,
+            runtime: RuntimeSettings::default(),
             eval_every: 10_000,
             eval_episodes: 50,
             bc: BcConfig::default(),
@@ -100,19 +99,25 @@ impl TrainConfig {
         if !(self.minutes > 0.0 && self.minutes.is_finite()) {
             return Err(format!("minutes: must be positive, got {}", self.minutes));
         }
-        if !(0.1..=0.5).contains(&self.residual_scale) {
+        self.runtime.validate().map_err(|e| match e {
+            reflex_runtime::RuntimeError::Config { field, message } => {
+                format!("runtime.{field}: {message}")
+            }
+            other => format!("runtime: {other}"),
+        })?;
+        if !(0.1..=0.5).contains(&self.runtime.residual_scale) {
             return Err(format!(
-                "residual_scale: must be in [0.1, 0.5], got {}",
-                self.residual_scale
+                "runtime.residual_scale: must be in [0.1, 0.5], got {}",
+                self.runtime.residual_scale
             ));
         }
         if self.eval_episodes == 0 || self.eval_every == 0 {
             return Err("eval_episodes and eval_every must be positive".into());
         }
-        if !(self.loop_rate_hz > 0.0 && self.loop_rate_hz <= 10_000.0) {
+        if self.runtime.servo_rate_hz > 10_000.0 {
             return Err(format!(
-                "loop_rate_hz: must be in (0, 10000], got {}",
-                self.loop_rate_hz
+                "runtime.servo_rate_hz: must be in (0, 10000], got {}",
+                self.runtime.servo_rate_hz
             ));
         }
         self.learner.validate()?;
@@ -154,5 +159,40 @@ pub(crate) fn stage<E: std::fmt::Display>(stage: &'static str) -> impl Fn(E) -> 
     move |e| TrainError::Stage {
         stage,
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<TrainConfig, String> {
+        let path = std::env::temp_dir().join(format!(
+            "reflex-train-config-{}-{}.toml",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let r = TrainConfig::load(&path).map_err(|e| e.to_string());
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
+    /// The `[runtime]` table is the runtime's own settings: read with serde, every key known,
+    /// every value checked when the file is read, the error naming the file and the key.
+    #[test]
+    fn the_runtime_table_is_read_and_checked_with_the_file() {
+        let c = load("[runtime]\nservo_rate_hz = 250.0\nintervention_hold_s = 0.2\n").unwrap();
+        assert_eq!(c.runtime.servo_rate_hz, 250.0);
+        assert_eq!(c.runtime.intervention_hold_s, 0.2);
+        assert_eq!(c.runtime.residual_scale, 0.3, "the rest keep their defaults");
+        let e = load("[runtime]\nintervention_hold_ss = 0.2\n").unwrap_err();
+        assert!(e.contains(".toml") && e.contains("intervention_hold_ss"), "{e}");
+        let e = load("[runtime]\nintervention_link_timeout_s = 0.0\n").unwrap_err();
+        assert!(e.contains("runtime.intervention_link_timeout_s"), "{e}");
+        let e = load("[runtime]\nresidual_scale = 0.9\n").unwrap_err();
+        assert!(e.contains("runtime.residual_scale"), "{e}");
+        let e = load("loop_rate_hz = 500.0\n").unwrap_err();
+        assert!(e.contains("loop_rate_hz"), "the old key is refused by name: {e}");
     }
 }

@@ -52,7 +52,7 @@ pub fn train_with(
 ) -> Result<Summary, TrainError> {
     cfg.validate().map_err(stage("configuration"))?;
     let task = Task::load(&cfg.task).map_err(stage("task"))?;
-    let arms = SimArms::new(task, cfg.loop_rate_hz);
+    let arms = SimArms::new(task, cfg.runtime.servo_rate_hz);
     train_on(&arms, cfg, out, resume, reward, progress)
 }
 
@@ -77,7 +77,7 @@ pub fn train_on<A: Arms>(
             role,
             task,
             layout,
-            Some(cfg.residual_scale),
+            Some(cfg.runtime.residual_scale),
             arms.rate_hz(),
             cfg.seed,
         )
@@ -120,7 +120,7 @@ pub fn train_on<A: Arms>(
         }
         progress(Progress::Stage("demonstrations"));
         let expert = ScriptedExpert::new(task, &arms.make(0)?.1);
-        let mut rt = runtime(arms, 0, Box::new(expert), None, cfg.residual_scale)?;
+        let mut rt = runtime(arms, 0, Box::new(expert), None, &cfg.runtime)?;
         let (_, transitions) = run_episodes(&mut rt, seeds(cfg.seed, 1, demo_episodes), true)?;
         demos = transitions;
         progress(Progress::Stage("behaviour cloning"));
@@ -142,7 +142,7 @@ pub fn train_on<A: Arms>(
     // Networks shared with the runtimes.
     let base_slot = WeightsSlot::new(base_mlp.clone());
     let mut agent = Agent::new(cfg.agent.clone(), obs_dim + act_dim, act_dim, cfg.seed)
-        .with_residual(cfg.residual_scale);
+        .with_residual(cfg.runtime.residual_scale);
     let ckpt_dir = out.join("checkpoints");
     if resuming {
         let got = load_latest(&ckpt_dir, |c| agent.restore(&c).map(|_| ()))
@@ -159,7 +159,7 @@ pub fn train_on<A: Arms>(
     let mut learner = Learner::new(
         agent,
         cfg.learner.clone(),
-        cfg.residual_scale,
+        cfg.runtime.residual_scale,
         base_mlp.clone(),
         actor_slot.clone(),
         cfg.seed,
@@ -233,7 +233,7 @@ pub fn train_on<A: Arms>(
         0,
         net(&base_slot)?,
         Some(residual(&eval_flag, 0)?),
-        cfg.residual_scale,
+        &cfg.runtime,
     )?;
     let eval_seeds = || seeds(cfg.seed, 2, cfg.eval_episodes);
     let evaluate = |rt: &mut Runtime<A::Robot>| -> Result<(f64, f64), TrainError> {
@@ -275,7 +275,7 @@ pub fn train_on<A: Arms>(
         0,
         net(&base_slot)?,
         Some(residual(&explore, cfg.seed ^ 0xE)?),
-        cfg.residual_scale,
+        &cfg.runtime,
     )?;
     let shared = learner.shared.clone();
     if resuming {
@@ -302,7 +302,7 @@ pub fn train_on<A: Arms>(
     let mut stop_reason = "time budget";
     let mut ret_success = false;
     let tick_stats = rt.stats().clone();
-    let period_ns = (1e9 / cfg.loop_rate_hz) as u64;
+    let period_ns = (1e9 / cfg.runtime.servo_rate_hz) as u64;
     let mut reward_wait = Duration::ZERO;
     let mut episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
     let mut step_id = 0u64;

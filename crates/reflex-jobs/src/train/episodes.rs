@@ -13,7 +13,7 @@ pub type EpisodeResults = (Vec<(bool, f64)>, Vec<Transition>);
 /// Presses `rt`'s e-stop, ticks until the arm is at rest (at most [`BRAKE_LIMIT_S`]) and
 /// releases the robot (`Runtime::shutdown`).
 pub fn brake_to_rest<R: Robot>(rt: &mut Runtime<R>) -> bool {
-    let max_ticks = (BRAKE_LIMIT_S * rt.config().rate_hz) as u64;
+    let max_ticks = (BRAKE_LIMIT_S * rt.config().servo_rate_hz) as u64;
     let rested = rt.shutdown(max_ticks, false);
     if !rested {
         tracing::error!("the arm did not come to rest within {BRAKE_LIMIT_S} s of braking");

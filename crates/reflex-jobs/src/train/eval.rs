@@ -38,10 +38,10 @@ pub fn evaluate_run(
     }
     let task = Task::load(&cfg.task).map_err(stage("task"))?;
     let act_dim = task.action_space.dim();
-    let arms = SimArms::new(task.clone(), cfg.loop_rate_hz);
+    let arms = SimArms::new(task.clone(), cfg.runtime.servo_rate_hz);
     let layout = arms.obs_layout()?;
     let obs_dim = layout.dim();
-    let scale = cfg.residual_scale;
+    let scale = cfg.runtime.residual_scale;
     let base_path = run.join("base.safetensors");
     let base = load_for(&base_path, Role::Base, &task, layout).map_err(stage("base policy"))?;
     let base = NetPolicy::new(WeightsSlot::new(base.mlp), obs_dim, act_dim)
@@ -65,7 +65,7 @@ pub fn evaluate_run(
     } else {
         None
     };
-    let mut rt = runtime(&arms, 0, Box::new(base), residual, scale)?;
+    let mut rt = runtime(&arms, 0, Box::new(base), residual, &cfg.runtime)?;
     let (r, _) = run_episodes(&mut rt, seeds(seed, 4, episodes), false)?;
     Ok(success_and_return(&r))
 }
