@@ -1,22 +1,18 @@
-//! `reflex run`: the runtime's control loop driving the simulated arm in real time, paced at
+//! `reflex run`: arguments and the report; the session itself is `reflex_jobs::run` (the
+//! runtime's control loop driving the simulated arm in real time, paced at
 //! the loop rate, episode after episode, with success and timing statistics at the end.
 //! SIGTERM or the first Ctrl-C presses the e-stop: the arm brakes to rest within its limits
 //! before the command exits (a second Ctrl-C kills it at once).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use reflex_core::Policy;
-use reflex_jobs::policies::load_for;
-use reflex_policy::{ObsLayout, Role};
-use reflex_runtime::{
-    EStop, Faults, NetPolicy, RealTime, RealTimeRequest, ResidualPolicy, Runtime, RuntimeConfig,
-    RuntimeSettings, WeightsSlot,
-};
-use reflex_sim::{Env, ScriptedExpert, SimRobot, Task};
-use std::path::{Path, PathBuf};
+use reflex_jobs::run::RunSpec;
+use reflex_runtime::Faults;
+use reflex_sim::Task;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Arguments of `reflex run`.
 #[derive(Args)]
@@ -59,138 +55,25 @@ pub struct RunArgs {
 
 pub fn run(a: &RunArgs) -> Result<()> {
     let task = Task::load(&a.task).with_context(|| format!("loading task {}", a.task))?;
-    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
-        bail!("--seconds {}: expected a positive duration", a.seconds);
-    }
-    let mut env = Env::new(task.clone()).context("building the simulator")?;
-    let obs = env.reset(a.seed)?;
-    let layout = ObsLayout::of(&obs);
-    let obs_dim = layout.dim();
-    let act_dim = task.action_space.dim();
-    let model = env.model().clone();
-
-    // Policy files say what they were trained for: a file for another layout, action space
-    // or decision rate is refused naming both.
-    let base_file = match a.policy.as_str() {
-        "scripted" => None,
-        p => Some(load_for(Path::new(p), Role::Base, &task, layout)?),
+    let spec = RunSpec {
+        task: task.clone(),
+        policy: a.policy.clone(),
+        residual: a.residual.clone(),
+        residual_scale: a.residual_scale,
+        servo_rate_hz: a.rate,
+        seconds: a.seconds,
+        seed: a.seed,
+        paced: !a.unpaced,
+        realtime: !a.no_realtime,
     };
-    let residual_file = match &a.residual {
-        Some(p) => Some(load_for(p, Role::Residual, &task, layout)?),
-        None => None,
-    };
-    let file_scale = residual_file
-        .as_ref()
-        .and_then(|f| f.meta.as_ref())
-        .and_then(|m| m.residual_scale);
-    let residual_scale = match (a.residual_scale, file_scale) {
-        (Some(flag), Some(file)) if (flag - file).abs() > 1e-6 => bail!(
-            "--residual-scale {flag}: {} was trained with {file}",
-            a.residual.as_deref().unwrap_or(Path::new("")).display()
-        ),
-        (flag, file) => flag.or(file).unwrap_or(0.3),
-    };
-    let file_rate = [&residual_file, &base_file]
-        .into_iter()
-        .flatten()
-        .find_map(|f| f.meta.as_ref().map(|m| m.servo_rate_hz));
-    let servo_rate_hz = a.rate.or(file_rate).unwrap_or(1000.0);
-    let base: Box<dyn Policy + Send> = match base_file {
-        None => Box::new(ScriptedExpert::new(&task, &model)),
-        Some(f) => Box::new(
-            NetPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.policy))?,
-        ),
-    };
-    let residual = match residual_file {
-        Some(f) => Some(
-            ResidualPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: {e}",
-                    a.residual.as_deref().unwrap_or(Path::new("")).display()
-                )
-            })?,
-        ),
-        None => None,
-    };
-    let cfg = RuntimeConfig {
-        transition_capacity: 4096,
-        ..reflex_jobs::arms::runtime_config(
-            &task,
-            &model,
-            servo_rate_hz,
-            &RuntimeSettings {
-                residual_scale,
-                ..Default::default()
-            },
-        )
-    };
-    let robot = SimRobot::new(env, servo_rate_hz)?;
-    let estop = EStop::new();
-    let mut rt = Runtime::new(robot, cfg, model, base, residual, estop.clone())?;
-    let stats = rt.stats().clone();
-    let transitions = rt.transitions().clone();
     crate::stop_on_signals();
-
-    let realtime = !a.no_realtime && !a.unpaced;
-    let paced = !a.unpaced;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let duration = Duration::from_secs_f64(a.seconds);
-    let first_seed = a.seed;
-    let control = std::thread::Builder::new()
-        .name("reflex-control".into())
-        .spawn(move || -> Result<(RealTime, Vec<bool>, Option<bool>)> {
-            let got = RealTime::request(&RealTimeRequest {
-                fifo_priority: realtime.then_some(80),
-                mlock: realtime,
-                cpu: realtime.then_some(cores - 1),
-            });
-            let mut seed = first_seed;
-            let mut episodes = Vec::new();
-            let mut reset_error = None;
-            rt.run(duration, paced, |rt, outcome| {
-                if rt.estop().is_latched() {
-                    return false; // the episode was aborted: not counted
-                }
-                episodes.push(outcome.success);
-                seed += 1;
-                match rt.reset_episode(seed) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        reset_error = Some(e);
-                        false
-                    }
-                }
-            });
-            if let Some(e) = reset_error {
-                return Err(e.into());
-            }
-            // Pressed: brake to rest (paced like the loop itself) before handing back.
-            let rested = rt
-                .estop()
-                .is_latched()
-                .then(|| rt.shutdown((5.0 * rt.config().servo_rate_hz) as u64, paced));
-            Ok((got, episodes, rested))
-        })?;
-
-    // This thread plays the learner's part: it drains transitions so none are dropped, and it
-    // shows progress.
     let bar = ProgressBar::new((a.seconds * 10.0) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {elapsed}/{msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
-    let mut drained = 0u64;
-    while !control.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
-        if reflex_jobs::train::INTERRUPT.load(Ordering::Relaxed) && !estop.is_latched() {
-            bar.println("stopping: e-stop pressed, braking to rest");
-            estop.press();
-        }
-        while transitions.pop().is_some() {
-            drained += 1;
-        }
+    let r = reflex_jobs::run::run(&spec, |stats| {
         bar.set_position((start.elapsed().as_secs_f64() * 10.0) as u64);
         bar.set_message(format!(
             "{:.0}s  {} episodes, {} succeeded, {} deadline misses",
@@ -199,24 +82,17 @@ pub fn run(a: &RunArgs) -> Result<()> {
             stats.successes.load(Ordering::Relaxed),
             stats.timing.deadline_misses.load(Ordering::Relaxed),
         ));
-    }
+    })?;
     bar.finish_and_clear();
-    let (got, episodes, rested) = control
-        .join()
-        .map_err(|_| anyhow::anyhow!("the control thread panicked"))??;
-    if rested == Some(false) {
-        tracing::error!("the arm did not come to rest within 5 s of the e-stop");
-    }
-    while transitions.pop().is_some() {
-        drained += 1;
-    }
-    if realtime {
-        for (what, r) in [
+    let (got, episodes, drained, stats) = (&r.realtime, &r.episodes, r.drained, &r.stats);
+    let (servo_rate_hz, residual_scale) = (r.servo_rate_hz, r.residual_scale);
+    if spec.realtime && spec.paced {
+        for (what, res) in [
             ("SCHED_FIFO", &got.fifo),
             ("mlockall", &got.mlock),
             ("CPU pinning", &got.pinned),
         ] {
-            if let Err(e) = r {
+            if let Err(e) = res {
                 tracing::warn!("{what} not obtained: {e}");
             }
         }
@@ -232,7 +108,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         0.0
     };
     let faults = stats.fault_counts();
-    let q = transitions.stats();
+    let q = r.transitions;
     println!(
         "{}: {successes}/{n} completed episodes succeeded ({:.1}%) in {:.1} s; {} ticks at {} Hz, {} deadline misses, jitter p50 {:.1} us p99 {:.1} us max {:.1} us, compute p50 {:.1} us p99 {:.1} us; {} transitions ({} dropped)",
         task.name,
@@ -296,10 +172,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
                 "read_errors": stats.read_errors.load(Ordering::Relaxed),
                 "write_errors": stats.write_errors.load(Ordering::Relaxed),
                 "faults": fault_map,
-                "estop_pressed": estop.presses() > 0,
+                "estop_pressed": r.estop_pressed,
                 "estop_aborts": stats.estop_aborts.load(Ordering::Relaxed),
-                "at_rest_after_estop": rested,
-                "stop_reason": if estop.presses() > 0 { "e-stop" } else { "time" },
+                "at_rest_after_estop": r.rested,
+                "stop_reason": if r.estop_pressed { "e-stop" } else { "time" },
                 "late_10pct": t.late_10pct.load(Ordering::Relaxed),
                 "late_50pct": t.late_50pct.load(Ordering::Relaxed),
                 "sched_fifo": status(&got.fifo),

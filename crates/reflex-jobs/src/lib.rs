@@ -13,6 +13,8 @@
 //! - [`policies`]: policy files written with their metadata and checked against a task.
 //! - [`rewards`]: the reward source of a run (`[reward]` of its config), built as a
 //!   `reflex_learn::stage` plugin.
+//! - [`run`]: `reflex run`, the runtime driving the simulated arm in real time from checked
+//!   policy files, braking to rest on an interrupt.
 //! - [`preference`]: `reflex preference`, a preference reward model learned from a judge's
 //!   labels on simulated frames and its rank correlation with true progress.
 //! - [`classifier`]: labelled frames from the simulator for `reflex classifier`.
@@ -22,4 +24,5 @@ pub mod classifier;
 pub mod policies;
 pub mod preference;
 pub mod rewards;
+pub mod run;
 pub mod train;

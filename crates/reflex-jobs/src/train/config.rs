@@ -185,14 +185,23 @@ mod tests {
         let c = load("[runtime]\nservo_rate_hz = 250.0\nintervention_hold_s = 0.2\n").unwrap();
         assert_eq!(c.runtime.servo_rate_hz, 250.0);
         assert_eq!(c.runtime.intervention_hold_s, 0.2);
-        assert_eq!(c.runtime.residual_scale, 0.3, "the rest keep their defaults");
+        assert_eq!(
+            c.runtime.residual_scale, 0.3,
+            "the rest keep their defaults"
+        );
         let e = load("[runtime]\nintervention_hold_ss = 0.2\n").unwrap_err();
-        assert!(e.contains(".toml") && e.contains("intervention_hold_ss"), "{e}");
+        assert!(
+            e.contains(".toml") && e.contains("intervention_hold_ss"),
+            "{e}"
+        );
         let e = load("[runtime]\nintervention_link_timeout_s = 0.0\n").unwrap_err();
         assert!(e.contains("runtime.intervention_link_timeout_s"), "{e}");
         let e = load("[runtime]\nresidual_scale = 0.9\n").unwrap_err();
         assert!(e.contains("runtime.residual_scale"), "{e}");
         let e = load("loop_rate_hz = 500.0\n").unwrap_err();
-        assert!(e.contains("loop_rate_hz"), "the old key is refused by name: {e}");
+        assert!(
+            e.contains("loop_rate_hz"),
+            "the old key is refused by name: {e}"
+        );
     }
 }

@@ -1,0 +1,242 @@
+//! `reflex run`: the runtime driving the simulated arm in real time (or back to back), episode
+//! after episode, from policy files checked against the task (their scale and loop rate taken
+//! from them), on its own control thread with optional real-time settings; the calling thread
+//! plays the learner's part (drains transitions) and watches the interrupt flag, which presses
+//! the e-stop: the arm brakes to rest before the session ends.
+
+use crate::arms::runtime_config;
+use crate::policies::load_for;
+use crate::train::INTERRUPT;
+use reflex_core::Policy;
+use reflex_policy::{ObsLayout, PolicyFileError, Role};
+use reflex_runtime::{
+    EStop, NetPolicy, RealTime, RealTimeRequest, ResidualPolicy, Runtime, RuntimeConfig,
+    RuntimeSettings, RuntimeStats, WeightsSlot,
+};
+use reflex_sim::{Env, ScriptedExpert, SimRobot, Task};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// The task.
+    pub task: Task,
+    /// `scripted` (the task's scripted expert) or a base policy file.
+    pub policy: String,
+    /// A residual policy file.
+    pub residual: Option<PathBuf>,
+    /// The residual scale (default: the residual file's own, else 0.3; a file that records
+    /// another is refused).
+    pub residual_scale: Option<f32>,
+    /// The loop rate, Hz (default: the rate the residual or base file was trained at, else
+    /// 1000).
+    pub servo_rate_hz: Option<f64>,
+    /// How long, seconds of wall-clock time.
+    pub seconds: f64,
+    /// Seed of the first episode; episode i uses `seed + i`.
+    pub seed: u64,
+    /// Tick at the loop rate (else back to back).
+    pub paced: bool,
+    /// Ask for SCHED_FIFO, mlockall and CPU pinning.
+    pub realtime: bool,
+}
+
+/// Why a session could not run; names the file or part.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A bad setting.
+    #[error("{0}")]
+    Setting(String),
+    /// A policy file was refused.
+    #[error(transparent)]
+    Policy(#[from] PolicyFileError),
+    /// The simulator failed.
+    #[error("simulator: {0}")]
+    Sim(#[from] reflex_sim::SimError),
+    /// The runtime refused its configuration or the robot did not start.
+    #[error(transparent)]
+    Runtime(#[from] reflex_runtime::RuntimeError),
+    /// The control thread failed.
+    #[error("control thread: {0}")]
+    Control(String),
+}
+
+/// What a session did.
+pub struct RunResult {
+    /// The loop rate used, Hz.
+    pub servo_rate_hz: f64,
+    /// The residual scale used.
+    pub residual_scale: f32,
+    /// What the real-time requests obtained.
+    pub realtime: RealTime,
+    /// Success of every completed episode (an aborted one is not counted).
+    pub episodes: Vec<bool>,
+    /// After an e-stop: whether the arm came to rest within 5 s.
+    pub rested: Option<bool>,
+    /// Transitions the watching thread drained.
+    pub drained: u64,
+    /// The loop's statistics.
+    pub stats: Arc<RuntimeStats>,
+    /// The transition queue's counters.
+    pub transitions: reflex_core::QueueStats,
+    /// The e-stop was pressed.
+    pub estop_pressed: bool,
+}
+
+/// Runs `spec`; `watch` is called about every 100 ms with the loop's statistics.
+pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunResult, RunError> {
+    if !(spec.seconds > 0.0 && spec.seconds.is_finite()) {
+        return Err(RunError::Setting(format!(
+            "--seconds {}: expected a positive duration",
+            spec.seconds
+        )));
+    }
+    let task = &spec.task;
+    let mut env = Env::new(task.clone())?;
+    let obs = env.reset(spec.seed)?;
+    let layout = ObsLayout::of(&obs);
+    let obs_dim = layout.dim();
+    let act_dim = task.action_space.dim();
+    let model = env.model().clone();
+
+    // Policy files say what they were trained for: a file for another layout, action space
+    // or decision rate is refused naming both.
+    let base_file = match spec.policy.as_str() {
+        "scripted" => None,
+        p => Some(load_for(Path::new(p), Role::Base, task, layout)?),
+    };
+    let residual_file = match &spec.residual {
+        Some(p) => Some(load_for(p, Role::Residual, task, layout)?),
+        None => None,
+    };
+    let residual_name = || spec.residual.as_deref().unwrap_or(Path::new("")).display();
+    let file_scale = residual_file
+        .as_ref()
+        .and_then(|f| f.meta.as_ref())
+        .and_then(|m| m.residual_scale);
+    let residual_scale = match (spec.residual_scale, file_scale) {
+        (Some(flag), Some(file)) if (flag - file).abs() > 1e-6 => {
+            return Err(RunError::Setting(format!(
+                "--residual-scale {flag}: {} was trained with {file}",
+                residual_name()
+            )))
+        }
+        (flag, file) => flag.or(file).unwrap_or(0.3),
+    };
+    let file_rate = [&residual_file, &base_file]
+        .into_iter()
+        .flatten()
+        .find_map(|f| f.meta.as_ref().map(|m| m.servo_rate_hz));
+    let servo_rate_hz = spec.servo_rate_hz.or(file_rate).unwrap_or(1000.0);
+    let base: Box<dyn Policy + Send> = match base_file {
+        None => Box::new(ScriptedExpert::new(task, &model)),
+        Some(f) => Box::new(
+            NetPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim)
+                .map_err(|e| RunError::Setting(format!("{}: {e}", spec.policy)))?,
+        ),
+    };
+    let residual = match residual_file {
+        Some(f) => Some(
+            ResidualPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim)
+                .map_err(|e| RunError::Setting(format!("{}: {e}", residual_name())))?,
+        ),
+        None => None,
+    };
+    let cfg = RuntimeConfig {
+        transition_capacity: 4096,
+        ..runtime_config(
+            task,
+            &model,
+            servo_rate_hz,
+            &RuntimeSettings {
+                residual_scale,
+                ..Default::default()
+            },
+        )
+    };
+    let robot = SimRobot::new(env, servo_rate_hz)?;
+    let estop = EStop::new();
+    let mut rt = Runtime::new(robot, cfg, model, base, residual, estop.clone())?;
+    let stats = rt.stats().clone();
+    let transitions = rt.transitions().clone();
+
+    let (realtime, paced) = (spec.realtime && spec.paced, spec.paced);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let duration = Duration::from_secs_f64(spec.seconds);
+    let first_seed = spec.seed;
+    type ControlResult = Result<(RealTime, Vec<bool>, Option<bool>), String>;
+    let control = std::thread::Builder::new()
+        .name("reflex-control".into())
+        .spawn(move || -> ControlResult {
+            let got = RealTime::request(&RealTimeRequest {
+                fifo_priority: realtime.then_some(80),
+                mlock: realtime,
+                cpu: realtime.then_some(cores - 1),
+            });
+            let mut seed = first_seed;
+            let mut episodes = Vec::new();
+            let mut reset_error = None;
+            rt.run(duration, paced, |rt, outcome| {
+                if rt.estop().is_latched() {
+                    return false; // the episode was aborted: not counted
+                }
+                episodes.push(outcome.success);
+                seed += 1;
+                match rt.reset_episode(seed) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        reset_error = Some(e.to_string());
+                        false
+                    }
+                }
+            });
+            if let Some(e) = reset_error {
+                return Err(e);
+            }
+            // Pressed: brake to rest (paced like the loop itself) and release the robot.
+            let rested = rt
+                .estop()
+                .is_latched()
+                .then(|| rt.shutdown((5.0 * rt.config().servo_rate_hz) as u64, paced));
+            Ok((got, episodes, rested))
+        })
+        .map_err(|e| RunError::Control(e.to_string()))?;
+
+    // This thread plays the learner's part: it drains transitions so none are dropped.
+    let mut drained = 0u64;
+    while !control.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        if INTERRUPT.load(Ordering::Relaxed) && !estop.is_latched() {
+            tracing::warn!("stopping: e-stop pressed, braking to rest");
+            estop.press();
+        }
+        while transitions.pop().is_some() {
+            drained += 1;
+        }
+        watch(&stats);
+    }
+    let (got, episodes, rested) = control
+        .join()
+        .map_err(|_| RunError::Control("the control thread panicked".into()))?
+        .map_err(RunError::Control)?;
+    if rested == Some(false) {
+        tracing::error!("the arm did not come to rest within 5 s of the e-stop");
+    }
+    while transitions.pop().is_some() {
+        drained += 1;
+    }
+    Ok(RunResult {
+        servo_rate_hz,
+        residual_scale,
+        realtime: got,
+        episodes,
+        rested,
+        drained,
+        stats,
+        transitions: transitions.stats(),
+        estop_pressed: estop.presses() > 0,
+    })
+}
