@@ -1,13 +1,12 @@
-//! `reflex sim`: seeded episodes of a policy in a task, run in parallel, with a success summary.
+//! `reflex sim`: arguments and the report; the episodes are `reflex_jobs::sim` (seeded, in
+//! parallel, with a success summary).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
-use reflex_core::{Action, Policy};
-use reflex_sim::{Camera, Env, Frame, ScriptedExpert, Task, Termination};
+use reflex_jobs::sim::{run_sim, SimSpec};
+use reflex_sim::Task;
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// Arguments of `reflex sim`.
 #[derive(Args)]
@@ -35,119 +34,41 @@ pub struct SimArgs {
     json: bool,
 }
 
-#[derive(Clone, Copy, Default)]
-struct EpisodeResult {
-    success: bool,
-    ret: f64,
-    steps: u32,
-    fault: bool,
-}
-
 pub fn run(args: &SimArgs) -> Result<()> {
     if args.policy != "scripted" {
         bail!(
-            "--policy {}: only `scripted` is available until trained policies land (reflex train)",
+            "--policy {}: only `scripted` is available here (a trained run plays with `reflex eval` or `reflex run`)",
             args.policy
         );
     }
     let task = Task::load(&args.task).with_context(|| format!("loading task {}", args.task))?;
-    if let Some(dir) = &args.save_frames {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let template_env = Env::new(task.clone()).context("building the simulator")?;
-    let template = template_env.template().clone();
+    let spec = SimSpec {
+        task,
+        episodes: args.episodes,
+        seed: args.seed,
+        save_frames: args.save_frames.clone(),
+        frame_size: args.frame_size,
+    };
     let bar = ProgressBar::new(args.episodes);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} episodes [{elapsed_precise}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let start = Instant::now();
-    let results: Result<Vec<EpisodeResult>> = (0..args.episodes)
-        .into_par_iter()
-        .map_init(
-            || Env::from_template(task.clone(), template.clone()),
-            |env, ep| {
-                let env = env.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let r = run_episode(env, &task, args, args.seed + ep, ep);
-                bar.inc(1);
-                r
-            },
-        )
-        .collect();
+    let r = run_sim(&spec, || bar.inc(1)).map_err(|e| anyhow::anyhow!(e))?;
     bar.finish_and_clear();
-    let results = results?;
-    let wall_s = start.elapsed().as_secs_f64();
-    let n = results.len().max(1) as f64;
-    let successes = results.iter().filter(|r| r.success).count();
-    let success_rate = successes as f64 / n;
-    let mean_return = results.iter().map(|r| r.ret).sum::<f64>() / n;
-    let mean_steps = results.iter().map(|r| r.steps as f64).sum::<f64>() / n;
-    let faults = results.iter().filter(|r| r.fault).count();
     println!(
         "{}: {}/{} episodes succeeded ({:.1}%), mean return {:.2}, mean length {:.1} steps, {} faults, {:.1} s",
-        task.name,
-        successes,
-        results.len(),
-        100.0 * success_rate,
-        mean_return,
-        mean_steps,
-        faults,
-        wall_s
+        r.task,
+        r.successes,
+        r.episodes,
+        100.0 * r.success_rate,
+        r.mean_return,
+        r.mean_steps,
+        r.faults,
+        r.wall_s
     );
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "task": task.name,
-                "policy": args.policy,
-                "episodes": results.len(),
-                "seed": args.seed,
-                "success_rate": success_rate,
-                "successes": successes,
-                "mean_return": mean_return,
-                "mean_steps": mean_steps,
-                "faults": faults,
-                "wall_s": wall_s,
-            })
-        );
+        println!("{}", serde_json::to_string(&r)?);
     }
     Ok(())
-}
-
-fn run_episode(
-    env: &mut Env,
-    task: &Task,
-    args: &SimArgs,
-    seed: u64,
-    ep: u64,
-) -> Result<EpisodeResult> {
-    let mut policy = ScriptedExpert::new(task, env.model());
-    policy.reset();
-    let mut obs = env.reset(seed)?;
-    let mut action = Action::zeros(task.action_space);
-    let cameras = [
-        Camera::front(args.frame_size, args.frame_size),
-        Camera::wrist(args.frame_size, args.frame_size),
-    ];
-    let mut frame = Frame::new(args.frame_size, args.frame_size);
-    let mut result = EpisodeResult::default();
-    for t in 0.. {
-        if let Some(dir) = &args.save_frames {
-            for cam in &cameras {
-                env.render(cam, &mut frame, false);
-                reflex_sim::save_png(&frame, dir, &format!("ep{ep:03}_t{t:03}_{}", cam.name))?;
-            }
-        }
-        policy.act(&obs, &mut action);
-        let step = env.step(&action)?;
-        obs = step.obs;
-        result.ret += step.reward;
-        result.steps += 1;
-        result.success |= step.info.success;
-        if step.terminated || step.truncated {
-            result.fault = step.info.termination == Some(Termination::NonFinite);
-            break;
-        }
-    }
-    Ok(result)
 }

@@ -15,6 +15,7 @@
 //!   `reflex_learn::stage` plugin.
 //! - [`run`]: `reflex run`, the runtime driving the simulated arm in real time from checked
 //!   policy files, braking to rest on an interrupt.
+//! - [`sim`]: `reflex sim`, the scripted expert's episodes in parallel, with frames saved.
 //! - [`preference`]: `reflex preference`, a preference reward model learned from a judge's
 //!   labels on simulated frames and its rank correlation with true progress.
 //! - [`classifier`]: labelled frames from the simulator for `reflex classifier`.
@@ -25,4 +26,5 @@ pub mod policies;
 pub mod preference;
 pub mod rewards;
 pub mod run;
+pub mod sim;
 pub mod train;
