@@ -9,7 +9,6 @@
 //! - `reflex bench sim|policy|loop|learner|pendulum|train`: throughput, latency and learning figures.
 
 mod bench;
-mod bench_learn;
 mod classifier;
 mod preference;
 mod run;

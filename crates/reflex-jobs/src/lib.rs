@@ -8,6 +8,7 @@
 //!
 //! - [`arms`]: the one builder of runtimes ([`arms::Arms`], [`arms::SimArms`],
 //!   [`arms::runtime_config`]).
+//! - [`bench`]: `reflex bench` (simulator, policy, loop, learner, pendulum, training).
 //! - [`train`]: `reflex train` (demonstrations, behaviour cloning, residual RL through the
 //!   runtime, evaluation, reports and plots) and `reflex eval`.
 //! - [`policies`]: policy files written with their metadata and checked against a task.
@@ -21,6 +22,7 @@
 //! - [`classifier`]: labelled frames from the simulator for `reflex classifier`.
 
 pub mod arms;
+pub mod bench;
 pub mod classifier;
 pub mod policies;
 pub mod preference;

@@ -1,43 +1,35 @@
 //! `reflex bench learner|pendulum|train`: learning throughput and the pendulum sanity check.
 
+use super::BenchReport;
+use crate::train::{train, TrainConfig};
 use anyhow::{bail, Result};
-use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use reflex_jobs::train::{train, TrainConfig};
 use reflex_learn::pendulum::train_pendulum;
 use reflex_learn::sac::{Agent, AgentConfig};
 use std::time::Instant;
 
-/// Arguments of `reflex bench learner`.
-#[derive(Args)]
-pub struct BenchLearnerArgs {
+/// Settings of `reflex bench learner`.
+#[derive(Clone, Debug)]
+pub struct BenchLearnerSpec {
     /// Seconds to time updates for.
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
+    pub seconds: f64,
     /// Rows per batch.
-    #[arg(long, default_value_t = 256)]
-    batch: usize,
+    pub batch: usize,
     /// Hidden width (two hidden layers).
-    #[arg(long, default_value_t = 256)]
-    hidden: usize,
+    pub hidden: usize,
     /// Observation width.
-    #[arg(long, default_value_t = 39)]
-    obs: usize,
+    pub obs: usize,
     /// Action width.
-    #[arg(long, default_value_t = 7)]
-    act: usize,
+    pub act: usize,
     /// Critics in the ensemble.
-    #[arg(long, default_value_t = 2)]
-    critics: usize,
-    /// Print a JSON object as the last line.
-    #[arg(long)]
-    json: bool,
+    pub critics: usize,
 }
 
 /// Full SAC updates (critics, actor, temperature, targets) per second, as training runs them:
 /// the learner draws every batch from a filled replay, half demonstrations and half online
 /// (RLPD), of 3-step records, for a residual agent whose critics see the executed action.
-pub fn bench_learner(a: &BenchLearnerArgs) -> Result<()> {
+pub fn bench_learner(a: &BenchLearnerSpec) -> Result<BenchReport> {
+    let mut out = BenchReport::default();
     use reflex_learn::learner::{Learner, LearnerConfig};
     use reflex_learn::replay::{Source, Step};
     use reflex_runtime::{Activation, Mlp, WeightsSlot};
@@ -99,7 +91,7 @@ pub fn bench_learner(a: &BenchLearnerArgs) -> Result<()> {
     let s = start.elapsed().as_secs_f64();
     let ups = n as f64 / s;
     let threads = rayon::current_num_threads();
-    println!(
+    out.lines.push(format!(
         "full SAC updates from a filled replay (RLPD 50/50, {} demonstration and {} online records): {ups:.1}/s (batch {}, [{h}, {h}] actor and {} critics, obs {} + base {}, act {}, {threads} threads)",
         learner.demo.len(),
         learner.online.len(),
@@ -109,36 +101,29 @@ pub fn bench_learner(a: &BenchLearnerArgs) -> Result<()> {
         a.act,
         a.act,
         h = a.hidden
-    );
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"updates_per_s": ups, "updates": n, "seconds": s, "batch": a.batch,
+    ));
+    {
+        out.json = serde_json::json!({"updates_per_s": ups, "updates": n, "seconds": s, "batch": a.batch,
                 "hidden": [a.hidden, a.hidden], "critics": a.critics, "obs": a.obs, "act": a.act,
                 "threads": threads, "demo_records": learner.demo.len(),
                 "online_records": learner.online.len(), "fill_s": fill_s,
-                "rollbacks": learner.shared.rollbacks.load(std::sync::atomic::Ordering::Relaxed)})
-        );
+                "rollbacks": learner.shared.rollbacks.load(std::sync::atomic::Ordering::Relaxed)});
     }
-    Ok(())
+    Ok(out)
 }
 
-/// Arguments of `reflex bench pendulum`.
-#[derive(Args)]
-pub struct BenchPendulumArgs {
+/// Settings of `reflex bench pendulum`.
+#[derive(Clone, Debug)]
+pub struct BenchPendulumSpec {
     /// Seeds to run (one run each).
-    #[arg(long, default_value_t = 3)]
-    runs: u64,
+    pub runs: u64,
     /// Step budget per run.
-    #[arg(long, default_value_t = 10_000)]
-    max_steps: usize,
-    /// Print a JSON object as the last line.
-    #[arg(long)]
-    json: bool,
+    pub max_steps: usize,
 }
 
 /// SAC on the pendulum until the last 10 returns average above -200.
-pub fn bench_pendulum(a: &BenchPendulumArgs) -> Result<()> {
+pub fn bench_pendulum(a: &BenchPendulumSpec) -> Result<BenchReport> {
+    let mut out = BenchReport::default();
     let mut results = Vec::new();
     for seed in 0..a.runs {
         let cfg = AgentConfig {
@@ -161,7 +146,7 @@ pub fn bench_pendulum(a: &BenchPendulumArgs) -> Result<()> {
             }
         });
         bar.finish_and_clear();
-        println!(
+        out.lines.push(format!(
             "seed {seed}: {} (updates {}, {:.1} s)",
             match (r.steps_to_solve, r.seconds_to_solve) {
                 (Some(n), Some(s)) =>
@@ -170,10 +155,10 @@ pub fn bench_pendulum(a: &BenchPendulumArgs) -> Result<()> {
             },
             r.updates,
             r.wall_s
-        );
+        ));
         results.push(r);
     }
-    if a.json {
+    {
         let v: Vec<_> = results
             .iter()
             .enumerate()
@@ -182,30 +167,25 @@ pub fn bench_pendulum(a: &BenchPendulumArgs) -> Result<()> {
                     "seconds_to_solve": r.seconds_to_solve, "updates": r.updates})
             })
             .collect();
-        println!("{}", serde_json::json!({ "runs": v }));
+        out.json = serde_json::json!({ "runs": v });
     }
-    Ok(())
+    Ok(out)
 }
 
-/// Arguments of `reflex bench train`.
-#[derive(Args)]
-pub struct BenchTrainArgs {
+/// Settings of `reflex bench train`.
+#[derive(Clone, Debug)]
+pub struct BenchTrainSpec {
     /// Task.
-    #[arg(long, default_value = "pick_cube")]
-    task: String,
+    pub task: String,
     /// Update-to-data ratio.
-    #[arg(long, default_value_t = 4.0)]
-    utd: f32,
+    pub utd: f32,
     /// Seconds of training.
-    #[arg(long, default_value_t = 60.0)]
-    seconds: f64,
-    /// Print a JSON object as the last line.
-    #[arg(long)]
-    json: bool,
+    pub seconds: f64,
 }
 
 /// End-to-end environment steps and updates per second while training (no evaluations).
-pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
+pub fn bench_train(a: &BenchTrainSpec) -> Result<BenchReport> {
+    let mut out = BenchReport::default();
     let mut cfg = TrainConfig {
         task: a.task.clone(),
         minutes: a.seconds / 60.0,
@@ -218,16 +198,13 @@ pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("reflex-bench-train-{}", std::process::id()));
     let s = train(&cfg, &dir, false, |_| {})?;
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
+    out.lines.push(format!(
         "{} at UTD {}: {:.1} environment steps/s, {:.1} updates/s end to end",
         a.task, a.utd, s.env_steps_per_s, s.updates_per_s
-    );
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"task": a.task, "utd": a.utd, "env_steps_per_s": s.env_steps_per_s,
-                "updates_per_s": s.updates_per_s, "env_steps": s.env_steps, "updates": s.updates})
-        );
+    ));
+    {
+        out.json = serde_json::json!({"task": a.task, "utd": a.utd, "env_steps_per_s": s.env_steps_per_s,
+                "updates_per_s": s.updates_per_s, "env_steps": s.env_steps, "updates": s.updates});
     }
-    Ok(())
+    Ok(out)
 }
