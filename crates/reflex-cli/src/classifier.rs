@@ -1,13 +1,11 @@
-//! `reflex classifier train` and `reflex classifier eval`: the success classifier on simulated
-//! camera frames.
+//! `reflex classifier train` and `reflex classifier eval`: arguments and reports; the jobs are
+//! `reflex_jobs::classifier`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use reflex_classifier::{train, Classifier, ClassifierConfig};
-use reflex_jobs::classifier::collect_frames;
+use reflex_jobs::classifier::{eval_classifier, train_classifier, ClassifierTrainSpec};
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// What `reflex classifier` does.
 #[derive(Subcommand)]
@@ -70,9 +68,6 @@ pub struct EvalArgs {
     json: bool,
 }
 
-/// Frames that run on after a success (the expert holding the result).
-const AFTER_SUCCESS: usize = 8;
-
 pub fn run(cmd: &ClassifierCommand) -> Result<()> {
     match cmd {
         ClassifierCommand::Train(a) => run_train(a),
@@ -81,84 +76,48 @@ pub fn run(cmd: &ClassifierCommand) -> Result<()> {
 }
 
 fn run_train(a: &TrainArgs) -> Result<()> {
-    if a.episodes == 0 || a.heldout_episodes == 0 {
-        bail!("--episodes and --heldout-episodes must be positive");
-    }
-    let started = Instant::now();
     let task = reflex_sim::Task::load(&a.task).with_context(|| format!("--task {}", a.task))?;
-    let seed0 = a.seed.wrapping_mul(1_000_003);
-    let frames = collect_frames(&task, a.episodes, seed0, a.size, AFTER_SUCCESS)?;
-    let heldout = collect_frames(
-        &task,
-        a.heldout_episodes,
-        seed0 + a.episodes as u64 + 11,
-        a.size,
-        AFTER_SUCCESS,
-    )?;
-    eprintln!(
-        "{} training frames ({} positive), {} held-out ({} positive)",
-        frames.len(),
-        frames.positives(),
-        heldout.len(),
-        heldout.positives()
-    );
-    let cfg = ClassifierConfig {
+    let spec = ClassifierTrainSpec {
+        task,
+        episodes: a.episodes,
+        heldout_episodes: a.heldout_episodes,
+        size: a.size,
         epochs: a.epochs,
         lr: a.lr,
         seed: a.seed,
-        ..Default::default()
+        out: a.out.clone(),
     };
     let bar = ProgressBar::new(a.epochs as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let (clf, loss) = train(&frames, &a.task, &cfg, |epoch, loss| {
+    let r = train_classifier(&spec, |epoch, loss| {
         bar.set_position(epoch as u64 + 1);
         bar.set_message(format!("loss {loss:.4}"));
     })?;
     bar.finish_and_clear();
-    let train_acc = clf.evaluate(&frames)?;
-    let test_acc = clf.evaluate(&heldout)?;
-    clf.save(&a.out)?;
-    let report = serde_json::json!({
-        "task": a.task,
-        "size": a.size,
-        "epochs": a.epochs,
-        "final_loss": loss,
-        "train": train_acc,
-        "heldout": test_acc,
-        "wall_s": started.elapsed().as_secs_f64(),
-    });
-    let path = a.out.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| path.display().to_string())?;
     println!(
-        "{}: held-out accuracy {:.1}% on {} frames (positives {:.1}%, negatives {:.1}%); training frames {:.1}%; {:.0} s; saved in {}",
-        a.task,
-        100.0 * test_acc.accuracy,
-        test_acc.frames,
-        100.0 * test_acc.true_positive_rate,
-        100.0 * test_acc.true_negative_rate,
-        100.0 * train_acc.accuracy,
-        started.elapsed().as_secs_f64(),
+        "{}: held-out accuracy {:.1}% on {} frames (positives {:.1}%, negatives {:.1}%); training frames {:.1}% ({} frames, {} positive); {:.0} s; saved in {}",
+        r.task,
+        100.0 * r.heldout.accuracy,
+        r.heldout.frames,
+        100.0 * r.heldout.true_positive_rate,
+        100.0 * r.heldout.true_negative_rate,
+        100.0 * r.train.accuracy,
+        r.train_frames,
+        r.train_positives,
+        r.wall_s,
         a.out.display()
     );
     if a.json {
-        println!("{report}");
+        println!("{}", serde_json::to_string(&r)?);
     }
     Ok(())
 }
 
 fn run_eval(a: &EvalArgs) -> Result<()> {
-    if a.episodes == 0 {
-        bail!("--episodes must be positive");
-    }
-    let clf = Classifier::load(&a.model)?;
-    let name = a.task.clone().unwrap_or_else(|| clf.meta.task.clone());
-    let task = reflex_sim::Task::load(&name).with_context(|| format!("task {name}"))?;
-    let frames = collect_frames(&task, a.episodes, a.seed, clf.meta.size, AFTER_SUCCESS)?;
-    let acc = clf.evaluate(&frames)?;
+    let acc = eval_classifier(&a.model, a.task.as_deref(), a.episodes, a.seed)?;
     println!(
         "{}: accuracy {:.1}% on {} frames ({} positive; positives {:.1}%, negatives {:.1}%)",
         a.model.display(),

@@ -53,3 +53,125 @@ pub fn collect_frames(
     .map_err(ClassifierError::Sim)?;
     Ok(set)
 }
+
+/// Frames that run on after a success (the expert holding the result).
+pub const AFTER_SUCCESS: usize = 8;
+
+/// What `reflex classifier train` does.
+#[derive(Clone, Debug)]
+pub struct ClassifierTrainSpec {
+    /// Task.
+    pub task: Task,
+    /// Episodes whose frames train the classifier.
+    pub episodes: usize,
+    /// Episodes whose frames only test it.
+    pub heldout_episodes: usize,
+    /// Image side, pixels (a multiple of 8).
+    pub size: usize,
+    /// Passes over the training frames.
+    pub epochs: usize,
+    /// Adam step size.
+    pub lr: f64,
+    /// Seed of episodes, weights and batches.
+    pub seed: u64,
+    /// Output directory (`classifier.safetensors`, `classifier.json`, `report.json`).
+    pub out: std::path::PathBuf,
+}
+
+/// What training measured (`report.json`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClassifierTrainReport {
+    /// Task.
+    pub task: String,
+    /// Image side, pixels.
+    pub size: usize,
+    /// Passes made.
+    pub epochs: usize,
+    /// Loss of the last epoch.
+    pub final_loss: f32,
+    /// Frames it was trained on.
+    pub train_frames: usize,
+    /// Of which positive.
+    pub train_positives: usize,
+    /// Accuracy on its training frames.
+    pub train: reflex_classifier::Accuracy,
+    /// Accuracy on the held-out episodes' frames.
+    pub heldout: reflex_classifier::Accuracy,
+    /// Wall-clock time, seconds.
+    pub wall_s: f64,
+}
+
+/// Collects frames from the scripted expert, trains the classifier, measures it on held-out
+/// episodes and saves it with `report.json` in `spec.out`. `epoch` is told each epoch's loss.
+pub fn train_classifier(
+    spec: &ClassifierTrainSpec,
+    mut epoch: impl FnMut(usize, f32),
+) -> Result<ClassifierTrainReport, ClassifierError> {
+    if spec.episodes == 0 || spec.heldout_episodes == 0 {
+        return Err(ClassifierError::Invalid(
+            "episodes and heldout_episodes must be positive".into(),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let seed0 = spec.seed.wrapping_mul(1_000_003);
+    let frames = collect_frames(&spec.task, spec.episodes, seed0, spec.size, AFTER_SUCCESS)?;
+    let heldout = collect_frames(
+        &spec.task,
+        spec.heldout_episodes,
+        seed0 + spec.episodes as u64 + 11,
+        spec.size,
+        AFTER_SUCCESS,
+    )?;
+    tracing::info!(
+        frames = frames.len(),
+        positives = frames.positives(),
+        heldout = heldout.len(),
+        heldout_positives = heldout.positives(),
+        "frames collected"
+    );
+    let cfg = reflex_classifier::ClassifierConfig {
+        epochs: spec.epochs,
+        lr: spec.lr,
+        seed: spec.seed,
+        ..Default::default()
+    };
+    let (clf, loss) = reflex_classifier::train(&frames, &spec.task.name, &cfg, &mut epoch)?;
+    let report = ClassifierTrainReport {
+        task: spec.task.name.clone(),
+        size: spec.size,
+        epochs: spec.epochs,
+        final_loss: loss,
+        train_frames: frames.len(),
+        train_positives: frames.positives(),
+        train: clf.evaluate(&frames)?,
+        heldout: clf.evaluate(&heldout)?,
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    clf.save(&spec.out)?;
+    let path = spec.out.join("report.json");
+    let text = serde_json::to_string_pretty(&report)
+        .unwrap_or_else(|_| unreachable!("the report always serialises"));
+    std::fs::write(&path, text).map_err(|e| ClassifierError::File {
+        path,
+        message: e.to_string(),
+    })?;
+    Ok(report)
+}
+
+/// The accuracy of the classifier in `model` on `episodes` fresh episodes of `task` (default:
+/// the one it was trained on) from `seed`.
+pub fn eval_classifier(
+    model: &std::path::Path,
+    task: Option<&str>,
+    episodes: usize,
+    seed: u64,
+) -> Result<reflex_classifier::Accuracy, ClassifierError> {
+    if episodes == 0 {
+        return Err(ClassifierError::Invalid("episodes must be positive".into()));
+    }
+    let clf = reflex_classifier::Classifier::load(model)?;
+    let name = task.map_or_else(|| clf.meta.task.clone(), str::to_owned);
+    let task = Task::load(&name).map_err(|e| ClassifierError::Sim(e.to_string()))?;
+    let frames = collect_frames(&task, episodes, seed, clf.meta.size, AFTER_SUCCESS)?;
+    clf.evaluate(&frames)
+}
