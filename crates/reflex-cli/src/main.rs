@@ -1,4 +1,5 @@
-//! The `reflex` command.
+//! The `reflex` command: argument parsing, progress bars and reports. Every job it runs lives in
+//! `reflex-jobs`; nothing here drives a robot or a learner itself.
 //!
 //! - `reflex train`: the main job, residual RL on a behaviour-cloned base in the simulator.
 //! - `reflex eval`: success rate of a trained run.
@@ -6,6 +7,9 @@
 //! - `reflex run`: the runtime's control loop driving the simulated arm in real time.
 //! - `reflex vlm-oracle`: an OpenAI-compatible server answering Reflex's VLM prompts from
 //!   simulator ground truth, with injectable noise, latency and faults.
+//! - `reflex preference`: a preference reward model from a judge's labels, ranked on held-out
+//!   frames.
+//! - `reflex classifier train|eval`: the success classifier on simulated frames.
 //! - `reflex bench sim|policy|loop|learner|pendulum|train`: throughput, latency and learning figures.
 
 mod bench;
