@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reflex_jobs::bench::{self, learn, BenchReport};
 
 /// What to benchmark.
@@ -133,7 +134,24 @@ pub struct BenchTrainArgs {
     json: bool,
 }
 
+/// A progress callback drawing on `bar` (hidden until the first call, which sets its length).
+fn bar_progress(bar: &ProgressBar) -> impl FnMut(u64, u64, String) + '_ {
+    move |done, total, message| {
+        if bar.is_hidden() {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+        bar.set_length(total);
+        bar.set_position(done);
+        bar.set_message(message);
+    }
+}
+
 pub fn run(cmd: &BenchCommand) -> Result<()> {
+    let bar = ProgressBar::hidden();
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let (report, json): (BenchReport, bool) = match cmd {
         BenchCommand::Sim(a) => (
             bench::bench_sim(&bench::BenchSimSpec {
@@ -149,12 +167,15 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             a.json,
         ),
         BenchCommand::Loop(a) => (
-            bench::bench_loop(&bench::BenchLoopSpec {
-                rate: a.rate,
-                seconds: a.seconds,
-                load: a.load,
-                no_realtime: a.no_realtime,
-            })?,
+            bench::bench_loop(
+                &bench::BenchLoopSpec {
+                    rate: a.rate,
+                    seconds: a.seconds,
+                    load: a.load,
+                    no_realtime: a.no_realtime,
+                },
+                bar_progress(&bar),
+            )?,
             a.json,
         ),
         BenchCommand::Learner(a) => (
@@ -169,10 +190,13 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             a.json,
         ),
         BenchCommand::Pendulum(a) => (
-            learn::bench_pendulum(&learn::BenchPendulumSpec {
-                runs: a.runs,
-                max_steps: a.max_steps,
-            })?,
+            learn::bench_pendulum(
+                &learn::BenchPendulumSpec {
+                    runs: a.runs,
+                    max_steps: a.max_steps,
+                },
+                bar_progress(&bar),
+            )?,
             a.json,
         ),
         BenchCommand::Train(a) => (
@@ -184,6 +208,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             a.json,
         ),
     };
+    bar.finish_and_clear();
     for line in &report.lines {
         println!("{line}");
     }

@@ -3,7 +3,6 @@
 use super::BenchReport;
 use crate::train::{train, TrainConfig};
 use anyhow::{bail, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use reflex_learn::pendulum::train_pendulum;
 use reflex_learn::sac::{Agent, AgentConfig};
 use std::time::Instant;
@@ -121,8 +120,12 @@ pub struct BenchPendulumSpec {
     pub max_steps: usize,
 }
 
-/// SAC on the pendulum until the last 10 returns average above -200.
-pub fn bench_pendulum(a: &BenchPendulumSpec) -> Result<BenchReport> {
+/// SAC on the pendulum until the last 10 returns average above -200; `progress(steps_done,
+/// step_budget, message)` follows each run.
+pub fn bench_pendulum(
+    a: &BenchPendulumSpec,
+    mut progress: impl FnMut(u64, u64, String),
+) -> Result<BenchReport> {
     let mut out = BenchReport::default();
     let mut results = Vec::new();
     for seed in 0..a.runs {
@@ -134,18 +137,13 @@ pub fn bench_pendulum(a: &BenchPendulumSpec) -> Result<BenchReport> {
             backup_entropy: true,
             ..Default::default()
         };
-        let bar = ProgressBar::new(a.max_steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        let mut last = String::new();
         let r = train_pendulum(cfg, a.max_steps, 256, 100, seed, true, |t, m| {
-            bar.set_position(t as u64);
             if let Some(m) = m {
-                bar.set_message(format!("last-10 mean return {m:.0}"));
+                last = format!("seed {seed}: last-10 mean return {m:.0}");
             }
+            progress(t as u64, a.max_steps as u64, last.clone());
         });
-        bar.finish_and_clear();
         out.lines.push(format!(
             "seed {seed}: {} (updates {}, {:.1} s)",
             match (r.steps_to_solve, r.seconds_to_solve) {

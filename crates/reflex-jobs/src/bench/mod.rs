@@ -447,9 +447,13 @@ fn vlm_traffic(
     }
 }
 
-pub fn bench_loop(a: &BenchLoopSpec) -> Result<BenchReport> {
+/// Runs the loop benchmark; `progress(ticks_done, ticks_total, message)` is called about every
+/// 200 ms.
+pub fn bench_loop(
+    a: &BenchLoopSpec,
+    mut progress: impl FnMut(u64, u64, String),
+) -> Result<BenchReport> {
     let mut out = BenchReport::default();
-    use indicatif::{ProgressBar, ProgressStyle};
     use reflex_runtime::{RealTime, RealTimeRequest};
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
@@ -563,20 +567,18 @@ pub fn bench_loop(a: &BenchLoopSpec) -> Result<BenchReport> {
         Ok((got, lut))
     });
 
-    let bar = ProgressBar::new((a.seconds * a.rate) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} ticks, {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let total = (a.seconds * a.rate) as u64;
     while !control.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
-        bar.set_position(stats.timing.ticks.load(Ordering::Relaxed));
-        bar.set_message(format!(
-            "{} missed",
-            stats.timing.deadline_misses.load(Ordering::Relaxed)
-        ));
+        progress(
+            stats.timing.ticks.load(Ordering::Relaxed),
+            total,
+            format!(
+                "{} missed",
+                stats.timing.deadline_misses.load(Ordering::Relaxed)
+            ),
+        );
     }
-    bar.finish_and_clear();
     let (rt_got, lut) = control
         .join()
         .map_err(|_| anyhow::anyhow!("the control thread panicked"))??;
