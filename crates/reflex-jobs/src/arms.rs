@@ -46,11 +46,6 @@ pub trait Arms {
         robot.read_scene(&mut obs);
         Ok(ObsLayout::of(&obs))
     }
-
-    /// Width of the task's flat observation.
-    fn obs_dim(&self) -> Result<usize, ArmsError> {
-        Ok(self.obs_layout()?.dim())
-    }
 }
 
 /// Simulated arms for `task`, stepped at `rate_hz`.

@@ -1,11 +1,9 @@
-//! Policy files for a task: written with their metadata (role, task, observation layout,
+//! Policy files for a task: their metadata built (`PolicyFile::save` writes it) (role, task, observation layout,
 //! action space, residual scale, rates, seed, commit), read back and checked against the task
 //! they are about to run, so a file trained for another layout is refused naming both.
 
 use crate::train::COMMIT;
-use reflex_policy::{
-    Mlp, ObsLayout, PolicyFile, PolicyFileError, PolicyMeta, Role, WeightsError, POLICY_FORMAT,
-};
+use reflex_policy::{ObsLayout, PolicyFile, PolicyFileError, PolicyMeta, Role, POLICY_FORMAT};
 use reflex_sim::Task;
 use std::path::Path;
 
@@ -31,11 +29,6 @@ pub fn meta_for(
         seed,
         commit: COMMIT.to_owned(),
     }
-}
-
-/// Writes `mlp` to `path` with `meta`.
-pub fn save(mlp: &Mlp, meta: &PolicyMeta, path: &Path) -> Result<(), WeightsError> {
-    PolicyFile::save(mlp, meta, path)
 }
 
 /// Reads `path` as a `role` network for `task` with `layout`, refusing a file whose metadata

@@ -134,7 +134,7 @@ pub fn train_on<A: Arms>(
             .collect();
         let (mlp, loss) = behaviour_clone(&obs, &act, obs_dim, act_dim, &cfg.bc, cfg.seed);
         tracing::info!(loss, pairs = demos.len(), "behaviour cloning done");
-        crate::policies::save(&mlp, &file_meta(Role::Base), &base_path)
+        reflex_policy::PolicyFile::save(&mlp, &file_meta(Role::Base), &base_path)
             .map_err(stage("base policy"))?;
         mlp
     };
@@ -489,7 +489,7 @@ pub fn train_on<A: Arms>(
             state.minutes_to_target = Some(wall(&started) / 60.0);
         }
     }
-    crate::policies::save(
+    reflex_policy::PolicyFile::save(
         &learner.agent.deterministic_actor(),
         &file_meta(Role::Residual),
         &out.join("policy.safetensors"),
