@@ -1,6 +1,7 @@
-//! Policy files for a task: their metadata built (`PolicyFile::save` writes it) (role, task, observation layout,
-//! action space, residual scale, rates, seed, commit), read back and checked against the task
-//! they are about to run, so a file trained for another layout is refused naming both.
+//! Policy files for a task: their metadata (role, task, observation layout, action space,
+//! residual scale, rates, seed, commit; `PolicyFile::save` writes it), and reading a file back
+//! checked against the task it is about to run, so a file trained for another layout is
+//! refused naming both.
 
 use crate::train::COMMIT;
 use reflex_policy::{ObsLayout, PolicyFile, PolicyFileError, PolicyMeta, Role, POLICY_FORMAT};
