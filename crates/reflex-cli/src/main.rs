@@ -10,11 +10,14 @@
 //! - `reflex preference`: a preference reward model from a judge's labels, ranked on held-out
 //!   frames.
 //! - `reflex classifier train|eval`: the success classifier on simulated frames.
+//! - `reflex ros sim-arm|run`: the simulator served as a ros2_control arm over ROS 2, and the
+//!   runtime driving a ros2_control arm through the bridge.
 //! - `reflex bench sim|policy|loop|learner|pendulum|train`: throughput, latency and learning figures.
 
 mod bench;
 mod classifier;
 mod preference;
+mod ros;
 mod run;
 mod sim;
 mod train;
@@ -51,6 +54,12 @@ enum Command {
         #[command(subcommand)]
         what: classifier::ClassifierCommand,
     },
+    /// ROS 2: serve the simulated arm as a ros2_control robot, or drive an arm through the
+    /// bridge. ROS 2 arguments (`--ros-args ...`) follow the command's own.
+    Ros {
+        #[command(subcommand)]
+        what: ros::RosCommand,
+    },
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -61,12 +70,24 @@ enum Command {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,rustdds=error,ros2_client=error")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    // A launch file appends `--ros-args ...` after a node's own arguments: split them off
+    // before clap sees them.
+    let mut argv: Vec<String> = std::env::args().collect();
+    let ros_args = match argv.iter().position(|a| a == "--ros-args") {
+        Some(i) => argv.split_off(i),
+        None => Vec::new(),
+    };
+    let cli = Cli::parse_from(&argv);
+    if !ros_args.is_empty() && !matches!(cli.command, Command::Ros { .. }) {
+        anyhow::bail!("--ros-args is only understood by `reflex ros ...`");
+    }
+    match cli.command {
         Command::Train(args) => train::run_train(&args),
         Command::Eval(args) => train::run_eval(&args),
         Command::Sim(args) => sim::run(&args),
@@ -75,6 +96,7 @@ fn main() -> Result<()> {
         Command::Preference(args) => preference::run(&args),
         Command::Classifier { what } => classifier::run(&what),
         Command::Bench { what } => bench::run(&what),
+        Command::Ros { what } => ros::run(&what, &ros_args),
     }
 }
 

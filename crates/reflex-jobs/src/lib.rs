@@ -27,6 +27,7 @@ pub mod classifier;
 pub mod policies;
 pub mod preference;
 pub mod rewards;
+pub mod ros;
 pub mod run;
 pub mod sim;
 pub mod train;

@@ -53,7 +53,7 @@ pub mod vec_env;
 pub mod world;
 
 pub use camera::{save_png, Camera, Frame, Intrinsics, Mount};
-pub use env::{Env, Step, StepInfo, Termination};
+pub use env::{default_urdf_path, Env, Step, StepInfo, Termination};
 pub use error::SimError;
 pub use expert::{noisy_expert_episodes, ScriptedExpert};
 pub use reward::RewardTerms;

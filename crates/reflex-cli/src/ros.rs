@@ -1,0 +1,162 @@
+//! `reflex ros`: the ROS 2 commands. Arguments and reports only; the jobs are
+//! `reflex_jobs::ros`. Each takes the ROS 2 arguments a launch file appends
+//! (`--ros-args -r __node:=NAME -r __ns:=NS -p name:=value --params-file FILE`) after its own.
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use reflex_jobs::ros::{RosRunSpec, SimArmSpec};
+use reflex_ros::RosArgs;
+use reflex_sim::Task;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+/// `reflex ros ...`.
+#[derive(Subcommand)]
+pub enum RosCommand {
+    /// Serve the simulated arm as a ros2_control robot: `/joint_states`, forward position
+    /// controllers for the arm and gripper, object poses on `/tf`, and (simulation only)
+    /// `/reflex_sim/reset` and `/reflex_sim/privileged_success`.
+    SimArm(SimArmArgs),
+    /// Drive a ros2_control arm through the bridge with a policy, episode after episode.
+    Run(RosRunArgs),
+}
+
+/// Arguments of `reflex ros sim-arm`.
+#[derive(Args)]
+pub struct SimArmArgs {
+    /// Task name (from sim/tasks) or task file.
+    #[arg(long, default_value = "pick_cube")]
+    task: String,
+    /// Control rate: joint states published and commands applied, Hz.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Seed of the first scene; each reset takes the next.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop after this many seconds (default: until interrupted).
+    #[arg(long)]
+    seconds: Option<f64>,
+}
+
+/// Arguments of `reflex ros run`.
+#[derive(Args)]
+pub struct RosRunArgs {
+    /// The bridge's parameter file (`node: ros__parameters:` form); same as
+    /// `--ros-args --params-file FILE`.
+    #[arg(long)]
+    params: Option<PathBuf>,
+    /// Task name (from sim/tasks) or task file: rates, action space, limits and the scene's
+    /// objects and keypoints.
+    #[arg(long, default_value = "pick_cube")]
+    task: String,
+    /// Base policy: `scripted` or a policy file.
+    #[arg(long, default_value = "scripted")]
+    policy: String,
+    /// Residual policy file (its scale is taken from the file).
+    #[arg(long)]
+    residual: Option<PathBuf>,
+    /// Control loop rate, Hz.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Stop after this many completed episodes (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    episodes: usize,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Print a JSON summary as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(what: &RosCommand, ros_args: &[String]) -> Result<()> {
+    let mut ros = RosArgs::parse(ros_args)?;
+    crate::stop_on_signals();
+    match what {
+        RosCommand::SimArm(a) => {
+            let task = Task::load(&a.task).with_context(|| format!("loading task {}", a.task))?;
+            let spec = SimArmSpec {
+                task,
+                rate_hz: a.rate,
+                seed: a.seed,
+                seconds: a.seconds,
+                ros,
+            };
+            let stats = reflex_jobs::ros::sim_arm(&spec)?;
+            println!(
+                "sim arm: {} periods, {} commands applied, {} dropped, {} resets, {} overruns",
+                stats.ticks.load(Ordering::Relaxed),
+                stats.commands.load(Ordering::Relaxed),
+                stats.dropped.load(Ordering::Relaxed),
+                stats.resets.load(Ordering::Relaxed),
+                stats.overruns.load(Ordering::Relaxed),
+            );
+            Ok(())
+        }
+        RosCommand::Run(a) => {
+            if let Some(p) = &a.params {
+                ros.params_files.insert(0, p.clone());
+            }
+            let task = Task::load(&a.task).with_context(|| format!("loading task {}", a.task))?;
+            let spec = RosRunSpec {
+                task,
+                policy: a.policy.clone(),
+                residual: a.residual.clone(),
+                servo_rate_hz: a.rate,
+                episodes: a.episodes,
+                seconds: a.seconds,
+                ros,
+            };
+            let r = reflex_jobs::ros::ros_run(&spec)?;
+            let n = r.episodes.len();
+            let wins = r.episodes.iter().filter(|s| **s).count();
+            let t = &r.stats.timing;
+            let b = &r.bridge;
+            let ld = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            println!(
+                "{} over ROS 2: {wins}/{n} episodes succeeded ({:.0}%) at {} Hz; {} ticks, {} deadline misses, jitter p99 {:.0} us",
+                spec.task.name,
+                if n > 0 { 100.0 * wins as f64 / n as f64 } else { 0.0 },
+                a.rate,
+                ld(&t.ticks),
+                ld(&t.deadline_misses),
+                t.jitter.quantile_ns(0.99) as f64 / 1e3,
+            );
+            println!(
+                "bridge: {} joint states, {} superseded, {} stale reads, {} refused (missing joint {}, bad length {}, out of order {}), {} non-finite; {} commands sent, {} failed; {} object updates; came to rest: {}",
+                ld(&b.states),
+                ld(&b.states_superseded),
+                ld(&b.stale_reads),
+                ld(&b.states_missing_joint) + ld(&b.states_bad_length) + ld(&b.states_out_of_order),
+                ld(&b.states_missing_joint),
+                ld(&b.states_bad_length),
+                ld(&b.states_out_of_order),
+                ld(&b.states_non_finite),
+                ld(&b.commands),
+                ld(&b.command_failures),
+                ld(&b.object_updates),
+                r.rested,
+            );
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "task": spec.task.name,
+                        "episodes": n,
+                        "successes": wins,
+                        "success_rate": if n > 0 { wins as f64 / n as f64 } else { 0.0 },
+                        "servo_rate_hz": a.rate,
+                        "ticks": ld(&t.ticks),
+                        "deadline_misses": ld(&t.deadline_misses),
+                        "jitter_p99_us": t.jitter.quantile_ns(0.99) as f64 / 1e3,
+                        "joint_states": ld(&b.states),
+                        "stale_reads": ld(&b.stale_reads),
+                        "commands": ld(&b.commands),
+                        "rested": r.rested,
+                    })
+                );
+            }
+            Ok(())
+        }
+    }
+}

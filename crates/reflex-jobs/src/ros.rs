@@ -1,0 +1,426 @@
+//! The ROS 2 jobs: the simulator served as a ros2_control arm (`reflex ros sim-arm`), and the
+//! runtime driving any ros2_control arm through the bridge (`reflex ros run`).
+//!
+//! `ros run` builds the same runtime as `reflex run`, over a [`RosRobot`] instead of the
+//! simulator: the task file gives the policy rate, action space, limits and the scene's
+//! objects and keypoints (poses come from the arm's tracker topic); the bridge's parameters
+//! tighten the limits and are checked against the URDF's at start.
+
+use crate::arms::runtime_config;
+use crate::policies::load_for;
+use crate::train::INTERRUPT;
+use reflex_core::{Action, JointCommand, Observation, Policy, Pose, Robot, SceneView};
+use reflex_policy::{ObsLayout, Role};
+use reflex_ros::arm_server::{serve, ArmServerSettings, ArmServerStats, ServedArm};
+use reflex_ros::{BridgeParams, Reader, RosArgs, RosRobot, SceneSpec};
+use reflex_runtime::{
+    EStop, NetPolicy, ResidualPolicy, Runtime, RuntimeConfig, RuntimeSettings, RuntimeStats,
+    WeightsSlot,
+};
+use reflex_sim::{Env, ScriptedExpert, SimRobot, Task};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a ROS 2 job failed; names the part, parameter or file.
+#[derive(Debug, thiserror::Error)]
+pub enum RosJobError {
+    /// A bad argument or parameter.
+    #[error("{0}")]
+    Setting(String),
+    /// The bridge failed.
+    #[error(transparent)]
+    Bridge(#[from] reflex_ros::BridgeError),
+    /// The simulator failed.
+    #[error("simulator: {0}")]
+    Sim(#[from] reflex_sim::SimError),
+    /// A policy file was refused.
+    #[error(transparent)]
+    Policy(#[from] reflex_policy::PolicyFileError),
+    /// The runtime refused its configuration or the robot did not start.
+    #[error(transparent)]
+    Runtime(#[from] reflex_runtime::RuntimeError),
+}
+
+fn setting(e: impl std::fmt::Display) -> RosJobError {
+    RosJobError::Setting(e.to_string())
+}
+
+/// The simulator as a [`ServedArm`]: the runtime's `SimRobot` stepped by the server's clock;
+/// the scene resets with seeds `seed`, `seed + 1`, ...
+pub struct SimServedArm {
+    robot: SimRobot,
+    seed: u64,
+    space: reflex_core::ActionSpace,
+    ticks_per_step: u64,
+    tick: u64,
+    success: bool,
+}
+
+impl SimServedArm {
+    /// `task` at a control rate of `rate_hz`, first scene from `seed`.
+    pub fn new(task: &Task, rate_hz: f64, seed: u64) -> Result<Self, RosJobError> {
+        let mut env = Env::new(task.clone())?;
+        env.reset(seed)?;
+        Ok(Self {
+            space: task.action_space,
+            ticks_per_step: (rate_hz / task.control_rate_hz).round().max(1.0) as u64,
+            robot: SimRobot::new(env, rate_hz)?,
+            seed,
+            tick: 0,
+            success: false,
+        })
+    }
+}
+
+impl ServedArm for SimServedArm {
+    fn joint_names(&self) -> Vec<String> {
+        let model = self.robot.env().model();
+        let mut names = model.joint_names.to_vec();
+        if let Some(g) = &model.gripper {
+            names.extend(g.finger_joints.iter().cloned());
+        }
+        names
+    }
+
+    fn finger_count(&self) -> usize {
+        self.robot.env().model().gripper.as_ref().map_or(0, |_| 2)
+    }
+
+    fn hold_command(&self) -> JointCommand {
+        let mut s = reflex_core::RobotState::default();
+        self.robot.env().read_robot_state(&mut s);
+        JointCommand {
+            joint_pos_rad: s.joint_pos_rad,
+            gripper_width_m: s.gripper_width_m,
+        }
+    }
+
+    fn step(&mut self, command: &JointCommand, pos: &mut [f64], vel: &mut [f64], eff: &mut [f64]) {
+        let _ = self.robot.write_command(command);
+        let mut s = reflex_core::RobotState::default();
+        let _ = self.robot.read_state(&mut s);
+        let n = reflex_core::ARM_DOF;
+        pos[..n].copy_from_slice(&s.joint_pos_rad);
+        vel[..n].copy_from_slice(&s.joint_vel_rad_s);
+        eff[..n].copy_from_slice(&s.joint_torque_nm);
+        if pos.len() > n {
+            let (fp, fv) = self.robot.env().world().read_fingers();
+            for k in 0..pos.len() - n {
+                pos[n + k] = fp[k];
+                vel[n + k] = fv[k];
+                eff[n + k] = 0.0;
+            }
+        }
+        self.tick += 1;
+        if self.tick % self.ticks_per_step == 0 {
+            // The task's judgement at its own rate (ground truth, published as privileged).
+            let step = self.robot.env_mut().conclude(&Action::zeros(self.space));
+            self.success = step.info.success;
+        }
+    }
+
+    fn objects(&self, out: &mut Vec<(String, Pose)>) {
+        let mut tracked = Vec::new();
+        SceneView::objects(&self.robot, &mut tracked);
+        out.extend(
+            tracked
+                .into_iter()
+                .map(|o| (o.name, Pose::from_isometry(&o.pose))),
+        );
+    }
+
+    fn privileged_success(&mut self) -> bool {
+        self.success
+    }
+
+    fn reset(&mut self) -> Result<String, String> {
+        self.seed += 1;
+        self.robot.reset(self.seed).map_err(|e| e.to_string())?;
+        self.tick = 0;
+        self.success = false;
+        Ok(format!("seed {}", self.seed))
+    }
+}
+
+/// `reflex ros sim-arm`: what to serve.
+#[derive(Clone, Debug)]
+pub struct SimArmSpec {
+    /// The task.
+    pub task: Task,
+    /// Control rate, Hz.
+    pub rate_hz: f64,
+    /// Seed of the first scene.
+    pub seed: u64,
+    /// How long, seconds (None: until interrupted).
+    pub seconds: Option<f64>,
+    /// The ROS arguments (`-r __node:=`, `-p domain_id:=`, `--params-file`).
+    pub ros: RosArgs,
+}
+
+/// Serves the simulated arm until the time is up or the interrupt flag is raised.
+pub fn sim_arm(spec: &SimArmSpec) -> Result<Arc<ArmServerStats>, RosJobError> {
+    let node_name = spec
+        .ros
+        .node_name
+        .clone()
+        .unwrap_or_else(|| "reflex_sim_arm".into());
+    let namespace = spec.ros.namespace.clone().unwrap_or_else(|| "/".into());
+    let fq = format!("{}/{}", namespace.trim_end_matches('/'), node_name);
+    let mut r = Reader::new(spec.ros.parameters(&fq).map_err(setting)?);
+    let default_urdf = reflex_sim::default_urdf_path();
+    let base_frame_set = r.is_set("base_frame");
+    let mut params = BridgeParams::read_with_urdf(&mut r, &default_urdf).map_err(setting)?;
+    r.finish().map_err(setting)?;
+    let mut arm = SimServedArm::new(&spec.task, spec.rate_hz, spec.seed)?;
+    if !base_frame_set {
+        // Object poses are published in the arm's root link unless told otherwise.
+        params.base_frame = arm.robot.env().model().base_link.clone();
+    }
+    params.joint_states_topic = spec.ros.remap(&params.joint_states_topic).to_owned();
+    let settings = ArmServerSettings {
+        node_name,
+        namespace,
+        params,
+        rate_hz: spec.rate_hz,
+        scene_rate_hz: spec.task.control_rate_hz.max(10.0),
+    };
+    let stats = Arc::new(ArmServerStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let timer = spec.seconds.map(|s| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let end = std::time::Instant::now() + Duration::from_secs_f64(s);
+            while std::time::Instant::now() < end && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop.store(true, Ordering::Release);
+        })
+    });
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if INTERRUPT.load(Ordering::Relaxed) {
+                    stop.store(true, Ordering::Release);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let served = serve(&mut arm, &settings, &stop, &stats);
+    stop.store(true, Ordering::Release);
+    let _ = watcher.join();
+    if let Some(t) = timer {
+        let _ = t.join();
+    }
+    served?;
+    Ok(stats)
+}
+
+/// The scene a task asks a tracker for.
+pub fn scene_spec(task: &Task, goals: &[[f64; 3]]) -> SceneSpec {
+    SceneSpec {
+        objects: task.objects.iter().map(|o| o.name.clone()).collect(),
+        keypoints: task
+            .keypoints
+            .iter()
+            .map(|k| (task.object(&k.object).unwrap_or(0), k.offset_m))
+            .collect(),
+        goals: goals.to_vec(),
+        episode_steps: task.episode_steps as u64,
+    }
+}
+
+/// `reflex ros run`: what to run.
+#[derive(Clone, Debug)]
+pub struct RosRunSpec {
+    /// The task (its file gives rates, action space, limits and the scene).
+    pub task: Task,
+    /// `scripted` or a base policy file.
+    pub policy: String,
+    /// A residual policy file.
+    pub residual: Option<PathBuf>,
+    /// The loop rate, Hz.
+    pub servo_rate_hz: f64,
+    /// Stop after this many completed episodes (0: no limit).
+    pub episodes: usize,
+    /// Stop after this long, seconds.
+    pub seconds: f64,
+    /// The ROS arguments.
+    pub ros: RosArgs,
+}
+
+/// What a `ros run` session did.
+pub struct RosRunResult {
+    /// Success of every completed episode.
+    pub episodes: Vec<bool>,
+    /// The loop's statistics.
+    pub stats: Arc<RuntimeStats>,
+    /// The bridge's counters.
+    pub bridge: Arc<reflex_ros::BridgeStats>,
+    /// Whether the arm came to rest at the end.
+    pub rested: bool,
+}
+
+/// Drives the arm named by `spec.ros`'s parameters through the bridge.
+pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
+    let node_name = spec
+        .ros
+        .node_name
+        .clone()
+        .unwrap_or_else(|| "reflex".into());
+    let namespace = spec.ros.namespace.clone().unwrap_or_else(|| "/".into());
+    let fq = format!("{}/{}", namespace.trim_end_matches('/'), node_name);
+    let mut r = Reader::new(spec.ros.parameters(&fq).map_err(setting)?);
+    let mut params =
+        BridgeParams::read_with_urdf(&mut r, &reflex_sim::default_urdf_path()).map_err(setting)?;
+    r.finish().map_err(setting)?;
+    for t in [
+        &mut params.joint_states_topic,
+        &mut params.objects_topic,
+        &mut params.success_topic,
+        &mut params.estop_topic,
+    ] {
+        *t = spec.ros.remap(t).to_owned();
+    }
+    let task = &spec.task;
+    // The layout a policy file must match: the task's, read from the simulator's scene
+    // description (no simulation runs).
+    let mut env = Env::new(task.clone())?;
+    let first = env.reset(0)?;
+    let layout = ObsLayout::of(&first);
+    let goals: Vec<[f64; 3]> = env.goals().to_vec();
+    let estop = EStop::new();
+    let robot = RosRobot::connect(
+        &params,
+        &node_name,
+        &namespace,
+        scene_spec(task, &goals),
+        estop.clone(),
+    )?;
+    let model = robot.model().clone();
+    let mut cfg: RuntimeConfig = runtime_config(
+        task,
+        &model,
+        spec.servo_rate_hz,
+        &RuntimeSettings {
+            start_timeout_s: 10.0,
+            ..Default::default()
+        },
+    );
+    tighten(&mut cfg, &params);
+    let base: Box<dyn Policy + Send> = match spec.policy.as_str() {
+        "scripted" => Box::new(ScriptedExpert::new(task, &model)),
+        p => {
+            let f = load_for(Path::new(p), Role::Base, task, layout)?;
+            Box::new(
+                NetPolicy::new(
+                    WeightsSlot::new(f.mlp),
+                    layout.dim(),
+                    task.action_space.dim(),
+                )
+                .map_err(|e| RosJobError::Setting(format!("{p}: {e}")))?,
+            )
+        }
+    };
+    let residual = match &spec.residual {
+        Some(p) => {
+            let f = load_for(p, Role::Residual, task, layout)?;
+            if let Some(s) = f.meta.as_ref().and_then(|m| m.residual_scale) {
+                cfg.residual_scale = s;
+            }
+            Some(
+                ResidualPolicy::new(
+                    WeightsSlot::new(f.mlp),
+                    layout.dim(),
+                    task.action_space.dim(),
+                )
+                .map_err(|e| RosJobError::Setting(format!("{}: {e}", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    let has_reset = !params.reset_service.is_empty();
+    let mut rt = Runtime::new(robot, cfg, model, base, residual, estop.clone())?;
+    rt.robot().attach_runtime_stats(rt.stats().clone());
+    let stats = rt.stats().clone();
+    let bridge = rt.robot().stats().clone();
+    let transitions = rt.transitions().clone();
+    let episodes_wanted = spec.episodes;
+    let duration = Duration::from_secs_f64(spec.seconds);
+    type Control = Result<(Vec<bool>, bool), String>;
+    let control = std::thread::Builder::new()
+        .name("reflex-control".into())
+        .spawn(move || -> Control {
+            let mut episodes = Vec::new();
+            let mut error = None;
+            if has_reset {
+                rt.reset_episode(0).map_err(|e| e.to_string())?;
+            }
+            rt.run(duration, true, |rt, outcome| {
+                if rt.estop().is_latched() {
+                    return false;
+                }
+                episodes.push(outcome.success);
+                if episodes_wanted > 0 && episodes.len() >= episodes_wanted {
+                    return false;
+                }
+                if has_reset {
+                    if let Err(e) = rt.reset_episode(episodes.len() as u64) {
+                        error = Some(e.to_string());
+                        return false;
+                    }
+                }
+                true
+            });
+            let rested = rt.shutdown((5.0 * rt.config().servo_rate_hz) as u64, true);
+            match error {
+                Some(e) => Err(e),
+                None => Ok((episodes, rested)),
+            }
+        })
+        .map_err(|e| RosJobError::Setting(format!("control thread: {e}")))?;
+    while !control.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+        if INTERRUPT.load(Ordering::Relaxed) && !estop.is_latched() {
+            tracing::warn!("stopping: e-stop pressed, braking to rest");
+            estop.press();
+        }
+        while transitions.pop().is_some() {}
+    }
+    let (episodes, rested) = control
+        .join()
+        .map_err(|_| RosJobError::Setting("the control thread panicked".into()))?
+        .map_err(RosJobError::Setting)?;
+    Ok(RosRunResult {
+        episodes,
+        stats,
+        bridge,
+        rested,
+    })
+}
+
+/// Applies the bridge's tighter limits: the tighter of the task's and the parameter's wins.
+pub fn tighten(cfg: &mut RuntimeConfig, params: &BridgeParams) {
+    let l = &mut cfg.limits;
+    for j in 0..reflex_core::ARM_DOF {
+        if let Some(v) = params.joint_pos_min_rad {
+            l.joint_pos_min_rad[j] = l.joint_pos_min_rad[j].max(v[j]);
+        }
+        if let Some(v) = params.joint_pos_max_rad {
+            l.joint_pos_max_rad[j] = l.joint_pos_max_rad[j].min(v[j]);
+        }
+        if let Some(v) = params.joint_vel_max_rad_s {
+            l.joint_vel_max_rad_s[j] = l.joint_vel_max_rad_s[j].min(v[j]);
+        }
+    }
+}
+
+/// The observation layout of `task` (for tests and tools).
+pub fn task_layout(task: &Task) -> Result<ObsLayout, RosJobError> {
+    let mut env = Env::new(task.clone())?;
+    let o: Observation = env.reset(0)?;
+    Ok(ObsLayout::of(&o))
+}

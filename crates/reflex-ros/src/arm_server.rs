@@ -1,0 +1,231 @@
+//! Any stepped arm published exactly as a ros2_control robot would publish it: a
+//! `joint_state_broadcaster` (`/joint_states`, every joint by name), a forward position
+//! controller for the arm (`<arm_controller>/commands`) and one for the gripper's fingers
+//! (`<gripper_controller>/commands`), object poses on `/tf` (from a tracker's point of view:
+//! parent `base_frame`, child the object's name). Like `forward_command_controller`, a command
+//! of the wrong length or with a non-finite value is dropped (and counted) and the last good one
+//! is held.
+//!
+//! The simulator is served this way by `reflex ros sim-arm`. Two extras exist only because it
+//! is a simulator, under `/reflex_sim/`: a `std_srvs/Trigger` reset (`/reflex_sim/reset`) and
+//! the task's ground-truth success (`/reflex_sim/privileged_success`, `std_msgs/Bool`), for
+//! evaluating a run, never for its rewards or observations.
+
+use crate::bridge::{context, qos_command, qos_service, qos_stream, ros_name, topic, wall_ns};
+use crate::msg::{
+    Bool, Float64MultiArray, Header, JointState, TfMessage, Time, Transform, TransformStamped,
+    TriggerRequest, TriggerResponse,
+};
+use crate::params::BridgeParams;
+use reflex_core::{JointCommand, Pose, ARM_DOF};
+use ros2_client::{NodeName, NodeOptions, ServiceMapping, ServiceTypeName};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An arm the server steps: the simulator, or anything else that integrates commands.
+pub trait ServedArm {
+    /// Names of the published joints: the 7 arm joints, then the finger joints.
+    fn joint_names(&self) -> Vec<String>;
+    /// Number of finger joints among [`ServedArm::joint_names`] (each at half the width).
+    fn finger_count(&self) -> usize;
+    /// The position to hold before the first command arrives.
+    fn hold_command(&self) -> JointCommand;
+    /// Advances the arm by one period under `command`; fills positions, velocities and efforts
+    /// in [`ServedArm::joint_names`] order.
+    fn step(&mut self, command: &JointCommand, pos: &mut [f64], vel: &mut [f64], eff: &mut [f64]);
+    /// Poses of the tracked objects, by name, in the base frame.
+    fn objects(&self, out: &mut Vec<(String, Pose)>);
+    /// The task's ground-truth success (privileged: for evaluation only).
+    fn privileged_success(&mut self) -> bool;
+    /// Resets the scene; returns a description (e.g. the seed).
+    fn reset(&mut self) -> Result<String, String>;
+}
+
+/// Settings of an [`ArmServer`].
+#[derive(Clone, Debug)]
+pub struct ArmServerSettings {
+    /// Node name.
+    pub node_name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// DDS domain and loopback restriction (only `domain_id`, `localhost_only`, `base_frame`,
+    /// `joint_states_topic`, `arm_controller` and `gripper_controller` are read).
+    pub params: BridgeParams,
+    /// Control rate: joint states are published and commands applied at this rate, Hz.
+    pub rate_hz: f64,
+    /// Object poses and success are published at this rate, Hz.
+    pub scene_rate_hz: f64,
+}
+
+/// Counters of an [`ArmServer`].
+#[derive(Debug, Default)]
+pub struct ArmServerStats {
+    /// Control periods run.
+    pub ticks: AtomicU64,
+    /// Arm commands applied.
+    pub commands: AtomicU64,
+    /// Commands dropped (wrong length or non-finite), as `forward_command_controller` does.
+    pub dropped: AtomicU64,
+    /// Resets done.
+    pub resets: AtomicU64,
+    /// Periods that started late by more than one period.
+    pub overruns: AtomicU64,
+}
+
+/// Serves a [`ServedArm`] over DDS until `stop` is set.
+pub fn serve<A: ServedArm>(
+    arm: &mut A,
+    settings: &ArmServerSettings,
+    stop: &AtomicBool,
+    stats: &Arc<ArmServerStats>,
+) -> Result<(), crate::BridgeError> {
+    use crate::BridgeError;
+    let p = &settings.params;
+    let ctx = context(p)?;
+    let dds = |what: &str, e: ros2_client::CreateError| BridgeError::Dds(format!("{what}: {e:?}"));
+    let mut node = ctx
+        .new_node(
+            NodeName::new(&settings.namespace, &settings.node_name)
+                .map_err(|e| BridgeError::Dds(format!("node name: {e:?}")))?,
+            NodeOptions::new().enable_rosout(false),
+        )
+        .map_err(|e| BridgeError::Dds(format!("node: {e:?}")))?;
+    let js = topic::<JointState>(&node, &p.joint_states_topic, &qos_service())?;
+    let js_pub = node
+        .create_publisher::<JointState>(&js, Some(qos_service()))
+        .map_err(|e| dds("joint states", e))?;
+    let arm_topic = format!("{}/commands", p.arm_controller.trim_end_matches('/'));
+    let t = topic::<Float64MultiArray>(&node, &arm_topic, &qos_command())?;
+    let arm_sub = node
+        .create_subscription::<Float64MultiArray>(&t, Some(qos_command()))
+        .map_err(|e| dds("arm commands", e))?;
+    let grip_topic = format!("{}/commands", p.gripper_controller.trim_end_matches('/'));
+    let t = topic::<Float64MultiArray>(&node, &grip_topic, &qos_command())?;
+    let grip_sub = node
+        .create_subscription::<Float64MultiArray>(&t, Some(qos_command()))
+        .map_err(|e| dds("gripper commands", e))?;
+    let t = topic::<TfMessage>(&node, "/tf", &qos_stream())?;
+    let tf_pub = node
+        .create_publisher::<TfMessage>(&t, Some(qos_service()))
+        .map_err(|e| dds("tf", e))?;
+    let t = topic::<Bool>(&node, "/reflex_sim/privileged_success", &qos_service())?;
+    let success_pub = node
+        .create_publisher::<Bool>(&t, Some(qos_service()))
+        .map_err(|e| dds("success", e))?;
+    let reset = node
+        .create_server::<TriggerRequest, TriggerResponse>(
+            ServiceMapping::Enhanced,
+            &ros_name("/reflex_sim/reset")?,
+            &ServiceTypeName::new("std_srvs", "Trigger"),
+            qos_service(),
+            qos_service(),
+        )
+        .map_err(|e| dds("reset service", e))?;
+
+    let names = arm.joint_names();
+    let n = names.len();
+    let fingers = arm.finger_count();
+    let mut command = arm.hold_command();
+    let mut msg = JointState {
+        header: Header::default(),
+        name: names,
+        position: vec![0.0; n],
+        velocity: vec![0.0; n],
+        effort: vec![0.0; n],
+    };
+    let period = Duration::from_secs_f64(1.0 / settings.rate_hz);
+    let scene_every = (settings.rate_hz / settings.scene_rate_hz).round().max(1.0) as u64;
+    let mut objects = Vec::new();
+    let mut next = Instant::now();
+    let mut tick = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        while let Ok(Some((c, _))) = arm_sub.take() {
+            if c.data.len() == ARM_DOF && c.data.iter().all(|v| v.is_finite()) {
+                command.joint_pos_rad.copy_from_slice(&c.data);
+                stats.commands.fetch_add(1, Ordering::Relaxed);
+            } else {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        while let Ok(Some((c, _))) = grip_sub.take() {
+            if c.data.len() == fingers && c.data.iter().all(|v| v.is_finite()) {
+                command.gripper_width_m = c.data.iter().sum();
+            } else {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        while let Ok(Some((id, _))) = reset.receive_request() {
+            let resp = match arm.reset() {
+                Ok(m) => {
+                    stats.resets.fetch_add(1, Ordering::Relaxed);
+                    command = arm.hold_command();
+                    TriggerResponse {
+                        success: true,
+                        message: m,
+                    }
+                }
+                Err(m) => TriggerResponse {
+                    success: false,
+                    message: m,
+                },
+            };
+            let _ = reset.send_response(id, resp);
+            next = Instant::now();
+        }
+        arm.step(
+            &command,
+            &mut msg.position,
+            &mut msg.velocity,
+            &mut msg.effort,
+        );
+        msg.header.stamp = Time::from_ns(wall_ns());
+        let _ = js_pub.publish(msg.clone());
+        if tick % scene_every == 0 {
+            objects.clear();
+            arm.objects(&mut objects);
+            let stamp = msg.header.stamp;
+            let tf = TfMessage {
+                transforms: objects
+                    .iter()
+                    .map(|(name, pose)| TransformStamped {
+                        header: Header {
+                            stamp,
+                            frame_id: p.base_frame.clone(),
+                        },
+                        child_frame_id: name.clone(),
+                        transform: Transform {
+                            translation: crate::msg::Vector3 {
+                                x: pose.position_m[0],
+                                y: pose.position_m[1],
+                                z: pose.position_m[2],
+                            },
+                            rotation: crate::msg::Quaternion {
+                                x: pose.quat_xyzw[0],
+                                y: pose.quat_xyzw[1],
+                                z: pose.quat_xyzw[2],
+                                w: pose.quat_xyzw[3],
+                            },
+                        },
+                    })
+                    .collect(),
+            };
+            let _ = tf_pub.publish(tf);
+            let _ = success_pub.publish(Bool {
+                data: arm.privileged_success(),
+            });
+        }
+        tick += 1;
+        stats.ticks.fetch_add(1, Ordering::Relaxed);
+        next += period;
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep(next - now);
+        } else if now - next > period {
+            stats.overruns.fetch_add(1, Ordering::Relaxed);
+            next = now;
+        }
+    }
+    drop(node);
+    Ok(())
+}

@@ -1,0 +1,1324 @@
+//! [`RosRobot`]: a ros2_control arm behind the [`Robot`] trait, over pure-Rust DDS
+//! (ros2-client + rustdds).
+//!
+//! The DDS side runs on its own executor thread, which owns the node, its readers and writers.
+//! It exchanges wait-free latest-value cells (triple buffers) with the control tick: the newest
+//! valid joint state (converted, matched by name, forward kinematics done) in one direction,
+//! the newest command in the other, and wakes on a `mio` waker when the tick writes. The tick
+//! never waits on DDS and never allocates.
+//!
+//! Every malformed message is refused and counted, never passed on: unknown or missing joint
+//! names, wrong vector lengths, out-of-order stamps. A non-finite joint state is passed on as
+//! `RobotError::NonFinite` (the loop holds at once); a state older than `state_timeout_s` is
+//! `Stale` (the loop holds, then brakes, as in simulation).
+
+use crate::msg::{
+    Bool, DiagnosticArray, DiagnosticStatus, Float64MultiArray, Header, JointState,
+    JointTrajectory, JointTrajectoryPoint, KeyValue, PoseArray, RosDuration, RosType, TfMessage,
+    Time, TriggerRequest, TriggerResponse,
+};
+use crate::params::{BridgeParams, CommandInterface, ObjectsSource};
+use nalgebra::{Point3, Quaternion as NQuat, UnitQuaternion};
+use reflex_core::{
+    Action, ArmModel, JointCommand, JointLimits, ObjectState, Observation, Outcome, Pose, Robot,
+    RobotError, RobotHealth, RobotState, SceneReset, StartError, ARM_DOF, MAX_GOALS, MAX_KEYPOINTS,
+    MAX_OBJECTS,
+};
+use reflex_runtime::{EStop, RuntimeStats};
+use ros2_client::qos::{Durability, History, WhenFull};
+use ros2_client::{
+    Context, MessageTypeName, Name, Node, NodeName, NodeOptions, QosProfile, ServiceMapping,
+    ServiceTypeName,
+};
+use rustdds::mio1::{Events, Interest, Poll, Token, Waker};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use triple_buffer::{triple_buffer, Input, Output};
+
+/// Why the bridge could not start; names the part.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The URDF could not be read or lacks the chain.
+    #[error("urdf: {0}")]
+    Model(String),
+    /// A parameter does not fit the URDF or the task.
+    #[error("parameter `{name}`: {message}")]
+    Param {
+        /// The parameter.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// DDS refused to create an entity.
+    #[error("DDS: {0}")]
+    Dds(String),
+}
+
+/// What a task asks of the scene, in its own order: the objects the tracker follows, keypoints
+/// attached to them and the episode's goals. Built by the jobs layer from a task file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SceneSpec {
+    /// Object names, in the task's order (the default tracked frame names).
+    pub objects: Vec<String>,
+    /// Keypoints: the object index and the offset in the object's frame, metres.
+    pub keypoints: Vec<(usize, [f64; 3])>,
+    /// Goal points in the base frame, metres.
+    pub goals: Vec<[f64; 3]>,
+    /// Policy steps per episode (the time limit; 0: none).
+    pub episode_steps: u64,
+}
+
+/// Counters of everything the bridge saw, refused and sent (shared with `/diagnostics`).
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    /// Joint states accepted.
+    pub states: AtomicU64,
+    /// Joint states refused: a configured joint missing.
+    pub states_missing_joint: AtomicU64,
+    /// Joint states refused: vector lengths that do not match the names.
+    pub states_bad_length: AtomicU64,
+    /// Joint states with a non-finite value (passed on as `NonFinite`).
+    pub states_non_finite: AtomicU64,
+    /// Joint states refused: stamped before the last accepted one.
+    pub states_out_of_order: AtomicU64,
+    /// Joint states superseded by a newer one before the tick read them.
+    pub states_superseded: AtomicU64,
+    /// Ticks that found the state stale.
+    pub stale_reads: AtomicU64,
+    /// Commands published.
+    pub commands: AtomicU64,
+    /// Commands DDS refused to send.
+    pub command_failures: AtomicU64,
+    /// Object pose messages accepted.
+    pub object_updates: AtomicU64,
+    /// Object pose messages refused (wrong frame, count or a non-finite pose).
+    pub objects_refused: AtomicU64,
+    /// E-stop messages (presses and releases).
+    pub estop_messages: AtomicU64,
+    /// Re-arm requests answered.
+    pub rearm_requests: AtomicU64,
+    /// Scene resets done through the reset service.
+    pub resets: AtomicU64,
+    /// Diagnostics published.
+    pub diagnostics: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct StateSample {
+    state: RobotState,
+    received_ns: u64,
+    seq: u64,
+    non_finite: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct CommandSample {
+    command: JointCommand,
+    seq: u64,
+    /// The last command of the session: publish it, then leave.
+    last: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct SceneSample {
+    objects: [ObjectState; MAX_OBJECTS],
+    /// Bit i: object i has been seen.
+    seen: u32,
+    received_ns: u64,
+}
+
+struct ResetRequest {
+    done: mpsc::Sender<Result<String, String>>,
+}
+
+const WAKER: Token = Token(0);
+const JOINT_STATES: Token = Token(1);
+const ESTOP: Token = Token(2);
+const OBJECTS: Token = Token(3);
+const SUCCESS: Token = Token(4);
+const REARM: Token = Token(5);
+const RESET: Token = Token(6);
+
+/// The DDS participant for `params`: restricted to loopback when `localhost_only`.
+pub fn context(params: &BridgeParams) -> Result<Context, BridgeError> {
+    let mut b = rustdds::DomainParticipantBuilder::new(params.domain_id);
+    if params.localhost_only {
+        b = b.with_only_networks([std::net::Ipv4Addr::LOCALHOST]);
+    }
+    let dp = b.build().map_err(|e| BridgeError::Dds(e.to_string()))?;
+    Context::from_domain_participant(dp).map_err(|e| BridgeError::Dds(e.to_string()))
+}
+
+/// A topic or service name as ROS 2 writes it, split for ros2-client (`/a/b` -> `/a`, `b`).
+pub fn ros_name(full: &str) -> Result<Name, BridgeError> {
+    let (ns, base) = match full.rsplit_once('/') {
+        Some(("", base)) => ("/", base),
+        Some((ns, base)) => (ns, base),
+        None => ("", full),
+    };
+    Name::new(ns, base).map_err(|e| BridgeError::Dds(format!("name `{full}`: {e:?}")))
+}
+
+/// QoS of sensor-like streams (joint states, object poses): reliable writers match, and only
+/// the newest few samples matter.
+pub fn qos_stream() -> QosProfile {
+    QosProfile::subscription_default()
+        .reliability_best_effort()
+        .durability(Durability::Volatile)
+        .history(History::KeepLast { depth: 10 })
+}
+
+/// QoS of commands: reliable (what `forward_command_controller` subscribes with), newest only,
+/// and never waiting for a full send window.
+pub fn qos_command() -> QosProfile {
+    QosProfile::publisher_default()
+        .reliability_reliable(WhenFull::Fail)
+        .durability(Durability::Volatile)
+        .history(History::KeepLast { depth: 1 })
+}
+
+/// QoS of latched operator state (the e-stop): reliable and transient-local, so a late joiner
+/// sees whether the button is down.
+pub fn qos_latched() -> QosProfile {
+    QosProfile::publisher_default()
+        .reliability_reliable(WhenFull::Wait(Duration::from_millis(10)))
+        .durability(Durability::TransientLocal)
+        .history(History::KeepLast { depth: 1 })
+}
+
+/// QoS of services (the ROS 2 default).
+pub fn qos_service() -> QosProfile {
+    QosProfile::publisher_default()
+        .reliability_reliable(WhenFull::Wait(Duration::from_millis(100)))
+        .durability(Durability::Volatile)
+        .history(History::KeepLast { depth: 10 })
+}
+
+/// A topic of message type `M` on `node`.
+pub fn topic<M: RosType>(
+    node: &Node,
+    name: &str,
+    qos: &QosProfile,
+) -> Result<ros2_client::dds::rustdds::Topic, BridgeError> {
+    node.create_topic(
+        &ros_name(name)?,
+        MessageTypeName::new(M::PACKAGE, M::NAME),
+        qos,
+    )
+    .map_err(|e| BridgeError::Dds(format!("topic `{name}`: {e:?}")))
+}
+
+/// Resolved joint bookkeeping.
+#[derive(Clone, Debug)]
+struct Joints {
+    arm: [String; ARM_DOF],
+    gripper: Vec<String>,
+}
+
+/// A ros2_control arm behind the [`Robot`] trait.
+pub struct RosRobot {
+    state_rx: Output<StateSample>,
+    cmd_tx: Input<CommandSample>,
+    scene_rx: Output<SceneSample>,
+    waker: Arc<Waker>,
+    epoch: Instant,
+    state_timeout_ns: u64,
+    cmd_seq: u64,
+    last_command: JointCommand,
+    model: ArmModel,
+    spec: SceneSpec,
+    steps: u64,
+    success: Arc<AtomicBool>,
+    stats: Arc<BridgeStats>,
+    shutdown: Arc<AtomicBool>,
+    executor: Option<JoinHandle<()>>,
+    reset_tx: mpsc::Sender<ResetRequest>,
+    has_reset: bool,
+    runtime_stats: Arc<OnceLock<Arc<RuntimeStats>>>,
+    connected: Arc<AtomicBool>,
+}
+
+impl RosRobot {
+    /// Connects to the arm described by `params`: loads the URDF, creates the node `node_name`
+    /// in `namespace`, its readers and writers, and starts the executor thread. `estop` is the
+    /// one the runtime will obey: `/reflex/estop` presses and releases it, `/reflex/rearm`
+    /// re-arms it. Returns at once; [`Robot::start`] waits for the first joint state.
+    pub fn connect(
+        params: &BridgeParams,
+        node_name: &str,
+        namespace: &str,
+        spec: SceneSpec,
+        estop: EStop,
+    ) -> Result<Self, BridgeError> {
+        let model = ArmModel::from_urdf_file(&params.urdf, &params.base_link, &params.tcp_link)
+            .map_err(|e| BridgeError::Model(e.to_string()))?;
+        let joints = resolve_joints(params, &model)?;
+        if spec.objects.len() > MAX_OBJECTS
+            || spec.keypoints.len() > MAX_KEYPOINTS
+            || spec.goals.len() > MAX_GOALS
+        {
+            return Err(BridgeError::Param {
+                name: "task",
+                message: format!(
+                    "at most {MAX_OBJECTS} objects, {MAX_KEYPOINTS} keypoints, {MAX_GOALS} goals"
+                ),
+            });
+        }
+        let frames = params
+            .object_frames
+            .clone()
+            .unwrap_or_else(|| spec.objects.clone());
+        if params.objects_source != ObjectsSource::None && frames.len() != spec.objects.len() {
+            return Err(BridgeError::Param {
+                name: "object_frames",
+                message: format!(
+                    "{} frames for the task's {} objects ({})",
+                    frames.len(),
+                    spec.objects.len(),
+                    spec.objects.join(", ")
+                ),
+            });
+        }
+
+        let ctx = context(params)?;
+        let node = ctx
+            .new_node(
+                NodeName::new(namespace, node_name)
+                    .map_err(|e| BridgeError::Dds(format!("node name `{node_name}`: {e:?}")))?,
+                NodeOptions::new().enable_rosout(false),
+            )
+            .map_err(|e| BridgeError::Dds(format!("node: {e:?}")))?;
+        let poll = Poll::new().map_err(|e| BridgeError::Dds(format!("poll: {e}")))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|e| BridgeError::Dds(format!("{e}")))?,
+        );
+        let (state_tx, state_rx) = triple_buffer(&StateSample::default());
+        let (cmd_tx, cmd_rx) = triple_buffer(&CommandSample::default());
+        let (scene_tx, scene_rx) = triple_buffer(&SceneSample::default());
+        let (reset_tx, reset_rx) = mpsc::channel();
+        let epoch = Instant::now();
+        let stats = Arc::new(BridgeStats::default());
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let success = Arc::new(AtomicBool::new(false));
+        let runtime_stats = Arc::new(OnceLock::new());
+        let connected = Arc::new(AtomicBool::new(false));
+        let mut ex = Executor::new(
+            ctx,
+            node,
+            poll,
+            params,
+            joints,
+            frames,
+            model.clone(),
+            ExecutorIo {
+                state_tx,
+                cmd_rx,
+                scene_tx,
+                reset_rx,
+                epoch,
+                stats: stats.clone(),
+                shutdown: shutdown.clone(),
+                success: success.clone(),
+                estop,
+                runtime_stats: runtime_stats.clone(),
+                connected: connected.clone(),
+            },
+        )?;
+        let executor = std::thread::Builder::new()
+            .name("reflex-ros".into())
+            .spawn(move || ex.run())
+            .map_err(|e| BridgeError::Dds(format!("executor thread: {e}")))?;
+        Ok(Self {
+            state_rx,
+            cmd_tx,
+            scene_rx,
+            waker,
+            epoch,
+            state_timeout_ns: (params.state_timeout_s * 1e9) as u64,
+            cmd_seq: 0,
+            last_command: JointCommand::default(),
+            model,
+            spec,
+            steps: 0,
+            success,
+            stats,
+            shutdown,
+            executor: Some(executor),
+            reset_tx,
+            has_reset: !params.reset_service.is_empty(),
+            runtime_stats,
+            connected,
+        })
+    }
+
+    /// The bridge's counters.
+    pub fn stats(&self) -> &Arc<BridgeStats> {
+        &self.stats
+    }
+
+    /// The arm model from the URDF.
+    pub fn model(&self) -> &ArmModel {
+        &self.model
+    }
+
+    /// Lets `/diagnostics` report the loop's figures too (call once the runtime exists).
+    pub fn attach_runtime_stats(&self, stats: Arc<RuntimeStats>) {
+        let _ = self.runtime_stats.set(stats);
+    }
+
+    /// Time since the bridge started, nanoseconds (the clock states are stamped with).
+    fn clock_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn publish(&mut self, command: &JointCommand, last: bool) {
+        self.cmd_seq += 1;
+        self.last_command = *command;
+        self.cmd_tx.write(CommandSample {
+            command: *command,
+            seq: self.cmd_seq,
+            last,
+        });
+        // A failed wake (never seen) leaves the executor to its 20 ms poll timeout.
+        let _ = self.waker.wake();
+    }
+}
+
+fn resolve_joints(params: &BridgeParams, model: &ArmModel) -> Result<Joints, BridgeError> {
+    let arm = params
+        .joint_names
+        .clone()
+        .unwrap_or_else(|| model.joint_names.clone());
+    let gripper = match &params.gripper_joint_names {
+        Some(g) => g.clone(),
+        None => model
+            .gripper
+            .as_ref()
+            .map(|g| g.finger_joints.to_vec())
+            .unwrap_or_default(),
+    };
+    let mut all: Vec<&String> = arm.iter().chain(&gripper).collect();
+    all.sort();
+    if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
+        return Err(BridgeError::Param {
+            name: "joint_names",
+            message: format!("joint `{}` is listed twice", w[0]),
+        });
+    }
+    Ok(Joints { arm, gripper })
+}
+
+impl Robot for RosRobot {
+    fn read_state(&mut self, state: &mut RobotState) -> Result<(), RobotError> {
+        let sample = *self.state_rx.read();
+        if sample.seq == 0 {
+            return Err(RobotError::Stale);
+        }
+        let age = self.clock_ns().saturating_sub(sample.received_ns);
+        if age > self.state_timeout_ns {
+            self.stats.stale_reads.fetch_add(1, Ordering::Relaxed);
+            return Err(RobotError::Stale);
+        }
+        if sample.non_finite {
+            return Err(RobotError::NonFinite);
+        }
+        *state = sample.state;
+        Ok(())
+    }
+
+    fn write_command(&mut self, command: &JointCommand) -> Result<(), RobotError> {
+        self.publish(command, false);
+        Ok(())
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock_ns()
+    }
+
+    fn read_scene(&mut self, obs: &mut Observation) {
+        let scene = *self.scene_rx.read();
+        obs.num_objects = self.spec.objects.len();
+        obs.objects[..obs.num_objects].copy_from_slice(&scene.objects[..obs.num_objects]);
+        obs.num_keypoints = self.spec.keypoints.len();
+        for (i, (obj, offset)) in self.spec.keypoints.iter().enumerate() {
+            let p = obs.objects[*obj].pose.to_isometry() * Point3::from(*offset);
+            obs.keypoints_m[i] = [p.x, p.y, p.z];
+        }
+        obs.num_goals = self.spec.goals.len();
+        obs.goals_m[..obs.num_goals].copy_from_slice(&self.spec.goals);
+    }
+
+    fn judge(&mut self, _obs: &Observation, _action: &Action) -> Outcome {
+        self.steps += 1;
+        let mut o = Outcome::PENDING;
+        if self.success.swap(false, Ordering::AcqRel) {
+            o.success = true;
+            o.terminated = true;
+        } else if self.spec.episode_steps > 0 && self.steps >= self.spec.episode_steps {
+            o.truncated = true;
+        }
+        if o.terminated || o.truncated {
+            self.steps = 0;
+        }
+        o
+    }
+
+    fn own_limits(&self) -> Option<[JointLimits; ARM_DOF]> {
+        Some(self.model.limits)
+    }
+
+    fn stop(&mut self) {
+        // The runtime brought the command to rest: send it once more as the last word (the
+        // controller holds it), then let the executor leave.
+        let state = *self.state_rx.read();
+        let mut hold = JointCommand {
+            joint_pos_rad: state.state.joint_pos_rad,
+            gripper_width_m: state.state.gripper_width_m,
+        };
+        if state.seq == 0 || state.non_finite {
+            hold = self.last_command;
+        }
+        self.publish(&hold, true);
+        if let Some(h) = self.executor.take() {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            self.shutdown.store(true, Ordering::Release);
+            let _ = self.waker.wake();
+            let _ = h.join();
+        }
+    }
+
+    fn health(&self) -> RobotHealth {
+        let mut faults = Vec::new();
+        let s = &self.stats;
+        for (name, c) in [
+            ("joint states missing a joint", &s.states_missing_joint),
+            ("joint states with bad lengths", &s.states_bad_length),
+            ("non-finite joint states", &s.states_non_finite),
+            ("out-of-order joint states", &s.states_out_of_order),
+            ("refused object poses", &s.objects_refused),
+        ] {
+            let n = c.load(Ordering::Relaxed);
+            if n > 0 {
+                faults.push(format!("{n} {name}"));
+            }
+        }
+        RobotHealth {
+            connected: self.connected.load(Ordering::Acquire),
+            state_age_s: None,
+            faults,
+        }
+    }
+
+    fn start(
+        &mut self,
+        limits: &reflex_core::SafetyLimits,
+        timeout: Duration,
+    ) -> Result<(), StartError> {
+        reflex_core::start_default(self, limits, timeout).map_err(|e| match e {
+            StartError::NoState { waited_s, last } => StartError::NoState {
+                waited_s,
+                last: format!(
+                    "{last}; {} joint states accepted, {} missing a joint, {} with bad lengths",
+                    self.stats.states.load(Ordering::Relaxed),
+                    self.stats.states_missing_joint.load(Ordering::Relaxed),
+                    self.stats.states_bad_length.load(Ordering::Relaxed),
+                ),
+            },
+            other => other,
+        })
+    }
+}
+
+impl Drop for RosRobot {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        if let Some(h) = self.executor.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Why a scene reset through the reset service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// No `reset_service` is configured.
+    #[error("no reset_service is configured: a real arm's episode starts where the arm is")]
+    NoService,
+    /// The service refused or did not answer.
+    #[error("reset service: {0}")]
+    Failed(String),
+}
+
+impl SceneReset for RosRobot {
+    type Error = ResetError;
+
+    /// Calls the reset service and waits (at most 10 s) for its answer and then for a joint
+    /// state received after it.
+    fn reset_scene(&mut self, _seed: u64) -> Result<(), ResetError> {
+        if !self.has_reset {
+            return Err(ResetError::NoService);
+        }
+        let (tx, rx) = mpsc::channel();
+        self.reset_tx
+            .send(ResetRequest { done: tx })
+            .map_err(|_| ResetError::Failed("the bridge's executor is gone".into()))?;
+        let _ = self.waker.wake();
+        let answer = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| ResetError::Failed("no answer within 10 s".into()))?;
+        answer.map_err(ResetError::Failed)?;
+        let after = self.clock_ns();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.state_rx.read().received_ns > after {
+                self.steps = 0;
+                self.success.store(false, Ordering::Release);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(ResetError::Failed(
+            "no joint state within 5 s after the reset".into(),
+        ))
+    }
+}
+
+struct ExecutorIo {
+    state_tx: Input<StateSample>,
+    cmd_rx: Output<CommandSample>,
+    scene_tx: Input<SceneSample>,
+    reset_rx: mpsc::Receiver<ResetRequest>,
+    epoch: Instant,
+    stats: Arc<BridgeStats>,
+    shutdown: Arc<AtomicBool>,
+    success: Arc<AtomicBool>,
+    estop: EStop,
+    runtime_stats: Arc<OnceLock<Arc<RuntimeStats>>>,
+    connected: Arc<AtomicBool>,
+}
+
+type Sub<M> = ros2_client::Subscription<M>;
+type Pub<M> = ros2_client::Publisher<M>;
+
+/// The executor thread's state: the node and everything it reads and writes.
+struct Executor {
+    _ctx: Context,
+    _node: Node,
+    poll: Poll,
+    io: ExecutorIo,
+    joints: Joints,
+    model: ArmModel,
+    frames: Vec<String>,
+    base_frame: String,
+    interface: CommandInterface,
+    lead: RosDuration,
+    joint_states: Sub<JointState>,
+    estop_sub: Sub<Bool>,
+    objects_tf: Option<Sub<TfMessage>>,
+    objects_array: Option<Sub<PoseArray>>,
+    success_sub: Option<Sub<Bool>>,
+    rearm: ros2_client::Server<TriggerRequest, TriggerResponse>,
+    reset: Option<ros2_client::Client<TriggerRequest, TriggerResponse>>,
+    arm_forward: Option<Pub<Float64MultiArray>>,
+    arm_trajectory: Option<Pub<JointTrajectory>>,
+    gripper: Option<Pub<Float64MultiArray>>,
+    diagnostics: Option<Pub<DiagnosticArray>>,
+    diagnostics_period: Duration,
+    /// Index of each configured joint in the last names vector seen (rebuilt when it changes).
+    names_seen: Vec<String>,
+    index: Vec<usize>,
+    last_stamp: Time,
+    seq: u64,
+    prev: Option<(u64, [f64; ARM_DOF])>,
+    scene: SceneSample,
+    prev_objects: [Option<(u64, [f64; 3])>; MAX_OBJECTS],
+    cmd_seq: u64,
+    arm_msg: Float64MultiArray,
+    gripper_msg: Float64MultiArray,
+    pending_reset: Option<(ResetRequest, Instant, u32)>,
+}
+
+impl Executor {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: Context,
+        mut node: Node,
+        poll: Poll,
+        params: &BridgeParams,
+        joints: Joints,
+        frames: Vec<String>,
+        model: ArmModel,
+        io: ExecutorIo,
+    ) -> Result<Self, BridgeError> {
+        let dds =
+            |what: &str, e: ros2_client::CreateError| BridgeError::Dds(format!("{what}: {e:?}"));
+        let js_topic = topic::<JointState>(&node, &params.joint_states_topic, &qos_stream())?;
+        let mut joint_states = node
+            .create_subscription::<JointState>(&js_topic, Some(qos_stream()))
+            .map_err(|e| dds("joint states", e))?;
+        let estop_topic = topic::<Bool>(&node, &params.estop_topic, &qos_latched())?;
+        let mut estop_sub = node
+            .create_subscription::<Bool>(&estop_topic, Some(qos_latched()))
+            .map_err(|e| dds("e-stop", e))?;
+        let mut objects_tf = None;
+        let mut objects_array = None;
+        match params.objects_source {
+            ObjectsSource::None => {}
+            ObjectsSource::Tf => {
+                let t = topic::<TfMessage>(&node, &params.objects_topic, &qos_stream())?;
+                objects_tf = Some(
+                    node.create_subscription::<TfMessage>(&t, Some(qos_stream()))
+                        .map_err(|e| dds("objects", e))?,
+                );
+            }
+            ObjectsSource::PoseArray => {
+                let t = topic::<PoseArray>(&node, &params.objects_topic, &qos_stream())?;
+                objects_array = Some(
+                    node.create_subscription::<PoseArray>(&t, Some(qos_stream()))
+                        .map_err(|e| dds("objects", e))?,
+                );
+            }
+        }
+        let mut success_sub = None;
+        if !params.success_topic.is_empty() {
+            let t = topic::<Bool>(&node, &params.success_topic, &qos_service())?;
+            success_sub = Some(
+                node.create_subscription::<Bool>(&t, Some(qos_service()))
+                    .map_err(|e| dds("success", e))?,
+            );
+        }
+        let trigger = ServiceTypeName::new("std_srvs", "Trigger");
+        let mut rearm = node
+            .create_server::<TriggerRequest, TriggerResponse>(
+                ServiceMapping::Enhanced,
+                &ros_name(&params.rearm_service)?,
+                &trigger,
+                qos_service(),
+                qos_service(),
+            )
+            .map_err(|e| dds("re-arm service", e))?;
+        let mut reset = None;
+        if !params.reset_service.is_empty() {
+            reset = Some(
+                node.create_client::<TriggerRequest, TriggerResponse>(
+                    ServiceMapping::Enhanced,
+                    &ros_name(&params.reset_service)?,
+                    &trigger,
+                    qos_service(),
+                    qos_service(),
+                )
+                .map_err(|e| dds("reset service", e))?,
+            );
+        }
+        let (mut arm_forward, mut arm_trajectory) = (None, None);
+        match params.command_interface {
+            CommandInterface::ForwardPosition => {
+                let name = format!("{}/commands", params.arm_controller.trim_end_matches('/'));
+                let t = topic::<Float64MultiArray>(&node, &name, &qos_command())?;
+                arm_forward = Some(
+                    node.create_publisher(&t, Some(qos_command()))
+                        .map_err(|e| dds("arm commands", e))?,
+                );
+            }
+            CommandInterface::JointTrajectory => {
+                let name = format!(
+                    "{}/joint_trajectory",
+                    params.arm_controller.trim_end_matches('/')
+                );
+                let t = topic::<JointTrajectory>(&node, &name, &qos_command())?;
+                arm_trajectory = Some(
+                    node.create_publisher(&t, Some(qos_command()))
+                        .map_err(|e| dds("arm trajectory", e))?,
+                );
+            }
+        }
+        let mut gripper = None;
+        if !params.gripper_controller.is_empty() && !joints.gripper.is_empty() {
+            let name = format!(
+                "{}/commands",
+                params.gripper_controller.trim_end_matches('/')
+            );
+            let t = topic::<Float64MultiArray>(&node, &name, &qos_command())?;
+            gripper = Some(
+                node.create_publisher(&t, Some(qos_command()))
+                    .map_err(|e| dds("gripper commands", e))?,
+            );
+        }
+        let mut diagnostics = None;
+        if params.diagnostics_period_s > 0.0 {
+            let t = topic::<DiagnosticArray>(&node, "/diagnostics", &qos_service())?;
+            diagnostics = Some(
+                node.create_publisher(&t, Some(qos_service()))
+                    .map_err(|e| dds("diagnostics", e))?,
+            );
+        }
+
+        let reg = poll.registry();
+        let io_err = |e: std::io::Error| BridgeError::Dds(format!("poll registration: {e}"));
+        reg.register(&mut joint_states, JOINT_STATES, Interest::READABLE)
+            .map_err(io_err)?;
+        reg.register(&mut estop_sub, ESTOP, Interest::READABLE)
+            .map_err(io_err)?;
+        if let Some(s) = objects_tf.as_mut() {
+            reg.register(s, OBJECTS, Interest::READABLE)
+                .map_err(io_err)?;
+        }
+        if let Some(s) = objects_array.as_mut() {
+            reg.register(s, OBJECTS, Interest::READABLE)
+                .map_err(io_err)?;
+        }
+        if let Some(s) = success_sub.as_mut() {
+            reg.register(s, SUCCESS, Interest::READABLE)
+                .map_err(io_err)?;
+        }
+        reg.register(&mut rearm, REARM, Interest::READABLE)
+            .map_err(io_err)?;
+        if let Some(c) = reset.as_mut() {
+            reg.register(c, RESET, Interest::READABLE).map_err(io_err)?;
+        }
+        let servo_period = 1.0 / 500.0;
+        let lead_s = params.trajectory_lead_s.unwrap_or(2.0 * servo_period);
+        let lead_ns = (lead_s * 1e9) as u64;
+        let n_gripper = joints.gripper.len();
+        Ok(Self {
+            _ctx: ctx,
+            _node: node,
+            poll,
+            joints,
+            model,
+            frames,
+            base_frame: params.base_frame.clone(),
+            interface: params.command_interface,
+            lead: RosDuration {
+                sec: (lead_ns / 1_000_000_000) as i32,
+                nanosec: (lead_ns % 1_000_000_000) as u32,
+            },
+            joint_states,
+            estop_sub,
+            objects_tf,
+            objects_array,
+            success_sub,
+            rearm,
+            reset,
+            arm_forward,
+            arm_trajectory,
+            gripper,
+            diagnostics,
+            diagnostics_period: Duration::from_secs_f64(params.diagnostics_period_s.max(0.01)),
+            names_seen: Vec::new(),
+            index: Vec::new(),
+            last_stamp: Time::default(),
+            seq: 0,
+            prev: None,
+            scene: SceneSample::default(),
+            prev_objects: [None; MAX_OBJECTS],
+            cmd_seq: 0,
+            arm_msg: Float64MultiArray {
+                data: vec![0.0; ARM_DOF],
+                ..Default::default()
+            },
+            gripper_msg: Float64MultiArray {
+                data: vec![0.0; n_gripper],
+                ..Default::default()
+            },
+            pending_reset: None,
+            io,
+        })
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.io.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(32);
+        let mut next_diag = Instant::now() + self.diagnostics_period;
+        loop {
+            let timeout = next_diag
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(20));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!("reflex-ros executor: poll failed: {e}");
+                    return;
+                }
+            }
+            // Readers are edge-triggered: drain every one each round, whichever woke us.
+            self.drain_joint_states();
+            self.drain_estop();
+            self.drain_objects();
+            self.drain_success();
+            self.answer_rearm();
+            self.drive_reset();
+            if self.send_command() {
+                // The last command is out: the session is over.
+                return;
+            }
+            if Instant::now() >= next_diag {
+                self.publish_diagnostics();
+                next_diag = Instant::now() + self.diagnostics_period;
+            }
+            if self.io.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+
+    fn drain_joint_states(&mut self) {
+        let mut newest = None;
+        loop {
+            match self.joint_states.take() {
+                Ok(Some((msg, _info))) => {
+                    if let Some(s) = self.convert(&msg) {
+                        if newest.is_some() {
+                            self.io
+                                .stats
+                                .states_superseded
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        newest = Some(s);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("joint states: {e:?}");
+                    break;
+                }
+            }
+        }
+        if let Some(sample) = newest {
+            self.io.connected.store(true, Ordering::Release);
+            self.io.state_tx.write(sample);
+        }
+    }
+
+    /// Matches names, checks lengths and stamps, and converts. `None`: refused (counted).
+    fn convert(&mut self, msg: &JointState) -> Option<StateSample> {
+        let stats = &self.io.stats;
+        let n = msg.name.len();
+        if msg.position.len() != n
+            || !(msg.velocity.is_empty() || msg.velocity.len() == n)
+            || !(msg.effort.is_empty() || msg.effort.len() == n)
+        {
+            stats.states_bad_length.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if msg.name != self.names_seen {
+            let mut index = Vec::with_capacity(ARM_DOF + self.joints.gripper.len());
+            for j in self.joints.arm.iter().chain(&self.joints.gripper) {
+                match msg.name.iter().position(|m| m == j) {
+                    Some(i) => index.push(i),
+                    None => {
+                        let c = stats.states_missing_joint.fetch_add(1, Ordering::Relaxed);
+                        if c % 1000 == 0 {
+                            tracing::warn!(
+                                "joint state without joint `{j}` refused (names: {:?})",
+                                msg.name
+                            );
+                        }
+                        return None;
+                    }
+                }
+            }
+            self.names_seen = msg.name.clone();
+            self.index = index;
+        }
+        let stamp = msg.header.stamp;
+        if stamp != Time::default() && stamp < self.last_stamp {
+            stats.states_out_of_order.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.last_stamp = stamp;
+        let now = self.now_ns();
+        let mut state = RobotState {
+            stamp_ns: now,
+            ..Default::default()
+        };
+        for k in 0..ARM_DOF {
+            let i = self.index[k];
+            state.joint_pos_rad[k] = msg.position[i];
+            state.joint_vel_rad_s[k] = msg.velocity.get(i).copied().unwrap_or(f64::NAN);
+            state.joint_torque_nm[k] = msg.effort.get(i).copied().unwrap_or(0.0);
+        }
+        if msg.velocity.is_empty() {
+            // No measured velocity: differentiate positions over the receive times.
+            match self.prev {
+                Some((t, q)) if now > t => {
+                    let dt = (now - t) as f64 * 1e-9;
+                    for ((v, p), q) in state
+                        .joint_vel_rad_s
+                        .iter_mut()
+                        .zip(&state.joint_pos_rad)
+                        .zip(&q)
+                    {
+                        *v = (p - q) / dt;
+                    }
+                }
+                _ => state.joint_vel_rad_s = [0.0; ARM_DOF],
+            }
+        }
+        self.prev = Some((now, state.joint_pos_rad));
+        state.gripper_width_m = self.index[ARM_DOF..].iter().map(|&i| msg.position[i]).sum();
+        let non_finite = !state.joint_pos_rad.iter().all(|v| v.is_finite())
+            || !state.joint_vel_rad_s.iter().all(|v| v.is_finite())
+            || !state.joint_torque_nm.iter().all(|v| v.is_finite())
+            || !state.gripper_width_m.is_finite();
+        if non_finite {
+            stats.states_non_finite.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let tcp = self.model.tcp_pose(&state.joint_pos_rad);
+            state.tcp_pose = Pose::from_isometry(&tcp);
+            stats.states.fetch_add(1, Ordering::Relaxed);
+        }
+        self.seq += 1;
+        Some(StateSample {
+            state,
+            received_ns: now,
+            seq: self.seq,
+            non_finite,
+        })
+    }
+
+    fn drain_estop(&mut self) {
+        while let Ok(Some((msg, _))) = self.estop_sub.take() {
+            self.io.stats.estop_messages.fetch_add(1, Ordering::Relaxed);
+            if msg.data {
+                tracing::warn!("e-stop pressed on the e-stop topic");
+                self.io.estop.press();
+            } else {
+                self.io.estop.release();
+            }
+        }
+    }
+
+    fn drain_success(&mut self) {
+        if let Some(s) = &self.success_sub {
+            while let Ok(Some((msg, _))) = s.take() {
+                if msg.data {
+                    self.io.success.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    fn drain_objects(&mut self) {
+        let now = self.now_ns();
+        let mut changed = false;
+        let tf = self.objects_tf.take();
+        if let Some(sub) = &tf {
+            while let Ok(Some((msg, _))) = sub.take() {
+                for t in &msg.transforms {
+                    let Some(i) = self.frames.iter().position(|f| *f == t.child_frame_id) else {
+                        continue;
+                    };
+                    let r = t.transform.rotation;
+                    let p = t.transform.translation;
+                    if t.header.frame_id.trim_start_matches('/') != self.base_frame
+                        || ![p.x, p.y, p.z, r.x, r.y, r.z, r.w]
+                            .iter()
+                            .all(|v| v.is_finite())
+                    {
+                        self.io
+                            .stats
+                            .objects_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    self.set_object(i, [p.x, p.y, p.z], [r.x, r.y, r.z, r.w], now);
+                    changed = true;
+                }
+            }
+        }
+        self.objects_tf = tf;
+        let array = self.objects_array.take();
+        if let Some(sub) = &array {
+            while let Ok(Some((msg, _))) = sub.take() {
+                let finite = msg.poses.iter().all(|p| {
+                    [
+                        p.position.x,
+                        p.position.y,
+                        p.position.z,
+                        p.orientation.x,
+                        p.orientation.y,
+                        p.orientation.z,
+                        p.orientation.w,
+                    ]
+                    .iter()
+                    .all(|v| v.is_finite())
+                });
+                if msg.header.frame_id.trim_start_matches('/') != self.base_frame
+                    || msg.poses.len() != self.frames.len()
+                    || !finite
+                {
+                    self.io
+                        .stats
+                        .objects_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                for (i, p) in msg.poses.iter().enumerate() {
+                    let o = p.orientation;
+                    self.set_object(
+                        i,
+                        [p.position.x, p.position.y, p.position.z],
+                        [o.x, o.y, o.z, o.w],
+                        now,
+                    );
+                }
+                changed = true;
+            }
+        }
+        self.objects_array = array;
+        if changed {
+            self.io.stats.object_updates.fetch_add(1, Ordering::Relaxed);
+            self.scene.received_ns = now;
+            self.io.scene_tx.write(self.scene);
+        }
+    }
+
+    fn set_object(&mut self, i: usize, p: [f64; 3], q: [f64; 4], now: u64) {
+        let unit = UnitQuaternion::from_quaternion(NQuat::new(q[3], q[0], q[1], q[2]));
+        let mut vel = [0.0; 3];
+        if let Some((t, prev)) = self.prev_objects[i] {
+            if now > t {
+                let dt = (now - t) as f64 * 1e-9;
+                vel = [
+                    (p[0] - prev[0]) / dt,
+                    (p[1] - prev[1]) / dt,
+                    (p[2] - prev[2]) / dt,
+                ];
+            }
+        }
+        self.prev_objects[i] = Some((now, p));
+        self.scene.objects[i] = ObjectState {
+            pose: Pose {
+                position_m: p,
+                quat_xyzw: [unit.i, unit.j, unit.k, unit.w],
+            },
+            lin_vel_m_s: vel,
+        };
+        self.scene.seen |= 1 << i;
+    }
+
+    fn answer_rearm(&mut self) {
+        while let Ok(Some((id, _req))) = self.rearm.receive_request() {
+            self.io.stats.rearm_requests.fetch_add(1, Ordering::Relaxed);
+            let resp = match self.io.estop.rearm() {
+                Ok(()) => TriggerResponse {
+                    success: true,
+                    message: "re-armed: the policy ramps back in".into(),
+                },
+                Err(e) => TriggerResponse {
+                    success: false,
+                    message: format!("not re-armed: {e}"),
+                },
+            };
+            if let Err(e) = self.rearm.send_response(id, resp) {
+                tracing::warn!("re-arm response: {e:?}");
+            }
+        }
+    }
+
+    /// Sends a pending reset request (again every second until answered, at most 10 times).
+    fn drive_reset(&mut self) {
+        let Some(client) = &self.reset else {
+            while let Ok(r) = self.io.reset_rx.try_recv() {
+                let _ = r.done.send(Err("no reset_service is configured".into()));
+            }
+            return;
+        };
+        if self.pending_reset.is_none() {
+            if let Ok(r) = self.io.reset_rx.try_recv() {
+                self.pending_reset = Some((r, Instant::now() - Duration::from_secs(2), 0));
+            }
+        }
+        while let Ok(Some((_id, resp))) = client.receive_response() {
+            if let Some((r, _, _)) = self.pending_reset.take() {
+                self.io.stats.resets.fetch_add(1, Ordering::Relaxed);
+                let _ = r.done.send(if resp.success {
+                    Ok(resp.message)
+                } else {
+                    Err(format!("refused: {}", resp.message))
+                });
+            }
+        }
+        if let Some((_, sent, tries)) = &mut self.pending_reset {
+            if sent.elapsed() >= Duration::from_secs(1) {
+                if *tries >= 10 {
+                    if let Some((r, _, _)) = self.pending_reset.take() {
+                        let _ = r.done.send(Err("no answer to 10 requests".into()));
+                    }
+                    return;
+                }
+                *tries += 1;
+                *sent = Instant::now();
+                if let Err(e) = client.send_request(TriggerRequest::default()) {
+                    tracing::warn!("reset request: {e:?}");
+                }
+            }
+        }
+    }
+
+    /// Publishes the newest command if there is a new one. Returns true after the last one.
+    fn send_command(&mut self) -> bool {
+        let sample = *self.io.cmd_rx.read();
+        if sample.seq == self.cmd_seq {
+            return false;
+        }
+        self.cmd_seq = sample.seq;
+        let c = &sample.command;
+        let ok = match self.interface {
+            CommandInterface::ForwardPosition => {
+                self.arm_msg.data.copy_from_slice(&c.joint_pos_rad);
+                self.arm_forward
+                    .as_ref()
+                    .map(|p| p.publish(self.arm_msg.clone()).is_ok())
+                    .unwrap_or(false)
+            }
+            CommandInterface::JointTrajectory => {
+                let msg = JointTrajectory {
+                    header: Header::default(),
+                    joint_names: self.joints.arm.to_vec(),
+                    points: vec![JointTrajectoryPoint {
+                        positions: c.joint_pos_rad.to_vec(),
+                        time_from_start: self.lead,
+                        ..Default::default()
+                    }],
+                };
+                self.arm_trajectory
+                    .as_ref()
+                    .map(|p| p.publish(msg).is_ok())
+                    .unwrap_or(false)
+            }
+        };
+        let mut gripper_ok = true;
+        if let Some(p) = &self.gripper {
+            let n = self.gripper_msg.data.len() as f64;
+            self.gripper_msg.data.fill(c.gripper_width_m / n);
+            gripper_ok = p.publish(self.gripper_msg.clone()).is_ok();
+        }
+        let counter = if ok && gripper_ok {
+            &self.io.stats.commands
+        } else {
+            &self.io.stats.command_failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        sample.last
+    }
+
+    fn publish_diagnostics(&mut self) {
+        let Some(p) = &self.diagnostics else {
+            return;
+        };
+        let s = &self.io.stats;
+        let kv = |k: &str, v: String| KeyValue {
+            key: k.into(),
+            value: v,
+        };
+        let refused = s.states_missing_joint.load(Ordering::Relaxed)
+            + s.states_bad_length.load(Ordering::Relaxed)
+            + s.states_out_of_order.load(Ordering::Relaxed);
+        let mut bridge = DiagnosticStatus {
+            level: if refused > 0 || s.states_non_finite.load(Ordering::Relaxed) > 0 {
+                1
+            } else {
+                0
+            },
+            name: "reflex: bridge".into(),
+            message: if self.io.connected.load(Ordering::Acquire) {
+                "joint states flowing".into()
+            } else {
+                "no joint state yet".into()
+            },
+            hardware_id: self.joints.arm[0].clone(),
+            values: Vec::new(),
+        };
+        for (k, c) in [
+            ("joint_states", &s.states),
+            ("joint_states_missing_joint", &s.states_missing_joint),
+            ("joint_states_bad_length", &s.states_bad_length),
+            ("joint_states_non_finite", &s.states_non_finite),
+            ("joint_states_out_of_order", &s.states_out_of_order),
+            ("joint_states_superseded", &s.states_superseded),
+            ("stale_reads", &s.stale_reads),
+            ("commands", &s.commands),
+            ("command_failures", &s.command_failures),
+            ("object_updates", &s.object_updates),
+            ("objects_refused", &s.objects_refused),
+            ("estop_messages", &s.estop_messages),
+        ] {
+            bridge
+                .values
+                .push(kv(k, c.load(Ordering::Relaxed).to_string()));
+        }
+        bridge
+            .values
+            .push(kv("estop_latched", self.io.estop.is_latched().to_string()));
+        let mut status = vec![bridge];
+        if let Some(rt) = self.io.runtime_stats.get() {
+            let t = &rt.timing;
+            let faults: u64 = rt.fault_counts().iter().sum();
+            let misses = t.deadline_misses.load(Ordering::Relaxed);
+            status.push(DiagnosticStatus {
+                level: if misses > 0 || faults > 0 { 1 } else { 0 },
+                name: "reflex: control loop".into(),
+                message: format!(
+                    "{} ticks, {misses} deadline misses",
+                    t.ticks.load(Ordering::Relaxed)
+                ),
+                hardware_id: String::new(),
+                values: vec![
+                    kv("ticks", t.ticks.load(Ordering::Relaxed).to_string()),
+                    kv("deadline_misses", misses.to_string()),
+                    kv(
+                        "jitter_p99_us",
+                        format!("{:.1}", t.jitter.quantile_ns(0.99) as f64 / 1e3),
+                    ),
+                    kv(
+                        "compute_p99_us",
+                        format!("{:.1}", t.compute.quantile_ns(0.99) as f64 / 1e3),
+                    ),
+                    kv("safety_faults", faults.to_string()),
+                    kv(
+                        "read_errors",
+                        rt.read_errors.load(Ordering::Relaxed).to_string(),
+                    ),
+                    kv(
+                        "policy_steps",
+                        rt.policy_steps.load(Ordering::Relaxed).to_string(),
+                    ),
+                    kv("episodes", rt.episodes.load(Ordering::Relaxed).to_string()),
+                    kv(
+                        "intervened_steps",
+                        rt.intervened_steps.load(Ordering::Relaxed).to_string(),
+                    ),
+                ],
+            });
+        }
+        let msg = DiagnosticArray {
+            header: Header {
+                stamp: Time::from_ns(wall_ns()),
+                frame_id: String::new(),
+            },
+            status,
+        };
+        if p.publish(msg).is_ok() {
+            s.diagnostics.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Wall-clock time since the Unix epoch, nanoseconds (ROS stamps).
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,30 @@
+//! `reflex-ros`: the ROS 2 bridge. The same runtime, safety filter and policies that drive the
+//! simulator drive any ros2_control arm through it.
+//!
+//! - [`RosRobot`] implements [`reflex_core::Robot`] in ros2_control conventions: joint states in
+//!   (`sensor_msgs/JointState`, matched by name), commands out to a forward position controller
+//!   (`std_msgs/Float64MultiArray`) or a joint trajectory controller
+//!   (`trajectory_msgs/JointTrajectory`), the gripper on its own controller; object poses from
+//!   `/tf` or a `geometry_msgs/PoseArray`; the e-stop topic and re-arm service; `/diagnostics`.
+//! - The DDS side (ros2-client + rustdds, no ROS install needed) runs on its own executor
+//!   thread and meets the control tick only in wait-free latest-value cells.
+//! - [`args`] parses the `--ros-args` a launch file appends and the parameter files it names;
+//!   [`params`] types the bridge's parameters.
+//! - [`arm_server`] publishes any stepped arm (the simulator, in `reflex ros sim-arm`) exactly as
+//!   a ros2_control robot with a `joint_state_broadcaster` and forward position controllers
+//!   would.
+//!
+//! Every participant is restricted to loopback unless `localhost_only` is false.
+
+pub mod args;
+pub mod arm_server;
+mod bridge;
+pub mod msg;
+pub mod params;
+
+pub use args::{ArgsError, ParamSet, ParamValue, RosArgs};
+pub use bridge::{
+    context, qos_command, qos_latched, qos_service, qos_stream, ros_name, topic, wall_ns,
+    BridgeError, BridgeStats, ResetError, RosRobot, SceneSpec,
+};
+pub use params::{BridgeParams, CommandInterface, ObjectsSource, ParamError, Reader};
