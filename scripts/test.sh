@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command. Installs the outside programs the interop tests compare against (MuJoCo, ROS's
-# URDF parser, the safetensors reference library; from PyPI, into target/pyenv), then runs every
+# URDF parser, the safetensors reference library, rclpy and ROS 2 messages; from PyPI, into
+# target/pyenv), then runs every
 # test in the workspace, then the VLM client's HTTPS test (the `tls` feature; needs the `openssl`
 # command, installed from Debian when missing and run as root).
 # Extra arguments go to `cargo test`.
@@ -13,6 +14,26 @@ if ! "$py/bin/python" -c 'import mujoco, urdf_parser_py, safetensors.numpy' 2>/d
   python3 -m venv "$py"
   "$py/bin/pip" install --quiet --disable-pip-version-check \
     'mujoco==4.0.0' 'urdf-parser-py==0.0.4' 'safetensors==0.8.0' 'numpy==2.4.6'
+fi
+# ROS 2 peers for the bridge's interop tests: rclpy on Fast DDS (a Kilted build from PyPI) and
+# the message packages the bridge speaks.
+if ! "$py/bin/python" -c 'import rclpy, std_srvs.srv, diagnostic_msgs.msg, trajectory_msgs.msg, sensor_msgs.msg' 2>/dev/null; then
+  echo "== installing ROS 2 test peers into $py (rclpy, message packages)"
+  "$py/bin/pip" install --quiet --disable-pip-version-check \
+    'ros-rclpy[fastrtps]==9.1.2' 'ros-std-msgs==5.5.1' 'ros-sensor-msgs==5.5.1' \
+    'ros-geometry-msgs==5.5.1' 'ros-std-srvs==5.5.1' 'ros-trajectory-msgs==5.5.1' \
+    'ros-diagnostic-msgs==5.5.1'
+fi
+
+# The DDS tests run in their own network namespace (loopback only): `unshare` and `ip`.
+if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing iproute2 and util-linux (the DDS tests' loopback-only namespace)"
+    apt-get install -y -qq iproute2 util-linux >/dev/null
+  else
+    echo "the DDS tests need ip and unshare: apt-get install iproute2 util-linux" >&2
+    exit 1
+  fi
 fi
 
 if ! command -v openssl >/dev/null; then

@@ -1,0 +1,282 @@
+//! Interop with a real ROS 2 peer: an rclpy arm driver (`tests/interop/ros_arm_driver.py`,
+//! Fast DDS from PyPI) plays a ros2_control arm, and the bridge closes the loop through it with
+//! a policy that pushes at every limit. The driver checks every command from its side and injects
+//! faults: e-stop press and release, a re-arm service call, NaN states, wrong joint names, wrong
+//! lengths, out-of-order stamps, bursts and silence. A second bridge then starts under the same
+//! running driver.
+//!
+//! The test re-runs itself inside a new network namespace (`unshare -n`) that has only
+//! loopback, and asserts that: no DDS packet can leave the machine.
+
+use reflex_core::{Action, Observation, Policy};
+use reflex_jobs::arms::runtime_config;
+use reflex_jobs::ros::scene_spec;
+use reflex_ros::{BridgeParams, Reader, RosArgs, RosRobot};
+use reflex_runtime::{EStop, Runtime, RuntimeSettings};
+use reflex_sim::Task;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const DOMAIN: u32 = 71;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> PathBuf {
+    let venv = repo().join("target/pyenv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run scripts/test.sh",
+        venv.display()
+    );
+    venv
+}
+
+/// Runs the test `name` again inside a fresh network namespace with only loopback up; returns
+/// false when already inside one (the caller then does the work).
+fn reexec_in_loopback_namespace(name: &str) -> bool {
+    if std::env::var_os("REFLEX_IN_NETNS").is_some() {
+        // /proc/net/dev lists the interfaces of this process's namespace.
+        let ifaces: Vec<String> = std::fs::read_to_string("/proc/net/dev")
+            .unwrap()
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next().map(|n| n.trim().to_owned()))
+            .collect();
+        assert_eq!(
+            ifaces,
+            vec!["lo".to_string()],
+            "the test's namespace must hold loopback only"
+        );
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("unshare")
+        .args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(&exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("REFLEX_IN_NETNS", "1")
+        .status()
+        .expect("unshare (util-linux) runs the DDS tests in a loopback-only namespace");
+    assert!(status.success(), "the test failed inside its namespace");
+    true
+}
+
+/// A policy that pushes every component to its extreme, switching sign every few steps.
+struct Wild {
+    step: u64,
+}
+
+impl Policy for Wild {
+    fn act(&mut self, _obs: &Observation, action: &mut Action) {
+        self.step += 1;
+        for (i, a) in action.as_mut_slice().iter_mut().enumerate() {
+            *a = if (self.step / 3 + i as u64) % 2 == 0 {
+                1.0
+            } else {
+                -1.0
+            };
+        }
+    }
+}
+
+fn bridge_params() -> BridgeParams {
+    let urdf = repo().join("urdf/reflex_arm.urdf");
+    let args = RosArgs::parse(&[
+        "-p".to_string(),
+        format!("domain_id:={DOMAIN}"),
+        "-p".into(),
+        format!("urdf:={}", urdf.display()),
+        "-p".into(),
+        "base_link:=link0".into(),
+        "-p".into(),
+        "state_timeout_s:=0.05".into(),
+        "-p".into(),
+        "diagnostics_period_s:=0.5".into(),
+    ])
+    .unwrap();
+    let mut r = Reader::new(args.parameters("/reflex").unwrap());
+    let p = BridgeParams::read(&mut r).unwrap();
+    r.finish().unwrap();
+    p
+}
+
+#[test]
+fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_in_a_hold() {
+    if reexec_in_loopback_namespace(
+        "an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_in_a_hold",
+    ) {
+        return;
+    }
+    let task = Task::load("pick_cube").unwrap();
+    let params = bridge_params();
+    let rate = 200.0;
+    let estop = EStop::new();
+    let robot = RosRobot::connect(
+        &params,
+        "reflex",
+        "/",
+        scene_spec(&task, &[]),
+        estop.clone(),
+    )
+    .unwrap();
+    let model = robot.model().clone();
+    let cfg = runtime_config(
+        &task,
+        &model,
+        rate,
+        &RuntimeSettings {
+            start_timeout_s: 20.0,
+            ..Default::default()
+        },
+    );
+    let l = cfg.limits.clone();
+    let brake_rad = (0..7)
+        .map(|j| l.joint_vel_max_rad_s[j].powi(2) / (2.0 * l.joint_acc_max_rad_s2[j]))
+        .fold(0.0, f64::max);
+    let driver_cfg = serde_json::json!({
+        "joint_names": model.joint_names,
+        "finger_names": model.gripper.as_ref().unwrap().finger_joints,
+        "joint_pos_min_rad": l.joint_pos_min_rad,
+        "joint_pos_max_rad": l.joint_pos_max_rad,
+        "joint_vel_max_rad_s": l.joint_vel_max_rad_s,
+        "initial_joint_pos_rad": task.arm.initial_joint_pos_rad,
+        "initial_gripper_width_m": 0.08,
+        "servo_period_s": 1.0 / rate,
+        "rate_hz": 250.0,
+        "seconds": 17.0,
+        "schedule": [
+            [5.0, 6.0, "estop"],
+            [6.5, 7.5, "rearm"],
+            [8.0, 8.3, "nan"],
+            [8.6, 8.9, "wrong_names"],
+            [9.2, 9.5, "bad_length"],
+            [9.8, 10.1, "out_of_order"],
+            [10.4, 10.9, "silence"],
+            [11.2, 11.4, "burst"],
+        ],
+    });
+    let driver = Command::new(python())
+        .arg(repo().join("tests/interop/ros_arm_driver.py"))
+        .arg(driver_cfg.to_string())
+        .env("ROS_DOMAIN_ID", DOMAIN.to_string())
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .env("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+
+    let mut rt = Runtime::new(
+        robot,
+        cfg.clone(),
+        model.clone(),
+        Box::new(Wild { step: 0 }),
+        None,
+        estop.clone(),
+    )
+    .expect("the bridge starts on the driver's first joint state");
+    rt.robot().attach_runtime_stats(rt.stats().clone());
+    // Until the driver's schedule is over (its clock started a little before ours).
+    let left = Duration::from_secs(12).saturating_sub(started.elapsed());
+    rt.run(left, true, |_, _| true);
+    assert!(rt.shutdown(2000, true), "the arm came to rest at the end");
+    let b = rt.robot().stats().clone();
+    let stats = rt.stats().clone();
+    drop(rt);
+
+    // A second bridge under the same running driver: it starts and commands again.
+    let robot =
+        RosRobot::connect(&params, "reflex", "/", scene_spec(&task, &[]), EStop::new()).unwrap();
+    let mut rt2 = Runtime::new(
+        robot,
+        cfg,
+        model,
+        Box::new(Wild { step: 0 }),
+        None,
+        EStop::new(),
+    )
+    .expect("a restarted bridge picks up the running driver");
+    rt2.run(Duration::from_secs(2), true, |_, _| true);
+    let second_commands = rt2.robot().stats().commands.load(Ordering::Relaxed);
+    assert!(rt2.shutdown(2000, true));
+    drop(rt2);
+
+    let out = driver.wait_with_output().unwrap();
+    assert!(out.status.success(), "the rclpy driver failed");
+    let report: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .find(|l| l.starts_with(b"{"))
+            .unwrap(),
+    )
+    .unwrap();
+    println!("driver report: {report}");
+    let ld = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    println!(
+        "bridge: states {} non-finite {} missing-joint {} bad-length {} out-of-order {} superseded {} stale {} commands {}",
+        ld(&b.states),
+        ld(&b.states_non_finite),
+        ld(&b.states_missing_joint),
+        ld(&b.states_bad_length),
+        ld(&b.states_out_of_order),
+        ld(&b.states_superseded),
+        ld(&b.stale_reads),
+        ld(&b.commands)
+    );
+
+    // rclpy's side: every command well-formed, inside the limits, no faster than allowed.
+    let n = |k: &str| report[k].as_f64().unwrap();
+    assert!(n("commands") > 1000.0, "{report}");
+    for k in [
+        "bad_length",
+        "non_finite",
+        "outside_limits",
+        "too_fast",
+        "layout_not_empty",
+    ] {
+        assert_eq!(n(k), 0.0, "{k}: {report}");
+    }
+    assert_eq!(report["publisher_type"], "std_msgs/msg/Float64MultiArray");
+    assert!(
+        report["publisher_qos"]
+            .as_str()
+            .unwrap()
+            .contains("RELIABLE"),
+        "{report}"
+    );
+    assert!(n("gripper_commands") > 100.0, "{report}");
+    assert!(n("diagnostics") >= 3.0, "{report}");
+    let keys = report["diagnostic_keys"].to_string();
+    for k in [
+        "joint_states_missing_joint",
+        "deadline_misses",
+        "stale_reads",
+    ] {
+        assert!(keys.contains(k), "/diagnostics lacks {k}: {keys}");
+    }
+    // The e-stop topic braked the arm (within its braking distance) and the re-arm service
+    // answered from the driver's side.
+    assert!(estop.presses() >= 1 && estop.rearms() >= 1);
+    assert!(ld(&stats.estop_aborts) >= 1);
+    assert!(
+        n("moved_during_estop_rad") <= brake_rad + 0.05,
+        "moved {} rad after the e-stop (braking distance {brake_rad})",
+        n("moved_during_estop_rad")
+    );
+    assert_eq!(report["rearm"]["success"], true, "{report}");
+    // Every injected fault was refused and counted on the bridge's side.
+    assert!(ld(&b.states_non_finite) > 0);
+    assert!(ld(&b.states_missing_joint) > 0);
+    assert!(ld(&b.states_bad_length) > 0);
+    assert!(ld(&b.states_out_of_order) > 0);
+    assert!(ld(&b.stale_reads) > 0);
+    assert!(ld(&stats.read_errors) > 0);
+    assert!(
+        second_commands > 100,
+        "the second bridge sent {second_commands}"
+    );
+}
