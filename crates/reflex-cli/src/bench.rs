@@ -22,6 +22,29 @@ pub enum BenchCommand {
     Pendulum(BenchPendulumArgs),
     /// End-to-end environment steps and updates per second while training.
     Train(BenchTrainArgs),
+    /// JointState-to-command round trips through the ROS 2 bridge (one runtime tick per
+    /// state) beside an rclpy node's, timed by one rclpy peer on loopback.
+    Ros(BenchRosArgs),
+}
+
+/// Arguments of `reflex bench ros`.
+#[derive(Args)]
+pub struct BenchRosArgs {
+    /// Joint-state rates, Hz.
+    #[arg(long, value_delimiter = ',', default_value = "500,1000")]
+    rates: Vec<f64>,
+    /// Seconds measured per candidate and rate (after 2 s of warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Python with rclpy (scripts/test.sh installs it).
+    #[arg(long, default_value = "target/pyenv/bin/python")]
+    python: std::path::PathBuf,
+    /// DDS domain id.
+    #[arg(long, default_value_t = 97)]
+    domain_id: u16,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `reflex bench loop`.
@@ -197,6 +220,15 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
                 },
                 bar_progress(&bar),
             )?,
+            a.json,
+        ),
+        BenchCommand::Ros(a) => (
+            bench::ros::ros(&bench::ros::BenchRosSpec {
+                rates: a.rates.clone(),
+                seconds: a.seconds,
+                python: a.python.clone(),
+                domain_id: a.domain_id,
+            })?,
             a.json,
         ),
         BenchCommand::Train(a) => (

@@ -418,6 +418,11 @@ pub fn tighten(cfg: &mut RuntimeConfig, params: &BridgeParams) {
     }
 }
 
+/// The rclpy peers of `reflex bench ros`.
+pub fn bench_peer_script() -> PathBuf {
+    reflex_sim::task::repo_root().join("tests/interop/ros_bench_peer.py")
+}
+
 /// The observation layout of `task` (for tests and tools).
 pub fn task_layout(task: &Task) -> Result<ObsLayout, RosJobError> {
     let mut env = Env::new(task.clone())?;

@@ -147,9 +147,14 @@ impl RosArgs {
                     let rule = value(a)?;
                     let (name, v) = split_assignment(&rule, a)?;
                     let name = name.rsplit(':').next().unwrap_or(name);
-                    let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(v).map_err(|e| {
-                        ArgsError::Argument(format!("-p {name}:={v}: not a value ({e})"))
-                    })?;
+                    // `name:=` is the empty string, as in rcl.
+                    let parsed: serde_yaml_ng::Value = if v.is_empty() {
+                        serde_yaml_ng::Value::String(String::new())
+                    } else {
+                        serde_yaml_ng::from_str(v).map_err(|e| {
+                            ArgsError::Argument(format!("-p {name}:={v}: not a value ({e})"))
+                        })?
+                    };
                     let pv = to_param(&parsed)
                         .map_err(|m| ArgsError::Argument(format!("-p {name}:={v}: {m}")))?;
                     out.overrides.push((name.to_owned(), pv));

@@ -226,6 +226,5 @@ pub fn serve<A: ServedArm>(
             next = now;
         }
     }
-    drop(node);
     Ok(())
 }

@@ -239,6 +239,14 @@ pub struct RosRobot {
     has_reset: bool,
     runtime_stats: Arc<OnceLock<Arc<RuntimeStats>>>,
     connected: Arc<AtomicBool>,
+    notify: Arc<StateNotify>,
+}
+
+/// Who to wake when a joint state arrives, and the newest state's number.
+#[derive(Default)]
+struct StateNotify {
+    thread: OnceLock<std::thread::Thread>,
+    seq: AtomicU64,
 }
 
 impl RosRobot {
@@ -305,6 +313,7 @@ impl RosRobot {
         let success = Arc::new(AtomicBool::new(false));
         let runtime_stats = Arc::new(OnceLock::new());
         let connected = Arc::new(AtomicBool::new(false));
+        let notify = Arc::new(StateNotify::default());
         let mut ex = Executor::new(
             ctx,
             node,
@@ -325,6 +334,7 @@ impl RosRobot {
                 estop,
                 runtime_stats: runtime_stats.clone(),
                 connected: connected.clone(),
+                notify: notify.clone(),
             },
         )?;
         let executor = std::thread::Builder::new()
@@ -351,7 +361,21 @@ impl RosRobot {
             has_reset: !params.reset_service.is_empty(),
             runtime_stats,
             connected,
+            notify,
         })
+    }
+
+    /// Wakes `thread` (`Thread::unpark`) whenever a joint state arrives: a loop that runs on
+    /// the arm's clock parks until then instead of keeping its own (see [`RosRobot::state_seq`]).
+    /// Set once; later calls are ignored.
+    pub fn notify_on_state(&self, thread: std::thread::Thread) {
+        let _ = self.notify.thread.set(thread);
+    }
+
+    /// Number of joint states received so far (accepted or non-finite): it changes when a new
+    /// one is ready.
+    pub fn state_seq(&self) -> u64 {
+        self.notify.seq.load(Ordering::Acquire)
     }
 
     /// The bridge's counters.
@@ -602,6 +626,7 @@ struct ExecutorIo {
     estop: EStop,
     runtime_stats: Arc<OnceLock<Arc<RuntimeStats>>>,
     connected: Arc<AtomicBool>,
+    notify: Arc<StateNotify>,
 }
 
 type Sub<M> = ros2_client::Subscription<M>;
@@ -609,8 +634,6 @@ type Pub<M> = ros2_client::Publisher<M>;
 
 /// The executor thread's state: the node and everything it reads and writes.
 struct Executor {
-    _ctx: Context,
-    _node: Node,
     poll: Poll,
     io: ExecutorIo,
     joints: Joints,
@@ -643,6 +666,10 @@ struct Executor {
     arm_msg: Float64MultiArray,
     gripper_msg: Float64MultiArray,
     pending_reset: Option<(ResetRequest, Instant, u32)>,
+    // Dropped last (fields drop in order): the readers and writers above leave the
+    // participant before it goes.
+    _node: Node,
+    _ctx: Context,
 }
 
 impl Executor {
@@ -896,6 +923,10 @@ impl Executor {
         if let Some(sample) = newest {
             self.io.connected.store(true, Ordering::Release);
             self.io.state_tx.write(sample);
+            self.io.notify.seq.store(sample.seq, Ordering::Release);
+            if let Some(t) = self.io.notify.thread.get() {
+                t.unpark();
+            }
         }
     }
 
