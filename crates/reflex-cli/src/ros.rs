@@ -52,18 +52,20 @@ pub struct RosRunArgs {
     /// Base policy: `scripted` or a policy file.
     #[arg(long, default_value = "scripted")]
     policy: String,
-    /// Residual policy file (its scale is taken from the file).
+    /// Residual policy file (its scale is taken from the file; empty: none, which is what a
+    /// launch file passes by default).
     #[arg(long)]
-    residual: Option<PathBuf>,
+    residual: Option<String>,
     /// Control loop rate, Hz.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
     /// Stop after this many completed episodes (0: no limit).
     #[arg(long, default_value_t = 0)]
     episodes: usize,
-    /// Stop after this many seconds.
-    #[arg(long, default_value_t = 60.0)]
-    seconds: f64,
+    /// Stop after this many seconds (default: until SIGTERM or Ctrl-C, which brake the arm to
+    /// rest first).
+    #[arg(long)]
+    seconds: Option<f64>,
     /// Print a JSON summary as the last line.
     #[arg(long)]
     json: bool,
@@ -101,7 +103,11 @@ pub fn run(what: &RosCommand, ros_args: &[String]) -> Result<()> {
             let spec = RosRunSpec {
                 task,
                 policy: a.policy.clone(),
-                residual: a.residual.clone(),
+                residual: a
+                    .residual
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from),
                 servo_rate_hz: a.rate,
                 episodes: a.episodes,
                 seconds: a.seconds,

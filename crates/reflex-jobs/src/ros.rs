@@ -246,8 +246,8 @@ pub struct RosRunSpec {
     pub servo_rate_hz: f64,
     /// Stop after this many completed episodes (0: no limit).
     pub episodes: usize,
-    /// Stop after this long, seconds.
-    pub seconds: f64,
+    /// Stop after this long, seconds (None: until the interrupt flag).
+    pub seconds: Option<f64>,
     /// The ROS arguments.
     pub ros: RosArgs,
 }
@@ -349,7 +349,8 @@ pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
     let bridge = rt.robot().stats().clone();
     let transitions = rt.transitions().clone();
     let episodes_wanted = spec.episodes;
-    let duration = Duration::from_secs_f64(spec.seconds);
+    // Without a limit, the loop runs until the interrupt flag presses the e-stop.
+    let duration = Duration::from_secs_f64(spec.seconds.unwrap_or(3.0e7));
     type Control = Result<(Vec<bool>, bool), String>;
     let control = std::thread::Builder::new()
         .name("reflex-control".into())

@@ -35,36 +35,6 @@ fn python() -> PathBuf {
     venv
 }
 
-/// Runs the test `name` again inside a fresh network namespace with only loopback up; returns
-/// false when already inside one (the caller then does the work).
-fn reexec_in_loopback_namespace(name: &str) -> bool {
-    if std::env::var_os("REFLEX_IN_NETNS").is_some() {
-        // /proc/net/dev lists the interfaces of this process's namespace.
-        let ifaces: Vec<String> = std::fs::read_to_string("/proc/net/dev")
-            .unwrap()
-            .lines()
-            .skip(2)
-            .filter_map(|l| l.split(':').next().map(|n| n.trim().to_owned()))
-            .collect();
-        assert_eq!(
-            ifaces,
-            vec!["lo".to_string()],
-            "the test's namespace must hold loopback only"
-        );
-        return false;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-        .arg(&exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env("REFLEX_IN_NETNS", "1")
-        .status()
-        .expect("unshare (util-linux) runs the DDS tests in a loopback-only namespace");
-    assert!(status.success(), "the test failed inside its namespace");
-    true
-}
-
 /// A policy that pushes every component to its extreme, switching sign every few steps.
 struct Wild {
     step: u64,
@@ -106,7 +76,7 @@ fn bridge_params() -> BridgeParams {
 
 #[test]
 fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_in_a_hold() {
-    if reexec_in_loopback_namespace(
+    if reflex_ros::netns::run_test_in_loopback_namespace(
         "an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_in_a_hold",
     ) {
         return;

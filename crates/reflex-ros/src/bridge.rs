@@ -654,6 +654,9 @@ struct Executor {
     gripper: Option<Pub<Float64MultiArray>>,
     diagnostics: Option<Pub<DiagnosticArray>>,
     diagnostics_period: Duration,
+    /// Least time between two published commands (zero: every command).
+    command_interval: Duration,
+    last_publish: Option<Instant>,
     /// Index of each configured joint in the last names vector seen (rebuilt when it changes).
     names_seen: Vec<String>,
     index: Vec<usize>,
@@ -839,6 +842,12 @@ impl Executor {
             gripper,
             diagnostics,
             diagnostics_period: Duration::from_secs_f64(params.diagnostics_period_s.max(0.01)),
+            command_interval: if params.max_command_rate_hz > 0.0 {
+                Duration::from_secs_f64(1.0 / params.max_command_rate_hz)
+            } else {
+                Duration::ZERO
+            },
+            last_publish: None,
             names_seen: Vec::new(),
             index: Vec::new(),
             last_stamp: Time::default(),
@@ -870,7 +879,8 @@ impl Executor {
         loop {
             let timeout = next_diag
                 .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(20));
+                .min(Duration::from_millis(20))
+                .min(self.deferred_for());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!("reflex-ros executor: poll failed: {e}");
@@ -1197,12 +1207,32 @@ impl Executor {
         }
     }
 
+    /// How long until a command held back by `max_command_rate_hz` may go out (the poll's
+    /// longest wait while one is pending).
+    fn deferred_for(&mut self) -> Duration {
+        match self.last_publish {
+            Some(t) if self.io.cmd_rx.read().seq != self.cmd_seq => {
+                self.command_interval.saturating_sub(t.elapsed())
+            }
+            _ => Duration::MAX,
+        }
+    }
+
     /// Publishes the newest command if there is a new one. Returns true after the last one.
     fn send_command(&mut self) -> bool {
         let sample = *self.io.cmd_rx.read();
         if sample.seq == self.cmd_seq {
             return false;
         }
+        if !sample.last {
+            if let Some(t) = self.last_publish {
+                if t.elapsed() < self.command_interval {
+                    // Too soon: the newest command goes out at the next poll after the interval.
+                    return false;
+                }
+            }
+        }
+        self.last_publish = Some(Instant::now());
         self.cmd_seq = sample.seq;
         let c = &sample.command;
         let ok = match self.interface {

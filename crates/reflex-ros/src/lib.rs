@@ -20,6 +20,7 @@ pub mod args;
 pub mod arm_server;
 mod bridge;
 pub mod msg;
+pub mod netns;
 pub mod params;
 
 pub use args::{ArgsError, ParamSet, ParamValue, RosArgs};

@@ -348,6 +348,10 @@ pub struct BridgeParams {
     /// `trajectory_lead_s` (s, default: two servo periods): when a trajectory point is to be
     /// reached.
     pub trajectory_lead_s: Option<f64>,
+    /// `max_command_rate_hz` (Hz, default 0: every tick's command): publish at most this often
+    /// (the newest command wins), for arms whose controller servos on its own at a lower
+    /// stream rate.
+    pub max_command_rate_hz: f64,
     /// `state_timeout_s` (s, default 0.05): a joint state older than this is stale; the loop
     /// holds, then brakes, exactly as in simulation.
     pub state_timeout_s: f64,
@@ -462,6 +466,7 @@ impl BridgeParams {
             arm_controller: r.string("arm_controller", default_controller)?,
             gripper_controller: r.string("gripper_controller", "/gripper_controller")?,
             trajectory_lead_s: (lead > 0.0).then_some(lead),
+            max_command_rate_hz: r.double("max_command_rate_hz", 0.0, 0.0, 100_000.0)?,
             state_timeout_s: r.double("state_timeout_s", 0.05, 1e-4, 10.0)?,
             objects_source,
             objects_topic: r.string("objects_topic", default_objects_topic)?,

@@ -1,0 +1,67 @@
+"""Starts Reflex against a ros2_control arm: robot_state_publisher with the arm's URDF, the
+Reflex node (`reflex ros run`) with a parameter file, and optionally Reflex's simulated arm
+(`reflex ros sim-arm`) standing in for the real one.
+
+    ros2 launch reflex_bringup reflex_bringup.launch.py                      # simulated arm
+    ros2 launch reflex_bringup reflex_bringup.launch.py sim:=false \\
+        params:=/path/to/my_arm.yaml urdf:=/path/to/my_arm.urdf policy:=/path/to/run/base.safetensors \\
+        residual:=/path/to/run/policy.safetensors
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import Command, LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description():
+    share = FindPackageShare("reflex_bringup")
+    params = LaunchConfiguration("params")
+    urdf = LaunchConfiguration("urdf")
+    task = LaunchConfiguration("task")
+    policy = LaunchConfiguration("policy")
+    residual = LaunchConfiguration("residual")
+    rate = LaunchConfiguration("rate")
+    sim = LaunchConfiguration("sim")
+    return LaunchDescription([
+        DeclareLaunchArgument("params", default_value=PathJoinSubstitution([share, "config", "sim_arm.yaml"]),
+                              description="The Reflex node's parameter file"),
+        DeclareLaunchArgument("urdf", default_value=PathJoinSubstitution([share, "urdf", "reflex_arm.urdf"]),
+                              description="The arm's URDF (robot_state_publisher and the safety filter)"),
+        DeclareLaunchArgument("task", default_value="pick_cube",
+                              description="Task name or task file"),
+        DeclareLaunchArgument("policy", default_value="scripted",
+                              description="`scripted` or a base policy file"),
+        DeclareLaunchArgument("residual", default_value="",
+                              description="A residual policy file (empty: none)"),
+        DeclareLaunchArgument("rate", default_value="500",
+                              description="Control loop rate, Hz"),
+        DeclareLaunchArgument("sim", default_value="true",
+                              description="Also start Reflex's simulated arm"),
+        Node(
+            package="robot_state_publisher",
+            executable="robot_state_publisher",
+            name="robot_state_publisher",
+            parameters=[{"robot_description": ParameterValue(Command(["cat ", urdf]), value_type=str)}],
+        ),
+        Node(
+            package="reflex_bringup",
+            executable="reflex",
+            name="reflex_sim_arm",
+            arguments=["ros", "sim-arm", "--task", task],
+            condition=IfCondition(sim),
+            output="screen",
+        ),
+        Node(
+            package="reflex_bringup",
+            executable="reflex",
+            name="reflex",
+            arguments=["ros", "run", "--task", task, "--policy", policy, "--residual", residual,
+                       "--rate", rate],
+            parameters=[params, {"urdf": urdf}],
+            output="screen",
+        ),
+    ])
