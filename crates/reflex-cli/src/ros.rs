@@ -33,6 +33,9 @@ pub struct SimArmArgs {
     /// Seed of the first scene; each reset takes the next.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Object poses on `/tf` are published at this rate, Hz (a tracker's rate).
+    #[arg(long, default_value_t = 100.0)]
+    scene_rate: f64,
     /// Stop after this many seconds (default: until interrupted).
     #[arg(long)]
     seconds: Option<f64>,
@@ -81,6 +84,7 @@ pub fn run(what: &RosCommand, ros_args: &[String]) -> Result<()> {
                 task,
                 rate_hz: a.rate,
                 seed: a.seed,
+                scene_rate_hz: a.scene_rate,
                 seconds: a.seconds,
                 ros,
             };

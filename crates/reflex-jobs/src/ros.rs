@@ -153,6 +153,8 @@ pub struct SimArmSpec {
     pub rate_hz: f64,
     /// Seed of the first scene.
     pub seed: u64,
+    /// Object poses (`/tf`) and success are published at this rate, Hz (a tracker's rate).
+    pub scene_rate_hz: f64,
     /// How long, seconds (None: until interrupted).
     pub seconds: Option<f64>,
     /// The ROS arguments (`-r __node:=`, `-p domain_id:=`, `--params-file`).
@@ -184,7 +186,7 @@ pub fn sim_arm(spec: &SimArmSpec) -> Result<Arc<ArmServerStats>, RosJobError> {
         namespace,
         params,
         rate_hz: spec.rate_hz,
-        scene_rate_hz: spec.task.control_rate_hz.max(10.0),
+        scene_rate_hz: spec.scene_rate_hz,
     };
     let stats = Arc::new(ArmServerStats::default());
     let stop = Arc::new(AtomicBool::new(false));

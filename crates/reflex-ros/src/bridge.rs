@@ -12,6 +12,7 @@
 //! `RobotError::NonFinite` (the loop holds at once); a state older than `state_timeout_s` is
 //! `Stale` (the loop holds, then brakes, as in simulation).
 
+use crate::decode::{JointStateDecoder, Refused};
 use crate::msg::{
     Bool, DiagnosticArray, DiagnosticStatus, Float64MultiArray, Header, JointState,
     JointTrajectory, JointTrajectoryPoint, KeyValue, PoseArray, RosDuration, RosType, TfMessage,
@@ -637,7 +638,6 @@ struct Executor {
     poll: Poll,
     io: ExecutorIo,
     joints: Joints,
-    model: ArmModel,
     frames: Vec<String>,
     base_frame: String,
     interface: CommandInterface,
@@ -657,12 +657,8 @@ struct Executor {
     /// Least time between two published commands (zero: every command).
     command_interval: Duration,
     last_publish: Option<Instant>,
-    /// Index of each configured joint in the last names vector seen (rebuilt when it changes).
-    names_seen: Vec<String>,
-    index: Vec<usize>,
-    last_stamp: Time,
     seq: u64,
-    prev: Option<(u64, [f64; ARM_DOF])>,
+    decoder: JointStateDecoder,
     scene: SceneSample,
     prev_objects: [Option<(u64, [f64; 3])>; MAX_OBJECTS],
     cmd_seq: u64,
@@ -817,12 +813,12 @@ impl Executor {
         let lead_s = params.trajectory_lead_s.unwrap_or(2.0 * servo_period);
         let lead_ns = (lead_s * 1e9) as u64;
         let n_gripper = joints.gripper.len();
+        let decoder = JointStateDecoder::new(&joints.arm, &joints.gripper, model);
         Ok(Self {
             _ctx: ctx,
             _node: node,
             poll,
             joints,
-            model,
             frames,
             base_frame: params.base_frame.clone(),
             interface: params.command_interface,
@@ -848,11 +844,8 @@ impl Executor {
                 Duration::ZERO
             },
             last_publish: None,
-            names_seen: Vec::new(),
-            index: Vec::new(),
-            last_stamp: Time::default(),
             seq: 0,
-            prev: None,
+            decoder,
             scene: SceneSample::default(),
             prev_objects: [None; MAX_OBJECTS],
             cmd_seq: 0,
@@ -940,90 +933,43 @@ impl Executor {
         }
     }
 
-    /// Matches names, checks lengths and stamps, and converts. `None`: refused (counted).
+    /// Decodes one joint state; `None`: refused (counted).
     fn convert(&mut self, msg: &JointState) -> Option<StateSample> {
         let stats = &self.io.stats;
-        let n = msg.name.len();
-        if msg.position.len() != n
-            || !(msg.velocity.is_empty() || msg.velocity.len() == n)
-            || !(msg.effort.is_empty() || msg.effort.len() == n)
-        {
-            stats.states_bad_length.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        if msg.name != self.names_seen {
-            let mut index = Vec::with_capacity(ARM_DOF + self.joints.gripper.len());
-            for j in self.joints.arm.iter().chain(&self.joints.gripper) {
-                match msg.name.iter().position(|m| m == j) {
-                    Some(i) => index.push(i),
-                    None => {
-                        let c = stats.states_missing_joint.fetch_add(1, Ordering::Relaxed);
-                        if c % 1000 == 0 {
-                            tracing::warn!(
-                                "joint state without joint `{j}` refused (names: {:?})",
-                                msg.name
-                            );
-                        }
-                        return None;
-                    }
-                }
+        let now = self.io.epoch.elapsed().as_nanos() as u64;
+        let decoded = match self.decoder.decode(msg, now) {
+            Ok(d) => d,
+            Err(Refused::BadLength) => {
+                stats.states_bad_length.fetch_add(1, Ordering::Relaxed);
+                return None;
             }
-            self.names_seen = msg.name.clone();
-            self.index = index;
-        }
-        let stamp = msg.header.stamp;
-        if stamp != Time::default() && stamp < self.last_stamp {
-            stats.states_out_of_order.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        self.last_stamp = stamp;
-        let now = self.now_ns();
-        let mut state = RobotState {
-            stamp_ns: now,
-            ..Default::default()
+            Err(Refused::MissingJoint(j)) => {
+                let c = stats.states_missing_joint.fetch_add(1, Ordering::Relaxed);
+                if c % 1000 == 0 {
+                    tracing::warn!(
+                        "joint state without joint `{j}` refused (names: {:?})",
+                        msg.name
+                    );
+                }
+                return None;
+            }
+            Err(Refused::OutOfOrder) => {
+                stats.states_out_of_order.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
         };
-        for k in 0..ARM_DOF {
-            let i = self.index[k];
-            state.joint_pos_rad[k] = msg.position[i];
-            state.joint_vel_rad_s[k] = msg.velocity.get(i).copied().unwrap_or(f64::NAN);
-            state.joint_torque_nm[k] = msg.effort.get(i).copied().unwrap_or(0.0);
-        }
-        if msg.velocity.is_empty() {
-            // No measured velocity: differentiate positions over the receive times.
-            match self.prev {
-                Some((t, q)) if now > t => {
-                    let dt = (now - t) as f64 * 1e-9;
-                    for ((v, p), q) in state
-                        .joint_vel_rad_s
-                        .iter_mut()
-                        .zip(&state.joint_pos_rad)
-                        .zip(&q)
-                    {
-                        *v = (p - q) / dt;
-                    }
-                }
-                _ => state.joint_vel_rad_s = [0.0; ARM_DOF],
-            }
-        }
-        self.prev = Some((now, state.joint_pos_rad));
-        state.gripper_width_m = self.index[ARM_DOF..].iter().map(|&i| msg.position[i]).sum();
-        let non_finite = !state.joint_pos_rad.iter().all(|v| v.is_finite())
-            || !state.joint_vel_rad_s.iter().all(|v| v.is_finite())
-            || !state.joint_torque_nm.iter().all(|v| v.is_finite())
-            || !state.gripper_width_m.is_finite();
-        if non_finite {
-            stats.states_non_finite.fetch_add(1, Ordering::Relaxed);
+        let counter = if decoded.non_finite {
+            &stats.states_non_finite
         } else {
-            let tcp = self.model.tcp_pose(&state.joint_pos_rad);
-            state.tcp_pose = Pose::from_isometry(&tcp);
-            stats.states.fetch_add(1, Ordering::Relaxed);
-        }
+            &stats.states
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         self.seq += 1;
         Some(StateSample {
-            state,
+            state: decoded.state,
             received_ns: now,
             seq: self.seq,
-            non_finite,
+            non_finite: decoded.non_finite,
         })
     }
 
@@ -1072,7 +1018,8 @@ impl Executor {
                             .fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    self.set_object(i, [p.x, p.y, p.z], [r.x, r.y, r.z, r.w], now);
+                    let at = stamp_or(t.header.stamp, now);
+                    self.set_object(i, [p.x, p.y, p.z], [r.x, r.y, r.z, r.w], at);
                     changed = true;
                 }
             }
@@ -1104,13 +1051,14 @@ impl Executor {
                         .fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
+                let at = stamp_or(msg.header.stamp, now);
                 for (i, p) in msg.poses.iter().enumerate() {
                     let o = p.orientation;
                     self.set_object(
                         i,
                         [p.position.x, p.position.y, p.position.z],
                         [o.x, o.y, o.z, o.w],
-                        now,
+                        at,
                     );
                 }
                 changed = true;
@@ -1124,7 +1072,10 @@ impl Executor {
         }
     }
 
-    fn set_object(&mut self, i: usize, p: [f64; 3], q: [f64; 4], now: u64) {
+    /// Sets object `i`'s pose, seen at `at` (ns; the tracker's stamp when it gives one), and
+    /// its velocity from the previous pose.
+    fn set_object(&mut self, i: usize, p: [f64; 3], q: [f64; 4], at: u64) {
+        let now = at;
         let unit = UnitQuaternion::from_quaternion(NQuat::new(q[3], q[0], q[1], q[2]));
         let mut vel = [0.0; 3];
         if let Some((t, prev)) = self.prev_objects[i] {
@@ -1373,6 +1324,15 @@ impl Executor {
         if p.publish(msg).is_ok() {
             s.diagnostics.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// A message's stamp in nanoseconds, or `fallback` when it has none.
+fn stamp_or(stamp: Time, fallback: u64) -> u64 {
+    if stamp == Time::default() {
+        fallback
+    } else {
+        stamp.to_ns()
     }
 }
 
