@@ -6,7 +6,7 @@ for the arm and the gripper that integrate the commands it receives. It checks, 
 side, every command the bridge sends (type, QoS, length, finite, inside the limits given on the
 command line, no larger step than the speed limit allows) and injects faults on a schedule:
 e-stop press and release, a re-arm service call, NaN states, wrong joint names, wrong lengths,
-out-of-order stamps and silence. Prints one JSON report on stdout at the end.
+out-of-order stamps and silence; and plays an operator sending a twist. Prints one JSON report on stdout at the end.
 
 Usage: ros_arm_driver.py CONFIG_JSON   (see the test that starts it for the keys)
 """
@@ -21,6 +21,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, DurabilityPolicy, HistoryPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
+from geometry_msgs.msg import TwistStamped
 from std_srvs.srv import Trigger
 from diagnostic_msgs.msg import DiagnosticArray
 
@@ -57,6 +58,7 @@ def main():
         "faults_sent": {},
         "publisher_qos": None,
         "publisher_type": None,
+        "intervening_seen": False,
     }
     last_cmd = [None]
     last_cmd_time = [None]
@@ -126,6 +128,13 @@ def main():
     js_pub = node.create_publisher(JointState, "/joint_states", reliable)
     estop_pub = node.create_publisher(Bool, "/reflex/estop", latched)
     rearm = node.create_client(Trigger, "/reflex/rearm")
+    twist_pub = node.create_publisher(TwistStamped, "/reflex/intervention/twist", reliable)
+
+    def on_intervening(msg):
+        if msg.data:
+            report["intervening_seen"] = True
+
+    node.create_subscription(Bool, "/reflex/intervening", on_intervening, reliable)
 
     # Names in the driver's own order: reversed, the fingers first, and a joint the bridge
     # does not know.
@@ -154,6 +163,11 @@ def main():
             estop_state = want_estop
         if "rearm" in faults and rearm_future is None and rearm.service_is_ready():
             rearm_future = rearm.call_async(Trigger.Request())
+        if "twist" in faults:
+            tw = TwistStamped()
+            tw.header.frame_id = "link0"
+            tw.twist.linear.z = 0.3
+            twist_pub.publish(tw)
         if "silence" not in faults:
             stamp_ns += int(dt * 1e9)
             msg = JointState()

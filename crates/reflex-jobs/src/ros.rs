@@ -12,6 +12,7 @@ use crate::train::INTERRUPT;
 use reflex_core::{Action, JointCommand, Observation, Policy, Pose, Robot, SceneView};
 use reflex_policy::{ObsLayout, Role};
 use reflex_ros::arm_server::{serve, ArmServerSettings, ArmServerStats, ServedArm};
+use reflex_ros::operator::OperatorMapper;
 use reflex_ros::{BridgeParams, Reader, RosArgs, RosRobot, SceneSpec};
 use reflex_runtime::{
     EStop, NetPolicy, ResidualPolicy, Runtime, RuntimeConfig, RuntimeSettings, RuntimeStats,
@@ -347,6 +348,8 @@ pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
     let has_reset = !params.reset_service.is_empty();
     let mut rt = Runtime::new(robot, cfg, model, base, residual, estop.clone())?;
     rt.robot().attach_runtime_stats(rt.stats().clone());
+    rt.robot()
+        .attach_operator(rt.operator().clone(), operator_mapper(task, &params));
     let stats = rt.stats().clone();
     let bridge = rt.robot().stats().clone();
     let transitions = rt.transitions().clone();
@@ -403,6 +406,17 @@ pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
         bridge,
         rested,
     })
+}
+
+/// How an operator's twist and joy messages become actions for `task`.
+pub fn operator_mapper(task: &Task, params: &BridgeParams) -> OperatorMapper {
+    OperatorMapper::new(
+        task.action_space,
+        task.control.max_linear_speed_m_s,
+        task.control.max_angular_speed_rad_s,
+        &params.base_frame,
+        params.joy.clone(),
+    )
 }
 
 /// Applies the bridge's tighter limits: the tighter of the task's and the parameter's wins.

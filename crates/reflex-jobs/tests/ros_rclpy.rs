@@ -2,7 +2,7 @@
 //! Fast DDS from PyPI) plays a ros2_control arm, and the bridge closes the loop through it with
 //! a policy that pushes at every limit. The driver checks every command from its side and injects
 //! faults: e-stop press and release, a re-arm service call, NaN states, wrong joint names, wrong
-//! lengths, out-of-order stamps, bursts and silence. A second bridge then starts under the same
+//! lengths, out-of-order stamps, bursts and silence; then an operator's twist takes over. A second bridge then starts under the same
 //! running driver.
 //!
 //! The test re-runs itself inside a new network namespace (`unshare -n`) that has only
@@ -127,6 +127,7 @@ fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_i
             [9.8, 10.1, "out_of_order"],
             [10.4, 10.9, "silence"],
             [11.2, 11.4, "burst"],
+            [11.6, 12.6, "twist"],
         ],
     });
     let driver = Command::new(python())
@@ -150,8 +151,12 @@ fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_i
     )
     .expect("the bridge starts on the driver's first joint state");
     rt.robot().attach_runtime_stats(rt.stats().clone());
+    rt.robot().attach_operator(
+        rt.operator().clone(),
+        reflex_jobs::ros::operator_mapper(&task, &params),
+    );
     // Until the driver's schedule is over (its clock started a little before ours).
-    let left = Duration::from_secs(12).saturating_sub(started.elapsed());
+    let left = Duration::from_secs(13).saturating_sub(started.elapsed());
     rt.run(left, true, |_, _| true);
     assert!(rt.shutdown(2000, true), "the arm came to rest at the end");
     let b = rt.robot().stats().clone();

@@ -15,11 +15,13 @@
 use crate::decode::{JointStateDecoder, Refused};
 use crate::msg::{
     Bool, DiagnosticArray, DiagnosticStatus, Float64MultiArray, Header, JointState,
-    JointTrajectory, JointTrajectoryPoint, KeyValue, PoseArray, RosDuration, RosType, TfMessage,
-    Time, TriggerRequest, TriggerResponse,
+    JointTrajectory, JointTrajectoryPoint, Joy, KeyValue, PoseArray, RosDuration, RosType,
+    TfMessage, Time, TriggerRequest, TriggerResponse, TwistStamped,
 };
+use crate::operator::{OperatorMapper, OperatorRefused};
 use crate::params::{BridgeParams, CommandInterface, ObjectsSource};
 use nalgebra::{Point3, Quaternion as NQuat, UnitQuaternion};
+use reflex_core::LatestSender;
 use reflex_core::{
     Action, ArmModel, JointCommand, JointLimits, ObjectState, Observation, Outcome, Pose, Robot,
     RobotError, RobotHealth, RobotState, SceneReset, StartError, ARM_DOF, MAX_GOALS, MAX_KEYPOINTS,
@@ -101,6 +103,11 @@ pub struct BridgeStats {
     pub estop_messages: AtomicU64,
     /// Re-arm requests answered.
     pub rearm_requests: AtomicU64,
+    /// Operator messages (twist or joy) passed to the runtime.
+    pub operator_messages: AtomicU64,
+    /// Operator messages refused (wrong frame, non-finite, missing axis, joint-space task, or
+    /// before the runtime was attached).
+    pub operator_refused: AtomicU64,
     /// Scene resets done through the reset service.
     pub resets: AtomicU64,
     /// Diagnostics published.
@@ -142,6 +149,8 @@ const OBJECTS: Token = Token(3);
 const SUCCESS: Token = Token(4);
 const REARM: Token = Token(5);
 const RESET: Token = Token(6);
+const TWIST: Token = Token(7);
+const JOY: Token = Token(8);
 
 /// The DDS participant for `params`: restricted to loopback when `localhost_only`.
 pub fn context(params: &BridgeParams) -> Result<Context, BridgeError> {
@@ -241,7 +250,11 @@ pub struct RosRobot {
     runtime_stats: Arc<OnceLock<Arc<RuntimeStats>>>,
     connected: Arc<AtomicBool>,
     notify: Arc<StateNotify>,
+    operator: Arc<OperatorSlot>,
 }
+
+/// Where operator messages go once the runtime exists.
+type OperatorSlot = OnceLock<(LatestSender<Action>, OperatorMapper)>;
 
 /// Who to wake when a joint state arrives, and the newest state's number.
 #[derive(Default)]
@@ -315,6 +328,7 @@ impl RosRobot {
         let runtime_stats = Arc::new(OnceLock::new());
         let connected = Arc::new(AtomicBool::new(false));
         let notify = Arc::new(StateNotify::default());
+        let operator = Arc::new(OperatorSlot::new());
         let mut ex = Executor::new(
             ctx,
             node,
@@ -336,6 +350,7 @@ impl RosRobot {
                 runtime_stats: runtime_stats.clone(),
                 connected: connected.clone(),
                 notify: notify.clone(),
+                operator: operator.clone(),
             },
         )?;
         let executor = std::thread::Builder::new()
@@ -363,7 +378,14 @@ impl RosRobot {
             runtime_stats,
             connected,
             notify,
+            operator,
         })
+    }
+
+    /// Sends the operator's twist and joy messages, mapped by `mapper`, to the runtime's
+    /// operator input (`Runtime::operator`). Set once; later calls are ignored.
+    pub fn attach_operator(&self, sender: LatestSender<Action>, mapper: OperatorMapper) {
+        let _ = self.operator.set((sender, mapper));
     }
 
     /// Wakes `thread` (`Thread::unpark`) whenever a joint state arrives: a loop that runs on
@@ -628,6 +650,7 @@ struct ExecutorIo {
     runtime_stats: Arc<OnceLock<Arc<RuntimeStats>>>,
     connected: Arc<AtomicBool>,
     notify: Arc<StateNotify>,
+    operator: Arc<OperatorSlot>,
 }
 
 type Sub<M> = ros2_client::Subscription<M>;
@@ -653,6 +676,12 @@ struct Executor {
     arm_trajectory: Option<Pub<JointTrajectory>>,
     gripper: Option<Pub<Float64MultiArray>>,
     diagnostics: Option<Pub<DiagnosticArray>>,
+    twist_sub: Option<Sub<TwistStamped>>,
+    joy_sub: Option<Sub<Joy>>,
+    mapper: Option<OperatorMapper>,
+    intervening: Option<Pub<Bool>>,
+    intervened_steps: u64,
+    next_intervening: Instant,
     diagnostics_period: Duration,
     /// Least time between two published commands (zero: every command).
     command_interval: Duration,
@@ -786,7 +815,39 @@ impl Executor {
             );
         }
 
+        let mut twist_sub = None;
+        if !params.intervention_twist_topic.is_empty() {
+            let t = topic::<TwistStamped>(&node, &params.intervention_twist_topic, &qos_stream())?;
+            twist_sub = Some(
+                node.create_subscription::<TwistStamped>(&t, Some(qos_stream()))
+                    .map_err(|e| dds("intervention twist", e))?,
+            );
+        }
+        let mut joy_sub = None;
+        if !params.intervention_joy_topic.is_empty() {
+            let t = topic::<Joy>(&node, &params.intervention_joy_topic, &qos_stream())?;
+            joy_sub = Some(
+                node.create_subscription::<Joy>(&t, Some(qos_stream()))
+                    .map_err(|e| dds("intervention joy", e))?,
+            );
+        }
+        let mut intervening = None;
+        if !params.intervening_topic.is_empty() {
+            let t = topic::<Bool>(&node, &params.intervening_topic, &qos_service())?;
+            intervening = Some(
+                node.create_publisher(&t, Some(qos_service()))
+                    .map_err(|e| dds("intervening", e))?,
+            );
+        }
         let reg = poll.registry();
+        if let Some(s) = twist_sub.as_mut() {
+            reg.register(s, TWIST, Interest::READABLE)
+                .map_err(|e| BridgeError::Dds(format!("poll registration: {e}")))?;
+        }
+        if let Some(s) = joy_sub.as_mut() {
+            reg.register(s, JOY, Interest::READABLE)
+                .map_err(|e| BridgeError::Dds(format!("poll registration: {e}")))?;
+        }
         let io_err = |e: std::io::Error| BridgeError::Dds(format!("poll registration: {e}"));
         reg.register(&mut joint_states, JOINT_STATES, Interest::READABLE)
             .map_err(io_err)?;
@@ -837,6 +898,12 @@ impl Executor {
             arm_trajectory,
             gripper,
             diagnostics,
+            twist_sub,
+            joy_sub,
+            mapper: None,
+            intervening,
+            intervened_steps: 0,
+            next_intervening: Instant::now(),
             diagnostics_period: Duration::from_secs_f64(params.diagnostics_period_s.max(0.01)),
             command_interval: if params.max_command_rate_hz > 0.0 {
                 Duration::from_secs_f64(1.0 / params.max_command_rate_hz)
@@ -873,7 +940,11 @@ impl Executor {
             let timeout = next_diag
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(20))
-                .min(self.deferred_for());
+                .min(self.deferred_for())
+                .min(
+                    self.next_intervening
+                        .saturating_duration_since(Instant::now()),
+                );
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!("reflex-ros executor: poll failed: {e}");
@@ -887,6 +958,8 @@ impl Executor {
             self.drain_success();
             self.answer_rearm();
             self.drive_reset();
+            self.drain_operator();
+            self.publish_intervening();
             if self.send_command() {
                 // The last command is out: the session is over.
                 return;
@@ -971,6 +1044,58 @@ impl Executor {
             seq: self.seq,
             non_finite: decoded.non_finite,
         })
+    }
+
+    fn drain_operator(&mut self) {
+        if self.mapper.is_none() {
+            self.mapper = self.io.operator.get().map(|(_, m)| m.clone());
+        }
+        let stats = self.io.stats.clone();
+        let sender = self.io.operator.get().map(|(s, _)| s.clone());
+        let deliver = |r: Result<Action, OperatorRefused>| match (r, &sender) {
+            (Ok(a), Some(tx)) => {
+                tx.send(a);
+                stats.operator_messages.fetch_add(1, Ordering::Relaxed);
+            }
+            (r, _) => {
+                if let Err(e) = r {
+                    tracing::debug!("operator message refused: {e:?}");
+                }
+                stats.operator_refused.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        if let Some(sub) = &self.twist_sub {
+            while let Ok(Some((msg, _))) = sub.take() {
+                match self.mapper.as_mut() {
+                    Some(m) => deliver(m.twist(&msg)),
+                    None => deliver(Err(OperatorRefused::NotCartesian)),
+                }
+            }
+        }
+        if let Some(sub) = &self.joy_sub {
+            while let Ok(Some((msg, _))) = sub.take() {
+                match self.mapper.as_mut() {
+                    Some(m) => deliver(m.joy(&msg)),
+                    None => deliver(Err(OperatorRefused::NotCartesian)),
+                }
+            }
+        }
+    }
+
+    /// Publishes whether the operator drove any policy step in the last 100 ms.
+    fn publish_intervening(&mut self) {
+        if Instant::now() < self.next_intervening {
+            return;
+        }
+        self.next_intervening = Instant::now() + Duration::from_millis(100);
+        let (Some(p), Some(rt)) = (&self.intervening, self.io.runtime_stats.get()) else {
+            return;
+        };
+        let steps = rt.intervened_steps.load(Ordering::Relaxed);
+        let _ = p.publish(Bool {
+            data: steps > self.intervened_steps,
+        });
+        self.intervened_steps = steps;
     }
 
     fn drain_estop(&mut self) {

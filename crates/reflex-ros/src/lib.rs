@@ -22,6 +22,7 @@ mod bridge;
 pub mod decode;
 pub mod msg;
 pub mod netns;
+pub mod operator;
 pub mod params;
 
 pub use args::{ArgsError, ParamSet, ParamValue, RosArgs};

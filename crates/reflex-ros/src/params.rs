@@ -159,6 +159,19 @@ impl Reader {
         }
     }
 
+    /// An integer array, or `default`.
+    pub fn integers(&mut self, name: &str, default: &[i64]) -> Result<Vec<i64>, ParamError> {
+        match self.get(name) {
+            None => Ok(default.to_vec()),
+            Some((ParamValue::IntegerArray(v), _)) => Ok(v),
+            Some((v, src)) => Err(Self::invalid(
+                name,
+                src,
+                format!("expected a list of integers, got a {}", v.type_name()),
+            )),
+        }
+    }
+
     /// One of `options`, or `default`.
     pub fn choice(
         &mut self,
@@ -377,6 +390,19 @@ pub struct BridgeParams {
     pub estop_topic: String,
     /// `rearm_service` (default `/reflex/rearm`): `std_srvs/Trigger` re-arms a released e-stop.
     pub rearm_service: String,
+    /// `intervention_twist_topic` (default `/reflex/intervention/twist`; empty: off): an
+    /// operator's `geometry_msgs/TwistStamped` in the base frame, m/s and rad/s.
+    pub intervention_twist_topic: String,
+    /// `intervention_joy_topic` (default empty: off): an operator's `sensor_msgs/Joy`, mapped
+    /// by `joy.axes` (6 axis indices for x, y, z, roll, pitch, yaw; -1 unused; default
+    /// [0, 1, 2, 3, 4, 5]), `joy.scale` (default 1), `joy.close_button` (default 0),
+    /// `joy.open_button` (default 1) and `joy.deadman_button` (default -1: none).
+    pub intervention_joy_topic: String,
+    /// See `intervention_joy_topic`.
+    pub joy: crate::operator::JoyMap,
+    /// `intervening_topic` (default `/reflex/intervening`; empty: off): `std_msgs/Bool`, whether
+    /// the operator's action drove the last policy steps, published at 10 Hz.
+    pub intervening_topic: String,
     /// `diagnostics_period_s` (s, default 1.0; 0 turns `/diagnostics` off).
     pub diagnostics_period_s: f64,
     /// `limits.joint_pos_min_rad`, `limits.joint_pos_max_rad`, `limits.joint_vel_max_rad_s`
@@ -476,6 +502,24 @@ impl BridgeParams {
             reset_service: r.string("reset_service", "")?,
             estop_topic: r.string("estop_topic", "/reflex/estop")?,
             rearm_service: r.string("rearm_service", "/reflex/rearm")?,
+            intervention_twist_topic: r
+                .string("intervention_twist_topic", "/reflex/intervention/twist")?,
+            intervention_joy_topic: r.string("intervention_joy_topic", "")?,
+            joy: {
+                let axes = r.integers("joy.axes", &[0, 1, 2, 3, 4, 5])?;
+                crate::operator::JoyMap {
+                    axes: axes.clone().try_into().map_err(|_| ParamError::Invalid {
+                        name: "joy.axes".into(),
+                        from: r.source("joy.axes"),
+                        message: format!("expected 6 axis indices, got {}", axes.len()),
+                    })?,
+                    scale: r.double("joy.scale", 1.0, -100.0, 100.0)?,
+                    close_button: r.integer("joy.close_button", 0, -1, 255)?,
+                    open_button: r.integer("joy.open_button", 1, -1, 255)?,
+                    deadman_button: r.integer("joy.deadman_button", -1, -1, 255)?,
+                }
+            },
+            intervening_topic: r.string("intervening_topic", "/reflex/intervening")?,
             diagnostics_period_s: r.double("diagnostics_period_s", 1.0, 0.0, 3600.0)?,
             joint_pos_min_rad: r.joint_array("limits.joint_pos_min_rad")?,
             joint_pos_max_rad: r.joint_array("limits.joint_pos_max_rad")?,
