@@ -15,14 +15,14 @@ if ! "$py/bin/python" -c 'import mujoco, urdf_parser_py, safetensors.numpy' 2>/d
   "$py/bin/pip" install --quiet --disable-pip-version-check \
     'mujoco==4.0.0' 'urdf-parser-py==0.0.4' 'safetensors==0.8.0' 'numpy==2.4.6'
 fi
-# ROS 2 peers for the bridge's interop tests: rclpy on Fast DDS (a Kilted build from PyPI) and
-# the message packages the bridge speaks.
-if ! "$py/bin/python" -c 'import rclpy, std_srvs.srv, diagnostic_msgs.msg, trajectory_msgs.msg, sensor_msgs.msg' 2>/dev/null; then
-  echo "== installing ROS 2 test peers into $py (rclpy, message packages)"
+# DDS peers for the bridge's interop tests: rclpy on Fast DDS (a Kilted build from PyPI) with the
+# message packages the bridge speaks, and Eclipse Cyclone DDS.
+if ! "$py/bin/python" -c 'import rclpy, std_srvs.srv, diagnostic_msgs.msg, trajectory_msgs.msg, sensor_msgs.msg, cyclonedds' 2>/dev/null; then
+  echo "== installing DDS test peers into $py (rclpy, message packages, cyclonedds)"
   "$py/bin/pip" install --quiet --disable-pip-version-check \
     'ros-rclpy[fastrtps]==9.1.2' 'ros-std-msgs==5.5.1' 'ros-sensor-msgs==5.5.1' \
     'ros-geometry-msgs==5.5.1' 'ros-std-srvs==5.5.1' 'ros-trajectory-msgs==5.5.1' \
-    'ros-diagnostic-msgs==5.5.1'
+    'ros-diagnostic-msgs==5.5.1' 'cyclonedds==11.0.1'
 fi
 
 # The DDS tests run in their own network namespace (loopback only): `unshare` and `ip`.

@@ -5,7 +5,10 @@
 //! lengths, out-of-order stamps, bursts and silence; then an operator's twist takes over. A second bridge then starts under the same
 //! running driver.
 //!
-//! The test re-runs itself inside a new network namespace (`unshare -n`) that has only
+//! The same loop closes through an arm driver on Eclipse Cyclone DDS (`cyclone_arm.py`, PyPI's
+//! `cyclonedds`, no ROS), which speaks the ROS 2 wire types by their DDS names.
+//!
+//! Each test re-runs itself inside a new network namespace (`unshare -n`) that has only
 //! loopback, and asserts that: no DDS packet can leave the machine.
 
 use reflex_core::{Action, Observation, Policy};
@@ -53,11 +56,11 @@ impl Policy for Wild {
     }
 }
 
-fn bridge_params() -> BridgeParams {
+fn bridge_params(domain: u32) -> BridgeParams {
     let urdf = repo().join("urdf/reflex_arm.urdf");
     let args = RosArgs::parse(&[
         "-p".to_string(),
-        format!("domain_id:={DOMAIN}"),
+        format!("domain_id:={domain}"),
         "-p".into(),
         format!("urdf:={}", urdf.display()),
         "-p".into(),
@@ -82,7 +85,7 @@ fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_i
         return;
     }
     let task = Task::load("pick_cube").unwrap();
-    let params = bridge_params();
+    let params = bridge_params(DOMAIN);
     let rate = 200.0;
     let estop = EStop::new();
     let robot = RosRobot::connect(
@@ -254,4 +257,86 @@ fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_i
         second_commands > 100,
         "the second bridge sent {second_commands}"
     );
+}
+
+/// Cyclone DDS on loopback only, as FACTS.md gives it (inline configuration).
+const CYCLONE_LOOPBACK: &str = "<CycloneDDS><Domain Id=\"any\"><General><Interfaces>\
+<NetworkInterface name=\"lo\"/></Interfaces><AllowMulticast>false</AllowMulticast></General>\
+<Discovery><Peers><Peer address=\"127.0.0.1\"/></Peers><ParticipantIndex>auto</ParticipantIndex>\
+<MaxAutoParticipantIndex>20</MaxAutoParticipantIndex></Discovery></Domain></CycloneDDS>";
+
+#[test]
+fn a_cyclone_dds_arm_driver_closes_the_loop_through_the_bridge() {
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "a_cyclone_dds_arm_driver_closes_the_loop_through_the_bridge",
+    ) {
+        return;
+    }
+    let domain = 72;
+    let task = Task::load("pick_cube").unwrap();
+    let params = bridge_params(domain);
+    let robot =
+        RosRobot::connect(&params, "reflex", "/", scene_spec(&task, &[]), EStop::new()).unwrap();
+    let model = robot.model().clone();
+    let cfg = runtime_config(
+        &task,
+        &model,
+        200.0,
+        &RuntimeSettings {
+            start_timeout_s: 20.0,
+            ..Default::default()
+        },
+    );
+    let l = cfg.limits.clone();
+    let driver_cfg = serde_json::json!({
+        "domain_id": domain,
+        "joint_names": model.joint_names,
+        "finger_names": model.gripper.as_ref().unwrap().finger_joints,
+        "joint_pos_min_rad": l.joint_pos_min_rad,
+        "joint_pos_max_rad": l.joint_pos_max_rad,
+        "joint_vel_max_rad_s": l.joint_vel_max_rad_s,
+        "initial_joint_pos_rad": task.arm.initial_joint_pos_rad,
+        "rate_hz": 250.0,
+        "seconds": 9.0,
+    });
+    let driver = Command::new(python())
+        .arg(repo().join("tests/interop/cyclone_arm.py"))
+        .arg(driver_cfg.to_string())
+        .env("CYCLONEDDS_URI", CYCLONE_LOOPBACK)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rt = Runtime::new(
+        robot,
+        cfg,
+        model,
+        Box::new(Wild { step: 0 }),
+        None,
+        EStop::new(),
+    )
+    .expect("the bridge starts on Cyclone's first joint state");
+    let left = Duration::from_secs(7).saturating_sub(started.elapsed());
+    rt.run(left, true, |_, _| true);
+    assert!(rt.shutdown(2000, true));
+    let b = rt.robot().stats().clone();
+    drop(rt);
+    let out = driver.wait_with_output().unwrap();
+    assert!(out.status.success(), "the Cyclone driver failed");
+    let report: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .find(|l| l.starts_with(b"{"))
+            .unwrap(),
+    )
+    .unwrap();
+    println!("cyclone report: {report}");
+    let n = |k: &str| report[k].as_f64().unwrap();
+    assert!(n("commands") > 300.0, "{report}");
+    assert!(n("gripper_commands") > 300.0, "{report}");
+    for k in ["bad_length", "non_finite", "outside_limits"] {
+        assert_eq!(n(k), 0.0, "{k}: {report}");
+    }
+    assert!(b.states.load(Ordering::Relaxed) > 300);
+    assert_eq!(b.states_missing_joint.load(Ordering::Relaxed), 0);
 }
