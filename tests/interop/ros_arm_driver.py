@@ -22,6 +22,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, DurabilityPolicy, HistoryPo
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from geometry_msgs.msg import TwistStamped
+from trajectory_msgs.msg import JointTrajectory
 from std_srvs.srv import Trigger
 from diagnostic_msgs.msg import DiagnosticArray
 
@@ -59,6 +60,7 @@ def main():
         "publisher_qos": None,
         "publisher_type": None,
         "intervening_seen": False,
+        "trajectory_malformed": 0,
     }
     last_cmd = [None]
     last_cmd_time = [None]
@@ -122,7 +124,22 @@ def main():
         history=HistoryPolicy.KEEP_LAST,
         depth=1,
     )
-    node.create_subscription(Float64MultiArray, "/forward_position_controller/commands", on_command, reliable)
+    def on_trajectory(msg):
+        # One point, the arm's joints by name, due a little in the future.
+        point_ok = len(msg.points) == 1 and (
+            msg.points[0].time_from_start.sec > 0 or msg.points[0].time_from_start.nanosec > 0
+        )
+        if list(msg.joint_names) != list(arm) or not point_ok:
+            report["trajectory_malformed"] += 1
+            return
+        on_command(Float64MultiArray(data=list(msg.points[0].positions)))
+
+    if cfg.get("interface") == "trajectory":
+        node.create_subscription(JointTrajectory, "/joint_trajectory_controller/joint_trajectory", on_trajectory, reliable)
+        command_topic = "/joint_trajectory_controller/joint_trajectory"
+    else:
+        node.create_subscription(Float64MultiArray, "/forward_position_controller/commands", on_command, reliable)
+        command_topic = "/forward_position_controller/commands"
     node.create_subscription(Float64MultiArray, "/gripper_controller/commands", on_gripper, reliable)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, reliable)
     js_pub = node.create_publisher(JointState, "/joint_states", reliable)
@@ -210,7 +227,7 @@ def main():
         if rearm_future.done():
             r = rearm_future.result()
             report["rearm"] = {"success": r.success, "message": r.message}
-    infos = node.get_publishers_info_by_topic("/forward_position_controller/commands")
+    infos = node.get_publishers_info_by_topic(command_topic)
     if infos:
         report["publisher_qos"] = infos[0].qos_profile.reliability.name
         report["publisher_type"] = infos[0].topic_type

@@ -57,8 +57,12 @@ impl Policy for Wild {
 }
 
 fn bridge_params(domain: u32) -> BridgeParams {
+    bridge_params_with(domain, &[])
+}
+
+fn bridge_params_with(domain: u32, extra: &[&str]) -> BridgeParams {
     let urdf = repo().join("urdf/reflex_arm.urdf");
-    let args = RosArgs::parse(&[
+    let mut argv = vec![
         "-p".to_string(),
         format!("domain_id:={domain}"),
         "-p".into(),
@@ -69,8 +73,12 @@ fn bridge_params(domain: u32) -> BridgeParams {
         "state_timeout_s:=0.05".into(),
         "-p".into(),
         "diagnostics_period_s:=0.5".into(),
-    ])
-    .unwrap();
+    ];
+    for e in extra {
+        argv.push("-p".into());
+        argv.push(e.to_string());
+    }
+    let args = RosArgs::parse(&argv).unwrap();
     let mut r = Reader::new(args.parameters("/reflex").unwrap());
     let p = BridgeParams::read(&mut r).unwrap();
     r.finish().unwrap();
@@ -339,4 +347,91 @@ fn a_cyclone_dds_arm_driver_closes_the_loop_through_the_bridge() {
     }
     assert!(b.states.load(Ordering::Relaxed) > 300);
     assert_eq!(b.states_missing_joint.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn an_rclpy_joint_trajectory_controller_gets_one_point_per_tick_by_joint_name() {
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "an_rclpy_joint_trajectory_controller_gets_one_point_per_tick_by_joint_name",
+    ) {
+        return;
+    }
+    let domain = 73;
+    let task = Task::load("pick_cube").unwrap();
+    let params = bridge_params_with(domain, &["command_interface:=joint_trajectory"]);
+    let robot =
+        RosRobot::connect(&params, "reflex", "/", scene_spec(&task, &[]), EStop::new()).unwrap();
+    let model = robot.model().clone();
+    let cfg = runtime_config(
+        &task,
+        &model,
+        200.0,
+        &RuntimeSettings {
+            start_timeout_s: 20.0,
+            ..Default::default()
+        },
+    );
+    let l = cfg.limits.clone();
+    let driver_cfg = serde_json::json!({
+        "interface": "trajectory",
+        "joint_names": model.joint_names,
+        "finger_names": model.gripper.as_ref().unwrap().finger_joints,
+        "joint_pos_min_rad": l.joint_pos_min_rad,
+        "joint_pos_max_rad": l.joint_pos_max_rad,
+        "joint_vel_max_rad_s": l.joint_vel_max_rad_s,
+        "initial_joint_pos_rad": task.arm.initial_joint_pos_rad,
+        "initial_gripper_width_m": 0.08,
+        "servo_period_s": 1.0 / 200.0,
+        "rate_hz": 250.0,
+        "seconds": 8.0,
+        "schedule": [],
+    });
+    let driver = Command::new(python())
+        .arg(repo().join("tests/interop/ros_arm_driver.py"))
+        .arg(driver_cfg.to_string())
+        .env("ROS_DOMAIN_ID", domain.to_string())
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .env("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rt = Runtime::new(
+        robot,
+        cfg,
+        model,
+        Box::new(Wild { step: 0 }),
+        None,
+        EStop::new(),
+    )
+    .expect("the bridge starts");
+    let left = Duration::from_secs(6).saturating_sub(started.elapsed());
+    rt.run(left, true, |_, _| true);
+    assert!(rt.shutdown(2000, true));
+    drop(rt);
+    let out = driver.wait_with_output().unwrap();
+    assert!(out.status.success(), "the rclpy driver failed");
+    let report: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .find(|l| l.starts_with(b"{"))
+            .unwrap(),
+    )
+    .unwrap();
+    println!("trajectory report: {report}");
+    let n = |k: &str| report[k].as_f64().unwrap();
+    assert!(n("commands") > 300.0, "{report}");
+    for k in [
+        "trajectory_malformed",
+        "bad_length",
+        "non_finite",
+        "outside_limits",
+        "too_fast",
+    ] {
+        assert_eq!(n(k), 0.0, "{k}: {report}");
+    }
+    assert_eq!(
+        report["publisher_type"],
+        "trajectory_msgs/msg/JointTrajectory"
+    );
 }
