@@ -36,6 +36,12 @@ pub struct SimArmArgs {
     /// Object poses on `/tf` are published at this rate, Hz (a tracker's rate).
     #[arg(long, default_value_t = 100.0)]
     scene_rate: f64,
+    /// Camera images (`front`, `wrist`) are published at this rate, Hz (0: none).
+    #[arg(long, default_value_t = 10.0)]
+    camera_rate: f64,
+    /// Camera images are this many pixels square.
+    #[arg(long, default_value_t = 128)]
+    camera_size: usize,
     /// Stop after this many seconds (default: until interrupted).
     #[arg(long)]
     seconds: Option<f64>,
@@ -85,6 +91,8 @@ pub fn run(what: &RosCommand, ros_args: &[String]) -> Result<()> {
                 rate_hz: a.rate,
                 seed: a.seed,
                 scene_rate_hz: a.scene_rate,
+                camera_rate_hz: a.camera_rate,
+                camera_size: a.camera_size,
                 seconds: a.seconds,
                 ros,
             };

@@ -136,6 +136,14 @@ impl ServedArm for SimServedArm {
         self.success
     }
 
+    fn cameras(&self) -> Vec<String> {
+        SceneView::cameras(&self.robot)
+    }
+
+    fn render(&mut self, camera: &str, frame: &mut reflex_core::Frame) -> bool {
+        SceneView::render(&self.robot, camera, frame).is_ok()
+    }
+
     fn reset(&mut self) -> Result<String, String> {
         self.seed += 1;
         self.robot.reset(self.seed).map_err(|e| e.to_string())?;
@@ -156,6 +164,10 @@ pub struct SimArmSpec {
     pub seed: u64,
     /// Object poses (`/tf`) and success are published at this rate, Hz (a tracker's rate).
     pub scene_rate_hz: f64,
+    /// Camera images are published at this rate, Hz (0: none).
+    pub camera_rate_hz: f64,
+    /// Camera images are this many pixels square.
+    pub camera_size: usize,
     /// How long, seconds (None: until interrupted).
     pub seconds: Option<f64>,
     /// The ROS arguments (`-r __node:=`, `-p domain_id:=`, `--params-file`).
@@ -188,6 +200,8 @@ pub fn sim_arm(spec: &SimArmSpec) -> Result<Arc<ArmServerStats>, RosJobError> {
         params,
         rate_hz: spec.rate_hz,
         scene_rate_hz: spec.scene_rate_hz,
+        camera_rate_hz: spec.camera_rate_hz,
+        camera_size: (spec.camera_size, spec.camera_size),
     };
     let stats = Arc::new(ArmServerStats::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -233,6 +247,11 @@ pub fn scene_spec(task: &Task, goals: &[[f64; 3]]) -> SceneSpec {
             .collect(),
         goals: goals.to_vec(),
         episode_steps: task.episode_steps as u64,
+        half_extents_m: task
+            .objects
+            .iter()
+            .map(|o| o.shape.half_extents_m())
+            .collect(),
     }
 }
 

@@ -2,7 +2,8 @@
 //! `joint_state_broadcaster` (`/joint_states`, every joint by name), a forward position
 //! controller for the arm (`<arm_controller>/commands`) and one for the gripper's fingers
 //! (`<gripper_controller>/commands`), object poses on `/tf` (from a tracker's point of view:
-//! parent `base_frame`, child the object's name). Like `forward_command_controller`, a command
+//! parent `base_frame`, child the object's name), and camera images with their camera info as
+//! a ROS camera driver would publish them (`/<camera>/color/image_raw`, ...). Like `forward_command_controller`, a command
 //! of the wrong length or with a non-finite value is dropped (and counted) and the last good one
 //! is held.
 //!
@@ -13,11 +14,11 @@
 
 use crate::bridge::{context, qos_command, qos_service, qos_stream, ros_name, topic, wall_ns};
 use crate::msg::{
-    Bool, Float64MultiArray, Header, JointState, TfMessage, Time, Transform, TransformStamped,
-    TriggerRequest, TriggerResponse,
+    Bool, CameraInfo, Float64MultiArray, Header, Image, JointState, TfMessage, Time, Transform,
+    TransformStamped, TriggerRequest, TriggerResponse,
 };
 use crate::params::BridgeParams;
-use reflex_core::{JointCommand, Pose, ARM_DOF};
+use reflex_core::{Frame, JointCommand, Pose, ARM_DOF};
 use ros2_client::{NodeName, NodeOptions, ServiceMapping, ServiceTypeName};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,14 @@ pub trait ServedArm {
     fn privileged_success(&mut self) -> bool;
     /// Resets the scene; returns a description (e.g. the seed).
     fn reset(&mut self) -> Result<String, String>;
+    /// Cameras to publish. Default: none.
+    fn cameras(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Renders `camera` into `frame` at the frame's size. Default: no camera.
+    fn render(&mut self, _camera: &str, _frame: &mut Frame) -> bool {
+        false
+    }
 }
 
 /// Settings of an [`ArmServer`].
@@ -56,6 +65,12 @@ pub struct ArmServerSettings {
     pub rate_hz: f64,
     /// Object poses and success are published at this rate, Hz.
     pub scene_rate_hz: f64,
+    /// Camera images are published at this rate, Hz (0: none), on `/<camera>/color/image_raw`
+    /// (`rgb8`), `/<camera>/depth/image_rect_raw` (`32FC1`, metres) and
+    /// `/<camera>/color/camera_info`.
+    pub camera_rate_hz: f64,
+    /// Camera image size, pixels (width, height).
+    pub camera_size: (usize, usize),
 }
 
 /// Counters of an [`ArmServer`].
@@ -123,6 +138,33 @@ pub fn serve<A: ServedArm>(
         )
         .map_err(|e| dds("reset service", e))?;
 
+    let mut cameras = Vec::new();
+    if settings.camera_rate_hz > 0.0 {
+        for name in arm.cameras() {
+            let mut image = |suffix: &str| -> Result<ros2_client::Publisher<Image>, BridgeError> {
+                let t = topic::<Image>(&node, &format!("/{name}/{suffix}"), &qos_stream())?;
+                node.create_publisher::<Image>(&t, Some(qos_stream()))
+                    .map_err(|e| dds("camera", e))
+            };
+            let rgb = image("color/image_raw")?;
+            let depth = image("depth/image_rect_raw")?;
+            let t =
+                topic::<CameraInfo>(&node, &format!("/{name}/color/camera_info"), &qos_stream())?;
+            let info = node
+                .create_publisher::<CameraInfo>(&t, Some(qos_stream()))
+                .map_err(|e| dds("camera info", e))?;
+            cameras.push((name, rgb, depth, info));
+        }
+    }
+    let (cw, ch) = settings.camera_size;
+    let mut frame = Frame::new(cw, ch);
+    let camera_every = if settings.camera_rate_hz > 0.0 {
+        (settings.rate_hz / settings.camera_rate_hz)
+            .round()
+            .max(1.0) as u64
+    } else {
+        u64::MAX
+    };
     let names = arm.joint_names();
     let n = names.len();
     let fingers = arm.finger_count();
@@ -214,6 +256,49 @@ pub fn serve<A: ServedArm>(
             let _ = success_pub.publish(Bool {
                 data: arm.privileged_success(),
             });
+        }
+        if tick % camera_every == camera_every / 2 {
+            for (name, rgb_pub, depth_pub, info_pub) in &cameras {
+                if !arm.render(name, &mut frame) {
+                    continue;
+                }
+                let header = Header {
+                    stamp: msg.header.stamp,
+                    frame_id: format!("{name}_optical_frame"),
+                };
+                let _ = rgb_pub.publish(Image {
+                    header: header.clone(),
+                    height: ch as u32,
+                    width: cw as u32,
+                    encoding: "rgb8".into(),
+                    is_bigendian: 0,
+                    step: (cw * 3) as u32,
+                    data: frame.rgb.clone(),
+                });
+                let _ = depth_pub.publish(Image {
+                    header: header.clone(),
+                    height: ch as u32,
+                    width: cw as u32,
+                    encoding: "32FC1".into(),
+                    is_bigendian: 0,
+                    step: (cw * 4) as u32,
+                    data: frame.depth_m.iter().flat_map(|d| d.to_le_bytes()).collect(),
+                });
+                let k = frame.intrinsics;
+                // ROS puts pixel centres at whole numbers.
+                let (cx, cy) = (k.cx - 0.5, k.cy - 0.5);
+                let _ = info_pub.publish(CameraInfo {
+                    header,
+                    height: ch as u32,
+                    width: cw as u32,
+                    distortion_model: "plumb_bob".into(),
+                    d: vec![0.0; 5],
+                    k: [k.fx, 0.0, cx, 0.0, k.fy, cy, 0.0, 0.0, 1.0],
+                    r: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                    p: [k.fx, 0.0, cx, 0.0, 0.0, k.fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+                    ..Default::default()
+                });
+            }
         }
         tick += 1;
         stats.ticks.fetch_add(1, Ordering::Relaxed);

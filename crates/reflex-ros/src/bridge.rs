@@ -12,21 +12,22 @@
 //! `RobotError::NonFinite` (the loop holds at once); a state older than `state_timeout_s` is
 //! `Stale` (the loop holds, then brakes, as in simulation).
 
+use crate::camera::CameraFeed;
 use crate::decode::{JointStateDecoder, Refused};
 use crate::msg::{
-    Bool, DiagnosticArray, DiagnosticStatus, Float64MultiArray, Header, JointState,
-    JointTrajectory, JointTrajectoryPoint, Joy, KeyValue, PoseArray, RosDuration, RosType,
-    TfMessage, Time, TriggerRequest, TriggerResponse, TwistStamped,
+    Bool, CameraInfo, DiagnosticArray, DiagnosticStatus, Float64MultiArray, Header, Image,
+    JointState, JointTrajectory, JointTrajectoryPoint, Joy, KeyValue, PoseArray, RosDuration,
+    RosType, TfMessage, Time, TriggerRequest, TriggerResponse, TwistStamped,
 };
 use crate::operator::{OperatorMapper, OperatorRefused};
 use crate::params::{BridgeParams, CommandInterface, ObjectsSource};
 use nalgebra::{Point3, Quaternion as NQuat, UnitQuaternion};
-use reflex_core::LatestSender;
 use reflex_core::{
     Action, ArmModel, JointCommand, JointLimits, ObjectState, Observation, Outcome, Pose, Robot,
     RobotError, RobotHealth, RobotState, SceneReset, StartError, ARM_DOF, MAX_GOALS, MAX_KEYPOINTS,
     MAX_OBJECTS,
 };
+use reflex_core::{Frame, LatestSender, SceneError, SceneView, TrackedObject};
 use reflex_runtime::{EStop, RuntimeStats};
 use ros2_client::qos::{Durability, History, WhenFull};
 use ros2_client::{
@@ -36,7 +37,7 @@ use ros2_client::{
 use rustdds::mio1::{Events, Interest, Poll, Token, Waker};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use triple_buffer::{triple_buffer, Input, Output};
@@ -72,6 +73,8 @@ pub struct SceneSpec {
     pub goals: Vec<[f64; 3]>,
     /// Policy steps per episode (the time limit; 0: none).
     pub episode_steps: u64,
+    /// Half side lengths of each object's bounding box, metres (for `SceneView::objects`).
+    pub half_extents_m: Vec<[f64; 3]>,
 }
 
 /// Counters of everything the bridge saw, refused and sent (shared with `/diagnostics`).
@@ -251,6 +254,8 @@ pub struct RosRobot {
     connected: Arc<AtomicBool>,
     notify: Arc<StateNotify>,
     operator: Arc<OperatorSlot>,
+    cameras: Arc<Mutex<Vec<CameraFeed>>>,
+    scene_copy: Arc<Mutex<SceneSample>>,
 }
 
 /// Where operator messages go once the runtime exists.
@@ -329,6 +334,15 @@ impl RosRobot {
         let connected = Arc::new(AtomicBool::new(false));
         let notify = Arc::new(StateNotify::default());
         let operator = Arc::new(OperatorSlot::new());
+        let cameras = Arc::new(Mutex::new(
+            params
+                .cameras
+                .iter()
+                .cloned()
+                .map(CameraFeed::new)
+                .collect::<Vec<_>>(),
+        ));
+        let scene_copy = Arc::new(Mutex::new(SceneSample::default()));
         let mut ex = Executor::new(
             ctx,
             node,
@@ -351,6 +365,8 @@ impl RosRobot {
                 connected: connected.clone(),
                 notify: notify.clone(),
                 operator: operator.clone(),
+                cameras: cameras.clone(),
+                scene_copy: scene_copy.clone(),
             },
         )?;
         let executor = std::thread::Builder::new()
@@ -379,6 +395,8 @@ impl RosRobot {
             connected,
             notify,
             operator,
+            cameras,
+            scene_copy,
         })
     }
 
@@ -582,6 +600,40 @@ impl Robot for RosRobot {
     }
 }
 
+impl SceneView for RosRobot {
+    fn cameras(&self) -> Vec<String> {
+        let feeds = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        feeds.iter().map(|f| f.params.name.clone()).collect()
+    }
+
+    fn render(&self, camera: &str, frame: &mut Frame) -> Result<(), SceneError> {
+        let feeds = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        let feed = feeds
+            .iter()
+            .find(|f| f.params.name == camera)
+            .ok_or_else(|| SceneError::UnknownCamera {
+                camera: camera.to_owned(),
+                available: feeds.iter().map(|f| f.params.name.clone()).collect(),
+            })?;
+        feed.render(frame, self.clock_ns())
+    }
+
+    fn objects(&self, out: &mut Vec<TrackedObject>) {
+        out.clear();
+        let scene = *self.scene_copy.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, name) in self.spec.objects.iter().enumerate() {
+            if scene.seen & (1 << i) == 0 {
+                continue;
+            }
+            out.push(TrackedObject {
+                name: name.clone(),
+                pose: scene.objects[i].pose.to_isometry(),
+                half_extents_m: self.spec.half_extents_m.get(i).copied().unwrap_or([0.0; 3]),
+            });
+        }
+    }
+}
+
 impl Drop for RosRobot {
     fn drop(&mut self) {
         self.shutdown.store(true, Ordering::Release);
@@ -651,9 +703,13 @@ struct ExecutorIo {
     connected: Arc<AtomicBool>,
     notify: Arc<StateNotify>,
     operator: Arc<OperatorSlot>,
+    cameras: Arc<Mutex<Vec<CameraFeed>>>,
+    scene_copy: Arc<Mutex<SceneSample>>,
 }
 
 type Sub<M> = ros2_client::Subscription<M>;
+/// One camera's readers: colour, depth (when configured) and camera info.
+type CameraSubs = (Sub<Image>, Option<Sub<Image>>, Sub<CameraInfo>);
 type Pub<M> = ros2_client::Publisher<M>;
 
 /// The executor thread's state: the node and everything it reads and writes.
@@ -676,6 +732,8 @@ struct Executor {
     arm_trajectory: Option<Pub<JointTrajectory>>,
     gripper: Option<Pub<Float64MultiArray>>,
     diagnostics: Option<Pub<DiagnosticArray>>,
+    /// Per camera: colour, depth (if configured) and info readers.
+    camera_subs: Vec<CameraSubs>,
     twist_sub: Option<Sub<TwistStamped>>,
     joy_sub: Option<Sub<Joy>>,
     mapper: Option<OperatorMapper>,
@@ -815,6 +873,25 @@ impl Executor {
             );
         }
 
+        let mut camera_subs = Vec::new();
+        for c in &params.cameras {
+            let image = |name: &str, node: &mut Node| -> Result<Sub<Image>, BridgeError> {
+                let t = topic::<Image>(node, name, &qos_stream())?;
+                node.create_subscription::<Image>(&t, Some(qos_stream()))
+                    .map_err(|e| dds(name, e))
+            };
+            let rgb = image(&c.image_topic, &mut node)?;
+            let depth = if c.depth_topic.is_empty() {
+                None
+            } else {
+                Some(image(&c.depth_topic, &mut node)?)
+            };
+            let t = topic::<CameraInfo>(&node, &c.info_topic, &qos_stream())?;
+            let info = node
+                .create_subscription::<CameraInfo>(&t, Some(qos_stream()))
+                .map_err(|e| dds(&c.info_topic, e))?;
+            camera_subs.push((rgb, depth, info));
+        }
         let mut twist_sub = None;
         if !params.intervention_twist_topic.is_empty() {
             let t = topic::<TwistStamped>(&node, &params.intervention_twist_topic, &qos_stream())?;
@@ -840,6 +917,17 @@ impl Executor {
             );
         }
         let reg = poll.registry();
+        for (i, (rgb, depth, info)) in camera_subs.iter_mut().enumerate() {
+            let io = |e: std::io::Error| BridgeError::Dds(format!("poll registration: {e}"));
+            reg.register(rgb, Token(100 + 3 * i), Interest::READABLE)
+                .map_err(io)?;
+            if let Some(d) = depth.as_mut() {
+                reg.register(d, Token(101 + 3 * i), Interest::READABLE)
+                    .map_err(io)?;
+            }
+            reg.register(info, Token(102 + 3 * i), Interest::READABLE)
+                .map_err(io)?;
+        }
         if let Some(s) = twist_sub.as_mut() {
             reg.register(s, TWIST, Interest::READABLE)
                 .map_err(|e| BridgeError::Dds(format!("poll registration: {e}")))?;
@@ -898,6 +986,7 @@ impl Executor {
             arm_trajectory,
             gripper,
             diagnostics,
+            camera_subs,
             twist_sub,
             joy_sub,
             mapper: None,
@@ -959,6 +1048,7 @@ impl Executor {
             self.answer_rearm();
             self.drive_reset();
             self.drain_operator();
+            self.drain_cameras();
             self.publish_intervening();
             if self.send_command() {
                 // The last command is out: the session is over.
@@ -1044,6 +1134,43 @@ impl Executor {
             seq: self.seq,
             non_finite: decoded.non_finite,
         })
+    }
+
+    fn drain_cameras(&mut self) {
+        if self.camera_subs.is_empty() {
+            return;
+        }
+        let now = self.io.epoch.elapsed().as_nanos() as u64;
+        for (i, (rgb, depth, info)) in self.camera_subs.iter().enumerate() {
+            let mut newest = None;
+            while let Ok(Some((m, _))) = rgb.take() {
+                newest = Some(m);
+            }
+            let mut newest_depth = None;
+            if let Some(d) = depth {
+                while let Ok(Some((m, _))) = d.take() {
+                    newest_depth = Some(m);
+                }
+            }
+            let mut newest_info = None;
+            while let Ok(Some((m, _))) = info.take() {
+                newest_info = Some(m);
+            }
+            if newest.is_none() && newest_depth.is_none() && newest_info.is_none() {
+                continue;
+            }
+            let mut feeds = self.io.cameras.lock().unwrap_or_else(|p| p.into_inner());
+            let feed = &mut feeds[i];
+            if let Some(m) = newest {
+                feed.rgb = Some((m, now));
+            }
+            if let Some(m) = newest_depth {
+                feed.depth = Some((m, now));
+            }
+            if let Some(m) = newest_info {
+                feed.info = Some(m);
+            }
+        }
     }
 
     fn drain_operator(&mut self) {
@@ -1194,6 +1321,7 @@ impl Executor {
             self.io.stats.object_updates.fetch_add(1, Ordering::Relaxed);
             self.scene.received_ns = now;
             self.io.scene_tx.write(self.scene);
+            *self.io.scene_copy.lock().unwrap_or_else(|p| p.into_inner()) = self.scene;
         }
     }
 

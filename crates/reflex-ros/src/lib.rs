@@ -19,6 +19,7 @@
 pub mod args;
 pub mod arm_server;
 mod bridge;
+pub mod camera;
 pub mod decode;
 pub mod msg;
 pub mod netns;

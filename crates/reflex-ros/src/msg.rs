@@ -322,6 +322,70 @@ pub struct DiagnosticArray {
 }
 ros_type!(DiagnosticArray, "diagnostic_msgs", "DiagnosticArray");
 
+/// `sensor_msgs/Image`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// Stamp (capture time) and the camera's optical frame.
+    pub header: Header,
+    /// Rows.
+    pub height: u32,
+    /// Columns.
+    pub width: u32,
+    /// `rgb8`, `bgr8`, `16UC1` (depth, millimetres) or `32FC1` (depth, metres) are understood.
+    pub encoding: String,
+    /// 1 if the data is big-endian.
+    pub is_bigendian: u8,
+    /// Bytes per row.
+    pub step: u32,
+    /// The pixels.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+ros_type!(Image, "sensor_msgs", "Image");
+
+/// `sensor_msgs/RegionOfInterest`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionOfInterest {
+    /// Left edge.
+    pub x_offset: u32,
+    /// Top edge.
+    pub y_offset: u32,
+    /// Rows.
+    pub height: u32,
+    /// Columns.
+    pub width: u32,
+    /// Whether to rectify.
+    pub do_rectify: bool,
+}
+
+/// `sensor_msgs/CameraInfo`: the intrinsics of a camera's images.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CameraInfo {
+    /// Stamp and the optical frame.
+    pub header: Header,
+    /// Rows of the calibrated image.
+    pub height: u32,
+    /// Columns of the calibrated image.
+    pub width: u32,
+    /// Distortion model name.
+    pub distortion_model: String,
+    /// Distortion parameters.
+    pub d: Vec<f64>,
+    /// Intrinsic matrix, row-major: `[fx 0 cx; 0 fy cy; 0 0 1]`.
+    pub k: [f64; 9],
+    /// Rectification rotation.
+    pub r: [f64; 9],
+    /// Projection matrix.
+    pub p: [f64; 12],
+    /// Binning along x.
+    pub binning_x: u32,
+    /// Binning along y.
+    pub binning_y: u32,
+    /// Region of interest.
+    pub roi: RegionOfInterest,
+}
+ros_type!(CameraInfo, "sensor_msgs", "CameraInfo");
+
 #[cfg(test)]
 mod tests {
     use super::*;

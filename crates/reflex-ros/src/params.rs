@@ -244,6 +244,15 @@ impl Reader {
 
     /// An optional array of exactly `ARM_DOF` finite numbers.
     pub fn joint_array(&mut self, name: &str) -> Result<Option<[f64; ARM_DOF]>, ParamError> {
+        self.numbers::<ARM_DOF>(name, "one per arm joint")
+    }
+
+    /// An optional array of exactly `N` finite numbers (`what` says what they are).
+    pub fn numbers<const N: usize>(
+        &mut self,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<[f64; N]>, ParamError> {
         let (v, src) = match self.get(name) {
             None => return Ok(None),
             Some((ParamValue::DoubleArray(v), src)) => (v, src),
@@ -255,20 +264,17 @@ impl Reader {
                     name,
                     src,
                     format!(
-                        "expected a list of {ARM_DOF} numbers, got a {}",
+                        "expected a list of {N} numbers ({what}), got a {}",
                         v.type_name()
                     ),
                 ))
             }
         };
-        let arr: [f64; ARM_DOF] = v.clone().try_into().map_err(|_| {
+        let arr: [f64; N] = v.clone().try_into().map_err(|_| {
             Self::invalid(
                 name,
                 src.clone(),
-                format!(
-                    "expected {ARM_DOF} numbers (one per arm joint), got {}",
-                    v.len()
-                ),
+                format!("expected {N} numbers ({what}), got {}", v.len()),
             )
         })?;
         if let Some(i) = arr.iter().position(|x| !x.is_finite()) {
@@ -321,6 +327,27 @@ pub enum ObjectsSource {
     /// `geometry_msgs/PoseArray` on a topic, in `base_frame`, one pose per object in
     /// `object_frames` order.
     PoseArray,
+}
+
+/// One camera: its topics and where it is mounted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CameraParams {
+    /// The camera's name (what reward sources ask for, e.g. `front`).
+    pub name: String,
+    /// `cameras.<name>.image_topic` (default `/<name>/color/image_raw`): `sensor_msgs/Image`,
+    /// `rgb8` or `bgr8`.
+    pub image_topic: String,
+    /// `cameras.<name>.depth_topic` (default `/<name>/depth/image_rect_raw`; empty: none):
+    /// `sensor_msgs/Image`, `16UC1` millimetres or `32FC1` metres, registered to the colour
+    /// image (same size and intrinsics).
+    pub depth_topic: String,
+    /// `cameras.<name>.info_topic` (default `/<name>/color/camera_info`): `sensor_msgs/CameraInfo`.
+    pub info_topic: String,
+    /// `cameras.<name>.pose_in_base` (required: x, y, z, qx, qy, qz, qw): the optical frame
+    /// (x right, y down, z forward) in the base frame, from the camera's calibration.
+    pub pose_in_base: [f64; 7],
+    /// `cameras.<name>.max_age_s` (s, default 0.5): an older image is refused as stale.
+    pub max_age_s: f64,
 }
 
 /// The default of a list the URDF fills in (a placeholder that passes the count check).
@@ -405,6 +432,9 @@ pub struct BridgeParams {
     pub intervening_topic: String,
     /// `diagnostics_period_s` (s, default 1.0; 0 turns `/diagnostics` off).
     pub diagnostics_period_s: f64,
+    /// `cameras` (names, default none): the cameras reward sources may look at, each with its
+    /// `cameras.<name>.*` parameters (see [`CameraParams`]).
+    pub cameras: Vec<CameraParams>,
     /// `limits.joint_pos_min_rad`, `limits.joint_pos_max_rad`, `limits.joint_vel_max_rad_s`
     /// (7 numbers each, optional): tighter limits than the task's; the tighter value wins, and
     /// any value looser than the URDF's is refused at start.
@@ -521,6 +551,30 @@ impl BridgeParams {
             },
             intervening_topic: r.string("intervening_topic", "/reflex/intervening")?,
             diagnostics_period_s: r.double("diagnostics_period_s", 1.0, 0.0, 3600.0)?,
+            cameras: {
+                let mut cams = Vec::new();
+                for n in r.strings("cameras", &[])? {
+                    let key = |k: &str| format!("cameras.{n}.{k}");
+                    let pose = r
+                        .numbers::<7>(&key("pose_in_base"), "x, y, z, qx, qy, qz, qw")?
+                        .ok_or(ParamError::Missing {
+                            name: key("pose_in_base"),
+                            hint: "the camera's optical frame in the base frame",
+                        })?;
+                    cams.push(CameraParams {
+                        image_topic: r
+                            .string(&key("image_topic"), &format!("/{n}/color/image_raw"))?,
+                        depth_topic: r
+                            .string(&key("depth_topic"), &format!("/{n}/depth/image_rect_raw"))?,
+                        info_topic: r
+                            .string(&key("info_topic"), &format!("/{n}/color/camera_info"))?,
+                        pose_in_base: pose,
+                        max_age_s: r.double(&key("max_age_s"), 0.5, 0.001, 3600.0)?,
+                        name: n,
+                    });
+                }
+                cams
+            },
             joint_pos_min_rad: r.joint_array("limits.joint_pos_min_rad")?,
             joint_pos_max_rad: r.joint_array("limits.joint_pos_max_rad")?,
             joint_vel_max_rad_s: r.joint_array("limits.joint_vel_max_rad_s")?,

@@ -1,0 +1,115 @@
+//! The simulated arm served over DDS (`reflex ros sim-arm`'s server, in-process) seen through
+//! the bridge with `launch/config/sim_arm.yaml`: the bridge's `SceneView` renders the front
+//! camera from the image, depth and camera-info topics, and a point lifted through that depth
+//! lands on the cube the tracker topic (`/tf`) reports; the parameter file's camera pose is the
+//! simulator's own. Runs in a loopback-only network namespace.
+
+use nalgebra::Point3;
+use reflex_core::{Frame, SceneView, TrackedObject};
+use reflex_jobs::ros::{scene_spec, SimServedArm};
+use reflex_ros::arm_server::{serve, ArmServerSettings, ArmServerStats};
+use reflex_ros::{BridgeParams, Reader, RosArgs, RosRobot};
+use reflex_runtime::EStop;
+use reflex_sim::Task;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn params(domain: u32) -> BridgeParams {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let args = RosArgs::parse(&[
+        "--params-file".to_string(),
+        repo.join("launch/config/sim_arm.yaml")
+            .display()
+            .to_string(),
+        "-p".into(),
+        format!("domain_id:={domain}"),
+        "-p".into(),
+        format!("urdf:={}", repo.join("urdf/reflex_arm.urdf").display()),
+    ])
+    .unwrap();
+    let mut r = Reader::new(args.parameters("/reflex").unwrap());
+    let p = BridgeParams::read(&mut r).unwrap();
+    r.finish().unwrap();
+    p
+}
+
+#[test]
+fn the_bridge_sees_the_simulated_arms_camera_and_cube_through_ros_topics() {
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "the_bridge_sees_the_simulated_arms_camera_and_cube_through_ros_topics",
+    ) {
+        return;
+    }
+    let task = Task::load("pick_cube").unwrap();
+    let p = params(74);
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let (task, p, stop) = (task.clone(), p.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut arm = SimServedArm::new(&task, 250.0, 3).unwrap();
+            let settings = ArmServerSettings {
+                node_name: "reflex_sim_arm".into(),
+                namespace: "/".into(),
+                params: p,
+                rate_hz: 250.0,
+                scene_rate_hz: 50.0,
+                camera_rate_hz: 10.0,
+                camera_size: (96, 96),
+            };
+            serve(
+                &mut arm,
+                &settings,
+                &stop,
+                &Arc::new(ArmServerStats::default()),
+            )
+            .unwrap();
+        })
+    };
+    let robot = RosRobot::connect(&p, "reflex", "/", scene_spec(&task, &[]), EStop::new()).unwrap();
+    assert_eq!(robot.cameras(), vec!["front".to_string()]);
+    let mut frame = Frame::new(64, 64);
+    let mut objects: Vec<TrackedObject> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        robot.objects(&mut objects);
+        if robot.render("front", &mut frame).is_ok() && !objects.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no camera frame or cube pose within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = robot.render("side", &mut frame).unwrap_err().to_string();
+    assert!(err.contains("side") && err.contains("front"), "{err}");
+    stop.store(true, Ordering::Release);
+    server.join().unwrap();
+
+    let cube = &objects[0];
+    assert_eq!(cube.name, "cube");
+    assert!(cube.half_extents_m[0] > 0.02);
+    let centre = Point3::from(cube.pose.translation.vector);
+    // The cube's top face centre, seen through the camera: it projects into the image, the
+    // depth there is a return, and lifting it lands on the cube (within its box and 1 cm).
+    let top = centre + nalgebra::Vector3::new(0.0, 0.0, cube.half_extents_m[2]);
+    let [x, y] = frame
+        .project_world(&top)
+        .expect("the cube is in front of the camera");
+    assert!(x > 0.0 && y > 0.0 && x < 64.0 && y < 64.0, "({x}, {y})");
+    let lifted = frame.lift(x, y).unwrap();
+    assert!(
+        cube.distance_m(&lifted) < 0.01,
+        "lifted {lifted:?}, {} m from the cube at {centre:?}",
+        cube.distance_m(&lifted)
+    );
+    // Colour came through: the cube is red.
+    let (u, v) = (x as usize, y as usize);
+    let px = &frame.rgb[(v * 64 + u) * 3..(v * 64 + u) * 3 + 3];
+    assert!(
+        px[0] > px[1] && px[0] > px[2],
+        "cube pixel {px:?} is not red"
+    );
+}
