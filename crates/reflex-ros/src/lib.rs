@@ -5,11 +5,16 @@
 //!   (`sensor_msgs/JointState`, matched by name), commands out to a forward position controller
 //!   (`std_msgs/Float64MultiArray`) or a joint trajectory controller
 //!   (`trajectory_msgs/JointTrajectory`), the gripper on its own controller; object poses from
-//!   `/tf` or a `geometry_msgs/PoseArray`; the e-stop topic and re-arm service; `/diagnostics`.
+//!   `/tf` or a `geometry_msgs/PoseArray`; the e-stop topic and re-arm service; an operator's
+//!   `TwistStamped` or `Joy` into the runtime's takeover rule ([`operator`]); `/diagnostics` and
+//!   `/reflex/intervening`. With cameras configured it is also a [`reflex_core::SceneView`]
+//!   over their image, depth and camera-info topics ([`camera`]).
 //! - The DDS side (ros2-client + rustdds, no ROS install needed) runs on its own executor
 //!   thread and meets the control tick only in wait-free latest-value cells.
 //! - [`args`] parses the `--ros-args` a launch file appends and the parameter files it names;
-//!   [`params`] types the bridge's parameters.
+//!   [`params`] types the bridge's parameters; [`decode`] turns joint states into robot states
+//!   or refuses them, as a pure function that property tests cover.
+//! - [`netns`] runs a DDS test inside a network namespace that holds only loopback.
 //! - [`arm_server`] publishes any stepped arm (the simulator, in `reflex ros sim-arm`) exactly as
 //!   a ros2_control robot with a `joint_state_broadcaster` and forward position controllers
 //!   would.
