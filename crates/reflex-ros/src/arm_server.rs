@@ -51,7 +51,7 @@ pub trait ServedArm {
     }
 }
 
-/// Settings of an [`ArmServer`].
+/// Settings of an [`serve`].
 #[derive(Clone, Debug)]
 pub struct ArmServerSettings {
     /// Node name.
@@ -73,7 +73,7 @@ pub struct ArmServerSettings {
     pub camera_size: (usize, usize),
 }
 
-/// Counters of an [`ArmServer`].
+/// Counters of an [`serve`].
 #[derive(Debug, Default)]
 pub struct ArmServerStats {
     /// Control periods run.
