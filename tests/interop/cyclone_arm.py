@@ -4,16 +4,26 @@ JointState_` on `rt/joint_states`, ...), publishes joint states in its own joint
 the `std_msgs/Float64MultiArray` commands it receives, and checks each (length, finite, inside the
 limits given on the command line). Prints one JSON report at the end.
 
-Usage: cyclone_arm.py CONFIG_JSON   (CYCLONEDDS_URI must restrict it to loopback)
+Usage: cyclone_arm.py CONFIG_JSON   (it restricts itself to loopback)
 """
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 
-from cyclonedds.core import Qos, Policy
+# Loopback only, unicast discovery (FACTS.md's network rules), whatever the caller's environment
+# says; set before Cyclone reads its configuration.
+os.environ["CYCLONEDDS_URI"] = (
+    '<CycloneDDS><Domain Id="any"><General><Interfaces><NetworkInterface name="lo"/></Interfaces>'
+    "<AllowMulticast>false</AllowMulticast></General><Discovery><Peers>"
+    '<Peer address="127.0.0.1"/></Peers><ParticipantIndex>auto</ParticipantIndex>'
+    "<MaxAutoParticipantIndex>20</MaxAutoParticipantIndex></Discovery></Domain></CycloneDDS>"
+)
+
+from cyclonedds.core import Qos, Policy  # noqa: E402
 from cyclonedds.domain import DomainParticipant
 from cyclonedds.idl import IdlStruct
 from cyclonedds.idl.types import float64, int32, sequence, uint32

@@ -12,11 +12,15 @@ Usage: ros_arm_driver.py CONFIG_JSON   (see the test that starts it for the keys
 """
 
 import json
+import os
 import math
 import sys
 import time
 
-import rclpy
+# Discovery and data stay on this machine (FACTS.md's network rules), whatever the caller's
+# environment says; set before rclpy loads its middleware.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+import rclpy  # noqa: E402
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, DurabilityPolicy, HistoryPolicy
 from sensor_msgs.msg import JointState

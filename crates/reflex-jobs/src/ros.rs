@@ -9,7 +9,7 @@
 use crate::arms::runtime_config;
 use crate::policies::load_for;
 use crate::train::INTERRUPT;
-use reflex_core::{Action, JointCommand, Observation, Policy, Pose, Robot, SceneView};
+use reflex_core::{Action, JointCommand, Policy, Pose, Robot, SceneView};
 use reflex_policy::{ObsLayout, Role};
 use reflex_ros::arm_server::{serve, ArmServerSettings, ArmServerStats, ServedArm};
 use reflex_ros::operator::OperatorMapper;
@@ -174,26 +174,34 @@ pub struct SimArmSpec {
     pub ros: RosArgs,
 }
 
+/// A node's name (from `-r __node:=`, else `default_name`), namespace (`-r __ns:=`, else `/`)
+/// and bridge parameters (its files and `-p`, the built-in URDF by default, remaps applied),
+/// and whether `base_frame` was given.
+fn node_params(
+    ros: &RosArgs,
+    default_name: &str,
+) -> Result<(String, String, BridgeParams, bool), RosJobError> {
+    let name = ros.node_name.clone().unwrap_or_else(|| default_name.into());
+    let namespace = ros.namespace.clone().unwrap_or_else(|| "/".into());
+    let fq = format!("{}/{}", namespace.trim_end_matches('/'), name);
+    let mut r = Reader::new(ros.parameters(&fq).map_err(setting)?);
+    let base_frame_set = r.is_set("base_frame");
+    let mut params =
+        BridgeParams::read_with_urdf(&mut r, &reflex_sim::default_urdf_path()).map_err(setting)?;
+    r.finish().map_err(setting)?;
+    params.apply_remaps(ros);
+    Ok((name, namespace, params, base_frame_set))
+}
+
 /// Serves the simulated arm until the time is up or the interrupt flag is raised.
 pub fn sim_arm(spec: &SimArmSpec) -> Result<Arc<ArmServerStats>, RosJobError> {
-    let node_name = spec
-        .ros
-        .node_name
-        .clone()
-        .unwrap_or_else(|| "reflex_sim_arm".into());
-    let namespace = spec.ros.namespace.clone().unwrap_or_else(|| "/".into());
-    let fq = format!("{}/{}", namespace.trim_end_matches('/'), node_name);
-    let mut r = Reader::new(spec.ros.parameters(&fq).map_err(setting)?);
-    let default_urdf = reflex_sim::default_urdf_path();
-    let base_frame_set = r.is_set("base_frame");
-    let mut params = BridgeParams::read_with_urdf(&mut r, &default_urdf).map_err(setting)?;
-    r.finish().map_err(setting)?;
+    let (node_name, namespace, mut params, base_frame_set) =
+        node_params(&spec.ros, "reflex_sim_arm")?;
     let mut arm = SimServedArm::new(&spec.task, spec.rate_hz, spec.seed)?;
     if !base_frame_set {
         // Object poses are published in the arm's root link unless told otherwise.
         params.base_frame = arm.robot.env().model().base_link.clone();
     }
-    params.joint_states_topic = spec.ros.remap(&params.joint_states_topic).to_owned();
     let settings = ArmServerSettings {
         node_name,
         namespace,
@@ -288,25 +296,7 @@ pub struct RosRunResult {
 
 /// Drives the arm named by `spec.ros`'s parameters through the bridge.
 pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
-    let node_name = spec
-        .ros
-        .node_name
-        .clone()
-        .unwrap_or_else(|| "reflex".into());
-    let namespace = spec.ros.namespace.clone().unwrap_or_else(|| "/".into());
-    let fq = format!("{}/{}", namespace.trim_end_matches('/'), node_name);
-    let mut r = Reader::new(spec.ros.parameters(&fq).map_err(setting)?);
-    let mut params =
-        BridgeParams::read_with_urdf(&mut r, &reflex_sim::default_urdf_path()).map_err(setting)?;
-    r.finish().map_err(setting)?;
-    for t in [
-        &mut params.joint_states_topic,
-        &mut params.objects_topic,
-        &mut params.success_topic,
-        &mut params.estop_topic,
-    ] {
-        *t = spec.ros.remap(t).to_owned();
-    }
+    let (node_name, namespace, params, _) = node_params(&spec.ros, "reflex")?;
     let task = &spec.task;
     // The layout a policy file must match: the task's, read from the simulator's scene
     // description (no simulation runs).
@@ -457,11 +447,4 @@ pub fn tighten(cfg: &mut RuntimeConfig, params: &BridgeParams) {
 /// The rclpy peers of `reflex bench ros`.
 pub fn bench_peer_script() -> PathBuf {
     reflex_sim::task::repo_root().join("tests/interop/ros_bench_peer.py")
-}
-
-/// The observation layout of `task` (for tests and tools).
-pub fn task_layout(task: &Task) -> Result<ObsLayout, RosJobError> {
-    let mut env = Env::new(task.clone())?;
-    let o: Observation = env.reset(0)?;
-    Ok(ObsLayout::of(&o))
 }

@@ -38,6 +38,57 @@ fn python() -> PathBuf {
     venv
 }
 
+/// A bridge for `task` with `params` obeying `estop`, its arm model, and the runtime
+/// configuration for a loop at `rate_hz` (20 s to wait for the driver's first state).
+fn connect(
+    task: &Task,
+    params: &BridgeParams,
+    estop: EStop,
+    rate_hz: f64,
+) -> (
+    RosRobot,
+    reflex_core::ArmModel,
+    reflex_runtime::RuntimeConfig,
+) {
+    let robot = RosRobot::connect(params, "reflex", "/", scene_spec(task, &[]), estop).unwrap();
+    let model = robot.model().clone();
+    let cfg = runtime_config(
+        task,
+        &model,
+        rate_hz,
+        &RuntimeSettings {
+            start_timeout_s: 20.0,
+            ..Default::default()
+        },
+    );
+    (robot, model, cfg)
+}
+
+/// Starts `tests/interop/<script>` with its JSON configuration on DDS domain `domain` (the
+/// scripts restrict themselves to loopback; Fast DDS is chosen for rclpy).
+fn spawn_driver(script: &str, cfg: &serde_json::Value, domain: u32) -> std::process::Child {
+    Command::new(python())
+        .arg(repo().join("tests/interop").join(script))
+        .arg(cfg.to_string())
+        .env("ROS_DOMAIN_ID", domain.to_string())
+        .env("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a driver and parses the JSON report it prints last.
+fn driver_report(driver: std::process::Child, what: &str) -> serde_json::Value {
+    let out = driver.wait_with_output().unwrap();
+    assert!(out.status.success(), "the {what} failed");
+    let line = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .find(|l| l.starts_with(b"{"))
+        .unwrap_or_else(|| panic!("the {what} printed no report"));
+    serde_json::from_slice(line).unwrap()
+}
+
 /// A policy that pushes every component to its extreme, switching sign every few steps.
 struct Wild {
     step: u64,
@@ -96,24 +147,7 @@ fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_i
     let params = bridge_params(DOMAIN);
     let rate = 200.0;
     let estop = EStop::new();
-    let robot = RosRobot::connect(
-        &params,
-        "reflex",
-        "/",
-        scene_spec(&task, &[]),
-        estop.clone(),
-    )
-    .unwrap();
-    let model = robot.model().clone();
-    let cfg = runtime_config(
-        &task,
-        &model,
-        rate,
-        &RuntimeSettings {
-            start_timeout_s: 20.0,
-            ..Default::default()
-        },
-    );
+    let (robot, model, cfg) = connect(&task, &params, estop.clone(), rate);
     let l = cfg.limits.clone();
     let brake_rad = (0..7)
         .map(|j| l.joint_vel_max_rad_s[j].powi(2) / (2.0 * l.joint_acc_max_rad_s2[j]))
@@ -141,15 +175,7 @@ fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_i
             [11.6, 12.6, "twist"],
         ],
     });
-    let driver = Command::new(python())
-        .arg(repo().join("tests/interop/ros_arm_driver.py"))
-        .arg(driver_cfg.to_string())
-        .env("ROS_DOMAIN_ID", DOMAIN.to_string())
-        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        .env("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let driver = spawn_driver("ros_arm_driver.py", &driver_cfg, DOMAIN);
     let started = std::time::Instant::now();
 
     let mut rt = Runtime::new(
@@ -191,15 +217,7 @@ fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_i
     assert!(rt2.shutdown(2000, true));
     drop(rt2);
 
-    let out = driver.wait_with_output().unwrap();
-    assert!(out.status.success(), "the rclpy driver failed");
-    let report: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .find(|l| l.starts_with(b"{"))
-            .unwrap(),
-    )
-    .unwrap();
+    let report = driver_report(driver, "rclpy driver");
     println!("driver report: {report}");
     let ld = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     println!(
@@ -267,12 +285,6 @@ fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_i
     );
 }
 
-/// Cyclone DDS on loopback only, as FACTS.md gives it (inline configuration).
-const CYCLONE_LOOPBACK: &str = "<CycloneDDS><Domain Id=\"any\"><General><Interfaces>\
-<NetworkInterface name=\"lo\"/></Interfaces><AllowMulticast>false</AllowMulticast></General>\
-<Discovery><Peers><Peer address=\"127.0.0.1\"/></Peers><ParticipantIndex>auto</ParticipantIndex>\
-<MaxAutoParticipantIndex>20</MaxAutoParticipantIndex></Discovery></Domain></CycloneDDS>";
-
 #[test]
 fn a_cyclone_dds_arm_driver_closes_the_loop_through_the_bridge() {
     if reflex_ros::netns::run_test_in_loopback_namespace(
@@ -283,18 +295,7 @@ fn a_cyclone_dds_arm_driver_closes_the_loop_through_the_bridge() {
     let domain = 72;
     let task = Task::load("pick_cube").unwrap();
     let params = bridge_params(domain);
-    let robot =
-        RosRobot::connect(&params, "reflex", "/", scene_spec(&task, &[]), EStop::new()).unwrap();
-    let model = robot.model().clone();
-    let cfg = runtime_config(
-        &task,
-        &model,
-        200.0,
-        &RuntimeSettings {
-            start_timeout_s: 20.0,
-            ..Default::default()
-        },
-    );
+    let (robot, model, cfg) = connect(&task, &params, EStop::new(), 200.0);
     let l = cfg.limits.clone();
     let driver_cfg = serde_json::json!({
         "domain_id": domain,
@@ -307,13 +308,7 @@ fn a_cyclone_dds_arm_driver_closes_the_loop_through_the_bridge() {
         "rate_hz": 250.0,
         "seconds": 9.0,
     });
-    let driver = Command::new(python())
-        .arg(repo().join("tests/interop/cyclone_arm.py"))
-        .arg(driver_cfg.to_string())
-        .env("CYCLONEDDS_URI", CYCLONE_LOOPBACK)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let driver = spawn_driver("cyclone_arm.py", &driver_cfg, domain);
     let started = std::time::Instant::now();
     let mut rt = Runtime::new(
         robot,
@@ -329,15 +324,7 @@ fn a_cyclone_dds_arm_driver_closes_the_loop_through_the_bridge() {
     assert!(rt.shutdown(2000, true));
     let b = rt.robot().stats().clone();
     drop(rt);
-    let out = driver.wait_with_output().unwrap();
-    assert!(out.status.success(), "the Cyclone driver failed");
-    let report: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .find(|l| l.starts_with(b"{"))
-            .unwrap(),
-    )
-    .unwrap();
+    let report = driver_report(driver, "Cyclone driver");
     println!("cyclone report: {report}");
     let n = |k: &str| report[k].as_f64().unwrap();
     assert!(n("commands") > 300.0, "{report}");
@@ -359,18 +346,7 @@ fn an_rclpy_joint_trajectory_controller_gets_one_point_per_tick_by_joint_name() 
     let domain = 73;
     let task = Task::load("pick_cube").unwrap();
     let params = bridge_params_with(domain, &["command_interface:=joint_trajectory"]);
-    let robot =
-        RosRobot::connect(&params, "reflex", "/", scene_spec(&task, &[]), EStop::new()).unwrap();
-    let model = robot.model().clone();
-    let cfg = runtime_config(
-        &task,
-        &model,
-        200.0,
-        &RuntimeSettings {
-            start_timeout_s: 20.0,
-            ..Default::default()
-        },
-    );
+    let (robot, model, cfg) = connect(&task, &params, EStop::new(), 200.0);
     let l = cfg.limits.clone();
     let driver_cfg = serde_json::json!({
         "interface": "trajectory",
@@ -386,15 +362,7 @@ fn an_rclpy_joint_trajectory_controller_gets_one_point_per_tick_by_joint_name() 
         "seconds": 8.0,
         "schedule": [],
     });
-    let driver = Command::new(python())
-        .arg(repo().join("tests/interop/ros_arm_driver.py"))
-        .arg(driver_cfg.to_string())
-        .env("ROS_DOMAIN_ID", domain.to_string())
-        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        .env("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let driver = spawn_driver("ros_arm_driver.py", &driver_cfg, domain);
     let started = std::time::Instant::now();
     let mut rt = Runtime::new(
         robot,
@@ -409,15 +377,7 @@ fn an_rclpy_joint_trajectory_controller_gets_one_point_per_tick_by_joint_name() 
     rt.run(left, true, |_, _| true);
     assert!(rt.shutdown(2000, true));
     drop(rt);
-    let out = driver.wait_with_output().unwrap();
-    assert!(out.status.success(), "the rclpy driver failed");
-    let report: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .find(|l| l.starts_with(b"{"))
-            .unwrap(),
-    )
-    .unwrap();
+    let report = driver_report(driver, "rclpy driver");
     println!("trajectory report: {report}");
     let n = |k: &str| report[k].as_f64().unwrap();
     assert!(n("commands") > 300.0, "{report}");

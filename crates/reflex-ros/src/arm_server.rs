@@ -12,7 +12,9 @@
 //! the task's ground-truth success (`/reflex_sim/privileged_success`, `std_msgs/Bool`), for
 //! evaluating a run, never for its rewards or observations.
 
-use crate::bridge::{context, qos_command, qos_service, qos_stream, ros_name, topic, wall_ns};
+use crate::bridge::{
+    advertise, context, qos_command, qos_service, qos_stream, ros_name, subscribe, wall_ns,
+};
 use crate::msg::{
     Bool, CameraInfo, Float64MultiArray, Header, Image, JointState, TfMessage, Time, Transform,
     TransformStamped, TriggerRequest, TriggerResponse,
@@ -106,28 +108,14 @@ pub fn serve<A: ServedArm>(
             NodeOptions::new().enable_rosout(false),
         )
         .map_err(|e| BridgeError::Dds(format!("node: {e:?}")))?;
-    let js = topic::<JointState>(&node, &p.joint_states_topic, &qos_service())?;
-    let js_pub = node
-        .create_publisher::<JointState>(&js, Some(qos_service()))
-        .map_err(|e| dds("joint states", e))?;
+    let n = &mut node;
+    let js_pub = advertise::<JointState>(n, &p.joint_states_topic, qos_service())?;
     let arm_topic = format!("{}/commands", p.arm_controller.trim_end_matches('/'));
-    let t = topic::<Float64MultiArray>(&node, &arm_topic, &qos_command())?;
-    let arm_sub = node
-        .create_subscription::<Float64MultiArray>(&t, Some(qos_command()))
-        .map_err(|e| dds("arm commands", e))?;
+    let arm_sub = subscribe::<Float64MultiArray>(n, &arm_topic, qos_command())?;
     let grip_topic = format!("{}/commands", p.gripper_controller.trim_end_matches('/'));
-    let t = topic::<Float64MultiArray>(&node, &grip_topic, &qos_command())?;
-    let grip_sub = node
-        .create_subscription::<Float64MultiArray>(&t, Some(qos_command()))
-        .map_err(|e| dds("gripper commands", e))?;
-    let t = topic::<TfMessage>(&node, "/tf", &qos_stream())?;
-    let tf_pub = node
-        .create_publisher::<TfMessage>(&t, Some(qos_service()))
-        .map_err(|e| dds("tf", e))?;
-    let t = topic::<Bool>(&node, "/reflex_sim/privileged_success", &qos_service())?;
-    let success_pub = node
-        .create_publisher::<Bool>(&t, Some(qos_service()))
-        .map_err(|e| dds("success", e))?;
+    let grip_sub = subscribe::<Float64MultiArray>(n, &grip_topic, qos_command())?;
+    let tf_pub = advertise::<TfMessage>(n, "/tf", qos_service())?;
+    let success_pub = advertise::<Bool>(n, "/reflex_sim/privileged_success", qos_service())?;
     let reset = node
         .create_server::<TriggerRequest, TriggerResponse>(
             ServiceMapping::Enhanced,
@@ -141,18 +129,18 @@ pub fn serve<A: ServedArm>(
     let mut cameras = Vec::new();
     if settings.camera_rate_hz > 0.0 {
         for name in arm.cameras() {
-            let mut image = |suffix: &str| -> Result<ros2_client::Publisher<Image>, BridgeError> {
-                let t = topic::<Image>(&node, &format!("/{name}/{suffix}"), &qos_stream())?;
-                node.create_publisher::<Image>(&t, Some(qos_stream()))
-                    .map_err(|e| dds("camera", e))
-            };
-            let rgb = image("color/image_raw")?;
-            let depth = image("depth/image_rect_raw")?;
-            let t =
-                topic::<CameraInfo>(&node, &format!("/{name}/color/camera_info"), &qos_stream())?;
-            let info = node
-                .create_publisher::<CameraInfo>(&t, Some(qos_stream()))
-                .map_err(|e| dds("camera info", e))?;
+            let rgb =
+                advertise::<Image>(&mut node, &format!("/{name}/color/image_raw"), qos_stream())?;
+            let depth = advertise::<Image>(
+                &mut node,
+                &format!("/{name}/depth/image_rect_raw"),
+                qos_stream(),
+            )?;
+            let info = advertise::<CameraInfo>(
+                &mut node,
+                &format!("/{name}/color/camera_info"),
+                qos_stream(),
+            )?;
             cameras.push((name, rgb, depth, info));
         }
     }

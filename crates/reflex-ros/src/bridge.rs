@@ -224,6 +224,40 @@ pub fn topic<M: RosType>(
     .map_err(|e| BridgeError::Dds(format!("topic `{name}`: {e:?}")))
 }
 
+/// A reader of `M` on topic `name` (errors name the topic).
+pub fn subscribe<M: RosType + 'static>(
+    node: &mut Node,
+    name: &str,
+    qos: QosProfile,
+) -> Result<ros2_client::Subscription<M>, BridgeError> {
+    let t = topic::<M>(node, name, &qos)?;
+    node.create_subscription::<M>(&t, Some(qos))
+        .map_err(|e| BridgeError::Dds(format!("reader on `{name}`: {e:?}")))
+}
+
+/// A reader of `M` on topic `name`, or none when `name` is empty (a topic turned off).
+pub fn subscribe_if<M: RosType + 'static>(
+    node: &mut Node,
+    name: &str,
+    qos: QosProfile,
+) -> Result<Option<ros2_client::Subscription<M>>, BridgeError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    subscribe(node, name, qos).map(Some)
+}
+
+/// A writer of `M` on topic `name` (errors name the topic).
+pub fn advertise<M: RosType + serde::Serialize>(
+    node: &mut Node,
+    name: &str,
+    qos: QosProfile,
+) -> Result<ros2_client::Publisher<M>, BridgeError> {
+    let t = topic::<M>(node, name, &qos)?;
+    node.create_publisher::<M>(&t, Some(qos))
+        .map_err(|e| BridgeError::Dds(format!("writer on `{name}`: {e:?}")))
+}
+
 /// Resolved joint bookkeeping.
 #[derive(Clone, Debug)]
 struct Joints {
@@ -772,43 +806,31 @@ impl Executor {
     ) -> Result<Self, BridgeError> {
         let dds =
             |what: &str, e: ros2_client::CreateError| BridgeError::Dds(format!("{what}: {e:?}"));
-        let js_topic = topic::<JointState>(&node, &params.joint_states_topic, &qos_stream())?;
-        let mut joint_states = node
-            .create_subscription::<JointState>(&js_topic, Some(qos_stream()))
-            .map_err(|e| dds("joint states", e))?;
-        let estop_topic = topic::<Bool>(&node, &params.estop_topic, &qos_latched())?;
-        let mut estop_sub = node
-            .create_subscription::<Bool>(&estop_topic, Some(qos_latched()))
-            .map_err(|e| dds("e-stop", e))?;
-        let mut objects_tf = None;
-        let mut objects_array = None;
+        let n = &mut node;
+        let mut joint_states =
+            subscribe::<JointState>(n, &params.joint_states_topic, qos_stream())?;
+        let mut estop_sub = subscribe::<Bool>(n, &params.estop_topic, qos_latched())?;
+        let (mut objects_tf, mut objects_array) = (None, None);
         match params.objects_source {
             ObjectsSource::None => {}
             ObjectsSource::Tf => {
-                let t = topic::<TfMessage>(&node, &params.objects_topic, &qos_stream())?;
-                objects_tf = Some(
-                    node.create_subscription::<TfMessage>(&t, Some(qos_stream()))
-                        .map_err(|e| dds("objects", e))?,
-                );
+                objects_tf = Some(subscribe::<TfMessage>(
+                    n,
+                    &params.objects_topic,
+                    qos_stream(),
+                )?)
             }
             ObjectsSource::PoseArray => {
-                let t = topic::<PoseArray>(&node, &params.objects_topic, &qos_stream())?;
-                objects_array = Some(
-                    node.create_subscription::<PoseArray>(&t, Some(qos_stream()))
-                        .map_err(|e| dds("objects", e))?,
-                );
+                objects_array = Some(subscribe::<PoseArray>(
+                    n,
+                    &params.objects_topic,
+                    qos_stream(),
+                )?)
             }
         }
-        let mut success_sub = None;
-        if !params.success_topic.is_empty() {
-            let t = topic::<Bool>(&node, &params.success_topic, &qos_service())?;
-            success_sub = Some(
-                node.create_subscription::<Bool>(&t, Some(qos_service()))
-                    .map_err(|e| dds("success", e))?,
-            );
-        }
+        let mut success_sub = subscribe_if::<Bool>(n, &params.success_topic, qos_service())?;
         let trigger = ServiceTypeName::new("std_srvs", "Trigger");
-        let mut rearm = node
+        let mut rearm = n
             .create_server::<TriggerRequest, TriggerResponse>(
                 ServiceMapping::Enhanced,
                 &ros_name(&params.rearm_service)?,
@@ -820,7 +842,7 @@ impl Executor {
         let mut reset = None;
         if !params.reset_service.is_empty() {
             reset = Some(
-                node.create_client::<TriggerRequest, TriggerResponse>(
+                n.create_client::<TriggerRequest, TriggerResponse>(
                     ServiceMapping::Enhanced,
                     &ros_name(&params.reset_service)?,
                     &trigger,
@@ -830,26 +852,16 @@ impl Executor {
                 .map_err(|e| dds("reset service", e))?,
             );
         }
+        let controller = params.arm_controller.trim_end_matches('/');
         let (mut arm_forward, mut arm_trajectory) = (None, None);
         match params.command_interface {
             CommandInterface::ForwardPosition => {
-                let name = format!("{}/commands", params.arm_controller.trim_end_matches('/'));
-                let t = topic::<Float64MultiArray>(&node, &name, &qos_command())?;
-                arm_forward = Some(
-                    node.create_publisher(&t, Some(qos_command()))
-                        .map_err(|e| dds("arm commands", e))?,
-                );
+                let name = format!("{controller}/commands");
+                arm_forward = Some(advertise::<Float64MultiArray>(n, &name, qos_command())?);
             }
             CommandInterface::JointTrajectory => {
-                let name = format!(
-                    "{}/joint_trajectory",
-                    params.arm_controller.trim_end_matches('/')
-                );
-                let t = topic::<JointTrajectory>(&node, &name, &qos_command())?;
-                arm_trajectory = Some(
-                    node.create_publisher(&t, Some(qos_command()))
-                        .map_err(|e| dds("arm trajectory", e))?,
-                );
+                let name = format!("{controller}/joint_trajectory");
+                arm_trajectory = Some(advertise::<JointTrajectory>(n, &name, qos_command())?);
             }
         }
         let mut gripper = None;
@@ -858,64 +870,31 @@ impl Executor {
                 "{}/commands",
                 params.gripper_controller.trim_end_matches('/')
             );
-            let t = topic::<Float64MultiArray>(&node, &name, &qos_command())?;
-            gripper = Some(
-                node.create_publisher(&t, Some(qos_command()))
-                    .map_err(|e| dds("gripper commands", e))?,
-            );
+            gripper = Some(advertise::<Float64MultiArray>(n, &name, qos_command())?);
         }
         let mut diagnostics = None;
         if params.diagnostics_period_s > 0.0 {
-            let t = topic::<DiagnosticArray>(&node, "/diagnostics", &qos_service())?;
-            diagnostics = Some(
-                node.create_publisher(&t, Some(qos_service()))
-                    .map_err(|e| dds("diagnostics", e))?,
-            );
+            diagnostics = Some(advertise::<DiagnosticArray>(
+                n,
+                "/diagnostics",
+                qos_service(),
+            )?);
         }
-
         let mut camera_subs = Vec::new();
         for c in &params.cameras {
-            let image = |name: &str, node: &mut Node| -> Result<Sub<Image>, BridgeError> {
-                let t = topic::<Image>(node, name, &qos_stream())?;
-                node.create_subscription::<Image>(&t, Some(qos_stream()))
-                    .map_err(|e| dds(name, e))
-            };
-            let rgb = image(&c.image_topic, &mut node)?;
-            let depth = if c.depth_topic.is_empty() {
-                None
-            } else {
-                Some(image(&c.depth_topic, &mut node)?)
-            };
-            let t = topic::<CameraInfo>(&node, &c.info_topic, &qos_stream())?;
-            let info = node
-                .create_subscription::<CameraInfo>(&t, Some(qos_stream()))
-                .map_err(|e| dds(&c.info_topic, e))?;
-            camera_subs.push((rgb, depth, info));
+            camera_subs.push((
+                subscribe::<Image>(n, &c.image_topic, qos_stream())?,
+                subscribe_if::<Image>(n, &c.depth_topic, qos_stream())?,
+                subscribe::<CameraInfo>(n, &c.info_topic, qos_stream())?,
+            ));
         }
-        let mut twist_sub = None;
-        if !params.intervention_twist_topic.is_empty() {
-            let t = topic::<TwistStamped>(&node, &params.intervention_twist_topic, &qos_stream())?;
-            twist_sub = Some(
-                node.create_subscription::<TwistStamped>(&t, Some(qos_stream()))
-                    .map_err(|e| dds("intervention twist", e))?,
-            );
-        }
-        let mut joy_sub = None;
-        if !params.intervention_joy_topic.is_empty() {
-            let t = topic::<Joy>(&node, &params.intervention_joy_topic, &qos_stream())?;
-            joy_sub = Some(
-                node.create_subscription::<Joy>(&t, Some(qos_stream()))
-                    .map_err(|e| dds("intervention joy", e))?,
-            );
-        }
-        let mut intervening = None;
-        if !params.intervening_topic.is_empty() {
-            let t = topic::<Bool>(&node, &params.intervening_topic, &qos_service())?;
-            intervening = Some(
-                node.create_publisher(&t, Some(qos_service()))
-                    .map_err(|e| dds("intervening", e))?,
-            );
-        }
+        let mut twist_sub =
+            subscribe_if::<TwistStamped>(n, &params.intervention_twist_topic, qos_stream())?;
+        let mut joy_sub = subscribe_if::<Joy>(n, &params.intervention_joy_topic, qos_stream())?;
+        let intervening = match params.intervening_topic.as_str() {
+            "" => None,
+            t => Some(advertise::<Bool>(n, t, qos_service())?),
+        };
         let reg = poll.registry();
         for (i, (rgb, depth, info)) in camera_subs.iter_mut().enumerate() {
             let io = |e: std::io::Error| BridgeError::Dds(format!("poll registration: {e}"));
@@ -1173,19 +1152,20 @@ impl Executor {
         }
     }
 
+    /// Hands operator messages to the runtime (refused and counted before it is attached).
     fn drain_operator(&mut self) {
+        let slot = self.io.operator.get();
         if self.mapper.is_none() {
-            self.mapper = self.io.operator.get().map(|(_, m)| m.clone());
+            self.mapper = slot.map(|(_, m)| m.clone());
         }
-        let stats = self.io.stats.clone();
-        let sender = self.io.operator.get().map(|(s, _)| s.clone());
-        let deliver = |r: Result<Action, OperatorRefused>| match (r, &sender) {
-            (Ok(a), Some(tx)) => {
+        let stats = &self.io.stats;
+        let deliver = |r: Option<Result<Action, OperatorRefused>>| match (r, slot) {
+            (Some(Ok(a)), Some((tx, _))) => {
                 tx.send(a);
                 stats.operator_messages.fetch_add(1, Ordering::Relaxed);
             }
             (r, _) => {
-                if let Err(e) = r {
+                if let Some(Err(e)) = r {
                     tracing::debug!("operator message refused: {e:?}");
                 }
                 stats.operator_refused.fetch_add(1, Ordering::Relaxed);
@@ -1193,18 +1173,12 @@ impl Executor {
         };
         if let Some(sub) = &self.twist_sub {
             while let Ok(Some((msg, _))) = sub.take() {
-                match self.mapper.as_mut() {
-                    Some(m) => deliver(m.twist(&msg)),
-                    None => deliver(Err(OperatorRefused::NotCartesian)),
-                }
+                deliver(self.mapper.as_mut().map(|m| m.twist(&msg)));
             }
         }
         if let Some(sub) = &self.joy_sub {
             while let Ok(Some((msg, _))) = sub.take() {
-                match self.mapper.as_mut() {
-                    Some(m) => deliver(m.joy(&msg)),
-                    None => deliver(Err(OperatorRefused::NotCartesian)),
-                }
+                deliver(self.mapper.as_mut().map(|m| m.joy(&msg)));
             }
         }
     }

@@ -33,7 +33,7 @@ pub mod params;
 
 pub use args::{ArgsError, ParamSet, ParamValue, RosArgs};
 pub use bridge::{
-    context, qos_command, qos_latched, qos_service, qos_stream, ros_name, topic, wall_ns,
-    BridgeError, BridgeStats, ResetError, RosRobot, SceneSpec,
+    advertise, context, qos_command, qos_latched, qos_service, qos_stream, ros_name, subscribe,
+    subscribe_if, topic, wall_ns, BridgeError, BridgeStats, ResetError, RosRobot, SceneSpec,
 };
 pub use params::{BridgeParams, CommandInterface, ObjectsSource, ParamError, Reader};

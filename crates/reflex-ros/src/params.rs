@@ -446,6 +446,30 @@ pub struct BridgeParams {
 }
 
 impl BridgeParams {
+    /// Applies the command line's remap rules (`-r from:=to`) to every topic and service name
+    /// the bridge uses, controller namespaces included.
+    pub fn apply_remaps(&mut self, args: &crate::args::RosArgs) {
+        let mut names: Vec<&mut String> = vec![
+            &mut self.joint_states_topic,
+            &mut self.arm_controller,
+            &mut self.gripper_controller,
+            &mut self.objects_topic,
+            &mut self.success_topic,
+            &mut self.reset_service,
+            &mut self.estop_topic,
+            &mut self.rearm_service,
+            &mut self.intervention_twist_topic,
+            &mut self.intervention_joy_topic,
+            &mut self.intervening_topic,
+        ];
+        for c in &mut self.cameras {
+            names.extend([&mut c.image_topic, &mut c.depth_topic, &mut c.info_topic]);
+        }
+        for n in names {
+            *n = args.remap(n).to_owned();
+        }
+    }
+
     /// Reads the bridge's parameters from `r`; `urdf` is required.
     pub fn read(r: &mut Reader) -> Result<Self, ParamError> {
         Self::read_inner(r, None)
@@ -607,6 +631,25 @@ mod tests {
         ]);
         let p = BridgeParams::read(&mut r).unwrap();
         assert_eq!(p.arm_controller, "/joint_trajectory_controller");
+    }
+
+    #[test]
+    fn remaps_reach_every_topic() {
+        let args = RosArgs::parse(&[
+            "-p",
+            "urdf:=x",
+            "-r",
+            "/reflex/estop:=/cell1/estop",
+            "-r",
+            "/forward_position_controller:=/arm/fpc",
+        ])
+        .unwrap();
+        let mut r = Reader::new(args.parameters("/reflex").unwrap());
+        let mut p = BridgeParams::read(&mut r).unwrap();
+        p.apply_remaps(&args);
+        assert_eq!(p.estop_topic, "/cell1/estop");
+        assert_eq!(p.arm_controller, "/arm/fpc");
+        assert_eq!(p.joint_states_topic, "/joint_states");
     }
 
     #[test]
