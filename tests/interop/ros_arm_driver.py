@@ -65,6 +65,11 @@ def main():
         "publisher_type": None,
         "intervening_seen": False,
         "trajectory_malformed": 0,
+        "rewards": 0,
+        "reward_labels": [],
+        "reward_malformed": 0,
+        "rewards_judged": 0,
+        "rewards_pending": 0,
     }
     last_cmd = [None]
     last_cmd_time = [None]
@@ -156,6 +161,26 @@ def main():
             report["intervening_seen"] = True
 
     node.create_subscription(Bool, "/reflex/intervening", on_intervening, reliable)
+
+    def on_reward(msg):
+        # [step, reward, success, terminated, truncated, terms...], named in the label; the
+        # reward is NaN while pending (a bridge without a judge).
+        report["rewards"] += 1
+        dims = msg.layout.dim
+        label = dims[0].label if len(dims) == 1 else ""
+        if label not in report["reward_labels"]:
+            report["reward_labels"].append(label)
+        names = label.split(",")
+        values = list(msg.data)
+        if len(names) != len(values) or dims[0].size != len(values) \
+                or not all(math.isfinite(v) for i, v in enumerate(values) if i != 1):
+            report["reward_malformed"] += 1
+        elif math.isfinite(values[1]):
+            report["rewards_judged"] += 1
+        else:
+            report["rewards_pending"] += 1
+
+    node.create_subscription(Float64MultiArray, "/reflex/reward", on_reward, reliable)
 
     # Names in the driver's own order: reversed, the fingers first, and a joint the bridge
     # does not know.

@@ -19,6 +19,24 @@ pub enum RosCommand {
     SimArm(SimArmArgs),
     /// Drive a ros2_control arm through the bridge with a policy, episode after episode.
     Run(RosRunArgs),
+    /// Train the residual on a ros2_control arm through the bridge: scripted demonstrations,
+    /// behaviour cloning, then SAC in real time, evaluating as it goes (`reflex train`'s job;
+    /// the task's reward is judged over the tracked objects).
+    Train(RosTrainArgs),
+}
+
+/// Arguments of `reflex ros train`: those of `reflex train`, and the bridge's.
+#[derive(Args)]
+pub struct RosTrainArgs {
+    /// The bridge's parameter file (`node: ros__parameters:` form); same as
+    /// `--ros-args --params-file FILE`.
+    #[arg(long)]
+    params: Option<PathBuf>,
+    /// Control loop rate, Hz [default: the config file's `runtime.servo_rate_hz`, 500].
+    #[arg(long)]
+    rate: Option<f64>,
+    #[command(flatten)]
+    train: crate::train::TrainArgs,
 }
 
 /// Arguments of `reflex ros sim-arm`.
@@ -84,6 +102,18 @@ pub fn run(what: &RosCommand, ros_args: &[String]) -> Result<()> {
     let mut ros = RosArgs::parse(ros_args)?;
     crate::stop_on_signals();
     match what {
+        RosCommand::Train(a) => {
+            if let Some(p) = &a.params {
+                ros.params_files.insert(0, p.clone());
+            }
+            crate::train::run_job(&a.train, Some("ros-"), |cfg, out, plugin, progress| {
+                let mut cfg = cfg.clone();
+                if let Some(r) = a.rate {
+                    cfg.runtime.servo_rate_hz = r;
+                }
+                reflex_jobs::ros::ros_train(&cfg, &ros, out, a.train.resume, plugin, progress)
+            })
+        }
         RosCommand::SimArm(a) => {
             let task = Task::load(&a.task).with_context(|| format!("loading task {}", a.task))?;
             let spec = SimArmSpec {

@@ -4,12 +4,14 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use reflex_jobs::rewards::{reward_plugin, RewardFlags, RewardSource};
-use reflex_jobs::train::{evaluate_run, train_with, Progress, TrainConfig};
-use std::path::PathBuf;
+use reflex_jobs::train::{evaluate_run, train_with, Progress, Summary, TrainConfig, TrainError};
+use reflex_learn::stage::RewardPlugin;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `reflex train`.
 #[derive(Args)]
 pub struct TrainArgs {
+    // (Shared by `reflex ros train`.)
     /// Task name (from sim/tasks) or task file [default: the config file's, else pick_cube].
     #[arg(long)]
     task: Option<String>,
@@ -33,7 +35,7 @@ pub struct TrainArgs {
     demo_episodes: Option<usize>,
     /// Continue the run in --out from its last checkpoint and replay.
     #[arg(long)]
-    resume: bool,
+    pub(crate) resume: bool,
     /// Where training rewards come from: task, vlm-keypoints, vlm-preference or classifier
     /// [default: the config file's `[reward] source`, else task].
     #[arg(long)]
@@ -55,6 +57,24 @@ pub struct TrainArgs {
 }
 
 pub fn run_train(a: &TrainArgs) -> Result<()> {
+    run_job(a, None, |cfg, out, plugin, progress| {
+        train_with(cfg, out, a.resume, plugin, progress)
+    })
+}
+
+/// The configuration, run directory, reward source and progress bar of `reflex train`, around
+/// `job` (the simulator's, or with `real` a real arm's: `Some(prefix)`, which goes before the
+/// default run directory's name, `runs/<prefix><task>-s<seed>`).
+pub fn run_job(
+    a: &TrainArgs,
+    real: Option<&str>,
+    job: impl FnOnce(
+        &TrainConfig,
+        &Path,
+        Option<RewardPlugin>,
+        &mut dyn FnMut(Progress),
+    ) -> std::result::Result<Summary, TrainError>,
+) -> Result<()> {
     let mut cfg = match &a.config {
         Some(p) => TrainConfig::load(p)?,
         None => TrainConfig::default(),
@@ -82,10 +102,9 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         .and_then(|s| s.to_str())
         .unwrap_or("run")
         .to_owned();
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{name}-s{}", cfg.seed)));
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!("{}{name}-s{}", real.unwrap_or(""), cfg.seed))
+    });
     let task = reflex_sim::Task::load(&cfg.task).with_context(|| format!("task {}", cfg.task))?;
     let flags = RewardFlags {
         source: a.reward,
@@ -93,8 +112,15 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
         vlm_url: a.vlm_url.clone(),
         vlm_model: a.vlm_model.clone(),
     };
-    let (plugin, oracle) = reward_plugin(&task, cfg.seed, &cfg.reward, &flags, &out)
+    let (plugin, mut oracle) = reward_plugin(&task, cfg.seed, &cfg.reward, &flags, &out)
         .map_err(|e| anyhow::anyhow!(e))?;
+    if let (true, Some(o)) = (real.is_some(), oracle.take()) {
+        o.stop();
+        bail!(
+            "the built-in VLM oracle answers from the simulator's ground truth, which a real arm \
+             does not have: give --vlm-url (an OpenAI-compatible server)"
+        );
+    }
     crate::stop_on_signals();
     let bar = ProgressBar::new(1000);
     bar.set_style(
@@ -102,7 +128,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let summary = train_with(&cfg, &out, a.resume, plugin, |p| match p {
+    let mut report = |p: Progress| match p {
         Progress::Stage(s) => bar.set_message(s.to_string()),
         Progress::Training {
             env_steps,
@@ -124,8 +150,9 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
             100.0 * r.success_rate,
             r.mean_return
         )),
-    })
-    .with_context(|| format!("training in {}", out.display()))?;
+    };
+    let summary = job(&cfg, &out, plugin, &mut report)
+        .with_context(|| format!("training in {}", out.display()))?;
     bar.finish_and_clear();
     println!(
         "{}: base {:.0}% -> final {:.0}% (best {:.0}%) in {} steps, {} updates, {:.1} min; run in {}",

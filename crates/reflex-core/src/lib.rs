@@ -48,7 +48,7 @@ pub use queue::{
 pub use rng::Rng;
 pub use robot::{
     check_limits_within, start_default, Policy, Robot, RobotError, RobotHealth, SceneReset,
-    StartError,
+    StartError, StepJudge,
 };
 pub use safety::{LimitsError, SafetyLimits};
 pub use scene::{SceneError, SceneView, TrackedObject};

@@ -130,6 +130,11 @@ pub trait Robot {
         Outcome::PENDING
     }
 
+    /// An episode starts; `first` is its first observation (state and scene). A robot that
+    /// judges its steps itself (a task judge over tracked objects) starts its episode here.
+    /// Default: nothing. Must not allocate.
+    fn begin_judging(&mut self, _first: &Observation) {}
+
     /// The robot's own joint limits (from its controller or driver), when it reports them.
     /// Default: none.
     fn own_limits(&self) -> Option<[JointLimits; ARM_DOF]> {
@@ -185,6 +190,22 @@ pub fn start_default<R: Robot>(
     match robot.own_limits() {
         Some(own) => check_limits_within(limits, &own),
         None => Ok(()),
+    }
+}
+
+/// Scores policy steps from observations alone, for a robot that cannot know its task's
+/// reward itself (a real arm): a task's reward terms and success over tracked objects, a
+/// detector. The robot calls [`StepJudge::begin`] from [`Robot::begin_judging`] and
+/// [`StepJudge::judge`] from [`Robot::judge`]. Neither may allocate.
+pub trait StepJudge: Send {
+    /// An episode starts with `first` as its first observation.
+    fn begin(&mut self, first: &Observation);
+    /// The outcome of the step that ended in `obs`, in which `action` was executed;
+    /// `truncated` says the episode reached its step limit with this step.
+    fn judge(&mut self, obs: &Observation, action: &Action, truncated: bool) -> Outcome;
+    /// The names of the outcome's reward terms, in order. Default: none.
+    fn term_names(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 

@@ -36,6 +36,32 @@ pub trait Arms {
     /// A robot with its scene reset for `seed`, and the arm model its safety filter uses.
     fn make(&self, seed: u64) -> Result<(Self::Robot, ArmModel), ArmsError>;
 
+    /// The arm model the robots' safety filters and the scripted expert use. Default: a fresh
+    /// robot's.
+    fn model(&self) -> Result<ArmModel, ArmsError> {
+        Ok(self.make(0)?.1)
+    }
+
+    /// Whether the robots run in real time (a real arm, an arm over a network): every tick is
+    /// then paced at the loop rate (braking included), and the job never holds the arm back
+    /// for the learner. Default: false (a simulator ticked as fast as it computes).
+    fn real_time(&self) -> bool {
+        false
+    }
+
+    /// The e-stop a runtime over `robot` obeys (a networked robot's, which its e-stop topic
+    /// presses). Default: a new one.
+    fn estop_for(&self, _robot: &Self::Robot) -> EStop {
+        EStop::new()
+    }
+
+    /// Adjusts a runtime's configuration before it is built (tighter limits from a robot's
+    /// parameters). Default: nothing.
+    fn configure(&self, _cfg: &mut RuntimeConfig) {}
+
+    /// Connects a new runtime's statistics and operator input to its robot. Default: nothing.
+    fn attach(&self, _rt: &Runtime<Self::Robot>) {}
+
     /// The layout of the task's flat observation, read from a fresh robot.
     fn obs_layout(&self) -> Result<ObsLayout, ArmsError> {
         let (mut robot, _) = self.make(0)?;
@@ -113,7 +139,11 @@ pub fn runtime<A: Arms>(
     settings: &RuntimeSettings,
 ) -> Result<Runtime<A::Robot>, ArmsError> {
     let (robot, model) = arms.make(seed)?;
-    let cfg = runtime_config(arms.task(), &model, arms.rate_hz(), settings);
-    Runtime::new(robot, cfg, model, base, residual, EStop::new())
-        .map_err(|e| ArmsError::Runtime(e.to_string()))
+    let mut cfg = runtime_config(arms.task(), &model, arms.rate_hz(), settings);
+    arms.configure(&mut cfg);
+    let estop = arms.estop_for(&robot);
+    let rt = Runtime::new(robot, cfg, model, base, residual, estop)
+        .map_err(|e| ArmsError::Runtime(e.to_string()))?;
+    arms.attach(&rt);
+    Ok(rt)
 }

@@ -1,5 +1,6 @@
-//! The ROS 2 jobs: the simulator served as a ros2_control arm (`reflex ros sim-arm`), and the
-//! runtime driving any ros2_control arm through the bridge (`reflex ros run`).
+//! The ROS 2 jobs: the simulator served as a ros2_control arm (`reflex ros sim-arm`), the
+//! runtime driving any ros2_control arm through the bridge (`reflex ros run`), and the
+//! training job on such an arm (`reflex ros train`, through [`RosArms`]).
 //!
 //! `ros run` builds the same runtime as `reflex run`, over a [`RosRobot`] instead of the
 //! simulator: the task file gives the policy rate, action space, limits and the scene's
@@ -18,7 +19,7 @@ use reflex_runtime::{
     EStop, NetPolicy, ResidualPolicy, Runtime, RuntimeConfig, RuntimeSettings, RuntimeStats,
     WeightsSlot,
 };
-use reflex_sim::{Env, ScriptedExpert, SimRobot, Task};
+use reflex_sim::{Env, ScriptedExpert, SimRobot, Task, TaskJudge};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -305,13 +306,15 @@ pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
     let layout = ObsLayout::of(&first);
     let goals: Vec<[f64; 3]> = env.goals().to_vec();
     let estop = EStop::new();
-    let robot = RosRobot::connect(
+    let mut robot = RosRobot::connect(
         &params,
         &node_name,
         &namespace,
         scene_spec(task, &goals),
         estop.clone(),
     )?;
+    // Reward and success as the task defines them, over the tracked objects.
+    robot.set_judge(Box::new(TaskJudge::new(task)));
     let model = robot.model().clone();
     let mut cfg: RuntimeConfig = runtime_config(
         task,
@@ -415,6 +418,153 @@ pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
         bridge,
         rested,
     })
+}
+
+/// ros2_control arms through the bridge, for the training job ([`crate::train::train_on`]):
+/// every robot is a new bridge node (the first named as the parameters say, later ones with
+/// `_2`, `_3`, ... appended) whose steps are judged by the task's [`TaskJudge`] over the
+/// tracked objects, with its own e-stop that the e-stop topic presses. Episodes start through
+/// the reset service (required: the arm's own reset, or an operator's). Real time: every tick
+/// is paced.
+pub struct RosArms {
+    task: Task,
+    params: BridgeParams,
+    node_name: String,
+    namespace: String,
+    rate_hz: f64,
+    goals: Vec<[f64; 3]>,
+    layout: ObsLayout,
+    model: reflex_core::ArmModel,
+    made: std::sync::atomic::AtomicUsize,
+}
+
+impl RosArms {
+    /// The arm named by `ros`'s parameters, set up for `task`, with a loop at `rate_hz`.
+    pub fn new(task: &Task, ros: &RosArgs, rate_hz: f64) -> Result<Self, RosJobError> {
+        let (node_name, namespace, params, _) = node_params(ros, "reflex")?;
+        if params.success_topic.contains("privileged") {
+            return Err(RosJobError::Setting(format!(
+                "parameter success_topic: {} is the simulator's ground truth, which may evaluate \
+                 a run but not end a training episode; leave it empty (the task is judged over \
+                 the tracked objects) or name an operator's or a detector's topic",
+                params.success_topic
+            )));
+        }
+        if params.reset_service.is_empty() {
+            return Err(RosJobError::Setting(
+                "parameter reset_service: training needs a service that starts each episode \
+                 (std_srvs/Trigger: the arm's or an operator's scene reset)"
+                    .into(),
+            ));
+        }
+        let model = reflex_core::ArmModel::from_urdf_file(
+            &params.urdf,
+            &params.base_link,
+            &params.tcp_link,
+        )
+        .map_err(|e| RosJobError::Setting(format!("parameter urdf: {e}")))?;
+        // The layout and goals come from the task's scene description (no simulation runs).
+        let mut env = Env::new(task.clone())?;
+        let first = env.reset(0)?;
+        Ok(Self {
+            task: task.clone(),
+            params,
+            node_name,
+            namespace,
+            rate_hz,
+            goals: env.goals().to_vec(),
+            layout: ObsLayout::of(&first),
+            model,
+            made: Default::default(),
+        })
+    }
+
+    /// The bridge's parameters.
+    pub fn params(&self) -> &BridgeParams {
+        &self.params
+    }
+}
+
+impl crate::arms::Arms for RosArms {
+    type Robot = RosRobot;
+
+    fn task(&self) -> &Task {
+        &self.task
+    }
+
+    fn rate_hz(&self) -> f64 {
+        self.rate_hz
+    }
+
+    fn make(
+        &self,
+        _seed: u64,
+    ) -> Result<(RosRobot, reflex_core::ArmModel), crate::arms::ArmsError> {
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let name = if n == 0 {
+            self.node_name.clone()
+        } else {
+            format!("{}_{}", self.node_name, n + 1)
+        };
+        let mut robot = RosRobot::connect(
+            &self.params,
+            &name,
+            &self.namespace,
+            scene_spec(&self.task, &self.goals),
+            EStop::new(),
+        )
+        .map_err(|e| crate::arms::ArmsError::Robot(e.to_string()))?;
+        robot.set_judge(Box::new(TaskJudge::new(&self.task)));
+        let model = robot.model().clone();
+        Ok((robot, model))
+    }
+
+    fn model(&self) -> Result<reflex_core::ArmModel, crate::arms::ArmsError> {
+        Ok(self.model.clone())
+    }
+
+    fn obs_layout(&self) -> Result<ObsLayout, crate::arms::ArmsError> {
+        Ok(self.layout)
+    }
+
+    fn real_time(&self) -> bool {
+        true
+    }
+
+    fn estop_for(&self, robot: &RosRobot) -> EStop {
+        robot.estop().clone()
+    }
+
+    fn configure(&self, cfg: &mut RuntimeConfig) {
+        tighten(cfg, &self.params);
+    }
+
+    fn attach(&self, rt: &Runtime<RosRobot>) {
+        rt.robot().attach_runtime_stats(rt.stats().clone());
+        rt.robot().attach_operator(
+            rt.operator().clone(),
+            operator_mapper(&self.task, &self.params),
+        );
+    }
+}
+
+/// `reflex ros train`: the training job ([`crate::train::train_on`]) on the arm `ros` names,
+/// with the task's reward judged over the tracked objects (or `reward`'s). The loop runs at
+/// `cfg.runtime.servo_rate_hz`; the runtime waits up to 10 s for the arm's first joint state.
+pub fn ros_train(
+    cfg: &crate::train::TrainConfig,
+    ros: &RosArgs,
+    out: &Path,
+    resume: bool,
+    reward: Option<reflex_learn::stage::RewardPlugin>,
+    progress: impl FnMut(crate::train::Progress),
+) -> Result<crate::train::Summary, crate::train::TrainError> {
+    let mut cfg = cfg.clone();
+    cfg.runtime.start_timeout_s = cfg.runtime.start_timeout_s.max(10.0);
+    let task = Task::load(&cfg.task).map_err(crate::train::config::stage("task"))?;
+    let arms = RosArms::new(&task, ros, cfg.runtime.servo_rate_hz)
+        .map_err(crate::train::config::stage("ROS 2 arm"))?;
+    crate::train::train_on(&arms, &cfg, out, resume, reward, progress)
 }
 
 /// How an operator's twist and joy messages become actions for `task`.

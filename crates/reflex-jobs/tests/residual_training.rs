@@ -21,7 +21,7 @@ fn a_zero_initialised_residual_leaves_the_base_unchanged() {
     let arms = SimArms::new(task.clone(), 500.0);
     let settings = reflex_runtime::RuntimeSettings::default();
     let mut rt = runtime(&arms, 0, Box::new(expert), None, &settings).unwrap();
-    let (_, demos) = run_episodes(&mut rt, [11u64, 12].into_iter(), true).unwrap();
+    let (_, demos) = run_episodes(&mut rt, [11u64, 12].into_iter(), true, false).unwrap();
     let obs: Vec<f32> = demos
         .iter()
         .flat_map(|t| t.obs.as_slice().to_vec())
@@ -51,7 +51,7 @@ fn a_zero_initialised_residual_leaves_the_base_unchanged() {
             .unwrap()
         });
         let mut rt = runtime(&arms, 0, Box::new(base_policy), res, &settings).unwrap();
-        run_episodes(&mut rt, [21u64, 22].into_iter(), true).unwrap()
+        run_episodes(&mut rt, [21u64, 22].into_iter(), true, false).unwrap()
     };
     let (with_r, with_t) = run(true);
     let (without_r, without_t) = run(false);

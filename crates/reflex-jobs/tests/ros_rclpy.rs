@@ -178,6 +178,10 @@ fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_i
     let driver = spawn_driver("ros_arm_driver.py", &driver_cfg, DOMAIN);
     let started = std::time::Instant::now();
 
+    // The task judges every step (no tracker here: the cube sits at the origin); each
+    // judgement goes out on /reflex/reward.
+    let mut robot = robot;
+    robot.set_judge(Box::new(reflex_sim::TaskJudge::new(&task)));
     let mut rt = Runtime::new(
         robot,
         cfg.clone(),
@@ -272,6 +276,18 @@ fn an_rclpy_arm_driver_closes_the_loop_through_the_bridge_and_every_fault_ends_i
         n("moved_during_estop_rad")
     );
     assert_eq!(report["rearm"]["success"], true, "{report}");
+    // Every judged step reached rclpy, named, with finite values; the second bridge has no
+    // judge, so its steps say their reward is pending (NaN).
+    assert_eq!(n("reward_malformed"), 0.0, "{report}");
+    assert!(n("rewards_judged") >= 50.0, "{report}");
+    assert!(n("rewards_pending") >= 5.0, "{report}");
+    let labels = report["reward_labels"].to_string();
+    assert!(
+        labels.contains("\"step,reward,success,terminated,truncated,reach,lift,success\""),
+        "{labels}"
+    );
+    assert!(ld(&b.rewards_published) as f64 >= n("rewards_judged"));
+    assert_eq!(ld(&b.rewards_dropped), 0);
     // Every injected fault was refused and counted on the bridge's side.
     assert!(ld(&b.states_non_finite) > 0);
     assert!(ld(&b.states_missing_joint) > 0);

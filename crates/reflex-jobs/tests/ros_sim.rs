@@ -113,3 +113,118 @@ fn the_bridge_sees_the_simulated_arms_camera_and_cube_through_ros_topics() {
         "cube pixel {px:?} is not red"
     );
 }
+
+/// `reflex ros train`'s job through DDS on the simulated arm, with short episodes: the
+/// scripted demonstrations, the base's evaluation, training steps and the final evaluation
+/// all run over ROS topics, paced in real time, with the task's reward judged over the cube's
+/// `/tf` pose (no privileged topic); the run writes its policy and leaves the arm at rest.
+#[test]
+fn training_runs_through_ros_topics_with_the_task_judged_over_tracked_objects() {
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "training_runs_through_ros_topics_with_the_task_judged_over_tracked_objects",
+    ) {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::env::temp_dir().join(format!("reflex-ros-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // pick_cube with 20-step (2 s) episodes.
+    let text = std::fs::read_to_string(repo.join("sim/tasks/pick_cube.toml")).unwrap();
+    assert!(text.contains("episode_steps = 60"));
+    let task_path = dir.join("pick_cube_short.toml");
+    std::fs::write(
+        &task_path,
+        text.replace("episode_steps = 60", "episode_steps = 20"),
+    )
+    .unwrap();
+    let task = Task::load(task_path.to_str().unwrap()).unwrap();
+
+    let domain = 76;
+    let p = params(domain);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(ArmServerStats::default());
+    let server = {
+        let (task, p, stop, stats) = (task.clone(), p.clone(), stop.clone(), stats.clone());
+        std::thread::spawn(move || {
+            let mut arm = SimServedArm::new(&task, 250.0, 5).unwrap();
+            let settings = ArmServerSettings {
+                node_name: "reflex_sim_arm".into(),
+                namespace: "/".into(),
+                params: p,
+                rate_hz: 250.0,
+                scene_rate_hz: 50.0,
+                camera_rate_hz: 0.0,
+                camera_size: (32, 32),
+            };
+            serve(&mut arm, &settings, &stop, &stats).unwrap();
+        })
+    };
+    let ros = RosArgs::parse(&[
+        "--params-file".to_string(),
+        repo.join("launch/config/sim_arm.yaml")
+            .display()
+            .to_string(),
+        "-p".into(),
+        format!("domain_id:={domain}"),
+        "-p".into(),
+        format!("urdf:={}", repo.join("urdf/reflex_arm.urdf").display()),
+    ])
+    .unwrap();
+    let mut cfg = reflex_jobs::train::TrainConfig {
+        task: task_path.display().to_string(),
+        demo_episodes: 2,
+        max_env_steps: 30,
+        eval_episodes: 1,
+        minutes: 2.0,
+        ..Default::default()
+    };
+    cfg.runtime.servo_rate_hz = 250.0;
+    // Updates from the first online step, on the learner thread beside the real-time loop.
+    cfg.learner.learning_starts = 1;
+    cfg.learner.batch_size = 32;
+    let out = dir.join("run");
+    let summary = reflex_jobs::ros::ros_train(&cfg, &ros, &out, false, None, |_| {}).unwrap();
+    stop.store(true, Ordering::Release);
+    server.join().unwrap();
+
+    // Two training episodes of 20 steps (the budget is checked at an episode's end).
+    assert!(summary.env_steps >= 30, "{summary:?}");
+    assert_eq!(summary.stop_reason, "step budget");
+    // The base's evaluation and the final one: returns are the task's shaped reward, judged
+    // over the cube's /tf pose (its reach term is positive at any distance), not pending
+    // rewards (which a robot without a judge reports, and which add nothing to a return).
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        summary.updates > 0,
+        "the learner learned beside the loop: {summary:?}"
+    );
+    let progress: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("progress.json")).unwrap()).unwrap();
+    for row in progress["evals"].as_array().unwrap() {
+        let ret = row["mean_return"].as_f64().unwrap();
+        assert!(ret > 0.0, "an evaluation's return {ret}: {progress}");
+    }
+    // The policy files load for this task, and the arm was left at rest by the bridge (the
+    // server applied every command it got, and none was refused).
+    let layout = reflex_policy::ObsLayout::of(
+        &reflex_sim::Env::new(task.clone())
+            .unwrap()
+            .reset(0)
+            .unwrap(),
+    );
+    reflex_jobs::policies::load_for(
+        &out.join("policy.safetensors"),
+        reflex_policy::Role::Residual,
+        &task,
+        layout,
+    )
+    .unwrap();
+    assert!(stats.commands.load(Ordering::Relaxed) > 1000);
+    assert!(
+        stats.resets.load(Ordering::Relaxed) >= 5,
+        "a reset per episode"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

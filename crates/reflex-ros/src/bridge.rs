@@ -16,18 +16,22 @@ use crate::camera::CameraFeed;
 use crate::decode::{JointStateDecoder, Refused};
 use crate::msg::{
     Bool, CameraInfo, DiagnosticArray, DiagnosticStatus, Float64MultiArray, Header, Image,
-    JointState, JointTrajectory, JointTrajectoryPoint, Joy, KeyValue, PoseArray, RosDuration,
-    RosType, TfMessage, Time, TriggerRequest, TriggerResponse, TwistStamped,
+    JointState, JointTrajectory, JointTrajectoryPoint, Joy, KeyValue, MultiArrayDimension,
+    MultiArrayLayout, PoseArray, RosDuration, RosType, TfMessage, Time, TriggerRequest,
+    TriggerResponse, TwistStamped,
 };
 use crate::operator::{OperatorMapper, OperatorRefused};
 use crate::params::{BridgeParams, CommandInterface, ObjectsSource};
 use nalgebra::{Point3, Quaternion as NQuat, UnitQuaternion};
 use reflex_core::{
+    spsc, Frame, LatestSender, SceneError, SceneView, SpscReceiver, SpscSender, StepJudge,
+    TrackedObject,
+};
+use reflex_core::{
     Action, ArmModel, JointCommand, JointLimits, ObjectState, Observation, Outcome, Pose, Robot,
     RobotError, RobotHealth, RobotState, SceneReset, StartError, ARM_DOF, MAX_GOALS, MAX_KEYPOINTS,
     MAX_OBJECTS,
 };
-use reflex_core::{Frame, LatestSender, SceneError, SceneView, TrackedObject};
 use reflex_runtime::{EStop, RuntimeStats};
 use ros2_client::qos::{Durability, History, WhenFull};
 use ros2_client::{
@@ -92,6 +96,10 @@ pub struct BridgeStats {
     pub states_out_of_order: AtomicU64,
     /// Joint states superseded by a newer one before the tick read them.
     pub states_superseded: AtomicU64,
+    /// Judged steps published on the reward topic.
+    pub rewards_published: AtomicU64,
+    /// Judged steps not published: the queue to the executor was full.
+    pub rewards_dropped: AtomicU64,
     /// Ticks that found the state stale.
     pub stale_reads: AtomicU64,
     /// Commands published.
@@ -144,6 +152,9 @@ struct SceneSample {
 struct ResetRequest {
     done: mpsc::Sender<Result<String, String>>,
 }
+
+/// Judged steps that may wait for the executor to publish them on the reward topic.
+const REWARD_QUEUE: usize = 256;
 
 const WAKER: Token = Token(0);
 const JOINT_STATES: Token = Token(1);
@@ -290,6 +301,10 @@ pub struct RosRobot {
     operator: Arc<OperatorSlot>,
     cameras: Arc<Mutex<Vec<CameraFeed>>>,
     scene_copy: Arc<Mutex<SceneSample>>,
+    judge: Option<Box<dyn StepJudge>>,
+    estop: EStop,
+    reward_tx: SpscSender<(u64, Outcome)>,
+    reward_label: Arc<OnceLock<String>>,
 }
 
 /// Where operator messages go once the runtime exists.
@@ -377,6 +392,8 @@ impl RosRobot {
                 .collect::<Vec<_>>(),
         ));
         let scene_copy = Arc::new(Mutex::new(SceneSample::default()));
+        let (reward_tx, reward_rx) = spsc(REWARD_QUEUE);
+        let reward_label = Arc::new(OnceLock::new());
         let mut ex = Executor::new(
             ctx,
             node,
@@ -394,7 +411,9 @@ impl RosRobot {
                 stats: stats.clone(),
                 shutdown: shutdown.clone(),
                 success: success.clone(),
-                estop,
+                estop: estop.clone(),
+                reward_rx,
+                reward_label: reward_label.clone(),
                 runtime_stats: runtime_stats.clone(),
                 connected: connected.clone(),
                 notify: notify.clone(),
@@ -431,7 +450,30 @@ impl RosRobot {
             operator,
             cameras,
             scene_copy,
+            judge: None,
+            estop,
+            reward_tx,
+            reward_label,
         })
+    }
+
+    /// The e-stop this bridge presses and releases from the e-stop topic and re-arms from the
+    /// re-arm service: the one its runtime must obey.
+    pub fn estop(&self) -> &EStop {
+        &self.estop
+    }
+
+    /// Scores every policy step with `judge` (the task's reward and success over the tracked
+    /// objects): without one, rewards are pending for a reward worker and only the success
+    /// topic and the step limit end an episode.
+    pub fn set_judge(&mut self, judge: Box<dyn StepJudge>) {
+        let mut label = "step,reward,success,terminated,truncated".to_owned();
+        for n in judge.term_names() {
+            label.push(',');
+            label.push_str(&n);
+        }
+        let _ = self.reward_label.set(label);
+        self.judge = Some(judge);
     }
 
     /// Sends the operator's twist and joy messages, mapped by `mapper`, to the runtime's
@@ -550,19 +592,38 @@ impl Robot for RosRobot {
         obs.goals_m[..obs.num_goals].copy_from_slice(&self.spec.goals);
     }
 
-    fn judge(&mut self, _obs: &Observation, _action: &Action) -> Outcome {
+    /// The judge's outcome (pending without one); the step limit truncates; a message on the
+    /// success topic (an operator's button, a detector) ends the episode as a success.
+    fn judge(&mut self, obs: &Observation, action: &Action) -> Outcome {
         self.steps += 1;
-        let mut o = Outcome::PENDING;
+        let truncated = self.spec.episode_steps > 0 && self.steps >= self.spec.episode_steps;
+        let mut o = match &mut self.judge {
+            Some(j) => j.judge(obs, action, truncated),
+            None => Outcome {
+                truncated,
+                ..Outcome::PENDING
+            },
+        };
         if self.success.swap(false, Ordering::AcqRel) {
             o.success = true;
             o.terminated = true;
-        } else if self.spec.episode_steps > 0 && self.steps >= self.spec.episode_steps {
-            o.truncated = true;
+            o.truncated = false;
         }
-        if o.terminated || o.truncated {
+        // For the reward topic; never waits (a full queue drops the step and counts it).
+        if self.reward_tx.send((self.steps, o)).is_err() {
+            self.stats.rewards_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if o.done() {
             self.steps = 0;
         }
         o
+    }
+
+    fn begin_judging(&mut self, first: &Observation) {
+        self.steps = 0;
+        if let Some(j) = &mut self.judge {
+            j.begin(first);
+        }
     }
 
     fn own_limits(&self) -> Option<[JointLimits; ARM_DOF]> {
@@ -724,6 +785,8 @@ impl SceneReset for RosRobot {
 }
 
 struct ExecutorIo {
+    reward_rx: Arc<SpscReceiver<(u64, Outcome)>>,
+    reward_label: Arc<OnceLock<String>>,
     state_tx: Input<StateSample>,
     cmd_rx: Output<CommandSample>,
     scene_tx: Input<SceneSample>,
@@ -772,6 +835,7 @@ struct Executor {
     joy_sub: Option<Sub<Joy>>,
     mapper: Option<OperatorMapper>,
     intervening: Option<Pub<Bool>>,
+    reward: Option<Pub<Float64MultiArray>>,
     intervened_steps: u64,
     next_intervening: Instant,
     diagnostics_period: Duration,
@@ -895,6 +959,11 @@ impl Executor {
             "" => None,
             t => Some(advertise::<Bool>(n, t, qos_service())?),
         };
+        let reward = match params.reward_topic.as_str() {
+            "" => None,
+            // Reliable (a recorder keeps every step) and never waiting: a full window fails.
+            t => Some(advertise::<Float64MultiArray>(n, t, qos_command())?),
+        };
         let reg = poll.registry();
         for (i, (rgb, depth, info)) in camera_subs.iter_mut().enumerate() {
             let io = |e: std::io::Error| BridgeError::Dds(format!("poll registration: {e}"));
@@ -970,6 +1039,7 @@ impl Executor {
             joy_sub,
             mapper: None,
             intervening,
+            reward,
             intervened_steps: 0,
             next_intervening: Instant::now(),
             diagnostics_period: Duration::from_secs_f64(params.diagnostics_period_s.max(0.01)),
@@ -1029,6 +1099,7 @@ impl Executor {
             self.drain_operator();
             self.drain_cameras();
             self.publish_intervening();
+            self.publish_rewards();
             if self.send_command() {
                 // The last command is out: the session is over.
                 return;
@@ -1179,6 +1250,49 @@ impl Executor {
         if let Some(sub) = &self.joy_sub {
             while let Ok(Some((msg, _))) = sub.take() {
                 deliver(self.mapper.as_mut().map(|m| m.joy(&msg)));
+            }
+        }
+    }
+
+    /// Publishes every judged step waiting in the queue from the tick.
+    fn publish_rewards(&mut self) {
+        let Some(p) = &self.reward else {
+            while self.io.reward_rx.pop().is_some() {}
+            return;
+        };
+        while let Some((step, o)) = self.io.reward_rx.pop() {
+            let flag = |b: bool| f64::from(u8::from(b));
+            let mut data = vec![
+                step as f64,
+                o.reward,
+                flag(o.success),
+                flag(o.terminated),
+                flag(o.truncated),
+            ];
+            data.extend_from_slice(o.terms.values());
+            let label = self
+                .io
+                .reward_label
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "step,reward,success,terminated,truncated".to_owned());
+            let n = data.len() as u32;
+            let msg = Float64MultiArray {
+                layout: MultiArrayLayout {
+                    dim: vec![MultiArrayDimension {
+                        label,
+                        size: n,
+                        stride: n,
+                    }],
+                    data_offset: 0,
+                },
+                data,
+            };
+            if p.publish(msg).is_ok() {
+                self.io
+                    .stats
+                    .rewards_published
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -1492,6 +1606,8 @@ impl Executor {
             ("object_updates", &s.object_updates),
             ("objects_refused", &s.objects_refused),
             ("estop_messages", &s.estop_messages),
+            ("rewards_published", &s.rewards_published),
+            ("rewards_dropped", &s.rewards_dropped),
         ] {
             bridge
                 .values

@@ -6,9 +6,12 @@
 //!   (`std_msgs/Float64MultiArray`) or a joint trajectory controller
 //!   (`trajectory_msgs/JointTrajectory`), the gripper on its own controller; object poses from
 //!   `/tf` or a `geometry_msgs/PoseArray`; the e-stop topic and re-arm service; an operator's
-//!   `TwistStamped` or `Joy` into the runtime's takeover rule ([`operator`]); `/diagnostics` and
-//!   `/reflex/intervening`. With cameras configured it is also a [`reflex_core::SceneView`]
-//!   over their image, depth and camera-info topics ([`camera`]).
+//!   `TwistStamped` or `Joy` into the runtime's takeover rule ([`operator`]); `/diagnostics`,
+//!   `/reflex/intervening` and `/reflex/reward` (every judged step). A
+//!   [`reflex_core::StepJudge`] given with [`RosRobot::set_judge`] scores each policy step from
+//!   the observation (the jobs give the task's judge over the tracked objects); without one,
+//!   rewards are pending for a reward worker. With cameras configured it is also a
+//!   [`reflex_core::SceneView`] over their image, depth and camera-info topics ([`camera`]).
 //! - The DDS side (ros2-client + rustdds, no ROS install needed) runs on its own executor
 //!   thread and meets the control tick only in wait-free latest-value cells.
 //! - [`args`] parses the `--ros-args` a launch file appends and the parameter files it names;

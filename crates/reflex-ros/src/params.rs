@@ -430,6 +430,11 @@ pub struct BridgeParams {
     /// `intervening_topic` (default `/reflex/intervening`; empty: off): `std_msgs/Bool`, whether
     /// the operator's action drove the last policy steps, published at 10 Hz.
     pub intervening_topic: String,
+    /// `reward_topic` (default `/reflex/reward`; empty: off): `std_msgs/Float64MultiArray`,
+    /// one message per judged policy step: `[step, reward, success, terminated, truncated,
+    /// <term>...]`, the order named in `layout.dim[0].label` (`step,reward,success,...`); the
+    /// reward is NaN while a reward worker has not answered.
+    pub reward_topic: String,
     /// `diagnostics_period_s` (s, default 1.0; 0 turns `/diagnostics` off).
     pub diagnostics_period_s: f64,
     /// `cameras` (names, default none): the cameras reward sources may look at, each with its
@@ -461,6 +466,7 @@ impl BridgeParams {
             &mut self.intervention_twist_topic,
             &mut self.intervention_joy_topic,
             &mut self.intervening_topic,
+            &mut self.reward_topic,
         ];
         for c in &mut self.cameras {
             names.extend([&mut c.image_topic, &mut c.depth_topic, &mut c.info_topic]);
@@ -574,6 +580,7 @@ impl BridgeParams {
                 }
             },
             intervening_topic: r.string("intervening_topic", "/reflex/intervening")?,
+            reward_topic: r.string("reward_topic", "/reflex/reward")?,
             diagnostics_period_s: r.double("diagnostics_period_s", 1.0, 0.0, 3600.0)?,
             cameras: {
                 let mut cams = Vec::new();

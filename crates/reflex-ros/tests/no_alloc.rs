@@ -1,5 +1,6 @@
 //! The bridge's side of the control tick allocates nothing: `read_state`, `read_scene`,
-//! `write_command`, `judge` and `now_ns` on a `RosRobot` are counted by a per-thread counting
+//! `write_command`, `judge` (with the task's judge, queued for the reward topic), `begin_judging`
+//! and `now_ns` on a `RosRobot` are counted by a per-thread counting
 //! allocator while joint states stream in over DDS at 1 kHz and the executor publishes every
 //! command. Runs in a loopback-only network namespace.
 
@@ -69,6 +70,10 @@ fn the_bridge_side_of_a_tick_allocates_nothing_while_states_stream_in() {
         EStop::new(),
     )
     .unwrap();
+    // The task's judge scores steps and the bridge queues each for the reward topic.
+    robot.set_judge(Box::new(reflex_sim::TaskJudge::new(
+        &reflex_sim::Task::load("pick_cube").unwrap(),
+    )));
     let mut names: Vec<String> = robot.model().joint_names.to_vec();
     names.extend(
         robot
@@ -137,6 +142,9 @@ fn the_bridge_side_of_a_tick_allocates_nothing_while_states_stream_in() {
         if i % 50 == 0 {
             let _ = robot.judge(&obs, &action);
         }
+        if i % 500 == 0 {
+            robot.begin_judging(&obs);
+        }
         let _ = robot.now_ns();
         std::thread::sleep(Duration::from_micros(500));
     }
@@ -144,9 +152,11 @@ fn the_bridge_side_of_a_tick_allocates_nothing_while_states_stream_in() {
     stop.store(true, Ordering::Release);
     driver.join().unwrap();
     let sent = robot.stats().commands.load(Ordering::Relaxed);
+    let judged = robot.stats().rewards_published.load(Ordering::Relaxed);
     drop(robot);
     assert!(fresh > 1500, "only {fresh} of 2000 reads were fresh");
     assert!(sent > 100, "the executor published {sent} commands");
+    assert!(judged >= 30, "the executor published {judged} judged steps");
     assert_eq!(
         counted, 0,
         "the tick's side of the bridge allocated {counted} times"

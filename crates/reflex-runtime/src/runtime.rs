@@ -512,6 +512,7 @@ impl<R: Robot> Runtime<R> {
         self.robot.read_scene(&mut self.obs);
         self.obs.step = 0;
         self.obs.rebuild_flat();
+        self.robot.begin_judging(&self.obs);
         self.restart_mapper();
         self.composer = Composer::new(
             self.cfg.residual_scale,

@@ -11,22 +11,19 @@
 
 use crate::camera::{render, Camera, Frame};
 use crate::error::SimError;
+use crate::reward::TaskJudge;
 use crate::rng::Rng;
-use crate::task::{PointRef, RewardKind, SuccessSpec, Task};
+use crate::task::Task;
 use crate::world::{Placement, Template, World};
 use nalgebra::{Point3, Vector3};
 use reflex_core::{
     Action, ActionMapper, Frames, JointCommand, ObjectState, Observation, Outcome, Pose,
-    RewardTerms, RobotState, ARM_DOF, MAX_OBJECTS,
+    RewardTerms, RobotState, ARM_DOF,
 };
 use std::path::Path;
 
 /// Physics steps run at reset so contacts settle before the first observation.
 const SETTLE_STEPS: usize = 25;
-/// An object below this height has fallen off the table, metres.
-const FLOOR_Z_M: f64 = -0.2;
-/// A lifted object counts as held when its centre is this close to the TCP, metres.
-const HELD_DISTANCE_M: f64 = 0.08;
 
 /// Why an episode ended before its time limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +76,6 @@ pub struct Env {
     setpoint: JointCommand,
     rng: Rng,
     goals: Vec<[f64; 3]>,
-    start_object_z: [f64; MAX_OBJECTS],
     obs: Observation,
     steps: u32,
     sim_time_s: f64,
@@ -88,47 +84,10 @@ pub struct Env {
     stiffness: [f64; ARM_DOF],
     damping: [f64; ARM_DOF],
     feedforward: [f64; ARM_DOF],
-    success_refs: SuccessRefs,
-    term_refs: Vec<TermRef>,
+    judge: TaskJudge,
     /// rapier reported a non-finite body or collider during this step (it disables and rolls
     /// back such bodies itself; for us the episode is over).
     physics_fault: bool,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum SuccessRefs {
-    Near {
-        a: PointRef,
-        b: PointRef,
-        tol: f64,
-        xy: bool,
-    },
-    Lifted {
-        object: usize,
-        height: f64,
-    },
-    Inserted {
-        peg: PointRef,
-        hole: PointRef,
-        depth: f64,
-        tol: f64,
-    },
-}
-
-#[derive(Clone, Copy, Debug)]
-enum TermRef {
-    Success,
-    Distance {
-        from: PointRef,
-        to: PointRef,
-        scale: f64,
-        xy: bool,
-    },
-    Lift {
-        object: usize,
-        height: f64,
-    },
-    ActionL2,
 }
 
 /// The URDF the simulator uses unless told otherwise.
@@ -150,61 +109,7 @@ impl Env {
 
     /// An environment sharing an already-parsed arm (vectorised envs parse it once).
     pub fn from_template(task: Task, template: Template) -> Result<Self, SimError> {
-        // Names were validated with the task; resolution cannot fail here.
-        let pt = |n: &str| task.point(n).unwrap_or(PointRef::Tcp);
-        let obj = |n: &str| task.object(n).unwrap_or(0);
-        let success_refs = match &task.success {
-            SuccessSpec::Near {
-                a,
-                b,
-                tolerance_m,
-                xy_only,
-            } => SuccessRefs::Near {
-                a: pt(a),
-                b: pt(b),
-                tol: *tolerance_m,
-                xy: *xy_only,
-            },
-            SuccessSpec::Lifted { object, height_m } => SuccessRefs::Lifted {
-                object: obj(object),
-                height: *height_m,
-            },
-            SuccessSpec::Inserted {
-                peg,
-                hole,
-                depth_m,
-                lateral_tolerance_m,
-            } => SuccessRefs::Inserted {
-                peg: pt(peg),
-                hole: pt(hole),
-                depth: *depth_m,
-                tol: *lateral_tolerance_m,
-            },
-        };
-        let term_refs = task
-            .reward
-            .terms
-            .iter()
-            .map(|t| match &t.kind {
-                RewardKind::Success => TermRef::Success,
-                RewardKind::Distance {
-                    from,
-                    to,
-                    scale_m,
-                    xy_only,
-                } => TermRef::Distance {
-                    from: pt(from),
-                    to: pt(to),
-                    scale: *scale_m,
-                    xy: *xy_only,
-                },
-                RewardKind::Lift { object, height_m } => TermRef::Lift {
-                    object: obj(object),
-                    height: *height_m,
-                },
-                RewardKind::ActionL2 => TermRef::ActionL2,
-            })
-            .collect();
+        let judge = TaskJudge::new(&task);
         let placement = Placement::sample(&task, &mut Rng::new(0));
         let world = World::build(&template, &task, &placement)?;
         let controller = mapper_for(&task, &template.model, &placement.joint_pos_rad);
@@ -219,13 +124,11 @@ impl Env {
             world,
             controller,
             rng: Rng::new(0),
-            start_object_z: [0.0; MAX_OBJECTS],
             obs: Observation::default(),
             steps: 0,
             sim_time_s: 0.0,
             frames: Frames::default(),
-            success_refs,
-            term_refs,
+            judge,
             physics_fault: false,
         })
     }
@@ -300,9 +203,7 @@ impl Env {
         }
         self.sim_time_s = 0.0;
         self.observe();
-        for (i, o) in self.obs.objects().iter().enumerate() {
-            self.start_object_z[i] = o.pose.position_m[2];
-        }
+        self.judge.begin(&self.obs);
         Ok(self.obs)
     }
 
@@ -416,7 +317,6 @@ impl Env {
             sim_time_s: self.sim_time_s,
             ..Default::default()
         };
-        let mut terms = RewardTerms::new(self.term_refs.len());
         if !finite {
             self.obs = previous;
             self.obs.step = self.steps as u64;
@@ -427,47 +327,23 @@ impl Env {
             return Step {
                 obs: self.obs,
                 reward: 0.0,
-                terms,
+                terms: RewardTerms::new(self.task.reward.terms.len()),
                 terminated: false,
                 truncated: true,
                 info,
             };
         }
-        info.success = self.success();
-        for (i, t) in self.term_refs.iter().enumerate() {
-            let v = match *t {
-                TermRef::Success => f64::from(u8::from(info.success)),
-                TermRef::Distance {
-                    from,
-                    to,
-                    scale,
-                    xy,
-                } => 1.0 - (self.distance(from, to, xy) / scale).tanh(),
-                TermRef::Lift { object, height } => {
-                    let z = self.obs.objects[object].pose.position_m[2];
-                    ((z - self.start_object_z[object]) / height).clamp(0.0, 1.0)
-                }
-                TermRef::ActionL2 => {
-                    let s = a.as_slice();
-                    -(s.iter().map(|v| (v * v) as f64).sum::<f64>() / s.len() as f64)
-                }
-            };
-            terms.set(i, v);
-        }
-        let lost = self
-            .obs
-            .objects()
-            .iter()
-            .position(|o| o.pose.position_m[2] < FLOOR_Z_M);
-        info.termination = if info.success && self.task.terminate_on_success {
+        let j = self.judge.judge(&self.obs, a);
+        info.success = j.success;
+        info.termination = if j.success && self.task.terminate_on_success {
             Some(Termination::Success)
         } else {
-            lost.map(Termination::ObjectLost)
+            j.lost.map(Termination::ObjectLost)
         };
         Step {
             obs: self.obs,
-            reward: self.task.reward.fuse(&terms),
-            terms,
+            reward: j.reward,
+            terms: j.terms,
             terminated: info.termination.is_some(),
             truncated: info.termination.is_none() && self.steps >= self.task.episode_steps,
             info,
@@ -547,42 +423,6 @@ impl Env {
         let flat_ok = o.rebuild_flat();
         self.obs = o;
         robot_ok && o.objects().iter().all(|ob| ob.pose.is_finite()) && flat_ok
-    }
-
-    fn point(&self, p: PointRef) -> [f64; 3] {
-        match p {
-            PointRef::Tcp => self.obs.robot.tcp_pose.position_m,
-            PointRef::Keypoint(i) => self.obs.keypoints_m[i],
-            PointRef::Goal(i) => self.goals[i],
-        }
-    }
-
-    fn distance(&self, a: PointRef, b: PointRef, xy_only: bool) -> f64 {
-        let (a, b) = (self.point(a), self.point(b));
-        let dz = if xy_only { 0.0 } else { a[2] - b[2] };
-        ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + dz * dz).sqrt()
-    }
-
-    fn success(&self) -> bool {
-        match self.success_refs {
-            SuccessRefs::Near { a, b, tol, xy } => self.distance(a, b, xy) < tol,
-            SuccessRefs::Lifted { object, height } => {
-                let p = self.obs.objects[object].pose.position_m;
-                let tcp = self.obs.robot.tcp_pose.position_m;
-                let held =
-                    (0..3).map(|k| (p[k] - tcp[k]).powi(2)).sum::<f64>().sqrt() < HELD_DISTANCE_M;
-                p[2] - self.start_object_z[object] >= height && held
-            }
-            SuccessRefs::Inserted {
-                peg,
-                hole,
-                depth,
-                tol,
-            } => {
-                let (p, h) = (self.point(peg), self.point(hole));
-                (p[0] - h[0]).hypot(p[1] - h[1]) < tol && p[2] <= h[2] - depth
-            }
-        }
     }
 }
 

@@ -11,6 +11,9 @@
 //!   [`Env`] and [`SimRobot`] implement `reflex_core::SceneView` (cameras `front` and `wrist`,
 //!   the task's objects as a tracker would report them), which is all reward sources see.
 //! - [`env`] / [`vec_env`]: `reset(seed)` / `step(action)`, one or many environments.
+//! - [`reward`]: [`TaskJudge`], the task's reward terms, success and lost-object check as a
+//!   function of the observation alone; [`Env`] scores its steps with it, and the ROS 2 jobs
+//!   score a real arm's steps with it over the tracker's object poses.
 //! - [`expert`]: scripted experts for demonstrations.
 //! - [`sim_robot`]: [`SimRobot`], the simulator behind the `Robot` trait, for the runtime's
 //!   control loop.
@@ -56,7 +59,7 @@ pub use camera::{save_png, Camera, Frame, Intrinsics, Mount};
 pub use env::{default_urdf_path, Env, Step, StepInfo, Termination};
 pub use error::SimError;
 pub use expert::{noisy_expert_episodes, ScriptedExpert};
-pub use reward::RewardTerms;
+pub use reward::{Judgement, RewardTerms, TaskJudge};
 pub use sim_robot::SimRobot;
 pub use task::Task;
 pub use vec_env::VecEnv;

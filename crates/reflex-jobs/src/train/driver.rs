@@ -22,7 +22,7 @@ use reflex_learn::sac::Agent;
 use reflex_learn::stage::{EpisodeHook, RewardPlugin};
 use reflex_learn::store::{load_latest, ReplayLog};
 use reflex_policy::Role;
-use reflex_runtime::{NetPolicy, ResidualPolicy, Runtime, WeightsSlot};
+use reflex_runtime::{NetPolicy, ResidualPolicy, Runtime, Ticker, WeightsSlot};
 use reflex_sim::{ScriptedExpert, Task};
 use std::collections::VecDeque;
 use std::path::Path;
@@ -69,6 +69,8 @@ pub fn train_on<A: Arms>(
     cfg.validate().map_err(stage("configuration"))?;
     let started = Instant::now();
     let task = arms.task();
+    // A real-time arm is ticked at its loop rate and never held back for the learner.
+    let paced = arms.real_time();
     let act_dim = task.action_space.dim();
     let layout = arms.obs_layout()?;
     let obs_dim = layout.dim();
@@ -119,9 +121,10 @@ pub fn train_on<A: Arms>(
             let _ = std::fs::remove_dir_all(out.join(d));
         }
         progress(Progress::Stage("demonstrations"));
-        let expert = ScriptedExpert::new(task, &arms.make(0)?.1);
+        let expert = ScriptedExpert::new(task, &arms.model()?);
         let mut rt = runtime(arms, 0, Box::new(expert), None, &cfg.runtime)?;
-        let (_, transitions) = run_episodes(&mut rt, seeds(cfg.seed, 1, demo_episodes), true)?;
+        let (_, transitions) =
+            run_episodes(&mut rt, seeds(cfg.seed, 1, demo_episodes), true, paced)?;
         demos = transitions;
         progress(Progress::Stage("behaviour cloning"));
         let obs: Vec<f32> = demos
@@ -237,7 +240,7 @@ pub fn train_on<A: Arms>(
     )?;
     let eval_seeds = || seeds(cfg.seed, 2, cfg.eval_episodes);
     let evaluate = |rt: &mut Runtime<A::Robot>| -> Result<(f64, f64), TrainError> {
-        let (r, _) = run_episodes(rt, eval_seeds(), false)?;
+        let (r, _) = run_episodes(rt, eval_seeds(), false, paced)?;
         Ok(success_and_return(&r))
     };
     // The training runtime's episode ids (and seeds) continue across resumes: the replay knows
@@ -306,20 +309,30 @@ pub fn train_on<A: Arms>(
     let mut reward_wait = Duration::ZERO;
     let mut episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
     let mut step_id = 0u64;
+    let mut ticker = paced.then(|| Ticker::new(cfg.runtime.servo_rate_hz));
+    // Which runtime moved the arm last (the one to brake at the end of a real-time run).
+    let mut evaluated_last = false;
     let result: Result<(), TrainError> = (|| {
         loop {
             if INTERRUPT.load(Ordering::Relaxed) {
                 // Brake to a stop before anything else: the e-stop aborts the episode.
-                brake_to_rest(&mut rt);
+                brake_to_rest(&mut rt, paced);
                 stop_reason = "interrupted";
                 return Ok(());
             }
-            let t0 = Instant::now();
-            let rep = rt.tick();
-            tick_stats
-                .timing
-                .compute
-                .record(t0.elapsed().as_nanos() as u64);
+            let rep = match &mut ticker {
+                // The paced tick records its own compute time and jitter.
+                Some(t) => rt.tick_paced(t),
+                None => {
+                    let t0 = Instant::now();
+                    let rep = rt.tick();
+                    tick_stats
+                        .timing
+                        .compute
+                        .record(t0.elapsed().as_nanos() as u64);
+                    rep
+                }
+            };
             if let Some(o) = &rep.outcome {
                 scalars.add_terms(&o.terms);
             }
@@ -332,8 +345,12 @@ pub fn train_on<A: Arms>(
             }
             if rep.outcome.is_some() {
                 step_id += 1;
-                // Hold the simulator while the learner is behind its update-to-data ratio.
+                // Hold the simulator while the learner is behind its update-to-data ratio (a
+                // real-time arm is never held: the learner takes what it can).
                 loop {
+                    if paced {
+                        break;
+                    }
                     let steps = shared.env_steps.load(Ordering::Relaxed);
                     let ups = shared.updates.load(Ordering::Relaxed);
                     let learning = shared.learning.load(Ordering::Acquire);
@@ -362,6 +379,7 @@ pub fn train_on<A: Arms>(
                     // Let the learner take in the last steps, then evaluate without updates.
                     std::thread::sleep(Duration::from_millis(2));
                     shared.paused.store(true, Ordering::Release);
+                    evaluated_last = true;
                     let result = match evaluate(&mut eval_rt) {
                         Ok(r) => r,
                         Err(TrainError::Interrupted) => {
@@ -436,7 +454,12 @@ pub fn train_on<A: Arms>(
                 }
                 reward_wait += waited.elapsed();
                 episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+                evaluated_last = false;
                 step_id = 0;
+                // The schedule restarts after the reset (not counted as a deadline miss).
+                if paced {
+                    ticker = Some(Ticker::new(cfg.runtime.servo_rate_hz));
+                }
             }
             if last_progress.elapsed().as_secs_f64() > PROGRESS_EVERY_S {
                 last_progress = Instant::now();
@@ -472,6 +495,7 @@ pub fn train_on<A: Arms>(
     let interrupted = stop_reason == "interrupted";
     if !interrupted && state.evals.last().is_none_or(|r| r.env_steps != env_steps) {
         progress(Progress::Stage("final evaluation"));
+        evaluated_last = true;
         let result = evaluate(&mut eval_rt)?;
         let success = result.0;
         let last = shared.last.lock().map(|l| *l).unwrap_or_default();
@@ -488,6 +512,17 @@ pub fn train_on<A: Arms>(
             state.steps_to_target = Some(env_steps);
             state.minutes_to_target = Some(wall(&started) / 60.0);
         }
+    }
+    if paced && !interrupted {
+        // A real-time arm is left at rest, by the runtime that moved it last.
+        brake_to_rest(
+            if evaluated_last {
+                &mut eval_rt
+            } else {
+                &mut rt
+            },
+            true,
+        );
     }
     reflex_policy::PolicyFile::save(
         &learner.agent.deterministic_actor(),

@@ -4,17 +4,18 @@
 use super::config::{stage, TrainError};
 use super::{BRAKE_LIMIT_S, INTERRUPT};
 use reflex_core::{Robot, SceneReset, Transition};
-use reflex_runtime::Runtime;
+use reflex_runtime::{Runtime, Ticker};
 use std::sync::atomic::Ordering;
 
 /// Per episode (success, return), and the transitions kept.
 pub type EpisodeResults = (Vec<(bool, f64)>, Vec<Transition>);
 
-/// Presses `rt`'s e-stop, ticks until the arm is at rest (at most [`BRAKE_LIMIT_S`]) and
-/// releases the robot (`Runtime::shutdown`).
-pub fn brake_to_rest<R: Robot>(rt: &mut Runtime<R>) -> bool {
+/// Presses `rt`'s e-stop, ticks until the arm is at rest (at most [`BRAKE_LIMIT_S`]; paced at
+/// the loop rate when `paced`, as a real-time arm needs) and releases the robot
+/// (`Runtime::shutdown`).
+pub fn brake_to_rest<R: Robot>(rt: &mut Runtime<R>, paced: bool) -> bool {
     let max_ticks = (BRAKE_LIMIT_S * rt.config().servo_rate_hz) as u64;
-    let rested = rt.shutdown(max_ticks, false);
+    let rested = rt.shutdown(max_ticks, paced);
     if !rested {
         tracing::error!("the arm did not come to rest within {BRAKE_LIMIT_S} s of braking");
     }
@@ -22,26 +23,32 @@ pub fn brake_to_rest<R: Robot>(rt: &mut Runtime<R>) -> bool {
 }
 
 /// Runs whole episodes on `rt` from seeds `seeds`; returns per-episode (success, return) and
-/// every transition when `keep` (else they are drained and dropped). An interrupt brakes the
+/// every transition when `keep` (else they are drained and dropped). Ticks are paced at the
+/// loop rate when `paced` (a real-time arm), back to back otherwise. An interrupt brakes the
 /// arm to rest and returns [`TrainError::Interrupted`].
 pub fn run_episodes<R: Robot + SceneReset>(
     rt: &mut Runtime<R>,
     seeds: impl Iterator<Item = u64>,
     keep: bool,
+    paced: bool,
 ) -> Result<EpisodeResults, TrainError> {
     let mut results = Vec::new();
     let mut kept = Vec::new();
     let q = rt.transitions().clone();
     for seed in seeds {
-        rt.reset_episode(seed).map_err(stage("simulator"))?;
+        rt.reset_episode(seed).map_err(stage("scene reset"))?;
+        let mut ticker = paced.then(|| Ticker::new(rt.config().servo_rate_hz));
         let mut ret = 0.0;
         let mut success = false;
         loop {
             if INTERRUPT.load(Ordering::Relaxed) {
-                brake_to_rest(rt);
+                brake_to_rest(rt, paced);
                 return Err(TrainError::Interrupted);
             }
-            let rep = rt.tick();
+            let rep = match &mut ticker {
+                Some(t) => rt.tick_paced(t),
+                None => rt.tick(),
+            };
             if let Some(o) = rep.outcome {
                 if o.has_reward() {
                     ret += o.reward;
@@ -54,6 +61,17 @@ pub fn run_episodes<R: Robot + SceneReset>(
                 }
             }
             if rep.episode_done {
+                tracing::debug!(
+                    seed,
+                    steps = rt.observation().step,
+                    success,
+                    ret,
+                    faults = ?rt.stats().fault_counts(),
+                    object = ?rt.observation().objects[0].pose.position_m,
+                    tcp = ?rt.observation().robot.tcp_pose.position_m,
+                    health = ?rt.robot_health(),
+                    "episode done"
+                );
                 results.push((success, ret));
                 break;
             }

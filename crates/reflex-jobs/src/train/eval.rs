@@ -66,6 +66,6 @@ pub fn evaluate_run(
         None
     };
     let mut rt = runtime(&arms, 0, Box::new(base), residual, &cfg.runtime)?;
-    let (r, _) = run_episodes(&mut rt, seeds(seed, 4, episodes), false)?;
+    let (r, _) = run_episodes(&mut rt, seeds(seed, 4, episodes), false, false)?;
     Ok(success_and_return(&r))
 }
