@@ -70,6 +70,10 @@ def main():
         "reward_malformed": 0,
         "rewards_judged": 0,
         "rewards_pending": 0,
+        "velocity_over_limit": 0,
+        "velocity_stops": [],
+        "last_velocity": None,
+        "max_travel_rad": 0.0,
     }
     last_cmd = [None]
     last_cmd_time = [None]
@@ -110,6 +114,28 @@ def main():
         last_cmd_time[0] = now
         target[:] = msg.data
 
+    velocity = [0.0] * len(arm)
+
+    def on_velocity(msg):
+        # A forward velocity controller: the arm moves at the commanded velocities until told
+        # otherwise. Records every stop (all zeros after motion) with its time.
+        report["commands"] += 1
+        if len(msg.data) != len(arm):
+            report["bad_length"] += 1
+            return
+        if not all(math.isfinite(v) for v in msg.data):
+            report["non_finite"] += 1
+            return
+        if any(abs(v) > vmax[j] + 1e-9 for j, v in enumerate(msg.data)):
+            report["velocity_over_limit"] += 1
+        was_moving = any(v != 0.0 for v in velocity)
+        velocity[:] = msg.data
+        if was_moving and all(v == 0.0 for v in msg.data):
+            report["velocity_stops"].append(round(time.monotonic() - start_time[0], 3))
+        report["last_velocity"] = list(msg.data)
+
+    start_time = [time.monotonic()]
+
     def on_gripper(msg):
         nonlocal target_width
         report["gripper_commands"] += 1
@@ -143,7 +169,10 @@ def main():
             return
         on_command(Float64MultiArray(data=list(msg.points[0].positions)))
 
-    if cfg.get("interface") == "trajectory":
+    if cfg.get("interface") == "velocity":
+        node.create_subscription(Float64MultiArray, "/forward_velocity_controller/commands", on_velocity, reliable)
+        command_topic = "/forward_velocity_controller/commands"
+    elif cfg.get("interface") == "trajectory":
         node.create_subscription(JointTrajectory, "/joint_trajectory_controller/joint_trajectory", on_trajectory, reliable)
         command_topic = "/joint_trajectory_controller/joint_trajectory"
     else:
@@ -187,6 +216,8 @@ def main():
     names = list(reversed(fingers)) + list(reversed(arm)) + ["conveyor_joint"]
     dt = 1.0 / rate
     start = time.monotonic()
+    start_time[0] = start
+    q0 = list(q)
     next_t = start
     stamp_ns = time.time_ns()
     rearm_future = None
@@ -194,10 +225,19 @@ def main():
     while time.monotonic() - start < seconds:
         t = time.monotonic() - start
         faults = [f for (a, b, f) in schedule if a <= t < b]
-        # The arm: each joint tracks its target at up to twice its speed limit.
-        for j in range(len(arm)):
-            step = max(-2 * vmax[j] * dt, min(2 * vmax[j] * dt, target[j] - q[j]))
-            q[j] += step
+        if cfg.get("interface") == "velocity":
+            # The arm moves at the commanded velocities; it must stay inside its limits.
+            for j in range(len(arm)):
+                q[j] += velocity[j] * dt
+            if any(q[j] < qmin[j] - 1e-6 or q[j] > qmax[j] + 1e-6 for j in range(len(arm))):
+                report["outside_limits"] += 1
+            report["max_travel_rad"] = max(
+                report["max_travel_rad"], max(abs(a - b) for a, b in zip(q, q0)))
+        else:
+            # The arm: each joint tracks its target at up to twice its speed limit.
+            for j in range(len(arm)):
+                step = max(-2 * vmax[j] * dt, min(2 * vmax[j] * dt, target[j] - q[j]))
+                q[j] += step
         width += max(-0.2 * dt, min(0.2 * dt, target_width - width))
         want_estop = "estop" in faults
         if want_estop != estop_state:

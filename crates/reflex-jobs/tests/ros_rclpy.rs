@@ -411,3 +411,78 @@ fn an_rclpy_joint_trajectory_controller_gets_one_point_per_tick_by_joint_name() 
         "trajectory_msgs/msg/JointTrajectory"
     );
 }
+
+/// A velocity controller (as UR drivers offer) driven through the bridge: the rclpy arm moves at
+/// the commanded velocities and stays inside its limits; when the control loop stalls, the
+/// bridge sends zeros within its command timeout, and after the loop's shutdown the last word is
+/// zeros (such a controller would otherwise keep its last velocity forever).
+#[test]
+fn an_rclpy_velocity_controller_is_zeroed_when_the_loop_stalls_and_at_shutdown() {
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "an_rclpy_velocity_controller_is_zeroed_when_the_loop_stalls_and_at_shutdown",
+    ) {
+        return;
+    }
+    let domain = 77;
+    let task = Task::load("pick_cube").unwrap();
+    let params = bridge_params_with(
+        domain,
+        &[
+            "command_interface:=forward_velocity",
+            "command_timeout_s:=0.1",
+        ],
+    );
+    let (robot, model, cfg) = connect(&task, &params, EStop::new(), 200.0);
+    let l = cfg.limits.clone();
+    let driver_cfg = serde_json::json!({
+        "interface": "velocity",
+        "joint_names": model.joint_names,
+        "finger_names": model.gripper.as_ref().unwrap().finger_joints,
+        "joint_pos_min_rad": l.joint_pos_min_rad,
+        "joint_pos_max_rad": l.joint_pos_max_rad,
+        "joint_vel_max_rad_s": l.joint_vel_max_rad_s,
+        "initial_joint_pos_rad": task.arm.initial_joint_pos_rad,
+        "initial_gripper_width_m": 0.08,
+        "servo_period_s": 1.0 / 200.0,
+        "rate_hz": 250.0,
+        "seconds": 9.0,
+        "schedule": [],
+    });
+    let driver = spawn_driver("ros_arm_driver.py", &driver_cfg, domain);
+    let mut rt = Runtime::new(
+        robot,
+        cfg,
+        model,
+        Box::new(Wild { step: 0 }),
+        None,
+        EStop::new(),
+    )
+    .expect("the bridge starts");
+    rt.run(Duration::from_secs(3), true, |_, _| true);
+    // The loop stalls (no tick) for half a second, then goes on.
+    std::thread::sleep(Duration::from_millis(500));
+    let zeroed_in_stall = rt.robot().stats().velocity_zeroed.load(Ordering::Relaxed);
+    rt.run(Duration::from_secs(2), true, |_, _| true);
+    assert!(rt.shutdown(2000, true), "the arm came to rest");
+    drop(rt);
+    let report = driver_report(driver, "rclpy driver");
+    println!("velocity report: {report}");
+    let n = |k: &str| report[k].as_f64().unwrap();
+    assert!(n("commands") > 300.0, "{report}");
+    for k in [
+        "bad_length",
+        "non_finite",
+        "outside_limits",
+        "velocity_over_limit",
+    ] {
+        assert_eq!(n(k), 0.0, "{k}: {report}");
+    }
+    assert!(n("max_travel_rad") > 0.05, "the arm moved: {report}");
+    assert_eq!(zeroed_in_stall, 1, "zeros went out once in the stall");
+    // Stopped twice: in the stall, and at the end; the last velocity is zero.
+    let stops = report["velocity_stops"].as_array().unwrap();
+    assert!(stops.len() >= 2, "{report}");
+    let last: Vec<f64> = serde_json::from_value(report["last_velocity"].clone()).unwrap();
+    assert!(last.iter().all(|v| *v == 0.0), "{report}");
+    assert_eq!(report["publisher_type"], "std_msgs/msg/Float64MultiArray");
+}

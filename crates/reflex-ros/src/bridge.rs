@@ -96,6 +96,9 @@ pub struct BridgeStats {
     pub states_out_of_order: AtomicU64,
     /// Joint states superseded by a newer one before the tick read them.
     pub states_superseded: AtomicU64,
+    /// Zero velocities sent because the loop's commands stopped for `command_timeout_s`
+    /// (velocity controllers only).
+    pub velocity_zeroed: AtomicU64,
     /// Judged steps published on the reward topic.
     pub rewards_published: AtomicU64,
     /// Judged steps not published: the queue to the executor was full.
@@ -136,6 +139,8 @@ struct StateSample {
 #[derive(Clone, Copy, Debug, Default)]
 struct CommandSample {
     command: JointCommand,
+    /// Joint velocities for a velocity controller (zeros otherwise).
+    velocity: [f64; ARM_DOF],
     seq: u64,
     /// The last command of the session: publish it, then leave.
     last: bool,
@@ -305,6 +310,14 @@ pub struct RosRobot {
     estop: EStop,
     reward_tx: SpscSender<(u64, Outcome)>,
     reward_label: Arc<OnceLock<String>>,
+    /// Velocity controller: gain on the position error (None: a position interface).
+    velocity_gain: Option<f64>,
+    /// The last measured joint positions `read_state` handed out.
+    measured: Option<[f64; ARM_DOF]>,
+    /// When the last command was written (robot clock), for the setpoint's rate of change.
+    last_command_ns: u64,
+    /// Velocity commands stay within these (the URDF's, tightened by the loop's at start).
+    velocity_limits: [f64; ARM_DOF],
 }
 
 /// Where operator messages go once the runtime exists.
@@ -393,6 +406,7 @@ impl RosRobot {
         ));
         let scene_copy = Arc::new(Mutex::new(SceneSample::default()));
         let (reward_tx, reward_rx) = spsc(REWARD_QUEUE);
+        let velocity_limits = std::array::from_fn(|j| model.limits[j].velocity);
         let reward_label = Arc::new(OnceLock::new());
         let mut ex = Executor::new(
             ctx,
@@ -454,6 +468,11 @@ impl RosRobot {
             estop,
             reward_tx,
             reward_label,
+            velocity_gain: (params.command_interface == CommandInterface::ForwardVelocity)
+                .then_some(params.velocity_gain),
+            measured: None,
+            last_command_ns: 0,
+            velocity_limits,
         })
     }
 
@@ -516,15 +535,45 @@ impl RosRobot {
     }
 
     fn publish(&mut self, command: &JointCommand, last: bool) {
+        let velocity = if last {
+            [0.0; ARM_DOF]
+        } else {
+            self.velocity_for(command)
+        };
         self.cmd_seq += 1;
         self.last_command = *command;
         self.cmd_tx.write(CommandSample {
             command: *command,
+            velocity,
             seq: self.cmd_seq,
             last,
         });
         // A failed wake (never seen) leaves the executor to its 20 ms poll timeout.
         let _ = self.waker.wake();
+    }
+}
+
+impl RosRobot {
+    /// The joint velocities that track `command` on a velocity controller: the setpoint's rate
+    /// of change since the last command plus the gain times the remaining error, each within
+    /// the URDF's velocity limit; zeros for a position interface, and for anything non-finite.
+    fn velocity_for(&mut self, command: &JointCommand) -> [f64; ARM_DOF] {
+        let Some(gain) = self.velocity_gain else {
+            return [0.0; ARM_DOF];
+        };
+        let now = self.clock_ns();
+        let dt = now.saturating_sub(self.last_command_ns) as f64 * 1e-9;
+        // A gap (the first command, a reset, a stalled loop) carries no rate of change.
+        let feedforward = (self.last_command_ns > 0 && dt > 1e-4 && dt < 0.05).then_some(dt);
+        self.last_command_ns = now;
+        crate::decode::velocity_command(
+            &command.joint_pos_rad,
+            &self.last_command.joint_pos_rad,
+            feedforward,
+            self.measured.as_ref(),
+            gain,
+            &self.velocity_limits,
+        )
     }
 }
 
@@ -564,9 +613,11 @@ impl Robot for RosRobot {
             return Err(RobotError::Stale);
         }
         if sample.non_finite {
+            self.measured = None;
             return Err(RobotError::NonFinite);
         }
         *state = sample.state;
+        self.measured = Some(sample.state.joint_pos_rad);
         Ok(())
     }
 
@@ -680,6 +731,10 @@ impl Robot for RosRobot {
         limits: &reflex_core::SafetyLimits,
         timeout: Duration,
     ) -> Result<(), StartError> {
+        // A velocity controller is commanded within the loop's own speed limits.
+        for (j, v) in self.velocity_limits.iter_mut().enumerate() {
+            *v = v.min(limits.joint_vel_max_rad_s[j]);
+        }
         reflex_core::start_default(self, limits, timeout).map_err(|e| match e {
             StartError::NoState { waited_s, last } => StartError::NoState {
                 waited_s,
@@ -842,6 +897,10 @@ struct Executor {
     /// Least time between two published commands (zero: every command).
     command_interval: Duration,
     last_publish: Option<Instant>,
+    /// Velocity controllers: zeros go out when commands stop for this long.
+    command_timeout: Duration,
+    /// Velocity controllers: the last velocities sent were not all zero.
+    moving: bool,
     seq: u64,
     decoder: JointStateDecoder,
     scene: SceneSample,
@@ -919,7 +978,7 @@ impl Executor {
         let controller = params.arm_controller.trim_end_matches('/');
         let (mut arm_forward, mut arm_trajectory) = (None, None);
         match params.command_interface {
-            CommandInterface::ForwardPosition => {
+            CommandInterface::ForwardPosition | CommandInterface::ForwardVelocity => {
                 let name = format!("{controller}/commands");
                 arm_forward = Some(advertise::<Float64MultiArray>(n, &name, qos_command())?);
             }
@@ -1049,6 +1108,8 @@ impl Executor {
                 Duration::ZERO
             },
             last_publish: None,
+            command_timeout: Duration::from_secs_f64(params.command_timeout_s),
+            moving: false,
             seq: 0,
             decoder,
             scene: SceneSample::default(),
@@ -1108,7 +1169,9 @@ impl Executor {
                 self.publish_diagnostics();
                 next_diag = Instant::now() + self.diagnostics_period;
             }
-            if self.io.shutdown.load(Ordering::Acquire) {
+            let shutting_down = self.io.shutdown.load(Ordering::Acquire);
+            self.zero_velocity_if_silent(shutting_down);
+            if shutting_down {
                 return;
             }
         }
@@ -1499,6 +1562,42 @@ impl Executor {
         }
     }
 
+    /// Publishes joint velocities to the velocity controller.
+    fn publish_velocity(&mut self, v: &[f64; ARM_DOF]) -> bool {
+        self.arm_msg.data.copy_from_slice(v);
+        self.arm_forward
+            .as_ref()
+            .map(|p| p.publish(self.arm_msg.clone()).is_ok())
+            .unwrap_or(false)
+    }
+
+    /// A velocity controller holds its last velocity forever: when the loop's commands stop
+    /// for `command_timeout_s` (a stalled or dead loop), or the bridge shuts down, zeros go out
+    /// once.
+    fn zero_velocity_if_silent(&mut self, shutting_down: bool) {
+        if self.interface != CommandInterface::ForwardVelocity || !self.moving {
+            return;
+        }
+        let silent = self
+            .last_publish
+            .is_none_or(|t| t.elapsed() >= self.command_timeout);
+        if silent || shutting_down {
+            if self.publish_velocity(&[0.0; ARM_DOF]) {
+                self.moving = false;
+            }
+            self.io
+                .stats
+                .velocity_zeroed
+                .fetch_add(1, Ordering::Relaxed);
+            if silent && !shutting_down {
+                tracing::warn!(
+                    "no command from the control loop for {:?}: velocities zeroed",
+                    self.command_timeout
+                );
+            }
+        }
+    }
+
     /// How long until a command held back by `max_command_rate_hz` may go out (the poll's
     /// longest wait while one is pending).
     fn deferred_for(&mut self) -> Duration {
@@ -1528,6 +1627,10 @@ impl Executor {
         self.cmd_seq = sample.seq;
         let c = &sample.command;
         let ok = match self.interface {
+            CommandInterface::ForwardVelocity => {
+                self.moving = sample.velocity.iter().any(|v| *v != 0.0);
+                self.publish_velocity(&sample.velocity)
+            }
             CommandInterface::ForwardPosition => {
                 self.arm_msg.data.copy_from_slice(&c.joint_pos_rad);
                 self.arm_forward
@@ -1606,6 +1709,7 @@ impl Executor {
             ("object_updates", &s.object_updates),
             ("objects_refused", &s.objects_refused),
             ("estop_messages", &s.estop_messages),
+            ("velocity_zeroed", &s.velocity_zeroed),
             ("rewards_published", &s.rewards_published),
             ("rewards_dropped", &s.rewards_dropped),
         ] {

@@ -4,6 +4,9 @@
 //! refused; a missing velocity is differentiated from positions. A non-finite value is not
 //! refused but flagged, so the loop can hold at once. Pure, so property tests cover it without
 //! DDS.
+//!
+//! Commands out to a velocity controller: [`velocity_command`], the joint velocities that track
+//! the runtime's position setpoints, always finite and within the limits.
 
 use crate::msg::{JointState, Time};
 use reflex_core::{ArmModel, Pose, RobotState, ARM_DOF};
@@ -116,6 +119,39 @@ impl JointStateDecoder {
     }
 }
 
+/// The joint velocities that track `target` on a velocity controller: its rate of change
+/// since `previous` over `dt_s` (when `dt_s` is given) plus `gain` times the error from
+/// `measured` (when known), each clamped to `limits`; a non-finite component is zero. Always
+/// finite and within `limits` (which must be non-negative).
+pub fn velocity_command(
+    target: &[f64; ARM_DOF],
+    previous: &[f64; ARM_DOF],
+    dt_s: Option<f64>,
+    measured: Option<&[f64; ARM_DOF]>,
+    gain: f64,
+    limits: &[f64; ARM_DOF],
+) -> [f64; ARM_DOF] {
+    std::array::from_fn(|j| {
+        let mut v = match dt_s {
+            Some(dt) if dt > 0.0 => (target[j] - previous[j]) / dt,
+            _ => 0.0,
+        };
+        if let Some(q) = measured {
+            v += gain * (target[j] - q[j]);
+        }
+        let limit = if limits[j].is_finite() {
+            limits[j].max(0.0)
+        } else {
+            0.0
+        };
+        if v.is_finite() {
+            v.clamp(-limit, limit)
+        } else {
+            0.0
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +240,26 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the setpoints, measurements, period and gain (NaN and infinities
+        /// included), a velocity command is finite and within every joint's limit.
+        #[test]
+        fn velocity_commands_stay_finite_and_within_the_limits(
+            target in prop::array::uniform7(prop_oneof![
+                -10.0..10.0f64, Just(f64::NAN), Just(f64::INFINITY), Just(-1e300)]),
+            previous in prop::array::uniform7(-10.0..10.0f64),
+            measured in prop::option::of(prop::array::uniform7(prop_oneof![
+                -10.0..10.0f64, Just(f64::NAN)])),
+            dt in prop::option::of(prop_oneof![0.0..0.1f64, Just(1e-12), Just(f64::NAN)]),
+            gain in prop_oneof![0.0..100.0f64, Just(f64::INFINITY)],
+            limits in prop::array::uniform7(0.0..3.0f64),
+        ) {
+            let v = velocity_command(&target, &previous, dt, measured.as_ref(), gain, &limits);
+            for j in 0..ARM_DOF {
+                prop_assert!(v[j].is_finite());
+                prop_assert!(v[j].abs() <= limits[j], "joint {}: {} > {}", j, v[j], limits[j]);
+            }
+        }
 
         /// Whatever arrives, an accepted state is either finite or flagged, carries every
         /// configured joint's own value (matched by name), and stamps never go backwards.

@@ -2,8 +2,9 @@
 //! simulator drive any ros2_control arm through it.
 //!
 //! - [`RosRobot`] implements [`reflex_core::Robot`] in ros2_control conventions: joint states in
-//!   (`sensor_msgs/JointState`, matched by name), commands out to a forward position controller
-//!   (`std_msgs/Float64MultiArray`) or a joint trajectory controller
+//!   (`sensor_msgs/JointState`, matched by name), commands out to a forward position or velocity
+//!   controller (`std_msgs/Float64MultiArray`; velocities zeroed when the loop stops) or a joint
+//!   trajectory controller
 //!   (`trajectory_msgs/JointTrajectory`), the gripper on its own controller; object poses from
 //!   `/tf` or a `geometry_msgs/PoseArray`; the e-stop topic and re-arm service; an operator's
 //!   `TwistStamped` or `Joy` into the runtime's takeover rule ([`operator`]); `/diagnostics`,

@@ -314,6 +314,13 @@ pub enum CommandInterface {
     /// A `joint_trajectory_controller`: a one-point `trajectory_msgs/JointTrajectory` on
     /// `<controller>/joint_trajectory` every tick, reached after `trajectory_lead_s`.
     JointTrajectory,
+    /// A `forward_command_controller` on velocities (`forward_velocity_controller`, as UR
+    /// drivers offer): `std_msgs/Float64MultiArray` of joint velocities on
+    /// `<controller>/commands`, tracking the runtime's position setpoints (their rate of change
+    /// plus `velocity_gain` times the remaining error), within the URDF's velocity limits.
+    /// Zeros on shutdown, and whenever the loop's commands stop for `command_timeout_s`: such
+    /// a controller would otherwise keep its last velocity forever.
+    ForwardVelocity,
 }
 
 /// Where tracked object poses come from.
@@ -376,11 +383,19 @@ pub struct BridgeParams {
     pub gripper_joint_names: Option<Vec<String>>,
     /// `joint_states_topic` (default `/joint_states`).
     pub joint_states_topic: String,
-    /// `command_interface` (`forward_position` (default) or `joint_trajectory`).
+    /// `command_interface` (`forward_position` (default), `joint_trajectory` or
+    /// `forward_velocity`).
     pub command_interface: CommandInterface,
-    /// `arm_controller` (default `/forward_position_controller`, or
-    /// `/joint_trajectory_controller`): the controller's namespace; commands go to
-    /// `<arm_controller>/commands` or `<arm_controller>/joint_trajectory`.
+    /// `velocity_gain` (1/s, default 5; `forward_velocity` only): how fast the remaining
+    /// position error is closed.
+    pub velocity_gain: f64,
+    /// `command_timeout_s` (s, default 0.1; `forward_velocity` only): zeros go out when the
+    /// loop's commands stop for this long.
+    pub command_timeout_s: f64,
+    /// `arm_controller` (default `/forward_position_controller`,
+    /// `/joint_trajectory_controller` or `/forward_velocity_controller`): the controller's
+    /// namespace; commands go to `<arm_controller>/commands` or
+    /// `<arm_controller>/joint_trajectory`.
     pub arm_controller: String,
     /// `gripper_controller` (default `/gripper_controller`; empty: no gripper commands): a
     /// forward position controller over `gripper_joint_names`.
@@ -501,16 +516,18 @@ impl BridgeParams {
             .choice(
                 "command_interface",
                 "forward_position",
-                &["forward_position", "joint_trajectory"],
+                &["forward_position", "joint_trajectory", "forward_velocity"],
             )?
             .as_str()
         {
             "joint_trajectory" => CommandInterface::JointTrajectory,
+            "forward_velocity" => CommandInterface::ForwardVelocity,
             _ => CommandInterface::ForwardPosition,
         };
         let default_controller = match command_interface {
             CommandInterface::ForwardPosition => "/forward_position_controller",
             CommandInterface::JointTrajectory => "/joint_trajectory_controller",
+            CommandInterface::ForwardVelocity => "/forward_velocity_controller",
         };
         let objects_source = match r
             .choice("objects_source", "none", &["none", "tf", "pose_array"])?
@@ -549,6 +566,8 @@ impl BridgeParams {
             gripper_joint_names,
             joint_states_topic: r.string("joint_states_topic", "/joint_states")?,
             command_interface,
+            velocity_gain: r.double("velocity_gain", 5.0, 0.0, 100.0)?,
+            command_timeout_s: r.double("command_timeout_s", 0.1, 0.005, 5.0)?,
             arm_controller: r.string("arm_controller", default_controller)?,
             gripper_controller: r.string("gripper_controller", "/gripper_controller")?,
             trajectory_lead_s: (lead > 0.0).then_some(lead),
