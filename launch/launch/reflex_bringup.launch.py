@@ -1,16 +1,17 @@
 """Starts Reflex against a ros2_control arm: robot_state_publisher with the arm's URDF, the
-Reflex node (`reflex ros run`) with a parameter file, and optionally Reflex's simulated arm
-(`reflex ros sim-arm`) standing in for the real one.
+Reflex node with a parameter file (`reflex ros run`, or with train:=true `reflex ros train`), and
+optionally Reflex's simulated arm (`reflex ros sim-arm`) standing in for the real one.
 
     ros2 launch reflex_bringup reflex_bringup.launch.py                      # simulated arm
     ros2 launch reflex_bringup reflex_bringup.launch.py sim:=false \\
         params:=/path/to/my_arm.yaml urdf:=/path/to/my_arm.urdf policy:=/path/to/run/base.safetensors \\
         residual:=/path/to/run/policy.safetensors
+    ros2 launch reflex_bringup reflex_bringup.launch.py train:=true out:=runs/my_arm   # training
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
+from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import Command, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -26,6 +27,9 @@ def generate_launch_description():
     residual = LaunchConfiguration("residual")
     rate = LaunchConfiguration("rate")
     sim = LaunchConfiguration("sim")
+    train = LaunchConfiguration("train")
+    train_config = LaunchConfiguration("train_config")
+    out = LaunchConfiguration("out")
     return LaunchDescription([
         DeclareLaunchArgument("params", default_value=PathJoinSubstitution([share, "config", "sim_arm.yaml"]),
                               description="The Reflex node's parameter file"),
@@ -41,6 +45,12 @@ def generate_launch_description():
                               description="Control loop rate, Hz"),
         DeclareLaunchArgument("sim", default_value="true",
                               description="Also start Reflex's simulated arm"),
+        DeclareLaunchArgument("train", default_value="false",
+                              description="Train the residual (`reflex ros train`) instead of running a policy"),
+        DeclareLaunchArgument("train_config", default_value=PathJoinSubstitution([share, "config", "ros_train.toml"]),
+                              description="The training run's configuration (train:=true)"),
+        DeclareLaunchArgument("out", default_value="runs/ros_train",
+                              description="The training run's directory (train:=true)"),
         Node(
             package="robot_state_publisher",
             executable="robot_state_publisher",
@@ -62,6 +72,17 @@ def generate_launch_description():
             arguments=["ros", "run", "--task", task, "--policy", policy, "--residual", residual,
                        "--rate", rate],
             parameters=[params, {"urdf": urdf}],
+            condition=UnlessCondition(train),
+            output="screen",
+        ),
+        Node(
+            package="reflex_bringup",
+            executable="reflex",
+            name="reflex",
+            arguments=["ros", "train", "--config", train_config, "--task", task, "--out", out,
+                       "--rate", rate],
+            parameters=[params, {"urdf": urdf}],
+            condition=IfCondition(train),
             output="screen",
         ),
     ])

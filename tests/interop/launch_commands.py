@@ -7,11 +7,11 @@ command line: `<prefix>/lib/<pkg>/<exec> <arguments> --ros-args -r __node:=<name
 does (`/**: ros__parameters: {...}`). robot_state_publisher (another package) is listed by name
 only.
 
-- XML: `<arg>` defaults, `$(var)`, `$(find-pkg-share)`, `if=`, `<param from=>` and
+- XML: `<arg>` defaults, `$(var)`, `$(find-pkg-share)`, `if=`, `unless=`, `<param from=>` and
   `<param name= value=>`.
 - Python: the `Node(...)` and `DeclareLaunchArgument(...)` calls of generate_launch_description,
   read from the syntax tree (never executed): LaunchConfiguration, PathJoinSubstitution,
-  FindPackageShare, IfCondition.
+  FindPackageShare, IfCondition, UnlessCondition.
 
 Usage: launch_commands.py FILE PREFIX OUTDIR [name:=value ...]
 """
@@ -82,6 +82,8 @@ def from_xml(path, prefix, outdir, overrides):
         elif el.tag == "node":
             if el.get("if") is not None and not truthy(subst(el.get("if"))):
                 continue
+            if el.get("unless") is not None and truthy(subst(el.get("unless"))):
+                continue
             pkg, exe, name = el.get("pkg"), el.get("exec"), el.get("name")
             if pkg != "reflex_bringup":
                 nodes.append({"package": pkg, "name": name})
@@ -134,8 +136,14 @@ def from_python(path, prefix, outdir, overrides):
         kw = {k_.arg: k_.value for k_ in c.keywords}
         pkg, exe, name = value(kw["package"]), value(kw["executable"]), value(kw["name"])
         cond = kw.get("condition")
-        if cond is not None and not truthy(value(cond.args[0])):
-            continue
+        if cond is not None:
+            holds = truthy(value(cond.args[0]))
+            if cond.func.id == "UnlessCondition":
+                holds = not holds
+            elif cond.func.id != "IfCondition":
+                raise ValueError(f"{path}:{cond.lineno}: condition {cond.func.id} is not supported here")
+            if not holds:
+                continue
         if pkg != "reflex_bringup":
             nodes.append({"package": pkg, "name": name})
             continue

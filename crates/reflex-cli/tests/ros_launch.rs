@@ -165,3 +165,71 @@ fn the_launch_files_start_a_reflex_node_that_drives_the_simulated_arm() {
     assert!(stdout.contains("came to rest: true"), "{stdout}");
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// `train:=true`: both launch files start `reflex ros train` instead of `reflex ros run`, with
+/// the same command line; run exactly (with a one-episode configuration), it trains through DDS
+/// against the simulated arm the launch file also starts and writes its run directory.
+#[test]
+fn the_launch_files_start_training_against_the_simulated_arm() {
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "the_launch_files_start_training_against_the_simulated_arm",
+    ) {
+        return;
+    }
+    let tmp = std::env::temp_dir().join(format!("reflex-launch-train-{}", std::process::id()));
+    let prefix = tmp.join("install");
+    let gen = tmp.join("gen");
+    std::fs::create_dir_all(&gen).unwrap();
+    let st = Command::new(repo().join("scripts/install-ros-package.sh"))
+        .arg(&prefix)
+        .arg(env!("CARGO_BIN_EXE_reflex"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let config = tmp.join("tiny.toml");
+    std::fs::write(
+        &config,
+        "demo_episodes = 1\nmax_env_steps = 10\neval_episodes = 1\nminutes = 2.0\n",
+    )
+    .unwrap();
+    let out = tmp.join("run");
+    let overrides = [
+        "train:=true".to_string(),
+        format!("train_config:={}", config.display()),
+        format!("out:={}", out.display()),
+    ];
+    let overrides: Vec<&str> = overrides.iter().map(|s| s.as_str()).collect();
+    let py = commands("reflex_bringup.launch.py", &prefix, &gen, &overrides);
+    let xml = commands("reflex_bringup.launch.xml", &prefix, &gen, &overrides);
+    assert_eq!(
+        comparable(&py),
+        comparable(&xml),
+        "the two launch files agree"
+    );
+    let cmds = comparable(&py);
+    assert_eq!(cmds.len(), 2, "{py}");
+    assert_eq!(&cmds[1][1..3], ["ros", "train"], "{py}");
+    let train_cmd: Vec<String> = py[2]["cmd"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let share = prefix.join("share/reflex_bringup");
+    let domain = "84";
+    let mut arm = start(&cmds[0], &share, domain, &tmp.join("arm.log"));
+    let node = start(&train_cmd, &share, domain, &tmp.join("node.log"));
+    let out_node = node.wait_with_output().unwrap();
+    sigterm(&arm);
+    assert!(arm.wait().unwrap().success());
+    let _ = arm.stdout.take();
+    let log = std::fs::read_to_string(tmp.join("node.log")).unwrap_or_default();
+    assert!(out_node.status.success(), "node: {log}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["env_steps"].as_u64().unwrap() >= 10, "{summary}");
+    assert_eq!(summary["stop_reason"], "step budget", "{summary}");
+    assert!(out.join("policy.safetensors").exists());
+    std::fs::remove_dir_all(&tmp).ok();
+}
