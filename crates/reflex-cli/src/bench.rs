@@ -42,6 +42,10 @@ pub struct BenchRosArgs {
     /// DDS domain id.
     #[arg(long, default_value_t = 97)]
     domain_id: u16,
+    /// The r2r candidate: a command that runs it (built by scripts/build-r2r-echo.sh)
+    /// [default: scripts/r2r-echo.sh when target/release/r2r-echo exists].
+    #[arg(long)]
+    r2r_echo: Option<std::path::PathBuf>,
     /// Print a JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -228,6 +232,11 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
                 seconds: a.seconds,
                 python: a.python.clone(),
                 domain_id: a.domain_id,
+                r2r_echo: a.r2r_echo.clone().or_else(|| {
+                    std::path::Path::new("target/release/r2r-echo")
+                        .exists()
+                        .then(|| "scripts/r2r-echo.sh".into())
+                }),
             })?,
             a.json,
         ),

@@ -5,8 +5,9 @@
 //! rate and times each until the first `std_msgs/Float64MultiArray` that follows it. The Reflex
 //! candidate is the whole control loop on the arm's clock: the bridge wakes the control thread
 //! when a state arrives, which runs one runtime tick (read, policy, safety filter, write). The
-//! rclpy candidate (`... echo`) answers each state with its positions. Every participant is
-//! restricted to loopback (rustdds to 127.0.0.1, Fast DDS to `LOCALHOST`).
+//! rclpy candidate (`... echo`) answers each state with its positions, and so does the r2r
+//! candidate (`tests/interop/r2r_echo`, when built: `scripts/build-r2r-echo.sh`). Every
+//! participant is restricted to loopback (rustdds to 127.0.0.1, Fast DDS to `LOCALHOST`).
 
 use super::BenchReport;
 use crate::arms::runtime_config;
@@ -33,6 +34,8 @@ pub struct BenchRosSpec {
     pub python: PathBuf,
     /// DDS domain.
     pub domain_id: u16,
+    /// A command that runs the r2r candidate (None: not measured).
+    pub r2r_echo: Option<PathBuf>,
 }
 
 /// Round trips of one candidate at one rate.
@@ -206,12 +209,32 @@ fn rclpy_round_trips(spec: &BenchRosSpec, rate: f64) -> Result<RoundTrips> {
     summarise("rclpy node (Fast DDS)", rate, out?)
 }
 
+fn r2r_round_trips(
+    spec: &BenchRosSpec,
+    command: &std::path::Path,
+    rate: f64,
+) -> Result<RoundTrips> {
+    let mut echo = Command::new(command)
+        .env("ROS_DOMAIN_ID", spec.domain_id.to_string())
+        .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("{}: the r2r candidate", command.display()))?;
+    let out = pinger(spec, rate)?.wait_with_output();
+    let _ = echo.kill();
+    let _ = echo.wait();
+    summarise("r2r node (rcl, Fast DDS)", rate, out?)
+}
+
 /// Runs the benchmark.
 pub fn ros(spec: &BenchRosSpec) -> Result<BenchReport> {
     let mut rows = Vec::new();
     for &rate in &spec.rates {
         rows.push(reflex_round_trips(spec, rate)?);
         rows.push(rclpy_round_trips(spec, rate)?);
+        if let Some(c) = &spec.r2r_echo {
+            rows.push(r2r_round_trips(spec, c, rate)?);
+        }
     }
     let lines = rows
         .iter()
@@ -221,9 +244,9 @@ pub fn ros(spec: &BenchRosSpec) -> Result<BenchReport> {
                 r.rate_hz, r.candidate, r.p50_us, r.p99_us, r.max_us, r.sent, r.unanswered
             )
         })
-        .chain(std::iter::once(
-            "r2r: not measured (r2r builds only where ROS 2 is sourced)".to_string(),
-        ))
+        .chain(spec.r2r_echo.is_none().then(|| {
+            "r2r: not measured (build its candidate with scripts/build-r2r-echo.sh)".to_string()
+        }))
         .collect();
     Ok(BenchReport {
         lines,
