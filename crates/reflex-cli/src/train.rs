@@ -114,7 +114,8 @@ pub fn run_job(
     };
     let (plugin, mut oracle) = reward_plugin(&task, cfg.seed, &cfg.reward, &flags, &out)
         .map_err(|e| anyhow::anyhow!(e))?;
-    if let (true, Some(o)) = (real.is_some(), oracle.take()) {
+    // (Taken only for a real arm: dropping the oracle would stop the simulator's.)
+    if let Some(o) = oracle.take_if(|_| real.is_some()) {
         o.stop();
         bail!(
             "the built-in VLM oracle answers from the simulator's ground truth, which a real arm \
