@@ -29,6 +29,7 @@ from cyclonedds.idl import IdlStruct
 from cyclonedds.idl.types import float64, int32, sequence, uint32
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
+from cyclonedds.internal import InvalidSample
 from cyclonedds.topic import Topic
 
 
@@ -85,13 +86,18 @@ def main():
     q = list(cfg["initial_joint_pos_rad"])
     target = list(q)
     width, target_width = 0.08, 0.08
-    report = {"commands": 0, "gripper_commands": 0, "bad_length": 0, "non_finite": 0, "outside_limits": 0}
+    report = {"commands": 0, "gripper_commands": 0, "bad_length": 0, "non_finite": 0, "outside_limits": 0,
+              "writer_gone": 0}
     names = list(reversed(arm)) + list(fingers) + ["conveyor_joint"]
     dt = 1.0 / rate
     start = time.monotonic()
     next_t = start
     while time.monotonic() - start < seconds:
         for msg in cmd_reader.take(N=100):
+            if isinstance(msg, InvalidSample):
+                # No data: the writer went away (the bridge shut down before this driver).
+                report["writer_gone"] += 1
+                continue
             report["commands"] += 1
             if len(msg.data) != len(arm):
                 report["bad_length"] += 1
@@ -103,6 +109,9 @@ def main():
                 report["outside_limits"] += 1
             target = list(msg.data)
         for msg in grip_reader.take(N=100):
+            if isinstance(msg, InvalidSample):
+                report["writer_gone"] += 1
+                continue
             report["gripper_commands"] += 1
             if len(msg.data) == len(fingers):
                 target_width = sum(msg.data)
