@@ -5,7 +5,7 @@
 //! simulator's own. Runs in a loopback-only network namespace.
 
 use nalgebra::Point3;
-use reflex_core::{Frame, SceneView, TrackedObject};
+use reflex_core::{Frame, Robot, SceneView, TrackedObject};
 use reflex_jobs::ros::{scene_spec, SimServedArm};
 use reflex_ros::arm_server::{serve, ArmServerSettings, ArmServerStats};
 use reflex_ros::{BridgeParams, Reader, RosArgs, RosRobot};
@@ -67,7 +67,8 @@ fn the_bridge_sees_the_simulated_arms_camera_and_cube_through_ros_topics() {
             .unwrap();
         })
     };
-    let robot = RosRobot::connect(&p, "reflex", "/", scene_spec(&task, &[]), EStop::new()).unwrap();
+    let mut robot =
+        RosRobot::connect(&p, "reflex", "/", scene_spec(&task, &[]), EStop::new()).unwrap();
     assert_eq!(robot.cameras(), vec!["front".to_string()]);
     let mut frame = Frame::new(64, 64);
     let mut objects: Vec<TrackedObject> = Vec::new();
@@ -85,6 +86,25 @@ fn the_bridge_sees_the_simulated_arms_camera_and_cube_through_ros_topics() {
     }
     let err = robot.render("side", &mut frame).unwrap_err().to_string();
     assert!(err.contains("side") && err.contains("front"), "{err}");
+    // A reset returns only once the tracker reports the new scene: the cube's pose read right
+    // after it is the new placement, never the last episode's (the judge's start heights come
+    // from it).
+    let mut obs = reflex_core::Observation::default();
+    for _ in 0..3 {
+        robot.read_scene(&mut obs);
+        let before = obs.objects[0].pose.position_m;
+        reflex_core::SceneReset::reset_scene(&mut robot, 0).unwrap();
+        robot.read_scene(&mut obs);
+        let after = obs.objects[0].pose.position_m;
+        let moved = (0..3)
+            .map(|k| (after[k] - before[k]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            moved > 1e-3,
+            "the cube read after a reset is the old scene's: {before:?}"
+        );
+    }
     stop.store(true, Ordering::Release);
     server.join().unwrap();
 

@@ -318,6 +318,8 @@ pub struct RosRobot {
     last_command_ns: u64,
     /// Velocity commands stay within these (the URDF's, tightened by the loop's at start).
     velocity_limits: [f64; ARM_DOF],
+    /// Object poses come from a tracker topic.
+    tracks_objects: bool,
 }
 
 /// Where operator messages go once the runtime exists.
@@ -407,6 +409,8 @@ impl RosRobot {
         let scene_copy = Arc::new(Mutex::new(SceneSample::default()));
         let (reward_tx, reward_rx) = spsc(REWARD_QUEUE);
         let velocity_limits = std::array::from_fn(|j| model.limits[j].velocity);
+        let tracks_objects =
+            params.objects_source != ObjectsSource::None && !spec.objects.is_empty();
         let reward_label = Arc::new(OnceLock::new());
         let mut ex = Executor::new(
             ctx,
@@ -473,6 +477,7 @@ impl RosRobot {
             measured: None,
             last_command_ns: 0,
             velocity_limits,
+            tracks_objects,
         })
     }
 
@@ -823,19 +828,26 @@ impl SceneReset for RosRobot {
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| ResetError::Failed("no answer within 10 s".into()))?;
         answer.map_err(ResetError::Failed)?;
+        // The episode starts from what the arm and the tracker report after the reset: a pose
+        // from before it would judge the new episode against the old scene (a cube lifted in
+        // the last episode would be its start height).
         let after = self.clock_ns();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if self.state_rx.read().received_ns > after {
+            let state_fresh = self.state_rx.read().received_ns > after;
+            let scene_fresh = !self.tracks_objects || self.scene_rx.read().received_ns > after;
+            if state_fresh && scene_fresh {
                 self.steps = 0;
                 self.success.store(false, Ordering::Release);
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Err(ResetError::Failed(
-            "no joint state within 5 s after the reset".into(),
-        ))
+        Err(ResetError::Failed(if self.tracks_objects {
+            "no joint state and object pose within 5 s after the reset".into()
+        } else {
+            "no joint state within 5 s after the reset".into()
+        }))
     }
 }
 
