@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn params(domain: u32) -> BridgeParams {
+/// The ROS arguments of a node run with `launch/config/sim_arm.yaml` on `domain`.
+fn ros_args(domain: u32) -> RosArgs {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let args = RosArgs::parse(&[
+    RosArgs::parse(&[
         "--params-file".to_string(),
         repo.join("launch/config/sim_arm.yaml")
             .display()
@@ -28,8 +29,11 @@ fn params(domain: u32) -> BridgeParams {
         "-p".into(),
         format!("urdf:={}", repo.join("urdf/reflex_arm.urdf").display()),
     ])
-    .unwrap();
-    let mut r = Reader::new(args.parameters("/reflex").unwrap());
+    .unwrap()
+}
+
+fn params(domain: u32) -> BridgeParams {
+    let mut r = Reader::new(ros_args(domain).parameters("/reflex").unwrap());
     let p = BridgeParams::read(&mut r).unwrap();
     r.finish().unwrap();
     p
@@ -179,17 +183,7 @@ fn training_runs_through_ros_topics_with_the_task_judged_over_tracked_objects() 
             serve(&mut arm, &settings, &stop, &stats).unwrap();
         })
     };
-    let ros = RosArgs::parse(&[
-        "--params-file".to_string(),
-        repo.join("launch/config/sim_arm.yaml")
-            .display()
-            .to_string(),
-        "-p".into(),
-        format!("domain_id:={domain}"),
-        "-p".into(),
-        format!("urdf:={}", repo.join("urdf/reflex_arm.urdf").display()),
-    ])
-    .unwrap();
+    let ros = ros_args(domain);
     let mut cfg = reflex_jobs::train::TrainConfig {
         task: task_path.display().to_string(),
         demo_episodes: 2,
