@@ -48,3 +48,4 @@ fi
 
 cargo test --workspace "$@"
 cargo test -p reflex-reward --features tls --test vlm_tls "$@"
+scripts/test-r2r.sh "$@"

@@ -20,7 +20,11 @@ os.environ["CYCLONEDDS_URI"] = (
     '<CycloneDDS><Domain Id="any"><General><Interfaces><NetworkInterface name="lo"/></Interfaces>'
     "<AllowMulticast>false</AllowMulticast></General><Discovery><Peers>"
     '<Peer address="127.0.0.1"/></Peers><ParticipantIndex>auto</ParticipantIndex>'
-    "<MaxAutoParticipantIndex>20</MaxAutoParticipantIndex></Discovery></Domain></CycloneDDS>"
+    "<MaxAutoParticipantIndex>20</MaxAutoParticipantIndex></Discovery>"
+    # Fast DDS peers (vendor 1.15: the bridge's r2r backend) send XTypes type information
+    # Cyclone cannot parse; matching by type name works.
+    "<Compatibility><IgnoreTypeInformation>1.15</IgnoreTypeInformation></Compatibility>"
+    "</Domain></CycloneDDS>"
 )
 
 from cyclonedds.core import Qos, Policy  # noqa: E402

@@ -222,6 +222,7 @@ def main():
     stamp_ns = time.time_ns()
     rearm_future = None
     estop_state = None
+    next_graph = 0.0
     while time.monotonic() - start < seconds:
         t = time.monotonic() - start
         faults = [f for (a, b, f) in schedule if a <= t < b]
@@ -282,6 +283,14 @@ def main():
             if "burst" in faults:
                 for _ in range(5):
                     js_pub.publish(msg)
+        # The bridge's command publisher, as ROS 2's graph shows it while the bridge runs
+        # (a bridge that has left may already be gone from the graph at the end).
+        if report["publisher_type"] is None and report["commands"] > 0 and t >= next_graph:
+            next_graph = t + 0.5
+            infos = node.get_publishers_info_by_topic(command_topic)
+            if infos:
+                report["publisher_qos"] = infos[0].qos_profile.reliability.name
+                report["publisher_type"] = infos[0].topic_type
         rclpy.spin_once(node, timeout_sec=0)
         next_t += dt
         while True:
@@ -297,7 +306,7 @@ def main():
             r = rearm_future.result()
             report["rearm"] = {"success": r.success, "message": r.message}
     infos = node.get_publishers_info_by_topic(command_topic)
-    if infos:
+    if infos and report["publisher_type"] is None:
         report["publisher_qos"] = infos[0].qos_profile.reliability.name
         report["publisher_type"] = infos[0].topic_type
     print(json.dumps(report), flush=True)

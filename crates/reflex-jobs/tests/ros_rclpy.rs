@@ -8,6 +8,9 @@
 //! The same loop closes through an arm driver on Eclipse Cyclone DDS (`cyclone_arm.py`, PyPI's
 //! `cyclonedds`, no ROS), which speaks the ROS 2 wire types by their DDS names.
 //!
+//! `scripts/test-r2r.sh` runs these tests again over the bridge's r2r backend
+//! (`REFLEX_ROS_BACKEND=r2r`).
+//!
 //! Each test re-runs itself inside a new network namespace (`unshare -n`) that has only
 //! loopback, and asserts that: no DDS packet can leave the machine.
 
@@ -128,6 +131,13 @@ fn bridge_params_with(domain: u32, extra: &[&str]) -> BridgeParams {
     for e in extra {
         argv.push("-p".into());
         argv.push(e.to_string());
+    }
+    // The same tests over the r2r backend (scripts/test-r2r.sh): its rcl takes the domain from
+    // the environment, like every rcl node (each test runs in a process of its own).
+    if let Ok(backend) = std::env::var("REFLEX_ROS_BACKEND") {
+        argv.push("-p".into());
+        argv.push(format!("backend:={backend}"));
+        std::env::set_var("ROS_DOMAIN_ID", domain.to_string());
     }
     let args = RosArgs::parse(&argv).unwrap();
     let mut r = Reader::new(args.parameters("/reflex").unwrap());

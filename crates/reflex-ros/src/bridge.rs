@@ -1,7 +1,8 @@
 //! [`RosRobot`]: a ros2_control arm behind the [`Robot`] trait, over pure-Rust DDS
-//! (ros2-client + rustdds).
+//! (ros2-client + rustdds) or, with `backend: r2r`, the sourced ROS 2's rcl.
 //!
-//! The DDS side runs on its own executor thread, which owns the node, its readers and writers.
+//! The ROS side runs on its own executor thread, which owns the node's endpoints (made by a
+//! [`Transport`]) and drains and publishes them.
 //! It exchanges wait-free latest-value cells (triple buffers) with the control tick: the newest
 //! valid joint state (converted, matched by name, forward kinematics done) in one direction,
 //! the newest command in the other, and wakes on a `mio` waker when the tick writes. The tick
@@ -17,11 +18,12 @@ use crate::decode::{JointStateDecoder, Refused};
 use crate::msg::{
     Bool, CameraInfo, DiagnosticArray, DiagnosticStatus, Float64MultiArray, Header, Image,
     JointState, JointTrajectory, JointTrajectoryPoint, Joy, KeyValue, MultiArrayDimension,
-    MultiArrayLayout, PoseArray, RosDuration, RosType, TfMessage, Time, TriggerRequest,
-    TriggerResponse, TwistStamped,
+    MultiArrayLayout, PoseArray, RosDuration, RosType, TfMessage, Time, TriggerResponse,
+    TwistStamped,
 };
 use crate::operator::{OperatorMapper, OperatorRefused};
-use crate::params::{BridgeParams, CommandInterface, ObjectsSource};
+use crate::params::{Backend, BridgeParams, CommandInterface, ObjectsSource};
+use crate::transport::{Dds, Inbox, Outbox, Qos, Transport, TriggerClient, TriggerServer};
 use nalgebra::{Point3, Quaternion as NQuat, UnitQuaternion};
 use reflex_core::{
     spsc, Frame, LatestSender, SceneError, SceneView, SpscReceiver, SpscSender, StepJudge,
@@ -32,13 +34,10 @@ use reflex_core::{
     RobotError, RobotHealth, RobotState, SceneReset, StartError, ARM_DOF, MAX_GOALS, MAX_KEYPOINTS,
     MAX_OBJECTS,
 };
-use reflex_runtime::{EStop, RuntimeStats};
+use reflex_runtime::{EStop, Histogram, RuntimeStats};
 use ros2_client::qos::{Durability, History, WhenFull};
-use ros2_client::{
-    Context, MessageTypeName, Name, Node, NodeName, NodeOptions, QosProfile, ServiceMapping,
-    ServiceTypeName,
-};
-use rustdds::mio1::{Events, Interest, Poll, Token, Waker};
+use ros2_client::{Context, MessageTypeName, Name, Node, NodeName, NodeOptions, QosProfile};
+use rustdds::mio1::{Events, Poll, Token, Waker};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -115,6 +114,8 @@ pub struct BridgeStats {
     pub objects_refused: AtomicU64,
     /// E-stop messages (presses and releases).
     pub estop_messages: AtomicU64,
+    /// Messages of any topic that could not be decoded (dropped).
+    pub undecodable: AtomicU64,
     /// Re-arm requests answered.
     pub rearm_requests: AtomicU64,
     /// Operator messages (twist or joy) passed to the runtime.
@@ -126,6 +127,10 @@ pub struct BridgeStats {
     pub resets: AtomicU64,
     /// Diagnostics published.
     pub diagnostics: AtomicU64,
+    /// For a loop on the arm's clock ([`RosRobot::notify_on_state`]): from the executor taking
+    /// a joint state to the command that answered it going out (decoding, waking the loop, its
+    /// tick, encoding and handing the command to the client library).
+    pub answer: Histogram,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -158,18 +163,14 @@ struct ResetRequest {
     done: mpsc::Sender<Result<String, String>>,
 }
 
+/// How long the executor waits for the answer of a loop on the arm's clock to a joint state.
+const ANSWER_WAIT: Duration = Duration::from_micros(500);
+
 /// Judged steps that may wait for the executor to publish them on the reward topic.
 const REWARD_QUEUE: usize = 256;
 
+/// The poll token of the tick's waker (a transport's readers take the ones above it).
 const WAKER: Token = Token(0);
-const JOINT_STATES: Token = Token(1);
-const ESTOP: Token = Token(2);
-const OBJECTS: Token = Token(3);
-const SUCCESS: Token = Token(4);
-const REARM: Token = Token(5);
-const RESET: Token = Token(6);
-const TWIST: Token = Token(7);
-const JOY: Token = Token(8);
 
 /// The DDS participant for `params`: restricted to loopback when `localhost_only`.
 pub fn context(params: &BridgeParams) -> Result<Context, BridgeError> {
@@ -374,14 +375,6 @@ impl RosRobot {
             });
         }
 
-        let ctx = context(params)?;
-        let node = ctx
-            .new_node(
-                NodeName::new(namespace, node_name)
-                    .map_err(|e| BridgeError::Dds(format!("node name `{node_name}`: {e:?}")))?,
-                NodeOptions::new().enable_rosout(false),
-            )
-            .map_err(|e| BridgeError::Dds(format!("node: {e:?}")))?;
         let poll = Poll::new().map_err(|e| BridgeError::Dds(format!("poll: {e}")))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER).map_err(|e| BridgeError::Dds(format!("{e}")))?,
@@ -412,34 +405,62 @@ impl RosRobot {
         let tracks_objects =
             params.objects_source != ObjectsSource::None && !spec.objects.is_empty();
         let reward_label = Arc::new(OnceLock::new());
-        let mut ex = Executor::new(
-            ctx,
-            node,
-            poll,
-            params,
-            joints,
-            frames,
-            model.clone(),
-            ExecutorIo {
-                state_tx,
-                cmd_rx,
-                scene_tx,
-                reset_rx,
-                epoch,
-                stats: stats.clone(),
-                shutdown: shutdown.clone(),
-                success: success.clone(),
-                estop: estop.clone(),
-                reward_rx,
-                reward_label: reward_label.clone(),
-                runtime_stats: runtime_stats.clone(),
-                connected: connected.clone(),
-                notify: notify.clone(),
-                operator: operator.clone(),
-                cameras: cameras.clone(),
-                scene_copy: scene_copy.clone(),
-            },
-        )?;
+        let io = ExecutorIo {
+            state_tx,
+            cmd_rx,
+            scene_tx,
+            reset_rx,
+            epoch,
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            success: success.clone(),
+            estop: estop.clone(),
+            reward_rx,
+            reward_label: reward_label.clone(),
+            runtime_stats: runtime_stats.clone(),
+            connected: connected.clone(),
+            notify: notify.clone(),
+            operator: operator.clone(),
+            cameras: cameras.clone(),
+            scene_copy: scene_copy.clone(),
+        };
+        let mut ex = match params.backend {
+            Backend::Rustdds => {
+                let ctx = context(params)?;
+                let node = ctx
+                    .new_node(
+                        NodeName::new(namespace, node_name).map_err(|e| {
+                            BridgeError::Dds(format!("node name `{node_name}`: {e:?}"))
+                        })?,
+                        NodeOptions::new().enable_rosout(false),
+                    )
+                    .map_err(|e| BridgeError::Dds(format!("node: {e:?}")))?;
+                let registry = poll
+                    .registry()
+                    .try_clone()
+                    .map_err(|e| BridgeError::Dds(format!("poll: {e}")))?;
+                let t = Dds::new(ctx, node, registry, stats.clone());
+                Executor::new(t, poll, params, joints, frames, model.clone(), io)?
+            }
+            #[cfg(feature = "r2r")]
+            Backend::R2r => {
+                let t = crate::r2r_transport::R2r::new(
+                    params,
+                    node_name,
+                    namespace,
+                    waker.clone(),
+                    stats.clone(),
+                )?;
+                Executor::new(t, poll, params, joints, frames, model.clone(), io)?
+            }
+            #[cfg(not(feature = "r2r"))]
+            Backend::R2r => {
+                return Err(BridgeError::Param {
+                    name: "backend",
+                    message: "r2r is not built in (the `r2r` feature)".into(),
+                })
+            }
+        };
         let executor = std::thread::Builder::new()
             .name("reflex-ros".into())
             .spawn(move || ex.run())
@@ -718,6 +739,7 @@ impl Robot for RosRobot {
             ("non-finite joint states", &s.states_non_finite),
             ("out-of-order joint states", &s.states_out_of_order),
             ("refused object poses", &s.objects_refused),
+            ("undecodable messages", &s.undecodable),
         ] {
             let n = c.load(Ordering::Relaxed);
             if n > 0 {
@@ -871,10 +893,10 @@ struct ExecutorIo {
     scene_copy: Arc<Mutex<SceneSample>>,
 }
 
-type Sub<M> = ros2_client::Subscription<M>;
+type Sub<M> = Box<dyn Inbox<M>>;
 /// One camera's readers: colour, depth (when configured) and camera info.
 type CameraSubs = (Sub<Image>, Option<Sub<Image>>, Sub<CameraInfo>);
-type Pub<M> = ros2_client::Publisher<M>;
+type Pub<M> = Box<dyn Outbox<M>>;
 
 /// The executor thread's state: the node and everything it reads and writes.
 struct Executor {
@@ -890,8 +912,8 @@ struct Executor {
     objects_tf: Option<Sub<TfMessage>>,
     objects_array: Option<Sub<PoseArray>>,
     success_sub: Option<Sub<Bool>>,
-    rearm: ros2_client::Server<TriggerRequest, TriggerResponse>,
-    reset: Option<ros2_client::Client<TriggerRequest, TriggerResponse>>,
+    rearm: Box<dyn TriggerServer>,
+    reset: Option<Box<dyn TriggerClient>>,
     arm_forward: Option<Pub<Float64MultiArray>>,
     arm_trajectory: Option<Pub<JointTrajectory>>,
     gripper: Option<Pub<Float64MultiArray>>,
@@ -921,17 +943,15 @@ struct Executor {
     arm_msg: Float64MultiArray,
     gripper_msg: Float64MultiArray,
     pending_reset: Option<(ResetRequest, Instant, u32)>,
-    // Dropped last (fields drop in order): the readers and writers above leave the
-    // participant before it goes.
-    _node: Node,
-    _ctx: Context,
+    /// When the newest joint state for a loop on the arm's clock was taken (until answered).
+    state_at: Option<Instant>,
+    // Dropped last (fields drop in order): the endpoints above go before their node.
+    _node: Box<dyn Send>,
 }
 
 impl Executor {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        ctx: Context,
-        mut node: Node,
+    fn new<T: Transport>(
+        mut t: T,
         poll: Poll,
         params: &BridgeParams,
         joints: Joints,
@@ -939,64 +959,37 @@ impl Executor {
         model: ArmModel,
         io: ExecutorIo,
     ) -> Result<Self, BridgeError> {
-        let dds =
-            |what: &str, e: ros2_client::CreateError| BridgeError::Dds(format!("{what}: {e:?}"));
-        let n = &mut node;
-        let mut joint_states =
-            subscribe::<JointState>(n, &params.joint_states_topic, qos_stream())?;
-        let mut estop_sub = subscribe::<Bool>(n, &params.estop_topic, qos_latched())?;
+        let joint_states = t.subscribe::<JointState>(&params.joint_states_topic, Qos::Stream)?;
+        let estop_sub = t.subscribe::<Bool>(&params.estop_topic, Qos::Latched)?;
         let (mut objects_tf, mut objects_array) = (None, None);
         match params.objects_source {
             ObjectsSource::None => {}
             ObjectsSource::Tf => {
-                objects_tf = Some(subscribe::<TfMessage>(
-                    n,
-                    &params.objects_topic,
-                    qos_stream(),
-                )?)
+                objects_tf = Some(t.subscribe::<TfMessage>(&params.objects_topic, Qos::Stream)?)
             }
             ObjectsSource::PoseArray => {
-                objects_array = Some(subscribe::<PoseArray>(
-                    n,
-                    &params.objects_topic,
-                    qos_stream(),
-                )?)
+                objects_array = Some(t.subscribe::<PoseArray>(&params.objects_topic, Qos::Stream)?)
             }
         }
-        let mut success_sub = subscribe_if::<Bool>(n, &params.success_topic, qos_service())?;
-        let trigger = ServiceTypeName::new("std_srvs", "Trigger");
-        let mut rearm = n
-            .create_server::<TriggerRequest, TriggerResponse>(
-                ServiceMapping::Enhanced,
-                &ros_name(&params.rearm_service)?,
-                &trigger,
-                qos_service(),
-                qos_service(),
-            )
-            .map_err(|e| dds("re-arm service", e))?;
-        let mut reset = None;
-        if !params.reset_service.is_empty() {
-            reset = Some(
-                n.create_client::<TriggerRequest, TriggerResponse>(
-                    ServiceMapping::Enhanced,
-                    &ros_name(&params.reset_service)?,
-                    &trigger,
-                    qos_service(),
-                    qos_service(),
-                )
-                .map_err(|e| dds("reset service", e))?,
-            );
-        }
+        let success_sub = match params.success_topic.as_str() {
+            "" => None,
+            topic => Some(t.subscribe::<Bool>(topic, Qos::Reliable)?),
+        };
+        let rearm = t.trigger_server(&params.rearm_service)?;
+        let reset = match params.reset_service.as_str() {
+            "" => None,
+            service => Some(t.trigger_client(service)?),
+        };
         let controller = params.arm_controller.trim_end_matches('/');
         let (mut arm_forward, mut arm_trajectory) = (None, None);
         match params.command_interface {
             CommandInterface::ForwardPosition | CommandInterface::ForwardVelocity => {
                 let name = format!("{controller}/commands");
-                arm_forward = Some(advertise::<Float64MultiArray>(n, &name, qos_command())?);
+                arm_forward = Some(t.advertise::<Float64MultiArray>(&name, Qos::Command)?);
             }
             CommandInterface::JointTrajectory => {
                 let name = format!("{controller}/joint_trajectory");
-                arm_trajectory = Some(advertise::<JointTrajectory>(n, &name, qos_command())?);
+                arm_trajectory = Some(t.advertise::<JointTrajectory>(&name, Qos::Command)?);
             }
         }
         let mut gripper = None;
@@ -1005,85 +998,48 @@ impl Executor {
                 "{}/commands",
                 params.gripper_controller.trim_end_matches('/')
             );
-            gripper = Some(advertise::<Float64MultiArray>(n, &name, qos_command())?);
+            gripper = Some(t.advertise::<Float64MultiArray>(&name, Qos::Command)?);
         }
         let mut diagnostics = None;
         if params.diagnostics_period_s > 0.0 {
-            diagnostics = Some(advertise::<DiagnosticArray>(
-                n,
-                "/diagnostics",
-                qos_service(),
-            )?);
+            diagnostics = Some(t.advertise::<DiagnosticArray>("/diagnostics", Qos::Reliable)?);
         }
         let mut camera_subs = Vec::new();
         for c in &params.cameras {
+            let depth = match c.depth_topic.as_str() {
+                "" => None,
+                topic => Some(t.subscribe::<Image>(topic, Qos::Stream)?),
+            };
             camera_subs.push((
-                subscribe::<Image>(n, &c.image_topic, qos_stream())?,
-                subscribe_if::<Image>(n, &c.depth_topic, qos_stream())?,
-                subscribe::<CameraInfo>(n, &c.info_topic, qos_stream())?,
+                t.subscribe::<Image>(&c.image_topic, Qos::Stream)?,
+                depth,
+                t.subscribe::<CameraInfo>(&c.info_topic, Qos::Stream)?,
             ));
         }
-        let mut twist_sub =
-            subscribe_if::<TwistStamped>(n, &params.intervention_twist_topic, qos_stream())?;
-        let mut joy_sub = subscribe_if::<Joy>(n, &params.intervention_joy_topic, qos_stream())?;
+        let twist_sub = match params.intervention_twist_topic.as_str() {
+            "" => None,
+            topic => Some(t.subscribe::<TwistStamped>(topic, Qos::Stream)?),
+        };
+        let joy_sub = match params.intervention_joy_topic.as_str() {
+            "" => None,
+            topic => Some(t.subscribe::<Joy>(topic, Qos::Stream)?),
+        };
         let intervening = match params.intervening_topic.as_str() {
             "" => None,
-            t => Some(advertise::<Bool>(n, t, qos_service())?),
+            topic => Some(t.advertise::<Bool>(topic, Qos::Reliable)?),
         };
         let reward = match params.reward_topic.as_str() {
             "" => None,
             // Reliable (a recorder keeps every step) and never waiting: a full window fails.
-            t => Some(advertise::<Float64MultiArray>(n, t, qos_command())?),
+            topic => Some(t.advertise::<Float64MultiArray>(topic, Qos::Command)?),
         };
-        let reg = poll.registry();
-        for (i, (rgb, depth, info)) in camera_subs.iter_mut().enumerate() {
-            let io = |e: std::io::Error| BridgeError::Dds(format!("poll registration: {e}"));
-            reg.register(rgb, Token(100 + 3 * i), Interest::READABLE)
-                .map_err(io)?;
-            if let Some(d) = depth.as_mut() {
-                reg.register(d, Token(101 + 3 * i), Interest::READABLE)
-                    .map_err(io)?;
-            }
-            reg.register(info, Token(102 + 3 * i), Interest::READABLE)
-                .map_err(io)?;
-        }
-        if let Some(s) = twist_sub.as_mut() {
-            reg.register(s, TWIST, Interest::READABLE)
-                .map_err(|e| BridgeError::Dds(format!("poll registration: {e}")))?;
-        }
-        if let Some(s) = joy_sub.as_mut() {
-            reg.register(s, JOY, Interest::READABLE)
-                .map_err(|e| BridgeError::Dds(format!("poll registration: {e}")))?;
-        }
-        let io_err = |e: std::io::Error| BridgeError::Dds(format!("poll registration: {e}"));
-        reg.register(&mut joint_states, JOINT_STATES, Interest::READABLE)
-            .map_err(io_err)?;
-        reg.register(&mut estop_sub, ESTOP, Interest::READABLE)
-            .map_err(io_err)?;
-        if let Some(s) = objects_tf.as_mut() {
-            reg.register(s, OBJECTS, Interest::READABLE)
-                .map_err(io_err)?;
-        }
-        if let Some(s) = objects_array.as_mut() {
-            reg.register(s, OBJECTS, Interest::READABLE)
-                .map_err(io_err)?;
-        }
-        if let Some(s) = success_sub.as_mut() {
-            reg.register(s, SUCCESS, Interest::READABLE)
-                .map_err(io_err)?;
-        }
-        reg.register(&mut rearm, REARM, Interest::READABLE)
-            .map_err(io_err)?;
-        if let Some(c) = reset.as_mut() {
-            reg.register(c, RESET, Interest::READABLE).map_err(io_err)?;
-        }
+        let node = t.finish()?;
         let servo_period = 1.0 / 500.0;
         let lead_s = params.trajectory_lead_s.unwrap_or(2.0 * servo_period);
         let lead_ns = (lead_s * 1e9) as u64;
         let n_gripper = joints.gripper.len();
         let decoder = JointStateDecoder::new(&joints.arm, &joints.gripper, model);
         Ok(Self {
-            _ctx: ctx,
             _node: node,
             poll,
             joints,
@@ -1136,6 +1092,7 @@ impl Executor {
                 ..Default::default()
             },
             pending_reset: None,
+            state_at: None,
             io,
         })
     }
@@ -1190,25 +1147,17 @@ impl Executor {
     }
 
     fn drain_joint_states(&mut self) {
+        let taken_at = Instant::now();
         let mut newest = None;
-        loop {
-            match self.joint_states.take() {
-                Ok(Some((msg, _info))) => {
-                    if let Some(s) = self.convert(&msg) {
-                        if newest.is_some() {
-                            self.io
-                                .stats
-                                .states_superseded
-                                .fetch_add(1, Ordering::Relaxed);
-                        }
-                        newest = Some(s);
-                    }
+        while let Some(msg) = self.joint_states.take() {
+            if let Some(s) = self.convert(&msg) {
+                if newest.is_some() {
+                    self.io
+                        .stats
+                        .states_superseded
+                        .fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!("joint states: {e:?}");
-                    break;
-                }
+                newest = Some(s);
             }
         }
         if let Some(sample) = newest {
@@ -1217,6 +1166,23 @@ impl Executor {
             self.io.notify.seq.store(sample.seq, Ordering::Release);
             if let Some(t) = self.io.notify.thread.get() {
                 t.unpark();
+                self.state_at = Some(taken_at);
+                self.await_answer();
+            }
+        }
+    }
+
+    /// A loop on the arm's clock answers each joint state with one tick: wait (briefly, not
+    /// sleeping) for that command so it goes out at once instead of after another wake-up.
+    fn await_answer(&mut self) {
+        let deadline = Instant::now() + ANSWER_WAIT;
+        let mut spins = 0u32;
+        while self.io.cmd_rx.read().seq == self.cmd_seq && Instant::now() < deadline {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
             }
         }
     }
@@ -1266,19 +1232,19 @@ impl Executor {
             return;
         }
         let now = self.io.epoch.elapsed().as_nanos() as u64;
-        for (i, (rgb, depth, info)) in self.camera_subs.iter().enumerate() {
+        for (i, (rgb, depth, info)) in self.camera_subs.iter_mut().enumerate() {
             let mut newest = None;
-            while let Ok(Some((m, _))) = rgb.take() {
+            while let Some(m) = rgb.take() {
                 newest = Some(m);
             }
             let mut newest_depth = None;
             if let Some(d) = depth {
-                while let Ok(Some((m, _))) = d.take() {
+                while let Some(m) = d.take() {
                     newest_depth = Some(m);
                 }
             }
             let mut newest_info = None;
-            while let Ok(Some((m, _))) = info.take() {
+            while let Some(m) = info.take() {
                 newest_info = Some(m);
             }
             if newest.is_none() && newest_depth.is_none() && newest_info.is_none() {
@@ -1317,13 +1283,13 @@ impl Executor {
                 stats.operator_refused.fetch_add(1, Ordering::Relaxed);
             }
         };
-        if let Some(sub) = &self.twist_sub {
-            while let Ok(Some((msg, _))) = sub.take() {
+        if let Some(sub) = &mut self.twist_sub {
+            while let Some(msg) = sub.take() {
                 deliver(self.mapper.as_mut().map(|m| m.twist(&msg)));
             }
         }
-        if let Some(sub) = &self.joy_sub {
-            while let Ok(Some((msg, _))) = sub.take() {
+        if let Some(sub) = &mut self.joy_sub {
+            while let Some(msg) = sub.take() {
                 deliver(self.mapper.as_mut().map(|m| m.joy(&msg)));
             }
         }
@@ -1331,7 +1297,7 @@ impl Executor {
 
     /// Publishes every judged step waiting in the queue from the tick.
     fn publish_rewards(&mut self) {
-        let Some(p) = &self.reward else {
+        let Some(p) = &mut self.reward else {
             while self.io.reward_rx.pop().is_some() {}
             return;
         };
@@ -1363,7 +1329,7 @@ impl Executor {
                 },
                 data,
             };
-            if p.publish(msg).is_ok() {
+            if p.publish(&msg) {
                 self.io
                     .stats
                     .rewards_published
@@ -1378,18 +1344,18 @@ impl Executor {
             return;
         }
         self.next_intervening = Instant::now() + Duration::from_millis(100);
-        let (Some(p), Some(rt)) = (&self.intervening, self.io.runtime_stats.get()) else {
+        let (Some(p), Some(rt)) = (&mut self.intervening, self.io.runtime_stats.get()) else {
             return;
         };
         let steps = rt.intervened_steps.load(Ordering::Relaxed);
-        let _ = p.publish(Bool {
+        p.publish(&Bool {
             data: steps > self.intervened_steps,
         });
         self.intervened_steps = steps;
     }
 
     fn drain_estop(&mut self) {
-        while let Ok(Some((msg, _))) = self.estop_sub.take() {
+        while let Some(msg) = self.estop_sub.take() {
             self.io.stats.estop_messages.fetch_add(1, Ordering::Relaxed);
             if msg.data {
                 tracing::warn!("e-stop pressed on the e-stop topic");
@@ -1401,8 +1367,8 @@ impl Executor {
     }
 
     fn drain_success(&mut self) {
-        if let Some(s) = &self.success_sub {
-            while let Ok(Some((msg, _))) = s.take() {
+        if let Some(s) = &mut self.success_sub {
+            while let Some(msg) = s.take() {
                 if msg.data {
                     self.io.success.store(true, Ordering::Release);
                 }
@@ -1413,9 +1379,9 @@ impl Executor {
     fn drain_objects(&mut self) {
         let now = self.now_ns();
         let mut changed = false;
-        let tf = self.objects_tf.take();
-        if let Some(sub) = &tf {
-            while let Ok(Some((msg, _))) = sub.take() {
+        let mut tf = self.objects_tf.take();
+        if let Some(sub) = &mut tf {
+            while let Some(msg) = sub.take() {
                 for t in &msg.transforms {
                     let Some(i) = self.frames.iter().position(|f| *f == t.child_frame_id) else {
                         continue;
@@ -1440,9 +1406,9 @@ impl Executor {
             }
         }
         self.objects_tf = tf;
-        let array = self.objects_array.take();
-        if let Some(sub) = &array {
-            while let Ok(Some((msg, _))) = sub.take() {
+        let mut array = self.objects_array.take();
+        if let Some(sub) = &mut array {
+            while let Some(msg) = sub.take() {
                 let finite = msg.poses.iter().all(|p| {
                     [
                         p.position.x,
@@ -1516,27 +1482,26 @@ impl Executor {
     }
 
     fn answer_rearm(&mut self) {
-        while let Ok(Some((id, _req))) = self.rearm.receive_request() {
-            self.io.stats.rearm_requests.fetch_add(1, Ordering::Relaxed);
-            let resp = match self.io.estop.rearm() {
-                Ok(()) => TriggerResponse {
-                    success: true,
-                    message: "re-armed: the policy ramps back in".into(),
-                },
-                Err(e) => TriggerResponse {
-                    success: false,
-                    message: format!("not re-armed: {e}"),
-                },
-            };
-            if let Err(e) = self.rearm.send_response(id, resp) {
-                tracing::warn!("re-arm response: {e:?}");
-            }
-        }
+        let estop = &self.io.estop;
+        let n = self.rearm.answer(&mut || match estop.rearm() {
+            Ok(()) => TriggerResponse {
+                success: true,
+                message: "re-armed: the policy ramps back in".into(),
+            },
+            Err(e) => TriggerResponse {
+                success: false,
+                message: format!("not re-armed: {e}"),
+            },
+        });
+        self.io
+            .stats
+            .rearm_requests
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Sends a pending reset request (again every second until answered, at most 10 times).
     fn drive_reset(&mut self) {
-        let Some(client) = &self.reset else {
+        let Some(client) = self.reset.as_mut() else {
             while let Ok(r) = self.io.reset_rx.try_recv() {
                 let _ = r.done.send(Err("no reset_service is configured".into()));
             }
@@ -1547,7 +1512,7 @@ impl Executor {
                 self.pending_reset = Some((r, Instant::now() - Duration::from_secs(2), 0));
             }
         }
-        while let Ok(Some((_id, resp))) = client.receive_response() {
+        while let Some(resp) = client.response() {
             if let Some((r, _, _)) = self.pending_reset.take() {
                 self.io.stats.resets.fetch_add(1, Ordering::Relaxed);
                 let _ = r.done.send(if resp.success {
@@ -1567,9 +1532,7 @@ impl Executor {
                 }
                 *tries += 1;
                 *sent = Instant::now();
-                if let Err(e) = client.send_request(TriggerRequest::default()) {
-                    tracing::warn!("reset request: {e:?}");
-                }
+                client.call();
             }
         }
     }
@@ -1578,8 +1541,8 @@ impl Executor {
     fn publish_velocity(&mut self, v: &[f64; ARM_DOF]) -> bool {
         self.arm_msg.data.copy_from_slice(v);
         self.arm_forward
-            .as_ref()
-            .map(|p| p.publish(self.arm_msg.clone()).is_ok())
+            .as_mut()
+            .map(|p| p.publish(&self.arm_msg))
             .unwrap_or(false)
     }
 
@@ -1646,8 +1609,8 @@ impl Executor {
             CommandInterface::ForwardPosition => {
                 self.arm_msg.data.copy_from_slice(&c.joint_pos_rad);
                 self.arm_forward
-                    .as_ref()
-                    .map(|p| p.publish(self.arm_msg.clone()).is_ok())
+                    .as_mut()
+                    .map(|p| p.publish(&self.arm_msg))
                     .unwrap_or(false)
             }
             CommandInterface::JointTrajectory => {
@@ -1661,16 +1624,16 @@ impl Executor {
                     }],
                 };
                 self.arm_trajectory
-                    .as_ref()
-                    .map(|p| p.publish(msg).is_ok())
+                    .as_mut()
+                    .map(|p| p.publish(&msg))
                     .unwrap_or(false)
             }
         };
         let mut gripper_ok = true;
-        if let Some(p) = &self.gripper {
+        if let Some(p) = &mut self.gripper {
             let n = self.gripper_msg.data.len() as f64;
             self.gripper_msg.data.fill(c.gripper_width_m / n);
-            gripper_ok = p.publish(self.gripper_msg.clone()).is_ok();
+            gripper_ok = p.publish(&self.gripper_msg);
         }
         let counter = if ok && gripper_ok {
             &self.io.stats.commands
@@ -1678,11 +1641,14 @@ impl Executor {
             &self.io.stats.command_failures
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = self.state_at.take() {
+            self.io.stats.answer.record(t.elapsed().as_nanos() as u64);
+        }
         sample.last
     }
 
     fn publish_diagnostics(&mut self) {
-        let Some(p) = &self.diagnostics else {
+        let Some(p) = self.diagnostics.as_mut() else {
             return;
         };
         let s = &self.io.stats;
@@ -1720,6 +1686,7 @@ impl Executor {
             ("command_failures", &s.command_failures),
             ("object_updates", &s.object_updates),
             ("objects_refused", &s.objects_refused),
+            ("undecodable", &s.undecodable),
             ("estop_messages", &s.estop_messages),
             ("velocity_zeroed", &s.velocity_zeroed),
             ("rewards_published", &s.rewards_published),
@@ -1780,7 +1747,7 @@ impl Executor {
             },
             status,
         };
-        if p.publish(msg).is_ok() {
+        if p.publish(&msg) {
             s.diagnostics.fetch_add(1, Ordering::Relaxed);
         }
     }

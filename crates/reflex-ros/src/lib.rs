@@ -13,8 +13,10 @@
 //!   the observation (the jobs give the task's judge over the tracked objects); without one,
 //!   rewards are pending for a reward worker. With cameras configured it is also a
 //!   [`reflex_core::SceneView`] over their image, depth and camera-info topics ([`camera`]).
-//! - The DDS side (ros2-client + rustdds, no ROS install needed) runs on its own executor
-//!   thread and meets the control tick only in wait-free latest-value cells.
+//! - The ROS side runs on its own executor thread and meets the control tick only in wait-free
+//!   latest-value cells. It reaches ROS 2 through [`transport`]: ros2-client + rustdds by
+//!   default (no ROS install needed), or r2r over the sourced ROS 2's rcl (`backend: r2r`, the
+//!   `r2r` feature). Decoding, refusing and counting are the executor's, the same for both.
 //! - [`args`] parses the `--ros-args` a launch file appends and the parameter files it names;
 //!   [`params`] types the bridge's parameters; [`decode`] turns joint states into robot states
 //!   or refuses them, as a pure function that property tests cover.
@@ -23,7 +25,8 @@
 //!   a ros2_control robot with a `joint_state_broadcaster` and forward position controllers
 //!   would.
 //!
-//! Every participant is restricted to loopback unless `localhost_only` is false.
+//! Every participant is restricted to loopback unless `localhost_only` is false (with r2r, the
+//! bridge refuses to start unless rcl's environment says so too).
 
 pub mod args;
 pub mod arm_server;
@@ -34,10 +37,13 @@ pub mod msg;
 pub mod netns;
 pub mod operator;
 pub mod params;
+#[cfg(feature = "r2r")]
+mod r2r_transport;
+pub mod transport;
 
 pub use args::{ArgsError, ParamSet, ParamValue, RosArgs};
 pub use bridge::{
     advertise, context, qos_command, qos_latched, qos_service, qos_stream, ros_name, subscribe,
     subscribe_if, topic, wall_ns, BridgeError, BridgeStats, ResetError, RosRobot, SceneSpec,
 };
-pub use params::{BridgeParams, CommandInterface, ObjectsSource, ParamError, Reader};
+pub use params::{Backend, BridgeParams, CommandInterface, ObjectsSource, ParamError, Reader};

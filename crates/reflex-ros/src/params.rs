@@ -304,6 +304,17 @@ impl Reader {
     }
 }
 
+/// Which ROS 2 client library carries the bridge's topics and services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Pure-Rust DDS (ros2-client + rustdds): no ROS install needed to build or run.
+    Rustdds,
+    /// r2r over the sourced ROS 2's rcl and rmw (the `r2r` feature; built where ROS 2 is
+    /// sourced). Its domain is `ROS_DOMAIN_ID` and its discovery range
+    /// `ROS_AUTOMATIC_DISCOVERY_RANGE`, as for every rcl node.
+    R2r,
+}
+
 /// How arm commands reach the robot's controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandInterface {
@@ -363,6 +374,8 @@ const URDF_DEFAULT: [&str; ARM_DOF] = ["<urdf>"; ARM_DOF];
 /// The bridge's parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BridgeParams {
+    /// `backend` (`rustdds` (default) or `r2r`, which needs the `r2r` feature).
+    pub backend: Backend,
     /// `domain_id` (integer, default: the `ROS_DOMAIN_ID` variable, else 0).
     pub domain_id: u16,
     /// `localhost_only` (bool, default true): the DDS participant uses loopback only. A real
@@ -553,7 +566,25 @@ impl BridgeParams {
             v => Some(v),
         };
         let lead = r.double("trajectory_lead_s", 0.0, 0.0, 10.0)?;
+        let backend = match r
+            .choice("backend", "rustdds", &["rustdds", "r2r"])?
+            .as_str()
+        {
+            "r2r" => Backend::R2r,
+            _ => Backend::Rustdds,
+        };
+        if backend == Backend::R2r && !cfg!(feature = "r2r") {
+            let src = r.source("backend");
+            return Err(Reader::invalid(
+                "backend",
+                src,
+                "`r2r`: this build has no r2r backend (build with `--features r2r` where ROS 2 \
+                 is sourced, or see scripts/test-r2r.sh)"
+                    .into(),
+            ));
+        }
         Ok(Self {
+            backend,
             domain_id: r.integer("domain_id", env_domain, 0, 232)? as u16,
             localhost_only: r.bool("localhost_only", true)?,
             urdf: match default_urdf {
@@ -660,6 +691,25 @@ mod tests {
     }
 
     #[test]
+    fn every_example_parameter_file_reads_whole() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../launch/config");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().and_then(|x| x.to_str()) != Some("yaml") {
+                continue;
+            }
+            let args = RosArgs::parse(&["--params-file", path.to_str().unwrap()]).unwrap();
+            let mut r = Reader::new(args.parameters("/reflex").unwrap());
+            let p = BridgeParams::read(&mut r).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            r.finish().unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            assert!(!p.urdf.as_os_str().is_empty());
+            n += 1;
+        }
+        assert!(n >= 2, "example parameter files in {dir:?}");
+    }
+
+    #[test]
     fn remaps_reach_every_topic() {
         let args = RosArgs::parse(&[
             "-p",
@@ -707,6 +757,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("limits.joint_vel_max_rad_s"), "{e}");
+        let e = BridgeParams::read(&mut reader(&["-p", "urdf:=x", "-p", "backend:=rclrs"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`backend`") && e.contains("rustdds, r2r"), "{e}");
+        let r2r = BridgeParams::read(&mut reader(&["-p", "urdf:=x", "-p", "backend:=r2r"]));
+        if cfg!(feature = "r2r") {
+            assert_eq!(r2r.unwrap().backend, Backend::R2r);
+        } else {
+            let e = r2r.unwrap_err().to_string();
+            assert!(
+                e.contains("`backend`") && e.contains("--features r2r"),
+                "{e}"
+            );
+        }
         let mut r = reader(&["-p", "urdf:=x", "-p", "sevro_rate_hz:=3.0"]);
         BridgeParams::read(&mut r).unwrap();
         let e = r.finish().unwrap_err().to_string();

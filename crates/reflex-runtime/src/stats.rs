@@ -46,6 +46,17 @@ fn bucket_floor(b: usize) -> u64 {
     (SUB as u64 + sub) << (octave - 4)
 }
 
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count())
+            .field("p50_ns", &self.quantile_ns(0.5))
+            .field("p99_ns", &self.quantile_ns(0.99))
+            .field("max_ns", &self.max_ns())
+            .finish()
+    }
+}
+
 impl Histogram {
     /// Records one duration. Allocation- and lock-free.
     #[inline]

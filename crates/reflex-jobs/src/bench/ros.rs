@@ -8,6 +8,8 @@
 //! rclpy candidate (`... echo`) answers each state with its positions, and so does the r2r
 //! candidate (`tests/interop/r2r_echo`, when built: `scripts/build-r2r-echo.sh`). Every
 //! participant is restricted to loopback (rustdds to 127.0.0.1, Fast DDS to `LOCALHOST`).
+//!
+//! Built with the `r2r` feature, the bridge is measured over both of its backends.
 
 use super::BenchReport;
 use crate::arms::runtime_config;
@@ -55,6 +57,10 @@ pub struct RoundTrips {
     pub p99_us: f64,
     /// Largest, microseconds.
     pub max_us: f64,
+    /// Reflex candidates: the part of each round trip inside the bridge (from the executor
+    /// taking the state to the answer going out), median and 99th percentile, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inside_bridge_us: Option<[f64; 2]>,
 }
 
 struct Still;
@@ -125,13 +131,16 @@ fn summarise(candidate: &str, rate: f64, out: std::process::Output) -> Result<Ro
         p50_us: q(0.5),
         p99_us: q(0.99),
         max_us: rtts[rtts.len() - 1],
+        inside_bridge_us: None,
     })
 }
 
-/// The bridge candidate: a runtime ticking once per received state.
-fn reflex_round_trips(spec: &BenchRosSpec, rate: f64) -> Result<RoundTrips> {
+/// The bridge candidate: a runtime ticking once per received state, over `backend`.
+fn reflex_round_trips(spec: &BenchRosSpec, rate: f64, backend: &str) -> Result<RoundTrips> {
     let task = Task::load("pick_cube")?;
     let args = RosArgs::parse(&[
+        "-p".to_string(),
+        format!("backend:={backend}"),
         "-p".to_string(),
         format!("domain_id:={}", spec.domain_id),
         "-p".into(),
@@ -168,6 +177,7 @@ fn reflex_round_trips(spec: &BenchRosSpec, rate: f64) -> Result<RoundTrips> {
             ..Default::default()
         },
     );
+    let bridge_stats = robot.stats().clone();
     let mut rt = Runtime::new(robot, cfg, model, Box::new(Still), None, EStop::new())?;
     let stop = Arc::new(AtomicBool::new(false));
     let control = {
@@ -194,11 +204,17 @@ fn reflex_round_trips(spec: &BenchRosSpec, rate: f64) -> Result<RoundTrips> {
     let out = pinger.wait_with_output()?;
     stop.store(true, Ordering::Release);
     let _ = control.join();
-    summarise(
-        "reflex bridge (ros2-client/rustdds, one runtime tick per state)",
-        rate,
-        out,
-    )
+    let candidate = match backend {
+        "r2r" => "reflex bridge (r2r backend: rcl, Fast DDS; one runtime tick per state)",
+        _ => "reflex bridge (ros2-client/rustdds, one runtime tick per state)",
+    };
+    let mut row = summarise(candidate, rate, out)?;
+    let h = &bridge_stats.answer;
+    row.inside_bridge_us = Some([
+        h.quantile_ns(0.5) as f64 / 1e3,
+        h.quantile_ns(0.99) as f64 / 1e3,
+    ]);
+    Ok(row)
 }
 
 fn rclpy_round_trips(spec: &BenchRosSpec, rate: f64) -> Result<RoundTrips> {
@@ -228,9 +244,18 @@ fn r2r_round_trips(
 
 /// Runs the benchmark.
 pub fn ros(spec: &BenchRosSpec) -> Result<BenchReport> {
+    if cfg!(feature = "r2r") {
+        // The r2r backend's rcl reads its domain and discovery range from the environment:
+        // set before any thread of this benchmark exists.
+        std::env::set_var("ROS_DOMAIN_ID", spec.domain_id.to_string());
+        std::env::set_var("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST");
+    }
     let mut rows = Vec::new();
     for &rate in &spec.rates {
-        rows.push(reflex_round_trips(spec, rate)?);
+        rows.push(reflex_round_trips(spec, rate, "rustdds")?);
+        if cfg!(feature = "r2r") {
+            rows.push(reflex_round_trips(spec, rate, "r2r")?);
+        }
         rows.push(rclpy_round_trips(spec, rate)?);
         if let Some(c) = &spec.r2r_echo {
             rows.push(r2r_round_trips(spec, c, rate)?);
@@ -239,8 +264,12 @@ pub fn ros(spec: &BenchRosSpec) -> Result<BenchReport> {
     let lines = rows
         .iter()
         .map(|r| {
+            let inside = r
+                .inside_bridge_us
+                .map(|[p50, p99]| format!("; inside the bridge p50 {p50:.0} us, p99 {p99:.0} us"))
+                .unwrap_or_default();
             format!(
-                "{:>6.0} Hz  {:<64} p50 {:>6.0} us  p99 {:>6.0} us  max {:>7.0} us  ({} states, {} unanswered)",
+                "{:>6.0} Hz  {:<72} p50 {:>6.0} us  p99 {:>6.0} us  max {:>7.0} us  ({} states, {} unanswered{inside})",
                 r.rate_hz, r.candidate, r.p50_us, r.p99_us, r.max_us, r.sent, r.unanswered
             )
         })
