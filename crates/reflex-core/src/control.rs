@@ -352,9 +352,13 @@ impl ActionMapper {
         };
         // Null-space pull toward the rest posture r, without disturbing the tool:
         // dq = J+ e + (I - J+ J) r = J+ (e - J r) + r, with J+ = J^T (J J^T + lambda^2 I)^-1.
+        // A 6-DoF arm has no redundancy to spend: no pull (its seventh slot is inert).
         let mut rest = Vec7::zeros();
-        for (i, r) in rest.iter_mut().enumerate() {
-            *r = self.spec.null_space_gain * (self.q_rest[i] - self.q_setpoint[i]) * dt_s * 10.0;
+        if model.dof == ARM_DOF {
+            for (i, r) in rest.iter_mut().enumerate() {
+                *r =
+                    self.spec.null_space_gain * (self.q_rest[i] - self.q_setpoint[i]) * dt_s * 10.0;
+            }
         }
         let dq: Vec7 = j.transpose() * chol.solve(&(e - j * rest)) + rest;
         // The setpoint moves no faster than each joint's speed limit.

@@ -5,7 +5,7 @@
 //! end-effector action means the same joint motion everywhere. All queries write into caller
 //! buffers and allocate nothing.
 
-use crate::types::ARM_DOF;
+use crate::types::{ARM_DOF, MIN_ARM_DOF};
 use nalgebra::{Isometry3, SMatrix, Translation3, UnitQuaternion, Vector3};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ pub struct JointLimits {
 struct ChainJoint {
     /// Pose of the joint frame in the previous chain link's frame (at q = 0).
     origin: Isometry3<f64>,
-    /// Rotation axis in the joint frame (unit).
+    /// Rotation axis in the joint frame (unit; zero for an inert slot).
     axis: Vector3<f64>,
     /// Mass carried by the child link, including every rigidly attached descendant off the chain.
     mass_kg: f64,
@@ -85,13 +85,20 @@ impl GripperModel {
     }
 }
 
-/// Joint-space kinematic and inertial model of a 7-DoF arm plus gripper.
+/// Joint-space kinematic and inertial model of a 6- or 7-DoF arm plus gripper.
+///
+/// A 6-DoF arm fills the first six of the [`ARM_DOF`] joint slots; the seventh is inert: no
+/// name, no axis (it moves no frame, its Jacobian column is zero, it carries no mass), limits of
+/// [`INERT_JOINT_LIMITS`]. Whatever a loop commands it, nothing moves; a robot reports it at 0 and
+/// never sends it to the arm.
 #[derive(Clone, Debug)]
 pub struct ArmModel {
-    /// Names of the 7 arm joints, base to tip.
+    /// Names of the arm joints, base to tip (the inert slot's is empty).
     pub joint_names: [String; ARM_DOF],
     /// Their limits.
     pub limits: [JointLimits; ARM_DOF],
+    /// How many of the slots are real joints: 6 or 7.
+    pub dof: usize,
     /// The link the chain starts at (fixed to the world).
     pub base_link: String,
     /// The tool-centre-point link.
@@ -128,6 +135,14 @@ impl Default for Frames {
         }
     }
 }
+
+/// Limits of a 6-DoF arm's inert seventh joint: wide enough for any margin, slow.
+pub const INERT_JOINT_LIMITS: JointLimits = JointLimits {
+    lower: -1.0,
+    upper: 1.0,
+    velocity: 1.0,
+    effort: 1.0,
+};
 
 fn origin_to_isometry(o: &urdf_rs::Pose) -> Isometry3<f64> {
     Isometry3::from_parts(
@@ -226,12 +241,16 @@ impl ArmModel {
                 }
             }
         }
-        if moving.len() != ARM_DOF {
+        if !(MIN_ARM_DOF..=ARM_DOF).contains(&moving.len()) {
             return Err(err(
                 format!("chain \"{base_link}\" -> \"{tcp_link}\""),
-                format!("expected {ARM_DOF} revolute joints, found {}", moving.len()),
+                format!(
+                    "expected {MIN_ARM_DOF} or {ARM_DOF} revolute joints, found {}",
+                    moving.len()
+                ),
             ));
         }
+        let dof = moving.len();
         let tcp_offset = pending;
 
         // Children of each link, to fold off-chain descendants into chain links' masses.
@@ -292,15 +311,27 @@ impl ArmModel {
             });
         }
 
+        // A 6-DoF arm's seventh slot: an inert joint at the last link's frame.
+        while joints.len() < ARM_DOF {
+            joints.push(ChainJoint {
+                origin: Isometry3::identity(),
+                axis: Vector3::zeros(),
+                mass_kg: 0.0,
+                com: Vector3::zeros(),
+            });
+            names.push(String::new());
+            limits.push(INERT_JOINT_LIMITS);
+        }
+
         // Gripper: two prismatic joints whose parent is on the path from the last arm joint
         // to the TCP (or the last chain link itself).
-        let mut tool_links: Vec<&str> = vec![chain_links[ARM_DOF - 1]];
+        let mut tool_links: Vec<&str> = vec![chain_links[dof - 1]];
         let mut after_arm = false;
         for j in &chain {
             if after_arm {
                 tool_links.push(j.child.link.as_str());
             }
-            if j.name == moving[ARM_DOF - 1].0.name {
+            if j.name == moving[dof - 1].0.name {
                 after_arm = true;
             }
         }
@@ -314,7 +345,7 @@ impl ArmModel {
             .collect();
         // Pose of each tool link in the last arm link's frame, for the fingertips.
         let mut tool_pose: HashMap<&str, Isometry3<f64>> = HashMap::new();
-        tool_pose.insert(chain_links[ARM_DOF - 1], Isometry3::identity());
+        tool_pose.insert(chain_links[dof - 1], Isometry3::identity());
         let mut after = false;
         for j in &chain {
             if after {
@@ -327,7 +358,7 @@ impl ArmModel {
                     parent * origin_to_isometry(&j.origin),
                 );
             }
-            if j.name == moving[ARM_DOF - 1].0.name {
+            if j.name == moving[dof - 1].0.name {
                 after = true;
             }
         }
@@ -394,6 +425,7 @@ impl ArmModel {
             limits: limits
                 .try_into()
                 .unwrap_or_else(|_| unreachable!("length checked above")),
+            dof,
             base_link: base_link.to_owned(),
             tcp_link: tcp_link.to_owned(),
             gripper,
@@ -558,6 +590,46 @@ mod tests {
     fn model() -> ArmModel {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../urdf/reflex_arm.urdf");
         ArmModel::from_urdf_file(&path, "link0", "tcp").expect("the shipped URDF loads")
+    }
+
+    #[test]
+    fn a_six_dof_arm_fills_six_slots_and_its_seventh_moves_nothing() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../urdf/ur5e.urdf");
+        let m = ArmModel::from_urdf_file(&path, "base_link", "tool0").unwrap();
+        assert_eq!(m.dof, 6);
+        assert_eq!(m.joint_names[0], "shoulder_pan_joint");
+        assert_eq!(m.joint_names[5], "wrist_3_joint");
+        assert_eq!(m.joint_names[6], "");
+        assert_eq!(m.limits[6], INERT_JOINT_LIMITS);
+        assert!(m.gripper.is_none());
+        // UR's DH parameters put the flange here at all-zero joints ...
+        let t = m.tcp_pose(&[0.0; ARM_DOF]).translation.vector;
+        let want = Vector3::new(-0.8172, -0.2329, 0.0628);
+        assert!((t - want).norm() < 1e-4, "{t}");
+        // ... and here, pointing down, in the usual working posture.
+        let pi = std::f64::consts::PI;
+        let q = [pi, -pi / 2.0, pi / 2.0, -pi / 2.0, -pi / 2.0, 0.0, 0.0];
+        let f = m.tcp_pose(&q);
+        let want = Vector3::new(0.4922, 0.1329, 0.4878);
+        assert!((f.translation.vector - want).norm() < 1e-3, "{f}");
+        assert!((f.rotation * Vector3::z() - Vector3::new(0.0, 0.0, -1.0)).norm() < 1e-6);
+        // The seventh slot moves no frame and has a zero Jacobian column; the six real
+        // columns have full rank there.
+        let mut q7 = q;
+        q7[6] = 0.9;
+        assert!((m.tcp_pose(&q7).to_homogeneous() - f.to_homogeneous()).norm() < 1e-12);
+        let j = jacobian_dyn(&m, &q);
+        assert!(j.column(6).norm() == 0.0);
+        let six = nalgebra::Matrix6::from_fn(|r, c| j[(r, c)]);
+        assert!(six.determinant().abs() > 1e-3, "{six}");
+        // Five or eight revolute joints are refused, naming the chain.
+        let e = ArmModel::from_urdf_file(&path, "base_link", "wrist_2_link")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("expected 6 or 7 revolute joints, found 5"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! The vocabulary every other Reflex crate speaks, and nothing else: fixed-size observation,
 //! action and command types; the `Robot` and `Policy` traits; lock-free bounded queues with a
 //! declared overflow rule; the safety limits the runtime enforces; the arm's kinematic model
-//! read from a URDF; the mapping from normalised actions to joint setpoints (`ActionMapper`);
+//! read from a URDF (7 joints, or 6 with an inert seventh slot: [`ArmModel::dof`]); the mapping from normalised actions to joint setpoints (`ActionMapper`);
 //! the records a control loop emits (`Outcome`, `Transition`); the seeded RNG every layer
 //! shares ([`rng`]); cameras, frames and the way between pixels and world points ([`camera`]);
 //! and [`SceneView`], the cameras and tracked objects reward sources may look at ([`scene`]). No simulator, ROS or learning code depends in here, so a real-robot bridge
@@ -40,6 +40,7 @@ pub use camera::{look_at, Frame, Intrinsics, LiftError};
 pub use control::{ActionMapper, ControlSpec, SpecError};
 pub use kinematics::{
     ArmModel, Frames, GripperModel, Jacobian, JointLimits, ModelError, ENVELOPE_POINTS,
+    INERT_JOINT_LIMITS,
 };
 pub use queue::{
     latest, spsc, BoundedQueue, LatestReceiver, LatestSender, Overflow, Pushed, QueueStats,
@@ -58,5 +59,5 @@ pub use transition::{
 pub use types::{
     Action, ActionSpace, FlatObs, JointCommand, ObjectState, Observation, Pose, RobotState,
     ARM_DOF, FLAT_OBJECTS, FLAT_OBJECT_STRIDE, FLAT_TCP_POS, MAX_ACTION_DIM, MAX_GOALS,
-    MAX_KEYPOINTS, MAX_OBJECTS, MAX_OBS_DIM,
+    MAX_KEYPOINTS, MAX_OBJECTS, MAX_OBS_DIM, MIN_ARM_DOF,
 };

@@ -3,8 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Joints of the arm (the gripper is commanded separately).
+/// Joint slots of the arm (the gripper is commanded separately). A 6-DoF arm fills the first six;
+/// the seventh is an inert joint (see [`crate::ArmModel::dof`]).
 pub const ARM_DOF: usize = 7;
+/// Fewest arm joints a model may have (6-DoF arms such as UR's).
+pub const MIN_ARM_DOF: usize = 6;
 /// Largest action any action space uses (joint deltas + gripper).
 pub const MAX_ACTION_DIM: usize = 8;
 /// Offset of the tool position (3 values) in [`Observation::flat`].

@@ -580,16 +580,21 @@ pub fn operator_mapper(task: &Task, params: &BridgeParams) -> OperatorMapper {
 
 /// Applies the bridge's tighter limits: the tighter of the task's and the parameter's wins.
 pub fn tighten(cfg: &mut RuntimeConfig, params: &BridgeParams) {
+    // One value per real arm joint (the bridge checked the count against the URDF).
     let l = &mut cfg.limits;
-    for j in 0..reflex_core::ARM_DOF {
-        if let Some(v) = params.joint_pos_min_rad {
-            l.joint_pos_min_rad[j] = l.joint_pos_min_rad[j].max(v[j]);
+    if let Some(v) = &params.joint_pos_min_rad {
+        for (l, v) in l.joint_pos_min_rad.iter_mut().zip(v) {
+            *l = l.max(*v);
         }
-        if let Some(v) = params.joint_pos_max_rad {
-            l.joint_pos_max_rad[j] = l.joint_pos_max_rad[j].min(v[j]);
+    }
+    if let Some(v) = &params.joint_pos_max_rad {
+        for (l, v) in l.joint_pos_max_rad.iter_mut().zip(v) {
+            *l = l.min(*v);
         }
-        if let Some(v) = params.joint_vel_max_rad_s {
-            l.joint_vel_max_rad_s[j] = l.joint_vel_max_rad_s[j].min(v[j]);
+    }
+    if let Some(v) = &params.joint_vel_max_rad_s {
+        for (l, v) in l.joint_vel_max_rad_s.iter_mut().zip(v) {
+            *l = l.min(*v);
         }
     }
 }

@@ -92,6 +92,37 @@ fn driver_report(driver: std::process::Child, what: &str) -> serde_json::Value {
     serde_json::from_slice(line).unwrap()
 }
 
+/// Drives the arm behind `robot` with [`Wild`] until `until_s` after `started` (the driver's
+/// clock started a little before), brings it to rest, and returns the bridge's counters and the
+/// report of `driver` (`what` names it).
+fn drive_wild(
+    robot: RosRobot,
+    model: reflex_core::ArmModel,
+    cfg: reflex_runtime::RuntimeConfig,
+    driver: std::process::Child,
+    started: std::time::Instant,
+    until_s: u64,
+    what: &str,
+) -> (std::sync::Arc<reflex_ros::BridgeStats>, serde_json::Value) {
+    let mut rt = Runtime::new(
+        robot,
+        cfg,
+        model,
+        Box::new(Wild { step: 0 }),
+        None,
+        EStop::new(),
+    )
+    .unwrap_or_else(|e| panic!("the bridge starts on the {what}'s first joint state: {e}"));
+    let left = Duration::from_secs(until_s).saturating_sub(started.elapsed());
+    rt.run(left, true, |_, _| true);
+    assert!(rt.shutdown(2000, true), "the arm came to rest");
+    let b = rt.robot().stats().clone();
+    drop(rt);
+    let report = driver_report(driver, what);
+    println!("{what} report: {report}");
+    (b, report)
+}
+
 /// A policy that pushes every component to its extreme, switching sign every few steps.
 struct Wild {
     step: u64,
@@ -336,22 +367,7 @@ fn a_cyclone_dds_arm_driver_closes_the_loop_through_the_bridge() {
     });
     let driver = spawn_driver("cyclone_arm.py", &driver_cfg, domain);
     let started = std::time::Instant::now();
-    let mut rt = Runtime::new(
-        robot,
-        cfg,
-        model,
-        Box::new(Wild { step: 0 }),
-        None,
-        EStop::new(),
-    )
-    .expect("the bridge starts on Cyclone's first joint state");
-    let left = Duration::from_secs(7).saturating_sub(started.elapsed());
-    rt.run(left, true, |_, _| true);
-    assert!(rt.shutdown(2000, true));
-    let b = rt.robot().stats().clone();
-    drop(rt);
-    let report = driver_report(driver, "Cyclone driver");
-    println!("cyclone report: {report}");
+    let (b, report) = drive_wild(robot, model, cfg, driver, started, 7, "Cyclone driver");
     let n = |k: &str| report[k].as_f64().unwrap();
     assert!(n("commands") > 300.0, "{report}");
     assert!(n("gripper_commands") > 300.0, "{report}");
@@ -390,21 +406,7 @@ fn an_rclpy_joint_trajectory_controller_gets_one_point_per_tick_by_joint_name() 
     });
     let driver = spawn_driver("ros_arm_driver.py", &driver_cfg, domain);
     let started = std::time::Instant::now();
-    let mut rt = Runtime::new(
-        robot,
-        cfg,
-        model,
-        Box::new(Wild { step: 0 }),
-        None,
-        EStop::new(),
-    )
-    .expect("the bridge starts");
-    let left = Duration::from_secs(6).saturating_sub(started.elapsed());
-    rt.run(left, true, |_, _| true);
-    assert!(rt.shutdown(2000, true));
-    drop(rt);
-    let report = driver_report(driver, "rclpy driver");
-    println!("trajectory report: {report}");
+    let (_, report) = drive_wild(robot, model, cfg, driver, started, 6, "rclpy driver");
     let n = |k: &str| report[k].as_f64().unwrap();
     assert!(n("commands") > 300.0, "{report}");
     for k in [
@@ -495,4 +497,71 @@ fn an_rclpy_velocity_controller_is_zeroed_when_the_loop_stalls_and_at_shutdown()
     let last: Vec<f64> = serde_json::from_value(report["last_velocity"].clone()).unwrap();
     assert!(last.iter().all(|v| *v == 0.0), "{report}");
     assert_eq!(report["publisher_type"], "std_msgs/msg/Float64MultiArray");
+}
+
+/// A 6-DoF arm (the UR5e-class URDF, `launch/config/ur5e.yaml`'s parameters) on a forward
+/// position controller: every command carries the six joints by the driver's names, within the
+/// limits, and the arm moves under a policy that pushes at every limit.
+#[test]
+fn a_six_dof_ur_arm_is_driven_through_its_forward_position_controller() {
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "a_six_dof_ur_arm_is_driven_through_its_forward_position_controller",
+    ) {
+        return;
+    }
+    let domain = 78;
+    let task = Task::load("pick_cube").unwrap();
+    let mut argv: Vec<String> = Vec::new();
+    for p in [
+        format!("domain_id:={domain}"),
+        "diagnostics_period_s:=0.5".into(),
+        "state_timeout_s:=0.05".into(),
+    ] {
+        argv.push("-p".into());
+        argv.push(p);
+    }
+    if let Ok(backend) = std::env::var("REFLEX_ROS_BACKEND") {
+        argv.push("-p".into());
+        argv.push(format!("backend:={backend}"));
+        std::env::set_var("ROS_DOMAIN_ID", domain.to_string());
+    }
+    argv.push("--params-file".into());
+    argv.push(repo().join("launch/config/ur5e.yaml").display().to_string());
+    let args = RosArgs::parse(&argv).unwrap();
+    let mut r = Reader::new(args.parameters("/reflex").unwrap());
+    let mut params = BridgeParams::read(&mut r).unwrap();
+    r.finish().unwrap();
+    params.urdf = repo().join(&params.urdf);
+    let (robot, model, mut cfg) = connect(&task, &params, EStop::new(), 200.0);
+    reflex_jobs::ros::tighten(&mut cfg, &params);
+    assert_eq!(model.dof, 6);
+    let l = cfg.limits.clone();
+    let pi = std::f64::consts::PI;
+    let driver_cfg = serde_json::json!({
+        "joint_names": &model.joint_names[..6],
+        "finger_names": [],
+        "joint_pos_min_rad": &l.joint_pos_min_rad[..6],
+        "joint_pos_max_rad": &l.joint_pos_max_rad[..6],
+        "joint_vel_max_rad_s": &l.joint_vel_max_rad_s[..6],
+        // The tool above the table, pointing down.
+        "initial_joint_pos_rad": [pi, -pi / 2.0, pi / 2.0, -pi / 2.0, -pi / 2.0, 0.0],
+        "initial_gripper_width_m": 0.0,
+        "servo_period_s": 1.0 / 200.0,
+        "rate_hz": 250.0,
+        "seconds": 8.0,
+        "schedule": [],
+    });
+    let driver = spawn_driver("ros_arm_driver.py", &driver_cfg, domain);
+    let started = std::time::Instant::now();
+    let (b, report) = drive_wild(robot, model, cfg, driver, started, 6, "UR driver");
+    let n = |k: &str| report[k].as_f64().unwrap();
+    assert!(n("commands") > 300.0, "{report}");
+    for k in ["bad_length", "non_finite", "outside_limits", "too_fast"] {
+        assert_eq!(n(k), 0.0, "{k}: {report}");
+    }
+    assert!(n("max_step_ratio") > 0.01, "the arm moved: {report}");
+    assert_eq!(n("gripper_commands"), 0.0, "no gripper: {report}");
+    assert_eq!(report["publisher_type"], "std_msgs/msg/Float64MultiArray");
+    assert!(b.states.load(Ordering::Relaxed) > 300);
+    assert_eq!(b.states_missing_joint.load(Ordering::Relaxed), 0);
 }

@@ -278,7 +278,8 @@ pub fn advertise<M: RosType + serde::Serialize>(
 /// Resolved joint bookkeeping.
 #[derive(Clone, Debug)]
 struct Joints {
-    arm: [String; ARM_DOF],
+    /// One per real arm joint (the model's `dof`), in command order.
+    arm: Vec<String>,
     gripper: Vec<String>,
 }
 
@@ -607,7 +608,18 @@ fn resolve_joints(params: &BridgeParams, model: &ArmModel) -> Result<Joints, Bri
     let arm = params
         .joint_names
         .clone()
-        .unwrap_or_else(|| model.joint_names.clone());
+        .unwrap_or_else(|| model.joint_names[..model.dof].to_vec());
+    if arm.len() != model.dof {
+        return Err(BridgeError::Param {
+            name: "joint_names",
+            message: format!(
+                "{} names for the URDF's {}-joint arm ({})",
+                arm.len(),
+                model.dof,
+                model.joint_names[..model.dof].join(", ")
+            ),
+        });
+    }
     let gripper = match &params.gripper_joint_names {
         Some(g) => g.clone(),
         None => model
@@ -616,6 +628,18 @@ fn resolve_joints(params: &BridgeParams, model: &ArmModel) -> Result<Joints, Bri
             .map(|g| g.finger_joints.to_vec())
             .unwrap_or_default(),
     };
+    for (name, v) in [
+        ("limits.joint_pos_min_rad", &params.joint_pos_min_rad),
+        ("limits.joint_pos_max_rad", &params.joint_pos_max_rad),
+        ("limits.joint_vel_max_rad_s", &params.joint_vel_max_rad_s),
+    ] {
+        if let Some(v) = v.as_ref().filter(|v| v.len() != model.dof) {
+            return Err(BridgeError::Param {
+                name,
+                message: format!("{} values for the URDF's {}-joint arm", v.len(), model.dof),
+            });
+        }
+    }
     let mut all: Vec<&String> = arm.iter().chain(&gripper).collect();
     all.sort();
     if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
@@ -1038,6 +1062,7 @@ impl Executor {
         let lead_s = params.trajectory_lead_s.unwrap_or(2.0 * servo_period);
         let lead_ns = (lead_s * 1e9) as u64;
         let n_gripper = joints.gripper.len();
+        let dof = joints.arm.len();
         let decoder = JointStateDecoder::new(&joints.arm, &joints.gripper, model);
         Ok(Self {
             _node: node,
@@ -1084,7 +1109,7 @@ impl Executor {
             prev_objects: [None; MAX_OBJECTS],
             cmd_seq: 0,
             arm_msg: Float64MultiArray {
-                data: vec![0.0; ARM_DOF],
+                data: vec![0.0; dof],
                 ..Default::default()
             },
             gripper_msg: Float64MultiArray {
@@ -1539,7 +1564,8 @@ impl Executor {
 
     /// Publishes joint velocities to the velocity controller.
     fn publish_velocity(&mut self, v: &[f64; ARM_DOF]) -> bool {
-        self.arm_msg.data.copy_from_slice(v);
+        let dof = self.arm_msg.data.len();
+        self.arm_msg.data.copy_from_slice(&v[..dof]);
         self.arm_forward
             .as_mut()
             .map(|p| p.publish(&self.arm_msg))
@@ -1607,7 +1633,8 @@ impl Executor {
                 self.publish_velocity(&sample.velocity)
             }
             CommandInterface::ForwardPosition => {
-                self.arm_msg.data.copy_from_slice(&c.joint_pos_rad);
+                let dof = self.arm_msg.data.len();
+                self.arm_msg.data.copy_from_slice(&c.joint_pos_rad[..dof]);
                 self.arm_forward
                     .as_mut()
                     .map(|p| p.publish(&self.arm_msg))
@@ -1616,9 +1643,9 @@ impl Executor {
             CommandInterface::JointTrajectory => {
                 let msg = JointTrajectory {
                     header: Header::default(),
-                    joint_names: self.joints.arm.to_vec(),
+                    joint_names: self.joints.arm.clone(),
                     points: vec![JointTrajectoryPoint {
-                        positions: c.joint_pos_rad.to_vec(),
+                        positions: c.joint_pos_rad[..self.joints.arm.len()].to_vec(),
                         time_from_start: self.lead,
                         ..Default::default()
                     }],

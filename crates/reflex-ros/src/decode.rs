@@ -35,6 +35,8 @@ pub struct Decoded {
 /// Decodes joint states for one arm.
 pub struct JointStateDecoder {
     joints: Vec<String>,
+    /// Arm joints (the model's `dof`; a 6-DoF arm's seventh slot stays 0).
+    n_arm: usize,
     model: ArmModel,
     names_seen: Vec<String>,
     index: Vec<usize>,
@@ -43,11 +45,14 @@ pub struct JointStateDecoder {
 }
 
 impl JointStateDecoder {
-    /// A decoder for the arm joints `arm` (the command's order) and the gripper's finger
-    /// joints `gripper` (the width is the sum of their positions).
-    pub fn new(arm: &[String; ARM_DOF], gripper: &[String], model: ArmModel) -> Self {
+    /// A decoder for the arm joints `arm` (the command's order; one per real joint of
+    /// `model`, at most [`ARM_DOF`]) and the gripper's finger joints `gripper` (the width is
+    /// the sum of their positions).
+    pub fn new(arm: &[String], gripper: &[String], model: ArmModel) -> Self {
+        assert!(arm.len() <= ARM_DOF, "at most {ARM_DOF} arm joints");
         Self {
             joints: arm.iter().chain(gripper).cloned().collect(),
+            n_arm: arm.len(),
             model,
             names_seen: Vec::new(),
             index: Vec::new(),
@@ -85,7 +90,7 @@ impl JointStateDecoder {
             stamp_ns: now_ns,
             ..Default::default()
         };
-        for k in 0..ARM_DOF {
+        for k in 0..self.n_arm {
             let i = self.index[k];
             state.joint_pos_rad[k] = msg.position[i];
             state.joint_vel_rad_s[k] = msg.velocity.get(i).copied().unwrap_or(0.0);
@@ -105,7 +110,10 @@ impl JointStateDecoder {
                 }
             }
         }
-        state.gripper_width_m = self.index[ARM_DOF..].iter().map(|&i| msg.position[i]).sum();
+        state.gripper_width_m = self.index[self.n_arm..]
+            .iter()
+            .map(|&i| msg.position[i])
+            .sum();
         let non_finite = !state.is_finite();
         if non_finite {
             // A differentiated velocity must not carry the bad value into the next state.

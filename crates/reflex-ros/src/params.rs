@@ -4,7 +4,7 @@
 //! came from.
 
 use crate::args::{ParamSet, ParamValue, Source};
-use reflex_core::ARM_DOF;
+use reflex_core::{ARM_DOF, MIN_ARM_DOF};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -242,9 +242,10 @@ impl Reader {
         }
     }
 
-    /// An optional array of exactly `ARM_DOF` finite numbers.
-    pub fn joint_array(&mut self, name: &str) -> Result<Option<[f64; ARM_DOF]>, ParamError> {
-        self.numbers::<ARM_DOF>(name, "one per arm joint")
+    /// An optional array of one finite number per arm joint (6 or 7: the bridge checks the
+    /// count against the URDF's arm).
+    pub fn joint_array(&mut self, name: &str) -> Result<Option<Vec<f64>>, ParamError> {
+        self.numbers_counted(name, "one per arm joint", MIN_ARM_DOF, ARM_DOF)
     }
 
     /// An optional array of exactly `N` finite numbers (`what` says what they are).
@@ -253,6 +254,24 @@ impl Reader {
         name: &str,
         what: &str,
     ) -> Result<Option<[f64; N]>, ParamError> {
+        Ok(self
+            .numbers_counted(name, what, N, N)?
+            .map(|v| v.try_into().expect("counted")))
+    }
+
+    /// An optional array of `min..=max` finite numbers (`what` says what they are).
+    pub fn numbers_counted(
+        &mut self,
+        name: &str,
+        what: &str,
+        min: usize,
+        max: usize,
+    ) -> Result<Option<Vec<f64>>, ParamError> {
+        let count = if min == max {
+            format!("{min}")
+        } else {
+            format!("{min} to {max}")
+        };
         let (v, src) = match self.get(name) {
             None => return Ok(None),
             Some((ParamValue::DoubleArray(v), src)) => (v, src),
@@ -264,27 +283,27 @@ impl Reader {
                     name,
                     src,
                     format!(
-                        "expected a list of {N} numbers ({what}), got a {}",
+                        "expected a list of {count} numbers ({what}), got a {}",
                         v.type_name()
                     ),
                 ))
             }
         };
-        let arr: [f64; N] = v.clone().try_into().map_err(|_| {
-            Self::invalid(
+        if !(min..=max).contains(&v.len()) {
+            return Err(Self::invalid(
                 name,
-                src.clone(),
-                format!("expected {N} numbers ({what}), got {}", v.len()),
-            )
-        })?;
-        if let Some(i) = arr.iter().position(|x| !x.is_finite()) {
+                src,
+                format!("expected {count} numbers ({what}), got {}", v.len()),
+            ));
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
             return Err(Self::invalid(
                 name,
                 src,
                 format!("element {i} is not finite"),
             ));
         }
-        Ok(Some(arr))
+        Ok(Some(v))
     }
 
     /// Refuses every parameter that was set but never read, naming each and its source.
@@ -388,9 +407,10 @@ pub struct BridgeParams {
     pub base_link: String,
     /// See `base_link`.
     pub tcp_link: String,
-    /// `joint_names` (7 strings, default: the URDF's arm joints): matched by name in
+    /// `joint_names` (one per arm joint: 6 or 7 strings, default: the URDF's arm joints):
+    /// matched by name in
     /// `/joint_states`; the command's order.
-    pub joint_names: Option<[String; ARM_DOF]>,
+    pub joint_names: Option<Vec<String>>,
     /// `gripper_joint_names` (0 to 2 strings, default: the URDF's finger joints): the gripper
     /// width is the sum of their positions; each is commanded to width / count.
     pub gripper_joint_names: Option<Vec<String>>,
@@ -469,13 +489,13 @@ pub struct BridgeParams {
     /// `cameras.<name>.*` parameters (see [`CameraParams`]).
     pub cameras: Vec<CameraParams>,
     /// `limits.joint_pos_min_rad`, `limits.joint_pos_max_rad`, `limits.joint_vel_max_rad_s`
-    /// (7 numbers each, optional): tighter limits than the task's; the tighter value wins, and
-    /// any value looser than the URDF's is refused at start.
-    pub joint_pos_min_rad: Option<[f64; ARM_DOF]>,
+    /// (one number per arm joint each, optional): tighter limits than the task's; the tighter
+    /// value wins, and any value looser than the URDF's is refused at start.
+    pub joint_pos_min_rad: Option<Vec<f64>>,
     /// See `joint_pos_min_rad`.
-    pub joint_pos_max_rad: Option<[f64; ARM_DOF]>,
+    pub joint_pos_max_rad: Option<Vec<f64>>,
     /// See `joint_pos_min_rad`.
-    pub joint_vel_max_rad_s: Option<[f64; ARM_DOF]>,
+    pub joint_vel_max_rad_s: Option<Vec<f64>>,
 }
 
 impl BridgeParams {
@@ -554,9 +574,8 @@ impl BridgeParams {
             ObjectsSource::PoseArray => "/objects",
             _ => "/tf",
         };
-        let joint_names = r.strings_counted("joint_names", &URDF_DEFAULT, ARM_DOF, ARM_DOF)?;
-        let joint_names =
-            (joint_names != URDF_DEFAULT).then(|| joint_names.try_into().expect("counted above"));
+        let joint_names = r.strings_counted("joint_names", &URDF_DEFAULT, MIN_ARM_DOF, ARM_DOF)?;
+        let joint_names = (joint_names != URDF_DEFAULT).then_some(joint_names);
         let gripper_joint_names =
             r.strings_counted("gripper_joint_names", &URDF_DEFAULT[..1], 0, 2)?;
         let gripper_joint_names =

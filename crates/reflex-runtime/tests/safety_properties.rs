@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{arm, envelope, limits, outside_by, Plant, DT_S};
+use common::{arm, envelope, limits, outside_by, ur_arm, Plant, DT_S};
 use proptest::prelude::*;
 use reflex_core::{JointCommand, RobotState, ARM_DOF};
 use reflex_runtime::{EStop, Faults, Mode, SafetyFilter};
@@ -108,8 +108,10 @@ proptest! {
         (hold_ticks, brake_extra) in (1u32..4, 0u32..6),
         (second_order, alpha, omega, zeta) in plant(),
         ticks in prop::collection::vec(tick(), 1..60),
+        six_dof in any::<bool>(),
     ) {
-        let arm = arm();
+        // The shipped 7-DoF arm, or a 6-DoF one whose seventh slot is inert.
+        let arm = if six_dof { ur_arm() } else { arm() };
         let mut lim = limits(&arm);
         lim.watchdog_hold_ticks = hold_ticks;
         lim.watchdog_brake_ticks = hold_ticks + brake_extra;

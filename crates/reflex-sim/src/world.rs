@@ -42,6 +42,16 @@ impl Template {
     /// Loads the URDF at `path`; the arm runs from `link0` to `tcp`.
     pub fn load(path: &Path, finger_friction: f64) -> Result<Self, SimError> {
         let model = ArmModel::from_urdf_file(path, "link0", "tcp")?;
+        if model.dof != ARM_DOF {
+            return Err(SimError::Urdf {
+                path: path.to_owned(),
+                message: format!(
+                    "the simulator needs a {ARM_DOF}-joint arm, this one has {} (6-DoF arms run \
+                     through the ROS 2 bridge)",
+                    model.dof
+                ),
+            });
+        }
         if model.gripper.is_none() {
             return Err(SimError::Urdf {
                 path: path.to_owned(),

@@ -13,6 +13,12 @@ pub fn arm() -> ArmModel {
     ArmModel::from_urdf_file(&urdf, "link0", "tcp").unwrap()
 }
 
+/// The 6-DoF UR5e-class arm (its seventh joint slot inert).
+pub fn ur_arm() -> ArmModel {
+    let urdf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../urdf/ur5e.urdf");
+    ArmModel::from_urdf_file(&urdf, "base_link", "tool0").unwrap()
+}
+
 pub fn limits(arm: &ArmModel) -> SafetyLimits {
     SafetyLimits::from_model(arm)
 }
