@@ -2,7 +2,8 @@
 # The bridge's r2r backend against the same interop tests as the default one: builds reflex-ros
 # with its `r2r` feature against the PyPI ROS 2 packages in target/pyenv (scripts/test.sh
 # installs them; scripts/r2r-build-env.sh says how), lints it, then runs the rclpy and Cyclone
-# DDS interop tests (crates/reflex-jobs/tests/ros_rclpy.rs) with `backend: r2r`.
+# DDS interop tests (crates/reflex-jobs/tests/ros_rclpy.rs) and the simulated arm's camera,
+# tracker and training tests (ros_sim.rs) with `backend: r2r`.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +14,4 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 echo "== r2r backend: clippy"
 cargo clippy -p reflex-ros -p reflex-jobs --features reflex-jobs/r2r --all-targets -- -D warnings
 echo "== r2r backend: interop tests"
-REFLEX_ROS_BACKEND=r2r cargo test -p reflex-jobs --features r2r --test ros_rclpy "$@"
+REFLEX_ROS_BACKEND=r2r cargo test -p reflex-jobs --features r2r --test ros_rclpy --test ros_sim "$@"

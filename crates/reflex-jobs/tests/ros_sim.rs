@@ -2,7 +2,8 @@
 //! the bridge with `launch/config/sim_arm.yaml`: the bridge's `SceneView` renders the front
 //! camera from the image, depth and camera-info topics, and a point lifted through that depth
 //! lands on the cube the tracker topic (`/tf`) reports; the parameter file's camera pose is the
-//! simulator's own. Runs in a loopback-only network namespace.
+//! simulator's own. Runs in a loopback-only network namespace. `scripts/test-r2r.sh` runs these
+//! tests again over the r2r backend, with the cube from the `/objects` pose array.
 
 use nalgebra::Point3;
 use reflex_core::{Frame, Robot, SceneView, TrackedObject};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 /// The ROS arguments of a node run with `launch/config/sim_arm.yaml` on `domain`.
 fn ros_args(domain: u32) -> RosArgs {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    RosArgs::parse(&[
+    let mut argv = vec![
         "--params-file".to_string(),
         repo.join("launch/config/sim_arm.yaml")
             .display()
@@ -28,8 +29,21 @@ fn ros_args(domain: u32) -> RosArgs {
         format!("domain_id:={domain}"),
         "-p".into(),
         format!("urdf:={}", repo.join("urdf/reflex_arm.urdf").display()),
-    ])
-    .unwrap()
+    ];
+    // The same tests over the r2r backend (scripts/test-r2r.sh): its rcl takes the domain from
+    // the environment, and the cube comes from the pose array (PyPI's ROS 2 has no tf2_msgs).
+    if let Ok(backend) = std::env::var("REFLEX_ROS_BACKEND") {
+        for p in [
+            format!("backend:={backend}"),
+            "objects_source:=pose_array".into(),
+            "objects_topic:=/objects".into(),
+        ] {
+            argv.push("-p".into());
+            argv.push(p);
+        }
+        std::env::set_var("ROS_DOMAIN_ID", domain.to_string());
+    }
+    RosArgs::parse(&argv).unwrap()
 }
 
 fn params(domain: u32) -> BridgeParams {

@@ -2,7 +2,8 @@
 //! `joint_state_broadcaster` (`/joint_states`, every joint by name), a forward position
 //! controller for the arm (`<arm_controller>/commands`) and one for the gripper's fingers
 //! (`<gripper_controller>/commands`), object poses on `/tf` (from a tracker's point of view:
-//! parent `base_frame`, child the object's name), and camera images with their camera info as
+//! parent `base_frame`, child the object's name) and, as a pose-array tracker would, on
+//! `/objects` (`geometry_msgs/PoseArray` in the task's object order), and camera images with their camera info as
 //! a ROS camera driver would publish them (`/<camera>/color/image_raw`, ...). Like `forward_command_controller`, a command
 //! of the wrong length or with a non-finite value is dropped (and counted) and the last good one
 //! is held.
@@ -16,8 +17,8 @@ use crate::bridge::{
     advertise, context, qos_command, qos_service, qos_stream, ros_name, subscribe, wall_ns,
 };
 use crate::msg::{
-    Bool, CameraInfo, Float64MultiArray, Header, Image, JointState, TfMessage, Time, Transform,
-    TransformStamped, TriggerRequest, TriggerResponse,
+    Bool, CameraInfo, Float64MultiArray, Header, Image, JointState, PoseArray, TfMessage, Time,
+    Transform, TransformStamped, TriggerRequest, TriggerResponse,
 };
 use crate::params::BridgeParams;
 use reflex_core::{Frame, JointCommand, Pose, ARM_DOF};
@@ -115,6 +116,7 @@ pub fn serve<A: ServedArm>(
     let grip_topic = format!("{}/commands", p.gripper_controller.trim_end_matches('/'));
     let grip_sub = subscribe::<Float64MultiArray>(n, &grip_topic, qos_command())?;
     let tf_pub = advertise::<TfMessage>(n, "/tf", qos_service())?;
+    let objects_pub = advertise::<PoseArray>(n, "/objects", qos_service())?;
     let success_pub = advertise::<Bool>(n, "/reflex_sim/privileged_success", qos_service())?;
     let reset = node
         .create_server::<TriggerRequest, TriggerResponse>(
@@ -215,6 +217,29 @@ pub fn serve<A: ServedArm>(
             objects.clear();
             arm.objects(&mut objects);
             let stamp = msg.header.stamp;
+            let array = PoseArray {
+                header: Header {
+                    stamp,
+                    frame_id: p.base_frame.clone(),
+                },
+                poses: objects
+                    .iter()
+                    .map(|(_, pose)| crate::msg::Pose {
+                        position: crate::msg::Vector3 {
+                            x: pose.position_m[0],
+                            y: pose.position_m[1],
+                            z: pose.position_m[2],
+                        },
+                        orientation: crate::msg::Quaternion {
+                            x: pose.quat_xyzw[0],
+                            y: pose.quat_xyzw[1],
+                            z: pose.quat_xyzw[2],
+                            w: pose.quat_xyzw[3],
+                        },
+                    })
+                    .collect(),
+            };
+            let _ = objects_pub.publish(array);
             let tf = TfMessage {
                 transforms: objects
                     .iter()
