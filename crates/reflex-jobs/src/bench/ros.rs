@@ -61,6 +61,10 @@ pub struct RoundTrips {
     /// taking the state to the answer going out), median and 99th percentile, microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inside_bridge_us: Option<[f64; 2]>,
+    /// Reflex candidates: the runtime tick's own compute time (read, policy, filter, write),
+    /// median and 99th percentile, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tick_us: Option<[f64; 2]>,
 }
 
 struct Still;
@@ -132,6 +136,7 @@ fn summarise(candidate: &str, rate: f64, out: std::process::Output) -> Result<Ro
         p99_us: q(0.99),
         max_us: rtts[rtts.len() - 1],
         inside_bridge_us: None,
+        tick_us: None,
     })
 }
 
@@ -187,23 +192,28 @@ fn reflex_round_trips(spec: &BenchRosSpec, rate: f64, backend: &str) -> Result<R
             .spawn(move || {
                 rt.robot().notify_on_state(std::thread::current());
                 let mut seen = rt.robot().state_seq();
+                let ticks = reflex_runtime::Histogram::default();
                 while !stop.load(Ordering::Acquire) {
                     std::thread::park_timeout(Duration::from_millis(20));
                     let seq = rt.robot().state_seq();
                     if seq != seen {
                         seen = seq;
+                        let t0 = std::time::Instant::now();
                         let r = rt.tick();
+                        ticks.record(t0.elapsed().as_nanos() as u64);
                         if r.episode_done {
                             let _ = rt.begin_episode();
                         }
                     }
                 }
+                let tick = [ticks.quantile_ns(0.5), ticks.quantile_ns(0.99)];
                 rt.shutdown(1000, false);
+                tick
             })?
     };
     let out = pinger.wait_with_output()?;
     stop.store(true, Ordering::Release);
-    let _ = control.join();
+    let tick_ns = control.join().unwrap_or_default();
     let candidate = match backend {
         "r2r" => "reflex bridge (r2r backend: rcl, Fast DDS; one runtime tick per state)",
         _ => "reflex bridge (ros2-client/rustdds, one runtime tick per state)",
@@ -214,6 +224,7 @@ fn reflex_round_trips(spec: &BenchRosSpec, rate: f64, backend: &str) -> Result<R
         h.quantile_ns(0.5) as f64 / 1e3,
         h.quantile_ns(0.99) as f64 / 1e3,
     ]);
+    row.tick_us = Some([tick_ns[0] as f64 / 1e3, tick_ns[1] as f64 / 1e3]);
     Ok(row)
 }
 
@@ -268,8 +279,12 @@ pub fn ros(spec: &BenchRosSpec) -> Result<BenchReport> {
                 .inside_bridge_us
                 .map(|[p50, p99]| format!("; inside the bridge p50 {p50:.0} us, p99 {p99:.0} us"))
                 .unwrap_or_default();
+            let tick = r
+                .tick_us
+                .map(|[p50, p99]| format!(", of it the tick {p50:.0} / {p99:.0} us"))
+                .unwrap_or_default();
             format!(
-                "{:>6.0} Hz  {:<72} p50 {:>6.0} us  p99 {:>6.0} us  max {:>7.0} us  ({} states, {} unanswered{inside})",
+                "{:>6.0} Hz  {:<72} p50 {:>6.0} us  p99 {:>6.0} us  max {:>7.0} us  ({} states, {} unanswered{inside}{tick})",
                 r.rate_hz, r.candidate, r.p50_us, r.p99_us, r.max_us, r.sent, r.unanswered
             )
         })
