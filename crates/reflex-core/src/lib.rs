@@ -6,7 +6,8 @@
 //! read from a URDF (7 joints, or 6 with an inert seventh slot: [`ArmModel::dof`]); the mapping from normalised actions to joint setpoints (`ActionMapper`);
 //! the records a control loop emits (`Outcome`, `Transition`); the seeded RNG every layer
 //! shares ([`rng`]); cameras, frames and the way between pixels and world points ([`camera`]);
-//! and [`SceneView`], the cameras and tracked objects reward sources may look at ([`scene`]). No simulator, ROS or learning code depends in here, so a real-robot bridge
+//! [`OperatorCommand`], what every operator device says to a loop; and [`SceneView`], the cameras
+//! and tracked objects reward sources may look at ([`scene`]). No simulator, ROS or learning code depends in here, so a real-robot bridge
 //! and the simulator share these types exactly.
 //!
 //! ```
@@ -27,6 +28,7 @@
 pub mod camera;
 mod control;
 mod kinematics;
+mod operator;
 mod queue;
 pub mod rng;
 mod robot;
@@ -42,6 +44,7 @@ pub use kinematics::{
     ArmModel, Frames, GripperModel, Jacobian, JointLimits, ModelError, ENVELOPE_POINTS,
     INERT_JOINT_LIMITS,
 };
+pub use operator::{OperatorCommand, OperatorEvents, Takeover};
 pub use queue::{
     latest, spsc, BoundedQueue, LatestReceiver, LatestSender, Overflow, Pushed, QueueStats,
     SpscReceiver, SpscSender,

@@ -30,9 +30,9 @@ use reflex_core::{
     TrackedObject,
 };
 use reflex_core::{
-    Action, ArmModel, JointCommand, JointLimits, ObjectState, Observation, Outcome, Pose, Robot,
-    RobotError, RobotHealth, RobotState, SceneReset, StartError, ARM_DOF, MAX_GOALS, MAX_KEYPOINTS,
-    MAX_OBJECTS,
+    Action, ArmModel, JointCommand, JointLimits, ObjectState, Observation, OperatorCommand,
+    Outcome, Pose, Robot, RobotError, RobotHealth, RobotState, SceneReset, StartError, ARM_DOF,
+    MAX_GOALS, MAX_KEYPOINTS, MAX_OBJECTS,
 };
 use reflex_runtime::{EStop, Histogram, RuntimeStats};
 use ros2_client::qos::{Durability, History, WhenFull};
@@ -325,7 +325,7 @@ pub struct RosRobot {
 }
 
 /// Where operator messages go once the runtime exists.
-type OperatorSlot = OnceLock<(LatestSender<Action>, OperatorMapper)>;
+type OperatorSlot = OnceLock<(LatestSender<OperatorCommand>, OperatorMapper)>;
 
 /// Who to wake when a joint state arrives, and the newest state's number.
 #[derive(Default)]
@@ -524,7 +524,7 @@ impl RosRobot {
 
     /// Sends the operator's twist and joy messages, mapped by `mapper`, to the runtime's
     /// operator input (`Runtime::operator`). Set once; later calls are ignored.
-    pub fn attach_operator(&self, sender: LatestSender<Action>, mapper: OperatorMapper) {
+    pub fn attach_operator(&self, sender: LatestSender<OperatorCommand>, mapper: OperatorMapper) {
         let _ = self.operator.set((sender, mapper));
     }
 
@@ -1296,7 +1296,7 @@ impl Executor {
             self.mapper = slot.map(|(_, m)| m.clone());
         }
         let stats = &self.io.stats;
-        let deliver = |r: Option<Result<Action, OperatorRefused>>| match (r, slot) {
+        let deliver = |r: Option<Result<OperatorCommand, OperatorRefused>>| match (r, slot) {
             (Some(Ok(a)), Some((tx, _))) => {
                 tx.send(a);
                 stats.operator_messages.fetch_add(1, Ordering::Relaxed);

@@ -1,16 +1,20 @@
-//! An operator's ROS 2 input as the runtime's operator actions: `geometry_msgs/TwistStamped`
+//! An operator's ROS 2 input as the runtime's [`OperatorCommand`]s: `geometry_msgs/TwistStamped`
 //! (a SpaceMouse node, a teleop node) and `sensor_msgs/Joy` (a gamepad or SpaceMouse node's
 //! axes and buttons), both mapped to normalised end-effector actions: a component of 1 is the
 //! task's top tool speed (`max_linear_speed_m_s`, `max_angular_speed_rad_s`). The gripper is
-//! whatever the operator last asked for (open until a close button is pressed). What the runtime
-//! does with them is its takeover rule: an action above the intervention threshold, held, takes
-//! over; silence past the link timeout holds the arm.
+//! whatever the operator last asked for (open until a close button is pressed).
+//!
+//! Who acts is the runtime's takeover rule: a twist has no intervene control, so it takes over
+//! by magnitude (above the intervention threshold, and a moment after); a joystick with a
+//! dead-man button takes over while it is held and hands back when it is released (without
+//! one, by magnitude). Success and failure buttons end the episode with that label (counted
+//! on each press). Silence past the link timeout holds the arm.
 //!
 //! Joint-space tasks take no Cartesian operator input: their messages are refused and counted.
 //! Pure, so tests cover it without DDS.
 
 use crate::msg::{Joy, TwistStamped};
-use reflex_core::{Action, ActionSpace};
+use reflex_core::{Action, ActionSpace, OperatorCommand, OperatorEvents, Takeover};
 
 /// How `sensor_msgs/Joy` maps to an action.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,8 +28,13 @@ pub struct JoyMap {
     pub close_button: i64,
     /// Button that opens the gripper (-1: none). Default 1.
     pub open_button: i64,
-    /// Button that must be held for the axes to count (-1: none; a gamepad's RB, say). Default -1.
+    /// Button that must be held for the axes to count, and that takes over while held (-1:
+    /// none, the magnitude decides; a gamepad's RB, say). Default -1.
     pub deadman_button: i64,
+    /// Button that ends the episode as a success (-1: none). Default -1.
+    pub success_button: i64,
+    /// Button that ends the episode as a failure (-1: none). Default -1.
+    pub failure_button: i64,
 }
 
 impl Default for JoyMap {
@@ -36,6 +45,8 @@ impl Default for JoyMap {
             close_button: 0,
             open_button: 1,
             deadman_button: -1,
+            success_button: -1,
+            failure_button: -1,
         }
     }
 }
@@ -62,6 +73,10 @@ pub struct OperatorMapper {
     base_frame: String,
     joy: JoyMap,
     gripper: f32,
+    events: OperatorEvents,
+    /// The success and failure buttons were down in the last Joy message (presses count on
+    /// the way down).
+    was_down: [bool; 2],
 }
 
 impl OperatorMapper {
@@ -81,6 +96,8 @@ impl OperatorMapper {
             base_frame: base_frame.to_owned(),
             joy,
             gripper: 1.0,
+            events: OperatorEvents::default(),
+            was_down: [false; 2],
         }
     }
 
@@ -105,19 +122,24 @@ impl OperatorMapper {
         Ok(a)
     }
 
-    /// A twist (m/s, rad/s in the base frame) as an action.
-    pub fn twist(&mut self, msg: &TwistStamped) -> Result<Action, OperatorRefused> {
+    /// A twist (m/s, rad/s in the base frame) as a command that takes over by magnitude.
+    pub fn twist(&mut self, msg: &TwistStamped) -> Result<OperatorCommand, OperatorRefused> {
         let frame = msg.header.frame_id.trim_start_matches('/');
         if !frame.is_empty() && frame != self.base_frame {
             return Err(OperatorRefused::WrongFrame(frame.to_owned()));
         }
         let (l, r) = (msg.twist.linear, msg.twist.angular);
-        self.action([l.x, l.y, l.z, r.x, r.y, r.z])
+        Ok(OperatorCommand {
+            action: self.action([l.x, l.y, l.z, r.x, r.y, r.z])?,
+            takeover: Takeover::ByMagnitude,
+            events: self.events,
+        })
     }
 
-    /// A Joy message as an action: axes scaled so that 1 is the top speed, buttons for the
-    /// gripper; with a dead-man button, released means a zero motion.
-    pub fn joy(&mut self, msg: &Joy) -> Result<Action, OperatorRefused> {
+    /// A Joy message as a command: axes scaled so that 1 is the top speed, buttons for the
+    /// gripper and the episode's label; with a dead-man button, the operator acts while it is
+    /// held (and a released one means zero motion), without one the magnitude decides.
+    pub fn joy(&mut self, msg: &Joy) -> Result<OperatorCommand, OperatorRefused> {
         let button = |b: i64| -> Result<bool, OperatorRefused> {
             if b < 0 {
                 return Ok(false);
@@ -133,7 +155,23 @@ impl OperatorMapper {
         if button(self.joy.open_button)? {
             self.gripper = 1.0;
         }
+        let down = [
+            button(self.joy.success_button)?,
+            button(self.joy.failure_button)?,
+        ];
+        if down[0] && !self.was_down[0] {
+            self.events.success += 1;
+        }
+        if down[1] && !self.was_down[1] {
+            self.events.failure += 1;
+        }
+        self.was_down = down;
         let live = self.joy.deadman_button < 0 || button(self.joy.deadman_button)?;
+        let takeover = match (self.joy.deadman_button < 0, live) {
+            (true, _) => Takeover::ByMagnitude,
+            (false, true) => Takeover::Held,
+            (false, false) => Takeover::Released,
+        };
         let mut v = [0.0; 6];
         for (k, &ax) in self.joy.axes.iter().enumerate() {
             if ax < 0 {
@@ -154,7 +192,11 @@ impl OperatorMapper {
                 0.0
             };
         }
-        self.action(v)
+        Ok(OperatorCommand {
+            action: self.action(v)?,
+            takeover,
+            events: self.events,
+        })
     }
 }
 
@@ -188,8 +230,13 @@ mod tests {
                 },
             },
         };
-        let a = m.twist(&msg).unwrap();
-        assert_eq!(a.as_slice(), &[0.5, -1.0, 0.0, 0.0, 0.0, 0.5, 1.0]);
+        let c = m.twist(&msg).unwrap();
+        assert_eq!(c.action.as_slice(), &[0.5, -1.0, 0.0, 0.0, 0.0, 0.5, 1.0]);
+        assert_eq!(
+            c.takeover,
+            Takeover::ByMagnitude,
+            "a twist has no intervene control"
+        );
         let mut wrong = msg.clone();
         wrong.header.frame_id = "camera".into();
         assert_eq!(
@@ -213,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn joy_buttons_latch_the_gripper_and_the_dead_man_gates_motion() {
+    fn joy_buttons_latch_the_gripper_and_the_dead_man_takes_over_while_held() {
         let mut m = OperatorMapper::new(
             ActionSpace::EeDelta,
             0.5,
@@ -221,27 +268,41 @@ mod tests {
             "link0",
             JoyMap {
                 deadman_button: 2,
+                success_button: 3,
+                failure_button: 4,
                 ..Default::default()
             },
         );
         let mut joy = Joy {
             axes: vec![0.5, 0.0, -1.0, 0.0, 0.0, 0.0],
-            buttons: vec![1, 0, 0],
+            buttons: vec![1, 0, 0, 0, 0],
             ..Default::default()
         };
-        let a = m.joy(&joy).unwrap();
+        let c = m.joy(&joy).unwrap();
         assert_eq!(
-            a.as_slice(),
+            c.action.as_slice(),
             &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0],
             "dead man released"
         );
-        joy.buttons = vec![0, 0, 1];
-        let a = m.joy(&joy).unwrap();
+        assert_eq!(c.takeover, Takeover::Released);
+        joy.buttons = vec![0, 0, 1, 0, 0];
+        let c = m.joy(&joy).unwrap();
         assert_eq!(
-            a.as_slice(),
+            c.action.as_slice(),
             &[0.5, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0],
             "still closed"
         );
+        assert_eq!(c.takeover, Takeover::Held);
+        // Success counts once per press, however many messages the button stays down for.
+        joy.buttons = vec![0, 0, 1, 1, 0];
+        assert_eq!(m.joy(&joy).unwrap().events.success, 1);
+        assert_eq!(m.joy(&joy).unwrap().events.success, 1);
+        joy.buttons = vec![0, 0, 1, 0, 1];
+        let c = m.joy(&joy).unwrap();
+        assert_eq!((c.events.success, c.events.failure), (1, 1));
+        joy.buttons = vec![0, 0, 1, 1, 0];
+        assert_eq!(m.joy(&joy).unwrap().events.success, 2);
+        joy.buttons = vec![0, 0, 1, 0, 0];
         joy.axes.truncate(3);
         assert_eq!(m.joy(&joy).unwrap_err(), OperatorRefused::MissingAxis(3));
     }

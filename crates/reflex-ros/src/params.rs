@@ -471,7 +471,9 @@ pub struct BridgeParams {
     /// `intervention_joy_topic` (default empty: off): an operator's `sensor_msgs/Joy`, mapped
     /// by `joy.axes` (6 axis indices for x, y, z, roll, pitch, yaw; -1 unused; default
     /// [0, 1, 2, 3, 4, 5]), `joy.scale` (default 1), `joy.close_button` (default 0),
-    /// `joy.open_button` (default 1) and `joy.deadman_button` (default -1: none).
+    /// `joy.open_button` (default 1), `joy.deadman_button` (default -1: none; held, it takes
+    /// over), `joy.success_button` and `joy.failure_button` (default -1: none; a press ends the
+    /// episode with that label).
     pub intervention_joy_topic: String,
     /// See `intervention_joy_topic`.
     pub joy: crate::operator::JoyMap,
@@ -646,6 +648,8 @@ impl BridgeParams {
                     close_button: r.integer("joy.close_button", 0, -1, 255)?,
                     open_button: r.integer("joy.open_button", 1, -1, 255)?,
                     deadman_button: r.integer("joy.deadman_button", -1, -1, 255)?,
+                    success_button: r.integer("joy.success_button", -1, -1, 255)?,
+                    failure_button: r.integer("joy.failure_button", -1, -1, 255)?,
                 }
             },
             intervening_topic: r.string("intervening_topic", "/reflex/intervening")?,

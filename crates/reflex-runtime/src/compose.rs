@@ -1,19 +1,24 @@
 //! Action composition at every policy step (see ARCHITECTURE.md):
 //! `a = base + scale * residual`, replaced by the operator's action while an intervention holds.
 //!
-//! An intervention starts when any component of the operator's action exceeds `threshold` in
-//! magnitude and lasts `hold_steps` policy steps after the last such input, so an operator who
-//! lets go of the stick for a moment does not hand control back mid-correction; during it the
-//! operator's newest action is executed. An operator action of the wrong length is refused
-//! (and counted by the caller), never executed and never marked as intervened. When the
-//! operator's link goes silent the runtime ends the takeover ([`Composer::end_takeover`]) and
-//! holds the arm; the last human action is not replayed.
+//! Who acts is the operator's newest command's [`Takeover`]:
+//! - `Held`: the operator, from this step until a command says `Released` (holding, not
+//!   toggling: the policy is back at the first policy step after release);
+//! - `Released`: the policy, at once (a magnitude takeover in progress ends too);
+//! - `ByMagnitude` (a device without an intervene control): the operator when any component
+//!   exceeds `threshold`, and for `hold_steps` policy steps after the last such input, so an
+//!   operator who lets go of the stick for a moment does not hand control back mid-correction.
+//!
+//! During an intervention the operator's newest action is executed. An operator command of the
+//! wrong length is refused (and counted by the caller), never executed and never marked as
+//! intervened. When the operator's link goes silent the runtime ends the takeover
+//! ([`Composer::end_takeover`]) and holds the arm; the last human action is not replayed.
 //!
 //! Non-finite values: a non-finite residual component leaves that component to the base alone
 //! (a NaN residual never erases a finite base); whatever is still non-finite afterwards is
 //! left for the runtime to hold at its last executed value.
 
-use reflex_core::Action;
+use reflex_core::{Action, OperatorCommand, Takeover};
 
 /// What one composition did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +41,8 @@ pub struct Composer {
     /// Policy steps the intervention lasts after the last input above the threshold.
     pub hold_steps: u32,
     remaining: u32,
+    /// The operator holds the intervene control.
+    held: bool,
     human: Option<Action>,
 }
 
@@ -47,48 +54,62 @@ impl Composer {
             threshold,
             hold_steps,
             remaining: 0,
+            held: false,
             human: None,
         }
     }
 
     /// True while the operator is in control.
     pub fn intervening(&self) -> bool {
-        self.remaining > 0
+        self.held || self.remaining > 0
     }
 
     /// Ends a takeover at once (the operator's link went silent): nothing of it is replayed.
     pub fn end_takeover(&mut self) {
         self.remaining = 0;
+        self.held = false;
         self.human = None;
     }
 
-    /// Composes this step's action into `out`. `human` is the operator's newest action, if one
-    /// arrived since the last step.
+    /// Composes this step's action into `out`. `human` is the operator's newest command, if
+    /// one arrived since the last step.
     pub fn compose(
         &mut self,
         base: &Action,
         residual: &Action,
-        human: Option<&Action>,
+        human: Option<&OperatorCommand>,
         out: &mut Action,
     ) -> Composed {
         let mut done = Composed::default();
         if let Some(h) = human {
-            if h.dim() != out.dim() {
+            let a = &h.action;
+            if a.dim() != out.dim() {
                 done.refused_human = true;
             } else {
-                if h.as_slice().iter().any(|v| v.abs() > self.threshold) {
-                    self.remaining = self.hold_steps.max(1);
+                match h.takeover {
+                    Takeover::Held => self.held = true,
+                    Takeover::Released => {
+                        self.held = false;
+                        self.remaining = 0;
+                    }
+                    Takeover::ByMagnitude => {
+                        self.held = false;
+                        if a.as_slice().iter().any(|v| v.abs() > self.threshold) {
+                            self.remaining = self.hold_steps.max(1);
+                        }
+                    }
                 }
-                self.human = Some(*h);
+                self.human = Some(*a);
             }
         }
-        if self.remaining > 0 {
+        if self.held || self.remaining > 0 {
             if let Some(h) = &self.human {
-                self.remaining -= 1;
+                self.remaining = self.remaining.saturating_sub(1);
                 out.copy_from(h.as_slice());
                 done.intervened = true;
                 return done;
             }
+            self.held = false;
             self.remaining = 0;
         }
         let (b, r) = (base.as_slice(), residual.as_slice());
@@ -120,6 +141,11 @@ mod tests {
         a
     }
 
+    /// A command from a device without an intervene control.
+    fn stick(v: f32) -> OperatorCommand {
+        OperatorCommand::by_magnitude(act(v))
+    }
+
     #[test]
     fn base_plus_scaled_residual() {
         let mut c = Composer::new(0.25, 0.5, 3);
@@ -139,20 +165,20 @@ mod tests {
         let mut out = act(0.0);
         // Small human input: ignored.
         assert!(
-            !c.compose(&act(0.1), &act(0.0), Some(&act(0.15)), &mut out)
+            !c.compose(&act(0.1), &act(0.0), Some(&stick(0.15)), &mut out)
                 .intervened
         );
         assert!(out.as_slice().iter().all(|v| *v == 0.1));
         // Large input: takes over for this step and two more.
         assert!(
-            c.compose(&act(0.1), &act(0.0), Some(&act(-0.9)), &mut out)
+            c.compose(&act(0.1), &act(0.0), Some(&stick(-0.9)), &mut out)
                 .intervened
         );
         assert!(out.as_slice().iter().all(|v| *v == -0.9));
         assert!(c.compose(&act(0.1), &act(0.0), None, &mut out).intervened);
         assert!(out.as_slice().iter().all(|v| *v == -0.9));
         assert!(
-            c.compose(&act(0.1), &act(0.0), Some(&act(0.05)), &mut out)
+            c.compose(&act(0.1), &act(0.0), Some(&stick(0.05)), &mut out)
                 .intervened
         );
         assert!(out.as_slice().iter().all(|v| *v == 0.05));
@@ -170,7 +196,12 @@ mod tests {
         let wrong = Action::zeros(ActionSpace::JointDelta);
         let mut loud = wrong;
         loud.as_mut_slice().fill(0.9);
-        let done = c.compose(&act(0.1), &act(0.0), Some(&loud), &mut out);
+        let done = c.compose(
+            &act(0.1),
+            &act(0.0),
+            Some(&OperatorCommand::held(loud)),
+            &mut out,
+        );
         assert!(done.refused_human && !done.intervened);
         assert!(!c.intervening());
         assert!(out.as_slice().iter().all(|v| *v == 0.1));
@@ -189,11 +220,57 @@ mod tests {
     }
 
     #[test]
+    fn holding_the_intervene_control_drives_whatever_the_magnitude_and_release_hands_back() {
+        let mut c = Composer::new(0.5, 0.2, 10);
+        let mut out = act(0.0);
+        // Held with a still stick: the operator acts (holds the arm), however small the input.
+        let d = c.compose(
+            &act(0.1),
+            &act(0.0),
+            Some(&OperatorCommand::held(act(0.0))),
+            &mut out,
+        );
+        assert!(d.intervened && out.as_slice().iter().all(|v| *v == 0.0));
+        // Still held with no new command: the operator's last action goes on.
+        assert!(c.compose(&act(0.1), &act(0.0), None, &mut out).intervened);
+        let held_small = OperatorCommand::held(act(0.05));
+        assert!(
+            c.compose(&act(0.1), &act(0.0), Some(&held_small), &mut out)
+                .intervened
+        );
+        assert!(out.as_slice().iter().all(|v| *v == 0.05));
+        // Released: the policy is back at this very step, with no hold time.
+        let released = OperatorCommand {
+            action: act(0.9),
+            ..OperatorCommand::released(ActionSpace::EeDelta)
+        };
+        assert!(
+            !c.compose(&act(0.1), &act(0.0), Some(&released), &mut out)
+                .intervened
+        );
+        assert!(out.as_slice().iter().all(|v| *v == 0.1));
+        // A released control ignores a stick pushed to the end (gamepad drift, a bumped stick).
+        assert!(
+            !c.compose(&act(0.1), &act(0.0), Some(&released), &mut out)
+                .intervened
+        );
+        // Release also ends a magnitude takeover in progress.
+        assert!(
+            c.compose(&act(0.1), &act(0.0), Some(&stick(0.9)), &mut out)
+                .intervened
+        );
+        assert!(
+            !c.compose(&act(0.1), &act(0.0), Some(&released), &mut out)
+                .intervened
+        );
+    }
+
+    #[test]
     fn ending_a_takeover_replays_nothing() {
         let mut c = Composer::new(0.5, 0.2, 10);
         let mut out = act(0.0);
         assert!(
-            c.compose(&act(0.1), &act(0.0), Some(&act(0.9)), &mut out)
+            c.compose(&act(0.1), &act(0.0), Some(&stick(0.9)), &mut out)
                 .intervened
         );
         c.end_takeover();

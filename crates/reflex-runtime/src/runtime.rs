@@ -25,6 +25,10 @@
 //! until a re-arm, after which the policy restarts from the measured state with its output
 //! ramped in over `rearm_ramp_s`. An operator who goes silent for
 //! `intervention_link_timeout_s` during a takeover ends it: the arm holds until they are back.
+//!
+//! Operators, whatever their device, send [`OperatorCommand`]s to [`Runtime::operator`]: an
+//! action, whether the intervene control is held (the takeover rule is the composer's), and
+//! success and failure presses, which end the episode in flight with that label.
 
 use crate::compose::Composer;
 use crate::safety_filter::{EStop, Faults, Mode, SafetyFilter};
@@ -32,9 +36,9 @@ use crate::stats::LoopStats;
 use crate::ticker::Ticker;
 use reflex_core::{
     latest, spsc, Action, ActionMapper, ActionSpace, ArmModel, ControlSpec, Frames, Interruption,
-    JointCommand, LatestReceiver, LatestSender, LimitsError, Observation, Outcome, Policy, Robot,
-    RobotError, RobotState, SafetyLimits, SceneReset, SpscReceiver, SpscSender, Transition,
-    ARM_DOF,
+    JointCommand, LatestReceiver, LatestSender, LimitsError, Observation, OperatorCommand,
+    OperatorEvents, Outcome, Policy, Robot, RobotError, RobotState, SafetyLimits, SceneReset,
+    SpscReceiver, SpscSender, Transition, ARM_DOF,
 };
 use reflex_policy::ResidualPolicy;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -325,6 +329,8 @@ pub struct RuntimeStats {
     pub successes: AtomicU64,
     /// Policy steps in which the operator's action was used.
     pub intervened_steps: AtomicU64,
+    /// Episodes the operator ended with a success or failure press.
+    pub operator_labels: AtomicU64,
     /// Operator actions refused for having the wrong number of components.
     pub refused_operator_actions: AtomicU64,
     /// Takeovers ended because the operator's messages stopped (the arm held).
@@ -395,10 +401,16 @@ pub struct Runtime<R: Robot> {
     composer: Composer,
     base: Box<dyn Policy + Send>,
     residual: Option<ResidualPolicy>,
-    operator_tx: LatestSender<Action>,
-    operator_rx: LatestReceiver<Action>,
-    /// The operator's newest action since the last policy step.
-    operator_pending: Option<Action>,
+    operator_tx: LatestSender<OperatorCommand>,
+    operator_rx: LatestReceiver<OperatorCommand>,
+    /// The operator's newest command since the last policy step.
+    operator_pending: Option<OperatorCommand>,
+    /// Event presses in the last command received (None before the first: its counts are
+    /// the baseline, not presses).
+    operator_events: Option<OperatorEvents>,
+    /// The operator pressed success (true) or failure (false): the step in flight ends the
+    /// episode with that label.
+    operator_label: Option<bool>,
     ticks_since_operator: u64,
     link_timeout_ticks: u64,
     /// A takeover lost its operator: the arm holds until the operator is heard again.
@@ -455,7 +467,7 @@ impl<R: Robot> Runtime<R> {
         let hold_steps = (cfg.intervention_hold_s * cfg.policy_rate_hz).ceil() as u32;
         let space = cfg.action_space;
         let mapper = mapper_at(&cfg, &model, &state);
-        let (operator_tx, operator_rx) = latest::<Action>();
+        let (operator_tx, operator_rx) = latest::<OperatorCommand>();
         let (transitions_tx, transitions_rx) = spsc(cfg.transition_capacity);
         let mut rt = Self {
             composer: Composer::new(
@@ -468,6 +480,8 @@ impl<R: Robot> Runtime<R> {
             operator_tx,
             operator_rx,
             operator_pending: None,
+            operator_events: None,
+            operator_label: None,
             ticks_since_operator: u64::MAX / 2,
             link_timeout_ticks: (cfg.intervention_link_timeout_s * cfg.servo_rate_hz).ceil() as u64,
             held_by_link: false,
@@ -521,6 +535,8 @@ impl<R: Robot> Runtime<R> {
         );
         self.held_by_link = false;
         self.operator_pending = None;
+        // A press between episodes does not end the next one.
+        self.operator_label = None;
         self.base.reset();
         self.tick_in_step = 0;
         self.step_open = false;
@@ -553,6 +569,14 @@ impl<R: Robot> Runtime<R> {
 
         // The operator's link: newest action, and how long since one arrived.
         if let Some(h) = self.operator_rx.take() {
+            if let Some(seen) = self.operator_events {
+                if h.events.success > seen.success {
+                    self.operator_label = Some(true);
+                } else if h.events.failure > seen.failure {
+                    self.operator_label = Some(false);
+                }
+            }
+            self.operator_events = Some(h.events);
             self.operator_pending = Some(h);
             self.ticks_since_operator = 0;
             self.held_by_link = false;
@@ -677,7 +701,15 @@ impl<R: Robot> Runtime<R> {
             return;
         }
         if self.step_open {
-            let outcome = self.robot.judge(&self.obs, &self.action);
+            let mut outcome = self.robot.judge(&self.obs, &self.action);
+            if let Some(success) = self.operator_label.take() {
+                // The operator's label ends the episode (on a real arm, the operator is the
+                // success detector); the step's reward stays the task's.
+                outcome.success = success;
+                outcome.terminated = true;
+                outcome.truncated = false;
+                self.stats.operator_labels.fetch_add(1, Ordering::Relaxed);
+            }
             self.pending.outcome = outcome;
             self.pending.next_obs = self.obs.flat;
             let _ = self.transitions_tx.send(self.pending);
@@ -835,8 +867,10 @@ impl<R: Robot> Runtime<R> {
         &self.robot
     }
 
-    /// Where operators send their actions (newest wins; clone it for every source).
-    pub fn operator(&self) -> &LatestSender<Action> {
+    /// Where operators send their commands (newest wins; clone it for every source). Event
+    /// presses are counted per command: the runtime acts on an increase over the last command
+    /// it received, so sources that send events must share one count.
+    pub fn operator(&self) -> &LatestSender<OperatorCommand> {
         &self.operator_tx
     }
 

@@ -10,7 +10,7 @@
 mod common;
 
 use common::{arm, follower_config, home_state, limits, FollowerArm, DT_S, HOME};
-use reflex_core::{Action, ActionSpace, JointCommand};
+use reflex_core::{Action, ActionSpace, JointCommand, OperatorCommand};
 use reflex_runtime::{
     Activation, Composer, EStop, Mlp, NetPolicy, ResidualPolicy, Runtime, SafetyFilter, WeightsSlot,
 };
@@ -108,7 +108,8 @@ fn networks_composition_and_safety_filter_allocate_nothing_per_tick() {
             human
                 .as_mut_slice()
                 .fill(if t % 1000 < 300 { 0.9 } else { 0.0 });
-            let with_human = (t % 1000 < 300).then_some(&human);
+            let command = OperatorCommand::by_magnitude(human);
+            let with_human = (t % 1000 < 300).then_some(&command);
             if composer
                 .compose(&base, &residual, with_human, &mut action)
                 .intervened
@@ -204,7 +205,7 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
                 human
                     .as_mut_slice()
                     .copy_from_slice(&[0.0, v, 0.0, 0.0, 0.0, 0.0, -1.0]);
-                op.send(human);
+                op.send(OperatorCommand::by_magnitude(human));
                 sent += 1;
             }
             sent

@@ -7,10 +7,12 @@
 mod common;
 
 use common::{arm, follower_config, FollowerArm};
-use reflex_core::{Action, ActionSpace, Interruption, Observation, Policy, Transition};
+use reflex_core::{
+    Action, ActionSpace, Interruption, Observation, OperatorCommand, Policy, Transition,
+};
 use reflex_runtime::{
-    Activation, EStop, Mlp, Mode, NetPolicy, PolicyShapeError, PublishError, ResidualPolicy,
-    Runtime, RuntimeConfig, RuntimeError, WeightsSlot,
+    Activation, EStop, Faults, Mlp, Mode, NetPolicy, PolicyShapeError, PublishError,
+    ResidualPolicy, Runtime, RuntimeConfig, RuntimeError, WeightsSlot,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -112,6 +114,114 @@ fn transitions_record_base_plus_scaled_residual_and_a_zero_residual_changes_noth
     );
 }
 
+/// Holding, not toggling: while the intervene control is held the operator's action is
+/// executed, however small; released, the policy is back at the next policy step, with no hold
+/// time; and neither switch makes the setpoint jump (bumpless both ways: the safety filter
+/// limits no rate, joint or workspace there).
+#[test]
+fn holding_the_intervene_control_drives_and_releasing_hands_back_at_once_without_a_bump() {
+    let base = [0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5];
+    let mut rt = runtime(Constant(base), None, EStop::new());
+    let per_step = rt.ticks_per_step();
+    let mut human = Action::zeros(ActionSpace::EeDelta);
+    human
+        .as_mut_slice()
+        .copy_from_slice(&[0.0, 0.1, 0.1, 0.0, 0.0, 0.0, 0.5]);
+    let released = OperatorCommand {
+        action: human,
+        ..OperatorCommand::released(ActionSpace::EeDelta)
+    };
+    let mut faults_at_switch = Vec::new();
+    for step in 0..12u32 {
+        for t in 0..per_step {
+            // The page sends at its own rate: a command every few ticks, held for steps 3 to 7.
+            if t % 4 == 0 {
+                let c = if (3..8).contains(&step) {
+                    OperatorCommand::held(human)
+                } else {
+                    released
+                };
+                rt.operator().send(c);
+            }
+            let r = rt.tick();
+            // A new velocity is ramped in at the acceleration limit, as any change of action
+            // is; a jump of the setpoint itself would need the rate or position limits.
+            let jump = [Faults::RATE_LIMIT, Faults::JOINT_LIMIT, Faults::WORKSPACE];
+            if matches!(step, 3 | 8) && jump.iter().any(|f| r.faults.contains(*f)) {
+                faults_at_switch.push((step, t, r.faults));
+            }
+        }
+    }
+    let ts = drain(&rt);
+    let flags: Vec<bool> = ts.iter().map(|t| t.intervened).collect();
+    assert_eq!(
+        flags,
+        [false, false, false, true, true, true, true, true, false, false, false],
+        "the operator acts exactly while the control is held"
+    );
+    // Below the magnitude threshold, yet executed: the control decides, not the stick.
+    assert_eq!(ts[3].action.as_slice(), human.as_slice());
+    assert_eq!(ts[8].action.as_slice(), &base, "handed back at once");
+    assert!(
+        faults_at_switch.is_empty(),
+        "the filter had to step in at a switch: {faults_at_switch:?}"
+    );
+}
+
+/// The operator's success and failure presses end the episode in flight with that label, once
+/// per press; counts already in the first command are a baseline, not presses.
+#[test]
+fn success_and_failure_presses_end_the_episode_with_that_label() {
+    let base = [0.0; 7];
+    let mut rt = runtime(Constant(base), None, EStop::new());
+    let per_step = rt.ticks_per_step();
+    let mut c = OperatorCommand::released(ActionSpace::EeDelta);
+    c.events.success = 4;
+    rt.operator().send(c);
+    for _ in 0..3 * per_step {
+        rt.tick();
+    }
+    assert!(
+        drain(&rt).iter().all(|t| !t.outcome.done()),
+        "the first command's counts end nothing"
+    );
+    // A success press: the step in flight ends the episode, labelled a success.
+    c.events.success = 5;
+    rt.operator().send(c);
+    let mut done_at = None;
+    for t in 0..2 * per_step {
+        if rt.tick().episode_done {
+            done_at = Some(t);
+            break;
+        }
+    }
+    assert!(done_at.is_some(), "the press ended the episode");
+    let last = *drain(&rt).last().unwrap();
+    assert!(last.outcome.success && last.outcome.terminated && !last.outcome.truncated);
+    assert_eq!(rt.stats().successes.load(Ordering::Relaxed), 1);
+    assert_eq!(rt.stats().operator_labels.load(Ordering::Relaxed), 1);
+    // The same count again is no new press; a failure press ends the next episode as one.
+    rt.begin_episode().unwrap();
+    rt.operator().send(c);
+    for _ in 0..3 * per_step {
+        assert!(!rt.tick().episode_done);
+    }
+    c.events.failure = 1;
+    rt.operator().send(c);
+    let mut ended = false;
+    for _ in 0..2 * per_step {
+        if rt.tick().episode_done {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended);
+    let last = *drain(&rt).last().unwrap();
+    assert!(!last.outcome.success && last.outcome.terminated);
+    assert_eq!(rt.stats().successes.load(Ordering::Relaxed), 1);
+    assert_eq!(rt.stats().operator_labels.load(Ordering::Relaxed), 2);
+}
+
 #[test]
 fn an_operator_takes_over_above_the_threshold_for_the_hold_time_then_hands_back() {
     let base = [0.1; 7];
@@ -124,13 +234,13 @@ fn an_operator_takes_over_above_the_threshold_for_the_hold_time_then_hands_back(
     rt.tick(); // step 0 starts
                // Steps 1..=12: the operator's input arrives at step 1 and keeps arriving (the link is
                // alive) but falls below the threshold; the hold is 0.05 s = 5 steps.
-    rt.operator().send(human);
+    rt.operator().send(OperatorCommand::by_magnitude(human));
     let mut quiet = human;
     quiet.as_mut_slice().fill(0.0);
     for i in 0..12 * per_step {
         rt.tick();
         if i % 20 == 19 {
-            rt.operator().send(quiet);
+            rt.operator().send(OperatorCommand::by_magnitude(quiet));
         }
     }
     let ts = drain(&rt);
@@ -263,7 +373,7 @@ fn the_e_stop_brakes_whatever_the_policy_or_the_operator_ask() {
     assert_eq!(ts.len(), 1, "the step in flight leaves, marked");
     assert_eq!(ts[0].interrupted, Interruption::EStop);
     for i in 0..2000 {
-        rt.operator().send(human);
+        rt.operator().send(OperatorCommand::by_magnitude(human));
         let r = rt.tick();
         assert_eq!(r.mode, Mode::Brake);
         let c = *rt.last_command();
@@ -376,7 +486,7 @@ fn an_operator_action_of_the_wrong_length_is_refused_counted_and_not_intervened(
     rt.tick();
     let mut wrong = Action::zeros(ActionSpace::JointDelta);
     wrong.as_mut_slice().fill(0.9);
-    rt.operator().send(wrong);
+    rt.operator().send(OperatorCommand::by_magnitude(wrong));
     for _ in 0..3 * rt.ticks_per_step() {
         rt.tick();
     }
@@ -405,7 +515,7 @@ fn a_silent_operator_ends_the_takeover_within_the_link_timeout_and_the_arm_holds
     rt.tick();
     let mut human = Action::zeros(ActionSpace::EeDelta);
     human.as_mut_slice()[0] = 0.9;
-    rt.operator().send(human);
+    rt.operator().send(OperatorCommand::by_magnitude(human));
     // One message, then silence. Within 0.1 s (100 ticks) the takeover ends.
     let mut ended_at = None;
     for t in 0..600 {
@@ -432,7 +542,7 @@ fn a_silent_operator_ends_the_takeover_within_the_link_timeout_and_the_arm_holds
     // The operator is back (below the threshold): the policy drives again.
     let mut quiet = human;
     quiet.as_mut_slice().fill(0.0);
-    rt.operator().send(quiet);
+    rt.operator().send(OperatorCommand::by_magnitude(quiet));
     for _ in 0..2 * rt.ticks_per_step() {
         rt.tick();
     }

@@ -504,15 +504,22 @@ pub fn bench_loop(
             let mut sent = 0;
             let mut human = Action::zeros(reflex_core::ActionSpace::EeDelta);
             while !stop.load(Ordering::Relaxed) {
-                // An operator whose link is alive: a takeover for 0.3 s of every 2 s, messages
-                // below the takeover threshold the rest of the time.
+                // An operator whose link is alive: holds the intervene control for 0.3 s of
+                // every 2 s, sends released commands the rest of the time.
                 let t = start.elapsed().as_secs_f64() % 2.0;
                 human.as_mut_slice()[2] = match t {
                     t if t < 0.15 => 0.8,
                     t if t < 0.3 => -0.8,
                     _ => 0.0,
                 };
-                op.send(human);
+                op.send(if t < 0.3 {
+                    reflex_core::OperatorCommand::held(human)
+                } else {
+                    reflex_core::OperatorCommand {
+                        action: human,
+                        ..reflex_core::OperatorCommand::released(reflex_core::ActionSpace::EeDelta)
+                    }
+                });
                 sent += 1;
                 std::thread::sleep(Duration::from_millis(10));
             }
