@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command. Installs the outside programs the interop tests compare against (MuJoCo, ROS's
-# URDF parser, the safetensors reference library, rclpy and ROS 2 messages; from PyPI, into
-# target/pyenv), then runs every
+# URDF parser, the safetensors reference library, rclpy and ROS 2 messages, Playwright; from PyPI,
+# into target/pyenv; Chromium from Debian), then runs every
 # test in the workspace, then the VLM client's HTTPS test (the `tls` feature; needs the `openssl`
 # command, installed from Debian when missing and run as root).
 # Extra arguments go to `cargo test`.
@@ -25,25 +25,37 @@ if ! "$py/bin/python" -c 'import rclpy, std_srvs.srv, diagnostic_msgs.msg, traje
     'ros-diagnostic-msgs==5.5.1' 'cyclonedds==11.0.1'
 fi
 
-# The DDS tests run in their own network namespace (loopback only): `unshare` and `ip`.
-if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
+# Debian packages some tests need: installed when missing (as root), else a message saying which.
+# apt_need WHY PACKAGE... ; run only when the check before it failed.
+apt_need() {
+  local why=$1
+  shift
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing iproute2 and util-linux (the DDS tests' loopback-only namespace)"
-    apt-get install -y -qq iproute2 util-linux >/dev/null
+    echo "== installing $* ($why)"
+    apt-get install -y -qq "$@" >/dev/null
   else
-    echo "the DDS tests need ip and unshare: apt-get install iproute2 util-linux" >&2
+    echo "$why needs: apt-get install $*" >&2
     exit 1
   fi
+}
+
+# The DDS tests run in their own network namespace (loopback only): `unshare` and `ip`.
+if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
+  apt_need "the DDS tests' loopback-only namespace" iproute2 util-linux
+fi
+
+# The teleop page's browser test: Debian's Chromium, driven by PyPI's Playwright (its own browser
+# download does not work here; the test points it at /usr/bin/chromium).
+if ! "$py/bin/python" -c 'import playwright' 2>/dev/null; then
+  echo "== installing playwright into $py"
+  "$py/bin/pip" install --quiet --disable-pip-version-check 'playwright==1.56.0'
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  apt_need "the teleop page's browser test" chromium
 fi
 
 if ! command -v openssl >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing openssl (the HTTPS test makes its certificates with it)"
-    apt-get install -y -qq openssl >/dev/null
-  else
-    echo "the HTTPS test needs the openssl command: apt-get install openssl" >&2
-    exit 1
-  fi
+  apt_need "the HTTPS test (it makes its certificates with openssl)" openssl
 fi
 
 cargo test --workspace "$@"

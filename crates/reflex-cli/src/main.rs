@@ -5,6 +5,7 @@
 //! - `reflex eval`: success rate of a trained run.
 //! - `reflex sim`: run a policy in the simulator and report its success rate.
 //! - `reflex run`: the runtime's control loop driving the simulated arm in real time.
+//! - `reflex teleop`: a correction session: the operator's page, takeover by holding a control.
 //! - `reflex vlm-oracle`: an OpenAI-compatible server answering Reflex's VLM prompts from
 //!   simulator ground truth, with injectable noise, latency and faults.
 //! - `reflex preference`: a preference reward model from a judge's labels, ranked on held-out
@@ -20,6 +21,7 @@ mod preference;
 mod ros;
 mod run;
 mod sim;
+mod teleop;
 mod train;
 mod vlm_oracle;
 
@@ -43,6 +45,9 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run the control loop against the simulator in real time; report success and timing.
     Run(run::RunArgs),
+    /// A correction session: the policy acts on the simulated arm while an operator watches a
+    /// web page (loopback, behind a random token) and takes over by holding a key or button.
+    Teleop(teleop::TeleopArgs),
     /// Serve VLM answers from simulator ground truth (OpenAI-compatible), for tests and
     /// simulation.
     VlmOracle(vlm_oracle::OracleArgs),
@@ -92,6 +97,7 @@ fn main() -> Result<()> {
         Command::Eval(args) => train::run_eval(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Teleop(args) => teleop::run(&args),
         Command::VlmOracle(args) => vlm_oracle::run(&args),
         Command::Preference(args) => preference::run(&args),
         Command::Classifier { what } => classifier::run(&what),

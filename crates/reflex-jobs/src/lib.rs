@@ -20,6 +20,8 @@
 //! - [`preference`]: `reflex preference`, a preference reward model learned from a judge's
 //!   labels on simulated frames and its rank correlation with true progress.
 //! - [`classifier`]: labelled frames from the simulator for `reflex classifier`.
+//! - [`teleop`]: `reflex teleop`, a correction session: the policy acts on the simulated arm in
+//!   real time while an operator watches the page and takes over.
 
 pub mod arms;
 pub mod bench;
@@ -30,4 +32,5 @@ pub mod rewards;
 pub mod ros;
 pub mod run;
 pub mod sim;
+pub mod teleop;
 pub mod train;

@@ -94,72 +94,18 @@ pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunRe
             spec.seconds
         )));
     }
-    let task = &spec.task;
-    let mut env = Env::new(task.clone())?;
-    let obs = env.reset(spec.seed)?;
-    let layout = ObsLayout::of(&obs);
-    let obs_dim = layout.dim();
-    let act_dim = task.action_space.dim();
-    let model = env.model().clone();
-
-    // Policy files say what they were trained for: a file for another layout, action space
-    // or decision rate is refused naming both.
-    let base_file = match spec.policy.as_str() {
-        "scripted" => None,
-        p => Some(load_for(Path::new(p), Role::Base, task, layout)?),
-    };
-    let residual_file = match &spec.residual {
-        Some(p) => Some(load_for(p, Role::Residual, task, layout)?),
-        None => None,
-    };
-    let residual_name = || spec.residual.as_deref().unwrap_or(Path::new("")).display();
-    let file_scale = residual_file
-        .as_ref()
-        .and_then(|f| f.meta.as_ref())
-        .and_then(|m| m.residual_scale);
-    let residual_scale = match (spec.residual_scale, file_scale) {
-        (Some(flag), Some(file)) if (flag - file).abs() > 1e-6 => {
-            return Err(RunError::Setting(format!(
-                "--residual-scale {flag}: {} was trained with {file}",
-                residual_name()
-            )))
-        }
-        (flag, file) => flag.or(file).unwrap_or(0.3),
-    };
-    let file_rate = [&residual_file, &base_file]
-        .into_iter()
-        .flatten()
-        .find_map(|f| f.meta.as_ref().map(|m| m.servo_rate_hz));
-    let servo_rate_hz = spec.servo_rate_hz.or(file_rate).unwrap_or(1000.0);
-    let base: Box<dyn Policy + Send> = match base_file {
-        None => Box::new(ScriptedExpert::new(task, &model)),
-        Some(f) => Box::new(
-            NetPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim)
-                .map_err(|e| RunError::Setting(format!("{}: {e}", spec.policy)))?,
-        ),
-    };
-    let residual = match residual_file {
-        Some(f) => Some(
-            ResidualPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim)
-                .map_err(|e| RunError::Setting(format!("{}: {e}", residual_name())))?,
-        ),
-        None => None,
-    };
-    let cfg = RuntimeConfig {
-        transition_capacity: 4096,
-        ..runtime_config(
-            task,
-            &model,
-            servo_rate_hz,
-            &RuntimeSettings {
-                residual_scale,
-                ..Default::default()
-            },
-        )
-    };
-    let robot = SimRobot::new(env, servo_rate_hz)?;
     let estop = EStop::new();
-    let mut rt = Runtime::new(robot, cfg, model, base, residual, estop.clone())?;
+    let built = sim_runtime(
+        &spec.task,
+        &spec.policy,
+        spec.residual.as_deref(),
+        spec.residual_scale,
+        spec.servo_rate_hz,
+        spec.seed,
+        estop.clone(),
+    )?;
+    let (mut rt, servo_rate_hz, residual_scale) =
+        (built.runtime, built.servo_rate_hz, built.residual_scale);
     let stats = rt.stats().clone();
     let transitions = rt.transitions().clone();
 
@@ -238,5 +184,100 @@ pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunRe
         stats,
         transitions: transitions.stats(),
         estop_pressed: estop.presses() > 0,
+    })
+}
+
+/// A runtime over the simulated arm, with its policies and loop rate.
+pub struct SimRuntime {
+    /// The runtime (scene reset for the seed it was built with).
+    pub runtime: Runtime<SimRobot>,
+    /// The loop rate used, Hz.
+    pub servo_rate_hz: f64,
+    /// The residual scale used.
+    pub residual_scale: f32,
+}
+
+/// A runtime over the simulated arm running `task` from scene `seed`, obeying `estop`:
+/// `policy` is `scripted` (the task's expert) or a base policy file, `residual` an optional
+/// residual file. Policy files are checked against the task; the loop rate and residual scale
+/// default to the files' own (a flag that contradicts a file is refused, naming both).
+#[allow(clippy::too_many_arguments)]
+pub fn sim_runtime(
+    task: &Task,
+    policy: &str,
+    residual: Option<&Path>,
+    residual_scale: Option<f32>,
+    servo_rate_hz: Option<f64>,
+    seed: u64,
+    estop: EStop,
+) -> Result<SimRuntime, RunError> {
+    let mut env = Env::new(task.clone())?;
+    let obs = env.reset(seed)?;
+    let layout = ObsLayout::of(&obs);
+    let obs_dim = layout.dim();
+    let act_dim = task.action_space.dim();
+    let model = env.model().clone();
+
+    // Policy files say what they were trained for: a file for another layout, action space
+    // or decision rate is refused naming both.
+    let base_file = match policy {
+        "scripted" => None,
+        p => Some(load_for(Path::new(p), Role::Base, task, layout)?),
+    };
+    let residual_file = match residual {
+        Some(p) => Some(load_for(p, Role::Residual, task, layout)?),
+        None => None,
+    };
+    let residual_name = || residual.unwrap_or(Path::new("")).display();
+    let file_scale = residual_file
+        .as_ref()
+        .and_then(|f| f.meta.as_ref())
+        .and_then(|m| m.residual_scale);
+    let residual_scale = match (residual_scale, file_scale) {
+        (Some(flag), Some(file)) if (flag - file).abs() > 1e-6 => {
+            return Err(RunError::Setting(format!(
+                "--residual-scale {flag}: {} was trained with {file}",
+                residual_name()
+            )))
+        }
+        (flag, file) => flag.or(file).unwrap_or(0.3),
+    };
+    let file_rate = [&residual_file, &base_file]
+        .into_iter()
+        .flatten()
+        .find_map(|f| f.meta.as_ref().map(|m| m.servo_rate_hz));
+    let servo_rate_hz = servo_rate_hz.or(file_rate).unwrap_or(1000.0);
+    let base: Box<dyn Policy + Send> = match base_file {
+        None => Box::new(ScriptedExpert::new(task, &model)),
+        Some(f) => Box::new(
+            NetPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim)
+                .map_err(|e| RunError::Setting(format!("{policy}: {e}")))?,
+        ),
+    };
+    let residual_policy = match residual_file {
+        Some(f) => Some(
+            ResidualPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim)
+                .map_err(|e| RunError::Setting(format!("{}: {e}", residual_name())))?,
+        ),
+        None => None,
+    };
+    let cfg = RuntimeConfig {
+        transition_capacity: 4096,
+        ..runtime_config(
+            task,
+            &model,
+            servo_rate_hz,
+            &RuntimeSettings {
+                residual_scale,
+                ..Default::default()
+            },
+        )
+    };
+    let robot = SimRobot::new(env, servo_rate_hz)?;
+    let runtime = Runtime::new(robot, cfg, model, base, residual_policy, estop)?;
+    Ok(SimRuntime {
+        runtime,
+        servo_rate_hz,
+        residual_scale,
     })
 }

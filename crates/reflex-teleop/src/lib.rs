@@ -1,0 +1,26 @@
+//! `reflex-teleop`: teleop correction sessions. A policy acts; an operator takes over when it goes
+//! wrong, from a web page, a gamepad, a SpaceMouse or ROS, and the corrections become training
+//! data (the runtime records the executed action of every step it was intervened in).
+//!
+//! - [`protocol`]: the WebSocket messages between the operator's page (or any client: the
+//!   scripted operator, a test) and the session.
+//! - [`hub`]: [`OperatorHub`] turns every client's messages into the runtime's
+//!   [`reflex_core::OperatorCommand`]s (holding, not toggling: the operator acts while the
+//!   intervene control is held), presses its e-stop and re-arms it.
+//! - [`server`]: [`TeleopServer`] serves the page and the WebSocket on loopback by default, and
+//!   refuses every request without the session's random access token.
+//!
+//! The control loop never waits on any of this: commands reach it through the runtime's
+//! wait-free operator cell, and a silent operator during a takeover is the runtime's link
+//! timeout (the arm holds).
+
+pub mod hub;
+pub mod protocol;
+pub mod server;
+
+pub use hub::{HubStats, OperatorHub};
+pub use protocol::{ClientMessage, EventKind, ServerMessage, Status};
+pub use server::{random_token, SessionInfo, StatusFn, TeleopServer};
+
+/// The operator's page (HTML, CSS and JavaScript in one file, no outside resources).
+pub const PAGE: &str = include_str!("page.html");

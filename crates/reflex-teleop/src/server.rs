@@ -1,0 +1,253 @@
+//! The session's web server: the operator's page (`/`) and its WebSocket (`/ws`), both refused
+//! without the session's access token (`?token=...`). It serves from a thread of its own; the
+//! control loop never waits on it.
+
+use crate::hub::OperatorHub;
+use crate::protocol::{parse, ServerMessage, Status};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a connected client is sent the session's status.
+const STATUS_PERIOD: Duration = Duration::from_millis(50);
+
+/// The session's current status (called by the server, from its own thread).
+pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
+
+/// A random access token: 128 bits from the operating system, as hex.
+pub fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// What the page and the WebSocket share.
+struct Shared {
+    token: String,
+    hub: Arc<OperatorHub>,
+    status: StatusFn,
+    hello: ServerMessage,
+    page: &'static str,
+}
+
+/// The task a session runs, as the page shows it.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    /// The task's name.
+    pub task: String,
+    /// Its instruction.
+    pub instruction: String,
+}
+
+/// A running teleop server.
+pub struct TeleopServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    token: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TeleopServer {
+    /// Serves the page and the WebSocket on `bind` (port 0: any free port) with access token
+    /// `token`: messages go to `hub`, the status comes from `status`.
+    pub fn start(
+        bind: SocketAddr,
+        token: String,
+        hub: Arc<OperatorHub>,
+        status: StatusFn,
+        info: SessionInfo,
+    ) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(bind))?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            token: token.clone(),
+            hello: ServerMessage::Hello {
+                task: info.task,
+                instruction: info.instruction,
+                cartesian: hub.cartesian(),
+            },
+            hub,
+            status,
+            page: crate::PAGE,
+        });
+        let app = Router::new()
+            .route("/", get(page))
+            .route("/ws", get(socket))
+            .with_state(shared);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("reflex-teleop-http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    });
+                    if let Err(e) = serve.await {
+                        tracing::error!("teleop server: {e}");
+                    }
+                });
+            })?;
+        Ok(Self {
+            addr,
+            token,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The page's address with its token: what the operator opens.
+    pub fn url(&self) -> String {
+        format!("http://{}/?token={}", self.addr, self.token)
+    }
+
+    /// The WebSocket's address with its token.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws?token={}", self.addr, self.token)
+    }
+
+    /// Stops serving and joins the thread.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TeleopServer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn authorised(shared: &Shared, query: &HashMap<String, String>) -> bool {
+    query.get("token").is_some_and(|t| same(t, &shared.token))
+}
+
+fn refused() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong access token: open the URL `reflex teleop` printed\n",
+    )
+        .into_response()
+}
+
+async fn page(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !authorised(&shared, &query) {
+        return refused();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        shared.page,
+    )
+        .into_response()
+}
+
+async fn socket(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    // The token first: a request without it learns nothing, not even that this is a socket.
+    if !authorised(&shared, &query) {
+        return refused();
+    }
+    match upgrade {
+        Ok(u) => u.on_upgrade(move |ws| session(ws, shared)),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
+    match serde_json::to_string(msg) {
+        Ok(text) => ws.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn session(mut ws: WebSocket, shared: Arc<Shared>) {
+    if !send(&mut ws, &shared.hello).await {
+        return;
+    }
+    let mut ticker = tokio::time::interval(STATUS_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let status = (shared.status)();
+                if !send(&mut ws, &ServerMessage::Status(status)).await {
+                    return;
+                }
+            }
+            incoming = ws.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                };
+                let answer = match parse(&text) {
+                    Ok(msg) => shared.hub.apply(&msg),
+                    Err(message) => {
+                        shared.hub.refuse();
+                        Some(ServerMessage::Error { message })
+                    }
+                };
+                if let Some(a) = answer {
+                    if !send(&mut ws, &a).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_hex_and_compared_whole() {
+        let a = random_token().unwrap();
+        let b = random_token().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert!(same(&a, &a.clone()));
+        assert!(!same(&a, &b));
+        assert!(!same(&a, &a[..31]));
+    }
+}
