@@ -16,7 +16,9 @@ fi
 if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing libclang-dev (r2r generates its bindings with it)"
-    apt-get install -y -qq --no-install-recommends libclang-dev >/dev/null
+    apt-get install -y -qq --no-install-recommends libclang-dev >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null \
+        && apt-get install -y -qq --no-install-recommends libclang-dev >/dev/null; }
   else
     echo "r2r needs libclang: apt-get install libclang-dev" >&2
     return 1 2>/dev/null || exit 1

@@ -32,7 +32,9 @@ apt_need() {
   shift
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing $* ($why)"
-    apt-get install -y -qq "$@" >/dev/null
+    # A fresh machine may have no package lists yet: fetch them once and try again.
+    apt-get install -y -qq "$@" >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null && apt-get install -y -qq "$@" >/dev/null; }
   else
     echo "$why needs: apt-get install $*" >&2
     exit 1
