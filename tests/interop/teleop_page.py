@@ -4,7 +4,7 @@ Usage: teleop_page.py URL SCREENSHOT
 
 URL is the page's address with its token, as `reflex teleop` prints it. Checks, from the browser:
 - the page without the token, and with a wrong one, is refused (401);
-- with it, the page connects and shows the session;
+- with it, the page connects and shows the session and the front and wrist camera views;
 - holding a gamepad shoulder button with the right stick pushed up (a scripted gamepad: headless
   Chromium has none, so a shim replaces navigator.getGamepads before the page loads) takes over
   and lifts the tool; letting go hands back;
@@ -83,6 +83,10 @@ def main():
         page.wait_for_selector("#link.up", timeout=10000)
         wait_for(lambda: tool_z(page) is not None, 5)
         report["task"] = page.inner_text("#task")
+        report["front_view_px"] = wait_for(lambda: page.evaluate(
+            "document.getElementById('view-front').naturalWidth"), 5)
+        report["wrist_view_px"] = wait_for(lambda: page.evaluate(
+            "document.getElementById('view-wrist').naturalWidth"), 5)
 
         # Gamepad: RB (5) held, right stick up (axis 3 = -1: the page maps it to +z).
         z0 = tool_z(page)

@@ -9,14 +9,19 @@
 
 use crate::run::{sim_runtime, RunError};
 use reflex_core::Transition;
+use reflex_core::{Frame, SceneView};
 use reflex_runtime::{EStop, RuntimeStats};
 use reflex_sim::Task;
-use reflex_teleop::{OperatorHub, SessionInfo, Status, StatusFn, TeleopServer};
+use reflex_teleop::{FramesFn, OperatorHub, SessionInfo, Status, StatusFn, TeleopServer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The cameras the page shows, and the size they are rendered at.
+const VIEW_CAMERAS: [&str; 2] = ["front", "wrist"];
+const VIEW_SIZE: (usize, usize) = (160, 120);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -90,18 +95,42 @@ impl TeleopSession {
             estop.clone(),
         ));
         let stop = Arc::new(AtomicBool::new(false));
+        // The cameras' newest views: rendered by the control thread between stretches of the
+        // loop (the simulated scene is the control thread's), encoded by the server's thread.
+        let views: Arc<Mutex<Vec<(String, u64, Frame)>>> = Arc::new(Mutex::new(
+            VIEW_CAMERAS
+                .iter()
+                .map(|c| (c.to_string(), 0, Frame::new(VIEW_SIZE.0, VIEW_SIZE.1)))
+                .collect(),
+        ));
 
         // The control thread: episodes back to back in real time; after an e-stop, waits for
-        // the re-arm and starts a new episode.
+        // the re-arm and starts a new episode. Every 200 ms of loop, the views are rendered.
         let control = {
             let (stop, estop, first_seed) = (stop.clone(), estop.clone(), spec.seed);
+            let views = views.clone();
             std::thread::Builder::new()
                 .name("reflex-control".into())
                 .spawn(move || -> Result<(), String> {
                     let mut seed = first_seed;
                     let mut failure = None;
+                    let mut scratch = Frame::new(VIEW_SIZE.0, VIEW_SIZE.1);
+                    let mut rendered = 0u64;
                     while !stop.load(Ordering::Acquire) {
-                        rt.run(Duration::from_millis(500), true, |rt, _| {
+                        rendered += 1;
+                        for camera in VIEW_CAMERAS {
+                            if rt.robot().render(camera, &mut scratch).is_err() {
+                                continue;
+                            }
+                            // Never waits: a view the server is reading is skipped.
+                            if let Ok(mut v) = views.try_lock() {
+                                if let Some(slot) = v.iter_mut().find(|(c, _, _)| c == camera) {
+                                    slot.1 = rendered;
+                                    std::mem::swap(&mut slot.2, &mut scratch);
+                                }
+                            }
+                        }
+                        rt.run(Duration::from_millis(200), true, |rt, _| {
                             while estop.is_latched() && !stop.load(Ordering::Acquire) {
                                 std::thread::sleep(Duration::from_millis(20));
                             }
@@ -188,6 +217,15 @@ impl TeleopSession {
                 s
             })
         };
+        let frames: FramesFn = Arc::new(move || {
+            views
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, seq, _)| *seq > 0)
+                .cloned()
+                .collect()
+        });
         let token = reflex_teleop::random_token()
             .map_err(|e| RunError::Setting(format!("access token: {e}")))?;
         let server = TeleopServer::start(
@@ -195,6 +233,7 @@ impl TeleopSession {
             token,
             hub.clone(),
             status,
+            Some(frames),
             SessionInfo {
                 task: spec.task.name.clone(),
                 instruction: spec.task.instruction.clone(),

@@ -1,6 +1,6 @@
 //! The teleop page in a real browser: headless Chromium (Debian's) driven by Playwright (PyPI's),
 //! `tests/interop/teleop_page.py`, against a correction session on the simulated arm. The page is
-//! refused without its token; a scripted gamepad (a shim: headless Chromium has none) held on a
+//! refused without its token; it shows the front and wrist cameras' views; a scripted gamepad (a shim: headless Chromium has none) held on a
 //! shoulder button lifts the tool and letting go hands back; Space with F lowers it; the e-stop
 //! button latches the runtime's e-stop. The page's screenshot is kept in
 //! `target/teleop-page.png`.
@@ -48,6 +48,8 @@ fn the_page_in_chromium_takes_over_with_a_gamepad_and_keys_and_stops_the_arm() {
     assert_eq!(r["wrong_token"], 401);
     assert_eq!(r["with_token"], 200);
     assert_eq!(r["task"], "pick_cube");
+    assert_eq!(r["front_view_px"], 160, "the front camera's view is shown");
+    assert_eq!(r["wrist_view_px"], 160, "the wrist camera's view is shown");
     assert_eq!(r["pad_driving"], true);
     assert_eq!(r["pad_released"], true);
     assert!(r["pad_lift_m"].as_f64().unwrap() > 0.05, "{r}");

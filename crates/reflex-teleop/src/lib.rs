@@ -20,7 +20,7 @@ pub mod server;
 
 pub use hub::{HubStats, OperatorHub};
 pub use protocol::{ClientMessage, EventKind, ServerMessage, Status};
-pub use server::{random_token, SessionInfo, StatusFn, TeleopServer};
+pub use server::{png_base64, random_token, FramesFn, SessionInfo, StatusFn, TeleopServer};
 
 /// The operator's page (HTML, CSS and JavaScript in one file, no outside resources).
 pub const PAGE: &str = include_str!("page.html");

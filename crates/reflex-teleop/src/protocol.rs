@@ -12,8 +12,9 @@
 //!   a separate, deliberate action.
 //!
 //! Session to client: `hello` once (the task and the key map), `status` about 20 times a second,
-//! `rearm` (the answer to a re-arm) and `error` (a message that was refused, naming the field;
-//! the connection stays open).
+//! `frame` (a camera's newest view as base64 PNG, about 5 a second per camera), `rearm` (the
+//! answer to a re-arm) and `error` (a message that was refused, naming the field; the connection
+//! stays open).
 
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +102,13 @@ pub enum ServerMessage {
     },
     /// The session's state.
     Status(Status),
+    /// A camera's newest view (about 5 a second).
+    Frame {
+        /// The camera's name.
+        camera: String,
+        /// The image as PNG, base64.
+        png: String,
+    },
     /// The answer to a re-arm.
     Rearm {
         /// Re-armed.

@@ -21,6 +21,27 @@ const STATUS_PERIOD: Duration = Duration::from_millis(50);
 /// The session's current status (called by the server, from its own thread).
 pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
 
+/// The cameras' newest views: each camera's name, a number that changes with every new view,
+/// and the view (called by the server, from its own thread).
+pub type FramesFn = Arc<dyn Fn() -> Vec<(String, u64, reflex_core::Frame)> + Send + Sync>;
+
+/// `frame` as PNG, base64 (None if it does not hold a whole RGB image).
+pub fn png_base64(frame: &reflex_core::Frame) -> Option<String> {
+    use base64::Engine;
+    if frame.width == 0 || frame.height == 0 || frame.rgb.len() != frame.width * frame.height * 3 {
+        return None;
+    }
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, frame.width as u32, frame.height as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().ok()?;
+        w.write_image_data(&frame.rgb).ok()?;
+    }
+    Some(base64::engine::general_purpose::STANDARD.encode(out))
+}
+
 /// A random access token: 128 bits from the operating system, as hex.
 pub fn random_token() -> std::io::Result<String> {
     use std::io::Read;
@@ -43,6 +64,7 @@ struct Shared {
     token: String,
     hub: Arc<OperatorHub>,
     status: StatusFn,
+    frames: Option<FramesFn>,
     hello: ServerMessage,
     page: &'static str,
 }
@@ -67,12 +89,14 @@ pub struct TeleopServer {
 
 impl TeleopServer {
     /// Serves the page and the WebSocket on `bind` (port 0: any free port) with access token
-    /// `token`: messages go to `hub`, the status comes from `status`.
+    /// `token`: messages go to `hub`, the status comes from `status`, camera views (if any)
+    /// from `frames`.
     pub fn start(
         bind: SocketAddr,
         token: String,
         hub: Arc<OperatorHub>,
         status: StatusFn,
+        frames: Option<FramesFn>,
         info: SessionInfo,
     ) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -89,6 +113,7 @@ impl TeleopServer {
             },
             hub,
             status,
+            frames,
             page: crate::PAGE,
         });
         let app = Router::new()
@@ -204,12 +229,26 @@ async fn session(mut ws: WebSocket, shared: Arc<Shared>) {
     }
     let mut ticker = tokio::time::interval(STATUS_PERIOD);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sent_views: Vec<(String, u64)> = Vec::new();
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 let status = (shared.status)();
                 if !send(&mut ws, &ServerMessage::Status(status)).await {
                     return;
+                }
+                // Each camera's view once, when it is new.
+                for (camera, seq, frame) in shared.frames.as_ref().map(|f| f()).unwrap_or_default() {
+                    if sent_views.iter().any(|(c, s)| *c == camera && *s == seq) {
+                        continue;
+                    }
+                    sent_views.retain(|(c, _)| *c != camera);
+                    sent_views.push((camera.clone(), seq));
+                    if let Some(png) = png_base64(&frame) {
+                        if !send(&mut ws, &ServerMessage::Frame { camera, png }).await {
+                            return;
+                        }
+                    }
                 }
             }
             incoming = ws.recv() => {
@@ -238,6 +277,26 @@ async fn session(mut ws: WebSocket, shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_is_sent_as_a_png_of_its_size_and_a_malformed_one_not_at_all() {
+        use base64::Engine;
+        let mut f = reflex_core::Frame::new(4, 3);
+        f.rgb.iter_mut().enumerate().for_each(|(i, v)| *v = i as u8);
+        let b64 = png_base64(&f).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (4, 3));
+        assert_eq!(&buf[..info.buffer_size()], &f.rgb[..]);
+        f.rgb.pop();
+        assert!(png_base64(&f).is_none());
+    }
 
     #[test]
     fn tokens_are_random_hex_and_compared_whole() {

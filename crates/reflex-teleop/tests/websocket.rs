@@ -46,6 +46,7 @@ fn the_page_and_socket_need_the_token_and_the_protocol_drives_the_runtime() {
         token.clone(),
         hub.clone(),
         status,
+        None,
         SessionInfo {
             task: "pick_cube".into(),
             instruction: "pick up the red cube".into(),
