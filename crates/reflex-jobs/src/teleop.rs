@@ -50,13 +50,13 @@ pub struct TeleopReport {
     pub successes: u64,
     /// Episodes the operator ended with a label.
     pub labelled: u64,
-    /// Policy steps, and those the operator drove.
+    /// Policy steps.
     pub policy_steps: u64,
     /// Policy steps the operator drove.
     pub intervened_steps: u64,
     /// E-stop presses from the page.
     pub estops: u64,
-    /// Operator input messages applied, and refused.
+    /// Operator input messages applied.
     pub inputs: u64,
     /// Operator messages refused.
     pub refused: u64,

@@ -141,6 +141,19 @@ impl Policy for Wild {
     }
 }
 
+/// The backend under test: none (the default) or, from scripts/test-r2r.sh, `r2r`, whose rcl
+/// takes the domain from the environment like every rcl node (each test runs in a process of
+/// its own).
+fn backend_args(domain: u32) -> Vec<String> {
+    match std::env::var("REFLEX_ROS_BACKEND") {
+        Ok(backend) => {
+            std::env::set_var("ROS_DOMAIN_ID", domain.to_string());
+            vec!["-p".into(), format!("backend:={backend}")]
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 fn bridge_params(domain: u32) -> BridgeParams {
     bridge_params_with(domain, &[])
 }
@@ -163,13 +176,7 @@ fn bridge_params_with(domain: u32, extra: &[&str]) -> BridgeParams {
         argv.push("-p".into());
         argv.push(e.to_string());
     }
-    // The same tests over the r2r backend (scripts/test-r2r.sh): its rcl takes the domain from
-    // the environment, like every rcl node (each test runs in a process of its own).
-    if let Ok(backend) = std::env::var("REFLEX_ROS_BACKEND") {
-        argv.push("-p".into());
-        argv.push(format!("backend:={backend}"));
-        std::env::set_var("ROS_DOMAIN_ID", domain.to_string());
-    }
+    argv.extend(backend_args(domain));
     let args = RosArgs::parse(&argv).unwrap();
     let mut r = Reader::new(args.parameters("/reflex").unwrap());
     let p = BridgeParams::read(&mut r).unwrap();
@@ -520,11 +527,7 @@ fn a_six_dof_ur_arm_is_driven_through_its_forward_position_controller() {
         argv.push("-p".into());
         argv.push(p);
     }
-    if let Ok(backend) = std::env::var("REFLEX_ROS_BACKEND") {
-        argv.push("-p".into());
-        argv.push(format!("backend:={backend}"));
-        std::env::set_var("ROS_DOMAIN_ID", domain.to_string());
-    }
+    argv.extend(backend_args(domain));
     argv.push("--params-file".into());
     argv.push(repo().join("launch/config/ur5e.yaml").display().to_string());
     let args = RosArgs::parse(&argv).unwrap();

@@ -224,18 +224,12 @@ pub fn serve<A: ServedArm>(
                 },
                 poses: objects
                     .iter()
-                    .map(|(_, pose)| crate::msg::Pose {
-                        position: crate::msg::Vector3 {
-                            x: pose.position_m[0],
-                            y: pose.position_m[1],
-                            z: pose.position_m[2],
-                        },
-                        orientation: crate::msg::Quaternion {
-                            x: pose.quat_xyzw[0],
-                            y: pose.quat_xyzw[1],
-                            z: pose.quat_xyzw[2],
-                            w: pose.quat_xyzw[3],
-                        },
+                    .map(|(_, pose)| {
+                        let (position, orientation) = msg_pose(pose);
+                        crate::msg::Pose {
+                            position,
+                            orientation,
+                        }
                     })
                     .collect(),
             };
@@ -249,18 +243,12 @@ pub fn serve<A: ServedArm>(
                             frame_id: p.base_frame.clone(),
                         },
                         child_frame_id: name.clone(),
-                        transform: Transform {
-                            translation: crate::msg::Vector3 {
-                                x: pose.position_m[0],
-                                y: pose.position_m[1],
-                                z: pose.position_m[2],
-                            },
-                            rotation: crate::msg::Quaternion {
-                                x: pose.quat_xyzw[0],
-                                y: pose.quat_xyzw[1],
-                                z: pose.quat_xyzw[2],
-                                w: pose.quat_xyzw[3],
-                            },
+                        transform: {
+                            let (translation, rotation) = msg_pose(pose);
+                            Transform {
+                                translation,
+                                rotation,
+                            }
                         },
                     })
                     .collect(),
@@ -325,4 +313,22 @@ pub fn serve<A: ServedArm>(
         }
     }
     Ok(())
+}
+
+/// A pose as ROS message parts: position (or translation) and orientation.
+fn msg_pose(pose: &Pose) -> (crate::msg::Vector3, crate::msg::Quaternion) {
+    let (p, q) = (pose.position_m, pose.quat_xyzw);
+    (
+        crate::msg::Vector3 {
+            x: p[0],
+            y: p[1],
+            z: p[2],
+        },
+        crate::msg::Quaternion {
+            x: q[0],
+            y: q[1],
+            z: q[2],
+            w: q[3],
+        },
+    )
 }

@@ -12,6 +12,7 @@
 //! `localhost_only` (the default) a range other than `LOCALHOST`.
 
 use crate::bridge::BridgeError;
+use crate::msg::TriggerResponse;
 use crate::transport::{
     decode_cdr, encode_cdr, Inbox, Outbox, Qos, Transport, TriggerClient, TriggerServer, Wire,
 };
@@ -169,8 +170,6 @@ impl TriggerServer for R2rTriggerServer {
         n
     }
 }
-
-use crate::msg::TriggerResponse;
 
 type Pending = Pin<Box<dyn Future<Output = r2r::Result<Trigger::Response>> + Send>>;
 
