@@ -359,6 +359,57 @@ impl Observation {
         f.as_slice().iter().all(|v| v.is_finite())
     }
 
+    /// The observation a flat vector describes (the inverse of [`Observation::rebuild_flat`],
+    /// up to `f32` precision): for a client that only sees the flat vector, such as a
+    /// scripted operator reading the teleop page's status. Object velocities are not in the
+    /// vector and come back zero. `None` when the length does not match the counts or a count
+    /// is over its maximum.
+    pub fn from_flat(
+        flat: &[f32],
+        num_objects: usize,
+        num_keypoints: usize,
+        num_goals: usize,
+    ) -> Option<Self> {
+        if num_objects > MAX_OBJECTS
+            || num_keypoints > MAX_KEYPOINTS
+            || num_goals > MAX_GOALS
+            || flat.len() != Self::flat_len(num_objects, num_keypoints, num_goals)
+        {
+            return None;
+        }
+        let mut o = Self::default();
+        let mut at = 0usize;
+        let mut take = |out: &mut [f64]| {
+            for d in out.iter_mut() {
+                *d = f64::from(flat[at]);
+                at += 1;
+            }
+        };
+        let r = &mut o.robot;
+        take(&mut r.joint_pos_rad);
+        take(&mut r.joint_vel_rad_s);
+        take(&mut r.tcp_pose.position_m);
+        take(&mut r.tcp_pose.quat_xyzw);
+        let mut w = [0.0];
+        take(&mut w);
+        r.gripper_width_m = w[0];
+        for obj in &mut o.objects[..num_objects] {
+            take(&mut obj.pose.position_m);
+            take(&mut obj.pose.quat_xyzw);
+        }
+        for k in &mut o.keypoints_m[..num_keypoints] {
+            take(k);
+        }
+        for g in &mut o.goals_m[..num_goals] {
+            take(g);
+        }
+        o.num_objects = num_objects;
+        o.num_keypoints = num_keypoints;
+        o.num_goals = num_goals;
+        o.flat.extend_from(flat);
+        Some(o)
+    }
+
     /// Length of the flat vector for a scene with these counts.
     pub const fn flat_len(num_objects: usize, num_keypoints: usize, num_goals: usize) -> usize {
         FLAT_OBJECTS + FLAT_OBJECT_STRIDE * num_objects + 3 * num_keypoints + 3 * num_goals
@@ -409,6 +460,54 @@ mod tests {
         assert!(o.extend_from(&[1.0; 60]));
         assert!(!o.extend_from(&[1.0; 5]));
         assert_eq!(o.len(), 60);
+    }
+
+    #[test]
+    fn from_flat_inverts_rebuild_flat() {
+        let mut o = Observation::default();
+        for (i, q) in o.robot.joint_pos_rad.iter_mut().enumerate() {
+            *q = 0.1 * i as f64 - 0.3;
+        }
+        o.robot.joint_vel_rad_s[2] = 0.25;
+        o.robot.tcp_pose.position_m = [0.5, -0.1, 0.2];
+        o.robot.tcp_pose.quat_xyzw = [1.0, 0.0, 0.0, 0.0];
+        o.robot.gripper_width_m = 0.04;
+        o.num_objects = 2;
+        o.objects[1].pose.position_m = [0.6, 0.1, 0.03];
+        o.objects[1].pose.quat_xyzw = [0.0, 0.0, 0.6, 0.8];
+        o.objects[0].pose.quat_xyzw = [0.0, 0.0, 0.0, 1.0];
+        o.num_keypoints = 1;
+        o.keypoints_m[0] = [0.55, 0.0, 0.1];
+        o.num_goals = 1;
+        o.goals_m[0] = [0.4, 0.2, 0.25];
+        assert!(o.rebuild_flat());
+        let back = Observation::from_flat(o.flat.as_slice(), 2, 1, 1).expect("length fits");
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+        assert!(close(&back.robot.joint_pos_rad, &o.robot.joint_pos_rad));
+        assert!(close(&back.robot.joint_vel_rad_s, &o.robot.joint_vel_rad_s));
+        assert!(close(
+            &back.robot.tcp_pose.position_m,
+            &o.robot.tcp_pose.position_m
+        ));
+        assert!(close(
+            &back.robot.tcp_pose.quat_xyzw,
+            &o.robot.tcp_pose.quat_xyzw
+        ));
+        assert!((back.robot.gripper_width_m - 0.04).abs() < 1e-6);
+        assert!(close(
+            &back.objects[1].pose.position_m,
+            &o.objects[1].pose.position_m
+        ));
+        assert!(close(
+            &back.objects[1].pose.quat_xyzw,
+            &o.objects[1].pose.quat_xyzw
+        ));
+        assert!(close(&back.keypoints()[0], &o.keypoints_m[0]));
+        assert!(close(&back.goals()[0], &o.goals_m[0]));
+        assert_eq!(back.flat.as_slice(), o.flat.as_slice());
+        // A length that does not fit the counts is refused.
+        assert!(Observation::from_flat(o.flat.as_slice(), 1, 1, 1).is_none());
+        assert!(Observation::from_flat(&o.flat.as_slice()[1..], 2, 1, 1).is_none());
     }
 
     #[test]

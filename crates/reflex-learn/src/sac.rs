@@ -867,6 +867,24 @@ impl Agent {
     }
 }
 
+/// The deployed policy (`tanh(mean)`) of a published exploring actor, whose first `act_dim`
+/// outputs are the means: what a live session snapshots from the weights it runs, without
+/// reaching into the learner. The error says what does not fit.
+pub fn deterministic_of(exploring: &Mlp, act_dim: usize) -> Result<Mlp, String> {
+    let mut layers = exploring.layer_params();
+    let last = layers.last_mut().ok_or("the actor has no layers")?;
+    if last.outputs != 2 * act_dim {
+        return Err(format!(
+            "the exploring actor has {} outputs, not 2 x {act_dim} (means and log-stds)",
+            last.outputs
+        ));
+    }
+    last.weight.truncate(act_dim * last.inputs);
+    last.bias.truncate(act_dim);
+    last.outputs = act_dim;
+    Mlp::from_layers(layers, exploring.activations().0, Activation::Tanh)
+}
+
 /// Row `r` of the actor's output when rows before `split` are in the first tape.
 fn actor_row(tapes: &[Tape; 2], split: usize, r: usize, width: usize) -> &[f32] {
     let (t, i) = if r < split {
@@ -909,6 +927,27 @@ mod tests {
             let direct = (1.0 - u.tanh().powi(2)).ln();
             assert!((log_prob_correction(u) - direct).abs() < 1e-4, "{u}");
         }
+    }
+
+    #[test]
+    fn the_deployed_policy_of_a_published_actor_is_the_agents_own() {
+        let cfg = AgentConfig {
+            hidden: vec![16, 16],
+            zero_init_actor: false,
+            ..Default::default()
+        };
+        let agent = Agent::new(cfg, 9, 3, 5).with_residual(0.3);
+        let mut want = agent.deterministic_actor();
+        let mut got = deterministic_of(&agent.exploring_actor(), 3).unwrap();
+        let x: Vec<f32> = (0..9).map(|i| (i as f32 * 0.9).cos() * 2.0).collect();
+        let (mut a, mut b) = ([0f32; 3], [0f32; 3]);
+        want.forward(&x, &mut a).unwrap();
+        got.forward(&x, &mut b).unwrap();
+        assert!(a.iter().any(|v| v.abs() > 1e-4), "{a:?}");
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-6, "{a:?} {b:?}");
+        }
+        assert!(deterministic_of(&agent.exploring_actor(), 4).is_err());
     }
 
     #[test]

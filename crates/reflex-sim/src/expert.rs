@@ -52,6 +52,8 @@ pub struct ScriptedExpert {
     /// Object half-extents along x (from the task), metres.
     object_half_m: Vec<f64>,
     object_height_m: Vec<f64>,
+    /// The tool target of the last step it acted on, metres in the base frame.
+    last_target_m: [f64; 3],
 }
 
 impl ScriptedExpert {
@@ -108,7 +110,20 @@ impl ScriptedExpert {
                 .iter()
                 .map(|o| 2.0 * o.shape.half_height_m())
                 .collect(),
+            last_target_m: [0.0; 3],
         }
+    }
+
+    /// The stage of its plan the expert is in (0 at the start of an episode; each skill
+    /// counts its own stages). A watcher can tell progress from a stall by it.
+    pub fn phase(&self) -> u8 {
+        self.phase
+    }
+
+    /// Where the expert wanted the tool at the last step it acted on, metres in the base
+    /// frame.
+    pub fn target_m(&self) -> [f64; 3] {
+        self.last_target_m
     }
 
     fn point(&self, obs: &Observation, p: PointRef) -> Vector3<f64> {
@@ -336,6 +351,7 @@ impl Policy for ScriptedExpert {
             *d = *s;
         }
         let (target, yaw, grip, speed) = self.plan(obs);
+        self.last_target_m = target.into();
         let tcp = obs.robot.tcp_pose;
         let t = self.period_s;
         // Tool velocity that would reach the target within one period, scaled down so the
