@@ -9,17 +9,23 @@
 //!   intervene control is held), presses its e-stop and re-arms it.
 //! - [`server`]: [`TeleopServer`] serves the page and the WebSocket on loopback by default, and
 //!   refuses every request without the session's random access token.
+//! - [`client`]: [`OperatorClient`], a blocking client of the same WebSocket (what the
+//!   scripted operator and device bridges speak).
 //!
 //! The control loop never waits on any of this: commands reach it through the runtime's
 //! wait-free operator cell, and a silent operator during a takeover is the runtime's link
 //! timeout (the arm holds).
 
+pub mod client;
 pub mod hub;
 pub mod protocol;
 pub mod server;
 
+pub use client::{ClientError, OperatorClient};
 pub use hub::{HubStats, OperatorHub};
-pub use protocol::{ClientMessage, EventKind, ServerMessage, Status};
+pub use protocol::{
+    ClientMessage, EpisodeRow, EventKind, LearningStatus, ServerMessage, Status, RECENT_EPISODES,
+};
 pub use server::{png_base64, random_token, FramesFn, SessionInfo, StatusFn, TeleopServer};
 
 /// The operator's page (HTML, CSS and JavaScript in one file, no outside resources).

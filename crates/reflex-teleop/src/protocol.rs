@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A message from the operator's side.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// The operator's input, sent continuously.
@@ -83,8 +83,45 @@ pub struct Status {
     pub deadline_misses: u64,
     /// The newest input message applied (its `seq`).
     pub input_seq: u64,
-    /// The tool centre point at the last policy step, metres in the base frame.
+    /// The tool centre point at the policy step now running, metres in the base frame.
     pub tool_m: [f64; 3],
+    /// The flat observation of the policy step now running, `step` (the layout every network
+    /// reads, see `reflex_core::Observation::rebuild_flat`): what a scripted operator acts on.
+    pub observation: Vec<f32>,
+    /// The last episodes (at most [`RECENT_EPISODES`]), oldest first: the page's
+    /// intervention-rate curve.
+    pub recent_episodes: Vec<EpisodeRow>,
+    /// The live learner's counters (`--learn`), if one runs.
+    pub learning: Option<LearningStatus>,
+}
+
+/// Episodes the status carries for the page's curve.
+pub const RECENT_EPISODES: usize = 120;
+
+/// One finished episode, as the page's curve shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeRow {
+    /// The episode's id.
+    pub episode: u64,
+    /// Policy steps.
+    pub steps: u64,
+    /// Of them, steps the operator drove.
+    pub intervened: u64,
+    /// Ended with a success (the task's, or the operator's label).
+    pub success: bool,
+}
+
+/// The live learner's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LearningStatus {
+    /// Updates done (over the run the session continues).
+    pub updates: u64,
+    /// Weights published to the running policy during this session.
+    pub published: u64,
+    /// Online steps in the replay.
+    pub env_steps: u64,
+    /// Of them, steps the operator drove (stored as demonstrations too).
+    pub intervened_steps: u64,
 }
 
 /// A message from the session.
@@ -101,7 +138,7 @@ pub enum ServerMessage {
         cartesian: bool,
     },
     /// The session's state.
-    Status(Status),
+    Status(Box<Status>),
     /// A camera's newest view (about 5 a second).
     Frame {
         /// The camera's name.

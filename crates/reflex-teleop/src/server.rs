@@ -234,7 +234,7 @@ async fn session(mut ws: WebSocket, shared: Arc<Shared>) {
         tokio::select! {
             _ = ticker.tick() => {
                 let status = (shared.status)();
-                if !send(&mut ws, &ServerMessage::Status(status)).await {
+                if !send(&mut ws, &ServerMessage::Status(Box::new(status))).await {
                     return;
                 }
                 // Each camera's view once, when it is new.

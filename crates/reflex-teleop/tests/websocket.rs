@@ -159,3 +159,80 @@ fn the_page_and_socket_need_the_token_and_the_protocol_drives_the_runtime() {
     assert_eq!(s.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
     server.stop();
 }
+
+/// The blocking client (what the scripted operator speaks): refused without the token with the
+/// HTTP status named and the token kept out of the message; with it, it reads the hello and
+/// statuses, and its inputs reach the runtime's operator cell numbered in order.
+#[test]
+fn the_blocking_client_speaks_the_protocol() {
+    use reflex_teleop::{ClientError, OperatorClient};
+    let (tx, mut rx) = latest::<OperatorCommand>();
+    let hub = Arc::new(OperatorHub::new(tx, ActionSpace::EeDelta, EStop::new()));
+    let status = Arc::new(|| Status {
+        episode: 4,
+        observation: vec![0.5; 3],
+        ..Default::default()
+    });
+    let token = random_token().unwrap();
+    let server = TeleopServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        token.clone(),
+        hub.clone(),
+        status,
+        None,
+        SessionInfo {
+            task: "reach".into(),
+            instruction: "reach".into(),
+        },
+    )
+    .unwrap();
+    let wrong = format!("ws://{}/ws?token=0000", server.addr);
+    match OperatorClient::connect(&wrong, Duration::from_secs(2)) {
+        Err(e @ ClientError::Connect { .. }) => {
+            let m = e.to_string();
+            assert!(m.contains("401") && !m.contains("0000"), "{m}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a client without the token was let in"),
+    }
+    assert!(OperatorClient::connect("http://127.0.0.1:1/ws", Duration::from_secs(1)).is_err());
+
+    let mut c = OperatorClient::connect(&server.ws_url(), Duration::from_secs(2)).unwrap();
+    let s = c
+        .next_status(Duration::from_secs(2))
+        .unwrap()
+        .expect("a status within 2 s");
+    assert_eq!((s.episode, s.observation.len()), (4, 3));
+    assert!(matches!(c.hello(), Some(ServerMessage::Hello { .. })));
+    assert_eq!(
+        c.input([0.0, 0.0, 0.4, 0.0, 0.0, 0.0], -1.0, true).unwrap(),
+        1
+    );
+    // Out-of-range values are clamped by the client, never sent as they are.
+    assert_eq!(
+        c.input([9.0, 0.0, 0.0, 0.0, 0.0, f64::NAN], 2.0, true)
+            .unwrap(),
+        2
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut got = None;
+    while Instant::now() < deadline
+        && got.is_none_or(|c: OperatorCommand| c.action.as_slice()[0] < 1.0)
+    {
+        if let Some(cmd) = rx.take() {
+            got = Some(cmd);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let cmd = got.expect("the inputs reached the operator cell");
+    assert_eq!(cmd.takeover, Takeover::Held);
+    assert_eq!(cmd.action.as_slice(), &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    assert_eq!(c.take_errors(), Vec::<String>::new());
+    assert_eq!(
+        hub.stats
+            .last_seq
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    c.close();
+}
