@@ -83,6 +83,9 @@ def main():
         page.wait_for_selector("#link.up", timeout=10000)
         wait_for(lambda: tool_z(page) is not None, 5)
         report["task"] = page.inner_text("#task")
+        # No learner in this session: the page hides its section.
+        report["learning_hidden"] = page.evaluate(
+            "document.getElementById('learning-section').hidden")
         report["front_view_px"] = wait_for(lambda: page.evaluate(
             "document.getElementById('view-front').naturalWidth"), 5)
         report["wrist_view_px"] = wait_for(lambda: page.evaluate(

@@ -1,9 +1,13 @@
 //! `reflex teleop`: a correction session on the simulated arm. Prints the page's address with
 //! its access token, then runs until `--seconds` pass or Ctrl-C (the arm is brought to rest), and
-//! reports episodes, successes and how much the operator drove.
+//! reports episodes, successes and how much the operator drove. With `--learn` the session
+//! continues a training run and learns from it live; `--operator scripted` puts the scripted
+//! operator at the page instead of a person.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use reflex_jobs::teleop::learn::LearnSpec;
+use reflex_jobs::teleop::operator::{run_scripted_operator, OperatorRule};
 use reflex_jobs::teleop::{TeleopSession, TeleopSpec};
 use reflex_sim::Task;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,7 +21,9 @@ pub struct TeleopArgs {
     /// Task name (from sim/tasks) or path to a task file.
     #[arg(long)]
     task: String,
-    /// Base policy: `scripted` (the task's scripted expert) or a safetensors weights file.
+    /// Base policy: `scripted` (the task's scripted expert), a safetensors weights file, or a
+    /// training run's directory (its base, and its policy as the residual). With `--learn`: the
+    /// run to continue.
     #[arg(long, default_value = "scripted")]
     policy: String,
     /// Residual network (safetensors).
@@ -39,6 +45,36 @@ pub struct TeleopArgs {
     /// End after this many seconds [default: run until Ctrl-C].
     #[arg(long)]
     seconds: Option<f64>,
+    /// Learn from the session: continue the training run `--policy` names, in `--out` (a copy;
+    /// the run is not written to), publishing new weights to the running policy as it learns.
+    #[arg(long)]
+    learn: bool,
+    /// The learning session's directory [default: sessions/<task>-<unix time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the learning session in `--out` (its replay and newest checkpoint).
+    #[arg(long)]
+    resume: bool,
+    /// Seconds between snapshots of the learning policy (`--out`/snapshots), for evaluating the
+    /// session's progress afterwards; 0: none.
+    #[arg(long, default_value_t = 300.0)]
+    snapshot_every: f64,
+    /// Critic updates per environment step while learning [default: 8; the run's own ratio
+    /// suits a simulator, where data comes faster than a real-time session's ten steps a
+    /// second].
+    #[arg(long)]
+    utd: Option<f32>,
+    /// Who operates: `page` (a person at the page) or `scripted` (the scripted operator, over
+    /// the same WebSocket: the task's expert takes over when the policy stalls or drifts).
+    #[arg(long, default_value = "page")]
+    operator: String,
+    /// The scripted operator's largest share of steps.
+    #[arg(long, default_value_t = 0.5)]
+    operator_max_share: f64,
+    /// The scripted operator takes over when the task's plan has not advanced for this many
+    /// policy steps.
+    #[arg(long, default_value_t = 10)]
+    operator_patience: u64,
     /// Print a JSON report as the last line.
     #[arg(long)]
     json: bool,
@@ -51,15 +87,56 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
             bail!("--seconds {s}: expected a positive duration");
         }
     }
+    if !matches!(a.operator.as_str(), "page" | "scripted") {
+        bail!("--operator {}: expected page or scripted", a.operator);
+    }
+    if !(0.0..=1.0).contains(&a.operator_max_share) {
+        bail!(
+            "--operator-max-share {}: expected 0..1",
+            a.operator_max_share
+        );
+    }
+    if (a.out.is_some() || a.resume) && !a.learn {
+        bail!("--out and --resume belong to --learn");
+    }
+    let (mut policy, mut residual) = (a.policy.clone(), a.residual.clone());
+    let run_dir = PathBuf::from(&a.policy);
+    if !a.learn && run_dir.is_dir() {
+        // A run directory: its base, and its trained residual if there is one.
+        policy = run_dir.join("base.safetensors").display().to_string();
+        let p = run_dir.join("policy.safetensors");
+        if residual.is_none() && p.exists() {
+            residual = Some(p);
+        }
+    }
+    let learn = a.learn.then(|| {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        LearnSpec {
+            from: (!a.resume).then(|| run_dir.clone()),
+            dir: a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("sessions/{}-{unix}", task.name))),
+            resume: a.resume,
+            snapshot_every_s: a.snapshot_every.max(0.0),
+            utd: Some(a.utd.unwrap_or(8.0)),
+        }
+    });
+    if let Some(l) = &learn {
+        eprintln!("learning session in {}", l.dir.display());
+    }
     let ip = a.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     crate::stop_on_signals();
     let session = TeleopSession::start(&TeleopSpec {
-        task,
-        policy: a.policy.clone(),
-        residual: a.residual.clone(),
+        task: task.clone(),
+        policy,
+        residual,
         servo_rate_hz: a.rate,
         seed: a.seed,
         bind: SocketAddr::new(ip, a.port),
+        learn,
     })?;
     eprintln!(
         "open {} (the token is the access key: keep it to yourself)",
@@ -69,11 +146,60 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
         eprintln!("serving on {ip}: every request still needs the token");
     }
     let started = Instant::now();
-    let r = session.run_until(|_| {
+    let operator_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let operator = if a.operator == "scripted" {
+        let (url, stop, task) = (session.ws_url(), operator_stop.clone(), task.clone());
+        let model = reflex_sim::Env::new(task.clone())?.model().clone();
+        let rule = OperatorRule {
+            max_share: a.operator_max_share,
+            patience_steps: a.operator_patience,
+            ..Default::default()
+        };
+        Some(std::thread::spawn(move || {
+            run_scripted_operator(&url, &task, &model, rule, &stop)
+        }))
+    } else {
+        None
+    };
+    let mut last_line = Instant::now();
+    let r = session.run_until(|s| {
+        if last_line.elapsed().as_secs() >= 30 {
+            last_line = Instant::now();
+            let rows = s.episodes();
+            let recent = &rows[rows.len().saturating_sub(20)..];
+            let (steps, held, wins) = recent.iter().fold((0, 0, 0), |(a, b, c), r| {
+                (a + r.row.steps, b + r.row.intervened, c + u64::from(r.row.success))
+            });
+            eprintln!(
+                "{:>5.0} s: {} episodes; last {}: {} successes, operator drove {:.0}% of steps; {} updates",
+                started.elapsed().as_secs_f64(),
+                rows.len(),
+                recent.len(),
+                wins,
+                100.0 * held as f64 / steps.max(1) as f64,
+                s.learner().map_or(0, |l| l.updates.load(Ordering::Relaxed)),
+            );
+        }
         reflex_jobs::train::INTERRUPT.load(Ordering::Relaxed)
             || a.seconds
                 .is_some_and(|s| started.elapsed().as_secs_f64() >= s)
+            || operator.as_ref().is_some_and(|o| o.is_finished())
     })?;
+    operator_stop.store(true, Ordering::Release);
+    let operator_report = match operator {
+        Some(o) => Some(
+            o.join()
+                .map_err(|_| anyhow::anyhow!("the scripted operator panicked"))?
+                .map_err(|e| anyhow::anyhow!("scripted operator: {e}"))?,
+        ),
+        None => None,
+    };
+    if let Some(o) = &operator_report {
+        println!(
+            "scripted operator: {} takeovers ({} stalls, {} drifts), held {} of {} steps seen",
+            o.takeovers, o.stalls, o.drifts, o.steps_held, o.steps_seen
+        );
+    }
     let rate = if r.policy_steps > 0 {
         100.0 * r.intervened_steps as f64 / r.policy_steps as f64
     } else {
@@ -83,8 +209,13 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
         "{} episodes, {} successes ({} labelled by the operator); the operator drove {} of {} policy steps ({rate:.1}%); {} e-stops; {} inputs, {} refused",
         r.episodes, r.successes, r.labelled, r.intervened_steps, r.policy_steps, r.estops, r.inputs, r.refused
     );
+    if let (Some(u), Some(p)) = (r.updates, r.published) {
+        println!("learner: {u} updates over the run, {p} weights published to the running policy");
+    }
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        v["operator"] = serde_json::to_value(operator_report)?;
+        println!("{}", serde_json::to_string(&v)?);
     }
     Ok(())
 }

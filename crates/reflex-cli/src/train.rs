@@ -239,6 +239,10 @@ pub struct EvalArgs {
     /// and residual scale come from it).
     #[arg(long)]
     policy: PathBuf,
+    /// Residual to evaluate instead of the run's policy.safetensors (a learning session's
+    /// snapshot, say).
+    #[arg(long)]
+    residual: Option<PathBuf>,
     /// Episodes.
     #[arg(long, default_value_t = 50)]
     episodes: usize,
@@ -254,7 +258,13 @@ pub fn run_eval(a: &EvalArgs) -> Result<()> {
     if a.episodes == 0 {
         bail!("--episodes must be positive");
     }
-    let (success, ret) = evaluate_run(&a.policy, a.task.as_deref(), a.episodes, a.seed)?;
+    let (success, ret) = evaluate_run(
+        &a.policy,
+        a.task.as_deref(),
+        a.residual.as_deref(),
+        a.episodes,
+        a.seed,
+    )?;
     println!(
         "{}: success {:.1}% over {} episodes (mean return {:.2})",
         a.policy.display(),
@@ -265,7 +275,8 @@ pub fn run_eval(a: &EvalArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"task": a.task, "policy": a.policy, "episodes": a.episodes,
+            serde_json::json!({"task": a.task, "policy": a.policy, "residual": a.residual,
+                "episodes": a.episodes,
                 "success_rate": success, "mean_return": ret})
         );
     }

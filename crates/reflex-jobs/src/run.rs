@@ -261,10 +261,45 @@ pub fn sim_runtime(
         ),
         None => None,
     };
+    finish_sim_runtime(
+        env,
+        base,
+        residual_policy,
+        residual_scale,
+        servo_rate_hz,
+        estop,
+    )
+}
+
+/// A runtime over the simulated arm running `task` from scene `seed` with the policies given
+/// (networks a live learner publishes to, say), at `servo_rate_hz`, obeying `estop`.
+pub fn sim_runtime_with(
+    task: &Task,
+    base: Box<dyn Policy + Send>,
+    residual: Option<ResidualPolicy>,
+    residual_scale: f32,
+    servo_rate_hz: f64,
+    seed: u64,
+    estop: EStop,
+) -> Result<SimRuntime, RunError> {
+    let mut env = Env::new(task.clone())?;
+    env.reset(seed)?;
+    finish_sim_runtime(env, base, residual, residual_scale, servo_rate_hz, estop)
+}
+
+fn finish_sim_runtime(
+    env: Env,
+    base: Box<dyn Policy + Send>,
+    residual: Option<ResidualPolicy>,
+    residual_scale: f32,
+    servo_rate_hz: f64,
+    estop: EStop,
+) -> Result<SimRuntime, RunError> {
+    let model = env.model().clone();
     let cfg = RuntimeConfig {
         transition_capacity: 4096,
         ..runtime_config(
-            task,
+            env.task(),
             &model,
             servo_rate_hz,
             &RuntimeSettings {
@@ -274,7 +309,7 @@ pub fn sim_runtime(
         )
     };
     let robot = SimRobot::new(env, servo_rate_hz)?;
-    let runtime = Runtime::new(robot, cfg, model, base, residual_policy, estop)?;
+    let runtime = Runtime::new(robot, cfg, model, base, residual, estop)?;
     Ok(SimRuntime {
         runtime,
         servo_rate_hz,

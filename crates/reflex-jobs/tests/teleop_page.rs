@@ -26,6 +26,7 @@ fn the_page_in_chromium_takes_over_with_a_gamepad_and_keys_and_stops_the_arm() {
         servo_rate_hz: Some(250.0),
         seed: 21,
         bind: "127.0.0.1:0".parse().unwrap(),
+        learn: None,
     })
     .unwrap();
     let shot = repo.join("target/teleop-page.png");
@@ -48,6 +49,10 @@ fn the_page_in_chromium_takes_over_with_a_gamepad_and_keys_and_stops_the_arm() {
     assert_eq!(r["wrong_token"], 401);
     assert_eq!(r["with_token"], 200);
     assert_eq!(r["task"], "pick_cube");
+    assert_eq!(
+        r["learning_hidden"], true,
+        "no learner, no learning section"
+    );
     assert_eq!(r["front_view_px"], 160, "the front camera's view is shown");
     assert_eq!(r["wrist_view_px"], 160, "the wrist camera's view is shown");
     assert_eq!(r["pad_driving"], true);

@@ -35,7 +35,7 @@ async fn drive(ws: &mut Ws, seq: &mut u64, motion: [f64; 6], intervene: bool, se
                     if let Ok(ServerMessage::Status(s)) =
                         serde_json::from_str(m.unwrap().unwrap().to_text().unwrap())
                     {
-                        last = s;
+                        last = *s;
                     }
                 }
             }
@@ -54,6 +54,7 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
         servo_rate_hz: Some(250.0),
         seed: 11,
         bind: "127.0.0.1:0".parse().unwrap(),
+        learn: None,
     })
     .unwrap();
     assert!(session.url().starts_with("http://127.0.0.1:"));
@@ -127,4 +128,130 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
     assert_eq!(report.estops, 1);
     assert_eq!(report.refused, 0);
     assert!(report.inputs > 100, "{report:?}");
+}
+
+/// `--learn` with the scripted operator at the WebSocket: a session continues a small training
+/// run in a copy of it, the operator's takeovers reach the replay as interventions, the learner
+/// updates and publishes to the running policy, snapshots and the episode table are written;
+/// a second session resumes it with the episode ids continuing, and a fresh session refuses to
+/// overwrite it.
+#[test]
+fn a_learning_session_trains_from_the_scripted_operator_and_resumes() {
+    use reflex_jobs::teleop::learn::LearnSpec;
+    use reflex_jobs::teleop::operator::{run_scripted_operator, OperatorRule};
+    use reflex_jobs::train::{train, TrainConfig};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let root = std::env::temp_dir().join(format!("reflex-teleop-learn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (run, dir) = (root.join("run"), root.join("session"));
+    let mut cfg = TrainConfig {
+        task: "reach".into(),
+        seed: 3,
+        max_env_steps: 1,
+        demo_episodes: 3,
+        eval_episodes: 1,
+        ..Default::default()
+    };
+    cfg.runtime.servo_rate_hz = 250.0;
+    cfg.bc.steps = 100;
+    cfg.bc.hidden = vec![32, 32];
+    cfg.agent.hidden = vec![32, 32];
+    cfg.learner.batch_size = 32;
+    cfg.learner.learning_starts = 16;
+    cfg.learner.critic_warmup_updates = 0;
+    cfg.learner.publish_every = 5;
+    cfg.learner.checkpoint_every = 0;
+    train(&cfg, &run, false, |_| {}).unwrap();
+
+    let task = Task::load("reach").unwrap();
+    let model = reflex_sim::Env::new(task.clone()).unwrap().model().clone();
+    let spec = |resume: bool| TeleopSpec {
+        task: task.clone(),
+        policy: "scripted".into(),
+        residual: None,
+        servo_rate_hz: None,
+        seed: 500,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        learn: Some(LearnSpec {
+            from: (!resume).then(|| run.clone()),
+            dir: dir.clone(),
+            resume,
+            snapshot_every_s: 2.0,
+            utd: Some(4.0),
+        }),
+    };
+    // The operator drives from the first step (no patience, no share bound).
+    let rule = OperatorRule {
+        patience_steps: 0,
+        max_share: 1.0,
+        ..Default::default()
+    };
+    let session_with_operator = |resume: bool, episodes: usize| {
+        let session = TeleopSession::start(&spec(resume)).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let operator = {
+            let (url, stop, task, model) =
+                (session.ws_url(), stop.clone(), task.clone(), model.clone());
+            std::thread::spawn(move || run_scripted_operator(&url, &task, &model, rule, &stop))
+        };
+        let started = Instant::now();
+        let report = session
+            .run_until(|s| {
+                s.episodes().len() >= episodes || started.elapsed() > Duration::from_secs(40)
+            })
+            .unwrap();
+        stop.store(true, Ordering::Release);
+        let op = operator.join().unwrap().unwrap();
+        (report, op)
+    };
+
+    let (first, op) = session_with_operator(false, 6);
+    println!("{first:?}\n{op:?}");
+    assert!(first.episode_rows.len() >= 6, "{first:?}");
+    assert!(op.takeovers >= 1 && op.steps_held > 20, "{op:?}");
+    assert!(first.intervened_steps > 20, "{first:?}");
+    // The operator (the task's expert) reaches the targets it drives to.
+    assert!(first.successes >= 1, "{first:?}");
+    assert!(first.updates.unwrap() > 0, "{first:?}");
+    assert!(first.published.unwrap() > 0, "{first:?}");
+    assert_eq!(first.dropped_for_learner, Some(0));
+    for f in ["policy.safetensors", "episodes.csv", "intervention.png"] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    assert!(
+        std::fs::read_dir(dir.join("snapshots")).unwrap().count() >= 1,
+        "no snapshot"
+    );
+    // The run the session continued was not written to.
+    assert!(!run.join("episodes.csv").exists());
+    // Takeovers are in the session's replay as interventions (trained on as demonstrations).
+    let flat = reflex_core::Observation::flat_len(0, 0, task.goals.len());
+    let (_, steps, _) = reflex_learn::store::ReplayLog::open(
+        &dir.join("replay"),
+        flat + task.action_space.dim(),
+        task.action_space.dim(),
+    )
+    .unwrap();
+    let interventions = steps
+        .iter()
+        .filter(|s| s.source == reflex_learn::replay::Source::Intervention)
+        .count();
+    assert!(interventions > 20, "{interventions} intervention records");
+
+    // A fresh session over the same directory is refused, naming the flag.
+    let e = TeleopSession::start(&spec(false)).err().expect("refused");
+    assert!(e.to_string().contains("--resume"), "{e}");
+
+    // Resumed: episode ids continue after the first session's.
+    let last = first.episode_rows.last().unwrap().row.episode;
+    let (second, _) = session_with_operator(true, 1);
+    assert!(second.episode_rows[0].row.episode > last, "{second:?}");
+    let table = reflex_jobs::teleop::read_episodes_csv(&dir.join("episodes.csv")).unwrap();
+    assert_eq!(
+        table.len(),
+        first.episode_rows.len() + second.episode_rows.len()
+    );
+    let _ = std::fs::remove_dir_all(&root);
 }

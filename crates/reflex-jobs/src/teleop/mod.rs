@@ -4,18 +4,29 @@
 //! control; success and failure presses end the episode with that label; the page's e-stop
 //! brakes the arm and a re-arm resumes the session with a new episode.
 //!
-//! The control thread runs the loop and resets the scene between episodes; this thread drains
-//! the transitions (counting the steps the operator drove) and keeps the page's status.
+//! The control thread runs the loop and resets the scene between episodes (episode `i` is
+//! scene `seed + i`); a drain thread takes the transitions, keeps the page's status and the
+//! episode table, and with `--learn` ([`learn`]) hands them on to the learner's thread.
+//! [`operator`] is the scripted operator, a client of the same WebSocket a person's page is.
 
-use crate::run::{sim_runtime, RunError};
-use reflex_core::Transition;
-use reflex_core::{Frame, SceneView};
-use reflex_runtime::{EStop, RuntimeStats};
+pub mod learn;
+pub mod operator;
+
+use crate::run::{sim_runtime, sim_runtime_with, RunError, SimRuntime};
+use learn::{LearnSpec, LiveLearner};
+use reflex_core::{Frame, SceneView, Transition};
+use reflex_learn::learner::LearnerShared;
+use reflex_policy::{ObsLayout, WeightsSlot};
+use reflex_runtime::{EStop, NetPolicy, ResidualPolicy, RuntimeStats};
 use reflex_sim::Task;
-use reflex_teleop::{FramesFn, OperatorHub, SessionInfo, Status, StatusFn, TeleopServer};
+use reflex_teleop::{
+    EpisodeRow, FramesFn, LearningStatus, OperatorHub, SessionInfo, Status, StatusFn, TeleopServer,
+    RECENT_EPISODES,
+};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +50,9 @@ pub struct TeleopSpec {
     /// Where to serve the page (another address than loopback only with `--bind`; the token is
     /// always needed).
     pub bind: SocketAddr,
+    /// Learn from the session (`--learn`): the policies come from the run it continues, not
+    /// from `policy` and `residual`.
+    pub learn: Option<LearnSpec>,
 }
 
 /// What a session did.
@@ -60,6 +74,40 @@ pub struct TeleopReport {
     pub inputs: u64,
     /// Operator messages refused.
     pub refused: u64,
+    /// With `--learn`: updates over the run the session continues, and weights published to
+    /// the running policy during the session.
+    pub updates: Option<u64>,
+    /// With `--learn`: weights published during the session.
+    pub published: Option<u64>,
+    /// With `--learn`: transitions the learner's queue had no room for.
+    pub dropped_for_learner: Option<u64>,
+    /// Every finished episode, in order.
+    pub episode_rows: Vec<SessionEpisode>,
+}
+
+/// One finished episode of a session (a row of `episodes.csv`).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct SessionEpisode {
+    /// The episode, as the page shows it.
+    #[serde(flatten)]
+    pub row: EpisodeRow,
+    /// Seconds into the session it ended.
+    pub wall_s: f64,
+    /// Learner updates by then (0 without `--learn`).
+    pub updates: u64,
+}
+
+/// The learner's side of a running session.
+struct Learning {
+    shared: Arc<LearnerShared>,
+    actor_slot: Arc<WeightsSlot>,
+    thread: Option<std::thread::JoinHandle<Result<reflex_learn::learner::Learner, String>>>,
+    cfg: crate::train::TrainConfig,
+    layout: ObsLayout,
+    spec: LearnSpec,
+    published_at_start: u64,
+    dropped: Arc<AtomicU64>,
+    next_snapshot_s: f64,
 }
 
 /// A running session.
@@ -71,12 +119,19 @@ pub struct TeleopSession {
     stop: Arc<AtomicBool>,
     control: Option<std::thread::JoinHandle<Result<(), String>>>,
     drain: Option<std::thread::JoinHandle<()>>,
+    rows: Arc<Mutex<Vec<SessionEpisode>>>,
+    learning: Option<Learning>,
+    task: Task,
+    started: Instant,
 }
 
-impl TeleopSession {
-    /// Builds the runtime, starts the control loop and the page's server.
-    pub fn start(spec: &TeleopSpec) -> Result<Self, RunError> {
-        let estop = EStop::new();
+/// Builds the session's runtime: from policy files, or (learning) from the run it continues,
+/// with the learner's exploring actor as the residual.
+fn build_runtime(
+    spec: &TeleopSpec,
+    estop: EStop,
+) -> Result<(SimRuntime, Option<LiveLearner>), RunError> {
+    let Some(l) = &spec.learn else {
         let built = sim_runtime(
             &spec.task,
             &spec.policy,
@@ -84,9 +139,64 @@ impl TeleopSession {
             None,
             spec.servo_rate_hz.or(Some(500.0)),
             spec.seed,
-            estop.clone(),
+            estop,
         )?;
+        return Ok((built, None));
+    };
+    let cfg = learn::prepare(l, &spec.task)?;
+    let rate = cfg.runtime.servo_rate_hz;
+    if let Some(r) = spec.servo_rate_hz {
+        if (r - rate).abs() > 1e-9 {
+            return Err(RunError::Setting(format!(
+                "--rate {r}: the run this session continues trained at {rate} Hz ({})",
+                l.dir.join("config.toml").display()
+            )));
+        }
+    }
+    let layout = {
+        let mut env = reflex_sim::Env::new(spec.task.clone())?;
+        ObsLayout::of(&env.reset(spec.seed)?)
+    };
+    let live = learn::open(cfg, &l.dir, &spec.task, layout)?;
+    let (obs_dim, act_dim) = (layout.dim(), spec.task.action_space.dim());
+    let shape = |e: reflex_runtime::PolicyShapeError| RunError::Setting(e.to_string());
+    let base =
+        NetPolicy::new(WeightsSlot::new(live.base.clone()), obs_dim, act_dim).map_err(shape)?;
+    let residual = ResidualPolicy::tanh_gaussian(
+        live.actor_slot.clone(),
+        obs_dim,
+        act_dim,
+        Arc::new(AtomicBool::new(true)),
+        live.cfg.seed ^ 0x7E1E,
+    )
+    .map_err(shape)?;
+    let built = sim_runtime_with(
+        &spec.task,
+        Box::new(base),
+        Some(residual),
+        live.cfg.runtime.residual_scale,
+        rate,
+        spec.seed + live.first_episode,
+        estop,
+    )?;
+    Ok((built, Some(live)))
+}
+
+impl TeleopSession {
+    /// Builds the runtime, starts the control loop and the page's server.
+    pub fn start(spec: &TeleopSpec) -> Result<Self, RunError> {
+        let estop = EStop::new();
+        let (built, live) = build_runtime(spec, estop.clone())?;
         let mut rt = built.runtime;
+        if let Some(l) = &live {
+            // Episode ids continue the run's (the replay knows the last one used); episode i
+            // is scene seed + i either way.
+            rt.stats()
+                .episodes
+                .store(l.first_episode, Ordering::Relaxed);
+            rt.reset_episode(spec.seed + l.first_episode)
+                .map_err(|e| RunError::Control(e.to_string()))?;
+        }
         let stats = rt.stats().clone();
         let transitions = rt.transitions().clone();
         let hub = Arc::new(OperatorHub::new(
@@ -112,7 +222,6 @@ impl TeleopSession {
             std::thread::Builder::new()
                 .name("reflex-control".into())
                 .spawn(move || -> Result<(), String> {
-                    let mut seed = first_seed;
                     let mut failure = None;
                     let mut scratch = Frame::new(VIEW_SIZE.0, VIEW_SIZE.1);
                     let mut rendered = 0u64;
@@ -137,8 +246,9 @@ impl TeleopSession {
                             if stop.load(Ordering::Acquire) {
                                 return false;
                             }
-                            seed += 1;
-                            match rt.reset_episode(seed) {
+                            // The id the next episode takes.
+                            let next = rt.stats().episodes.load(Ordering::Relaxed);
+                            match rt.reset_episode(first_seed + next) {
                                 Ok(()) => true,
                                 Err(e) => {
                                     failure = Some(e.to_string());
@@ -156,32 +266,108 @@ impl TeleopSession {
                 .map_err(|e| RunError::Control(e.to_string()))?
         };
 
-        // This thread's part: drain the transitions into the page's status.
+        // The learner's thread, fed by the drain thread (the runtime's queue has one reader).
+        let rows: Arc<Mutex<Vec<SessionEpisode>>> = Arc::new(Mutex::new(Vec::new()));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (mut forward, learning) = match live {
+            None => (None, None),
+            Some(live) => {
+                let (tx, rx) = reflex_core::spsc::<Transition>(1 << 16);
+                let published_at_start = live.shared.published.load(Ordering::Relaxed);
+                let thread = live.learner.spawn(rx);
+                let l = spec.learn.clone().expect("learning");
+                let thread = std::thread::Builder::new()
+                    .name("reflex-learner-join".into())
+                    .spawn(move || {
+                        thread
+                            .join()
+                            .map_err(|_| "the learner thread panicked".to_string())?
+                            .map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| RunError::Control(e.to_string()))?;
+                (
+                    Some(tx),
+                    Some(Learning {
+                        shared: live.shared,
+                        actor_slot: live.actor_slot,
+                        thread: Some(thread),
+                        cfg: live.cfg,
+                        layout: live.layout,
+                        next_snapshot_s: l.snapshot_every_s,
+                        spec: l,
+                        published_at_start,
+                        dropped: dropped.clone(),
+                    }),
+                )
+            }
+        };
+        let learner_shared = learning.as_ref().map(|l| l.shared.clone());
+
+        // The drain thread: the page's status, the episode table, the learner's feed.
         let board = Arc::new(Mutex::new(Status::default()));
         let term_names = {
             use reflex_core::StepJudge;
             reflex_sim::TaskJudge::new(&spec.task).term_names()
         };
+        let session_start = Instant::now();
         let drain = {
-            let (board, stop) = (board.clone(), stop.clone());
+            let (board, stop, rows, shared) = (
+                board.clone(),
+                stop.clone(),
+                rows.clone(),
+                learner_shared.clone(),
+            );
             std::thread::Builder::new()
                 .name("reflex-teleop-drain".into())
                 .spawn(move || {
-                    while !stop.load(Ordering::Acquire) {
-                        std::thread::sleep(Duration::from_millis(20));
-                        let mut last: Option<Transition> = None;
+                    let mut current = EpisodeRow::default();
+                    let mut last: Option<Transition> = None;
+                    let mut done = false;
+                    loop {
+                        let stopping = stop.load(Ordering::Acquire);
                         while let Some(t) = transitions.pop() {
+                            if t.episode != current.episode || current.steps == 0 {
+                                // A new episode (one cut short by the e-stop is not a row).
+                                current = EpisodeRow {
+                                    episode: t.episode,
+                                    ..Default::default()
+                                };
+                            }
+                            current.steps += 1;
+                            current.intervened += u64::from(t.intervened);
+                            current.success |= t.outcome.success;
+                            if t.outcome.terminated || t.outcome.truncated {
+                                let updates = shared
+                                    .as_ref()
+                                    .map_or(0, |s| s.updates.load(Ordering::Relaxed));
+                                rows.lock().unwrap_or_else(|p| p.into_inner()).push(
+                                    SessionEpisode {
+                                        row: current,
+                                        wall_s: session_start.elapsed().as_secs_f64(),
+                                        updates,
+                                    },
+                                );
+                                current.steps = 0;
+                            }
+                            if let Some(tx) = &mut forward {
+                                if tx.send(t).is_err() {
+                                    dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
                             last = Some(t);
                         }
-                        if let Some(t) = last {
+                        if let Some(t) = last.take() {
                             let mut s = board.lock().unwrap_or_else(|p| p.into_inner());
-                            s.step = t.step;
+                            // The newest observation: the one the step now running acts on
+                            // (a transition is emitted as the next step begins).
+                            s.step = t.step + 1;
                             s.intervening = t.intervened;
-                            let o = t.obs.as_slice();
+                            let o = t.next_obs.as_slice();
                             let p = reflex_core::FLAT_TCP_POS;
                             if o.len() >= p + 3 {
                                 s.tool_m = [o[p] as f64, o[p + 1] as f64, o[p + 2] as f64];
                             }
+                            s.observation = o.to_vec();
                             s.policy_action = t.base_action.as_slice().to_vec();
                             s.executed_action = t.action.as_slice().to_vec();
                             // A step cut short (an e-stop) has no terms: keep the last ones.
@@ -193,6 +379,14 @@ impl TeleopSession {
                                     .collect();
                             }
                         }
+                        if done {
+                            break;
+                        }
+                        // One more pass after the stop: what the loop left in the queue.
+                        done = stopping;
+                        if !done {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
                     }
                 })
                 .map_err(|e| RunError::Control(e.to_string()))?
@@ -200,12 +394,28 @@ impl TeleopSession {
 
         let status: StatusFn = {
             let (board, stats, estop, hub) = (board, stats.clone(), estop.clone(), hub.clone());
+            let (rows, shared) = (rows.clone(), learner_shared);
+            let published_at_start = learning.as_ref().map_or(0, |l| l.published_at_start);
             Arc::new(move || {
                 let mut s = board.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                {
+                    let rows = rows.lock().unwrap_or_else(|p| p.into_inner());
+                    s.episodes_done = rows.len() as u64;
+                    let from = rows.len().saturating_sub(RECENT_EPISODES);
+                    s.recent_episodes = rows[from..].iter().map(|r| r.row).collect();
+                }
+                s.learning = shared.as_ref().map(|l| {
+                    let ld = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                    LearningStatus {
+                        updates: ld(&l.updates),
+                        published: ld(&l.published).saturating_sub(published_at_start),
+                        env_steps: ld(&l.env_steps),
+                        intervened_steps: ld(&l.intervened_steps),
+                    }
+                });
                 let ld = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
                 s.episode = ld(&stats.episodes);
                 s.successes = ld(&stats.successes);
-                s.episodes_done = s.episode.saturating_sub(1);
                 let steps = ld(&stats.policy_steps).max(1);
                 s.intervention_rate = ld(&stats.intervened_steps) as f64 / steps as f64;
                 s.input_seq = hub.stats.last_seq.load(Ordering::Relaxed);
@@ -248,6 +458,10 @@ impl TeleopSession {
             stop,
             control: Some(control),
             drain: Some(drain),
+            rows,
+            learning,
+            task: spec.task.clone(),
+            started: session_start,
         })
     }
 
@@ -283,6 +497,15 @@ impl TeleopSession {
             if self.control.as_ref().is_some_and(|c| c.is_finished()) {
                 break;
             }
+            if self
+                .learning
+                .as_ref()
+                .is_some_and(|l| l.thread.as_ref().is_some_and(|t| t.is_finished()))
+            {
+                tracing::error!("the learner stopped: ending the session");
+                break;
+            }
+            self.snapshot_if_due();
         }
         tracing::info!(
             "teleop session over after {:.0} s",
@@ -291,20 +514,71 @@ impl TeleopSession {
         self.finish()
     }
 
+    /// The episodes finished so far.
+    pub fn episodes(&self) -> Vec<SessionEpisode> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The live learner's counters, with `--learn`.
+    pub fn learner(&self) -> Option<&Arc<LearnerShared>> {
+        self.learning.as_ref().map(|l| &l.shared)
+    }
+
+    fn snapshot_if_due(&mut self) {
+        let Some(l) = &mut self.learning else { return };
+        let t = self.started.elapsed().as_secs_f64();
+        if l.spec.snapshot_every_s <= 0.0 || t < l.next_snapshot_s {
+            return;
+        }
+        l.next_snapshot_s += l.spec.snapshot_every_s;
+        let path = l
+            .spec
+            .dir
+            .join("snapshots")
+            .join(format!("policy-{:06.0}s.safetensors", t));
+        match learn::save_deployed(&l.actor_slot, &self.task, l.layout, &l.cfg, &path) {
+            Ok(()) => tracing::info!("snapshot {}", path.display()),
+            Err(e) => tracing::warn!("snapshot {} not written: {e}", path.display()),
+        }
+    }
+
     fn finish(&mut self) -> Result<TeleopReport, RunError> {
         self.stop.store(true, Ordering::Release);
         let control = self.control.take().map(|c| c.join()).unwrap_or(Ok(Ok(())));
         if let Some(d) = self.drain.take() {
             let _ = d.join();
         }
+        // The learner last: it takes in what the drain handed on, checkpoints and stops.
+        let mut learned = None;
+        if let Some(l) = &mut self.learning {
+            l.shared.stop.store(true, Ordering::Release);
+            if let Some(t) = l.thread.take() {
+                let learner = t
+                    .join()
+                    .map_err(|_| RunError::Control("the learner thread panicked".into()))?
+                    .map_err(|e| RunError::Control(format!("learner: {e}")))?;
+                learned = Some(learner);
+            }
+        }
         control
             .map_err(|_| RunError::Control("the control thread panicked".into()))?
             .map_err(RunError::Control)?;
+        let rows = self.episodes();
+        let n_rows = rows.len() as u64;
+        if let (Some(l), Some(learner)) = (&self.learning, &learned) {
+            self.write_learning_outputs(l, learner, &rows)?;
+        }
         let ld = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let s = &self.stats;
         let h = &self.hub.stats;
+        let learning = self.learning.as_ref();
         Ok(TeleopReport {
-            episodes: ld(&s.episodes).saturating_sub(1),
+            updates: learned.as_ref().map(|l| l.agent.updates),
+            published: learning
+                .map(|l| ld(&l.shared.published).saturating_sub(l.published_at_start)),
+            dropped_for_learner: learning.map(|l| ld(&l.dropped)),
+            episode_rows: rows,
+            episodes: n_rows,
             successes: ld(&s.successes),
             labelled: ld(&s.operator_labels),
             policy_steps: ld(&s.policy_steps),
@@ -314,6 +588,166 @@ impl TeleopSession {
             refused: ld(&h.refused),
         })
     }
+}
+
+impl TeleopSession {
+    /// `policy.safetensors` (the deployed residual), `episodes.csv` and `intervention.png` in
+    /// the session's directory.
+    fn write_learning_outputs(
+        &self,
+        l: &Learning,
+        learner: &reflex_learn::learner::Learner,
+        rows: &[SessionEpisode],
+    ) -> Result<(), RunError> {
+        let dir = &l.spec.dir;
+        let io = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+            RunError::Setting(format!("{}: {e}", what.display()))
+        };
+        let meta = crate::policies::meta_for(
+            reflex_policy::Role::Residual,
+            &self.task,
+            l.layout,
+            Some(l.cfg.runtime.residual_scale),
+            l.cfg.runtime.servo_rate_hz,
+            l.cfg.seed,
+        );
+        let policy = dir.join("policy.safetensors");
+        reflex_policy::PolicyFile::save(&learner.agent.deterministic_actor(), &meta, &policy)
+            .map_err(|e| io(&policy, &e))?;
+        // episodes.csv grows across resumed sessions.
+        let csv = dir.join("episodes.csv");
+        let fresh = !csv.exists();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&csv)
+            .map_err(|e| io(&csv, &e))?;
+        let mut text = String::new();
+        if fresh {
+            text.push_str("episode,steps,intervened,success,wall_s,updates\n");
+        }
+        for r in rows {
+            text.push_str(&format!(
+                "{},{},{},{},{:.1},{}\n",
+                r.row.episode,
+                r.row.steps,
+                r.row.intervened,
+                r.row.success as u8,
+                r.wall_s,
+                r.updates
+            ));
+        }
+        f.write_all(text.as_bytes()).map_err(|e| io(&csv, &e))?;
+        let all = read_episodes_csv(&csv).map_err(|e| io(&csv, &e))?;
+        if let Err(e) = plot_interventions(&dir.join("intervention.png"), &self.task.name, &all) {
+            tracing::warn!("intervention.png not drawn: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// Reads a session's `episodes.csv` back (every session it has held, in order).
+pub fn read_episodes_csv(path: &std::path::Path) -> Result<Vec<SessionEpisode>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = || {
+            format!(
+                "line {}: expected episode,steps,intervened,success,wall_s,updates",
+                i + 1
+            )
+        };
+        if f.len() != 6 {
+            return Err(bad());
+        }
+        let n = |k: usize| f[k].parse::<u64>().map_err(|_| bad());
+        out.push(SessionEpisode {
+            row: EpisodeRow {
+                episode: n(0)?,
+                steps: n(1)?,
+                intervened: n(2)?,
+                success: n(3)? == 1,
+            },
+            wall_s: f[4].parse().map_err(|_| bad())?,
+            updates: n(5)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The intervention rate and the success rate over a window of episodes, by episode: the
+/// curve HIL-SERL sessions are read by.
+pub fn plot_interventions(
+    path: &std::path::Path,
+    task: &str,
+    rows: &[SessionEpisode],
+) -> Result<(), String> {
+    use plotters::prelude::*;
+    const WINDOW: usize = 10;
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let n = rows.len().max(2);
+    let text = crate::train::plot::text_font();
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50);
+    if text {
+        builder.caption(
+            format!("{task}: operator takeovers while learning (mean of {WINDOW} episodes)"),
+            ("sans-serif", 20),
+        );
+    }
+    let mut chart = builder
+        .build_cartesian_2d(0usize..n, 0f64..1.0)
+        .map_err(|e| e.to_string())?;
+    if text {
+        chart
+            .configure_mesh()
+            .x_desc("episode of the session")
+            .y_desc("share")
+            .draw()
+            .map_err(|e| e.to_string())?;
+    } else {
+        chart
+            .configure_mesh()
+            .x_labels(0)
+            .y_labels(0)
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    let windowed = |f: &dyn Fn(&SessionEpisode) -> f64| -> Vec<(usize, f64)> {
+        (0..rows.len())
+            .map(|i| {
+                let from = (i + 1).saturating_sub(WINDOW);
+                let w = &rows[from..=i];
+                (i, w.iter().map(f).sum::<f64>() / w.len() as f64)
+            })
+            .collect()
+    };
+    let rate = windowed(&|r| r.row.intervened as f64 / r.row.steps.max(1) as f64);
+    let success = windowed(&|r| f64::from(u8::from(r.row.success)));
+    chart
+        .draw_series(LineSeries::new(rate, RED.stroke_width(2)))
+        .map_err(|e| e.to_string())?
+        .label("steps the operator drove")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    chart
+        .draw_series(LineSeries::new(success, BLUE.stroke_width(2)))
+        .map_err(|e| e.to_string())?
+        .label("episodes that succeeded")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    if text {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
 }
 
 impl Drop for TeleopSession {

@@ -144,59 +144,7 @@ pub fn train_on<A: Arms>(
 
     // Networks shared with the runtimes.
     let base_slot = WeightsSlot::new(base_mlp.clone());
-    let mut agent = Agent::new(cfg.agent.clone(), obs_dim + act_dim, act_dim, cfg.seed)
-        .with_residual(cfg.runtime.residual_scale);
-    let ckpt_dir = out.join("checkpoints");
-    if resuming {
-        let got = load_latest(&ckpt_dir, |c| agent.restore(&c).map(|_| ()))
-            .map_err(stage("checkpoint"))?;
-        match got {
-            Some((_, path)) => tracing::info!("resumed from {}", path.display()),
-            None => tracing::warn!(
-                "no checkpoint in {}: the agent starts afresh",
-                ckpt_dir.display()
-            ),
-        }
-    }
-    let actor_slot = WeightsSlot::new(agent.exploring_actor());
-    let mut learner = Learner::new(
-        agent,
-        cfg.learner.clone(),
-        cfg.runtime.residual_scale,
-        base_mlp.clone(),
-        actor_slot.clone(),
-        cfg.seed,
-    );
-    let (log, recovered, recovery) =
-        ReplayLog::open(&out.join("replay"), obs_dim + act_dim, act_dim)
-            .map_err(stage("replay"))?;
-    if recovery.torn_bytes > 0 {
-        tracing::warn!(
-            bytes = recovery.torn_bytes,
-            "replay: a torn tail was dropped"
-        );
-    }
-    if recovery.damaged_records > 0 {
-        tracing::warn!(
-            damaged = recovery.damaged_records,
-            bytes = recovery.skipped_bytes,
-            "replay: damaged records were skipped; every intact record was kept"
-        );
-    }
-    let recovered_records = recovered.len();
-    for step in recovered {
-        learner.restore_step(step);
-    }
-    // Nothing after the restart continues an n-step window from before it.
-    learner.flush_windows();
-    if resuming {
-        tracing::info!(
-            records = recovered_records,
-            env_steps = learner.shared.env_steps.load(Ordering::Relaxed),
-            "resumed the replay"
-        );
-    }
-    learner.persist(log, ckpt_dir);
+    let (mut learner, actor_slot) = open_learner(cfg, out, &base_mlp, obs_dim, act_dim, resuming)?;
     let reward_name = reward
         .as_ref()
         .map_or("task".to_owned(), |r| r.name.clone());
@@ -588,6 +536,73 @@ pub fn train_on<A: Arms>(
     let text = serde_json::to_string_pretty(&summary).map_err(stage("summary.json"))?;
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
     Ok(summary)
+}
+
+/// The run's learner: its agent (restored from the run's newest checkpoint when `resuming`),
+/// the replay recovered from `out/replay` and persisted there from now on, checkpoints written
+/// to `out/checkpoints`; and the slot its exploring actor is published to.
+pub(crate) fn open_learner(
+    cfg: &TrainConfig,
+    out: &Path,
+    base_mlp: &reflex_policy::Mlp,
+    obs_dim: usize,
+    act_dim: usize,
+    resuming: bool,
+) -> Result<(Learner, Arc<WeightsSlot>), TrainError> {
+    let mut agent = Agent::new(cfg.agent.clone(), obs_dim + act_dim, act_dim, cfg.seed)
+        .with_residual(cfg.runtime.residual_scale);
+    let ckpt_dir = out.join("checkpoints");
+    if resuming {
+        let got = load_latest(&ckpt_dir, |c| agent.restore(&c).map(|_| ()))
+            .map_err(stage("checkpoint"))?;
+        match got {
+            Some((_, path)) => tracing::info!("resumed from {}", path.display()),
+            None => tracing::warn!(
+                "no checkpoint in {}: the agent starts afresh",
+                ckpt_dir.display()
+            ),
+        }
+    }
+    let actor_slot = WeightsSlot::new(agent.exploring_actor());
+    let mut learner = Learner::new(
+        agent,
+        cfg.learner.clone(),
+        cfg.runtime.residual_scale,
+        base_mlp.clone(),
+        actor_slot.clone(),
+        cfg.seed,
+    );
+    let (log, recovered, recovery) =
+        ReplayLog::open(&out.join("replay"), obs_dim + act_dim, act_dim)
+            .map_err(stage("replay"))?;
+    if recovery.torn_bytes > 0 {
+        tracing::warn!(
+            bytes = recovery.torn_bytes,
+            "replay: a torn tail was dropped"
+        );
+    }
+    if recovery.damaged_records > 0 {
+        tracing::warn!(
+            damaged = recovery.damaged_records,
+            bytes = recovery.skipped_bytes,
+            "replay: damaged records were skipped; every intact record was kept"
+        );
+    }
+    let recovered_records = recovered.len();
+    for step in recovered {
+        learner.restore_step(step);
+    }
+    // Nothing after the restart continues an n-step window from before it.
+    learner.flush_windows();
+    if resuming {
+        tracing::info!(
+            records = recovered_records,
+            env_steps = learner.shared.env_steps.load(Ordering::Relaxed),
+            "resumed the replay"
+        );
+    }
+    learner.persist(log, ckpt_dir);
+    Ok((learner, actor_slot))
 }
 
 /// Resets the training scene with `seed`, opens the runtime's next episode and tells the

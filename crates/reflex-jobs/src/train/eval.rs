@@ -11,10 +11,13 @@ use std::path::Path;
 
 /// Evaluates a trained run directory (or a base alone) on `episodes` seeded episodes with the
 /// task, loop rate and residual scale its training used (from its `config.toml`, which must be
-/// there); `task`, when given, must be the run's. Returns the success rate and the mean return.
+/// there); `task`, when given, must be the run's. `residual` replaces the run's
+/// `policy.safetensors` (a snapshot a learning session wrote, say). Returns the success rate
+/// and the mean return.
 pub fn evaluate_run(
     run: &Path,
     task: Option<&str>,
+    residual: Option<&Path>,
     episodes: usize,
     seed: u64,
 ) -> Result<(f64, f64), TrainError> {
@@ -46,7 +49,13 @@ pub fn evaluate_run(
     let base = load_for(&base_path, Role::Base, &task, layout).map_err(stage("base policy"))?;
     let base = NetPolicy::new(WeightsSlot::new(base.mlp), obs_dim, act_dim)
         .map_err(|e| stage("base policy")(format!("{}: {e}", base_path.display())))?;
-    let policy_path = run.join("policy.safetensors");
+    let policy_path = residual.map_or_else(|| run.join("policy.safetensors"), Path::to_path_buf);
+    if residual.is_some() && !policy_path.exists() {
+        return Err(stage("policy")(format!(
+            "{}: no such file",
+            policy_path.display()
+        )));
+    }
     let residual = if policy_path.exists() {
         let file =
             load_for(&policy_path, Role::Residual, &task, layout).map_err(stage("policy"))?;

@@ -4,8 +4,13 @@ use crate::train::EvalRow;
 use plotters::prelude::*;
 use std::path::Path;
 
-/// Registers a system sans-serif font for the plot's text; false when none is found (the
-/// curves are then drawn without labels).
+/// Whether the plots' text can be drawn: a system sans-serif font is registered on the first
+/// call; without one the curves are drawn without labels.
+pub(crate) fn text_font() -> bool {
+    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *READY.get_or_init(register_font)
+}
+
 fn register_font() -> bool {
     const CANDIDATES: &[&str] = &[
         "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -27,8 +32,7 @@ fn register_font() -> bool {
 
 /// Draws the two curves of a run into a PNG at `path`.
 pub fn plot_curves(path: &Path, title: &str, rows: &[EvalRow]) -> Result<(), String> {
-    let text = std::sync::OnceLock::new();
-    let text = *text.get_or_init(register_font);
+    let text = text_font();
     let root = BitMapBackend::new(path, (1000, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (top, bottom) = root.split_vertically(350);

@@ -1,0 +1,325 @@
+//! The scripted operator: a stand-in for the person at the page, speaking the same WebSocket
+//! protocol ([`reflex_teleop::OperatorClient`]). It watches the policy through the status the
+//! page gets (the observation the policy saw), follows along with the task's scripted expert,
+//! and takes over HIL-SERL-style when the policy stalls (the expert's plan has not advanced for
+//! a while) or drifts (the tool moves well away from where the expert wants it), for a bounded
+//! share of the steps, handing back once the expert's plan has moved on.
+//!
+//! It sees what the policy sees and nothing more; the expert is the task's own
+//! ([`reflex_sim::ScriptedExpert`]), as a person would be the expert on a real arm.
+
+use reflex_core::{Action, ArmModel, Observation, Policy, FLAT_OBJECTS, FLAT_OBJECT_STRIDE};
+use reflex_sim::{ScriptedExpert, Task};
+use reflex_teleop::OperatorClient;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// When the scripted operator takes over and hands back.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct OperatorRule {
+    /// Takes over when the expert's plan has not advanced for this many policy steps.
+    pub patience_steps: u64,
+    /// Takes over when the tool is this much farther from the expert's target than it has been
+    /// in the current stage of the plan, metres.
+    pub drift_m: f64,
+    /// A takeover lasts at least this many policy steps, and ends once the plan has advanced.
+    pub hold_steps: u64,
+    /// ... or after this many steps at most.
+    pub max_hold_steps: u64,
+    /// No new takeover while the operator has driven more than this share of the steps seen.
+    pub max_share: f64,
+    /// The expert's tool motion is scaled by this. Its command reaches the arm one policy step
+    /// after the observation it was computed from (status, then input, then the next step),
+    /// and the expert closes the gap in one step: with that delay the full gain oscillates
+    /// forever, half of it settles (the poles of `z^2 - z + g` have modulus `sqrt(g)`).
+    pub gain: f64,
+}
+
+impl Default for OperatorRule {
+    fn default() -> Self {
+        Self {
+            patience_steps: 10,
+            drift_m: 0.03,
+            hold_steps: 8,
+            max_hold_steps: 60,
+            max_share: 0.5,
+            gain: 0.5,
+        }
+    }
+}
+
+/// What the scripted operator did.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct OperatorReport {
+    /// Status messages read.
+    pub statuses: u64,
+    /// Input messages sent.
+    pub inputs: u64,
+    /// Policy steps it saw.
+    pub steps_seen: u64,
+    /// Of them, steps it held the intervene control.
+    pub steps_held: u64,
+    /// Takeovers started, and why.
+    pub takeovers: u64,
+    /// ... because the plan stalled.
+    pub stalls: u64,
+    /// ... because the tool drifted.
+    pub drifts: u64,
+    /// Messages the session refused.
+    pub refused: u64,
+    /// The session closed the connection (it ended) before the operator was told to stop.
+    pub session_ended: bool,
+}
+
+/// Seconds the operator waits for a status before resending its last input (the runtime's
+/// link timeout must never see a silent operator during a takeover).
+const RESEND: Duration = Duration::from_millis(30);
+
+/// The takeover decision, policy step by policy step (apart from the link, so it can be
+/// tested alone).
+#[derive(Clone, Debug)]
+pub struct Watcher {
+    rule: OperatorRule,
+    holding: bool,
+    held: u64,
+    takeover_phase: u8,
+    phase: u8,
+    phase_since: u64,
+    best: f64,
+    /// Counters.
+    pub report: OperatorReport,
+}
+
+impl Watcher {
+    /// A watcher applying `rule`.
+    pub fn new(rule: OperatorRule) -> Self {
+        Self {
+            rule,
+            holding: false,
+            held: 0,
+            takeover_phase: 0,
+            phase: 0,
+            phase_since: 0,
+            best: f64::INFINITY,
+            report: OperatorReport::default(),
+        }
+    }
+
+    /// A new episode starts at policy step `step`: nobody holds, the plan starts over.
+    pub fn new_episode(&mut self, step: u64) {
+        (self.holding, self.held, self.phase) = (false, 0, 0);
+        (self.phase_since, self.best) = (step, f64::INFINITY);
+    }
+
+    /// The e-stop latched: the operator lets go.
+    pub fn let_go(&mut self) {
+        self.holding = false;
+    }
+
+    /// Whether the intervene control is held.
+    pub fn holding(&self) -> bool {
+        self.holding
+    }
+
+    /// Policy step `step`: the expert's plan is at `phase` and the tool is `dist_m` from where
+    /// the expert wants it. Returns whether the operator holds the intervene control for it.
+    pub fn step(&mut self, step: u64, phase: u8, dist_m: f64) -> bool {
+        let r = &mut self.report;
+        r.steps_seen += 1;
+        if phase != self.phase {
+            (self.phase, self.phase_since, self.best) = (phase, step, f64::INFINITY);
+        }
+        self.best = self.best.min(dist_m);
+        if self.holding {
+            self.held += 1;
+            r.steps_held += 1;
+            let advanced = self.phase != self.takeover_phase;
+            if (self.held >= self.rule.hold_steps && advanced)
+                || self.held >= self.rule.max_hold_steps
+            {
+                // Handed back: the policy gets its own patience from here.
+                self.holding = false;
+                (self.phase_since, self.best) = (step, dist_m);
+            }
+        } else {
+            let share = r.steps_held as f64 / r.steps_seen as f64;
+            let stalled = step.saturating_sub(self.phase_since) >= self.rule.patience_steps;
+            let drifted = dist_m > self.best + self.rule.drift_m;
+            if (stalled || drifted) && share < self.rule.max_share {
+                (self.holding, self.held, self.takeover_phase) = (true, 0, self.phase);
+                r.takeovers += 1;
+                if stalled {
+                    r.stalls += 1;
+                } else {
+                    r.drifts += 1;
+                }
+            }
+        }
+        self.holding
+    }
+}
+
+/// Runs the scripted operator on `ws_url` until `stop` is set; `model` is the arm's (the
+/// expert plans in its joint space).
+pub fn run_scripted_operator(
+    ws_url: &str,
+    task: &Task,
+    model: &ArmModel,
+    rule: OperatorRule,
+    stop: &AtomicBool,
+) -> Result<OperatorReport, String> {
+    let mut client =
+        OperatorClient::connect(ws_url, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let mut expert = ScriptedExpert::new(task, model);
+    let (n_obj, n_kp) = (task.objects.len(), task.keypoints.len());
+    let mut w = Watcher::new(rule);
+    let mut action = Action::zeros(task.action_space);
+    let mut last: Option<(u64, u64)> = None; // (episode, step)
+    let mut motion = ([0.0f64; 6], 0.0f64);
+    while !stop.load(Ordering::Acquire) {
+        let status = match client.next_status(RESEND) {
+            Ok(s) => s,
+            Err(e) => return link_lost(w.report, e),
+        };
+        w.report.refused += client.take_errors().len() as u64;
+        if let Some(s) = status {
+            w.report.statuses += 1;
+            if s.estop_latched {
+                w.let_go();
+            }
+            let new_episode = last.is_none_or(|(e, st)| e != s.episode || s.step < st);
+            let new_step = new_episode || last.is_some_and(|(_, st)| st != s.step);
+            let flat = &s.observation;
+            let goals = flat
+                .len()
+                .saturating_sub(FLAT_OBJECTS + FLAT_OBJECT_STRIDE * n_obj + 3 * n_kp)
+                / 3;
+            let obs = Observation::from_flat(flat, n_obj, n_kp, goals);
+            if let (true, false, Some(obs)) = (new_step, s.estop_latched, obs) {
+                if new_episode {
+                    expert.reset();
+                    w.new_episode(s.step);
+                }
+                last = Some((s.episode, s.step));
+                expert.act(&obs, &mut action);
+                let (t, p) = (expert.target_m(), obs.robot.tcp_pose.position_m);
+                let dist =
+                    ((t[0] - p[0]).powi(2) + (t[1] - p[1]).powi(2) + (t[2] - p[2]).powi(2)).sqrt();
+                w.step(s.step, expert.phase(), dist);
+                let a = action.as_slice();
+                let mut m = [0.0; 6];
+                for (o, v) in m.iter_mut().zip(a) {
+                    *o = rule.gain * f64::from(*v);
+                }
+                motion = (m, f64::from(a[6]));
+            }
+        }
+        // Every status answered, and silence filled: the link never times out mid-takeover.
+        if let Err(e) = client.input(motion.0, motion.1, w.holding()) {
+            return link_lost(w.report, e);
+        }
+        w.report.inputs += 1;
+    }
+    // Hand back before leaving.
+    let _ = client.input([0.0; 6], motion.1, false);
+    client.close();
+    Ok(w.report)
+}
+
+/// A link that fails after the session has spoken ends the operator's work (the session
+/// closed); one that never worked is an error.
+fn link_lost(
+    mut r: OperatorReport,
+    e: reflex_teleop::ClientError,
+) -> Result<OperatorReport, String> {
+    match e {
+        reflex_teleop::ClientError::Link(e) if r.statuses > 0 => {
+            tracing::info!("scripted operator: the session closed the link ({e})");
+            r.session_ended = true;
+            Ok(r)
+        }
+        e => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> OperatorRule {
+        OperatorRule {
+            patience_steps: 10,
+            drift_m: 0.03,
+            hold_steps: 4,
+            max_hold_steps: 20,
+            max_share: 0.5,
+            gain: 0.5,
+        }
+    }
+
+    #[test]
+    fn a_policy_that_makes_progress_is_left_alone() {
+        let mut w = Watcher::new(rule());
+        w.new_episode(0);
+        for step in 0..100u64 {
+            // A new stage every 8 steps, the tool closing in within each.
+            let phase = (step / 8) as u8;
+            let dist = 0.2 - 0.02 * (step % 8) as f64;
+            assert!(!w.step(step, phase, dist), "step {step}");
+        }
+        assert_eq!(w.report.takeovers, 0);
+    }
+
+    #[test]
+    fn a_stall_is_taken_over_until_the_plan_advances() {
+        let mut w = Watcher::new(rule());
+        w.new_episode(0);
+        let held: Vec<bool> = (0..30u64)
+            .map(|step| {
+                // Stuck in stage 0 until step 15, then stage 1.
+                let phase = u8::from(step >= 15);
+                w.step(step, phase, 0.1)
+            })
+            .collect();
+        // Patience runs out at step 10; the stage advances at 15, after the 4 steps a hold
+        // lasts at least, so control returns at step 15; stuck again in stage 1 for 10 steps,
+        // the operator takes over again at 25.
+        assert!(!held[9] && held[10..15].iter().all(|h| *h), "{held:?}");
+        assert!(!held[15..25].iter().any(|h| *h) && held[25], "{held:?}");
+        assert_eq!((w.report.stalls, w.report.drifts), (2, 0));
+    }
+
+    #[test]
+    fn a_drift_is_taken_over_and_a_long_hold_ends() {
+        let mut w = Watcher::new(rule());
+        w.new_episode(0);
+        assert!(!w.step(0, 0, 0.10));
+        assert!(!w.step(1, 0, 0.05));
+        // 4 cm farther than the best so far: drifting.
+        assert!(w.step(2, 0, 0.09));
+        assert_eq!(w.report.drifts, 1);
+        // The plan never advances: the hold ends after max_hold_steps.
+        let mut step = 3;
+        while w.step(step, 0, 0.05) {
+            step += 1;
+        }
+        assert_eq!(step, 2 + 20, "held for max_hold_steps");
+    }
+
+    #[test]
+    fn no_new_takeover_beyond_the_share() {
+        let mut w = Watcher::new(OperatorRule {
+            max_share: 0.2,
+            ..rule()
+        });
+        w.new_episode(0);
+        // A policy that never advances and keeps drifting.
+        for step in 0..400u64 {
+            w.step(step, 0, if step % 2 == 0 { 0.0 } else { 0.2 });
+        }
+        let share = w.report.steps_held as f64 / w.report.steps_seen as f64;
+        // A takeover in progress may carry it a little past the bound, never far.
+        assert!(share <= 0.2 + 20.0 / 400.0, "{share}");
+        assert!(w.report.takeovers >= 2, "{:?}", w.report);
+    }
+}
