@@ -26,6 +26,9 @@ pub struct Batch {
     pub discount: Vec<f32>,
     /// `size x obs_dim`: the state `k` steps later.
     pub next_obs: Vec<f32>,
+    /// Rows `0..demo_rows` came from the demonstration ring (scripted demonstrations and
+    /// operator takeovers): what the actor's imitation term (`agent.bc_weight`) reads.
+    pub demo_rows: usize,
 }
 
 impl Batch {
@@ -38,6 +41,7 @@ impl Batch {
             reward: vec![0.0; size],
             discount: vec![0.0; size],
             next_obs: vec![0.0; size * obs_dim],
+            demo_rows: 0,
         }
     }
 }
@@ -383,6 +387,7 @@ pub fn sample_mixed(
     batch: &mut Batch,
 ) {
     let k = demo_rows(batch.size, demo_fraction, demo.len(), online.len());
+    batch.demo_rows = k;
     demo.sample_rows(rng, batch, 0..k);
     online.sample_rows(rng, batch, k..batch.size);
 }

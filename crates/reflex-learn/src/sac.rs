@@ -81,6 +81,14 @@ pub struct AgentConfig {
     pub backup_entropy: bool,
     /// Start the actor's output layer at zero (a residual that starts exactly at the base).
     pub zero_init_actor: bool,
+    /// Weight of an imitation term in the actor's loss on the batch's demonstration rows
+    /// (scripted demonstrations and operator takeovers): the squared distance between the
+    /// action the policy would execute and the one that was executed, scaled by the batch's
+    /// mean |Q| so the weight means the same whatever the reward scale (TD3+BC's
+    /// normalisation; 0.4 matches its alpha of 2.5). 0 (the default): pure RLPD. Teleop
+    /// sessions set it so the policy takes up the operator's corrections fast; it may differ
+    /// between a run and the session continuing it.
+    pub bc_weight: f32,
 }
 
 impl Default for AgentConfig {
@@ -104,6 +112,7 @@ impl Default for AgentConfig {
             init_std: 0.3,
             backup_entropy: false,
             zero_init_actor: true,
+            bc_weight: 0.0,
         }
     }
 }
@@ -154,6 +163,12 @@ impl AgentConfig {
         }
         if self.actor_delay == 0 {
             return bad("actor_delay", "must be at least 1".into());
+        }
+        if !(self.bc_weight >= 0.0 && self.bc_weight.is_finite()) {
+            return bad(
+                "bc_weight",
+                format!("must be 0 or positive, got {}", self.bc_weight),
+            );
         }
         Ok(())
     }
@@ -559,7 +574,7 @@ impl Agent {
         self.sa.resize(n * ci, 0.0);
         concat_rows(&mut self.sa, &obs, o, &self.act_in, a, n);
         let (sa, target) = (&self.sa, &self.target);
-        let losses: Vec<(f32, f32)> = self
+        let losses: Vec<(f32, f32, f32)> = self
             .critics
             .par_iter_mut()
             .zip(self.critic_opts.par_iter_mut())
@@ -570,17 +585,20 @@ impl Agent {
                 w.d_out.resize(n, 0.0);
                 let mut loss = 0.0;
                 let mut q_sum = 0.0;
+                let mut q_abs = 0.0;
                 for r in 0..n {
                     let e = q[r] - target[r];
                     loss += e * e;
                     q_sum += q[r];
+                    q_abs += q[r].abs();
                     w.d_out[r] = 2.0 * e / n as f32;
                 }
                 c.backward(&mut w.tape, &w.d_out, Some(&mut w.grads), None);
                 opt.step(&mut c.params, &w.grads);
-                (loss / n as f32, q_sum / n as f32)
+                (loss / n as f32, q_sum / n as f32, q_abs / n as f32)
             })
             .collect();
+        let q_abs_mean = losses.iter().map(|l| l.2).sum::<f32>() / losses.len() as f32;
         let mut stats = UpdateStats {
             critic_loss: losses.iter().map(|l| l.0).sum::<f32>() / losses.len() as f32,
             q_mean: losses[0].1,
@@ -593,7 +611,7 @@ impl Agent {
 
         // --- Actor and temperature.
         if !actor_frozen && self.updates % u64::from(self.cfg.actor_delay) == 0 {
-            let (loss, entropy) = self.update_actor(&obs, &b.obs);
+            let (loss, entropy) = self.update_actor(&obs, &b.obs, &b.act, b.demo_rows, q_abs_mean);
             stats.actor_loss = loss;
             stats.entropy = entropy;
             stats.actor_updated = true;
@@ -610,8 +628,15 @@ impl Agent {
         stats
     }
 
-    fn update_actor(&mut self, obs: &[f32], raw_obs: &[f32]) -> (f32, f32) {
-        let (loss, mean_logp) = self.actor_gradient(obs, raw_obs);
+    fn update_actor(
+        &mut self,
+        obs: &[f32],
+        raw_obs: &[f32],
+        act: &[f32],
+        demo_rows: usize,
+        q_scale: f32,
+    ) -> (f32, f32) {
+        let (loss, mean_logp) = self.actor_gradient(obs, raw_obs, act, demo_rows, q_scale);
         self.actor_opt
             .step(&mut self.actor.params, &self.actor_grads[0]);
         let sac = self.cfg.algo == Algo::Sac;
@@ -627,9 +652,19 @@ impl Agent {
     }
 
     /// The actor loss `mean(alpha log pi - mean_k Q_k(s, executed))` on (normalised)
-    /// observations `obs` (`raw_obs` before normalisation, for the base action), its gradient
-    /// left in `actor_grads[0]`; returns the loss and the mean log-probability.
-    fn actor_gradient(&mut self, obs: &[f32], raw_obs: &[f32]) -> (f32, f32) {
+    /// observations `obs` (`raw_obs` before normalisation, for the base action), plus the
+    /// imitation term on the first `demo_rows` rows (`bc_weight * q_scale * mean_rows
+    /// |executed - act|^2`, `act` the batch's executed actions, `q_scale` the critics' mean
+    /// |Q| at them), its gradient left in
+    /// `actor_grads[0]`; returns the loss and the mean log-probability.
+    fn actor_gradient(
+        &mut self,
+        obs: &[f32],
+        raw_obs: &[f32],
+        act: &[f32],
+        demo_rows: usize,
+        q_scale: f32,
+    ) -> (f32, f32) {
         let (a, o) = (self.act_dim, self.obs_dim);
         let n = obs.len() / o;
         let ci = o + a;
@@ -660,19 +695,35 @@ impl Agent {
         self.actor_d_out.resize(n * 2 * a, 0.0);
         let nf = n as f32;
         let split = self.actor_split;
+        // The imitation term's weight, in the critics' units.
+        let demo_rows = demo_rows.min(n);
+        let bc = if demo_rows > 0 {
+            self.cfg.bc_weight * q_scale.max(1e-3)
+        } else {
+            0.0
+        };
+        let mut bc_loss = 0.0;
         for r in 0..n {
             let q: f32 = self.work.iter().map(|w| w.q[r]).sum::<f32>() / k;
             q_mean_sum += q;
             logp_sum += self.logp[r];
             for j in 0..a {
-                // dL/da_j = -mean dQ/da (already scaled by 1/(n k) and negated), carried from
-                // the executed action back to the policy's output.
-                let dl_da: f32 = self
+                // dL/da_j = -mean dQ/da (already scaled by 1/(n k) and negated), plus the
+                // imitation term's slope on demonstration rows (in the executed action's
+                // units: residual units for a residual agent), carried from the executed
+                // action back to the policy's output.
+                let mut dl_dexec: f32 = self
                     .work
                     .iter()
                     .map(|w| w.d_input[r * ci + o + j])
-                    .sum::<f32>()
-                    * self.exec_grad[r * a + j];
+                    .sum::<f32>();
+                if bc > 0.0 && r < demo_rows {
+                    let target = self.executed_target(raw_obs, act, r, j);
+                    let e = self.exec[r * a + j] - target;
+                    bc_loss += bc * e * e / demo_rows as f32;
+                    dl_dexec += bc * 2.0 * e / demo_rows as f32;
+                }
+                let dl_da = dl_dexec * self.exec_grad[r * a + j];
                 let pa = self.pi[r * a + j];
                 // logp depends on u through -log(1 - tanh(u)^2): d/du = 2 tanh(u).
                 let dl_du = dl_da * (1.0 - pa * pa) + alpha * 2.0 * pa / nf;
@@ -704,7 +755,17 @@ impl Agent {
             actor.backward(t1, &self.actor_d_out, Some(g1), None);
         }
         let mean_logp = logp_sum / nf;
-        (alpha * mean_logp - q_mean_sum / nf, mean_logp)
+        (alpha * mean_logp - q_mean_sum / nf + bc_loss, mean_logp)
+    }
+
+    /// Row `r`, component `j` of the batch's executed action `act` in the units of
+    /// [`Agent::compose_executed`]'s output: residual units for a residual agent.
+    fn executed_target(&self, raw_obs: &[f32], act: &[f32], r: usize, j: usize) -> f32 {
+        let (a, o) = (self.act_dim, self.obs_dim);
+        match self.residual_scale {
+            None => act[r * a + j],
+            Some(scale) => (act[r * a + j] - raw_obs[r * o + o - a + j]) / scale,
+        }
     }
 
     fn pick_subset(&mut self) -> Vec<usize> {
@@ -765,8 +826,11 @@ impl Agent {
     /// configuration and widths; the message names what does not fit.
     pub fn restore(&mut self, tensors: &crate::store::Checkpoint) -> Result<(), String> {
         let meta = &tensors.meta;
-        let agent: AgentConfig = serde_json::from_value(meta["agent"].clone())
+        let mut agent: AgentConfig = serde_json::from_value(meta["agent"].clone())
             .map_err(|e| format!("metadata `agent`: {e}"))?;
+        // The imitation weight is the objective's, not the networks': a session may weigh
+        // the operator's takeovers differently from the run it continues.
+        agent.bc_weight = self.cfg.bc_weight;
         if agent != self.cfg {
             return Err("the checkpoint was trained with another agent configuration".into());
         }
@@ -970,11 +1034,12 @@ mod tests {
     /// clip, where the straight-through gradient is the true one).
     #[test]
     fn actor_gradient_matches_finite_differences() {
-        for residual in [None, Some(0.5f32)] {
+        for (residual, bc_weight) in [(None, 0.0), (Some(0.5f32), 0.0), (Some(0.5f32), 0.4)] {
             let cfg = AgentConfig {
                 hidden: vec![16, 16],
                 zero_init_actor: false,
                 init_temperature: 0.3,
+                bc_weight,
                 ..Default::default()
             };
             let mut agent = Agent::new(cfg, 4, 2, 11);
@@ -994,8 +1059,13 @@ mod tests {
                     row[3] *= 0.4;
                 }
             }
+            b.act
+                .iter_mut()
+                .for_each(|v| *v = rng.uniform(-0.5, 0.5) as f32);
+            // A third of the rows are demonstrations (the imitation term reads them).
+            let (demo, q_scale) = (30, 3.0);
             let probe = agent.clone();
-            agent.actor_gradient(&b.obs, &b.obs);
+            agent.actor_gradient(&b.obs, &b.obs, &b.act, demo, q_scale);
             let grads = agent.actor_grads[0].clone();
             let h = 1e-3f32;
             let mut worst = 0.0f64;
@@ -1004,7 +1074,7 @@ mod tests {
                 let loss_at = |d: f32| {
                     let mut p = probe.clone();
                     p.actor.params[i] += d;
-                    p.actor_gradient(&b.obs, &b.obs).0 as f64
+                    p.actor_gradient(&b.obs, &b.obs, &b.act, demo, q_scale).0 as f64
                 };
                 let (lp, l0, lm) = (loss_at(h), loss_at(0.0), loss_at(-h));
                 let (fwd, bwd) = ((lp - l0) / h as f64, (l0 - lm) / h as f64);
@@ -1015,9 +1085,51 @@ mod tests {
                 let num = (lp - lm) / (2.0 * h as f64);
                 worst = worst.max((num - grads[i] as f64).abs() / (0.02 + num.abs()));
             }
-            assert!(compared > 40, "{residual:?}: {compared}");
-            assert!(worst < 0.05, "{residual:?}: largest relative error {worst}");
+            assert!(compared > 40, "{residual:?} {bc_weight}: {compared}");
+            assert!(
+                worst < 0.05,
+                "{residual:?} {bc_weight}: largest relative error {worst}"
+            );
         }
+    }
+
+    /// The imitation term pulls the policy toward the demonstration rows' executed actions,
+    /// wherever they are, and not toward the other rows'.
+    #[test]
+    fn the_imitation_term_pulls_the_policy_to_the_demonstrations() {
+        let run = |bc_weight: f32, demo_act: f32| -> f32 {
+            let cfg = AgentConfig {
+                hidden: vec![16, 16],
+                actor_lr: 1e-3,
+                bc_weight,
+                ..Default::default()
+            };
+            let mut agent = Agent::new(cfg, 3, 1, 5).with_residual(0.5);
+            let mut rng = Rng::new(9);
+            let mut b = Batch::new(64, 3, 1);
+            for (r, row) in b.obs.chunks_exact_mut(3).enumerate() {
+                row[0] = rng.uniform(-1.0, 1.0) as f32;
+                row[1] = rng.uniform(-1.0, 1.0) as f32;
+                row[2] = 0.0; // base action
+                              // Demonstration rows executed `demo_act`; the others its opposite.
+                b.act[r] = if r < 32 { demo_act } else { -demo_act };
+            }
+            b.next_obs.copy_from_slice(&b.obs);
+            // Values of about 1 whatever the action: the critics give no direction.
+            b.reward.fill(1.0);
+            b.discount.fill(0.0);
+            b.demo_rows = 32;
+            for _ in 0..400 {
+                agent.update(&b, false);
+            }
+            let mut out = [0.0f32; 2];
+            agent.act(&[0.2, -0.4, 0.0], 1, false, &mut out[..1]);
+            out[0]
+        };
+        // Executed 0.3 and -0.3 on a zero base: residuals of 0.6 and -0.6 at scale 0.5.
+        let (up, down) = (run(2.0, 0.3), run(2.0, -0.3));
+        assert!((up - 0.6).abs() < 0.15, "{up}");
+        assert!((down + 0.6).abs() < 0.15, "{down}");
     }
 
     /// A residual agent's critics see the executed action (as `(a - b) / scale`): where the
