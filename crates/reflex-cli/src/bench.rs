@@ -25,6 +25,30 @@ pub enum BenchCommand {
     /// JointState-to-command round trips through the ROS 2 bridge (one runtime tick per
     /// state) beside an rclpy node's, timed by one rclpy peer on loopback.
     Ros(BenchRosArgs),
+    /// Page-to-arm latency: a WebSocket client takes over a teleop session on the simulated
+    /// arm; from each executed command's receipt to its first joint command leaving the
+    /// safety filter.
+    Teleop(BenchTeleopArgs),
+}
+
+/// Arguments of `reflex bench teleop`.
+#[derive(Args)]
+pub struct BenchTeleopArgs {
+    /// Task name or file.
+    #[arg(long, default_value = "pick_cube")]
+    task: String,
+    /// Control-loop rate, Hz.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Seconds of operator input.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Input messages a second (the page sends 30).
+    #[arg(long, default_value_t = 30.0)]
+    input_hz: f64,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `reflex bench ros`.
@@ -237,6 +261,15 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
                         .exists()
                         .then(|| "scripts/r2r-echo.sh".into())
                 }),
+            })?,
+            a.json,
+        ),
+        BenchCommand::Teleop(a) => (
+            bench::teleop::teleop(&bench::teleop::BenchTeleopSpec {
+                task: a.task.clone(),
+                servo_rate_hz: a.rate,
+                seconds: a.seconds,
+                input_hz: a.input_hz,
             })?,
             a.json,
         ),

@@ -64,6 +64,10 @@ pub struct TeleopArgs {
     /// second].
     #[arg(long)]
     utd: Option<f32>,
+    /// Weight of the actor's imitation term on demonstrations and the operator's takeovers
+    /// while learning (0: pure RLPD) [default: 0.4, TD3+BC's weighting].
+    #[arg(long)]
+    bc_weight: Option<f32>,
     /// Who operates: `page` (a person at the page) or `scripted` (the scripted operator, over
     /// the same WebSocket: the task's expert takes over when the policy stalls or drifts).
     #[arg(long, default_value = "page")]
@@ -122,6 +126,7 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
             resume: a.resume,
             snapshot_every_s: a.snapshot_every.max(0.0),
             utd: Some(a.utd.unwrap_or(8.0)),
+            bc_weight: Some(a.bc_weight.unwrap_or(0.4)),
         }
     });
     if let Some(l) = &learn {

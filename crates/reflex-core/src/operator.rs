@@ -44,6 +44,10 @@ pub struct OperatorCommand {
     pub takeover: Takeover,
     /// Event button presses so far.
     pub events: OperatorEvents,
+    /// When the source received the command (a page's WebSocket message, a ROS message), if
+    /// it says: the runtime measures from it to the command leaving the safety filter
+    /// (`RuntimeStats::operator_latency`).
+    pub received: Option<std::time::Instant>,
 }
 
 impl OperatorCommand {
@@ -53,6 +57,7 @@ impl OperatorCommand {
             action,
             takeover: Takeover::Held,
             events: OperatorEvents::default(),
+            received: None,
         }
     }
 
@@ -62,6 +67,7 @@ impl OperatorCommand {
             action,
             takeover: Takeover::ByMagnitude,
             events: OperatorEvents::default(),
+            received: None,
         }
     }
 
@@ -71,6 +77,7 @@ impl OperatorCommand {
             action: Action::zeros(space),
             takeover: Takeover::Released,
             events: OperatorEvents::default(),
+            received: None,
         }
     }
 }

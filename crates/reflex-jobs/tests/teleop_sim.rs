@@ -121,6 +121,15 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
         ws.close(None).await.unwrap();
     });
     assert_eq!(stats.operator_labels.load(Ordering::Relaxed), 1);
+    // Every executed command was timed from its receipt to the filter's output: never more
+    // than a policy step (100 ms at pick_cube's 10 Hz) and a few ticks.
+    let latency = &stats.operator_latency;
+    assert!(latency.count() >= 10, "{} timed", latency.count());
+    assert!(
+        latency.max_ns() < 150_000_000,
+        "{} ns at most",
+        latency.max_ns()
+    );
     let report = session.run_until(|_| true).unwrap();
     println!("{report:?}");
     assert!(report.intervened_steps >= 10, "{report:?}");
@@ -180,6 +189,7 @@ fn a_learning_session_trains_from_the_scripted_operator_and_resumes() {
             resume,
             snapshot_every_s: 2.0,
             utd: Some(4.0),
+            bc_weight: Some(0.4),
         }),
     };
     // The operator drives from the first step (no patience, no share bound).

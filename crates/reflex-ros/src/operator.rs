@@ -133,6 +133,7 @@ impl OperatorMapper {
             action: self.action([l.x, l.y, l.z, r.x, r.y, r.z])?,
             takeover: Takeover::ByMagnitude,
             events: self.events,
+            received: Some(std::time::Instant::now()),
         })
     }
 
@@ -196,6 +197,7 @@ impl OperatorMapper {
             action: self.action(v)?,
             takeover,
             events: self.events,
+            received: Some(std::time::Instant::now()),
         })
     }
 }

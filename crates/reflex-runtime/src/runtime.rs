@@ -32,7 +32,7 @@
 
 use crate::compose::Composer;
 use crate::safety_filter::{EStop, Faults, Mode, SafetyFilter};
-use crate::stats::LoopStats;
+use crate::stats::{Histogram, LoopStats};
 use crate::ticker::Ticker;
 use reflex_core::{
     latest, spsc, Action, ActionMapper, ActionSpace, ArmModel, ControlSpec, Frames, Interruption,
@@ -335,6 +335,10 @@ pub struct RuntimeStats {
     pub refused_operator_actions: AtomicU64,
     /// Takeovers ended because the operator's messages stopped (the arm held).
     pub operator_link_lost: AtomicU64,
+    /// From an executed operator command's receipt by its source (`OperatorCommand::received`)
+    /// to the first joint command it produced leaving the safety filter: the wait for the next
+    /// policy step dominates it.
+    pub operator_latency: Histogram,
     /// Episodes aborted by the e-stop.
     pub estop_aborts: AtomicU64,
     /// Re-arms after an e-stop (the policy restarted, ramped in).
@@ -405,6 +409,9 @@ pub struct Runtime<R: Robot> {
     operator_rx: LatestReceiver<OperatorCommand>,
     /// The operator's newest command since the last policy step.
     operator_pending: Option<OperatorCommand>,
+    /// The receipt time of the operator command this policy step executed (until its first
+    /// joint command leaves the filter).
+    operator_latency_from: Option<std::time::Instant>,
     /// Event presses in the last command received (None before the first: its counts are
     /// the baseline, not presses).
     operator_events: Option<OperatorEvents>,
@@ -480,6 +487,7 @@ impl<R: Robot> Runtime<R> {
             operator_tx,
             operator_rx,
             operator_pending: None,
+            operator_latency_from: None,
             operator_events: None,
             operator_label: None,
             ticks_since_operator: u64::MAX / 2,
@@ -643,6 +651,11 @@ impl<R: Robot> Runtime<R> {
         }
         self.ramp_tick = self.ramp_tick.saturating_add(1);
         self.mapper.follow(&self.command);
+        if let Some(t) = self.operator_latency_from.take() {
+            self.stats
+                .operator_latency
+                .record(t.elapsed().as_nanos() as u64);
+        }
         if self.robot.write_command(&self.command).is_err() {
             self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -758,6 +771,7 @@ impl<R: Robot> Runtime<R> {
         );
         if done.intervened {
             self.stats.intervened_steps.fetch_add(1, Ordering::Relaxed);
+            self.operator_latency_from = human.and_then(|h| h.received);
         }
         if done.refused_human {
             self.stats

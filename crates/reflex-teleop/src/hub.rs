@@ -86,6 +86,7 @@ impl OperatorHub {
                 let command = {
                     let mut l = self.latest.lock().unwrap_or_else(|p| p.into_inner());
                     l.command.action = action;
+                    l.command.received = Some(std::time::Instant::now());
                     l.command.takeover = if *intervene {
                         Takeover::Held
                     } else {

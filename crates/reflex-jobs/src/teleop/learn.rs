@@ -34,6 +34,9 @@ pub struct LearnSpec {
     /// `None`). A real-time arm gives about ten steps a second, so the learner has room for
     /// many updates per step that a simulator run spends on simulating.
     pub utd: Option<f32>,
+    /// Weight of the actor's imitation term on demonstrations and operator takeovers
+    /// (`agent.bc_weight`; the run's own when `None`).
+    pub bc_weight: Option<f32>,
 }
 
 /// What a run directory must hold to be continued.
@@ -122,6 +125,16 @@ pub(super) fn prepare(spec: &LearnSpec, task: &Task) -> Result<TrainConfig, RunE
             .validate()
             .map_err(|e| setting(format!("--utd: {e}")))?;
     }
+    if let Some(w) = spec.bc_weight {
+        cfg.agent.bc_weight = w;
+        cfg.agent
+            .validate()
+            .map_err(|e| setting(format!("--bc-weight: {e}")))?;
+    }
+    // The directory's configuration is the session's as it runs (what `--resume` reads).
+    let text =
+        toml::to_string(&cfg).map_err(|e| setting(format!("{}: {e}", cfg_path.display())))?;
+    std::fs::write(&cfg_path, text).map_err(|e| setting(format!("{}: {e}", cfg_path.display())))?;
     let run_task =
         Task::load(&cfg.task).map_err(|e| setting(format!("{}: task: {e}", cfg_path.display())))?;
     if run_task.name != task.name {
