@@ -8,7 +8,8 @@
 //!
 //! - [`arms`]: the one builder of runtimes ([`arms::Arms`], [`arms::SimArms`],
 //!   [`arms::runtime_config`]).
-//! - [`bench`]: `reflex bench` (simulator, policy, loop, learner, pendulum, training).
+//! - [`bench`]: `reflex bench` (simulator, policy, loop, learner, pendulum, training, ROS 2
+//!   round trips, teleop latency).
 //! - [`train`]: `reflex train` (demonstrations, behaviour cloning, residual RL through the
 //!   runtime, evaluation, reports and plots) and `reflex eval`.
 //! - [`policies`]: policy files written with their metadata and checked against a task.
@@ -21,7 +22,9 @@
 //!   labels on simulated frames and its rank correlation with true progress.
 //! - [`classifier`]: labelled frames from the simulator for `reflex classifier`.
 //! - [`teleop`]: `reflex teleop`, a correction session: the policy acts on the simulated arm in
-//!   real time while an operator watches the page and takes over.
+//!   real time while an operator watches the page and takes over; with `--learn` it continues a
+//!   training run and learns from the takeovers live; the scripted operator speaks the page's
+//!   protocol.
 
 pub mod arms;
 pub mod bench;
