@@ -48,6 +48,9 @@ enum Command {
     /// A correction session: the policy acts on the simulated arm while an operator watches a
     /// web page (loopback, behind a random token) and takes over by holding a key or button.
     Teleop(teleop::TeleopArgs),
+    /// Re-run a recorded teleop session in the simulator and check every episode's trajectory
+    /// hash.
+    Replay(teleop::ReplayArgs),
     /// Serve VLM answers from simulator ground truth (OpenAI-compatible), for tests and
     /// simulation.
     VlmOracle(vlm_oracle::OracleArgs),
@@ -98,6 +101,7 @@ fn main() -> Result<()> {
         Command::Sim(args) => sim::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Teleop(args) => teleop::run(&args),
+        Command::Replay(args) => teleop::run_replay(&args),
         Command::VlmOracle(args) => vlm_oracle::run(&args),
         Command::Preference(args) => preference::run(&args),
         Command::Classifier { what } => classifier::run(&what),

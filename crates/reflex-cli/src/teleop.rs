@@ -49,7 +49,8 @@ pub struct TeleopArgs {
     /// the run is not written to), publishing new weights to the running policy as it learns.
     #[arg(long)]
     learn: bool,
-    /// The learning session's directory [default: sessions/<task>-<unix time>].
+    /// The session's directory: its recording (`reflex replay`) and, learning, its run
+    /// [default: sessions/<task>-<unix time>].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the learning session in `--out` (its replay and newest checkpoint).
@@ -100,9 +101,15 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
             a.operator_max_share
         );
     }
-    if (a.out.is_some() || a.resume) && !a.learn {
-        bail!("--out and --resume belong to --learn");
+    if a.resume && !a.learn {
+        bail!("--resume belongs to --learn");
     }
+    let dir = a.out.clone().unwrap_or_else(|| {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("sessions/{}-{unix}", task.name))
+    });
     let (mut policy, mut residual) = (a.policy.clone(), a.residual.clone());
     let run_dir = PathBuf::from(&a.policy);
     if !a.learn && run_dir.is_dir() {
@@ -113,25 +120,19 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
             residual = Some(p);
         }
     }
-    let learn = a.learn.then(|| {
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        LearnSpec {
-            from: (!a.resume).then(|| run_dir.clone()),
-            dir: a
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("sessions/{}-{unix}", task.name))),
-            resume: a.resume,
-            snapshot_every_s: a.snapshot_every.max(0.0),
-            utd: Some(a.utd.unwrap_or(8.0)),
-            bc_weight: Some(a.bc_weight.unwrap_or(0.4)),
-        }
+    let learn = a.learn.then(|| LearnSpec {
+        from: (!a.resume).then(|| run_dir.clone()),
+        dir: dir.clone(),
+        resume: a.resume,
+        snapshot_every_s: a.snapshot_every.max(0.0),
+        utd: Some(a.utd.unwrap_or(8.0)),
+        bc_weight: Some(a.bc_weight.unwrap_or(0.4)),
     });
-    if let Some(l) = &learn {
-        eprintln!("learning session in {}", l.dir.display());
-    }
+    eprintln!(
+        "{} session in {}",
+        if a.learn { "learning" } else { "recorded" },
+        dir.display()
+    );
     let ip = a.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     crate::stop_on_signals();
     let session = TeleopSession::start(&TeleopSpec {
@@ -142,6 +143,7 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
         seed: a.seed,
         bind: SocketAddr::new(ip, a.port),
         learn,
+        record: Some(dir.clone()),
     })?;
     eprintln!(
         "open {} (the token is the access key: keep it to yourself)",
@@ -221,6 +223,49 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
         let mut v = serde_json::to_value(&r)?;
         v["operator"] = serde_json::to_value(operator_report)?;
         println!("{}", serde_json::to_string(&v)?);
+    }
+    Ok(())
+}
+
+/// Arguments of `reflex replay`.
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// The session's directory (`reflex teleop --out`).
+    session: PathBuf,
+    /// Print a JSON report as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_replay(a: &ReplayArgs) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("replaying {bar:30} {pos}/{len} episodes")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let r = reflex_jobs::teleop::record::replay(&a.session, |done, of| {
+        bar.set_length(of);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{}: {} of {} episodes replayed to the same trajectory hash ({} policy steps)",
+        a.session.display(),
+        r.matched,
+        r.episodes,
+        r.steps
+    );
+    for (episode, steps) in &r.mismatched {
+        println!("  episode {episode}: differs (replayed {steps} steps)");
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    if !r.mismatched.is_empty() {
+        bail!(
+            "{} episodes did not replay to their recorded hash",
+            r.mismatched.len()
+        );
     }
     Ok(())
 }

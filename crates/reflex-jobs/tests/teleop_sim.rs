@@ -47,6 +47,8 @@ async fn drive(ws: &mut Ws, seq: &mut u64, motion: [f64; 6], intervene: bool, se
 #[test]
 fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
     let task = Task::load("pick_cube").unwrap();
+    let dir = std::env::temp_dir().join(format!("reflex-teleop-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     let session = TeleopSession::start(&TeleopSpec {
         task,
         policy: "scripted".into(),
@@ -55,6 +57,7 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
         seed: 11,
         bind: "127.0.0.1:0".parse().unwrap(),
         learn: None,
+        record: Some(dir.clone()),
     })
     .unwrap();
     assert!(session.url().starts_with("http://127.0.0.1:"));
@@ -137,6 +140,38 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
     assert_eq!(report.estops, 1);
     assert_eq!(report.refused, 0);
     assert!(report.inputs > 100, "{report:?}");
+
+    // The recording replays to the same trajectory: the episode the e-stop aborted is not
+    // recorded; the one after it (replayed after an abort and a re-arm) ended with the
+    // operator's success label. (The learning test below replays takeovers.)
+    let (_, recorded) = reflex_jobs::teleop::record::read_recording(&dir).unwrap();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert!(recorded[0].after_rearm && recorded[0].success, "{recorded:?}");
+    let replayed = reflex_jobs::teleop::record::replay(&dir, |_, _| {}).unwrap();
+    println!("{replayed:?}");
+    assert_eq!(replayed.matched, recorded.len() as u64, "{replayed:?}");
+    // A recording whose actions were changed does not.
+    let path = dir.join(reflex_jobs::teleop::record::RECORDING);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut first: reflex_jobs::teleop::record::EpisodeRecord =
+        serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    first.actions[3][2] = -first.actions[3][2] + 0.5;
+    let rest: Vec<&str> = text.lines().skip(1).collect();
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n{}\n",
+            serde_json::to_string(&first).unwrap(),
+            rest.join("\n")
+        ),
+    )
+    .unwrap();
+    let tampered = reflex_jobs::teleop::record::replay(&dir, |_, _| {}).unwrap();
+    assert_eq!(
+        tampered.mismatched.first().map(|m| m.0),
+        Some(first.episode)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `--learn` with the scripted operator at the WebSocket: a session continues a small training
@@ -191,6 +226,7 @@ fn a_learning_session_trains_from_the_scripted_operator_and_resumes() {
             utd: Some(4.0),
             bc_weight: Some(0.4),
         }),
+        record: None,
     };
     // The operator drives from the first step (no patience, no share bound).
     let rule = OperatorRule {
@@ -249,6 +285,14 @@ fn a_learning_session_trains_from_the_scripted_operator_and_resumes() {
         .filter(|s| s.source == reflex_learn::replay::Source::Intervention)
         .count();
     assert!(interventions > 20, "{interventions} intervention records");
+
+    // The learning policy's answers and the operator's commands replay alike.
+    let replayed = reflex_jobs::teleop::record::replay(&dir, |_, _| {}).unwrap();
+    assert_eq!(
+        replayed.matched as usize,
+        first.episode_rows.len(),
+        "{replayed:?}"
+    );
 
     // A fresh session over the same directory is refused, naming the flag.
     let e = TeleopSession::start(&spec(false)).err().expect("refused");

@@ -47,6 +47,7 @@ pub fn teleop(a: &BenchTeleopSpec) -> Result<BenchReport> {
         seed: 0,
         bind: "127.0.0.1:0".parse()?,
         learn: None,
+        record: None,
     })?;
     let stats = session.stats().clone();
     let mut client = OperatorClient::connect(&session.ws_url(), Duration::from_secs(5))?;

@@ -11,6 +11,7 @@
 
 pub mod learn;
 pub mod operator;
+pub mod record;
 
 use crate::run::{sim_runtime, sim_runtime_with, RunError, SimRuntime};
 use learn::{LearnSpec, LiveLearner};
@@ -53,6 +54,9 @@ pub struct TeleopSpec {
     /// Learn from the session (`--learn`): the policies come from the run it continues, not
     /// from `policy` and `residual`.
     pub learn: Option<LearnSpec>,
+    /// Where to record the session (`recording.jsonl`, `header.json`) when it does not learn
+    /// (a learning session records into its own directory); `None`: not recorded.
+    pub record: Option<PathBuf>,
 }
 
 /// What a session did.
@@ -188,15 +192,56 @@ impl TeleopSession {
         let estop = EStop::new();
         let (built, live) = build_runtime(spec, estop.clone())?;
         let mut rt = built.runtime;
-        if let Some(l) = &live {
-            // Episode ids continue the run's (the replay knows the last one used); episode i
-            // is scene seed + i either way.
-            rt.stats()
-                .episodes
-                .store(l.first_episode, Ordering::Relaxed);
-            rt.reset_episode(spec.seed + l.first_episode)
-                .map_err(|e| RunError::Control(e.to_string()))?;
-        }
+        // Episode i is scene seed + i. A learning session's ids continue the run's (the replay
+        // knows the last one used). Every episode, the first too, starts with a reset, as a
+        // replay of the recording does.
+        let first = match &live {
+            Some(l) => {
+                rt.stats()
+                    .episodes
+                    .store(l.first_episode, Ordering::Relaxed);
+                l.first_episode
+            }
+            None => rt.stats().episodes.load(Ordering::Relaxed),
+        };
+        rt.reset_episode(spec.seed + first)
+            .map_err(|e| RunError::Control(e.to_string()))?;
+        let record_dir = spec
+            .learn
+            .as_ref()
+            .map(|l| l.dir.clone())
+            .or_else(|| spec.record.clone());
+        let mut recorder = match &record_dir {
+            Some(dir) => {
+                if spec.learn.is_none() && dir.join(record::RECORDING).exists() {
+                    return Err(RunError::Setting(format!(
+                        "--out {}: already holds a recorded session: choose another directory",
+                        dir.display()
+                    )));
+                }
+                Some(record::Recorder::open(
+                    dir,
+                    &record::SessionHeader {
+                        task: spec.task.name.clone(),
+                        servo_rate_hz: rt.config().servo_rate_hz,
+                        seed: spec.seed,
+                        policy: if spec.learn.is_some() {
+                            "base.safetensors".into()
+                        } else {
+                            spec.policy.clone()
+                        },
+                        residual: if spec.learn.is_some() {
+                            Some("the live learner's actor".into())
+                        } else {
+                            spec.residual.as_ref().map(|p| p.display().to_string())
+                        },
+                        learning: spec.learn.is_some(),
+                        commit: crate::train::COMMIT.to_owned(),
+                    },
+                )?)
+            }
+            None => None,
+        };
         let stats = rt.stats().clone();
         let transitions = rt.transitions().clone();
         let hub = Arc::new(OperatorHub::new(
@@ -348,6 +393,9 @@ impl TeleopSession {
                                     },
                                 );
                                 current.steps = 0;
+                            }
+                            if let Some(r) = &mut recorder {
+                                r.take(&t);
                             }
                             if let Some(tx) = &mut forward {
                                 if tx.send(t).is_err() {
