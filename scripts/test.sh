@@ -4,7 +4,8 @@
 # into target/pyenv; Chromium from Debian), then runs every
 # test in the workspace, then the VLM client's HTTPS test (the `tls` feature; needs the `openssl`
 # command, installed from Debian when missing and run as root).
-# Extra arguments go to `cargo test`.
+# Then the native gamepad's build and tests (the `gamepad` feature; needs libudev-dev, installed
+# from Debian when missing). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,10 +57,17 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_need "the teleop page's browser test" chromium
 fi
 
+# The native gamepad (`reflex-teleop`'s `gamepad` feature, gilrs) builds against libudev.
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists libudev; then
+  apt_need "the native gamepad (the gamepad feature)" libudev-dev pkg-config
+fi
+
 if ! command -v openssl >/dev/null; then
   apt_need "the HTTPS test (it makes its certificates with openssl)" openssl
 fi
 
 cargo test --workspace "$@"
 cargo test -p reflex-reward --features tls --test vlm_tls "$@"
+cargo clippy -p reflex-teleop --features gamepad --all-targets -- -D warnings
+cargo test -p reflex-teleop --features gamepad --lib "$@"
 scripts/test-r2r.sh "$@"

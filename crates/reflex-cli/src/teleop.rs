@@ -80,6 +80,10 @@ pub struct TeleopArgs {
     /// policy steps.
     #[arg(long, default_value_t = 10)]
     operator_patience: u64,
+    /// Read a gamepad connected to this machine as well (built with the `gamepad` feature):
+    /// hold LB or RB to drive, as on the page.
+    #[arg(long)]
+    gamepad: bool,
     /// Print a JSON report as the last line.
     #[arg(long)]
     json: bool,
@@ -151,6 +155,19 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
     );
     if !ip.is_loopback() {
         eprintln!("serving on {ip}: every request still needs the token");
+    }
+    #[cfg(feature = "gamepad")]
+    let _pad = if a.gamepad {
+        let pad = reflex_teleop::pad::NativePad::open(session.hub().clone())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        eprintln!("gamepad: {} (hold LB or RB to drive)", pad.name);
+        Some(pad)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "gamepad"))]
+    if a.gamepad {
+        bail!("--gamepad: this reflex was built without the `gamepad` feature (cargo build --features gamepad; it needs libudev-dev); the page reads browser gamepads without it");
     }
     let started = Instant::now();
     let operator_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -146,7 +146,10 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
     // operator's success label. (The learning test below replays takeovers.)
     let (_, recorded) = reflex_jobs::teleop::record::read_recording(&dir).unwrap();
     assert_eq!(recorded.len(), 1, "{recorded:?}");
-    assert!(recorded[0].after_rearm && recorded[0].success, "{recorded:?}");
+    assert!(
+        recorded[0].after_rearm && recorded[0].success,
+        "{recorded:?}"
+    );
     let replayed = reflex_jobs::teleop::record::replay(&dir, |_, _| {}).unwrap();
     println!("{replayed:?}");
     assert_eq!(replayed.matched, recorded.len() as u64, "{replayed:?}");

@@ -11,6 +11,8 @@
 //!   refuses every request without the session's random access token.
 //! - [`client`]: [`OperatorClient`], a blocking client of the same WebSocket (what the
 //!   scripted operator and device bridges speak).
+//! - [`pad`]: native gamepads (the `gamepad` feature), mapped as the page maps the browser's,
+//!   into the same hub.
 //!
 //! The control loop never waits on any of this: commands reach it through the runtime's
 //! wait-free operator cell, and a silent operator during a takeover is the runtime's link
@@ -18,6 +20,7 @@
 
 pub mod client;
 pub mod hub;
+pub mod pad;
 pub mod protocol;
 pub mod server;
 

@@ -523,6 +523,11 @@ impl TeleopSession {
         self.server.ws_url()
     }
 
+    /// The hub every operator source feeds (the page's connections; a native gamepad).
+    pub fn hub(&self) -> &Arc<OperatorHub> {
+        &self.hub
+    }
+
     /// The e-stop the session's runtime obeys (the page presses it; so can a native device).
     pub fn estop(&self) -> &EStop {
         &self.estop
