@@ -32,6 +32,8 @@ pub struct OperatorEvents {
     pub success: u32,
     /// "Failure": the episode ends now, labelled a failure.
     pub failure: u32,
+    /// "Re-record": the episode ends now and is discarded (none of it is training data).
+    pub rerecord: u32,
 }
 
 /// One operator command.

@@ -113,6 +113,9 @@ pub enum Interruption {
     /// The operator's link went silent during a takeover: the arm was held, so the recorded
     /// action is not what was executed.
     OperatorLost,
+    /// The operator discarded the episode (re-record): it ends here, and none of its steps are
+    /// training data (a teleop session holds an episode's steps back until it ends).
+    Discarded,
 }
 
 /// One policy step as the learner sees it.

@@ -112,11 +112,19 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
         ws.send(Message::Text(r#"{"type":"rearm"}"#.into()))
             .await
             .unwrap();
-        let resumed = drive(&mut ws, &mut seq, [0.0; 6], false, 1.0).await;
+        let resumed = drive(&mut ws, &mut seq, [0.0; 6], false, 1.5).await;
         assert!(!resumed.estop_latched);
+
         // A success press ends the episode in flight with that label.
         ws.send(Message::Text(
             r#"{"type":"event","event":"success"}"#.into(),
+        ))
+        .await
+        .unwrap();
+        drive(&mut ws, &mut seq, [0.0; 6], false, 0.5).await;
+        // A re-record press discards the next episode; another one begins.
+        ws.send(Message::Text(
+            r#"{"type":"event","event":"rerecord"}"#.into(),
         ))
         .await
         .unwrap();
@@ -138,12 +146,14 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
     assert!(report.intervened_steps >= 10, "{report:?}");
     assert!(report.successes >= 1, "{report:?}");
     assert_eq!(report.estops, 1);
+    assert_eq!(report.discarded, 1);
     assert_eq!(report.refused, 0);
     assert!(report.inputs > 100, "{report:?}");
 
-    // The recording replays to the same trajectory: the episode the e-stop aborted is not
-    // recorded; the one after it (replayed after an abort and a re-arm) ended with the
-    // operator's success label. (The learning test below replays takeovers.)
+    // The recording replays to the same trajectory: neither the episode the e-stop aborted
+    // nor the discarded one is recorded; the one between them (replayed after an abort and a
+    // re-arm) ended with the operator's success label. (The learning test below replays
+    // takeovers.)
     let (_, recorded) = reflex_jobs::teleop::record::read_recording(&dir).unwrap();
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert!(

@@ -316,6 +316,14 @@ pub enum ResetError<E: std::error::Error + 'static> {
     Robot(RobotError),
 }
 
+/// How the operator ended an episode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Label {
+    Success,
+    Failure,
+    Rerecord,
+}
+
 /// Counters and histograms of a running loop; any thread may read them.
 #[derive(Default)]
 pub struct RuntimeStats {
@@ -331,6 +339,8 @@ pub struct RuntimeStats {
     pub intervened_steps: AtomicU64,
     /// Episodes the operator ended with a success or failure press.
     pub operator_labels: AtomicU64,
+    /// Episodes the operator discarded (re-record).
+    pub discarded_episodes: AtomicU64,
     /// Operator actions refused for having the wrong number of components.
     pub refused_operator_actions: AtomicU64,
     /// Takeovers ended because the operator's messages stopped (the arm held).
@@ -417,7 +427,7 @@ pub struct Runtime<R: Robot> {
     operator_events: Option<OperatorEvents>,
     /// The operator pressed success (true) or failure (false): the step in flight ends the
     /// episode with that label.
-    operator_label: Option<bool>,
+    operator_label: Option<Label>,
     ticks_since_operator: u64,
     link_timeout_ticks: u64,
     /// A takeover lost its operator: the arm holds until the operator is heard again.
@@ -578,10 +588,12 @@ impl<R: Robot> Runtime<R> {
         // The operator's link: newest action, and how long since one arrived.
         if let Some(h) = self.operator_rx.take() {
             if let Some(seen) = self.operator_events {
-                if h.events.success > seen.success {
-                    self.operator_label = Some(true);
+                if h.events.rerecord > seen.rerecord {
+                    self.operator_label = Some(Label::Rerecord);
+                } else if h.events.success > seen.success {
+                    self.operator_label = Some(Label::Success);
                 } else if h.events.failure > seen.failure {
-                    self.operator_label = Some(false);
+                    self.operator_label = Some(Label::Failure);
                 }
             }
             self.operator_events = Some(h.events);
@@ -715,13 +727,21 @@ impl<R: Robot> Runtime<R> {
         }
         if self.step_open {
             let mut outcome = self.robot.judge(&self.obs, &self.action);
-            if let Some(success) = self.operator_label.take() {
+            if let Some(label) = self.operator_label.take() {
                 // The operator's label ends the episode (on a real arm, the operator is the
-                // success detector); the step's reward stays the task's.
-                outcome.success = success;
+                // success detector); the step's reward stays the task's. A re-record ends it
+                // as discarded.
+                outcome.success = label == Label::Success;
                 outcome.terminated = true;
                 outcome.truncated = false;
-                self.stats.operator_labels.fetch_add(1, Ordering::Relaxed);
+                if label == Label::Rerecord {
+                    self.pending.interrupted = Interruption::Discarded;
+                    self.stats
+                        .discarded_episodes
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stats.operator_labels.fetch_add(1, Ordering::Relaxed);
+                }
             }
             self.pending.outcome = outcome;
             self.pending.next_obs = self.obs.flat;

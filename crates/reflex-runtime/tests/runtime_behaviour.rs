@@ -218,7 +218,29 @@ fn success_and_failure_presses_end_the_episode_with_that_label() {
     assert!(ended);
     let last = *drain(&rt).last().unwrap();
     assert!(!last.outcome.success && last.outcome.terminated);
+    assert_eq!(last.interrupted, Interruption::None);
     assert_eq!(rt.stats().successes.load(Ordering::Relaxed), 1);
+    assert_eq!(rt.stats().operator_labels.load(Ordering::Relaxed), 2);
+    // A re-record press ends the next episode as discarded: not a success, not a label.
+    rt.begin_episode().unwrap();
+    rt.operator().send(c);
+    for _ in 0..2 * per_step {
+        assert!(!rt.tick().episode_done);
+    }
+    c.events.rerecord = 1;
+    rt.operator().send(c);
+    let mut ended = false;
+    for _ in 0..2 * per_step {
+        if rt.tick().episode_done {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the re-record press ended the episode");
+    let last = *drain(&rt).last().unwrap();
+    assert!(!last.outcome.success && last.outcome.terminated);
+    assert_eq!(last.interrupted, Interruption::Discarded);
+    assert_eq!(rt.stats().discarded_episodes.load(Ordering::Relaxed), 1);
     assert_eq!(rt.stats().operator_labels.load(Ordering::Relaxed), 2);
 }
 

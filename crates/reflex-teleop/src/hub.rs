@@ -106,6 +106,7 @@ impl OperatorHub {
                     match event {
                         EventKind::Success => e.success += 1,
                         EventKind::Failure => e.failure += 1,
+                        EventKind::Rerecord => e.rerecord += 1,
                     }
                     l.command
                 };

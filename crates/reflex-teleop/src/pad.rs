@@ -5,7 +5,8 @@
 //!
 //! The mapping ([`PadMapper`], always built and tested): hold LB or RB to drive; left stick
 //! forward/back is x, left/right is y; right stick forward/back is z, left/right is yaw; A closes
-//! the gripper, B opens it; X labels the episode a success, Y a failure (on the press).
+//! the gripper, B opens it; X labels the episode a success, Y a failure, Back (Select)
+//! discards it to be recorded again (on the press).
 
 use crate::protocol::{ClientMessage, EventKind};
 
@@ -20,6 +21,8 @@ pub enum PadButton {
     West,
     /// Y (top): failure.
     North,
+    /// Back / Select: re-record (discard the episode).
+    Select,
     /// LB: held to drive.
     LeftBumper,
     /// RB: held to drive.
@@ -72,6 +75,7 @@ impl PadMapper {
             (PadButton::East, true) => self.gripper = 1.0,
             (PadButton::West, true) => self.events.push(EventKind::Success),
             (PadButton::North, true) => self.events.push(EventKind::Failure),
+            (PadButton::Select, true) => self.events.push(EventKind::Rerecord),
             (PadButton::LeftBumper, p) => self.bumpers[0] = p,
             (PadButton::RightBumper, p) => self.bumpers[1] = p,
             _ => {}
@@ -152,6 +156,7 @@ mod native {
             B::North => PadButton::North,
             B::LeftTrigger => PadButton::LeftBumper,
             B::RightTrigger => PadButton::RightBumper,
+            B::Select => PadButton::Select,
             _ => return None,
         })
     }
@@ -299,10 +304,11 @@ mod tests {
             }
             m => panic!("{m:?}"),
         }
-        // X then Y: one success and one failure, each once.
+        // X, Y, Back: a success, a failure and a re-record, each once.
         p.button(PadButton::West, true);
         p.button(PadButton::West, false);
         p.button(PadButton::North, true);
+        p.button(PadButton::Select, true);
         let ev = p.take_events();
         assert_eq!(
             ev,
@@ -312,6 +318,9 @@ mod tests {
                 },
                 ClientMessage::Event {
                     event: EventKind::Failure
+                },
+                ClientMessage::Event {
+                    event: EventKind::Rerecord
                 }
             ]
         );

@@ -7,7 +7,8 @@
 //!   -1..1, 1 is the task's top tool speed), the gripper (-1 closed .. 1 open) and whether the
 //!   intervene control is held. Clients send it continuously (the page: 30 times a second);
 //!   silence during a takeover holds the arm.
-//! - `{"type": "event", "event": "success" | "failure"}`: ends the episode with that label.
+//! - `{"type": "event", "event": "success" | "failure" | "rerecord"}`: ends the episode with
+//!   that label; a re-record discards it.
 //! - `{"type": "estop"}`: presses the runtime's e-stop (latched); `{"type": "rearm"}` re-arms it,
 //!   a separate, deliberate action.
 //!
@@ -52,6 +53,8 @@ pub enum EventKind {
     Success,
     /// The episode ends as a failure.
     Failure,
+    /// The episode ends and is discarded (re-record): none of it becomes training data.
+    Rerecord,
 }
 
 /// Where the session stands, as the page shows it.

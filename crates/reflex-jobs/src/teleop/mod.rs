@@ -78,6 +78,8 @@ pub struct TeleopReport {
     pub inputs: u64,
     /// Operator messages refused.
     pub refused: u64,
+    /// Episodes the operator discarded (re-record): neither recorded nor learned from.
+    pub discarded: u64,
     /// With `--learn`: updates over the run the session continues, and weights published to
     /// the running policy during the session.
     pub updates: Option<u64>,
@@ -368,9 +370,32 @@ impl TeleopSession {
                     let mut current = EpisodeRow::default();
                     let mut last: Option<Transition> = None;
                     let mut done = false;
+                    // The episode in flight's steps, held back until it ends: a re-record
+                    // discards them (the learner never sees them; the recorder drops the
+                    // episode, as it drops every episode cut short).
+                    let mut held: Vec<Transition> = Vec::with_capacity(1024);
+                    let mut hand_on = |held: &mut Vec<Transition>, keep: bool| {
+                        for t in held.drain(..) {
+                            if let Some(r) = &mut recorder {
+                                r.take(&t);
+                            }
+                            if !keep {
+                                continue;
+                            }
+                            if let Some(tx) = &mut forward {
+                                if tx.send(t).is_err() {
+                                    dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    };
                     loop {
                         let stopping = stop.load(Ordering::Acquire);
                         while let Some(t) = transitions.pop() {
+                            if held.first().is_some_and(|h| h.episode != t.episode) {
+                                // The e-stop cut the last episode short: its steps are data.
+                                hand_on(&mut held, true);
+                            }
                             if t.episode != current.episode || current.steps == 0 {
                                 // A new episode (one cut short by the e-stop is not a row).
                                 current = EpisodeRow {
@@ -381,7 +406,9 @@ impl TeleopSession {
                             current.steps += 1;
                             current.intervened += u64::from(t.intervened);
                             current.success |= t.outcome.success;
-                            if t.outcome.terminated || t.outcome.truncated {
+                            held.push(t);
+                            let discarded = t.interrupted == reflex_core::Interruption::Discarded;
+                            if (t.outcome.terminated || t.outcome.truncated) && !discarded {
                                 let updates = shared
                                     .as_ref()
                                     .map_or(0, |s| s.updates.load(Ordering::Relaxed));
@@ -392,15 +419,13 @@ impl TeleopSession {
                                         updates,
                                     },
                                 );
+                            }
+                            if t.outcome.terminated
+                                || t.outcome.truncated
+                                || t.interrupted == reflex_core::Interruption::EStop
+                            {
                                 current.steps = 0;
-                            }
-                            if let Some(r) = &mut recorder {
-                                r.take(&t);
-                            }
-                            if let Some(tx) = &mut forward {
-                                if tx.send(t).is_err() {
-                                    dropped.fetch_add(1, Ordering::Relaxed);
-                                }
+                                hand_on(&mut held, !discarded);
                             }
                             last = Some(t);
                         }
@@ -428,6 +453,8 @@ impl TeleopSession {
                             }
                         }
                         if done {
+                            // An episode still in flight at the end: its steps are data.
+                            hand_on(&mut held, true);
                             break;
                         }
                         // One more pass after the stop: what the loop left in the queue.
@@ -634,6 +661,7 @@ impl TeleopSession {
             episodes: n_rows,
             successes: ld(&s.successes),
             labelled: ld(&s.operator_labels),
+            discarded: ld(&s.discarded_episodes),
             policy_steps: ld(&s.policy_steps),
             intervened_steps: ld(&s.intervened_steps),
             estops: ld(&h.estops),
