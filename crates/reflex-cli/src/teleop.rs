@@ -74,7 +74,7 @@ pub struct TeleopArgs {
     #[arg(long, default_value = "page")]
     operator: String,
     /// The scripted operator's largest share of steps.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.8)]
     operator_max_share: f64,
     /// The scripted operator takes over when the task's plan has not advanced for this many
     /// policy steps.

@@ -42,7 +42,7 @@ impl Default for OperatorRule {
             drift_m: 0.03,
             hold_steps: 8,
             max_hold_steps: 60,
-            max_share: 0.5,
+            max_share: 0.8,
             gain: 0.5,
         }
     }
