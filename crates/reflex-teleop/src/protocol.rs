@@ -88,6 +88,8 @@ pub struct Status {
     pub input_seq: u64,
     /// The tool centre point at the policy step now running, metres in the base frame.
     pub tool_m: [f64; 3],
+    /// The last judged step's reward (the task's terms fused; none while pending).
+    pub reward: Option<f64>,
     /// The flat observation of the policy step now running, `step` (the layout every network
     /// reads, see `reflex_core::Observation::rebuild_flat`): what a scripted operator acts on.
     pub observation: Vec<f32>,

@@ -443,6 +443,7 @@ impl TeleopSession {
                             s.observation = o.to_vec();
                             s.policy_action = t.base_action.as_slice().to_vec();
                             s.executed_action = t.action.as_slice().to_vec();
+                            s.reward = t.outcome.reward.is_finite().then_some(t.outcome.reward);
                             // A step cut short (an e-stop) has no terms: keep the last ones.
                             if !t.outcome.terms.values().is_empty() {
                                 s.reward_terms = term_names

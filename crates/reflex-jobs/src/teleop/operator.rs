@@ -1,9 +1,11 @@
 //! The scripted operator: a stand-in for the person at the page, speaking the same WebSocket
 //! protocol ([`reflex_teleop::OperatorClient`]). It watches the policy through the status the
-//! page gets (the observation the policy saw), follows along with the task's scripted expert,
-//! and takes over HIL-SERL-style when the policy stalls (the expert's plan has not advanced for
-//! a while) or drifts (the tool moves well away from where the expert wants it), for a bounded
-//! share of the steps, handing back once the expert's plan has moved on.
+//! page gets (the observation the policy saw, the step's reward), follows along with the task's
+//! scripted expert, and takes over HIL-SERL-style when the policy stalls (neither the expert's
+//! plan has advanced nor the reward improved for a while) or drifts (the tool moves well away
+//! from where the expert wants it while the reward does not improve), for a bounded share of
+//! the steps, handing back once the expert's plan has moved on. A policy that makes progress by
+//! a route of its own (the reward rises) is left alone, as a person would leave it.
 //!
 //! It sees what the policy sees and nothing more; the expert is the task's own
 //! ([`reflex_sim::ScriptedExpert`]), as a person would be the expert on a real arm.
@@ -71,6 +73,12 @@ pub struct OperatorReport {
     pub session_ended: bool,
 }
 
+/// A reward this much above the episode's best so far is progress.
+const REWARD_PROGRESS: f64 = 0.01;
+
+/// A drift is taken over only after this many policy steps without progress.
+const DRIFT_GRACE: u64 = 3;
+
 /// Seconds the operator waits for a status before resending its last input (the runtime's
 /// link timeout must never see a silent operator during a takeover).
 const RESEND: Duration = Duration::from_millis(30);
@@ -86,6 +94,8 @@ pub struct Watcher {
     phase: u8,
     phase_since: u64,
     best: f64,
+    best_reward: f64,
+    improved_at: u64,
     /// Counters.
     pub report: OperatorReport,
 }
@@ -101,6 +111,8 @@ impl Watcher {
             phase: 0,
             phase_since: 0,
             best: f64::INFINITY,
+            best_reward: f64::NEG_INFINITY,
+            improved_at: 0,
             report: OperatorReport::default(),
         }
     }
@@ -109,6 +121,7 @@ impl Watcher {
     pub fn new_episode(&mut self, step: u64) {
         (self.holding, self.held, self.phase) = (false, 0, 0);
         (self.phase_since, self.best) = (step, f64::INFINITY);
+        (self.best_reward, self.improved_at) = (f64::NEG_INFINITY, step);
     }
 
     /// The e-stop latched: the operator lets go.
@@ -121,9 +134,15 @@ impl Watcher {
         self.holding
     }
 
-    /// Policy step `step`: the expert's plan is at `phase` and the tool is `dist_m` from where
-    /// the expert wants it. Returns whether the operator holds the intervene control for it.
-    pub fn step(&mut self, step: u64, phase: u8, dist_m: f64) -> bool {
+    /// Policy step `step`: the expert's plan is at `phase`, the tool is `dist_m` from where
+    /// the expert wants it, and the last judged step's reward was `reward` (if known). Returns
+    /// whether the operator holds the intervene control for it.
+    pub fn step(&mut self, step: u64, phase: u8, dist_m: f64, reward: Option<f64>) -> bool {
+        if let Some(v) = reward.filter(|v| v.is_finite()) {
+            if v > self.best_reward + REWARD_PROGRESS {
+                (self.best_reward, self.improved_at) = (v, step);
+            }
+        }
         let r = &mut self.report;
         r.steps_seen += 1;
         if phase != self.phase {
@@ -139,12 +158,14 @@ impl Watcher {
             {
                 // Handed back: the policy gets its own patience from here.
                 self.holding = false;
-                (self.phase_since, self.best) = (step, dist_m);
+                (self.phase_since, self.best, self.improved_at) = (step, dist_m, step);
             }
         } else {
             let share = r.steps_held as f64 / r.steps_seen as f64;
-            let stalled = step.saturating_sub(self.phase_since) >= self.rule.patience_steps;
-            let drifted = dist_m > self.best + self.rule.drift_m;
+            let since_progress = step.saturating_sub(self.improved_at);
+            let stalled = step.saturating_sub(self.phase_since) >= self.rule.patience_steps
+                && since_progress >= self.rule.patience_steps;
+            let drifted = dist_m > self.best + self.rule.drift_m && since_progress >= DRIFT_GRACE;
             if (stalled || drifted) && share < self.rule.max_share {
                 (self.holding, self.held, self.takeover_phase) = (true, 0, self.phase);
                 r.takeovers += 1;
@@ -205,7 +226,7 @@ pub fn run_scripted_operator(
                 let (t, p) = (expert.target_m(), obs.robot.tcp_pose.position_m);
                 let dist =
                     ((t[0] - p[0]).powi(2) + (t[1] - p[1]).powi(2) + (t[2] - p[2]).powi(2)).sqrt();
-                w.step(s.step, expert.phase(), dist);
+                w.step(s.step, expert.phase(), dist, s.reward);
                 let a = action.as_slice();
                 let mut m = [0.0; 6];
                 for (o, v) in m.iter_mut().zip(a) {
@@ -265,7 +286,7 @@ mod tests {
             // A new stage every 8 steps, the tool closing in within each.
             let phase = (step / 8) as u8;
             let dist = 0.2 - 0.02 * (step % 8) as f64;
-            assert!(!w.step(step, phase, dist), "step {step}");
+            assert!(!w.step(step, phase, dist, None), "step {step}");
         }
         assert_eq!(w.report.takeovers, 0);
     }
@@ -278,7 +299,7 @@ mod tests {
             .map(|step| {
                 // Stuck in stage 0 until step 15, then stage 1.
                 let phase = u8::from(step >= 15);
-                w.step(step, phase, 0.1)
+                w.step(step, phase, 0.1, Some(0.2))
             })
             .collect();
         // Patience runs out at step 10; the stage advances at 15, after the 4 steps a hold
@@ -293,17 +314,36 @@ mod tests {
     fn a_drift_is_taken_over_and_a_long_hold_ends() {
         let mut w = Watcher::new(rule());
         w.new_episode(0);
-        assert!(!w.step(0, 0, 0.10));
-        assert!(!w.step(1, 0, 0.05));
-        // 4 cm farther than the best so far: drifting.
-        assert!(w.step(2, 0, 0.09));
+        for step in 0..4 {
+            assert!(!w.step(step, 0, 0.05, Some(0.3)));
+        }
+        // 4 cm farther than the best so far, no progress for 3 steps: drifting.
+        assert!(w.step(4, 0, 0.09, Some(0.3)));
         assert_eq!(w.report.drifts, 1);
         // The plan never advances: the hold ends after max_hold_steps.
-        let mut step = 3;
-        while w.step(step, 0, 0.05) {
+        let mut step = 5;
+        while w.step(step, 0, 0.05, Some(0.3)) {
             step += 1;
         }
-        assert_eq!(step, 2 + 20, "held for max_hold_steps");
+        assert_eq!(step, 4 + 20, "held for max_hold_steps");
+    }
+
+    /// A policy whose reward keeps rising is left alone, though it takes a route of its own
+    /// (the expert's stage never advances and the tool is far from the expert's target).
+    #[test]
+    fn a_policy_making_progress_its_own_way_is_left_alone() {
+        let mut w = Watcher::new(rule());
+        w.new_episode(0);
+        for step in 0..60u64 {
+            let reward = 0.02 * step as f64;
+            assert!(
+                !w.step(step, 0, 0.1 + 0.002 * step as f64, Some(reward)),
+                "step {step}"
+            );
+        }
+        // Once the reward stops rising, patience runs out as before.
+        let held = (60..80u64).any(|step| w.step(step, 0, 0.2, Some(1.18)));
+        assert!(held);
     }
 
     #[test]
@@ -315,7 +355,7 @@ mod tests {
         w.new_episode(0);
         // A policy that never advances and keeps drifting.
         for step in 0..400u64 {
-            w.step(step, 0, if step % 2 == 0 { 0.0 } else { 0.2 });
+            w.step(step, 0, if step % 2 == 0 { 0.0 } else { 0.2 }, Some(0.0));
         }
         let share = w.report.steps_held as f64 / w.report.steps_seen as f64;
         // A takeover in progress may carry it a little past the bound, never far.
