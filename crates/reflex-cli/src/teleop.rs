@@ -76,8 +76,8 @@ pub struct TeleopArgs {
     /// The scripted operator's largest share of steps.
     #[arg(long, default_value_t = 0.8)]
     operator_max_share: f64,
-    /// The scripted operator takes over when the task's plan has not advanced for this many
-    /// policy steps.
+    /// The scripted operator takes over when neither the task's plan has advanced nor the
+    /// reward risen for this many policy steps.
     #[arg(long, default_value_t = 10)]
     operator_patience: u64,
     /// Read a gamepad connected to this machine as well (built with the `gamepad` feature):
