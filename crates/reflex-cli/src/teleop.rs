@@ -76,10 +76,14 @@ pub struct TeleopArgs {
     /// The scripted operator's largest share of steps.
     #[arg(long, default_value_t = 0.8)]
     operator_max_share: f64,
-    /// The scripted operator takes over when neither the task's plan has advanced nor the
-    /// reward risen for this many policy steps.
+    /// The scripted operator takes over when the task's plan has not advanced for this many
+    /// policy steps.
     #[arg(long, default_value_t = 10)]
     operator_patience: u64,
+    /// The scripted operator leaves a policy alone while its reward keeps rising (off: in the
+    /// sessions measured so far the policy then learned more slowly).
+    #[arg(long)]
+    operator_reward_progress: bool,
     /// Read a gamepad connected to this machine as well (built with the `gamepad` feature):
     /// hold LB or RB to drive, as on the page.
     #[arg(long)]
@@ -177,6 +181,7 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
         let rule = OperatorRule {
             max_share: a.operator_max_share,
             patience_steps: a.operator_patience,
+            reward_progress: a.operator_reward_progress,
             ..Default::default()
         };
         Some(std::thread::spawn(move || {

@@ -1,11 +1,10 @@
 //! The scripted operator: a stand-in for the person at the page, speaking the same WebSocket
 //! protocol ([`reflex_teleop::OperatorClient`]). It watches the policy through the status the
 //! page gets (the observation the policy saw, the step's reward), follows along with the task's
-//! scripted expert, and takes over HIL-SERL-style when the policy stalls (neither the expert's
-//! plan has advanced nor the reward improved for a while) or drifts (the tool moves well away
-//! from where the expert wants it while the reward does not improve), for a bounded share of
-//! the steps, handing back once the expert's plan has moved on. A policy that makes progress by
-//! a route of its own (the reward rises) is left alone, as a person would leave it.
+//! scripted expert, and takes over HIL-SERL-style when the policy stalls (the expert's plan has
+//! not advanced for a while) or drifts (the tool moves well away from where the expert wants
+//! it), for a bounded share of the steps, handing back once the expert's plan has moved on.
+//! With [`OperatorRule::reward_progress`], a policy whose reward keeps rising is left alone.
 //!
 //! It sees what the policy sees and nothing more; the expert is the task's own
 //! ([`reflex_sim::ScriptedExpert`]), as a person would be the expert on a real arm.
@@ -30,6 +29,10 @@ pub struct OperatorRule {
     pub max_hold_steps: u64,
     /// No new takeover while the operator has driven more than this share of the steps seen.
     pub max_share: f64,
+    /// Count a rising reward as progress: a policy whose reward keeps rising is not taken over
+    /// (it may be on a route of its own). Off by default: in the sessions measured so far
+    /// (README, Figures) it made the operator step in later and the policy learn more slowly.
+    pub reward_progress: bool,
     /// The expert's tool motion is scaled by this. Its command reaches the arm one policy step
     /// after the observation it was computed from (status, then input, then the next step),
     /// and the expert closes the gap in one step: with that delay the full gain oscillates
@@ -45,6 +48,7 @@ impl Default for OperatorRule {
             hold_steps: 8,
             max_hold_steps: 60,
             max_share: 0.8,
+            reward_progress: false,
             gain: 0.5,
         }
     }
@@ -138,7 +142,7 @@ impl Watcher {
     /// the expert wants it, and the last judged step's reward was `reward` (if known). Returns
     /// whether the operator holds the intervene control for it.
     pub fn step(&mut self, step: u64, phase: u8, dist_m: f64, reward: Option<f64>) -> bool {
-        if let Some(v) = reward.filter(|v| v.is_finite()) {
+        if let Some(v) = reward.filter(|v| v.is_finite() && self.rule.reward_progress) {
             if v > self.best_reward + REWARD_PROGRESS {
                 (self.best_reward, self.improved_at) = (v, step);
             }
@@ -162,7 +166,12 @@ impl Watcher {
             }
         } else {
             let share = r.steps_held as f64 / r.steps_seen as f64;
-            let since_progress = step.saturating_sub(self.improved_at);
+            // Without the reward condition, progress is never seen: stage and distance alone.
+            let since_progress = if self.rule.reward_progress {
+                step.saturating_sub(self.improved_at)
+            } else {
+                u64::MAX
+            };
             let stalled = step.saturating_sub(self.phase_since) >= self.rule.patience_steps
                 && since_progress >= self.rule.patience_steps;
             let drifted = dist_m > self.best + self.rule.drift_m && since_progress >= DRIFT_GRACE;
@@ -274,6 +283,7 @@ mod tests {
             hold_steps: 4,
             max_hold_steps: 20,
             max_share: 0.5,
+            reward_progress: true,
             gain: 0.5,
         }
     }
@@ -344,6 +354,18 @@ mod tests {
         // Once the reward stops rising, patience runs out as before.
         let held = (60..80u64).any(|step| w.step(step, 0, 0.2, Some(1.18)));
         assert!(held);
+    }
+
+    /// Without the reward condition the same policy is taken over once its stage stalls.
+    #[test]
+    fn without_the_reward_condition_stages_alone_decide() {
+        let mut w = Watcher::new(OperatorRule {
+            reward_progress: false,
+            ..rule()
+        });
+        w.new_episode(0);
+        let first = (0..60u64).find(|&step| w.step(step, 0, 0.1, Some(0.02 * step as f64)));
+        assert_eq!(first, Some(10));
     }
 
     #[test]
