@@ -611,7 +611,12 @@ impl Agent {
 
         // --- Actor and temperature.
         if !actor_frozen && self.updates % u64::from(self.cfg.actor_delay) == 0 {
-            let (loss, entropy) = self.update_actor(&obs, &b.obs, &b.act, b.demo_rows, q_abs_mean);
+            let im = Imitation {
+                act: &b.act,
+                demo_rows: b.demo_rows,
+                q_scale: q_abs_mean,
+            };
+            let (loss, entropy) = self.update_actor(&obs, &b.obs, im);
             stats.actor_loss = loss;
             stats.entropy = entropy;
             stats.actor_updated = true;
@@ -628,15 +633,8 @@ impl Agent {
         stats
     }
 
-    fn update_actor(
-        &mut self,
-        obs: &[f32],
-        raw_obs: &[f32],
-        act: &[f32],
-        demo_rows: usize,
-        q_scale: f32,
-    ) -> (f32, f32) {
-        let (loss, mean_logp) = self.actor_gradient(obs, raw_obs, act, demo_rows, q_scale);
+    fn update_actor(&mut self, obs: &[f32], raw_obs: &[f32], im: Imitation) -> (f32, f32) {
+        let (loss, mean_logp) = self.actor_gradient(obs, raw_obs, im);
         self.actor_opt
             .step(&mut self.actor.params, &self.actor_grads[0]);
         let sac = self.cfg.algo == Algo::Sac;
@@ -657,14 +655,12 @@ impl Agent {
     /// |executed - act|^2`, `act` the batch's executed actions, `q_scale` the critics' mean
     /// |Q| at them), its gradient left in
     /// `actor_grads[0]`; returns the loss and the mean log-probability.
-    fn actor_gradient(
-        &mut self,
-        obs: &[f32],
-        raw_obs: &[f32],
-        act: &[f32],
-        demo_rows: usize,
-        q_scale: f32,
-    ) -> (f32, f32) {
+    fn actor_gradient(&mut self, obs: &[f32], raw_obs: &[f32], im: Imitation) -> (f32, f32) {
+        let Imitation {
+            act,
+            demo_rows,
+            q_scale,
+        } = im;
         let (a, o) = (self.act_dim, self.obs_dim);
         let n = obs.len() / o;
         let ci = o + a;
@@ -931,6 +927,15 @@ impl Agent {
     }
 }
 
+/// What the actor's imitation term reads: the batch's executed actions, how many leading rows
+/// are demonstrations, and the critics' mean |Q| that scales the term.
+#[derive(Clone, Copy)]
+struct Imitation<'a> {
+    act: &'a [f32],
+    demo_rows: usize,
+    q_scale: f32,
+}
+
 /// The deployed policy (`tanh(mean)`) of a published exploring actor, whose first `act_dim`
 /// outputs are the means: what a live session snapshots from the weights it runs, without
 /// reaching into the learner. The error says what does not fit.
@@ -1065,7 +1070,12 @@ mod tests {
             // A third of the rows are demonstrations (the imitation term reads them).
             let (demo, q_scale) = (30, 3.0);
             let probe = agent.clone();
-            agent.actor_gradient(&b.obs, &b.obs, &b.act, demo, q_scale);
+            let im = Imitation {
+                act: &b.act,
+                demo_rows: demo,
+                q_scale,
+            };
+            agent.actor_gradient(&b.obs, &b.obs, im);
             let grads = agent.actor_grads[0].clone();
             let h = 1e-3f32;
             let mut worst = 0.0f64;
@@ -1074,7 +1084,7 @@ mod tests {
                 let loss_at = |d: f32| {
                     let mut p = probe.clone();
                     p.actor.params[i] += d;
-                    p.actor_gradient(&b.obs, &b.obs, &b.act, demo, q_scale).0 as f64
+                    p.actor_gradient(&b.obs, &b.obs, im).0 as f64
                 };
                 let (lp, l0, lm) = (loss_at(h), loss_at(0.0), loss_at(-h));
                 let (fwd, bwd) = ((lp - l0) / h as f64, (l0 - lm) / h as f64);
