@@ -61,6 +61,11 @@ fn drain(rt: &Runtime<FollowerArm>) -> Vec<Transition> {
     std::iter::from_fn(|| rt.transitions().pop()).collect()
 }
 
+/// Ticks up to `ticks` times; whether an episode ended.
+fn tick_until_done(rt: &mut Runtime<FollowerArm>, ticks: u32) -> bool {
+    (0..ticks).any(|_| rt.tick().episode_done)
+}
+
 fn close(a: &[f32], b: &[f32]) -> bool {
     a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6)
 }
@@ -188,14 +193,10 @@ fn success_and_failure_presses_end_the_episode_with_that_label() {
     // A success press: the step in flight ends the episode, labelled a success.
     c.events.success = 5;
     rt.operator().send(c);
-    let mut done_at = None;
-    for t in 0..2 * per_step {
-        if rt.tick().episode_done {
-            done_at = Some(t);
-            break;
-        }
-    }
-    assert!(done_at.is_some(), "the press ended the episode");
+    assert!(
+        tick_until_done(&mut rt, 2 * per_step),
+        "the press ended the episode"
+    );
     let last = *drain(&rt).last().unwrap();
     assert!(last.outcome.success && last.outcome.terminated && !last.outcome.truncated);
     assert_eq!(rt.stats().successes.load(Ordering::Relaxed), 1);
@@ -208,14 +209,7 @@ fn success_and_failure_presses_end_the_episode_with_that_label() {
     }
     c.events.failure = 1;
     rt.operator().send(c);
-    let mut ended = false;
-    for _ in 0..2 * per_step {
-        if rt.tick().episode_done {
-            ended = true;
-            break;
-        }
-    }
-    assert!(ended);
+    assert!(tick_until_done(&mut rt, 2 * per_step));
     let last = *drain(&rt).last().unwrap();
     assert!(!last.outcome.success && last.outcome.terminated);
     assert_eq!(last.interrupted, Interruption::None);
@@ -229,14 +223,10 @@ fn success_and_failure_presses_end_the_episode_with_that_label() {
     }
     c.events.rerecord = 1;
     rt.operator().send(c);
-    let mut ended = false;
-    for _ in 0..2 * per_step {
-        if rt.tick().episode_done {
-            ended = true;
-            break;
-        }
-    }
-    assert!(ended, "the re-record press ended the episode");
+    assert!(
+        tick_until_done(&mut rt, 2 * per_step),
+        "the re-record press ended the episode"
+    );
     let last = *drain(&rt).last().unwrap();
     assert!(!last.outcome.success && last.outcome.terminated);
     assert_eq!(last.interrupted, Interruption::Discarded);
