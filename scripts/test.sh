@@ -4,7 +4,8 @@
 # into target/pyenv; Chromium from Debian), then runs every
 # test in the workspace, then the VLM client's HTTPS test (the `tls` feature; needs the `openssl`
 # command, installed from Debian when missing and run as root).
-# Then the native gamepad's build and tests (the `gamepad` feature; needs libudev-dev, installed
+# The workspace is built with the `lerobot` feature (LeRobot export; needs ffmpeg from Debian and
+# pyarrow, pandas, datasets from PyPI). Then the native gamepad's build and tests (the `gamepad` feature; needs libudev-dev, installed
 # from Debian when missing). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,18 @@ if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
   apt_need "the DDS tests' loopback-only namespace" iproute2 util-linux
 fi
 
+# The LeRobot export's test (the `lerobot` feature): the system's ffmpeg records the sessions'
+# camera streams and encodes the dataset's AV1 videos; pyarrow, pandas and Hugging Face
+# `datasets` (PyPI) read the dataset back as LeRobot does.
+if ! "$py/bin/python" -c 'import pyarrow, pandas, datasets' 2>/dev/null; then
+  echo "== installing dataset readers into $py (pyarrow, datasets)"
+  "$py/bin/pip" install --quiet --disable-pip-version-check \
+    'pyarrow==26.0.1' 'datasets==5.2.0' 'pandas==3.1.1'
+fi
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+  apt_need "teleop sessions' camera recordings and the LeRobot export" ffmpeg
+fi
+
 # The teleop page's browser test: Debian's Chromium, driven by PyPI's Playwright (its own browser
 # download does not work here; the test points it at /usr/bin/chromium).
 if ! "$py/bin/python" -c 'import playwright' 2>/dev/null; then
@@ -66,7 +79,8 @@ if ! command -v openssl >/dev/null; then
   apt_need "the HTTPS test (it makes its certificates with openssl)" openssl
 fi
 
-cargo test --workspace "$@"
+# One build for every crate, with the LeRobot export (reflex-cli's `lerobot` feature).
+cargo test --workspace --features reflex-cli/lerobot "$@"
 cargo test -p reflex-reward --features tls --test vlm_tls "$@"
 cargo clippy -p reflex-teleop --features gamepad --all-targets -- -D warnings
 cargo test -p reflex-teleop --features gamepad --lib "$@"

@@ -291,7 +291,7 @@ impl Classifier {
     pub fn probabilities(&self, images: &[f32]) -> Result<Vec<f32>, ClassifierError> {
         let size = self.meta.size;
         let per = 3 * size * size;
-        if images.len() % per != 0 {
+        if !images.len().is_multiple_of(per) {
             return Err(ClassifierError::Invalid(format!(
                 "images: {} values is not a whole number of {size}x{size} RGB images",
                 images.len()
@@ -372,7 +372,7 @@ impl Classifier {
             std::fs::read_to_string(&meta_path).map_err(|e| file_err(&meta_path)(e.to_string()))?;
         let meta: ClassifierMeta =
             serde_json::from_str(&text).map_err(|e| file_err(&meta_path)(e.to_string()))?;
-        if meta.size < 16 || meta.size % 8 != 0 {
+        if meta.size < 16 || !meta.size.is_multiple_of(8) {
             return Err(file_err(&meta_path)(format!(
                 "size: must be a multiple of 8, at least 16, got {}",
                 meta.size

@@ -6,6 +6,8 @@
 //! - `reflex sim`: run a policy in the simulator and report its success rate.
 //! - `reflex run`: the runtime's control loop driving the simulated arm in real time.
 //! - `reflex teleop`: a correction session: the operator's page, takeover by holding a control.
+//! - `reflex replay`: re-run a recorded session and check its trajectory hashes.
+//! - `reflex export lerobot`: recorded sessions as a LeRobot dataset (the `lerobot` feature).
 //! - `reflex vlm-oracle`: an OpenAI-compatible server answering Reflex's VLM prompts from
 //!   simulator ground truth, with injectable noise, latency and faults.
 //! - `reflex preference`: a preference reward model from a judge's labels, ranked on held-out
@@ -17,6 +19,7 @@
 
 mod bench;
 mod classifier;
+mod export;
 mod preference;
 mod ros;
 mod run;
@@ -51,6 +54,8 @@ enum Command {
     /// Re-run a recorded teleop session in the simulator and check every episode's trajectory
     /// hash.
     Replay(teleop::ReplayArgs),
+    /// Export recorded teleop sessions as a dataset (`reflex export lerobot`).
+    Export(export::ExportArgs),
     /// Serve VLM answers from simulator ground truth (OpenAI-compatible), for tests and
     /// simulation.
     VlmOracle(vlm_oracle::OracleArgs),
@@ -102,6 +107,7 @@ fn main() -> Result<()> {
         Command::Run(args) => run::run(&args),
         Command::Teleop(args) => teleop::run(&args),
         Command::Replay(args) => teleop::run_replay(&args),
+        Command::Export(args) => export::run(&args),
         Command::VlmOracle(args) => vlm_oracle::run(&args),
         Command::Preference(args) => preference::run(&args),
         Command::Classifier { what } => classifier::run(&what),

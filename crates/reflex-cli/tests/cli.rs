@@ -794,3 +794,24 @@ fn signal_and_wait(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn export_of_a_directory_that_holds_no_session_names_the_missing_file() {
+    let missing = std::env::temp_dir().join(format!("reflex-no-session-{}", std::process::id()));
+    let out = missing.join("dataset");
+    let (ok, _, err) = reflex(&[
+        "export",
+        "lerobot",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    if cfg!(feature = "lerobot") {
+        let header = missing.join("header.json");
+        assert!(err.contains(header.to_str().unwrap()), "{err}");
+    } else {
+        assert!(err.contains("--features lerobot"), "{err}");
+    }
+    assert!(!out.exists(), "nothing written");
+}

@@ -18,7 +18,7 @@ pub fn collect_frames(
     size: usize,
     after_success: usize,
 ) -> Result<FrameSet, ClassifierError> {
-    if size < 16 || size % 8 != 0 {
+    if size < 16 || !size.is_multiple_of(8) {
         return Err(ClassifierError::Invalid(format!(
             "size: must be a multiple of 8, at least 16, got {size}"
         )));

@@ -24,11 +24,15 @@
 //! - [`teleop`]: `reflex teleop`, a correction session: the policy acts on the simulated arm in
 //!   real time while an operator watches the page and takes over; with `--learn` it continues a
 //!   training run and learns from the takeovers live; the scripted operator speaks the page's
-//!   protocol.
+//!   protocol; sessions are recorded with their camera streams and replayed.
+//! - `export` (the `lerobot` feature): `reflex export lerobot`, recorded sessions as a LeRobot
+//!   dataset (parquet tables, AV1 videos through the system's ffmpeg).
 
 pub mod arms;
 pub mod bench;
 pub mod classifier;
+#[cfg(feature = "lerobot")]
+pub mod export;
 pub mod policies;
 pub mod preference;
 pub mod rewards;

@@ -148,7 +148,7 @@ fn collect(
             k = 0;
         }
         out.dim = step.obs.flat.len();
-        if k % cfg.every == 0 || step.info.success {
+        if k.is_multiple_of(cfg.every) || step.info.success {
             env.render(&camera, &mut frame, false);
             let png = Png::encode_rgb(frame.width, frame.height, &frame.rgb)
                 .map_err(|e| e.to_string())?;

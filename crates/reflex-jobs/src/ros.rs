@@ -116,7 +116,7 @@ impl ServedArm for SimServedArm {
             }
         }
         self.tick += 1;
-        if self.tick % self.ticks_per_step == 0 {
+        if self.tick.is_multiple_of(self.ticks_per_step) {
             // The task's judgement at its own rate (ground truth, published as privileged).
             let step = self.robot.env_mut().conclude(&Action::zeros(self.space));
             self.success = step.info.success;

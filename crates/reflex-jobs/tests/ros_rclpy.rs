@@ -132,7 +132,7 @@ impl Policy for Wild {
     fn act(&mut self, _obs: &Observation, action: &mut Action) {
         self.step += 1;
         for (i, a) in action.as_mut_slice().iter_mut().enumerate() {
-            *a = if (self.step / 3 + i as u64) % 2 == 0 {
+            *a = if (self.step / 3 + i as u64).is_multiple_of(2) {
                 1.0
             } else {
                 -1.0

@@ -28,6 +28,7 @@ fn the_page_in_chromium_takes_over_with_a_gamepad_and_keys_and_stops_the_arm() {
         bind: "127.0.0.1:0".parse().unwrap(),
         learn: None,
         record: None,
+        record_frames: false,
     })
     .unwrap();
     let shot = repo.join("target/teleop-page.png");

@@ -58,6 +58,7 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
         bind: "127.0.0.1:0".parse().unwrap(),
         learn: None,
         record: Some(dir.clone()),
+        record_frames: false,
     })
     .unwrap();
     assert!(session.url().starts_with("http://127.0.0.1:"));
@@ -240,6 +241,7 @@ fn a_learning_session_trains_from_the_scripted_operator_and_resumes() {
             bc_weight: Some(0.4),
         }),
         record: None,
+        record_frames: false,
     };
     // The operator drives from the first step (no patience, no share bound).
     let rule = OperatorRule {

@@ -476,7 +476,9 @@ impl Learner {
         let diverged = !s.critic_loss.is_finite()
             || !s.q_mean.is_finite()
             || (s.actor_updated && !s.actor_loss.is_finite());
-        if diverged || (self.agent.updates % self.cfg.publish_every == 0 && !self.agent.is_finite())
+        if diverged
+            || (self.agent.updates.is_multiple_of(self.cfg.publish_every)
+                && !self.agent.is_finite())
         {
             self.roll_back();
             return s;
@@ -486,10 +488,10 @@ impl Learner {
         if let Ok(mut last) = self.shared.last.lock() {
             *last = s;
         }
-        if u % self.cfg.publish_every == 0 && !frozen {
+        if u.is_multiple_of(self.cfg.publish_every) && !frozen {
             self.publish();
         }
-        if self.cfg.checkpoint_every > 0 && u % self.cfg.checkpoint_every == 0 {
+        if self.cfg.checkpoint_every > 0 && u.is_multiple_of(self.cfg.checkpoint_every) {
             if let Err(e) = self.checkpoint() {
                 tracing::error!("checkpoint failed (training continues): {e}");
             }

@@ -610,7 +610,7 @@ impl Agent {
         self.updates += 1;
 
         // --- Actor and temperature.
-        if !actor_frozen && self.updates % u64::from(self.cfg.actor_delay) == 0 {
+        if !actor_frozen && self.updates.is_multiple_of(u64::from(self.cfg.actor_delay)) {
             let im = Imitation {
                 act: &b.act,
                 demo_rows: b.demo_rows,

@@ -344,7 +344,7 @@ impl EpisodeHook for PairHook {
         scene: &dyn SceneView,
     ) {
         self.steps += 1;
-        if step % self.cfg.frame_every == 0 || outcome.success {
+        if step.is_multiple_of(self.cfg.frame_every) || outcome.success {
             self.keep_frame(outcome, obs, scene);
         }
         if self.steps >= self.next_round_at {

@@ -213,7 +213,7 @@ pub fn serve<A: ServedArm>(
         );
         msg.header.stamp = Time::from_ns(wall_ns());
         let _ = js_pub.publish(msg.clone());
-        if tick % scene_every == 0 {
+        if tick.is_multiple_of(scene_every) {
             objects.clear();
             arm.objects(&mut objects);
             let stamp = msg.header.stamp;

@@ -1224,7 +1224,7 @@ impl Executor {
             }
             Err(Refused::MissingJoint(j)) => {
                 let c = stats.states_missing_joint.fetch_add(1, Ordering::Relaxed);
-                if c % 1000 == 0 {
+                if c.is_multiple_of(1000) {
                     tracing::warn!(
                         "joint state without joint `{j}` refused (names: {:?})",
                         msg.name

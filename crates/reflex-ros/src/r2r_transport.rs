@@ -120,7 +120,7 @@ impl<M: Wire> Inbox<M> for R2rInbox<M> {
                     Ok(m) => return Some(m),
                     Err(e) => {
                         let n = self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                        if n % 1000 == 0 {
+                        if n.is_multiple_of(1000) {
                             tracing::warn!("`{}`: undecodable message dropped: {e}", self.topic);
                         }
                     }

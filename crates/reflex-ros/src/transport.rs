@@ -150,7 +150,7 @@ impl<M: Wire> Inbox<M> for DdsInbox<M> {
                 Ok(None) => return None,
                 Err(e) => {
                     let n = self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                    if n % 1000 == 0 {
+                    if n.is_multiple_of(1000) {
                         tracing::warn!("`{}`: undecodable message dropped: {e:?}", self.topic);
                     }
                 }

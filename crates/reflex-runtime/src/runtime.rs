@@ -850,6 +850,22 @@ impl<R: Robot> Runtime<R> {
         &mut self,
         duration: Duration,
         paced: bool,
+        on_episode_end: impl FnMut(&mut Self, &Outcome) -> bool,
+    ) {
+        self.run_observed(duration, paced, |_| {}, on_episode_end)
+    }
+
+    /// [`Runtime::run`], with `on_policy_step` called after every tick that began a policy
+    /// step ([`Runtime::step_in_flight`] names it), outside the tick: a simulated session
+    /// renders its cameras there, so each frame shows the scene the step's observation was
+    /// read from. When paced and the hook overran the next tick's start, the schedule restarts
+    /// after it, so its time is not counted as a deadline miss (the simulated arm waits for it; a real arm's frames come from its
+    /// camera drivers instead).
+    pub fn run_observed(
+        &mut self,
+        duration: Duration,
+        paced: bool,
+        mut on_policy_step: impl FnMut(&mut Self),
         mut on_episode_end: impl FnMut(&mut Self, &Outcome) -> bool,
     ) {
         let end = Instant::now() + duration;
@@ -881,6 +897,12 @@ impl<R: Robot> Runtime<R> {
             };
             if let Some(o) = report.outcome {
                 last_outcome = o;
+            }
+            if report.policy_step {
+                on_policy_step(self);
+                if paced && Instant::now() > ticker.next_deadline() {
+                    ticker = Ticker::new(self.cfg.servo_rate_hz);
+                }
             }
             if report.episode_done && self.episode_done && !starting {
                 if !on_episode_end(self, &last_outcome) {
@@ -941,6 +963,12 @@ impl<R: Robot> Runtime<R> {
     /// The last observation built.
     pub fn observation(&self) -> &Observation {
         &self.obs
+    }
+
+    /// The episode and step the policy step in flight belongs to (what its transition will
+    /// carry).
+    pub fn step_in_flight(&self) -> (u64, u64) {
+        (self.pending.episode, self.pending.step)
     }
 
     /// Ticks per policy step.

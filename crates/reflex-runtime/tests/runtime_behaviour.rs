@@ -61,6 +61,16 @@ fn drain(rt: &Runtime<FollowerArm>) -> Vec<Transition> {
     std::iter::from_fn(|| rt.transitions().pop()).collect()
 }
 
+/// A runtime on an arm whose episodes end (truncated) after `steps` policy steps.
+fn short_episodes(steps: u64) -> Runtime<FollowerArm> {
+    let arm = arm();
+    let cfg = follower_config(&arm);
+    let mut robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
+    robot.episode_steps = steps;
+    let base = Constant([0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    Runtime::new(robot, cfg, arm, Box::new(base), None, EStop::new()).unwrap()
+}
+
 /// Ticks up to `ticks` times; whether an episode ended.
 fn tick_until_done(rt: &mut Runtime<FollowerArm>, ticks: u32) -> bool {
     (0..ticks).any(|_| rt.tick().episode_done)
@@ -735,20 +745,8 @@ fn a_nan_gripper_holds_its_width_and_a_nan_residual_keeps_the_base() {
 fn a_stale_read_when_an_episode_starts_holds_and_retries_instead_of_ending_the_run() {
     //! The old `run` returned the read's error, ending `reflex run` on one stale read that
     //! happened to fall on an episode boundary.
-    let arm = arm();
-    let cfg = follower_config(&arm);
-    let mut robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
-    robot.episode_steps = 5;
-    let fail_next = robot.fail_next.clone();
-    let mut rt = Runtime::new(
-        robot,
-        cfg,
-        arm,
-        Box::new(Constant([0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])),
-        None,
-        EStop::new(),
-    )
-    .unwrap();
+    let mut rt = short_episodes(5);
+    let fail_next = rt.robot().fail_next.clone();
     let mut ended = 0;
     rt.run(std::time::Duration::from_secs(20), false, |_, outcome| {
         assert!(outcome.truncated);
@@ -762,6 +760,25 @@ fn a_stale_read_when_an_episode_starts_holds_and_retries_instead_of_ending_the_r
     assert_eq!(s.episodes.load(Ordering::Relaxed), 4);
     assert!(s.read_errors.load(Ordering::Relaxed) >= 9);
     assert_eq!(s.policy_steps.load(Ordering::Relaxed), 4 * 5);
+}
+
+#[test]
+fn the_policy_step_hook_sees_every_step_once_with_the_id_its_transition_carries() {
+    let mut rt = short_episodes(4);
+    let mut seen = Vec::new();
+    let mut ended = 0;
+    rt.run_observed(
+        std::time::Duration::from_secs(20),
+        false,
+        |rt| seen.push(rt.step_in_flight()),
+        |_, _| {
+            ended += 1;
+            ended < 2
+        },
+    );
+    let ids: Vec<(u64, u64)> = drain(&rt).iter().map(|t| (t.episode, t.step)).collect();
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    assert_eq!(seen, ids, "one call per step, before its transition");
 }
 
 #[test]

@@ -48,6 +48,7 @@ pub fn teleop(a: &BenchTeleopSpec) -> Result<BenchReport> {
         bind: "127.0.0.1:0".parse()?,
         learn: None,
         record: None,
+        record_frames: false,
     })?;
     let stats = session.stats().clone();
     let mut client = OperatorClient::connect(&session.ws_url(), Duration::from_secs(5))?;
@@ -57,9 +58,9 @@ pub fn teleop(a: &BenchTeleopSpec) -> Result<BenchReport> {
     let mut sent = 0u64;
     while started.elapsed().as_secs_f64() < a.seconds {
         // Held for a second, released for a second: takeovers begin and end throughout.
-        let holding = (started.elapsed().as_secs() % 2) == 0;
+        let holding = started.elapsed().as_secs().is_multiple_of(2);
         // A small motion up and down, so the arm stays in reach all along.
-        let z = if (started.elapsed().as_secs() / 2) % 2 == 0 {
+        let z = if (started.elapsed().as_secs() / 2).is_multiple_of(2) {
             0.3
         } else {
             -0.3

@@ -7,8 +7,12 @@
 //! The control thread runs the loop and resets the scene between episodes (episode `i` is
 //! scene `seed + i`); a drain thread takes the transitions, keeps the page's status and the
 //! episode table, and with `--learn` ([`learn`]) hands them on to the learner's thread.
-//! [`operator`] is the scripted operator, a client of the same WebSocket a person's page is.
+//! [`record`] writes the session's recording (and replays it); [`cameras`] its camera streams,
+//! rendered by the control thread after every tick that begins a policy step and written by the
+//! drain thread. [`operator`] is the scripted operator, a client of the same WebSocket a
+//! person's page is.
 
+pub mod cameras;
 pub mod learn;
 pub mod operator;
 pub mod record;
@@ -57,7 +61,14 @@ pub struct TeleopSpec {
     /// Where to record the session (`recording.jsonl`, `header.json`) when it does not learn
     /// (a learning session records into its own directory); `None`: not recorded.
     pub record: Option<PathBuf>,
+    /// Record the cameras' frames with the session, one per policy step ([`cameras`]; needs
+    /// the system's `ffmpeg`: without it the session warns and records no frames).
+    pub record_frames: bool,
 }
+
+/// Frame sets in the pool between the control thread and the recorder (a few seconds of
+/// frames at a policy's 10 Hz).
+const FRAME_POOL: usize = 32;
 
 /// What a session did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -89,6 +100,10 @@ pub struct TeleopReport {
     pub dropped_for_learner: Option<u64>,
     /// Every finished episode, in order.
     pub episode_rows: Vec<SessionEpisode>,
+    /// Camera frames recorded per camera (`None`: frames were not recorded).
+    pub frames_recorded: Option<u64>,
+    /// Policy steps whose frames were skipped because the recorder had fallen behind.
+    pub frames_skipped: u64,
 }
 
 /// One finished episode of a session (a row of `episodes.csv`).
@@ -129,6 +144,8 @@ pub struct TeleopSession {
     learning: Option<Learning>,
     task: Task,
     started: Instant,
+    frames_recorded: Arc<Mutex<Option<u64>>>,
+    frames_skipped: Arc<AtomicU64>,
 }
 
 /// Builds the session's runtime: from policy files, or (learning) from the run it continues,
@@ -213,6 +230,8 @@ impl TeleopSession {
             .as_ref()
             .map(|l| l.dir.clone())
             .or_else(|| spec.record.clone());
+        let policy_rate_hz = rt.config().servo_rate_hz / f64::from(rt.ticks_per_step().max(1));
+        let mut frames_ok = true;
         let mut recorder = match &record_dir {
             Some(dir) => {
                 if spec.learn.is_none() && dir.join(record::RECORDING).exists() {
@@ -221,7 +240,25 @@ impl TeleopSession {
                         dir.display()
                     )));
                 }
-                Some(record::Recorder::open(
+                let cameras = if spec.record_frames {
+                    match cameras::CameraRecorder::open(
+                        dir,
+                        &VIEW_CAMERAS,
+                        VIEW_SIZE.0,
+                        VIEW_SIZE.1,
+                        policy_rate_hz,
+                    ) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!("camera frames are not recorded: {e}");
+                            frames_ok = false;
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let r = record::Recorder::open(
                     dir,
                     &record::SessionHeader {
                         task: spec.task.name.clone(),
@@ -239,11 +276,24 @@ impl TeleopSession {
                         },
                         learning: spec.learn.is_some(),
                         commit: crate::train::COMMIT.to_owned(),
+                        policy_rate_hz,
+                        cameras: if cameras.is_some() {
+                            VIEW_CAMERAS.iter().map(|c| c.to_string()).collect()
+                        } else {
+                            Vec::new()
+                        },
+                        frame_size: [VIEW_SIZE.0, VIEW_SIZE.1],
+                        started_unix_ms: record::unix_ms(),
                     },
-                )?)
+                )?;
+                Some(match cameras {
+                    Some(c) => r.with_cameras(c),
+                    None => r,
+                })
             }
             None => None,
         };
+        let recording_frames = recorder.is_some() && spec.record_frames && frames_ok;
         let stats = rt.stats().clone();
         let transitions = rt.transitions().clone();
         let hub = Arc::new(OperatorHub::new(
@@ -261,11 +311,26 @@ impl TeleopSession {
                 .collect(),
         ));
 
+        // Recorded frames: sets go round from a pool (the control thread fills them, the drain
+        // thread writes them and hands them back), so the control thread never allocates them.
+        let (mut filled_tx, filled_rx) = reflex_core::spsc::<cameras::FrameSet>(FRAME_POOL);
+        let (mut free_tx, free_rx) = reflex_core::spsc::<cameras::FrameSet>(FRAME_POOL);
+        if recording_frames {
+            for _ in 0..FRAME_POOL {
+                let set = cameras::FrameSet::new(VIEW_CAMERAS.len(), VIEW_SIZE.0, VIEW_SIZE.1);
+                let _ = free_tx.send(set);
+            }
+        }
+        let frames_skipped = Arc::new(AtomicU64::new(0));
+
         // The control thread: episodes back to back in real time; after an e-stop, waits for
-        // the re-arm and starts a new episode. Every 200 ms of loop, the views are rendered.
+        // the re-arm and starts a new episode. Every 200 ms of loop, the views are rendered;
+        // when frames are recorded, the cameras are rendered after every tick that begins a
+        // policy step.
         let control = {
             let (stop, estop, first_seed) = (stop.clone(), estop.clone(), spec.seed);
             let views = views.clone();
+            let skipped = frames_skipped.clone();
             std::thread::Builder::new()
                 .name("reflex-control".into())
                 .spawn(move || -> Result<(), String> {
@@ -286,7 +351,24 @@ impl TeleopSession {
                                 }
                             }
                         }
-                        rt.run(Duration::from_millis(200), true, |rt, _| {
+                        let on_step = |rt: &mut reflex_runtime::Runtime<reflex_sim::SimRobot>| {
+                            if !recording_frames {
+                                return;
+                            }
+                            let Some(mut set) = free_rx.pop() else {
+                                skipped.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            };
+                            (set.episode, set.step) = rt.step_in_flight();
+                            for (camera, frame) in VIEW_CAMERAS.iter().zip(&mut set.frames) {
+                                if rt.robot().render(camera, frame).is_err() {
+                                    frame.rgb.fill(0);
+                                }
+                            }
+                            // The pool holds as many sets as the queue has room for.
+                            let _ = filled_tx.send(set);
+                        };
+                        rt.run_observed(Duration::from_millis(200), true, on_step, |rt, _| {
                             while estop.is_latched() && !stop.load(Ordering::Acquire) {
                                 std::thread::sleep(Duration::from_millis(20));
                             }
@@ -357,6 +439,7 @@ impl TeleopSession {
             reflex_sim::TaskJudge::new(&spec.task).term_names()
         };
         let session_start = Instant::now();
+        let frames_recorded: Arc<Mutex<Option<u64>>> = Arc::default();
         let drain = {
             let (board, stop, rows, shared) = (
                 board.clone(),
@@ -364,6 +447,7 @@ impl TeleopSession {
                 rows.clone(),
                 learner_shared.clone(),
             );
+            let frames_recorded = frames_recorded.clone();
             std::thread::Builder::new()
                 .name("reflex-teleop-drain".into())
                 .spawn(move || {
@@ -374,7 +458,18 @@ impl TeleopSession {
                     // discards them (the learner never sees them; the recorder drops the
                     // episode, as it drops every episode cut short).
                     let mut held: Vec<Transition> = Vec::with_capacity(1024);
+                    // Frames first: an episode's last frame was sent before its last
+                    // transition, so it is written before the recorder closes the episode.
+                    let mut pump_frames = |recorder: &mut Option<record::Recorder>| {
+                        while let Some(set) = filled_rx.pop() {
+                            if let Some(r) = recorder {
+                                r.frames(&set);
+                            }
+                            let _ = free_tx.send(set);
+                        }
+                    };
                     let mut hand_on = |held: &mut Vec<Transition>, keep: bool| {
+                        pump_frames(&mut recorder);
                         for t in held.drain(..) {
                             if let Some(r) = &mut recorder {
                                 r.take(&t);
@@ -458,11 +553,21 @@ impl TeleopSession {
                             hand_on(&mut held, true);
                             break;
                         }
+                        // Written as they come, so the pool goes round.
+                        hand_on(&mut Vec::new(), true);
                         // One more pass after the stop: what the loop left in the queue.
                         done = stopping;
                         if !done {
                             std::thread::sleep(Duration::from_millis(10));
                         }
+                    }
+                    let written = recorder.as_mut().and_then(|r| r.finish());
+                    match written {
+                        Some(Ok(n)) => {
+                            *frames_recorded.lock().unwrap_or_else(|p| p.into_inner()) = Some(n)
+                        }
+                        Some(Err(e)) => tracing::error!("camera frames: {e}"),
+                        None => {}
                     }
                 })
                 .map_err(|e| RunError::Control(e.to_string()))?
@@ -538,6 +643,8 @@ impl TeleopSession {
             learning,
             task: spec.task.clone(),
             started: session_start,
+            frames_recorded,
+            frames_skipped,
         })
     }
 
@@ -668,6 +775,11 @@ impl TeleopSession {
             estops: ld(&h.estops),
             inputs: ld(&h.inputs),
             refused: ld(&h.refused),
+            frames_recorded: *self
+                .frames_recorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            frames_skipped: ld(&self.frames_skipped),
         })
     }
 }

@@ -4,8 +4,10 @@
 //! its scene seed, every policy step's executed action (the policy's, or the operator's while
 //! they drove), which steps the operator drove, how it ended, and a trajectory hash (SHA-256
 //! over every step's index, executed action and resulting observation, as `f32` bits).
-//! `header.json` beside it says what ran (task, loop rate, policies, the operator, the
-//! session's seed).
+//! Each line also keeps every step's observation and reward, when the episode ended, and where
+//! its camera frames are ([`super::cameras`]: one per step and camera, lossless). `header.json`
+//! beside it says what ran (task, loop and policy rates, policies, the session's seed, the
+//! cameras and their frame size, when it started).
 //!
 //! [`replay`] re-runs the recorded episodes in the simulator, in order, on a runtime built the
 //! same way, feeding back the executed actions (so the operator's commands and the learning
@@ -47,6 +49,19 @@ pub struct SessionHeader {
     pub learning: bool,
     /// The commit Reflex was built from.
     pub commit: String,
+    /// The policy's rate, Hz (steps and camera frames per second).
+    #[serde(default)]
+    pub policy_rate_hz: f64,
+    /// The cameras recorded (`cameras/part-NNN/<camera>.mkv`), in the order of a frame set;
+    /// empty when frames were not recorded.
+    #[serde(default)]
+    pub cameras: Vec<String>,
+    /// The recorded frames' width and height, pixels.
+    #[serde(default)]
+    pub frame_size: [usize; 2],
+    /// When the session (or this resumed part of it) started, ms since the Unix epoch.
+    #[serde(default)]
+    pub started_unix_ms: u64,
 }
 
 /// One finished episode as recorded.
@@ -67,6 +82,25 @@ pub struct EpisodeRecord {
     pub success: bool,
     /// The trajectory hash (hex).
     pub hash: String,
+    /// Every step's observation (the runtime's flat layout), as the policy saw it.
+    #[serde(default)]
+    pub observations: Vec<Vec<f32>>,
+    /// Every step's reward (the task's; `None` (null) where none was judged).
+    #[serde(default)]
+    pub rewards: Vec<Option<f64>>,
+    /// The episode's camera frames, one per step, when frames were recorded.
+    #[serde(default)]
+    pub frames: Option<super::cameras::FrameRef>,
+    /// When the episode ended, ms since the Unix epoch (the drain thread's clock).
+    #[serde(default)]
+    pub ended_unix_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Accumulates the hash of a trajectory, step by step.
@@ -100,6 +134,7 @@ pub struct Recorder {
     first_seed: u64,
     current: Option<(EpisodeRecord, TrajectoryHash)>,
     aborted_last: bool,
+    cameras: Option<super::cameras::CameraRecorder>,
     /// Episodes written.
     pub written: u64,
 }
@@ -126,8 +161,27 @@ impl Recorder {
             first_seed: header.seed,
             current: None,
             aborted_last: false,
+            cameras: None,
             written: 0,
         })
+    }
+
+    /// Records camera frames too (the header names the cameras).
+    pub fn with_cameras(mut self, cameras: super::cameras::CameraRecorder) -> Self {
+        self.cameras = Some(cameras);
+        self
+    }
+
+    /// Takes one policy step's camera frames.
+    pub fn frames(&mut self, set: &super::cameras::FrameSet) {
+        if let Some(c) = &mut self.cameras {
+            c.write(set);
+        }
+    }
+
+    /// Closes the camera streams (waiting for `ffmpeg`); the number of frames per camera.
+    pub fn finish(&mut self) -> Option<Result<u64, String>> {
+        self.cameras.take().map(|c| c.finish())
     }
 
     /// Takes one transition of the session's loop.
@@ -151,6 +205,10 @@ impl Recorder {
                     intervened: Vec::new(),
                     success: false,
                     hash: String::new(),
+                    observations: Vec::new(),
+                    rewards: Vec::new(),
+                    frames: None,
+                    ended_unix_ms: 0,
                 },
                 TrajectoryHash::default(),
             )
@@ -163,11 +221,18 @@ impl Recorder {
         }
         rec.actions.push(t.action.as_slice().to_vec());
         rec.intervened.push(t.intervened);
+        rec.observations.push(t.obs.as_slice().to_vec());
+        let r = t.outcome.reward;
+        rec.rewards.push(r.is_finite().then_some(r));
         hash.add(t);
         if t.outcome.terminated || t.outcome.truncated {
             let (mut rec, hash) = self.current.take().expect("an episode in flight");
             rec.success = t.outcome.success;
             rec.hash = hash.hex();
+            rec.ended_unix_ms = unix_ms();
+            if let Some(c) = &mut self.cameras {
+                rec.frames = c.claim(rec.episode, rec.actions.len());
+            }
             self.aborted_last = false;
             let line = serde_json::to_string(&rec).unwrap_or_default();
             let ok = writeln!(self.file, "{line}").and_then(|_| self.file.flush());
@@ -199,6 +264,23 @@ pub fn read_recording(dir: &Path) -> Result<(SessionHeader, Vec<EpisodeRecord>),
         }
         let rec: EpisodeRecord = serde_json::from_str(&line)
             .map_err(|e| format!("{} line {}: {e}", rp.display(), i + 1))?;
+        let steps = rec.actions.len();
+        let bad = |what: &str, n: usize| {
+            format!(
+                "{} line {}: {steps} actions but {n} {what}",
+                rp.display(),
+                i + 1
+            )
+        };
+        if !rec.observations.is_empty() && rec.observations.len() != steps {
+            return Err(bad("observations", rec.observations.len()));
+        }
+        if !rec.rewards.is_empty() && rec.rewards.len() != steps {
+            return Err(bad("rewards", rec.rewards.len()));
+        }
+        if let Some(f) = rec.frames.as_ref().filter(|f| f.at.len() != steps) {
+            return Err(bad("frames", f.at.len()));
+        }
         if rec.actions.len() != rec.intervened.len() {
             return Err(format!(
                 "{} line {}: {} actions but {} intervened flags",

@@ -88,7 +88,7 @@ impl reflex_core::Robot for FollowerArm {
         {
             return Err(reflex_core::RobotError::Stale);
         }
-        if self.fail_every > 0 && self.reads % self.fail_every == 0 {
+        if self.fail_every > 0 && self.reads.is_multiple_of(self.fail_every) {
             return Err(reflex_core::RobotError::Stale);
         }
         s.joint_pos_rad = self.q;
