@@ -88,6 +88,15 @@ pub struct TeleopArgs {
     /// hold LB or RB to drive, as on the page.
     #[arg(long)]
     gamepad: bool,
+    /// Read a 3Dconnexion SpaceMouse connected to this machine as well (Linux hidraw; the user
+    /// needs read access to /dev/hidraw*): deflecting the puck drives, the left button closes
+    /// the gripper and the right one opens it.
+    #[arg(long)]
+    spacemouse: bool,
+    /// Record no camera frames (by default the front and wrist cameras are recorded with the
+    /// session, one frame per policy step, through the system's ffmpeg, for `reflex export`).
+    #[arg(long)]
+    no_frames: bool,
     /// Print a JSON report as the last line.
     #[arg(long)]
     json: bool,
@@ -152,6 +161,7 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
         bind: SocketAddr::new(ip, a.port),
         learn,
         record: Some(dir.clone()),
+        record_frames: !a.no_frames,
     })?;
     eprintln!(
         "open {} (the token is the access key: keep it to yourself)",
@@ -173,6 +183,14 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
     if a.gamepad {
         bail!("--gamepad: this reflex was built without the `gamepad` feature (cargo build --features gamepad; it needs libudev-dev); the page reads browser gamepads without it");
     }
+    let _mouse = if a.spacemouse {
+        let m = reflex_teleop::spacemouse::SpaceMouse::open(session.hub().clone())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        eprintln!("SpaceMouse: {} (deflect the puck to drive)", m.name);
+        Some(m)
+    } else {
+        None
+    };
     let started = Instant::now();
     let operator_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let operator = if a.operator == "scripted" {
@@ -238,6 +256,15 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
         "{} episodes, {} successes ({} labelled by the operator); the operator drove {} of {} policy steps ({rate:.1}%); {} e-stops; {} inputs, {} refused",
         r.episodes, r.successes, r.labelled, r.intervened_steps, r.policy_steps, r.estops, r.inputs, r.refused
     );
+    match r.frames_recorded {
+        Some(n) => println!(
+            "camera frames: {n} per camera recorded in {}/cameras ({} steps skipped by a recorder that fell behind)",
+            dir.display(),
+            r.frames_skipped
+        ),
+        None if !a.no_frames => println!("camera frames: not recorded (see the warning above)"),
+        None => {}
+    }
     if let (Some(u), Some(p)) = (r.updates, r.published) {
         println!("learner: {u} updates over the run, {p} weights published to the running policy");
     }

@@ -13,6 +13,8 @@
 //!   scripted operator and device bridges speak).
 //! - [`pad`]: native gamepads (the `gamepad` feature), mapped as the page maps the browser's,
 //!   into the same hub.
+//! - [`spacemouse`]: a 3Dconnexion SpaceMouse read from Linux's hidraw (no system library):
+//!   deflecting the puck drives, its buttons set the gripper; into the same hub.
 //!
 //! The control loop never waits on any of this: commands reach it through the runtime's
 //! wait-free operator cell, and a silent operator during a takeover is the runtime's link
@@ -23,6 +25,7 @@ pub mod hub;
 pub mod pad;
 pub mod protocol;
 pub mod server;
+pub mod spacemouse;
 
 pub use client::{ClientError, OperatorClient};
 pub use hub::{HubStats, OperatorHub};
