@@ -1,8 +1,8 @@
 //! A 3Dconnexion SpaceMouse read directly from Linux's hidraw device (no system library), mapped
 //! to the page's protocol messages and fed to the same [`crate::OperatorHub`], so the puck, the
-//! page, a gamepad and the scripted operator are interchangeable. (ROS users can run the
-//! `spacenav` node instead: its `spacenav/twist` and `spacenav/joy` reach the bridge's operator
-//! topics.)
+//! page, a gamepad and the scripted operator are interchangeable. (On the ROS bridge, the
+//! `spacenav` node's `spacenav/joy` can be the bridge's Joy topic instead: its axis layout is
+//! the bridge's default mapping.)
 //!
 //! The mapping ([`SpaceMouseMapper`]): pushing or turning the puck past a dead zone drives (the
 //! puck springs back to centre when let go, so "holding" is deflecting it; a short grace keeps
