@@ -48,8 +48,9 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run the control loop against the simulator in real time; report success and timing.
     Run(run::RunArgs),
-    /// A correction session: the policy acts on the simulated arm while an operator watches a
-    /// web page (loopback, behind a random token) and takes over by holding a key or button.
+    /// A correction session: the policy acts on the simulated arm (or, `--robot ros`, a
+    /// ros2_control arm through the bridge) while an operator watches a web page (loopback,
+    /// behind a random token) and takes over by holding a key or button.
     Teleop(teleop::TeleopArgs),
     /// Re-run a recorded teleop session in the simulator and check every episode's trajectory
     /// hash.
@@ -97,15 +98,17 @@ fn main() -> Result<()> {
         None => Vec::new(),
     };
     let cli = Cli::parse_from(&argv);
-    if !ros_args.is_empty() && !matches!(cli.command, Command::Ros { .. }) {
-        anyhow::bail!("--ros-args is only understood by `reflex ros ...`");
+    if !ros_args.is_empty() && !matches!(cli.command, Command::Ros { .. } | Command::Teleop(_)) {
+        anyhow::bail!(
+            "--ros-args is only understood by `reflex ros ...` and `reflex teleop --robot ros`"
+        );
     }
     match cli.command {
         Command::Train(args) => train::run_train(&args),
         Command::Eval(args) => train::run_eval(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Run(args) => run::run(&args),
-        Command::Teleop(args) => teleop::run(&args),
+        Command::Teleop(args) => teleop::run(&args, &ros_args),
         Command::Replay(args) => teleop::run_replay(&args),
         Command::Export(args) => export::run(&args),
         Command::VlmOracle(args) => vlm_oracle::run(&args),

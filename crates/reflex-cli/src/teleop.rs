@@ -1,4 +1,5 @@
-//! `reflex teleop`: a correction session on the simulated arm. Prints the page's address with
+//! `reflex teleop`: a correction session on the simulated arm (or, `--robot ros`, a ros2_control
+//! arm through the bridge, with `--params` and trailing `--ros-args`). Prints the page's address with
 //! its access token, then runs until `--seconds` pass or Ctrl-C (the arm is brought to rest), and
 //! reports episodes, successes and how much the operator drove. With `--learn` the session
 //! continues a training run and learns from it live; `--operator scripted` puts the scripted
@@ -8,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use reflex_jobs::teleop::learn::LearnSpec;
 use reflex_jobs::teleop::operator::{run_scripted_operator, OperatorRule};
-use reflex_jobs::teleop::{TeleopSession, TeleopSpec};
+use reflex_jobs::teleop::{SessionRobot, TeleopSession, TeleopSpec};
 use reflex_sim::Task;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -21,6 +22,14 @@ pub struct TeleopArgs {
     /// Task name (from sim/tasks) or path to a task file.
     #[arg(long)]
     task: String,
+    /// The arm: `sim` (the built-in simulator) or `ros` (a ros2_control arm through the ROS 2
+    /// bridge, configured by `--params` and any `--ros-args ...` after the command's own).
+    #[arg(long, default_value = "sim")]
+    robot: String,
+    /// With `--robot ros`: the bridge's parameter file (`node: ros__parameters:` form); same
+    /// as `--ros-args --params-file FILE`.
+    #[arg(long)]
+    params: Option<PathBuf>,
     /// Base policy: `scripted` (the task's scripted expert), a safetensors weights file, or a
     /// training run's directory (its base, and its policy as the residual). With `--learn`: the
     /// run to continue.
@@ -102,8 +111,24 @@ pub struct TeleopArgs {
     json: bool,
 }
 
-pub fn run(a: &TeleopArgs) -> Result<()> {
+pub fn run(a: &TeleopArgs, ros_args: &[String]) -> Result<()> {
     let task = Task::load(&a.task).with_context(|| format!("loading task {}", a.task))?;
+    let robot = match a.robot.as_str() {
+        "sim" => {
+            if a.params.is_some() || !ros_args.is_empty() {
+                bail!("--params and --ros-args belong to --robot ros");
+            }
+            SessionRobot::Sim
+        }
+        "ros" => {
+            let mut ros = reflex_ros::RosArgs::parse(ros_args)?;
+            if let Some(p) = &a.params {
+                ros.params_files.insert(0, p.clone());
+            }
+            SessionRobot::Ros(ros)
+        }
+        other => bail!("--robot {other}: expected sim or ros"),
+    };
     if let Some(s) = a.seconds {
         if !(s > 0.0 && s.is_finite()) {
             bail!("--seconds {s}: expected a positive duration");
@@ -153,6 +178,7 @@ pub fn run(a: &TeleopArgs) -> Result<()> {
     let ip = a.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     crate::stop_on_signals();
     let session = TeleopSession::start(&TeleopSpec {
+        robot,
         task: task.clone(),
         policy,
         residual,

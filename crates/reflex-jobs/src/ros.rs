@@ -8,18 +8,16 @@
 //! tighten the limits and are checked against the URDF's at start.
 
 use crate::arms::runtime_config;
-use crate::policies::load_for;
 use crate::train::INTERRUPT;
 use reflex_core::{Action, JointCommand, Policy, Pose, Robot, SceneView};
-use reflex_policy::{ObsLayout, Role};
+use reflex_policy::ObsLayout;
 use reflex_ros::arm_server::{serve, ArmServerSettings, ArmServerStats, ServedArm};
 use reflex_ros::operator::OperatorMapper;
 use reflex_ros::{BridgeParams, Reader, RosArgs, RosRobot, SceneSpec};
 use reflex_runtime::{
-    EStop, NetPolicy, ResidualPolicy, Runtime, RuntimeConfig, RuntimeSettings, RuntimeStats,
-    WeightsSlot,
+    EStop, ResidualPolicy, Runtime, RuntimeConfig, RuntimeSettings, RuntimeStats,
 };
-use reflex_sim::{Env, ScriptedExpert, SimRobot, Task, TaskJudge};
+use reflex_sim::{Env, SimRobot, Task, TaskJudge};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -295,71 +293,89 @@ pub struct RosRunResult {
     pub rested: bool,
 }
 
-/// Drives the arm named by `spec.ros`'s parameters through the bridge.
-pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
-    let (node_name, namespace, params, _) = node_params(&spec.ros, "reflex")?;
-    let task = &spec.task;
-    // The layout a policy file must match: the task's, read from the simulator's scene
-    // description (no simulation runs).
+/// A bridge robot for `task` as `ros`'s parameters say (node `default_name` unless renamed),
+/// its steps judged by the task over the tracked objects, obeying `estop`; with its parameters
+/// and the observation layout a policy must match (the task's, read from the simulator's
+/// scene description: no simulation runs).
+pub fn connect_arm(
+    task: &Task,
+    ros: &RosArgs,
+    default_name: &str,
+    estop: EStop,
+) -> Result<(RosRobot, BridgeParams, ObsLayout), RosJobError> {
+    let (node_name, namespace, params, _) = node_params(ros, default_name)?;
     let mut env = Env::new(task.clone())?;
-    let first = env.reset(0)?;
-    let layout = ObsLayout::of(&first);
+    let layout = ObsLayout::of(&env.reset(0)?);
     let goals: Vec<[f64; 3]> = env.goals().to_vec();
-    let estop = EStop::new();
     let mut robot = RosRobot::connect(
         &params,
         &node_name,
         &namespace,
         scene_spec(task, &goals),
-        estop.clone(),
+        estop,
     )?;
-    // Reward and success as the task defines them, over the tracked objects.
     robot.set_judge(Box::new(TaskJudge::new(task)));
+    Ok((robot, params, layout))
+}
+
+/// The runtime over a bridge robot: the task's limits tightened by the bridge's parameters,
+/// 10 s to wait for the arm's first state, the runtime's counters on the bridge's diagnostics.
+#[allow(clippy::too_many_arguments)]
+pub fn arm_runtime(
+    task: &Task,
+    robot: RosRobot,
+    params: &BridgeParams,
+    base: Box<dyn Policy + Send>,
+    residual: Option<ResidualPolicy>,
+    residual_scale: f32,
+    servo_rate_hz: f64,
+    estop: EStop,
+) -> Result<Runtime<RosRobot>, RosJobError> {
     let model = robot.model().clone();
     let mut cfg: RuntimeConfig = runtime_config(
         task,
         &model,
-        spec.servo_rate_hz,
+        servo_rate_hz,
         &RuntimeSettings {
             start_timeout_s: 10.0,
+            residual_scale,
             ..Default::default()
         },
     );
-    tighten(&mut cfg, &params);
-    let base: Box<dyn Policy + Send> = match spec.policy.as_str() {
-        "scripted" => Box::new(ScriptedExpert::new(task, &model)),
-        p => {
-            let f = load_for(Path::new(p), Role::Base, task, layout)?;
-            Box::new(
-                NetPolicy::new(
-                    WeightsSlot::new(f.mlp),
-                    layout.dim(),
-                    task.action_space.dim(),
-                )
-                .map_err(|e| RosJobError::Setting(format!("{p}: {e}")))?,
-            )
-        }
-    };
-    let residual = match &spec.residual {
-        Some(p) => {
-            let f = load_for(p, Role::Residual, task, layout)?;
-            if let Some(s) = f.meta.as_ref().and_then(|m| m.residual_scale) {
-                cfg.residual_scale = s;
-            }
-            Some(
-                ResidualPolicy::new(
-                    WeightsSlot::new(f.mlp),
-                    layout.dim(),
-                    task.action_space.dim(),
-                )
-                .map_err(|e| RosJobError::Setting(format!("{}: {e}", p.display())))?,
-            )
-        }
-        None => None,
-    };
-    let has_reset = !params.reset_service.is_empty();
-    let mut rt = Runtime::new(robot, cfg, model, base, residual, estop.clone())?;
+    tighten(&mut cfg, params);
+    let rt = Runtime::new(robot, cfg, model, base, residual, estop)?;
     rt.robot().attach_runtime_stats(rt.stats().clone());
+    Ok(rt)
+}
+
+/// Drives the arm named by `spec.ros`'s parameters through the bridge.
+pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
+    let task = &spec.task;
+    let estop = EStop::new();
+    let (robot, params, layout) = connect_arm(task, &spec.ros, "reflex", estop.clone())?;
+    let model = robot.model().clone();
+    let p = crate::run::load_policies(
+        task,
+        &model,
+        layout,
+        &spec.policy,
+        spec.residual.as_deref(),
+        None,
+        Some(spec.servo_rate_hz),
+        spec.servo_rate_hz,
+    )
+    .map_err(setting)?;
+    let has_reset = !params.reset_service.is_empty();
+    let mut rt = arm_runtime(
+        task,
+        robot,
+        &params,
+        p.base,
+        p.residual,
+        p.residual_scale,
+        spec.servo_rate_hz,
+        estop.clone(),
+    )?;
     rt.robot()
         .attach_operator(rt.operator().clone(), operator_mapper(task, &params));
     let stats = rt.stats().clone();

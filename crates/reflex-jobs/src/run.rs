@@ -197,29 +197,37 @@ pub struct SimRuntime {
     pub residual_scale: f32,
 }
 
-/// A runtime over the simulated arm running `task` from scene `seed`, obeying `estop`:
-/// `policy` is `scripted` (the task's expert) or a base policy file, `residual` an optional
-/// residual file. Policy files are checked against the task; the loop rate and residual scale
-/// default to the files' own (a flag that contradicts a file is refused, naming both).
+/// A session's policies, checked against its task, with the loop rate and residual scale they
+/// set.
+pub struct Policies {
+    /// The base policy.
+    pub base: Box<dyn Policy + Send>,
+    /// The residual, if any.
+    pub residual: Option<ResidualPolicy>,
+    /// The residual's scale.
+    pub residual_scale: f32,
+    /// The loop rate, Hz.
+    pub servo_rate_hz: f64,
+}
+
+/// Loads `policy` (`scripted`: the task's expert on `model`; else a base policy file) and an
+/// optional `residual` file for observations in `layout`. Policy files say what they were
+/// trained for: a file for another layout, action space or decision rate is refused naming
+/// both. The loop rate and residual scale default to the files' own (then to `default_rate_hz`
+/// and 0.3); a flag that contradicts a file is refused, naming both.
 #[allow(clippy::too_many_arguments)]
-pub fn sim_runtime(
+pub fn load_policies(
     task: &Task,
+    model: &reflex_core::ArmModel,
+    layout: ObsLayout,
     policy: &str,
     residual: Option<&Path>,
     residual_scale: Option<f32>,
     servo_rate_hz: Option<f64>,
-    seed: u64,
-    estop: EStop,
-) -> Result<SimRuntime, RunError> {
-    let mut env = Env::new(task.clone())?;
-    let obs = env.reset(seed)?;
-    let layout = ObsLayout::of(&obs);
+    default_rate_hz: f64,
+) -> Result<Policies, RunError> {
     let obs_dim = layout.dim();
     let act_dim = task.action_space.dim();
-    let model = env.model().clone();
-
-    // Policy files say what they were trained for: a file for another layout, action space
-    // or decision rate is refused naming both.
     let base_file = match policy {
         "scripted" => None,
         p => Some(load_for(Path::new(p), Role::Base, task, layout)?),
@@ -246,27 +254,62 @@ pub fn sim_runtime(
         .into_iter()
         .flatten()
         .find_map(|f| f.meta.as_ref().map(|m| m.servo_rate_hz));
-    let servo_rate_hz = servo_rate_hz.or(file_rate).unwrap_or(1000.0);
+    let servo_rate_hz = servo_rate_hz.or(file_rate).unwrap_or(default_rate_hz);
     let base: Box<dyn Policy + Send> = match base_file {
-        None => Box::new(ScriptedExpert::new(task, &model)),
+        None => Box::new(ScriptedExpert::new(task, model)),
         Some(f) => Box::new(
             NetPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim)
                 .map_err(|e| RunError::Setting(format!("{policy}: {e}")))?,
         ),
     };
-    let residual_policy = match residual_file {
+    let residual = match residual_file {
         Some(f) => Some(
             ResidualPolicy::new(WeightsSlot::new(f.mlp), obs_dim, act_dim)
                 .map_err(|e| RunError::Setting(format!("{}: {e}", residual_name())))?,
         ),
         None => None,
     };
-    finish_sim_runtime(
-        env,
+    Ok(Policies {
         base,
-        residual_policy,
+        residual,
         residual_scale,
         servo_rate_hz,
+    })
+}
+
+/// A runtime over the simulated arm running `task` from scene `seed`, obeying `estop`:
+/// `policy` is `scripted` (the task's expert) or a base policy file, `residual` an optional
+/// residual file ([`load_policies`]; the loop rate defaults to the files', else 1000 Hz).
+#[allow(clippy::too_many_arguments)]
+pub fn sim_runtime(
+    task: &Task,
+    policy: &str,
+    residual: Option<&Path>,
+    residual_scale: Option<f32>,
+    servo_rate_hz: Option<f64>,
+    seed: u64,
+    estop: EStop,
+) -> Result<SimRuntime, RunError> {
+    let mut env = Env::new(task.clone())?;
+    let obs = env.reset(seed)?;
+    let layout = ObsLayout::of(&obs);
+    let model = env.model().clone();
+    let p = load_policies(
+        task,
+        &model,
+        layout,
+        policy,
+        residual,
+        residual_scale,
+        servo_rate_hz,
+        1000.0,
+    )?;
+    finish_sim_runtime(
+        env,
+        p.base,
+        p.residual,
+        p.residual_scale,
+        p.servo_rate_hz,
         estop,
     )
 }

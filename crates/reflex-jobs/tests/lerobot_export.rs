@@ -103,6 +103,7 @@ fn a_recorded_session_exports_as_a_lerobot_dataset_that_pyarrow_pandas_and_datas
     let task = Task::load("reach").unwrap();
     let model = reflex_sim::Env::new(task.clone()).unwrap().model().clone();
     let session = TeleopSession::start(&TeleopSpec {
+        robot: Default::default(),
         task: task.clone(),
         policy: "scripted".into(),
         residual: None,

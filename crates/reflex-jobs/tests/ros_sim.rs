@@ -2,7 +2,8 @@
 //! the bridge with `launch/config/sim_arm.yaml`: the bridge's `SceneView` renders the front
 //! camera from the image, depth and camera-info topics, and a point lifted through that depth
 //! lands on the cube the tracker topic (`/tf`) reports; the parameter file's camera pose is the
-//! simulator's own. Runs in a loopback-only network namespace. `scripts/test-r2r.sh` runs these
+//! simulator's own. A teleop session runs over the same bridge, driven from the page and by an
+//! rclpy node's twist. Runs in a loopback-only network namespace. `scripts/test-r2r.sh` runs these
 //! tests again over the r2r backend, with the cube from the `/objects` pose array.
 
 use nalgebra::Point3;
@@ -53,6 +54,40 @@ fn params(domain: u32) -> BridgeParams {
     p
 }
 
+/// The simulated arm served over DDS at 250 Hz (poses at 50 Hz, cameras at `camera_rate_hz`
+/// and `camera_size`) on a thread until the flag is raised; with the server's counters.
+fn serve_sim_arm(
+    task: &Task,
+    p: &BridgeParams,
+    seed: u64,
+    camera_rate_hz: f64,
+    camera_size: (usize, usize),
+) -> (
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+    Arc<ArmServerStats>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(ArmServerStats::default());
+    let server = {
+        let (task, p, stop, stats) = (task.clone(), p.clone(), stop.clone(), stats.clone());
+        std::thread::spawn(move || {
+            let mut arm = SimServedArm::new(&task, 250.0, seed).unwrap();
+            let settings = ArmServerSettings {
+                node_name: "reflex_sim_arm".into(),
+                namespace: "/".into(),
+                params: p,
+                rate_hz: 250.0,
+                scene_rate_hz: 50.0,
+                camera_rate_hz,
+                camera_size,
+            };
+            serve(&mut arm, &settings, &stop, &stats).unwrap();
+        })
+    };
+    (stop, server, stats)
+}
+
 #[test]
 fn the_bridge_sees_the_simulated_arms_camera_and_cube_through_ros_topics() {
     if reflex_ros::netns::run_test_in_loopback_namespace(
@@ -62,29 +97,7 @@ fn the_bridge_sees_the_simulated_arms_camera_and_cube_through_ros_topics() {
     }
     let task = Task::load("pick_cube").unwrap();
     let p = params(74);
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = {
-        let (task, p, stop) = (task.clone(), p.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut arm = SimServedArm::new(&task, 250.0, 3).unwrap();
-            let settings = ArmServerSettings {
-                node_name: "reflex_sim_arm".into(),
-                namespace: "/".into(),
-                params: p,
-                rate_hz: 250.0,
-                scene_rate_hz: 50.0,
-                camera_rate_hz: 10.0,
-                camera_size: (96, 96),
-            };
-            serve(
-                &mut arm,
-                &settings,
-                &stop,
-                &Arc::new(ArmServerStats::default()),
-            )
-            .unwrap();
-        })
-    };
+    let (stop, server, _) = serve_sim_arm(&task, &p, 3, 10.0, (96, 96));
     let mut robot =
         RosRobot::connect(&p, "reflex", "/", scene_spec(&task, &[]), EStop::new()).unwrap();
     assert_eq!(robot.cameras(), vec!["front".to_string()]);
@@ -179,24 +192,7 @@ fn training_runs_through_ros_topics_with_the_task_judged_over_tracked_objects() 
 
     let domain = 76;
     let p = params(domain);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(ArmServerStats::default());
-    let server = {
-        let (task, p, stop, stats) = (task.clone(), p.clone(), stop.clone(), stats.clone());
-        std::thread::spawn(move || {
-            let mut arm = SimServedArm::new(&task, 250.0, 5).unwrap();
-            let settings = ArmServerSettings {
-                node_name: "reflex_sim_arm".into(),
-                namespace: "/".into(),
-                params: p,
-                rate_hz: 250.0,
-                scene_rate_hz: 50.0,
-                camera_rate_hz: 0.0,
-                camera_size: (32, 32),
-            };
-            serve(&mut arm, &settings, &stop, &stats).unwrap();
-        })
-    };
+    let (stop, server, stats) = serve_sim_arm(&task, &p, 5, 0.0, (32, 32));
     let ros = ros_args(domain);
     let mut cfg = reflex_jobs::train::TrainConfig {
         task: task_path.display().to_string(),
@@ -255,4 +251,146 @@ fn training_runs_through_ros_topics_with_the_task_judged_over_tracked_objects() 
         "a reset per episode"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `reflex teleop --robot ros`: a correction session on the simulated arm served over DDS. The
+/// policy acts through the bridge; the page's held input lifts the tool; an rclpy node's
+/// `TwistStamped` then drives while the page streams released inputs (the hub lets the source
+/// that moves keep the arm); the page's success press labels the episode; the session is
+/// recorded with the bridge's camera (from the image topics), and its replay is refused with
+/// the reason (a real arm's world cannot be re-run).
+#[test]
+fn a_teleop_session_drives_the_arm_through_ros_from_the_page_and_an_rclpy_twist() {
+    use reflex_jobs::teleop::{SessionRobot, TeleopSession, TeleopSpec};
+    use reflex_teleop::OperatorClient;
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "a_teleop_session_drives_the_arm_through_ros_from_the_page_and_an_rclpy_twist",
+    ) {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = repo.join("target/pyenv/bin/python");
+    assert!(python.exists(), "needs target/pyenv: run scripts/test.sh");
+    let task = Task::load("pick_cube").unwrap();
+    let domain = 77;
+    let p = params(domain);
+    let (stop, server, _) = serve_sim_arm(&task, &p, 9, 10.0, (96, 96));
+    let dir = std::env::temp_dir().join(format!("reflex-teleop-ros-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let session = TeleopSession::start(&TeleopSpec {
+        robot: SessionRobot::Ros(ros_args(domain)),
+        task: task.clone(),
+        policy: "scripted".into(),
+        residual: None,
+        servo_rate_hz: Some(250.0),
+        seed: 0,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        learn: None,
+        record: Some(dir.clone()),
+        record_frames: true,
+    })
+    .unwrap();
+    let hub = session.hub().clone();
+    let mut page = OperatorClient::connect(&session.ws_url(), Duration::from_secs(5)).unwrap();
+    // Streams one input every 33 ms for `secs`; the newest status, and the highest tool and
+    // whether a takeover was seen on the way.
+    let drive = |page: &mut OperatorClient, motion: [f64; 6], intervene: bool, secs: f64| {
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let (mut last, mut top, mut held) = (None, f64::MIN, false);
+        while Instant::now() < end {
+            page.input(motion, 1.0, intervene).unwrap();
+            if let Some(s) = page.next_status(Duration::from_millis(33)).unwrap() {
+                top = top.max(s.tool_m[2]);
+                held |= s.intervening;
+                last = Some(s);
+            }
+        }
+        (last.expect("statuses"), top, held)
+    };
+    // The policy acts through the bridge.
+    let (before, _, held) = drive(&mut page, [0.0; 6], false, 2.0);
+    assert!(before.step > 3 && !held, "{before:?}");
+    // The page holds and lifts the tool.
+    let (lifted, top, held) = drive(&mut page, [0.0, 0.0, 1.0, 0.0, 0.0, 0.0], true, 1.5);
+    assert!(held && lifted.executed_action[2] == 1.0, "{lifted:?}");
+    assert!(
+        top > before.tool_m[2] + 0.05,
+        "the page's takeover lifted the tool: {} -> {top}",
+        before.tool_m[2]
+    );
+    // The page lets go; an rclpy operator's twist (tool up) drives while the page streams
+    // released inputs.
+    let (low, _, _) = drive(&mut page, [0.0; 6], false, 1.0);
+    let frame = p.base_frame.clone();
+    let mut twist = std::process::Command::new(&python)
+        .arg(repo.join("tests/interop/ros_twist_operator.py"))
+        .arg(
+            serde_json::json!({
+                "topic": "/reflex/intervention/twist", "frame": frame, "up_m_s": 0.2,
+                "start_s": 0.0, "move_s": 5.0, "still_s": 0.5,
+            })
+            .to_string(),
+        )
+        .env("ROS_DOMAIN_ID", domain.to_string())
+        .env("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut moved = (false, f64::MIN);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline && twist.try_wait().unwrap().is_none() {
+        let (s, top, held) = drive(&mut page, [0.0; 6], false, 0.3);
+        if held && s.executed_action[2] > 0.0 {
+            moved = (true, moved.1.max(top));
+        }
+    }
+    let _ = twist.wait();
+    assert!(moved.0, "the twist drove the arm");
+    assert!(
+        moved.1 > low.tool_m[2] + 0.03,
+        "the twist lifted the tool: {} -> {}",
+        low.tool_m[2],
+        moved.1
+    );
+    let hs = &hub.stats;
+    assert!(
+        hs.commands.load(Ordering::Relaxed) > 10,
+        "twists reached the hub"
+    );
+    assert!(
+        hs.yielded.load(Ordering::Relaxed) > 0,
+        "the page's released inputs waited while the twist drove"
+    );
+    // The page's success press labels the episode in flight.
+    page.send(&reflex_teleop::ClientMessage::Event {
+        event: reflex_teleop::EventKind::Success,
+    })
+    .unwrap();
+    drive(&mut page, [0.0; 6], false, 1.0);
+    page.close();
+    let report = session.run_until(|_| true).unwrap();
+    stop.store(true, Ordering::Release);
+    server.join().unwrap();
+    println!("{report:?}");
+    assert_eq!(report.labelled, 1, "{report:?}");
+    assert!(report.intervened_steps > 10, "{report:?}");
+
+    // Recorded with the bridge's camera; not replayable, and saying why.
+    let (header, recorded) = reflex_jobs::teleop::record::read_recording(&dir).unwrap();
+    assert_eq!(header.robot, "ros");
+    assert_eq!(header.cameras, vec!["front".to_string()]);
+    let labelled = recorded
+        .iter()
+        .find(|e| e.success)
+        .expect("the labelled episode");
+    assert_eq!(
+        labelled.frames.as_ref().unwrap().at.len(),
+        labelled.actions.len()
+    );
+    assert!(report.frames_recorded.unwrap() >= labelled.actions.len() as u64);
+    let e = reflex_jobs::teleop::record::replay(&dir, |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`ros` arm"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

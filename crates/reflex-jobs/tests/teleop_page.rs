@@ -20,6 +20,7 @@ fn the_page_in_chromium_takes_over_with_a_gamepad_and_keys_and_stops_the_arm() {
         "needs Debian's chromium and target/pyenv with playwright: run scripts/test.sh"
     );
     let session = TeleopSession::start(&TeleopSpec {
+        robot: Default::default(),
         task: Task::load("pick_cube").unwrap(),
         policy: "scripted".into(),
         residual: None,

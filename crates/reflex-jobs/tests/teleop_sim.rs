@@ -50,6 +50,7 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
     let dir = std::env::temp_dir().join(format!("reflex-teleop-rec-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let session = TeleopSession::start(&TeleopSpec {
+        robot: Default::default(),
         task,
         policy: "scripted".into(),
         residual: None,
@@ -226,6 +227,7 @@ fn a_learning_session_trains_from_the_scripted_operator_and_resumes() {
     let task = Task::load("reach").unwrap();
     let model = reflex_sim::Env::new(task.clone()).unwrap().model().clone();
     let spec = |resume: bool| TeleopSpec {
+        robot: Default::default(),
         task: task.clone(),
         policy: "scripted".into(),
         residual: None,

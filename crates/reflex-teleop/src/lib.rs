@@ -6,7 +6,8 @@
 //!   scripted operator, a test) and the session.
 //! - [`hub`]: [`OperatorHub`] turns every client's messages into the runtime's
 //!   [`reflex_core::OperatorCommand`]s (holding, not toggling: the operator acts while the
-//!   intervene control is held), presses its e-stop and re-arms it.
+//!   intervene control is held), presses its e-stop and re-arms it; it also takes commands
+//!   made elsewhere (ROS topics through the bridge) and arbitrates them with the page's.
 //! - [`server`]: [`TeleopServer`] serves the page and the WebSocket on loopback by default, and
 //!   refuses every request without the session's random access token.
 //! - [`client`]: [`OperatorClient`], a blocking client of the same WebSocket (what the

@@ -40,6 +40,7 @@ pub fn teleop(a: &BenchTeleopSpec) -> Result<BenchReport> {
     let task = Task::load(&a.task).with_context(|| format!("task {}", a.task))?;
     let policy_hz = task.control_rate_hz;
     let session = TeleopSession::start(&TeleopSpec {
+        robot: Default::default(),
         task,
         policy: "scripted".into(),
         residual: None,

@@ -1,4 +1,6 @@
-//! `reflex teleop`: a correction session on the simulated arm. The policy acts in real time,
+//! `reflex teleop`: a correction session on the simulated arm, or on a ros2_control arm through
+//! the ROS 2 bridge ([`SessionRobot`]; the bridge's operator topics reach the page's hub, which
+//! arbitrates between them and the page). The policy acts in real time,
 //! episode after episode; the operator watches the page [`reflex_teleop::TeleopServer`] serves
 //! (on loopback by default, behind a random access token) and takes over by holding the intervene
 //! control; success and failure presses end the episode with that label; the page's e-stop
@@ -17,9 +19,9 @@ pub mod learn;
 pub mod operator;
 pub mod record;
 
-use crate::run::{sim_runtime, sim_runtime_with, RunError, SimRuntime};
+use crate::run::{load_policies, sim_runtime_with, Policies, RunError};
 use learn::{LearnSpec, LiveLearner};
-use reflex_core::{Frame, SceneView, Transition};
+use reflex_core::{Frame, OperatorCommand, SceneView, Transition};
 use reflex_learn::learner::LearnerShared;
 use reflex_policy::{ObsLayout, WeightsSlot};
 use reflex_runtime::{EStop, NetPolicy, ResidualPolicy, RuntimeStats};
@@ -35,13 +37,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The cameras the page shows, and the size they are rendered at.
-const VIEW_CAMERAS: [&str; 2] = ["front", "wrist"];
+/// The size the cameras are rendered at (for the page and the recording).
 const VIEW_SIZE: (usize, usize) = (160, 120);
+
+/// Which arm a session drives.
+#[derive(Clone, Debug, Default)]
+pub enum SessionRobot {
+    /// The built-in simulator (scene `seed + i` for episode `i`).
+    #[default]
+    Sim,
+    /// A ros2_control arm through the ROS 2 bridge, as these ROS arguments configure it (its
+    /// parameter file: topics, limits, cameras, the reset service, the operator topics).
+    Ros(reflex_ros::RosArgs),
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct TeleopSpec {
+    /// The arm.
+    pub robot: SessionRobot,
     /// The task.
     pub task: Task,
     /// `scripted` (the task's expert) or a base policy file.
@@ -140,6 +154,7 @@ pub struct TeleopSession {
     stop: Arc<AtomicBool>,
     control: Option<std::thread::JoinHandle<Result<(), String>>>,
     drain: Option<std::thread::JoinHandle<()>>,
+    ros_forward: Option<std::thread::JoinHandle<()>>,
     rows: Arc<Mutex<Vec<SessionEpisode>>>,
     learning: Option<Learning>,
     task: Task,
@@ -148,23 +163,26 @@ pub struct TeleopSession {
     frames_skipped: Arc<AtomicU64>,
 }
 
-/// Builds the session's runtime: from policy files, or (learning) from the run it continues,
-/// with the learner's exploring actor as the residual.
-fn build_runtime(
+/// The session's policies: from policy files, or (learning) from the run it continues, with
+/// the learner's exploring actor as the residual. `model` is the arm's (the scripted expert
+/// plans on it), `layout` the task's observation layout.
+fn session_policies(
     spec: &TeleopSpec,
-    estop: EStop,
-) -> Result<(SimRuntime, Option<LiveLearner>), RunError> {
+    model: &reflex_core::ArmModel,
+    layout: ObsLayout,
+) -> Result<(Policies, Option<LiveLearner>), RunError> {
     let Some(l) = &spec.learn else {
-        let built = sim_runtime(
+        let p = load_policies(
             &spec.task,
+            model,
+            layout,
             &spec.policy,
             spec.residual.as_deref(),
             None,
             spec.servo_rate_hz.or(Some(500.0)),
-            spec.seed,
-            estop,
+            500.0,
         )?;
-        return Ok((built, None));
+        return Ok((p, None));
     };
     let cfg = learn::prepare(l, &spec.task)?;
     let rate = cfg.runtime.servo_rate_hz;
@@ -176,10 +194,6 @@ fn build_runtime(
             )));
         }
     }
-    let layout = {
-        let mut env = reflex_sim::Env::new(spec.task.clone())?;
-        ObsLayout::of(&env.reset(spec.seed)?)
-    };
     let live = learn::open(cfg, &l.dir, &spec.task, layout)?;
     let (obs_dim, act_dim) = (layout.dim(), spec.task.action_space.dim());
     let shape = |e: reflex_runtime::PolicyShapeError| RunError::Setting(e.to_string());
@@ -193,24 +207,90 @@ fn build_runtime(
         live.cfg.seed ^ 0x7E1E,
     )
     .map_err(shape)?;
-    let built = sim_runtime_with(
-        &spec.task,
-        Box::new(base),
-        Some(residual),
-        live.cfg.runtime.residual_scale,
-        rate,
-        spec.seed + live.first_episode,
-        estop,
-    )?;
-    Ok((built, Some(live)))
+    let p = Policies {
+        base: Box::new(base),
+        residual: Some(residual),
+        residual_scale: live.cfg.runtime.residual_scale,
+        servo_rate_hz: rate,
+    };
+    Ok((p, Some(live)))
+}
+
+fn ros_error(e: crate::ros::RosJobError) -> RunError {
+    RunError::Setting(e.to_string())
 }
 
 impl TeleopSession {
-    /// Builds the runtime, starts the control loop and the page's server.
+    /// Builds the runtime (over the simulator, or over a ros2_control arm through the bridge),
+    /// starts the control loop and the page's server.
     pub fn start(spec: &TeleopSpec) -> Result<Self, RunError> {
         let estop = EStop::new();
-        let (built, live) = build_runtime(spec, estop.clone())?;
-        let mut rt = built.runtime;
+        match &spec.robot {
+            SessionRobot::Sim => {
+                let mut env = reflex_sim::Env::new(spec.task.clone())?;
+                let layout = ObsLayout::of(&env.reset(spec.seed)?);
+                let model = env.model().clone();
+                let (p, live) = session_policies(spec, &model, layout)?;
+                let first = live.as_ref().map_or(0, |l| l.first_episode);
+                let built = sim_runtime_with(
+                    &spec.task,
+                    p.base,
+                    p.residual,
+                    p.residual_scale,
+                    p.servo_rate_hz,
+                    spec.seed + first,
+                    estop.clone(),
+                )?;
+                Self::start_on(spec, built.runtime, live, estop, true, None)
+            }
+            SessionRobot::Ros(args) => {
+                let (robot, params, layout) =
+                    crate::ros::connect_arm(&spec.task, args, "reflex", estop.clone())
+                        .map_err(ros_error)?;
+                let model = robot.model().clone();
+                let (p, live) = session_policies(spec, &model, layout)?;
+                let rt = crate::ros::arm_runtime(
+                    &spec.task,
+                    robot,
+                    &params,
+                    p.base,
+                    p.residual,
+                    p.residual_scale,
+                    p.servo_rate_hz,
+                    estop.clone(),
+                )
+                .map_err(ros_error)?;
+                // The operator topics (TwistStamped, Joy) reach the hub, which arbitrates them
+                // with the page's inputs and keeps one count of presses.
+                let (tx, rx) = reflex_core::latest::<OperatorCommand>();
+                rt.robot()
+                    .attach_operator(tx, crate::ros::operator_mapper(&spec.task, &params));
+                let resets = !params.reset_service.is_empty();
+                if !resets {
+                    tracing::warn!(
+                        "the bridge has no reset service: each episode starts where the arm is \
+                         (the operator sets the scene up)"
+                    );
+                }
+                Self::start_on(spec, rt, live, estop, resets, Some(rx))
+            }
+        }
+    }
+
+    /// The session on a built runtime: `resets` says whether the robot rebuilds its scene
+    /// between episodes (else the next episode starts where the arm is); `ros_operator` is
+    /// the cell the bridge writes operator commands to.
+    fn start_on<R>(
+        spec: &TeleopSpec,
+        mut rt: reflex_runtime::Runtime<R>,
+        live: Option<LiveLearner>,
+        estop: EStop,
+        resets: bool,
+        ros_operator: Option<reflex_core::LatestReceiver<OperatorCommand>>,
+    ) -> Result<Self, RunError>
+    where
+        R: reflex_core::Robot + reflex_core::SceneReset + SceneView + Send + 'static,
+    {
         // Episode i is scene seed + i. A learning session's ids continue the run's (the replay
         // knows the last one used). Every episode, the first too, starts with a reset, as a
         // replay of the recording does.
@@ -223,8 +303,13 @@ impl TeleopSession {
             }
             None => rt.stats().episodes.load(Ordering::Relaxed),
         };
-        rt.reset_episode(spec.seed + first)
-            .map_err(|e| RunError::Control(e.to_string()))?;
+        if resets {
+            rt.reset_episode(spec.seed + first)
+                .map_err(|e| RunError::Control(e.to_string()))?;
+        }
+        // The cameras the page shows and the recording keeps: the robot's (the simulator's
+        // front and wrist; the bridge's configured camera topics).
+        let view_cameras: Vec<String> = rt.robot().cameras().into_iter().take(4).collect();
         let record_dir = spec
             .learn
             .as_ref()
@@ -241,9 +326,10 @@ impl TeleopSession {
                     )));
                 }
                 let cameras = if spec.record_frames {
+                    let names: Vec<&str> = view_cameras.iter().map(String::as_str).collect();
                     match cameras::CameraRecorder::open(
                         dir,
-                        &VIEW_CAMERAS,
+                        &names,
                         VIEW_SIZE.0,
                         VIEW_SIZE.1,
                         policy_rate_hz,
@@ -278,12 +364,16 @@ impl TeleopSession {
                         commit: crate::train::COMMIT.to_owned(),
                         policy_rate_hz,
                         cameras: if cameras.is_some() {
-                            VIEW_CAMERAS.iter().map(|c| c.to_string()).collect()
+                            view_cameras.clone()
                         } else {
                             Vec::new()
                         },
                         frame_size: [VIEW_SIZE.0, VIEW_SIZE.1],
                         started_unix_ms: record::unix_ms(),
+                        robot: match spec.robot {
+                            SessionRobot::Sim => "sim".into(),
+                            SessionRobot::Ros(_) => "ros".into(),
+                        },
                     },
                 )?;
                 Some(match cameras {
@@ -305,9 +395,9 @@ impl TeleopSession {
         // The cameras' newest views: rendered by the control thread between stretches of the
         // loop (the simulated scene is the control thread's), encoded by the server's thread.
         let views: Arc<Mutex<Vec<(String, u64, Frame)>>> = Arc::new(Mutex::new(
-            VIEW_CAMERAS
+            view_cameras
                 .iter()
-                .map(|c| (c.to_string(), 0, Frame::new(VIEW_SIZE.0, VIEW_SIZE.1)))
+                .map(|c| (c.clone(), 0, Frame::new(VIEW_SIZE.0, VIEW_SIZE.1)))
                 .collect(),
         ));
 
@@ -317,7 +407,7 @@ impl TeleopSession {
         let (mut free_tx, free_rx) = reflex_core::spsc::<cameras::FrameSet>(FRAME_POOL);
         if recording_frames {
             for _ in 0..FRAME_POOL {
-                let set = cameras::FrameSet::new(VIEW_CAMERAS.len(), VIEW_SIZE.0, VIEW_SIZE.1);
+                let set = cameras::FrameSet::new(view_cameras.len(), VIEW_SIZE.0, VIEW_SIZE.1);
                 let _ = free_tx.send(set);
             }
         }
@@ -331,6 +421,7 @@ impl TeleopSession {
             let (stop, estop, first_seed) = (stop.clone(), estop.clone(), spec.seed);
             let views = views.clone();
             let skipped = frames_skipped.clone();
+            let cams = view_cameras.clone();
             std::thread::Builder::new()
                 .name("reflex-control".into())
                 .spawn(move || -> Result<(), String> {
@@ -339,7 +430,7 @@ impl TeleopSession {
                     let mut rendered = 0u64;
                     while !stop.load(Ordering::Acquire) {
                         rendered += 1;
-                        for camera in VIEW_CAMERAS {
+                        for camera in &cams {
                             if rt.robot().render(camera, &mut scratch).is_err() {
                                 continue;
                             }
@@ -351,7 +442,7 @@ impl TeleopSession {
                                 }
                             }
                         }
-                        let on_step = |rt: &mut reflex_runtime::Runtime<reflex_sim::SimRobot>| {
+                        let on_step = |rt: &mut reflex_runtime::Runtime<R>| {
                             if !recording_frames {
                                 return;
                             }
@@ -360,7 +451,7 @@ impl TeleopSession {
                                 return;
                             };
                             (set.episode, set.step) = rt.step_in_flight();
-                            for (camera, frame) in VIEW_CAMERAS.iter().zip(&mut set.frames) {
+                            for (camera, frame) in cams.iter().zip(&mut set.frames) {
                                 if rt.robot().render(camera, frame).is_err() {
                                     frame.rgb.fill(0);
                                 }
@@ -374,6 +465,10 @@ impl TeleopSession {
                             }
                             if stop.load(Ordering::Acquire) {
                                 return false;
+                            }
+                            if !resets {
+                                // The next episode starts where the arm is.
+                                return true;
                             }
                             // The id the next episode takes.
                             let next = rt.stats().episodes.load(Ordering::Relaxed);
@@ -617,6 +712,26 @@ impl TeleopSession {
                 .cloned()
                 .collect()
         });
+        // The bridge's operator commands, handed to the hub as they come (every 2 ms).
+        let ros_forward = match ros_operator {
+            Some(mut rx) => {
+                let (hub, stop) = (hub.clone(), stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("reflex-ros-operator".into())
+                        .spawn(move || {
+                            while !stop.load(Ordering::Acquire) {
+                                if let Some(c) = rx.take() {
+                                    hub.command(reflex_teleop::hub::Source::Ros, c);
+                                }
+                                std::thread::sleep(Duration::from_millis(2));
+                            }
+                        })
+                        .map_err(|e| RunError::Control(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         let token = reflex_teleop::random_token()
             .map_err(|e| RunError::Setting(format!("access token: {e}")))?;
         let server = TeleopServer::start(
@@ -639,6 +754,7 @@ impl TeleopSession {
             stop,
             control: Some(control),
             drain: Some(drain),
+            ros_forward,
             rows,
             learning,
             task: spec.task.clone(),
@@ -735,6 +851,9 @@ impl TeleopSession {
         let control = self.control.take().map(|c| c.join()).unwrap_or(Ok(Ok(())));
         if let Some(d) = self.drain.take() {
             let _ = d.join();
+        }
+        if let Some(f) = self.ros_forward.take() {
+            let _ = f.join();
         }
         // The learner last: it takes in what the drain handed on, checkpoints and stops.
         let mut learned = None;

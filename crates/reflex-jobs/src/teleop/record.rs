@@ -62,6 +62,14 @@ pub struct SessionHeader {
     /// When the session (or this resumed part of it) started, ms since the Unix epoch.
     #[serde(default)]
     pub started_unix_ms: u64,
+    /// The arm: `sim` (the built-in simulator; replayable) or `ros` (an arm through the ROS 2
+    /// bridge).
+    #[serde(default = "sim")]
+    pub robot: String,
+}
+
+fn sim() -> String {
+    "sim".into()
 }
 
 /// One finished episode as recorded.
@@ -324,6 +332,14 @@ pub struct ReplayReport {
 /// Re-runs a session's recorded episodes in the simulator and checks their hashes.
 pub fn replay(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<ReplayReport, RunError> {
     let (header, episodes) = read_recording(dir).map_err(RunError::Setting)?;
+    if header.robot != "sim" {
+        return Err(RunError::Setting(format!(
+            "{}: recorded on a `{}` arm: only simulated sessions replay (a real arm's world \
+             cannot be re-run); its recording and frames still export",
+            dir.join(HEADER).display(),
+            header.robot
+        )));
+    }
     let task = Task::load(&header.task).map_err(|e| {
         RunError::Setting(format!(
             "{}: task `{}`: {e}",
