@@ -93,6 +93,10 @@ pub struct TeleopArgs {
     /// sessions measured so far the policy then learned more slowly).
     #[arg(long)]
     operator_reward_progress: bool,
+    /// The scripted operator counts a tool still coming closer to the expert's target as
+    /// progress: a slow but working policy is not taken over.
+    #[arg(long)]
+    operator_stall_on_distance: bool,
     /// Read a gamepad connected to this machine as well (built with the `gamepad` feature):
     /// hold LB or RB to drive, as on the page.
     #[arg(long)]
@@ -226,6 +230,7 @@ pub fn run(a: &TeleopArgs, ros_args: &[String]) -> Result<()> {
             max_share: a.operator_max_share,
             patience_steps: a.operator_patience,
             reward_progress: a.operator_reward_progress,
+            stall_on_distance: a.operator_stall_on_distance,
             ..Default::default()
         };
         Some(std::thread::spawn(move || {

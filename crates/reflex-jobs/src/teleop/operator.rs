@@ -18,8 +18,13 @@ use std::time::Duration;
 /// When the scripted operator takes over and hands back.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct OperatorRule {
-    /// Takes over when the expert's plan has not advanced for this many policy steps.
+    /// Takes over when the expert's plan has not advanced for this many policy steps (and,
+    /// with `stall_on_distance`, the tool has not come closer to the expert's target either).
     pub patience_steps: u64,
+    /// A stall also needs the tool not to have come [`CLOSER_M`] closer to the expert's target
+    /// within `patience_steps`: a policy still closing in on the target at its own pace is left
+    /// alone, as a person would leave it, however long the expert's stage takes.
+    pub stall_on_distance: bool,
     /// Takes over when the tool is this much farther from the expert's target than it has been
     /// in the current stage of the plan, metres.
     pub drift_m: f64,
@@ -44,6 +49,7 @@ impl Default for OperatorRule {
     fn default() -> Self {
         Self {
             patience_steps: 10,
+            stall_on_distance: false,
             drift_m: 0.03,
             hold_steps: 8,
             max_hold_steps: 60,
@@ -80,6 +86,9 @@ pub struct OperatorReport {
 /// A reward this much above the episode's best so far is progress.
 const REWARD_PROGRESS: f64 = 0.01;
 
+/// Coming this much closer to the expert's target is progress (`stall_on_distance`).
+pub const CLOSER_M: f64 = 0.005;
+
 /// A drift is taken over only after this many policy steps without progress.
 const DRIFT_GRACE: u64 = 3;
 
@@ -100,6 +109,8 @@ pub struct Watcher {
     best: f64,
     best_reward: f64,
     improved_at: u64,
+    /// The tool's best distance to the target when it last came `CLOSER_M` closer, and when.
+    closer: (f64, u64),
     /// Counters.
     pub report: OperatorReport,
 }
@@ -117,6 +128,7 @@ impl Watcher {
             best: f64::INFINITY,
             best_reward: f64::NEG_INFINITY,
             improved_at: 0,
+            closer: (f64::INFINITY, 0),
             report: OperatorReport::default(),
         }
     }
@@ -126,6 +138,7 @@ impl Watcher {
         (self.holding, self.held, self.phase) = (false, 0, 0);
         (self.phase_since, self.best) = (step, f64::INFINITY);
         (self.best_reward, self.improved_at) = (f64::NEG_INFINITY, step);
+        self.closer = (f64::INFINITY, step);
     }
 
     /// The e-stop latched: the operator lets go.
@@ -151,6 +164,10 @@ impl Watcher {
         r.steps_seen += 1;
         if phase != self.phase {
             (self.phase, self.phase_since, self.best) = (phase, step, f64::INFINITY);
+            self.closer = (dist_m, step);
+        }
+        if dist_m < self.closer.0 - CLOSER_M {
+            self.closer = (dist_m, step);
         }
         self.best = self.best.min(dist_m);
         if self.holding {
@@ -163,6 +180,7 @@ impl Watcher {
                 // Handed back: the policy gets its own patience from here.
                 self.holding = false;
                 (self.phase_since, self.best, self.improved_at) = (step, dist_m, step);
+                self.closer = (dist_m, step);
             }
         } else {
             let share = r.steps_held as f64 / r.steps_seen as f64;
@@ -172,8 +190,14 @@ impl Watcher {
             } else {
                 u64::MAX
             };
+            let since_closer = if self.rule.stall_on_distance {
+                step.saturating_sub(self.closer.1)
+            } else {
+                u64::MAX
+            };
             let stalled = step.saturating_sub(self.phase_since) >= self.rule.patience_steps
-                && since_progress >= self.rule.patience_steps;
+                && since_progress >= self.rule.patience_steps
+                && since_closer >= self.rule.patience_steps;
             let drifted = dist_m > self.best + self.rule.drift_m && since_progress >= DRIFT_GRACE;
             if (stalled || drifted) && share < self.rule.max_share {
                 (self.holding, self.held, self.takeover_phase) = (true, 0, self.phase);
@@ -279,6 +303,7 @@ mod tests {
     fn rule() -> OperatorRule {
         OperatorRule {
             patience_steps: 10,
+            stall_on_distance: false,
             drift_m: 0.03,
             hold_steps: 4,
             max_hold_steps: 20,
@@ -365,6 +390,31 @@ mod tests {
         });
         w.new_episode(0);
         let first = (0..60u64).find(|&step| w.step(step, 0, 0.1, Some(0.02 * step as f64)));
+        assert_eq!(first, Some(10));
+    }
+
+    /// With `stall_on_distance`, a policy still closing in on the target is left alone however
+    /// long the stage takes; once it stops coming closer, patience runs out as before.
+    #[test]
+    fn a_policy_still_closing_in_is_not_a_stall() {
+        let mut w = Watcher::new(OperatorRule {
+            stall_on_distance: true,
+            ..rule()
+        });
+        w.new_episode(0);
+        // 6 mm closer every 5 steps for 50 steps: never taken over.
+        for step in 0..50u64 {
+            let dist = 0.4 - 0.006 * (step / 5) as f64;
+            assert!(!w.step(step, 0, dist, Some(0.0)), "step {step}");
+        }
+        // Stuck at 34 cm from step 50 (itself 6 mm closer): a stall 10 steps later.
+        let first = (50..80u64).find(|&step| w.step(step, 0, 0.34, Some(0.0)));
+        assert_eq!(first, Some(60));
+        // Without the option, the same approach is taken over at step 10.
+        let mut w = Watcher::new(rule());
+        w.new_episode(0);
+        let first =
+            (0..50u64).find(|&step| w.step(step, 0, 0.4 - 0.006 * (step / 5) as f64, Some(0.0)));
         assert_eq!(first, Some(10));
     }
 
