@@ -6,7 +6,9 @@
 # command, installed from Debian when missing and run as root).
 # The workspace is built with the `lerobot` feature (LeRobot export; needs ffmpeg from Debian and
 # pyarrow, pandas, datasets from PyPI). Then the native gamepad's build and tests (the `gamepad` feature; needs libudev-dev, installed
-# from Debian when missing). Extra arguments go to `cargo test`.
+# from Debian when missing). Then the firmware's tests (scripts/test-firmware.sh: the control core
+# on the host and on QEMU's Cortex-M4F; adds the Rust target and qemu-system-arm itself).
+# Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,3 +87,4 @@ cargo test -p reflex-reward --features tls --test vlm_tls "$@"
 cargo clippy -p reflex-teleop --features gamepad --all-targets -- -D warnings
 cargo test -p reflex-teleop --features gamepad --lib "$@"
 scripts/test-r2r.sh "$@"
+scripts/test-firmware.sh "$@"
