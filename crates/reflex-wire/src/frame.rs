@@ -149,7 +149,7 @@ pub enum EncodeError {
 pub trait Wire: Sized + Copy {
     /// The message's frozen kind byte.
     fn kind(&self) -> u8;
-    /// True for the message that opens a session (sequence tracking restarts at it).
+    /// True for a message that opens a session (sequence tracking restarts at it).
     fn starts_session(&self) -> bool;
     /// True when every number in it is finite.
     fn is_finite(&self) -> bool;
@@ -244,7 +244,12 @@ impl Wire for ToHost {
     }
 
     fn starts_session(&self) -> bool {
-        matches!(self, ToHost::HelloAck(_))
+        // A board without a session (just booted) has no sequence the host must keep to: its
+        // numbers restart with it, and the host learns of the reboot from the session id.
+        match self {
+            ToHost::HelloAck(_) => true,
+            ToHost::State(s) => s.session == 0,
+        }
     }
 
     fn is_finite(&self) -> bool {

@@ -178,6 +178,9 @@ pub struct HelloAck {
     pub watchdog_ms: u16,
     /// The board's own limits.
     pub limits: Limits,
+    /// Joint torque per ampere of motor current, newton metres per ampere: the host turns
+    /// measured currents into torques with it.
+    pub torque_per_amp_nm_a: [f32; JOINTS],
 }
 
 /// What the board measured, sent once per control period (or every few).
@@ -249,7 +252,7 @@ impl ToHost {
     /// True when every number in it is finite.
     pub fn is_finite(&self) -> bool {
         match self {
-            ToHost::HelloAck(a) => a.limits.is_finite(),
+            ToHost::HelloAck(a) => a.limits.is_finite() && finite(&a.torque_per_amp_nm_a),
             ToHost::State(s) => {
                 finite(&s.pos_rad)
                     && finite(&s.vel_rad_s)

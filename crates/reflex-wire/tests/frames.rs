@@ -47,6 +47,7 @@ fn the_largest_messages_fit_the_frame_bounds() {
         rate_hz: u16::MAX,
         watchdog_ms: u16::MAX,
         limits: big,
+        torque_per_amp_nm_a: [f32::MAX; JOINTS],
     });
     let state = ToHost::State(BoardState {
         board_us: u64::MAX,

@@ -4,9 +4,9 @@
 //! Built for the MPS2-AN386 (a Cortex-M4F FPGA image that QEMU emulates exactly, so CI runs
 //! the very image it builds): its CMSDK UART0 carries the host's frames, received by interrupt
 //! into a ring buffer; SysTick paces the control period. The board's motors and encoders are a
-//! [`MotorPort`]: QEMU has none, so this image drives [`EmulatedMotors`] (the core's stand-in
-//! plant). A real arm's board implements `MotorPort` over its encoders and motor drivers and
-//! keeps everything else.
+//! [`MotorPort`]: QEMU has none, so this image drives the core's stand-in [`Plant`]. A real
+//! arm's board implements `MotorPort` over its encoders and motor drivers and keeps everything
+//! else.
 //!
 //! cortex-m-rt rather than embassy: the board does one thing at a fixed rate (a polled
 //! SysTick, one receive interrupt), and a superloop has no executor between the period and
@@ -25,7 +25,7 @@ use cortex_m_rt::{entry, exception};
 use panic_halt as _;
 use reflex_fw_core::plant::Plant;
 use reflex_fw_core::wire::{Gains, Limits, JOINTS, MAX_FRAME};
-use reflex_fw_core::{BoardConfig, Controller, Measured, MotorCommand};
+use reflex_fw_core::{BoardConfig, Controller, MotorPort};
 
 /// The MPS2's system clock, hertz.
 const SYSCLK_HZ: u32 = 25_000_000;
@@ -57,27 +57,6 @@ fn board_config() -> BoardConfig {
         overspeed_factor: 1.5,
         position_fault_margin_rad: 0.05,
         gripper_max_m: 0.08,
-    }
-}
-
-/// A board's motors and encoders.
-trait MotorPort {
-    /// This period's measurement.
-    fn measure(&mut self) -> Measured;
-    /// Applies this period's command (zero torque when not enabled).
-    fn drive(&mut self, cmd: &MotorCommand, dt_s: f32);
-}
-
-/// The core's stand-in plant as the motors: what this image drives under QEMU.
-struct EmulatedMotors(Plant);
-
-impl MotorPort for EmulatedMotors {
-    fn measure(&mut self) -> Measured {
-        self.0.measure()
-    }
-
-    fn drive(&mut self, cmd: &MotorCommand, dt_s: f32) {
-        self.0.step(cmd, dt_s);
     }
 }
 
@@ -211,7 +190,8 @@ fn main() -> ! {
         #[allow(clippy::empty_loop)]
         loop {}
     };
-    let mut motors = EmulatedMotors(Plant::at([0.0, 0.0, 0.0, -1.5, 0.0, 1.5, 0.0], 2.0));
+    // QEMU has no motors: the stand-in plant is the arm.
+    let mut motors = Plant::at([0.0, 0.0, 0.0, -1.5, 0.0, 1.5, 0.0], 2.0);
     let Some(mut cp) = cortex_m::Peripherals::take() else {
         #[allow(clippy::empty_loop)]
         loop {}
@@ -248,7 +228,7 @@ fn main() -> ! {
             }
             ctl.receive(&chunk[..n], now_us);
         }
-        let cmd = ctl.tick(now_us, &motors.measure());
+        let cmd = ctl.tick(now_us, &MotorPort::measure(&mut motors));
         motors.drive(&cmd, dt_s);
         if let Some(n) = ctl.encode_reply(&mut out) {
             UART0.write_all(&out[..n]);

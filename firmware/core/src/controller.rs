@@ -34,6 +34,15 @@ pub struct MotorCommand {
     pub gripper_m: f32,
 }
 
+/// A board's motors and encoders: what the control loop reads and drives each period. The
+/// board image implements it over its hardware; `reflex firmware-sim` over the simulated arm.
+pub trait MotorPort {
+    /// This period's measurement.
+    fn measure(&mut self) -> Measured;
+    /// Applies this period's command (no torque when it is not enabled) for `dt_s` seconds.
+    fn drive(&mut self, cmd: &MotorCommand, dt_s: f32);
+}
+
 /// How the references move.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Motion {
@@ -535,6 +544,7 @@ impl Controller {
             rate_hz: self.cfg.rate_hz,
             watchdog_ms: self.cfg.watchdog_ms,
             limits: self.cfg.limits,
+            torque_per_amp_nm_a: self.cfg.torque_per_amp_nm_a,
         });
         self.sender.encode(&ack, out).ok().map(|(n, _)| n)
     }

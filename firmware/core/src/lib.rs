@@ -22,5 +22,5 @@ mod controller;
 pub mod plant;
 
 pub use config::{BoardConfig, ConfigError};
-pub use controller::{BoardStats, Controller, Measured, MotorCommand};
+pub use controller::{BoardStats, Controller, Measured, MotorCommand, MotorPort};
 pub use reflex_wire as wire;

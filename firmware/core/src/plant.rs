@@ -2,7 +2,7 @@
 //! QEMU): each joint an inertia with viscous friction, driven by the commanded torque. The
 //! real plant is the board's hardware, or the rapier arm behind `reflex firmware-sim`.
 
-use crate::controller::{Measured, MotorCommand};
+use crate::controller::{Measured, MotorCommand, MotorPort};
 use reflex_wire::JOINTS;
 
 /// Independent joints: inertia, friction and a motor torque constant.
@@ -61,5 +61,15 @@ impl Plant {
             }
         }
         self.gripper_m = cmd.gripper_m;
+    }
+}
+
+impl MotorPort for Plant {
+    fn measure(&mut self) -> Measured {
+        Plant::measure(self)
+    }
+
+    fn drive(&mut self, cmd: &MotorCommand, dt_s: f32) {
+        self.step(cmd, dt_s);
     }
 }

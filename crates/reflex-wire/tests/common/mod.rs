@@ -89,6 +89,7 @@ impl Rng {
                 rate_hz: self.next_u64() as u16,
                 watchdog_ms: self.next_u64() as u16,
                 limits: self.limits(),
+                torque_per_amp_nm_a: self.joints(),
             });
         }
         let modes = [

@@ -1,0 +1,25 @@
+//! `reflex-serial`: arms on Reflex's own joint firmware, over a serial line.
+//!
+//! - [`SerialRobot`] implements [`reflex_core::Robot`] over a serial port speaking
+//!   [`reflex_wire`]: a session handshake with version, joint-count and limit checks; commands
+//!   out as setpoints with velocity and gravity feed-forward, written by the tick without
+//!   waiting; states in on a reader thread, handed over in a wait-free cell; round trips timed
+//!   and every refused frame counted. The board enforces its own limits and watchdog whatever
+//!   the host does; the host latches its e-stop when the board stops on its own.
+//! - [`spawn_board`] runs the firmware's control core on the host behind a serial port (a
+//!   pseudo-terminal), as a board runs it behind USB: `reflex firmware-sim` and the tests.
+//!
+//! ```no_run
+//! use reflex_serial::{SerialParams, SerialRobot};
+//! # fn f(model: reflex_core::ArmModel) -> Result<(), Box<dyn std::error::Error>> {
+//! let robot = SerialRobot::open(&SerialParams::new("/dev/ttyACM0"), model, Default::default())?;
+//! # Ok(()) }
+//! ```
+
+mod board;
+mod link;
+mod robot;
+
+pub use board::{board_config_for, spawn_board, BoardHandle, BoardReport};
+pub use link::ReaderStats;
+pub use robot::{describe, LinkStats, SerialError, SerialParams, SerialRobot};

@@ -1,0 +1,569 @@
+//! [`SerialRobot`]: an arm on Reflex's joint firmware behind the [`Robot`] trait.
+
+use crate::link::{run_reader, ReaderStats, Shared, StateSample, SENT_SLOTS};
+use reflex_core::{
+    check_limits_within, start_default, Action, ArmModel, Frames, JointCommand, JointLimits,
+    Observation, Outcome, Robot, RobotError, RobotHealth, RobotState, SafetyLimits, StartError,
+    ARM_DOF,
+};
+use reflex_runtime::EStop;
+use reflex_wire::{
+    BoardMode, Gains, Hello, HelloAck, Limits, ModeRequest, RejectCounts, Sender, Setpoint,
+    ToBoard, JOINTS, MAX_FRAME, PROTOCOL_VERSION,
+};
+use serialport::SerialPort;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use triple_buffer::{triple_buffer, Input, Output};
+
+const _: () = assert!(JOINTS == ARM_DOF, "the wire carries every arm joint slot");
+
+/// How to reach a board and what to tell it.
+#[derive(Clone, Debug)]
+pub struct SerialParams {
+    /// The serial device, e.g. `/dev/ttyACM0` or a pseudo-terminal.
+    pub port: String,
+    /// Baud rate (USB CDC and pseudo-terminals ignore it), bits per second.
+    pub baud: u32,
+    /// A state older than this is stale, milliseconds.
+    pub state_timeout_ms: u64,
+    /// How long to wait for the board's answer to a hello, milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// PD gains to set at start (the board's own otherwise).
+    pub gains: Option<Gains>,
+    /// Send gravity-compensation torques as feed-forward (from the URDF's masses).
+    pub gravity_feedforward: bool,
+    /// Clear the board's latched e-stop and faults at start (an operator's deliberate act).
+    pub rearm_board: bool,
+}
+
+impl SerialParams {
+    /// Defaults for `port`: 921,600 baud, stale after 20 ms, 2 s for the handshake, gravity
+    /// feed-forward on, no re-arm.
+    pub fn new(port: impl Into<String>) -> Self {
+        Self {
+            port: port.into(),
+            baud: 921_600,
+            state_timeout_ms: 20,
+            handshake_timeout_ms: 2000,
+            gains: None,
+            gravity_feedforward: true,
+            rearm_board: false,
+        }
+    }
+}
+
+/// Why the port could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SerialError {
+    /// The device could not be opened.
+    #[error("opening serial port {port}: {source}")]
+    Open {
+        /// The device.
+        port: String,
+        /// Why.
+        source: serialport::Error,
+    },
+}
+
+/// Link counters and round-trip times, for people and benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct LinkStats {
+    /// Host frames sent.
+    pub sent: u64,
+    /// Host frames not written whole (the line was full).
+    pub send_errors: u64,
+    /// What the reader counted.
+    pub reader: ReaderStats,
+}
+
+impl LinkStats {
+    /// Round-trip percentile `p` (0..=100), microseconds.
+    pub fn rtt_percentile_us(&self, p: f64) -> Option<u32> {
+        let mut v = self.reader.rtt_us.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        v.get(i.min(v.len() - 1)).copied()
+    }
+}
+
+/// An arm on Reflex's joint firmware, over a serial line.
+///
+/// [`Robot::start`] opens a session (hello, version and joint count checked, the board's limits
+/// checked against the configured ones, the configured limits sent for the board to enforce
+/// too) and leaves the board holding the arm; the first command puts it under position
+/// control. Each command goes out as a setpoint with velocity and gravity feed-forward; a
+/// reader thread turns the board's states into robot states. A board that stops on its own
+/// (its link watchdog, a fault, its e-stop) or reboots latches the runtime's e-stop as well;
+/// the operator's re-arm opens a new session and resumes. [`Robot::stop`] asks the board for a
+/// controlled stop and leaves it holding.
+pub struct SerialRobot {
+    params: SerialParams,
+    model: ArmModel,
+    estop: EStop,
+    port: serialport::TTYPort,
+    reader_port: Option<serialport::TTYPort>,
+    reader: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    state_tx: Option<Input<StateSample>>,
+    state_rx: Output<StateSample>,
+    sender: Sender,
+    buf: [u8; MAX_FRAME],
+    session: u32,
+    board: Option<HelloAck>,
+    limits: Limits,
+    last_command: JointCommand,
+    last_command_ns: u64,
+    frames: Frames,
+    gravity: [f64; ARM_DOF],
+    /// The board is under position control as far as the host knows.
+    tracking: bool,
+    /// The number of the frame that asked for position control.
+    position_seq: u32,
+    /// The board stopped on its own; waiting for the operator's re-arm.
+    stopped_by_board: bool,
+    /// Why the board stopped, for health.
+    stop_reason: Option<&'static str>,
+    stale_reads: u64,
+    /// When a re-arm opened a new session (until the board's states carry it).
+    reopened_ns: Option<u64>,
+}
+
+/// A fresh non-zero session id.
+fn nonce() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    (h.finish() as u32).max(1)
+}
+
+impl SerialRobot {
+    /// Opens `params.port` for the arm `model`; nothing is sent until [`Robot::start`].
+    /// `estop` is the runtime's: the board stopping on its own latches it.
+    pub fn open(params: &SerialParams, model: ArmModel, estop: EStop) -> Result<Self, SerialError> {
+        let open = |timeout| {
+            serialport::new(&params.port, params.baud)
+                .timeout(timeout)
+                .open_native()
+                .map_err(|source| SerialError::Open {
+                    port: params.port.clone(),
+                    source,
+                })
+        };
+        // The tick writes without waiting; the reader waits up to 20 ms per read (on its own
+        // handle of the same open port, which is exclusive: no second host can open it).
+        let port = open(Duration::ZERO)?;
+        let mut reader_port = port
+            .try_clone_native()
+            .map_err(|source| SerialError::Open {
+                port: params.port.clone(),
+                source,
+            })?;
+        reader_port
+            .set_timeout(Duration::from_millis(20))
+            .map_err(|source| SerialError::Open {
+                port: params.port.clone(),
+                source,
+            })?;
+        let (state_tx, state_rx) = triple_buffer(&StateSample::default());
+        Ok(Self {
+            params: params.clone(),
+            model,
+            estop,
+            port,
+            reader_port: Some(reader_port),
+            reader: None,
+            shared: Arc::new(Shared::new()),
+            state_tx: Some(state_tx),
+            state_rx,
+            sender: Sender::new(),
+            buf: [0; MAX_FRAME],
+            session: 0,
+            board: None,
+            limits: Limits::default(),
+            last_command: JointCommand::default(),
+            last_command_ns: 0,
+            frames: Frames::default(),
+            gravity: [0.0; ARM_DOF],
+            tracking: false,
+            position_seq: 0,
+            stopped_by_board: false,
+            stop_reason: None,
+            stale_reads: 0,
+            reopened_ns: None,
+        })
+    }
+
+    /// The board's answer to the handshake, once started.
+    pub fn board(&self) -> Option<&HelloAck> {
+        self.board.as_ref()
+    }
+
+    /// The arm model.
+    pub fn model(&self) -> &ArmModel {
+        &self.model
+    }
+
+    /// Link counters and round trips so far.
+    pub fn link_stats(&self) -> LinkStats {
+        LinkStats {
+            sent: self.shared.frames_sent.load(Ordering::Relaxed),
+            send_errors: self.shared.send_errors.load(Ordering::Relaxed),
+            reader: match self.shared.stats.lock() {
+                Ok(s) => s.clone(),
+                Err(p) => p.into_inner().clone(),
+            },
+        }
+    }
+
+    /// Sends one frame now (never waits: a full line drops it and counts it); its number.
+    fn send(&mut self, msg: ToBoard) -> u32 {
+        let Ok((n, seq)) = self.sender.encode(&msg, &mut self.buf) else {
+            self.shared.send_errors.fetch_add(1, Ordering::Relaxed);
+            return 0;
+        };
+        self.shared.sent_ns[seq as usize % SENT_SLOTS]
+            .store(self.shared.now_ns(), Ordering::Release);
+        match self.port.write(&self.buf[..n]) {
+            Ok(w) if w == n => {
+                self.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.shared.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        seq
+    }
+
+    /// Opens a new session with the board's limits tightened to the configured ones.
+    fn open_session(&mut self) -> u32 {
+        let nonce = nonce();
+        self.send(ToBoard::Hello(Hello { nonce }));
+        self.send(ToBoard::Limits(self.limits));
+        if let Some(g) = self.params.gains {
+            self.send(ToBoard::Gains(g));
+        }
+        nonce
+    }
+
+    fn handshake(&mut self, timeout: Duration) -> Result<HelloAck, StartError> {
+        let started = Instant::now();
+        let mut hellos = 0u32;
+        let nonce = nonce();
+        loop {
+            if let Ok(a) = self.shared.ack.lock() {
+                if let Some(a) = a.filter(|a| a.session == nonce) {
+                    self.session = nonce;
+                    return Ok(a);
+                }
+            }
+            let theirs = self.shared.their_version.load(Ordering::Acquire);
+            if theirs != 0 {
+                return Err(StartError::Refused(format!(
+                    "the board on {} speaks wire protocol {theirs}; this host speaks {PROTOCOL_VERSION}: \
+                     flash firmware built from the same Reflex release",
+                    self.params.port
+                )));
+            }
+            if started.elapsed() >= timeout {
+                let st = self.link_stats();
+                let reasons: Vec<String> = st
+                    .reader
+                    .rejects
+                    .iter()
+                    .filter(|(_, c)| *c > 0)
+                    .map(|(n, c)| format!("{c} {n}"))
+                    .collect();
+                return Err(StartError::NoState {
+                    waited_s: started.elapsed().as_secs_f64(),
+                    last: format!(
+                        "no answer to {hellos} hellos on {} ({} frames refused{}{})",
+                        self.params.port,
+                        st.reader.rejects.total(),
+                        if reasons.is_empty() { "" } else { ": " },
+                        reasons.join(", ")
+                    ),
+                });
+            }
+            // A hello every 100 ms (the board may still be booting).
+            if started.elapsed() >= Duration::from_millis(100) * hellos {
+                let _ = self.send(ToBoard::Hello(Hello { nonce }));
+                hellos += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The board stopped the arm on its own: latch the runtime's e-stop too.
+    fn board_stopped(&mut self, reason: &'static str) {
+        if !self.stopped_by_board {
+            tracing::warn!(port = %self.params.port, reason, "the board stopped the arm");
+            self.stopped_by_board = true;
+            self.stop_reason = Some(reason);
+            self.tracking = false;
+            self.estop.press();
+            self.estop.release();
+        }
+    }
+
+    fn clock_ns(&self) -> u64 {
+        self.shared.now_ns()
+    }
+}
+
+fn limits_for_board(limits: &SafetyLimits, own: &Limits) -> Limits {
+    let mut l = *own;
+    for j in 0..ARM_DOF {
+        l.pos_min_rad[j] = limits.joint_pos_min_rad[j] as f32;
+        l.pos_max_rad[j] = limits.joint_pos_max_rad[j] as f32;
+        l.vel_max_rad_s[j] = limits.joint_vel_max_rad_s[j] as f32;
+    }
+    l
+}
+
+impl Robot for SerialRobot {
+    fn read_state(&mut self, state: &mut RobotState) -> Result<(), RobotError> {
+        let s = *self.state_rx.read();
+        if s.count == 0 {
+            return Err(RobotError::Stale);
+        }
+        if self.clock_ns().saturating_sub(s.received_ns) > self.params.state_timeout_ms * 1_000_000
+        {
+            self.stale_reads += 1;
+            return Err(RobotError::Stale);
+        }
+        if s.non_finite {
+            return Err(RobotError::NonFinite);
+        }
+        if self.stopped_by_board && !self.estop.is_latched() {
+            // The operator re-armed: a new session, the board's faults cleared, tracking
+            // resumes with the next command (bumpless on the board).
+            self.session = self.open_session();
+            self.send(ToBoard::Rearm);
+            (self.stopped_by_board, self.stop_reason) = (false, None);
+            self.reopened_ns = Some(self.clock_ns());
+        }
+        if self.session != 0 && s.session != self.session {
+            // A state from before the new session's hello reached the board: not yet ours.
+            if let Some(t) = self.reopened_ns {
+                if self.clock_ns() - t < self.params.handshake_timeout_ms * 1_000_000 {
+                    return Err(RobotError::Stale);
+                }
+            }
+            // Our session is gone: the board rebooted (or another host took it).
+            self.board_stopped("the board lost the session (rebooted?)");
+            *state = s.state;
+            return Err(RobotError::Disconnected);
+        }
+        self.reopened_ns = None;
+        // Once the board has taken our request for position control (its states count the
+        // host frames it took), any other mode is the board stopping on its own.
+        let took_request = (s.last_host_seq.wrapping_sub(self.position_seq) as i32) >= 0;
+        if self.tracking && took_request && s.mode != BoardMode::Position {
+            self.board_stopped(match s.mode {
+                BoardMode::EStopped => "the board's e-stop",
+                BoardMode::Faulted => "a fault on the board",
+                _ => "the board's link watchdog",
+            });
+        }
+        *state = s.state;
+        Ok(())
+    }
+
+    fn write_command(&mut self, command: &JointCommand) -> Result<(), RobotError> {
+        if self.session == 0 || self.stopped_by_board {
+            return Err(RobotError::Rejected);
+        }
+        let finite = command.joint_pos_rad.iter().all(|v| v.is_finite())
+            && command.gripper_width_m.is_finite();
+        if !finite {
+            return Err(RobotError::NonFinite);
+        }
+        if !self.tracking {
+            self.position_seq = self.send(ToBoard::Mode(ModeRequest::Position));
+            self.tracking = true;
+            self.last_command_ns = 0;
+        }
+        let now = self.clock_ns();
+        let dt = now.saturating_sub(self.last_command_ns) as f64 * 1e-9;
+        let rate = self.last_command_ns > 0 && dt > 1e-4 && dt < 0.05;
+        if self.params.gravity_feedforward {
+            self.model.forward(&command.joint_pos_rad, &mut self.frames);
+            self.model.gravity_compensation(
+                &self.frames,
+                nalgebra::Vector3::new(0.0, 0.0, -9.81),
+                &mut self.gravity,
+            );
+        }
+        let mut s = Setpoint {
+            gripper_m: command.gripper_width_m as f32,
+            ..Default::default()
+        };
+        for j in 0..self.model.dof {
+            s.pos_rad[j] = command.joint_pos_rad[j] as f32;
+            if rate {
+                s.vel_rad_s[j] =
+                    ((command.joint_pos_rad[j] - self.last_command.joint_pos_rad[j]) / dt) as f32;
+            }
+            if self.params.gravity_feedforward {
+                s.torque_nm[j] = self.gravity[j] as f32;
+            }
+        }
+        self.last_command = *command;
+        self.last_command_ns = now;
+        self.send(ToBoard::Setpoint(s));
+        Ok(())
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock_ns()
+    }
+
+    fn read_scene(&mut self, _obs: &mut Observation) {}
+
+    fn judge(&mut self, _obs: &Observation, _action: &Action) -> Outcome {
+        Outcome::PENDING
+    }
+
+    fn own_limits(&self) -> Option<[JointLimits; ARM_DOF]> {
+        let b = self.board.as_ref()?;
+        // The wire carries f32: a limit configured from the same URDF must not fail the check
+        // by its rounding, so each is widened by a few parts per million.
+        let widen = |v: f32| v as f64 + (v as f64).abs() * 4e-7;
+        Some(std::array::from_fn(|j| JointLimits {
+            lower: -widen(-b.limits.pos_min_rad[j]),
+            upper: widen(b.limits.pos_max_rad[j]),
+            velocity: widen(b.limits.vel_max_rad_s[j]),
+            effort: widen(b.limits.current_max_a[j] * b.torque_per_amp_nm_a[j]),
+        }))
+    }
+
+    fn start(&mut self, limits: &SafetyLimits, timeout: Duration) -> Result<(), StartError> {
+        if let (Some(port), Some(tx)) = (self.reader_port.take(), self.state_tx.take()) {
+            let shared = self.shared.clone();
+            let model = self.model.clone();
+            let handle = std::thread::Builder::new()
+                .name("reflex-serial-rx".into())
+                .spawn(move || run_reader(port, shared, tx, model))
+                .map_err(|e| StartError::Refused(format!("starting the reader thread: {e}")))?;
+            self.reader = Some(handle);
+        }
+        let wait = timeout.min(Duration::from_millis(self.params.handshake_timeout_ms));
+        let ack = self.handshake(wait)?;
+        if ack.joints as usize != self.model.dof {
+            return Err(StartError::Refused(format!(
+                "the board on {} drives {} joints; the URDF's arm has {}",
+                self.params.port, ack.joints, self.model.dof
+            )));
+        }
+        self.board = Some(ack);
+        tracing::info!(
+            port = %self.params.port,
+            firmware = ?ack.firmware,
+            rate_hz = ack.rate_hz,
+            watchdog_ms = ack.watchdog_ms,
+            "board answered"
+        );
+        // The configured limits must lie within the board's own; the board then enforces the
+        // configured ones too.
+        if let Some(own) = self.own_limits() {
+            check_limits_within(limits, &own)?;
+        }
+        self.limits = limits_for_board(limits, &ack.limits);
+        self.send(ToBoard::Limits(self.limits));
+        if let Some(g) = self.params.gains {
+            self.send(ToBoard::Gains(g));
+        }
+        if self.params.rearm_board {
+            self.send(ToBoard::Rearm);
+        }
+        self.send(ToBoard::Mode(ModeRequest::Hold));
+        start_default(self, limits, timeout)?;
+        let s = *self.state_rx.read();
+        if !s.faults.is_empty() || matches!(s.mode, BoardMode::EStopped | BoardMode::Faulted) {
+            let names: Vec<&str> = s.faults.names().collect();
+            return Err(StartError::Refused(format!(
+                "the board on {} is {:?} with latched faults: {}; clear them deliberately \
+                 (--rearm-board) once the cause is gone",
+                self.params.port,
+                s.mode,
+                names.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if self.session != 0 {
+            self.send(ToBoard::Mode(ModeRequest::Hold));
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                let s = *self.state_rx.read();
+                if s.mode != BoardMode::Position && s.mode != BoardMode::Stopping {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        self.tracking = false;
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+    }
+
+    fn health(&self) -> RobotHealth {
+        let s = *self.state_rx.output_buffer();
+        let now = self.clock_ns();
+        let age = (s.count > 0).then(|| now.saturating_sub(s.received_ns) as f64 * 1e-9);
+        let mut faults: Vec<String> = s.faults.names().map(|n| format!("board: {n}")).collect();
+        if let Some(r) = self.stop_reason {
+            faults.push(format!("stopped by {r}; re-arm to resume"));
+        }
+        let st = self.link_stats();
+        if st.reader.lost > 0 {
+            faults.push(format!("{} board frames lost", st.reader.lost));
+        }
+        for (name, c) in st.reader.rejects.iter().filter(|(_, c)| *c > 0) {
+            faults.push(format!("{c} board frames refused ({name})"));
+        }
+        if st.reader.board_rejects > 0 {
+            faults.push(format!(
+                "{} host frames refused by the board",
+                st.reader.board_rejects
+            ));
+        }
+        if st.send_errors > 0 {
+            faults.push(format!("{} host frames not sent whole", st.send_errors));
+        }
+        RobotHealth {
+            connected: age.is_some_and(|a| a * 1e3 < self.params.state_timeout_ms as f64),
+            state_age_s: age,
+            faults,
+        }
+    }
+}
+
+impl Drop for SerialRobot {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// For tests: counts by reason as `name count` pairs.
+pub fn describe(r: &RejectCounts) -> String {
+    r.iter()
+        .filter(|(_, c)| *c > 0)
+        .map(|(n, c)| format!("{n} {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
