@@ -296,3 +296,26 @@ proptest! {
         }
     }
 }
+
+/// A board that rebooted numbers its frames from 1 again; its states carry no session, and
+/// the host's tracking restarts at them instead of refusing them as old (the host then sees
+/// the lost session and stops the run).
+#[test]
+fn a_rebooted_boards_states_are_not_refused_as_old() {
+    let mut rx = Receiver::<ToHost>::new();
+    let mut feed = |m: ToHost, seq: u32| {
+        line_of(&raw_of(&m, seq))
+            .into_iter()
+            .filter_map(|b| rx.push(b))
+            .count()
+    };
+    let in_session = ToHost::State(BoardState {
+        session: 42,
+        ..Default::default()
+    });
+    assert_eq!(feed(in_session, 5000), 1);
+    assert_eq!(feed(in_session, 17), 0, "an old frame of the same session");
+    let rebooted = ToHost::State(BoardState::default());
+    assert_eq!(feed(rebooted, 1), 1);
+    assert_eq!(feed(rebooted, 2), 1);
+}
