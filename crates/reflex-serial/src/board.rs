@@ -142,8 +142,10 @@ pub fn spawn_board<M: MotorPort + Send + 'static>(
                 for reply in [true, false] {
                     let n = if reply {
                         ctl.encode_reply(&mut outbuf)
-                    } else {
+                    } else if ctl.state_due() {
                         ctl.encode_state(&mut outbuf)
+                    } else {
+                        None
                     };
                     let Some(n) = n else { continue };
                     match port.write(&outbuf[..n]) {
@@ -207,6 +209,7 @@ pub fn board_config_for(
         firmware: [0, 1, 0],
         joints: model.dof as u8,
         rate_hz,
+        state_every: 1,
         watchdog_ms,
         limits,
         gains: Gains {

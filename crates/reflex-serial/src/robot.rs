@@ -133,6 +133,9 @@ pub struct SerialRobot {
     stale_reads: u64,
     /// When a re-arm opened a new session (until the board's states carry it).
     reopened_ns: Option<u64>,
+    /// A state older than this is stale: the configured timeout, or three of the board's
+    /// state periods if that is longer.
+    state_timeout_ns: u64,
 }
 
 /// A fresh non-zero session id.
@@ -197,6 +200,7 @@ impl SerialRobot {
             stop_reason: None,
             stale_reads: 0,
             reopened_ns: None,
+            state_timeout_ns: params.state_timeout_ms * 1_000_000,
         })
     }
 
@@ -333,8 +337,7 @@ impl Robot for SerialRobot {
         if s.count == 0 {
             return Err(RobotError::Stale);
         }
-        if self.clock_ns().saturating_sub(s.received_ns) > self.params.state_timeout_ms * 1_000_000
-        {
+        if self.clock_ns().saturating_sub(s.received_ns) > self.state_timeout_ns {
             self.stale_reads += 1;
             return Err(RobotError::Stale);
         }
@@ -463,6 +466,9 @@ impl Robot for SerialRobot {
             )));
         }
         self.board = Some(ack);
+        let state_period_ns =
+            1_000_000_000 * ack.state_every.max(1) as u64 / ack.rate_hz.max(1) as u64;
+        self.state_timeout_ns = (self.params.state_timeout_ms * 1_000_000).max(3 * state_period_ns);
         tracing::info!(
             port = %self.params.port,
             firmware = ?ack.firmware,
@@ -543,7 +549,7 @@ impl Robot for SerialRobot {
             faults.push(format!("{} host frames not sent whole", st.send_errors));
         }
         RobotHealth {
-            connected: age.is_some_and(|a| a * 1e3 < self.params.state_timeout_ms as f64),
+            connected: age.is_some_and(|a| a * 1e9 < self.state_timeout_ns as f64),
             state_age_s: age,
             faults,
         }

@@ -259,6 +259,7 @@ fn a_board_of_another_protocol_version_is_refused_naming_both() {
                         firmware: [9, 0, 0],
                         joints: 7,
                         rate_hz: 1000,
+                        state_every: 1,
                         watchdog_ms: 50,
                         limits: Limits::default(),
                         torque_per_amp_nm_a: [1.0; JOINTS],

@@ -173,6 +173,8 @@ pub struct HelloAck {
     pub joints: u8,
     /// The board's control rate, hertz.
     pub rate_hz: u16,
+    /// It sends its state every this many control periods (what its link carries).
+    pub state_every: u16,
     /// The link watchdog: no valid host frame for this long starts a controlled stop,
     /// milliseconds.
     pub watchdog_ms: u16,

@@ -45,6 +45,7 @@ fn the_largest_messages_fit_the_frame_bounds() {
         firmware: [255; 3],
         joints: 255,
         rate_hz: u16::MAX,
+        state_every: u16::MAX,
         watchdog_ms: u16::MAX,
         limits: big,
         torque_per_amp_nm_a: [f32::MAX; JOINTS],

@@ -29,21 +29,28 @@ use reflex_fw_core::{BoardConfig, Controller, MotorPort};
 
 /// The MPS2's system clock, hertz.
 const SYSCLK_HZ: u32 = 25_000_000;
-/// The link's baud rate (the emulated UART ignores it; a real one does not).
-const BAUD: u32 = 921_600;
+/// The link's baud rate: the CMSDK UART's fastest (divider 16). QEMU paces its emulated UART
+/// by it too.
+const BAUD: u32 = 1_562_500;
 
-/// The arm this image drives: seven joints at 1 kHz, a 50 ms link watchdog.
+/// The arm this image drives: the seven joints of `urdf/reflex_arm.urdf` (its position and
+/// speed limits; its effort limits at 2 N m/A), at 1 kHz, with a 50 ms link watchdog.
 fn board_config() -> BoardConfig {
     BoardConfig {
         firmware: [0, 1, 0],
         joints: 7,
         rate_hz: 1000,
+        // 100 states a second: a state frame every period needs about 1.2 Mbaud, more than
+        // this UART carries once the host's setpoints share it.
+        state_every: 10,
         watchdog_ms: 50,
         limits: Limits {
-            pos_min_rad: [-2.9, -1.76, -2.9, -3.07, -2.9, -0.02, -2.9],
-            pos_max_rad: [2.9, 1.76, 2.9, -0.07, 2.9, 3.75, 2.9],
-            vel_max_rad_s: [2.1, 2.1, 2.1, 2.1, 2.6, 2.6, 2.6],
-            current_max_a: [10.0; JOINTS],
+            pos_min_rad: [
+                -2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973,
+            ],
+            pos_max_rad: [2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973],
+            vel_max_rad_s: [2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61],
+            current_max_a: [43.5, 43.5, 43.5, 43.5, 6.0, 6.0, 6.0],
         },
         gains: Gains {
             kp_nm_per_rad: [100.0; JOINTS],
@@ -191,7 +198,7 @@ fn main() -> ! {
         loop {}
     };
     // QEMU has no motors: the stand-in plant is the arm.
-    let mut motors = Plant::at([0.0, 0.0, 0.0, -1.5, 0.0, 1.5, 0.0], 2.0);
+    let mut motors = Plant::at([0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785], 2.0);
     let Some(mut cp) = cortex_m::Peripherals::take() else {
         #[allow(clippy::empty_loop)]
         loop {}
@@ -233,8 +240,10 @@ fn main() -> ! {
         if let Some(n) = ctl.encode_reply(&mut out) {
             UART0.write_all(&out[..n]);
         }
-        if let Some(n) = ctl.encode_state(&mut out) {
-            UART0.write_all(&out[..n]);
+        if ctl.state_due() {
+            if let Some(n) = ctl.encode_state(&mut out) {
+                UART0.write_all(&out[..n]);
+            }
         }
     }
 }

@@ -29,6 +29,7 @@ pub fn test_config() -> BoardConfig {
         firmware: [0, 1, 0],
         joints: 7,
         rate_hz: 1000,
+        state_every: 1,
         watchdog_ms: 50,
         limits: Limits {
             pos_min_rad: [-2.5; JOINTS],

@@ -12,6 +12,9 @@ pub struct BoardConfig {
     pub joints: u8,
     /// Control rate, hertz.
     pub rate_hz: u16,
+    /// The state goes to the host every this many periods: 1 on USB, more on a UART whose
+    /// baud rate cannot carry a state frame (about 120 bytes) every period.
+    pub state_every: u16,
     /// No valid host frame for this long starts a controlled stop, milliseconds.
     pub watchdog_ms: u16,
     /// The board's own limits: references are kept inside them and measurements beyond them
@@ -75,6 +78,9 @@ impl BoardConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.joints == 0 || self.joints as usize > JOINTS {
             return Err(ConfigError::Joints);
+        }
+        if self.state_every == 0 {
+            return Err(ConfigError::Field("state_every"));
         }
         if self.rate_hz == 0 || (self.watchdog_ms as u32) * (self.rate_hz as u32) < 2000 {
             return Err(ConfigError::Timing);

@@ -542,11 +542,17 @@ impl Controller {
             firmware: self.cfg.firmware,
             joints: self.cfg.joints,
             rate_hz: self.cfg.rate_hz,
+            state_every: self.cfg.state_every,
             watchdog_ms: self.cfg.watchdog_ms,
             limits: self.cfg.limits,
             torque_per_amp_nm_a: self.cfg.torque_per_amp_nm_a,
         });
         self.sender.encode(&ack, out).ok().map(|(n, _)| n)
+    }
+
+    /// True when this period's state goes to the host (every `state_every` periods).
+    pub fn state_due(&self) -> bool {
+        self.stats.ticks.is_multiple_of(self.cfg.state_every as u64)
     }
 
     /// Writes this period's state frame into `out` (at least [`MAX_FRAME`] bytes); returns its

@@ -87,6 +87,7 @@ impl Rng {
                 firmware: [self.byte(), self.byte(), self.byte()],
                 joints: self.byte(),
                 rate_hz: self.next_u64() as u16,
+                state_every: self.next_u64() as u16,
                 watchdog_ms: self.next_u64() as u16,
                 limits: self.limits(),
                 torque_per_amp_nm_a: self.joints(),
