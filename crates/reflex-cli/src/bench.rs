@@ -29,6 +29,42 @@ pub enum BenchCommand {
     /// arm; from each executed command's receipt to its first joint command leaving the
     /// safety filter.
     Teleop(BenchTeleopArgs),
+    /// The serial link's frames: encode and decode rates, bytes per frame, baud for 1 kHz.
+    Wire(BenchWireArgs),
+    /// The serial link end to end: the firmware's core behind a pseudo-terminal, commanded at
+    /// the loop rate; round trips, frames lost, the board's stop when the host goes silent.
+    Serial(BenchSerialArgs),
+}
+
+/// Arguments of `reflex bench serial`.
+#[derive(Args)]
+pub struct BenchSerialArgs {
+    /// Task whose arm is used.
+    #[arg(long, default_value = "pick_cube")]
+    task: String,
+    /// Host command rate and board control rate, Hz.
+    #[arg(long, default_value_t = 1000)]
+    rate: u16,
+    /// Seconds of commands.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// The board's link watchdog, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    watchdog_ms: u16,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `reflex bench wire`.
+#[derive(Args)]
+pub struct BenchWireArgs {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `reflex bench teleop`.
@@ -262,6 +298,19 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
                         .then(|| "scripts/r2r-echo.sh".into())
                 }),
             })?,
+            a.json,
+        ),
+        BenchCommand::Serial(a) => (
+            bench::serial::serial(&bench::serial::BenchSerialSpec {
+                task: a.task.clone(),
+                rate_hz: a.rate,
+                seconds: a.seconds,
+                watchdog_ms: a.watchdog_ms,
+            })?,
+            a.json,
+        ),
+        BenchCommand::Wire(a) => (
+            bench::wire::wire(&bench::wire::BenchWireSpec { seconds: a.seconds })?,
             a.json,
         ),
         BenchCommand::Teleop(a) => (

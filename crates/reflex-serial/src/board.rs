@@ -20,6 +20,8 @@ pub struct BoardReport {
     pub stats: BoardStats,
     /// Host frames the wire refused, by reason.
     pub rejects: RejectCounts,
+    /// Host frames that never arrived (gaps in their sequence numbers).
+    pub host_frames_lost: u64,
     /// The controller's mode and faults.
     pub mode: BoardMode,
     /// Latched faults.
@@ -160,6 +162,7 @@ pub fn spawn_board<M: MotorPort + Send + 'static>(
                     *rr = BoardReport {
                         stats: ctl.stats(),
                         rejects: *ctl.rejects(),
+                        host_frames_lost: ctl.host_frames_lost(),
                         mode: ctl.mode(),
                         faults: ctl.faults(),
                         session: ctl.session(),

@@ -183,6 +183,11 @@ impl Controller {
         self.stats
     }
 
+    /// Host frames that never arrived (gaps in the host's sequence numbers).
+    pub fn host_frames_lost(&self) -> u64 {
+        self.seq.lost
+    }
+
     /// Host frames refused by the wire, by reason.
     pub fn rejects(&self) -> &RejectCounts {
         &self.rejects

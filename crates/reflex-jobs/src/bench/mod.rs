@@ -1,12 +1,14 @@
 //! `reflex bench`: simulator throughput, policy latency and loop timing (here), the learner's
 //! update rate, the pendulum and end-to-end training ([`learn`]), ROS 2 round trips ([`ros`]),
-//! page-to-arm latency of a teleop session ([`teleop`]). Numbers, not assertions: run
+//! page-to-arm latency of a teleop session ([`teleop`]), the serial link's frames ([`wire`]) and the link end to end ([`serial`]). Numbers, not assertions: run
 //! them on an idle machine. Each returns a [`BenchReport`]: the lines a person reads and the
 //! JSON object a machine does.
 
 pub mod learn;
 pub mod ros;
+pub mod serial;
 pub mod teleop;
+pub mod wire;
 
 /// What a benchmark measured.
 #[derive(Clone, Debug, Default)]
