@@ -16,7 +16,7 @@ use reflex_runtime::{
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 struct Counting;
@@ -165,32 +165,40 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
     .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
+    // What the other threads have done so far, for the loop below to wait on.
+    let (swapped, drained_n, sent_n) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let swapper = {
-        let (slot, stop) = (residual_slot.clone(), stop.clone());
+        let (slot, stop, swapped) = (residual_slot.clone(), stop.clone(), swapped.clone());
         std::thread::spawn(move || {
             let mut k = 3;
             while !stop.load(Ordering::Relaxed) {
                 slot.publish(random_mlp(&[obs_dim + 7, 256, 256, 7], k))
                     .unwrap();
                 k += 1;
+                swapped.fetch_add(1, Ordering::Relaxed);
             }
             k
         })
     };
     let learner = {
-        let (q, stop) = (rt.transitions().clone(), stop.clone());
+        let (q, stop, drained_n) = (rt.transitions().clone(), stop.clone(), drained_n.clone());
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 while q.pop().is_some() {
                     n += 1;
+                    drained_n.fetch_add(1, Ordering::Relaxed);
                 }
             }
             n
         })
     };
     let operator = {
-        let (op, stop) = (rt.operator().clone(), stop.clone());
+        let (op, stop, sent_n) = (rt.operator().clone(), stop.clone(), sent_n.clone());
         std::thread::spawn(move || {
             let mut human = Action::zeros(ActionSpace::EeDelta);
             let mut sent = 0u64;
@@ -207,6 +215,7 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
                     .copy_from_slice(&[0.0, v, 0.0, 0.0, 0.0, 0.0, -1.0]);
                 op.send(OperatorCommand::by_magnitude(human));
                 sent += 1;
+                sent_n.fetch_add(1, Ordering::Relaxed);
             }
             sent
         })
@@ -228,13 +237,23 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
     for _ in 0..100 {
         rt.tick();
     }
-    // At least 10,000 ticks, and on until the e-stop went round twice and the operator took
-    // over a few times (bounded: on a loaded machine the other threads may get little CPU).
+    // At least 10,000 ticks, and on until every seam has shown its work: the e-stop round
+    // twice, the operator taking over, the policy stepping, weights swapped, transitions
+    // drained, operator actions taken (bounded: on a loaded machine the other threads may get
+    // little CPU. A presser starved while the e-stop was latched once left a CI run's 10,000
+    // ticks stopped, with too few policy steps; the loop now waits for the work instead.)
     let mut ticks = 0u64;
     let (allocations, frees) = count_on_this_thread(|| {
         let busy = |rt: &Runtime<FollowerArm>| {
             let s = rt.stats();
-            s.rearms.load(Ordering::Relaxed) < 2 || s.intervened_steps.load(Ordering::Relaxed) < 20
+            s.rearms.load(Ordering::Relaxed) < 2
+                || s.intervened_steps.load(Ordering::Relaxed) < 20
+                || s.policy_steps.load(Ordering::Relaxed) < 300
+                || s.read_errors.load(Ordering::Relaxed) <= 50
+                || swapped.load(Ordering::Relaxed) <= 10
+                || drained_n.load(Ordering::Relaxed) <= 50
+                || sent_n.load(Ordering::Relaxed) <= 1000
+                || rt.operator().stats().popped <= 10
         };
         while ticks < 10_000 || (busy(&rt) && ticks < 2_000_000) {
             let r = rt.tick();
