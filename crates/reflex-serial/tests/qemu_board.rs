@@ -66,32 +66,33 @@ fn the_board_image_on_an_emulated_cortex_m4f_keeps_a_session() {
         ([0, 1, 0], 7, 1000)
     );
 
-    // Setpoints at 100 Hz and states at the image's 100 Hz: what its emulated 1.5 Mbaud UART
-    // carries.
+    // Setpoints at 50 Hz (well inside the image's 50 ms watchdog) and states at its 100 Hz: QEMU
+    // hands the emulated UART's receiver a few kilobytes a second, far less than its baud
+    // rate, so a 1 kHz stream of setpoints would queue.
     let mut state = RobotState::default();
     let start = Instant::now();
     let mut fresh = 0;
-    for i in 0..300u64 {
+    for i in 0..120u64 {
         if robot.read_state(&mut state).is_ok() {
             fresh += 1;
         }
         let mut q = HOME;
-        q[0] += 0.3 * (i as f64 / 300.0);
-        robot
-            .write_command(&JointCommand {
-                joint_pos_rad: q,
-                gripper_width_m: 0.04,
-            })
-            .unwrap();
+        q[0] += 0.3 * (i as f64 / 120.0);
+        if let Err(e) = robot.write_command(&JointCommand {
+            joint_pos_rad: q,
+            gripper_width_m: 0.04,
+        }) {
+            panic!("command {i}: {e}; {:?}", robot.health());
+        }
         if let Some(d) =
-            (start + Duration::from_millis(10 * (i + 1))).checked_duration_since(Instant::now())
+            (start + Duration::from_millis(20 * (i + 1))).checked_duration_since(Instant::now())
         {
             std::thread::sleep(d);
         }
     }
     // The emulated UART queues: hold the last setpoint (feeding the board's watchdog) until
     // the measured joint arrives, for up to 10 s.
-    let target = HOME[0] + 0.3 * (299.0 / 300.0);
+    let target = HOME[0] + 0.3 * (119.0 / 120.0);
     let settle = Instant::now();
     while settle.elapsed() < Duration::from_secs(10) {
         let mut q = HOME;
@@ -109,7 +110,7 @@ fn the_board_image_on_an_emulated_cortex_m4f_keeps_a_session() {
     }
     let link = robot.link_stats();
     eprintln!(
-        "QEMU board: {fresh} of 300 reads fresh; joint 0 at {:.4} rad after {:.2} s more; {} \
+        "QEMU board: {fresh} of 120 reads fresh; joint 0 at {:.4} rad after {:.2} s more; {} \
          states, {} lost, round trip p50 {:?} us p99 {:?} us",
         state.joint_pos_rad[0],
         settle.elapsed().as_secs_f64(),
@@ -124,7 +125,7 @@ fn the_board_image_on_an_emulated_cortex_m4f_keeps_a_session() {
         state.joint_pos_rad
     );
     assert_eq!(link.reader.rejects.total(), 0);
-    assert!(fresh > 200, "{fresh} of 300 reads fresh");
+    assert!(fresh > 80, "{fresh} of 120 reads fresh");
     robot.stop();
     drop(qemu);
 }
