@@ -228,8 +228,11 @@ fn training_with_keypoint_rewards_runs_through_a_robot_that_hides_the_simulator(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A slow VLM (300 ms per answer, one at a time, a queue of one): the simulated driver waits
-/// for it between episodes instead of outrunning it. The former driver started episodes as
+/// A slow VLM (800 ms per answer, one at a time, a queue of one): the simulated driver waits
+/// for it between episodes instead of outrunning it. (At 300 ms a CI run simulated its
+/// episodes slower than the answers came, so the driver never had to wait and the test
+/// failed on `reward_wait_s`; an answer now takes about twice an episode even on a slow
+/// machine.) The former driver started episodes as
 /// fast as it could simulate them, so most questions met a full queue and their episodes were
 /// dropped unasked, and the dropped steps did not even slow the simulator down.
 #[test]
@@ -239,7 +242,7 @@ fn the_simulator_waits_for_a_slow_vlm_instead_of_dropping_episodes() {
     let server = Oracle::start(
         "127.0.0.1:0".parse().unwrap(),
         OracleConfig {
-            latency: std::time::Duration::from_millis(300),
+            latency: std::time::Duration::from_millis(800),
             ..Default::default()
         },
     )
@@ -250,7 +253,7 @@ fn the_simulator_waits_for_a_slow_vlm_instead_of_dropping_episodes() {
         task: "pick_cube".into(),
         seed: 4,
         minutes: 10.0,
-        max_env_steps: 1000,
+        max_env_steps: 600,
         target_success: 2.0,
         demo_episodes: 3,
         eval_every: 1_000_000,
@@ -276,7 +279,7 @@ fn the_simulator_waits_for_a_slow_vlm_instead_of_dropping_episodes() {
     let s = train_on(&arms, &cfg, &dir, false, plugin, |_| {}).unwrap();
     let k = &s.reward_stage.as_ref().unwrap()["keypoints"];
     assert_eq!(k["not_asked"], 0, "{k}");
-    assert!(k["planned"].as_u64().unwrap() >= 10, "{k}");
+    assert!(k["planned"].as_u64().unwrap() >= 5, "{k}");
     assert!(s.reward_wait_s > 0.1, "the driver waited: {s:?}");
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
