@@ -234,7 +234,15 @@ fn a_rebooted_board_is_noticed_and_the_run_holds_until_rearmed() {
     // The operator re-arms: a new session, position control again.
     s.estop.rearm().unwrap();
     let (_, reads) = drive(&mut s.robot, 300, 400);
-    assert!(reads[50..].iter().all(|r| r.is_ok()), "{:?}", &reads[50..]);
+    // Tracking again: no lost session, and fresh states (a machine stalling a thread for
+    // 20 ms makes a few stale, as one CI run saw).
+    assert!(
+        !reads[50..].contains(&Err(RobotError::Disconnected)),
+        "{:?}",
+        &reads[50..]
+    );
+    let fresh = reads[50..].iter().filter(|r| r.is_ok()).count();
+    assert!(fresh > 200, "{fresh} of 250 reads fresh after the re-arm");
     let b = s.board.report();
     assert_eq!(b.mode, BoardMode::Position);
     assert_ne!(b.session, 0);
