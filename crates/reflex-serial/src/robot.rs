@@ -277,21 +277,14 @@ impl SerialRobot {
             }
             if started.elapsed() >= timeout {
                 let st = self.link_stats();
-                let reasons: Vec<String> = st
-                    .reader
-                    .rejects
-                    .iter()
-                    .filter(|(_, c)| *c > 0)
-                    .map(|(n, c)| format!("{c} {n}"))
-                    .collect();
+                let reasons = describe(&st.reader.rejects);
                 return Err(StartError::NoState {
                     waited_s: started.elapsed().as_secs_f64(),
                     last: format!(
-                        "no answer to {hellos} hellos on {} ({} frames refused{}{})",
+                        "no answer to {hellos} hellos on {} ({} frames refused{}{reasons})",
                         self.params.port,
                         st.reader.rejects.total(),
                         if reasons.is_empty() { "" } else { ": " },
-                        reasons.join(", ")
                     ),
                 });
             }
