@@ -55,7 +55,7 @@ pub use robot::{
     StartError, StepJudge,
 };
 pub use safety::{LimitsError, SafetyLimits};
-pub use scene::{SceneError, SceneView, TrackedObject};
+pub use scene::{SceneError, SceneSpec, SceneView, TrackedObject};
 pub use transition::{
     combine_success, FusionRule, Interruption, Outcome, RewardTerms, Transition, MAX_REWARD_TERMS,
 };

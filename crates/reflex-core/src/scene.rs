@@ -9,6 +9,7 @@
 //! [`crate::Frame::segmentation`] that no reward path may need.
 
 use crate::camera::Frame;
+use crate::types::{ObjectState, Observation, MAX_GOALS, MAX_KEYPOINTS, MAX_OBJECTS};
 use nalgebra::{Isometry3, Point3};
 
 /// An object a tracker follows.
@@ -32,6 +33,56 @@ impl TrackedObject {
             d2 += out * out;
         }
         d2.sqrt()
+    }
+}
+
+/// What a task asks of a scene seen through a tracker, in the task's order: the objects the
+/// tracker follows, keypoints attached to them and the episode's goals. Robots without a
+/// simulator behind them (the ROS 2 bridge, the serial arm) fill their observations' scene from
+/// it and the tracked poses. Built by the jobs layer from a task file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SceneSpec {
+    /// Object names, in the task's order (the default tracked frame names).
+    pub objects: Vec<String>,
+    /// Keypoints: the object index and the offset in the object's frame, metres.
+    pub keypoints: Vec<(usize, [f64; 3])>,
+    /// Goal points in the base frame, metres.
+    pub goals: Vec<[f64; 3]>,
+    /// Policy steps per episode (the time limit; 0: none).
+    pub episode_steps: u64,
+    /// Half side lengths of each object's bounding box, metres (for `SceneView::objects`).
+    pub half_extents_m: Vec<[f64; 3]>,
+}
+
+impl SceneSpec {
+    /// Fills `obs`'s scene from the tracked `objects` (in this spec's order): the objects, the
+    /// keypoints on them and the goals. Allocates nothing.
+    pub fn fill(&self, objects: &[ObjectState], obs: &mut Observation) {
+        obs.num_objects = self.objects.len().min(objects.len()).min(MAX_OBJECTS);
+        obs.objects[..obs.num_objects].copy_from_slice(&objects[..obs.num_objects]);
+        obs.num_keypoints = self.keypoints.len().min(MAX_KEYPOINTS);
+        for (i, (obj, offset)) in self.keypoints.iter().take(obs.num_keypoints).enumerate() {
+            let p = obs.objects[*obj].pose.to_isometry() * Point3::from(*offset);
+            obs.keypoints_m[i] = [p.x, p.y, p.z];
+        }
+        obs.num_goals = self.goals.len().min(MAX_GOALS);
+        obs.goals_m[..obs.num_goals].copy_from_slice(&self.goals[..obs.num_goals]);
+    }
+
+    /// The tracked objects as [`SceneView::objects`] reports them: those whose bit is set in
+    /// `seen` (bit i for object i; objects never seen are left out).
+    pub fn tracked(&self, objects: &[ObjectState], seen: u32, out: &mut Vec<TrackedObject>) {
+        out.clear();
+        for (i, name) in self.objects.iter().enumerate().take(objects.len()) {
+            if i >= 32 || seen & (1 << i) == 0 {
+                continue;
+            }
+            out.push(TrackedObject {
+                name: name.clone(),
+                pose: objects[i].pose.to_isometry(),
+                half_extents_m: self.half_extents_m.get(i).copied().unwrap_or([0.0; 3]),
+            });
+        }
     }
 }
 

@@ -24,10 +24,10 @@ use crate::msg::{
 use crate::operator::{OperatorMapper, OperatorRefused};
 use crate::params::{Backend, BridgeParams, CommandInterface, ObjectsSource};
 use crate::transport::{Dds, Inbox, Outbox, Qos, Transport, TriggerClient, TriggerServer};
-use nalgebra::{Point3, Quaternion as NQuat, UnitQuaternion};
+use nalgebra::{Quaternion as NQuat, UnitQuaternion};
 use reflex_core::{
-    spsc, Frame, LatestSender, SceneError, SceneView, SpscReceiver, SpscSender, StepJudge,
-    TrackedObject,
+    spsc, Frame, LatestSender, SceneError, SceneSpec, SceneView, SpscReceiver, SpscSender,
+    StepJudge, TrackedObject,
 };
 use reflex_core::{
     Action, ArmModel, JointCommand, JointLimits, ObjectState, Observation, OperatorCommand,
@@ -62,22 +62,6 @@ pub enum BridgeError {
     /// DDS refused to create an entity.
     #[error("DDS: {0}")]
     Dds(String),
-}
-
-/// What a task asks of the scene, in its own order: the objects the tracker follows, keypoints
-/// attached to them and the episode's goals. Built by the jobs layer from a task file.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SceneSpec {
-    /// Object names, in the task's order (the default tracked frame names).
-    pub objects: Vec<String>,
-    /// Keypoints: the object index and the offset in the object's frame, metres.
-    pub keypoints: Vec<(usize, [f64; 3])>,
-    /// Goal points in the base frame, metres.
-    pub goals: Vec<[f64; 3]>,
-    /// Policy steps per episode (the time limit; 0: none).
-    pub episode_steps: u64,
-    /// Half side lengths of each object's bounding box, metres (for `SceneView::objects`).
-    pub half_extents_m: Vec<[f64; 3]>,
 }
 
 /// Counters of everything the bridge saw, refused and sent (shared with `/diagnostics`).
@@ -682,15 +666,7 @@ impl Robot for RosRobot {
 
     fn read_scene(&mut self, obs: &mut Observation) {
         let scene = *self.scene_rx.read();
-        obs.num_objects = self.spec.objects.len();
-        obs.objects[..obs.num_objects].copy_from_slice(&scene.objects[..obs.num_objects]);
-        obs.num_keypoints = self.spec.keypoints.len();
-        for (i, (obj, offset)) in self.spec.keypoints.iter().enumerate() {
-            let p = obs.objects[*obj].pose.to_isometry() * Point3::from(*offset);
-            obs.keypoints_m[i] = [p.x, p.y, p.z];
-        }
-        obs.num_goals = self.spec.goals.len();
-        obs.goals_m[..obs.num_goals].copy_from_slice(&self.spec.goals);
+        self.spec.fill(&scene.objects, obs);
     }
 
     /// The judge's outcome (pending without one); the step limit truncates; a message on the
@@ -820,18 +796,8 @@ impl SceneView for RosRobot {
     }
 
     fn objects(&self, out: &mut Vec<TrackedObject>) {
-        out.clear();
         let scene = *self.scene_copy.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, name) in self.spec.objects.iter().enumerate() {
-            if scene.seen & (1 << i) == 0 {
-                continue;
-            }
-            out.push(TrackedObject {
-                name: name.clone(),
-                pose: scene.objects[i].pose.to_isometry(),
-                half_extents_m: self.spec.half_extents_m.get(i).copied().unwrap_or([0.0; 3]),
-            });
-        }
+        self.spec.tracked(&scene.objects, scene.seen, out);
     }
 }
 
