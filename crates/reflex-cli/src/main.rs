@@ -4,7 +4,10 @@
 //! - `reflex train`: the main job, residual RL on a behaviour-cloned base in the simulator.
 //! - `reflex eval`: success rate of a trained run.
 //! - `reflex sim`: run a policy in the simulator and report its success rate.
-//! - `reflex run`: the runtime's control loop driving the simulated arm in real time.
+//! - `reflex run`: the runtime's control loop driving the simulated arm (or, `--robot
+//!   serial:PORT`, an arm on Reflex's firmware) in real time.
+//! - `reflex firmware-sim`: the firmware's control core behind a pseudo-terminal with the
+//!   simulated arm as its plant, and a simulated tracker on the scene link.
 //! - `reflex teleop`: a correction session: the operator's page, takeover by holding a control.
 //! - `reflex replay`: re-run a recorded session and check its trajectory hashes.
 //! - `reflex export lerobot`: recorded sessions as a LeRobot dataset (the `lerobot` feature).
@@ -20,6 +23,7 @@
 mod bench;
 mod classifier;
 mod export;
+mod firmware_sim;
 mod preference;
 mod ros;
 mod run;
@@ -46,8 +50,12 @@ enum Command {
     Eval(train::EvalArgs),
     /// Run a policy in the simulator and report success.
     Sim(sim::SimArgs),
-    /// Run the control loop against the simulator in real time; report success and timing.
+    /// Run the control loop against the simulator (or a serial arm) in real time; report
+    /// success and timing.
     Run(run::RunArgs),
+    /// Serve the firmware's control core on a pseudo-terminal with the simulated arm as its
+    /// plant, and the scene's tracker and resets on a loopback UDP port.
+    FirmwareSim(firmware_sim::FirmwareSimArgs),
     /// A correction session: the policy acts on the simulated arm (or, `--robot ros`, a
     /// ros2_control arm through the bridge) while an operator watches a web page (loopback,
     /// behind a random token) and takes over by holding a key or button.
@@ -108,6 +116,7 @@ fn main() -> Result<()> {
         Command::Eval(args) => train::run_eval(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::FirmwareSim(args) => firmware_sim::run(&args),
         Command::Teleop(args) => teleop::run(&args, &ros_args),
         Command::Replay(args) => teleop::run_replay(&args),
         Command::Export(args) => export::run(&args),

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use reflex_jobs::run::RunSpec;
+use reflex_jobs::run::{RunRobot, RunSpec};
 use reflex_runtime::Faults;
 use reflex_sim::Task;
 use std::path::PathBuf;
@@ -48,6 +48,19 @@ pub struct RunArgs {
     /// Do not ask for SCHED_FIFO, mlockall and CPU pinning.
     #[arg(long)]
     no_realtime: bool,
+    /// The arm: `sim` (the built-in simulator) or `serial:PORT` (an arm on Reflex's joint
+    /// firmware, e.g. serial:/dev/ttyACM0, or the pseudo-terminal `reflex firmware-sim`
+    /// prints).
+    #[arg(long, default_value = "sim")]
+    robot: String,
+    /// With `--robot serial:PORT`: the scene link (the tracker's poses and the scene's
+    /// resets), HOST:PORT. Without it objects are unknown and episodes start where the arm is.
+    #[arg(long)]
+    scene: Option<std::net::SocketAddr>,
+    /// With `--robot serial:PORT`: clear the board's latched e-stop and faults at start (do
+    /// this once the cause is gone).
+    #[arg(long)]
+    rearm_board: bool,
     /// Print a JSON summary as the last line.
     #[arg(long)]
     json: bool,
@@ -65,6 +78,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         seed: a.seed,
         paced: !a.unpaced,
         realtime: !a.no_realtime,
+        robot: RunRobot::parse(&a.robot, a.scene, a.rearm_board).map_err(anyhow::Error::msg)?,
     };
     crate::stop_on_signals();
     let bar = ProgressBar::new((a.seconds * 10.0) as u64);
@@ -148,6 +162,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "task": task.name,
+                "robot": a.robot,
                 "policy": a.policy,
                 "residual": a.residual,
                 "rate_hz": servo_rate_hz,

@@ -15,8 +15,11 @@
 //! - [`policies`]: policy files written with their metadata and checked against a task.
 //! - [`rewards`]: the reward source of a run (`[reward]` of its config), built as a
 //!   `reflex_learn::stage` plugin.
-//! - [`run`]: `reflex run`, the runtime driving the simulated arm in real time from checked
-//!   policy files, braking to rest on an interrupt.
+//! - [`run`]: `reflex run`, the runtime driving the simulated arm (or a serial arm on Reflex's
+//!   firmware) in real time from checked policy files, braking to rest on an interrupt.
+//! - [`firmware_sim`]: `reflex firmware-sim`, the firmware's control core behind a
+//!   pseudo-terminal with the simulated arm as its plant, and the scene link's simulated
+//!   tracker and resets beside it.
 //! - [`sim`]: `reflex sim`, the scripted expert's episodes in parallel, with frames saved.
 //! - [`preference`]: `reflex preference`, a preference reward model learned from a judge's
 //!   labels on simulated frames and its rank correlation with true progress.
@@ -33,6 +36,7 @@ pub mod bench;
 pub mod classifier;
 #[cfg(feature = "lerobot")]
 pub mod export;
+pub mod firmware_sim;
 pub mod policies;
 pub mod preference;
 pub mod rewards;

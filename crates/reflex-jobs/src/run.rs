@@ -1,19 +1,25 @@
-//! `reflex run`: the runtime driving the simulated arm in real time (or back to back), episode
+//! `reflex run`: the runtime driving an arm in real time (or, simulated, back to back), episode
 //! after episode, from policy files checked against the task (their scale and loop rate taken
 //! from them), on its own control thread with optional real-time settings; the calling thread
 //! plays the learner's part (drains transitions) and watches the interrupt flag, which presses
 //! the e-stop: the arm brakes to rest before the session ends.
+//!
+//! The arm is the built-in simulator or, with [`RunRobot::Serial`], an arm on Reflex's joint
+//! firmware over a serial line ([`SerialRobot`]), its objects from a tracker on the scene link
+//! and its steps judged by the task over them, episodes started through the link's reset.
 
 use crate::arms::runtime_config;
 use crate::policies::load_for;
 use crate::train::INTERRUPT;
-use reflex_core::Policy;
+use reflex_core::{Policy, Robot, SceneReset};
 use reflex_policy::{ObsLayout, PolicyFileError, Role};
 use reflex_runtime::{
     EStop, NetPolicy, RealTime, RealTimeRequest, ResidualPolicy, Runtime, RuntimeConfig,
     RuntimeSettings, RuntimeStats, WeightsSlot,
 };
-use reflex_sim::{Env, ScriptedExpert, SimRobot, Task};
+use reflex_serial::{SceneLink, SerialParams, SerialRobot};
+use reflex_sim::{Env, ScriptedExpert, SimRobot, Task, TaskJudge};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,6 +48,52 @@ pub struct RunSpec {
     pub paced: bool,
     /// Ask for SCHED_FIFO, mlockall and CPU pinning.
     pub realtime: bool,
+    /// The arm.
+    pub robot: RunRobot,
+}
+
+/// The arm a session drives.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum RunRobot {
+    /// The built-in simulator.
+    #[default]
+    Sim,
+    /// An arm on Reflex's joint firmware over a serial line.
+    Serial(SerialTarget),
+}
+
+/// An arm on Reflex's joint firmware: its port and the scene beside it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SerialTarget {
+    /// The serial device (a pseudo-terminal for `reflex firmware-sim`).
+    pub port: String,
+    /// The scene link (tracker and resets); without one, objects stay unknown and episodes
+    /// start where the arm is.
+    pub scene: Option<SocketAddr>,
+    /// Clear the board's latched e-stop and faults at start.
+    pub rearm_board: bool,
+}
+
+impl RunRobot {
+    /// Parses `sim` or `serial:PORT`.
+    pub fn parse(s: &str, scene: Option<SocketAddr>, rearm_board: bool) -> Result<Self, String> {
+        match s.split_once(':') {
+            _ if s == "sim" => {
+                if scene.is_some() {
+                    return Err("--scene is for --robot serial:PORT".into());
+                }
+                Ok(Self::Sim)
+            }
+            Some(("serial", port)) if !port.is_empty() => Ok(Self::Serial(SerialTarget {
+                port: port.into(),
+                scene,
+                rearm_board,
+            })),
+            _ => Err(format!(
+                "--robot {s}: expected `sim` or `serial:PORT` (e.g. serial:/dev/ttyACM0)"
+            )),
+        }
+    }
 }
 
 /// Why a session could not run; names the file or part.
@@ -62,6 +114,12 @@ pub enum RunError {
     /// The control thread failed.
     #[error("control thread: {0}")]
     Control(String),
+    /// The serial port could not be opened.
+    #[error(transparent)]
+    Serial(#[from] reflex_serial::SerialError),
+    /// The scene link could not be opened.
+    #[error(transparent)]
+    Scene(#[from] reflex_serial::SceneLinkError),
 }
 
 /// What a session did.
@@ -95,17 +153,47 @@ pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunRe
         )));
     }
     let estop = EStop::new();
-    let built = sim_runtime(
-        &spec.task,
-        &spec.policy,
-        spec.residual.as_deref(),
-        spec.residual_scale,
-        spec.servo_rate_hz,
-        spec.seed,
-        estop.clone(),
-    )?;
-    let (mut rt, servo_rate_hz, residual_scale) =
-        (built.runtime, built.servo_rate_hz, built.residual_scale);
+    match &spec.robot {
+        RunRobot::Sim => {
+            let built = sim_runtime(
+                &spec.task,
+                &spec.policy,
+                spec.residual.as_deref(),
+                spec.residual_scale,
+                spec.servo_rate_hz,
+                spec.seed,
+                estop.clone(),
+            )?;
+            let (rt, rate, scale) = (built.runtime, built.servo_rate_hz, built.residual_scale);
+            drive(rt, spec, estop, rate, scale, false, true, &mut watch)
+        }
+        RunRobot::Serial(target) => {
+            if !spec.paced {
+                return Err(RunError::Setting(
+                    "--unpaced is for the simulator: a serial arm runs in real time".into(),
+                ));
+            }
+            let (rt, rate, scale) = serial_runtime(spec, target, estop.clone())?;
+            let resets = target.scene.is_some();
+            drive(rt, spec, estop, rate, scale, resets, resets, &mut watch)
+        }
+    }
+}
+
+/// Runs `rt` for the session: when `reset_first`, the first episode starts with a scene reset
+/// for `spec.seed`; when `resets`, every later one with the next seed (else episodes start
+/// where the last ended). A real arm is always paced.
+#[allow(clippy::too_many_arguments)]
+fn drive<R: Robot + SceneReset + Send + 'static>(
+    mut rt: Runtime<R>,
+    spec: &RunSpec,
+    estop: EStop,
+    servo_rate_hz: f64,
+    residual_scale: f32,
+    reset_first: bool,
+    resets: bool,
+    watch: &mut impl FnMut(&RuntimeStats),
+) -> Result<RunResult, RunError> {
     let stats = rt.stats().clone();
     let transitions = rt.transitions().clone();
 
@@ -125,12 +213,18 @@ pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunRe
             let mut seed = first_seed;
             let mut episodes = Vec::new();
             let mut reset_error = None;
+            if reset_first {
+                rt.reset_episode(seed).map_err(|e| e.to_string())?;
+            }
             rt.run(duration, paced, |rt, outcome| {
                 if rt.estop().is_latched() {
                     return false; // the episode was aborted: not counted
                 }
                 episodes.push(outcome.success);
                 seed += 1;
+                if !resets {
+                    return true;
+                }
                 match rt.reset_episode(seed) {
                     Ok(()) => true,
                     Err(e) => {
@@ -185,6 +279,53 @@ pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunRe
         transitions: transitions.stats(),
         estop_pressed: estop.presses() > 0,
     })
+}
+
+/// A runtime over the serial arm `target` for `spec`: the policies checked against the task's
+/// observation layout (read from the simulator's scene description: nothing is simulated), the
+/// scene link attached with the task's judge, 10 s for the board's first state.
+pub fn serial_runtime(
+    spec: &RunSpec,
+    target: &SerialTarget,
+    estop: EStop,
+) -> Result<(Runtime<SerialRobot>, f64, f32), RunError> {
+    let task = &spec.task;
+    let mut env = Env::new(task.clone())?;
+    let layout = ObsLayout::of(&env.reset(0)?);
+    let model = env.model().clone();
+    let goals = env.goals().to_vec();
+    let p = load_policies(
+        task,
+        &model,
+        layout,
+        &spec.policy,
+        spec.residual.as_deref(),
+        spec.residual_scale,
+        spec.servo_rate_hz,
+        1000.0,
+    )?;
+    let params = SerialParams {
+        rearm_board: target.rearm_board,
+        ..SerialParams::new(&target.port)
+    };
+    let mut robot = SerialRobot::open(&params, model.clone(), estop.clone())?;
+    if let Some(addr) = target.scene {
+        let spec = crate::ros::scene_spec(task, &goals);
+        let link = SceneLink::connect(addr, &spec.objects)?;
+        robot.attach_scene(link, spec, Some(Box::new(TaskJudge::new(task))));
+    }
+    let cfg = runtime_config(
+        task,
+        &model,
+        p.servo_rate_hz,
+        &RuntimeSettings {
+            start_timeout_s: 10.0,
+            residual_scale: p.residual_scale,
+            ..Default::default()
+        },
+    );
+    let rt = Runtime::new(robot, cfg, model, p.base, p.residual, estop)?;
+    Ok((rt, p.servo_rate_hz, p.residual_scale))
 }
 
 /// A runtime over the simulated arm, with its policies and loop rate.

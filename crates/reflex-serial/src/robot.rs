@@ -1,10 +1,11 @@
 //! [`SerialRobot`]: an arm on Reflex's joint firmware behind the [`Robot`] trait.
 
 use crate::link::{run_reader, ReaderStats, Shared, StateSample, SENT_SLOTS};
+use crate::scene::{SceneLink, SceneLinkError};
 use reflex_core::{
-    check_limits_within, start_default, Action, ArmModel, Frames, JointCommand, JointLimits,
-    Observation, Outcome, Robot, RobotError, RobotHealth, RobotState, SafetyLimits, StartError,
-    ARM_DOF,
+    check_limits_within, start_default, Action, ArmModel, Frame, Frames, JointCommand, JointLimits,
+    Observation, Outcome, Robot, RobotError, RobotHealth, RobotState, SafetyLimits, SceneError,
+    SceneReset, SceneSpec, SceneView, StartError, StepJudge, TrackedObject, ARM_DOF,
 };
 use reflex_runtime::EStop;
 use reflex_wire::{
@@ -136,6 +137,39 @@ pub struct SerialRobot {
     /// A state older than this is stale: the configured timeout, or three of the board's
     /// state periods if that is longer.
     state_timeout_ns: u64,
+    /// The tracked scene, when one is attached.
+    scene: Option<AttachedScene>,
+}
+
+/// A scene link with what the task asks of it.
+struct AttachedScene {
+    link: SceneLink,
+    spec: SceneSpec,
+    judge: Option<Box<dyn StepJudge>>,
+    /// Policy steps judged in this episode.
+    steps: u64,
+}
+
+/// Why a scene reset through the scene link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SerialResetError {
+    /// No scene link is attached.
+    #[error("no scene link is attached: a real arm's episode starts where the arm is")]
+    NoScene,
+    /// The board did not let go of the arm for the reset.
+    #[error("the board on {port} did not go idle for the reset within 1 s (it is {mode:?})")]
+    NotIdle {
+        /// The port.
+        port: String,
+        /// Its mode.
+        mode: BoardMode,
+    },
+    /// The scene refused or did not answer.
+    #[error(transparent)]
+    Scene(#[from] SceneLinkError),
+    /// No state from the board after the reset.
+    #[error("no state from the board on {0} within 2 s after the reset")]
+    NoState(String),
 }
 
 /// A fresh non-zero session id.
@@ -201,7 +235,30 @@ impl SerialRobot {
             stale_reads: 0,
             reopened_ns: None,
             state_timeout_ns: params.state_timeout_ms * 1_000_000,
+            scene: None,
         })
+    }
+
+    /// Attaches a tracked scene: observations get the task's objects, keypoints and goals from
+    /// `link`'s poses as `spec` says; `judge` (the task's judge over tracked poses) rewards
+    /// the steps, which end at `spec.episode_steps`; episodes start through the link's reset.
+    pub fn attach_scene(
+        &mut self,
+        link: SceneLink,
+        spec: SceneSpec,
+        judge: Option<Box<dyn StepJudge>>,
+    ) {
+        self.scene = Some(AttachedScene {
+            link,
+            spec,
+            judge,
+            steps: 0,
+        });
+    }
+
+    /// The attached scene link, if any.
+    pub fn scene_link(&self) -> Option<&SceneLink> {
+        self.scene.as_ref().map(|s| &s.link)
     }
 
     /// The board's answer to the handshake, once started.
@@ -421,10 +478,41 @@ impl Robot for SerialRobot {
         self.clock_ns()
     }
 
-    fn read_scene(&mut self, _obs: &mut Observation) {}
+    fn read_scene(&mut self, obs: &mut Observation) {
+        if let Some(sc) = &mut self.scene {
+            let sample = sc.link.read();
+            sc.spec.fill(&sample.objects, obs);
+        }
+    }
 
-    fn judge(&mut self, _obs: &Observation, _action: &Action) -> Outcome {
-        Outcome::PENDING
+    /// The task's judge over the tracked poses (pending without one); the step limit
+    /// truncates.
+    fn judge(&mut self, obs: &Observation, action: &Action) -> Outcome {
+        let Some(sc) = &mut self.scene else {
+            return Outcome::PENDING;
+        };
+        sc.steps += 1;
+        let truncated = sc.spec.episode_steps > 0 && sc.steps >= sc.spec.episode_steps;
+        let o = match &mut sc.judge {
+            Some(j) => j.judge(obs, action, truncated),
+            None => Outcome {
+                truncated,
+                ..Outcome::PENDING
+            },
+        };
+        if o.done() {
+            sc.steps = 0;
+        }
+        o
+    }
+
+    fn begin_judging(&mut self, first: &Observation) {
+        if let Some(sc) = &mut self.scene {
+            sc.steps = 0;
+            if let Some(j) = &mut sc.judge {
+                j.begin(first);
+            }
+        }
     }
 
     fn own_limits(&self) -> Option<[JointLimits; ARM_DOF]> {
@@ -541,10 +629,94 @@ impl Robot for SerialRobot {
         if st.send_errors > 0 {
             faults.push(format!("{} host frames not sent whole", st.send_errors));
         }
+        if let Some(sc) = &self.scene {
+            let s = sc.link.peek();
+            let age_s = sc.link.now_ns().saturating_sub(s.received_ns) as f64 * 1e-9;
+            if s.count == 0 {
+                faults.push(format!("no object poses from {} yet", sc.link.addr()));
+            } else if age_s > 0.5 {
+                faults.push(format!("object poses {age_s:.1} s old"));
+            }
+            let ls = sc.link.stats();
+            for (reason, c) in &ls.refused {
+                faults.push(format!("{c} scene messages refused ({reason})"));
+            }
+            if let Some(last) = ls.last_refusal {
+                faults.push(format!("last scene refusal: {last}"));
+            }
+        }
         RobotHealth {
             connected: age.is_some_and(|a| a * 1e9 < self.state_timeout_ns as f64),
             state_age_s: age,
             faults,
+        }
+    }
+}
+
+impl SceneReset for SerialRobot {
+    type Error = SerialResetError;
+
+    /// Lets go of the arm (the board idles: a real board's brakes hold it), asks the scene
+    /// for the reset and waits for its answer, then for poses and a board state from after
+    /// it. The next command takes the arm back under position control, bumpless from where
+    /// it is.
+    fn reset_scene(&mut self, seed: u64) -> Result<(), SerialResetError> {
+        if self.scene.is_none() {
+            return Err(SerialResetError::NoScene);
+        }
+        let idle_seq = self.send(ToBoard::Mode(ModeRequest::Idle));
+        self.tracking = false;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let s = *self.state_rx.read();
+            let took = (s.last_host_seq.wrapping_sub(idle_seq) as i32) >= 0;
+            if took && s.mode == BoardMode::Idle {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(SerialResetError::NotIdle {
+                    port: self.params.port.clone(),
+                    mode: s.mode,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(sc) = &mut self.scene {
+            sc.link.reset(seed, Duration::from_secs(10))?;
+            sc.steps = 0;
+        }
+        let after = self.clock_ns();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.state_rx.read().received_ns <= after {
+            if Instant::now() >= deadline {
+                return Err(SerialResetError::NoState(self.params.port.clone()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
+
+impl SceneView for SerialRobot {
+    /// None: the serial arm's cameras are not on this link.
+    fn cameras(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn render(&self, camera: &str, _frame: &mut Frame) -> Result<(), SceneError> {
+        Err(SceneError::UnknownCamera {
+            camera: camera.into(),
+            available: Vec::new(),
+        })
+    }
+
+    fn objects(&self, out: &mut Vec<TrackedObject>) {
+        match &self.scene {
+            Some(sc) => {
+                let s = *sc.link.peek();
+                sc.spec.tracked(&s.objects, s.seen, out);
+            }
+            None => out.clear(),
         }
     }
 }

@@ -200,6 +200,8 @@ pub struct World {
     arm_links: [usize; ARM_DOF],
     /// Multibody link ids of the two fingers.
     finger_links: [usize; 2],
+    /// The arm joints' effort limits (their motors' force caps), N m.
+    arm_effort_nm: [f32; ARM_DOF],
     /// The hand body (wrist camera mount).
     pub hand_body: RigidBodyHandle,
     /// Task object bodies, in task order.
@@ -375,6 +377,7 @@ impl World {
             arm_handle,
             arm_links,
             finger_links,
+            arm_effort_nm: [0.0; ARM_DOF],
             hand_body,
             objects,
             seg,
@@ -406,6 +409,7 @@ impl World {
         let finger_links = self.finger_links;
         let armature = task.arm.armature_kgm2 as f32;
         let force = task.arm.gripper_force_n as f32;
+        self.arm_effort_nm = std::array::from_fn(|i| model.limits[i].effort as f32);
         let mb = self.multibody_mut();
         for (i, &l) in arm_links.iter().enumerate() {
             let Some(link) = mb.link_mut(l) else { continue };
@@ -491,11 +495,14 @@ impl World {
         width_m: f64,
     ) {
         let arm_links = self.arm_links;
-        let finger_links = self.finger_links;
+        let effort = self.arm_effort_nm;
         let mb = self.multibody_mut();
         for (i, &l) in arm_links.iter().enumerate() {
             if let Some(link) = mb.link_mut(l) {
                 let target = target_rad[i] + feedforward_nm[i] / k[i];
+                link.joint
+                    .data
+                    .set_motor_max_force(JointAxis::AngX, effort[i]);
                 link.joint.data.set_motor_position(
                     JointAxis::AngX,
                     target as f32,
@@ -504,6 +511,80 @@ impl World {
                 );
             }
         }
+        self.set_gripper_target(width_m);
+    }
+
+    /// Drives the arm joints with explicit torques, N m, for this step (a joint board's motors
+    /// in place of the impedance motors): each joint's torque acts between its child link and
+    /// its parent about the joint axis, as a motor in the joint would. The joint motors are
+    /// switched off. Call before every [`World::step`]; the torques replace the last ones.
+    pub fn apply_joint_torques(&mut self, torque_nm: &[f64; ARM_DOF]) {
+        let arm_links = self.arm_links;
+        let mb = self.multibody_mut();
+        for &l in &arm_links {
+            if let Some(link) = mb.link_mut(l) {
+                // A motor without stiffness and damping is a rigid velocity constraint in
+                // rapier: its force cap at zero is what switches it off.
+                link.joint.data.set_motor_max_force(JointAxis::AngX, 0.0);
+            }
+        }
+        // Each link's body, its parent's body and the joint axis in the world.
+        let mut pairs = [(None, None, Vector::ZERO); ARM_DOF];
+        let mb = self.multibody();
+        for (i, &l) in arm_links.iter().enumerate() {
+            let Some(link) = mb.link(l) else { continue };
+            let parent = link
+                .parent_id()
+                .and_then(|p| mb.link(p))
+                .map(|p| p.rigid_body_handle());
+            let axis = link.local_to_world().rotation * link.joint().data.local_axis2();
+            pairs[i] = (Some(link.rigid_body_handle()), parent, axis);
+        }
+        for (child, parent, _) in &pairs {
+            for h in [child, parent].into_iter().flatten() {
+                if let Some(rb) = self.physics.bodies.get_mut(*h) {
+                    rb.reset_torques(false);
+                }
+            }
+        }
+        for (i, (child, parent, axis)) in pairs.iter().enumerate() {
+            let t = *axis * torque_nm[i] as f32;
+            if let Some(rb) = child.and_then(|h| self.physics.bodies.get_mut(h)) {
+                rb.add_torque(t, false);
+            }
+            if let Some(rb) = parent.and_then(|h| self.physics.bodies.get_mut(h)) {
+                rb.add_torque(-t, false);
+            }
+        }
+    }
+
+    /// Holds every arm joint at `q_rad` as a brake would (a stiff, damped, effort-limited
+    /// motor), the explicit torques cleared: a joint board's motors without power.
+    pub fn brake_joints(&mut self, q_rad: &[f64; ARM_DOF]) {
+        self.apply_joint_torques(&[0.0; ARM_DOF]);
+        let arm_links = self.arm_links;
+        let effort = self.arm_effort_nm;
+        let mb = self.multibody_mut();
+        for (i, &l) in arm_links.iter().enumerate() {
+            if let Some(link) = mb.link_mut(l) {
+                link.joint
+                    .data
+                    .set_motor_max_force(JointAxis::AngX, effort[i]);
+                link.joint.data.set_motor_position(
+                    JointAxis::AngX,
+                    q_rad[i] as f32,
+                    BRAKE_STIFFNESS_NM_RAD,
+                    BRAKE_DAMPING_NMS_RAD,
+                );
+            }
+        }
+    }
+
+    /// Sends the fingers to half of `width_m` each (force-limited, as in
+    /// [`World::set_motor_targets`]).
+    pub fn set_gripper_target(&mut self, width_m: f64) {
+        let finger_links = self.finger_links;
+        let mb = self.multibody_mut();
         for &l in &finger_links {
             if let Some(link) = mb.link_mut(l) {
                 link.joint.data.set_motor_position(
@@ -546,6 +627,10 @@ impl World {
         self.physics.step();
     }
 }
+
+/// A braked joint's stiffness, N m/rad, and damping, N m s/rad (capped by the joint's effort).
+const BRAKE_STIFFNESS_NM_RAD: f32 = 20_000.0;
+const BRAKE_DAMPING_NMS_RAD: f32 = 400.0;
 
 /// Finger position-motor stiffness, N/m: with the force cap this makes a force-limited squeeze.
 const FINGER_STIFFNESS_N_M: f32 = 2000.0;

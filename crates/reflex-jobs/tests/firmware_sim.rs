@@ -1,0 +1,97 @@
+//! The loop closed through the firmware: `reflex run --robot serial:PTY --scene ADDR` against
+//! `reflex firmware-sim` (both in this process, talking over a pseudo-terminal and loopback
+//! UDP only). The scripted expert picks the cube through the board's controller, the host's
+//! judge sees the cube only through the simulated tracker's datagrams, and every episode
+//! starts through the scene link's reset.
+
+use reflex_jobs::firmware_sim::{FirmwareSim, FirmwareSimSpec};
+use reflex_jobs::run::{run, RunRobot, RunSpec, SerialTarget};
+use reflex_sim::Task;
+
+/// The simulated board for pick_cube, and a scripted session of `seconds` against it from
+/// scene `seed`.
+fn board_and_session(seconds: f64, seed: u64) -> (FirmwareSim, RunSpec) {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let task = Task::load("pick_cube").unwrap();
+    // The board's watchdog is tested over the pty on its own (reflex-serial's tests); here a
+    // loaded CI machine must not stall the host past it.
+    let sim = FirmwareSim::start(&FirmwareSimSpec {
+        watchdog_ms: 250,
+        ..FirmwareSimSpec::new(task.clone())
+    })
+    .unwrap();
+    let spec = RunSpec {
+        task,
+        policy: "scripted".into(),
+        residual: None,
+        residual_scale: None,
+        servo_rate_hz: Some(1000.0),
+        seconds,
+        seed,
+        paced: true,
+        realtime: false,
+        robot: RunRobot::Serial(SerialTarget {
+            port: sim.device.clone(),
+            scene: Some(sim.scene_addr),
+            rearm_board: false,
+        }),
+    };
+    (sim, spec)
+}
+
+#[test]
+fn scripted_pick_cube_through_the_firmware() {
+    let (sim, spec) = board_and_session(10.0, 100);
+    let r = run(&spec, |_| {}).unwrap();
+    let report = sim.stop();
+    let ok = r.episodes.iter().filter(|s| **s).count();
+    eprintln!(
+        "{ok}/{} episodes; board: {:?}, {} host frames, {} lost, {} refused, {} late periods",
+        r.episodes.len(),
+        report.mode,
+        report.stats.frames,
+        report.host_frames_lost,
+        report.rejects.total(),
+        report.late_periods,
+    );
+    assert!(r.episodes.len() >= 3, "{} episodes", r.episodes.len());
+    assert!(
+        ok + 1 >= r.episodes.len(),
+        "{ok} of {} succeeded",
+        r.episodes.len()
+    );
+    assert!(report.faults.is_empty(), "{:?}", report.faults);
+    assert_eq!(report.rejects.total(), 0);
+}
+
+/// The board reboots mid-episode: its fresh controller idles the motors (the simulated brakes
+/// hold the joints), the host sees its session gone, latches the runtime's e-stop and sends no
+/// more setpoints; the arm stays where it was.
+#[test]
+fn a_board_reboot_mid_run_holds_the_arm() {
+    let (sim, spec) = board_and_session(4.0, 7);
+    let (r, before, after) = std::thread::scope(|s| {
+        let run = s.spawn(|| run(&spec, |_| {}).unwrap());
+        // Mid-approach of the first episode.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        sim.reboot();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let before = sim.joint_positions();
+        let r = run.join().unwrap();
+        (r, before, sim.joint_positions())
+    });
+    let report = sim.stop();
+    assert_eq!(report.reboots, 1);
+    assert!(r.estop_pressed, "the host did not notice the reboot");
+    assert_eq!(
+        report.session, 0,
+        "the host must not open a session by itself"
+    );
+    let moved = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(moved < 0.01, "the arm moved {moved} rad after the reboot");
+    assert_eq!(report.stats.frames, 0, "host frames after the reboot");
+}
