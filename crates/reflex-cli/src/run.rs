@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// this once the cause is gone).
     #[arg(long)]
     rearm_board: bool,
+    /// With `--robot serial:PORT`: send no velocity feed-forward (the board then damps towards
+    /// rest between setpoints, like the simulator's joint impedance a policy was trained on).
+    #[arg(long)]
+    no_velocity_feedforward: bool,
     /// Print a JSON summary as the last line.
     #[arg(long)]
     json: bool,
@@ -78,7 +82,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
         seed: a.seed,
         paced: !a.unpaced,
         realtime: !a.no_realtime,
-        robot: RunRobot::parse(&a.robot, a.scene, a.rearm_board).map_err(anyhow::Error::msg)?,
+        robot: RunRobot::parse(&a.robot, a.scene, a.rearm_board, !a.no_velocity_feedforward)
+            .map_err(anyhow::Error::msg)?,
     };
     crate::stop_on_signals();
     let bar = ProgressBar::new((a.seconds * 10.0) as u64);

@@ -72,11 +72,18 @@ pub struct SerialTarget {
     pub scene: Option<SocketAddr>,
     /// Clear the board's latched e-stop and faults at start.
     pub rearm_board: bool,
+    /// Send velocity feed-forward with the setpoints ([`SerialParams::velocity_feedforward`]).
+    pub velocity_feedforward: bool,
 }
 
 impl RunRobot {
     /// Parses `sim` or `serial:PORT`.
-    pub fn parse(s: &str, scene: Option<SocketAddr>, rearm_board: bool) -> Result<Self, String> {
+    pub fn parse(
+        s: &str,
+        scene: Option<SocketAddr>,
+        rearm_board: bool,
+        velocity_feedforward: bool,
+    ) -> Result<Self, String> {
         match s.split_once(':') {
             _ if s == "sim" => {
                 if scene.is_some() {
@@ -88,6 +95,7 @@ impl RunRobot {
                 port: port.into(),
                 scene,
                 rearm_board,
+                velocity_feedforward,
             })),
             _ => Err(format!(
                 "--robot {s}: expected `sim` or `serial:PORT` (e.g. serial:/dev/ttyACM0)"
@@ -165,7 +173,15 @@ pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunRe
                 estop.clone(),
             )?;
             let (rt, rate, scale) = (built.runtime, built.servo_rate_hz, built.residual_scale);
-            drive(rt, spec, estop, rate, scale, false, true, &mut watch)
+            drive(
+                rt,
+                spec,
+                estop,
+                rate,
+                scale,
+                [false, true, false],
+                &mut watch,
+            )
         }
         RunRobot::Serial(target) => {
             if !spec.paced {
@@ -175,23 +191,30 @@ pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunRe
             }
             let (rt, rate, scale) = serial_runtime(spec, target, estop.clone())?;
             let resets = target.scene.is_some();
-            drive(rt, spec, estop, rate, scale, resets, resets, &mut watch)
+            drive(
+                rt,
+                spec,
+                estop,
+                rate,
+                scale,
+                [resets, resets, true],
+                &mut watch,
+            )
         }
     }
 }
 
-/// Runs `rt` for the session: when `reset_first`, the first episode starts with a scene reset
-/// for `spec.seed`; when `resets`, every later one with the next seed (else episodes start
-/// where the last ended). A real arm is always paced.
-#[allow(clippy::too_many_arguments)]
+/// Runs `rt` for the session. `[reset_first, resets, release]`: the first episode starts with a
+/// scene reset for `spec.seed`; every later one with the next seed (else episodes start where
+/// the last ended); the arm is braked to rest and released at the end whatever ended the
+/// session (a real arm: its board must not be left to its watchdog), not only after an e-stop.
 fn drive<R: Robot + SceneReset + Send + 'static>(
     mut rt: Runtime<R>,
     spec: &RunSpec,
     estop: EStop,
     servo_rate_hz: f64,
     residual_scale: f32,
-    reset_first: bool,
-    resets: bool,
+    [reset_first, resets, release]: [bool; 3],
     watch: &mut impl FnMut(&RuntimeStats),
 ) -> Result<RunResult, RunError> {
     let stats = rt.stats().clone();
@@ -201,7 +224,7 @@ fn drive<R: Robot + SceneReset + Send + 'static>(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let duration = Duration::from_secs_f64(spec.seconds);
     let first_seed = spec.seed;
-    type ControlResult = Result<(RealTime, Vec<bool>, Option<bool>), String>;
+    type ControlResult = Result<(RealTime, Vec<bool>, Option<bool>, bool), String>;
     let control = std::thread::Builder::new()
         .name("reflex-control".into())
         .spawn(move || -> ControlResult {
@@ -214,7 +237,12 @@ fn drive<R: Robot + SceneReset + Send + 'static>(
             let mut episodes = Vec::new();
             let mut reset_error = None;
             if reset_first {
-                rt.reset_episode(seed).map_err(|e| e.to_string())?;
+                if let Err(e) = rt.reset_episode(seed) {
+                    if release {
+                        rt.shutdown((5.0 * rt.config().servo_rate_hz) as u64, paced);
+                    }
+                    return Err(e.to_string());
+                }
             }
             rt.run(duration, paced, |rt, outcome| {
                 if rt.estop().is_latched() {
@@ -233,15 +261,15 @@ fn drive<R: Robot + SceneReset + Send + 'static>(
                     }
                 }
             });
+            // Pressed (or a real arm at the end): brake to rest (paced like the loop itself)
+            // and release the robot.
+            let pressed = rt.estop().presses() > 0;
+            let rested = (pressed || release)
+                .then(|| rt.shutdown((5.0 * rt.config().servo_rate_hz) as u64, paced));
             if let Some(e) = reset_error {
                 return Err(e);
             }
-            // Pressed: brake to rest (paced like the loop itself) and release the robot.
-            let rested = rt
-                .estop()
-                .is_latched()
-                .then(|| rt.shutdown((5.0 * rt.config().servo_rate_hz) as u64, paced));
-            Ok((got, episodes, rested))
+            Ok((got, episodes, rested, pressed))
         })
         .map_err(|e| RunError::Control(e.to_string()))?;
 
@@ -258,7 +286,7 @@ fn drive<R: Robot + SceneReset + Send + 'static>(
         }
         watch(&stats);
     }
-    let (got, episodes, rested) = control
+    let (got, episodes, rested, pressed) = control
         .join()
         .map_err(|_| RunError::Control("the control thread panicked".into()))?
         .map_err(RunError::Control)?;
@@ -277,7 +305,7 @@ fn drive<R: Robot + SceneReset + Send + 'static>(
         drained,
         stats,
         transitions: transitions.stats(),
-        estop_pressed: estop.presses() > 0,
+        estop_pressed: pressed,
     })
 }
 
@@ -306,6 +334,7 @@ pub fn serial_runtime(
     )?;
     let params = SerialParams {
         rearm_board: target.rearm_board,
+        velocity_feedforward: target.velocity_feedforward,
         ..SerialParams::new(&target.port)
     };
     let mut robot = SerialRobot::open(&params, model.clone(), estop.clone())?;

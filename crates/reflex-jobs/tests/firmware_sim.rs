@@ -34,6 +34,7 @@ fn board_and_session(seconds: f64, seed: u64) -> (FirmwareSim, RunSpec) {
             port: sim.device.clone(),
             scene: Some(sim.scene_addr),
             rearm_board: false,
+            velocity_feedforward: true,
         }),
     };
     (sim, spec)
@@ -43,6 +44,8 @@ fn board_and_session(seconds: f64, seed: u64) -> (FirmwareSim, RunSpec) {
 fn scripted_pick_cube_through_the_firmware() {
     let (sim, spec) = board_and_session(10.0, 100);
     let r = run(&spec, |_| {}).unwrap();
+    // Longer than the board's watchdog: a host that left without a word would trip it.
+    std::thread::sleep(std::time::Duration::from_millis(400));
     let report = sim.stop();
     let ok = r.episodes.iter().filter(|s| **s).count();
     eprintln!(
@@ -62,6 +65,10 @@ fn scripted_pick_cube_through_the_firmware() {
     );
     assert!(report.faults.is_empty(), "{:?}", report.faults);
     assert_eq!(report.rejects.total(), 0);
+    // The session's end brought the arm to rest and left the board holding, not its
+    // watchdog.
+    assert_eq!(report.stats.watchdog_trips, 0);
+    assert_eq!(report.mode, reflex_fw_core::wire::BoardMode::Holding);
 }
 
 /// The board reboots mid-episode: its fresh controller idles the motors (the simulated brakes

@@ -37,13 +37,17 @@ pub struct SerialParams {
     pub gains: Option<Gains>,
     /// Send gravity-compensation torques as feed-forward (from the URDF's masses).
     pub gravity_feedforward: bool,
+    /// Send the commands' rate of change as velocity feed-forward. Without it the board damps
+    /// towards rest between setpoints, as the simulator's joint impedance does, so a policy
+    /// trained there sees the lag it learned with.
+    pub velocity_feedforward: bool,
     /// Clear the board's latched e-stop and faults at start (an operator's deliberate act).
     pub rearm_board: bool,
 }
 
 impl SerialParams {
     /// Defaults for `port`: 921,600 baud, stale after 20 ms, 2 s for the handshake, gravity
-    /// feed-forward on, no re-arm.
+    /// and velocity feed-forward on, no re-arm.
     pub fn new(port: impl Into<String>) -> Self {
         Self {
             port: port.into(),
@@ -52,6 +56,7 @@ impl SerialParams {
             handshake_timeout_ms: 2000,
             gains: None,
             gravity_feedforward: true,
+            velocity_feedforward: true,
             rearm_board: false,
         }
     }
@@ -460,7 +465,7 @@ impl Robot for SerialRobot {
         };
         for j in 0..self.model.dof {
             s.pos_rad[j] = command.joint_pos_rad[j] as f32;
-            if rate {
+            if rate && self.params.velocity_feedforward {
                 s.vel_rad_s[j] =
                     ((command.joint_pos_rad[j] - self.last_command.joint_pos_rad[j]) / dt) as f32;
             }
