@@ -1,8 +1,8 @@
 """An operator's twist from rclpy, for the teleop-over-ROS test: publishes
-geometry_msgs/TwistStamped (base frame, m/s) on a topic at 30 Hz, moving the tool up for a while,
-then still for a while, and prints one JSON report on stdout at the end.
+geometry_msgs/TwistStamped (base frame, m/s) on a topic at 30 Hz, moving the tool vertically for a
+while, then still for a while, and prints one JSON report on stdout at the end.
 
-Usage: ros_twist_operator.py CONFIG_JSON   (keys: topic, frame, up_m_s, start_s, move_s, still_s)
+Usage: ros_twist_operator.py CONFIG_JSON   (keys: topic, frame, vz_m_s, start_s, move_s, still_s)
 """
 
 import json
@@ -36,7 +36,7 @@ def main():
             msg.header.stamp = node.get_clock().now().to_msg()
             msg.header.frame_id = cfg["frame"]
             moving = t < cfg["start_s"] + cfg["move_s"]
-            msg.twist.linear.z = cfg["up_m_s"] if moving else 0.0
+            msg.twist.linear.z = cfg["vz_m_s"] if moving else 0.0
             pub.publish(msg)
             sent["moving" if moving else "still"] += 1
         time.sleep(1.0 / 30.0)

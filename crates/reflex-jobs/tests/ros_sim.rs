@@ -255,8 +255,9 @@ fn training_runs_through_ros_topics_with_the_task_judged_over_tracked_objects() 
 
 /// `reflex teleop --robot ros`: a correction session on the simulated arm served over DDS. The
 /// policy acts through the bridge; the page's held input lifts the tool; an rclpy node's
-/// `TwistStamped` then drives while the page streams released inputs (the hub lets the source
-/// that moves keep the arm); the page's success press labels the episode; the session is
+/// `TwistStamped` then lowers it while the page streams released inputs (the hub lets the source
+/// that moves keep the arm; down, because the page's lift can leave the tool at the workspace's
+/// ceiling); the page's success press labels the episode; the session is
 /// recorded with the bridge's camera (from the image topics), and its replay is refused with
 /// the reason (a real arm's world cannot be re-run).
 #[test]
@@ -292,41 +293,42 @@ fn a_teleop_session_drives_the_arm_through_ros_from_the_page_and_an_rclpy_twist(
     .unwrap();
     let hub = session.hub().clone();
     let mut page = OperatorClient::connect(&session.ws_url(), Duration::from_secs(5)).unwrap();
-    // Streams one input every 33 ms for `secs`; the newest status, and the highest tool and
-    // whether a takeover was seen on the way.
+    // Streams one input every 33 ms for `secs`; the newest status, the highest and lowest tool
+    // and whether a takeover was seen on the way.
     let drive = |page: &mut OperatorClient, motion: [f64; 6], intervene: bool, secs: f64| {
         let end = Instant::now() + Duration::from_secs_f64(secs);
-        let (mut last, mut top, mut held) = (None, f64::MIN, false);
+        let (mut last, mut top, mut bottom, mut held) = (None, f64::MIN, f64::MAX, false);
         while Instant::now() < end {
             page.input(motion, 1.0, intervene).unwrap();
             if let Some(s) = page.next_status(Duration::from_millis(33)).unwrap() {
                 top = top.max(s.tool_m[2]);
+                bottom = bottom.min(s.tool_m[2]);
                 held |= s.intervening;
                 last = Some(s);
             }
         }
-        (last.expect("statuses"), top, held)
+        (last.expect("statuses"), (top, bottom), held)
     };
     // The policy acts through the bridge.
     let (before, _, held) = drive(&mut page, [0.0; 6], false, 2.0);
     assert!(before.step > 3 && !held, "{before:?}");
     // The page holds and lifts the tool.
-    let (lifted, top, held) = drive(&mut page, [0.0, 0.0, 1.0, 0.0, 0.0, 0.0], true, 1.5);
+    let (lifted, (top, _), held) = drive(&mut page, [0.0, 0.0, 1.0, 0.0, 0.0, 0.0], true, 1.5);
     assert!(held && lifted.executed_action[2] == 1.0, "{lifted:?}");
     assert!(
         top > before.tool_m[2] + 0.05,
         "the page's takeover lifted the tool: {} -> {top}",
         before.tool_m[2]
     );
-    // The page lets go; an rclpy operator's twist (tool up) drives while the page streams
-    // released inputs.
-    let (low, _, _) = drive(&mut page, [0.0; 6], false, 1.0);
+    // The page lets go; an rclpy operator's twist (tool down: the lift may have left it at the
+    // workspace's ceiling) drives while the page streams released inputs.
+    let (high, _, _) = drive(&mut page, [0.0; 6], false, 1.0);
     let frame = p.base_frame.clone();
     let mut twist = std::process::Command::new(&python)
         .arg(repo.join("tests/interop/ros_twist_operator.py"))
         .arg(
             serde_json::json!({
-                "topic": "/reflex/intervention/twist", "frame": frame, "up_m_s": 0.2,
+                "topic": "/reflex/intervention/twist", "frame": frame, "vz_m_s": -0.2,
                 "start_s": 0.0, "move_s": 5.0, "still_s": 0.5,
             })
             .to_string(),
@@ -336,20 +338,20 @@ fn a_teleop_session_drives_the_arm_through_ros_from_the_page_and_an_rclpy_twist(
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut moved = (false, f64::MIN);
+    let mut moved = (false, f64::MAX);
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline && twist.try_wait().unwrap().is_none() {
-        let (s, top, held) = drive(&mut page, [0.0; 6], false, 0.3);
-        if held && s.executed_action[2] > 0.0 {
-            moved = (true, moved.1.max(top));
+        let (s, (_, bottom), held) = drive(&mut page, [0.0; 6], false, 0.3);
+        if held && s.executed_action[2] < 0.0 {
+            moved = (true, moved.1.min(bottom));
         }
     }
     let _ = twist.wait();
     assert!(moved.0, "the twist drove the arm");
     assert!(
-        moved.1 > low.tool_m[2] + 0.03,
-        "the twist lifted the tool: {} -> {}",
-        low.tool_m[2],
+        moved.1 < high.tool_m[2] - 0.03,
+        "the twist lowered the tool: {} -> {}",
+        high.tool_m[2],
         moved.1
     );
     let hs = &hub.stats;
