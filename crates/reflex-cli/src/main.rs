@@ -44,8 +44,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a residual policy on a behaviour-cloned base in the simulator (the main job).
-    Train(train::TrainArgs),
+    /// Train a residual policy on a behaviour-cloned base: in the simulator (the main job) or on
+    /// an arm on Reflex's firmware (--robot serial:PORT --scene HOST:PORT).
+    Train(train::TrainCmd),
     /// Success rate of a trained run directory.
     Eval(train::EvalArgs),
     /// Run a policy in the simulator and report success.

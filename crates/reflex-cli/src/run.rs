@@ -48,13 +48,24 @@ pub struct RunArgs {
     /// Do not ask for SCHED_FIFO, mlockall and CPU pinning.
     #[arg(long)]
     no_realtime: bool,
+    #[command(flatten)]
+    arm: ArmArgs,
+    /// Print a JSON summary as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which arm a job drives (`reflex run`, `reflex train`).
+#[derive(Args)]
+pub struct ArmArgs {
     /// The arm: `sim` (the built-in simulator) or `serial:PORT` (an arm on Reflex's joint
     /// firmware, e.g. serial:/dev/ttyACM0, or the pseudo-terminal `reflex firmware-sim`
     /// prints).
     #[arg(long, default_value = "sim")]
     robot: String,
     /// With `--robot serial:PORT`: the scene link (the tracker's poses and the scene's
-    /// resets), HOST:PORT. Without it objects are unknown and episodes start where the arm is.
+    /// resets), HOST:PORT. Without it objects are unknown and episodes start where the arm is
+    /// (`reflex train` needs it).
     #[arg(long)]
     scene: Option<std::net::SocketAddr>,
     /// With `--robot serial:PORT`: clear the board's latched e-stop and faults at start (do
@@ -65,9 +76,19 @@ pub struct RunArgs {
     /// rest between setpoints, like the simulator's joint impedance a policy was trained on).
     #[arg(long)]
     no_velocity_feedforward: bool,
-    /// Print a JSON summary as the last line.
-    #[arg(long)]
-    json: bool,
+}
+
+impl ArmArgs {
+    /// The arm these arguments name.
+    pub fn robot(&self) -> Result<RunRobot> {
+        RunRobot::parse(
+            &self.robot,
+            self.scene,
+            self.rearm_board,
+            !self.no_velocity_feedforward,
+        )
+        .map_err(anyhow::Error::msg)
+    }
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
@@ -82,8 +103,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         seed: a.seed,
         paced: !a.unpaced,
         realtime: !a.no_realtime,
-        robot: RunRobot::parse(&a.robot, a.scene, a.rearm_board, !a.no_velocity_feedforward)
-            .map_err(anyhow::Error::msg)?,
+        robot: a.arm.robot()?,
     };
     crate::stop_on_signals();
     let bar = ProgressBar::new((a.seconds * 10.0) as u64);
@@ -167,7 +187,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "task": task.name,
-                "robot": a.robot,
+                "robot": a.arm.robot,
                 "policy": a.policy,
                 "residual": a.residual,
                 "rate_hz": servo_rate_hz,

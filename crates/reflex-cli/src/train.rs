@@ -4,6 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use reflex_jobs::rewards::{reward_plugin, RewardFlags, RewardSource};
+use reflex_jobs::run::RunRobot;
+use reflex_jobs::serial::serial_train;
 use reflex_jobs::train::{evaluate_run, train_with, Progress, Summary, TrainConfig, TrainError};
 use reflex_learn::stage::RewardPlugin;
 use std::path::{Path, PathBuf};
@@ -56,10 +58,25 @@ pub struct TrainArgs {
     json: bool,
 }
 
-pub fn run_train(a: &TrainArgs) -> Result<()> {
-    run_job(a, None, |cfg, out, plugin, progress| {
-        train_with(cfg, out, a.resume, plugin, progress)
-    })
+/// Arguments of `reflex train`: the run's and the arm's.
+#[derive(Args)]
+pub struct TrainCmd {
+    #[command(flatten)]
+    train: TrainArgs,
+    #[command(flatten)]
+    arm: crate::run::ArmArgs,
+}
+
+pub fn run_train(c: &TrainCmd) -> Result<()> {
+    let a = &c.train;
+    match c.arm.robot()? {
+        RunRobot::Sim => run_job(a, None, |cfg, out, plugin, progress| {
+            train_with(cfg, out, a.resume, plugin, progress)
+        }),
+        RunRobot::Serial(target) => run_job(a, Some("serial-"), |cfg, out, plugin, progress| {
+            serial_train(cfg, &target, out, a.resume, plugin, progress)
+        }),
+    }
 }
 
 /// The configuration, run directory, reward source and progress bar of `reflex train`, around

@@ -108,6 +108,32 @@ impl Arms for SimArms {
     }
 }
 
+/// What a real arm's jobs take from a task's scene description (nothing is simulated): the
+/// layout of its flat observation, the built-in arm's model, and the goals of its first scene
+/// (a tracker reports objects, not goals).
+#[derive(Clone, Debug)]
+pub struct TaskScene {
+    /// The flat observation's layout.
+    pub layout: ObsLayout,
+    /// The task's arm as the simulator builds it.
+    pub model: ArmModel,
+    /// Goal positions, metres, base frame.
+    pub goals: Vec<[f64; 3]>,
+}
+
+impl TaskScene {
+    /// Reads `task`'s scene description.
+    pub fn of(task: &Task) -> Result<Self, reflex_sim::SimError> {
+        let mut env = Env::new(task.clone())?;
+        let first = env.reset(0)?;
+        Ok(Self {
+            layout: ObsLayout::of(&first),
+            model: env.model().clone(),
+            goals: env.goals().to_vec(),
+        })
+    }
+}
+
 /// The runtime configuration for `task` on an arm described by `model`: the task's policy
 /// rate, action space, control and limits with `settings` (at a loop of `servo_rate_hz`).
 pub fn runtime_config(

@@ -17,6 +17,8 @@
 //!   `reflex_learn::stage` plugin.
 //! - [`run`]: `reflex run`, the runtime driving the simulated arm (or a serial arm on Reflex's
 //!   firmware) in real time from checked policy files, braking to rest on an interrupt.
+//! - [`serial`]: `reflex train --robot serial:PORT`, the training job on an arm on Reflex's
+//!   firmware, its runtimes taking turns on the one board.
 //! - [`firmware_sim`]: `reflex firmware-sim`, the firmware's control core behind a
 //!   pseudo-terminal with the simulated arm as its plant, and the scene link's simulated
 //!   tracker and resets beside it.
@@ -42,6 +44,7 @@ pub mod preference;
 pub mod rewards;
 pub mod ros;
 pub mod run;
+pub mod serial;
 pub mod sim;
 pub mod teleop;
 pub mod train;

@@ -304,18 +304,16 @@ pub fn connect_arm(
     estop: EStop,
 ) -> Result<(RosRobot, BridgeParams, ObsLayout), RosJobError> {
     let (node_name, namespace, params, _) = node_params(ros, default_name)?;
-    let mut env = Env::new(task.clone())?;
-    let layout = ObsLayout::of(&env.reset(0)?);
-    let goals: Vec<[f64; 3]> = env.goals().to_vec();
+    let scene = crate::arms::TaskScene::of(task)?;
     let mut robot = RosRobot::connect(
         &params,
         &node_name,
         &namespace,
-        scene_spec(task, &goals),
+        scene_spec(task, &scene.goals),
         estop,
     )?;
     robot.set_judge(Box::new(TaskJudge::new(task)));
-    Ok((robot, params, layout))
+    Ok((robot, params, scene.layout))
 }
 
 /// The runtime over a bridge robot: the task's limits tightened by the bridge's parameters,
@@ -480,16 +478,15 @@ impl RosArms {
         )
         .map_err(|e| RosJobError::Setting(format!("parameter urdf: {e}")))?;
         // The layout and goals come from the task's scene description (no simulation runs).
-        let mut env = Env::new(task.clone())?;
-        let first = env.reset(0)?;
+        let scene = crate::arms::TaskScene::of(task)?;
         Ok(Self {
             task: task.clone(),
             params,
             node_name,
             namespace,
             rate_hz,
-            goals: env.goals().to_vec(),
-            layout: ObsLayout::of(&first),
+            goals: scene.goals,
+            layout: scene.layout,
             model,
             made: Default::default(),
         })

@@ -76,6 +76,30 @@ pub struct SerialTarget {
     pub velocity_feedforward: bool,
 }
 
+impl SerialTarget {
+    /// Opens the port (nothing sent yet) and attaches the scene link with `task`'s judge.
+    pub fn open(
+        &self,
+        task: &Task,
+        model: &reflex_core::ArmModel,
+        goals: &[[f64; 3]],
+        estop: EStop,
+    ) -> Result<SerialRobot, RunError> {
+        let params = SerialParams {
+            rearm_board: self.rearm_board,
+            velocity_feedforward: self.velocity_feedforward,
+            ..SerialParams::new(&self.port)
+        };
+        let mut robot = SerialRobot::open(&params, model.clone(), estop)?;
+        if let Some(addr) = self.scene {
+            let spec = crate::ros::scene_spec(task, goals);
+            let link = SceneLink::connect(addr, &spec.objects)?;
+            robot.attach_scene(link, spec, Some(Box::new(TaskJudge::new(task))));
+        }
+        Ok(robot)
+    }
+}
+
 impl RunRobot {
     /// Parses `sim` or `serial:PORT`.
     pub fn parse(
@@ -318,10 +342,11 @@ pub fn serial_runtime(
     estop: EStop,
 ) -> Result<(Runtime<SerialRobot>, f64, f32), RunError> {
     let task = &spec.task;
-    let mut env = Env::new(task.clone())?;
-    let layout = ObsLayout::of(&env.reset(0)?);
-    let model = env.model().clone();
-    let goals = env.goals().to_vec();
+    let crate::arms::TaskScene {
+        layout,
+        model,
+        goals,
+    } = crate::arms::TaskScene::of(task)?;
     let p = load_policies(
         task,
         &model,
@@ -332,17 +357,7 @@ pub fn serial_runtime(
         spec.servo_rate_hz,
         1000.0,
     )?;
-    let params = SerialParams {
-        rearm_board: target.rearm_board,
-        velocity_feedforward: target.velocity_feedforward,
-        ..SerialParams::new(&target.port)
-    };
-    let mut robot = SerialRobot::open(&params, model.clone(), estop.clone())?;
-    if let Some(addr) = target.scene {
-        let spec = crate::ros::scene_spec(task, &goals);
-        let link = SceneLink::connect(addr, &spec.objects)?;
-        robot.attach_scene(link, spec, Some(Box::new(TaskJudge::new(task))));
-    }
+    let robot = target.open(task, &model, &goals, estop.clone())?;
     let cfg = runtime_config(
         task,
         &model,

@@ -102,3 +102,85 @@ fn a_board_reboot_mid_run_holds_the_arm() {
     assert!(moved < 0.01, "the arm moved {moved} rad after the reboot");
     assert_eq!(report.stats.frames, 0, "host frames after the reboot");
 }
+
+/// `reflex train --robot serial:PTY --scene ADDR`: the whole training job through the board
+/// (demonstrations, behaviour cloning, the base's evaluation, residual learning beside the
+/// real-time loop, the final evaluation), its exploring and evaluating runtimes taking turns on
+/// the one port. Between episodes the board holds the arm, so the job's pauses (behaviour
+/// cloning, plots) never trip its watchdog; at the end it is left holding.
+#[test]
+fn training_runs_through_the_firmware() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::env::temp_dir().join(format!("reflex-fw-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // pick_cube with 20-step (2 s) episodes.
+    let text = std::fs::read_to_string(repo.join("sim/tasks/pick_cube.toml")).unwrap();
+    assert!(text.contains("episode_steps = 60"));
+    let task_path = dir.join("pick_cube_short.toml");
+    std::fs::write(
+        &task_path,
+        text.replace("episode_steps = 60", "episode_steps = 20"),
+    )
+    .unwrap();
+    let task = Task::load(task_path.to_str().unwrap()).unwrap();
+    let sim = FirmwareSim::start(&FirmwareSimSpec {
+        watchdog_ms: 250,
+        ..FirmwareSimSpec::new(task.clone())
+    })
+    .unwrap();
+    let target = SerialTarget {
+        port: sim.device.clone(),
+        scene: Some(sim.scene_addr),
+        rearm_board: false,
+        velocity_feedforward: true,
+    };
+    let mut cfg = reflex_jobs::train::TrainConfig {
+        task: task_path.display().to_string(),
+        demo_episodes: 2,
+        max_env_steps: 30,
+        eval_episodes: 1,
+        minutes: 2.0,
+        ..Default::default()
+    };
+    cfg.runtime.servo_rate_hz = 500.0;
+    cfg.learner.learning_starts = 1;
+    cfg.learner.batch_size = 32;
+    let out = dir.join("run");
+    let summary =
+        reflex_jobs::serial::serial_train(&cfg, &target, &out, false, None, |_| {}).unwrap();
+    // Longer than the board's watchdog.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let resets = sim.scene.resets.load(std::sync::atomic::Ordering::Relaxed);
+    let report = sim.stop();
+    eprintln!("{summary:?}\nboard: {report:?}\n{resets} scene resets");
+
+    assert_eq!(summary.stop_reason, "step budget", "{summary:?}");
+    assert!(summary.env_steps >= 30, "{summary:?}");
+    assert!(summary.updates > 0, "the learner learned: {summary:?}");
+    // Two demonstrations, the base's evaluation, two training episodes, the final evaluation:
+    // each started through the scene link.
+    assert!(resets >= 6, "{resets} scene resets");
+    // The base's evaluation and the final one, both judged over the tracked cube (the reach
+    // term is positive at any distance).
+    let progress: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("progress.json")).unwrap()).unwrap();
+    let evals = progress["evals"].as_array().unwrap();
+    assert_eq!(evals.len(), 2, "{progress}");
+    for row in evals {
+        let ret = row["mean_return"].as_f64().unwrap();
+        assert!(ret > 0.0, "an evaluation's return {ret}: {progress}");
+    }
+    reflex_jobs::policies::load_for(
+        &out.join("policy.safetensors"),
+        reflex_policy::Role::Residual,
+        &task,
+        reflex_jobs::arms::TaskScene::of(&task).unwrap().layout,
+    )
+    .unwrap();
+    // No pause of the job tripped the board's watchdog; the arm is left held at rest.
+    assert_eq!(report.stats.watchdog_trips, 0, "{report:?}");
+    assert!(report.faults.is_empty(), "{report:?}");
+    assert_eq!(report.rejects.total(), 0, "{report:?}");
+    assert_eq!(report.mode, reflex_fw_core::wire::BoardMode::Holding);
+}

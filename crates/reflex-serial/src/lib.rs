@@ -6,6 +6,8 @@
 //!   waiting; states in on a reader thread, handed over in a wait-free cell; round trips timed
 //!   and every refused frame counted. The board enforces its own limits and watchdog whatever
 //!   the host does; the host latches its e-stop when the board stops on its own.
+//! - [`SharedSerialRobot`] lets several runtimes take turns on one board (the port is
+//!   exclusive): a training job's exploring and evaluating runtimes.
 //! - [`SceneLink`] gives it what the board cannot: a tracker's object poses (JSON datagrams
 //!   over UDP) and episode resets, so the task's judge and observations work as over ROS 2.
 //! - [`spawn_board`] runs the firmware's control core on the host behind a serial port (a
@@ -22,8 +24,10 @@ mod board;
 mod link;
 mod robot;
 pub mod scene;
+mod shared;
 
 pub use board::{board_config_for, spawn_board, BoardHandle, BoardReport};
 pub use link::ReaderStats;
 pub use robot::{describe, LinkStats, SerialError, SerialParams, SerialResetError, SerialRobot};
 pub use scene::{SceneLink, SceneLinkError, SceneMsg, TrackedPose, SCENE_PROTOCOL};
+pub use shared::SharedSerialRobot;

@@ -107,8 +107,11 @@ impl LinkStats {
 /// control. Each command goes out as a setpoint with velocity and gravity feed-forward; a
 /// reader thread turns the board's states into robot states. A board that stops on its own
 /// (its link watchdog, a fault, its e-stop) or reboots latches the runtime's e-stop as well;
-/// the operator's re-arm opens a new session and resumes. [`Robot::stop`] asks the board for a
-/// controlled stop and leaves it holding.
+/// the operator's re-arm opens a new session and resumes. An episode that ends (the attached
+/// scene's judge says done) leaves the board holding the arm at rest until the next scene
+/// reset or episode, so whatever the host does between episodes (evaluation, checkpoints)
+/// cannot trip the link watchdog; commands in between are not forwarded. [`Robot::stop`] asks
+/// the board for a controlled stop and leaves it holding.
 pub struct SerialRobot {
     params: SerialParams,
     model: ArmModel,
@@ -144,6 +147,8 @@ pub struct SerialRobot {
     state_timeout_ns: u64,
     /// The tracked scene, when one is attached.
     scene: Option<AttachedScene>,
+    /// The episode ended: the board holds the arm until the next reset or episode.
+    between_episodes: bool,
 }
 
 /// A scene link with what the task asks of it.
@@ -241,6 +246,7 @@ impl SerialRobot {
             reopened_ns: None,
             state_timeout_ns: params.state_timeout_ms * 1_000_000,
             scene: None,
+            between_episodes: false,
         })
     }
 
@@ -274,6 +280,44 @@ impl SerialRobot {
     /// The arm model.
     pub fn model(&self) -> &ArmModel {
         &self.model
+    }
+
+    /// The serial device.
+    pub fn port(&self) -> &str {
+        &self.params.port
+    }
+
+    /// The e-stop the board stopping on its own latches (the runtime's).
+    pub fn estop(&self) -> &EStop {
+        &self.estop
+    }
+
+    /// The instant [`Robot::now_ns`] counts from.
+    pub fn clock_epoch(&self) -> Instant {
+        self.shared.epoch
+    }
+
+    /// Whether an ended episode left the board holding the arm (until the next reset or
+    /// episode).
+    pub fn between_episodes(&self) -> bool {
+        self.between_episodes
+    }
+
+    /// Asks the board for a controlled stop and waits up to 2 s for it to hold the arm; the
+    /// next command takes the arm back under position control, bumpless.
+    pub fn hold(&mut self) {
+        if self.session != 0 {
+            self.send(ToBoard::Mode(ModeRequest::Hold));
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                let s = *self.state_rx.read();
+                if s.mode != BoardMode::Position && s.mode != BoardMode::Stopping {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        self.tracking = false;
     }
 
     /// Link counters and round trips so far.
@@ -438,6 +482,10 @@ impl Robot for SerialRobot {
         if self.session == 0 || self.stopped_by_board {
             return Err(RobotError::Rejected);
         }
+        if self.between_episodes {
+            // The board holds the arm where the episode left it.
+            return Ok(());
+        }
         let finite = command.joint_pos_rad.iter().all(|v| v.is_finite())
             && command.gripper_width_m.is_finite();
         if !finite {
@@ -507,11 +555,19 @@ impl Robot for SerialRobot {
         };
         if o.done() {
             sc.steps = 0;
+            // The board brings the arm to rest and holds it until the next episode (never
+            // waits: the board's states say when it holds).
+            if self.tracking {
+                self.send(ToBoard::Mode(ModeRequest::Hold));
+                self.tracking = false;
+            }
+            self.between_episodes = true;
         }
         o
     }
 
     fn begin_judging(&mut self, first: &Observation) {
+        self.between_episodes = false;
         if let Some(sc) = &mut self.scene {
             sc.steps = 0;
             if let Some(j) = &mut sc.judge {
@@ -592,18 +648,7 @@ impl Robot for SerialRobot {
     }
 
     fn stop(&mut self) {
-        if self.session != 0 {
-            self.send(ToBoard::Mode(ModeRequest::Hold));
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                let s = *self.state_rx.read();
-                if s.mode != BoardMode::Position && s.mode != BoardMode::Stopping {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-        self.tracking = false;
+        self.hold();
         self.shared.stop.store(true, Ordering::Release);
         if let Some(h) = self.reader.take() {
             let _ = h.join();
@@ -671,6 +716,7 @@ impl SceneReset for SerialRobot {
         }
         let idle_seq = self.send(ToBoard::Mode(ModeRequest::Idle));
         self.tracking = false;
+        self.between_episodes = false;
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
             let s = *self.state_rx.read();
