@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use reflex_jobs::run::{RunRobot, RunSpec};
+use reflex_jobs::run::{RunRobot, RunSpec, SerialTarget};
 use reflex_runtime::Faults;
 use reflex_sim::Task;
 use std::path::PathBuf;
@@ -76,6 +76,10 @@ pub struct ArmArgs {
     /// rest between setpoints, like the simulator's joint impedance a policy was trained on).
     #[arg(long)]
     no_velocity_feedforward: bool,
+    /// With `--robot serial:PORT`: send no gravity-compensation torques (the arm then sags
+    /// under gravity by what its stiffness allows, as the simulator's joint impedance does).
+    #[arg(long)]
+    no_gravity_feedforward: bool,
 }
 
 impl ArmArgs {
@@ -83,9 +87,13 @@ impl ArmArgs {
     pub fn robot(&self) -> Result<RunRobot> {
         RunRobot::parse(
             &self.robot,
-            self.scene,
-            self.rearm_board,
-            !self.no_velocity_feedforward,
+            SerialTarget {
+                scene: self.scene,
+                rearm_board: self.rearm_board,
+                velocity_feedforward: !self.no_velocity_feedforward,
+                gravity_feedforward: !self.no_gravity_feedforward,
+                ..SerialTarget::new("")
+            },
         )
         .map_err(anyhow::Error::msg)
     }

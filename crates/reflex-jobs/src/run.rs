@@ -74,9 +74,23 @@ pub struct SerialTarget {
     pub rearm_board: bool,
     /// Send velocity feed-forward with the setpoints ([`SerialParams::velocity_feedforward`]).
     pub velocity_feedforward: bool,
+    /// Send gravity-compensation torques with the setpoints
+    /// ([`SerialParams::gravity_feedforward`]).
+    pub gravity_feedforward: bool,
 }
 
 impl SerialTarget {
+    /// `port` with no scene link, no re-arm, both feed-forwards on.
+    pub fn new(port: impl Into<String>) -> Self {
+        Self {
+            port: port.into(),
+            scene: None,
+            rearm_board: false,
+            velocity_feedforward: true,
+            gravity_feedforward: true,
+        }
+    }
+
     /// Opens the port (nothing sent yet) and attaches the scene link with `task`'s judge.
     pub fn open(
         &self,
@@ -88,6 +102,7 @@ impl SerialTarget {
         let params = SerialParams {
             rearm_board: self.rearm_board,
             velocity_feedforward: self.velocity_feedforward,
+            gravity_feedforward: self.gravity_feedforward,
             ..SerialParams::new(&self.port)
         };
         let mut robot = SerialRobot::open(&params, model.clone(), estop)?;
@@ -101,25 +116,19 @@ impl SerialTarget {
 }
 
 impl RunRobot {
-    /// Parses `sim` or `serial:PORT`.
-    pub fn parse(
-        s: &str,
-        scene: Option<SocketAddr>,
-        rearm_board: bool,
-        velocity_feedforward: bool,
-    ) -> Result<Self, String> {
+    /// Parses `sim` or `serial:PORT`; a serial arm takes `serial`'s settings (its port
+    /// replaced), which the simulator refuses if they ask for a scene link.
+    pub fn parse(s: &str, serial: SerialTarget) -> Result<Self, String> {
         match s.split_once(':') {
             _ if s == "sim" => {
-                if scene.is_some() {
+                if serial.scene.is_some() {
                     return Err("--scene is for --robot serial:PORT".into());
                 }
                 Ok(Self::Sim)
             }
             Some(("serial", port)) if !port.is_empty() => Ok(Self::Serial(SerialTarget {
                 port: port.into(),
-                scene,
-                rearm_board,
-                velocity_feedforward,
+                ..serial
             })),
             _ => Err(format!(
                 "--robot {s}: expected `sim` or `serial:PORT` (e.g. serial:/dev/ttyACM0)"

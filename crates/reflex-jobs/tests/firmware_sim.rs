@@ -31,10 +31,8 @@ fn board_and_session(seconds: f64, seed: u64) -> (FirmwareSim, RunSpec) {
         paced: true,
         realtime: false,
         robot: RunRobot::Serial(SerialTarget {
-            port: sim.device.clone(),
             scene: Some(sim.scene_addr),
-            rearm_board: false,
-            velocity_feedforward: true,
+            ..SerialTarget::new(&sim.device)
         }),
     };
     (sim, spec)
@@ -130,10 +128,8 @@ fn training_runs_through_the_firmware() {
     })
     .unwrap();
     let target = SerialTarget {
-        port: sim.device.clone(),
         scene: Some(sim.scene_addr),
-        rearm_board: false,
-        velocity_feedforward: true,
+        ..SerialTarget::new(&sim.device)
     };
     let mut cfg = reflex_jobs::train::TrainConfig {
         task: task_path.display().to_string(),

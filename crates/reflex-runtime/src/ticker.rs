@@ -182,9 +182,70 @@ impl RealTime {
     }
 }
 
+/// SCHED_FIFO for the calling thread until dropped, then its former policy again. Threads it
+/// starts meanwhile inherit the policy: start them before entering.
+pub struct FifoScope {
+    former: Option<(i32, libc::sched_param)>,
+    /// Whether SCHED_FIFO was granted, or why not.
+    pub got: Result<(), String>,
+}
+
+impl FifoScope {
+    /// Asks for SCHED_FIFO at `priority` (1..=99) on the calling thread.
+    pub fn enter(priority: i32) -> Self {
+        let mut param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscalls on the calling thread with a valid parameter struct.
+        let (policy, rc) = unsafe {
+            (
+                libc::sched_getscheduler(0),
+                libc::sched_getparam(0, &mut param),
+            )
+        };
+        let got = RealTime::request(&RealTimeRequest {
+            fifo_priority: Some(priority),
+            mlock: false,
+            cpu: None,
+        })
+        .fifo;
+        Self {
+            former: (got.is_ok() && policy >= 0 && rc == 0).then_some((policy, param)),
+            got,
+        }
+    }
+}
+
+impl Drop for FifoScope {
+    fn drop(&mut self) {
+        if let Some((policy, param)) = self.former.take() {
+            // SAFETY: restores the policy and parameters read from this thread at entry.
+            unsafe { libc::sched_setscheduler(0, policy, &param) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_scope_restores_the_former_policy() {
+        std::thread::spawn(|| {
+            // SAFETY: plain syscall on the calling thread.
+            let policy = || unsafe { libc::sched_getscheduler(0) };
+            let before = policy();
+            let scope = FifoScope::enter(10);
+            assert_eq!(
+                policy() == libc::SCHED_FIFO,
+                scope.got.is_ok(),
+                "{:?}",
+                scope.got
+            );
+            drop(scope);
+            assert_eq!(policy(), before);
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn every_wait_is_counted_and_recorded() {

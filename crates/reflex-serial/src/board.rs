@@ -138,7 +138,19 @@ pub fn spawn_board<M: MotorPort + Send + 'static>(
                     }
                 }
                 let m = motors.measure();
+                let faults_before = ctl.faults();
                 let cmd = ctl.tick(now_us, &m);
+                if ctl.faults() != faults_before {
+                    // What the board measured when it latched (a real board's fault log).
+                    let names: Vec<&str> = ctl.faults().names().collect();
+                    tracing::warn!(
+                        faults = ?names,
+                        pos_rad = ?m.pos_rad,
+                        vel_rad_s = ?m.vel_rad_s,
+                        current_a = ?m.current_a,
+                        "the board latched a fault"
+                    );
+                }
                 motors.drive(&cmd, dt_s);
                 // Each frame written before the next is encoded into the same buffer.
                 for reply in [true, false] {

@@ -53,6 +53,20 @@ pub struct ReaderStats {
     pub read_errors: u64,
 }
 
+impl ReaderStats {
+    /// The counters alone (no round-trip samples): what health reports need.
+    pub fn counters(&self) -> Self {
+        Self {
+            states: self.states,
+            lost: self.lost,
+            rejects: self.rejects,
+            board_rejects: self.board_rejects,
+            rtt_us: Vec::new(),
+            read_errors: self.read_errors,
+        }
+    }
+}
+
 /// Between the tick, the reader thread and the slow side.
 pub(crate) struct Shared {
     /// Host clock of each host frame's sending, by sequence number modulo [`SENT_SLOTS`].

@@ -167,12 +167,18 @@ pub enum SerialResetError {
     #[error("no scene link is attached: a real arm's episode starts where the arm is")]
     NoScene,
     /// The board did not let go of the arm for the reset.
-    #[error("the board on {port} did not go idle for the reset within 1 s (it is {mode:?})")]
+    #[error(
+        "the board on {port} did not go idle for the reset within 1 s (it is {mode:?}{faults}); \
+         a board that stopped on its own holds the arm until an operator re-arms it \
+         (--rearm-board once the cause is gone)"
+    )]
     NotIdle {
         /// The port.
         port: String,
         /// Its mode.
         mode: BoardMode,
+        /// Its latched faults, as `, faults: a, b` (empty without).
+        faults: String,
     },
     /// The scene refused or did not answer.
     #[error(transparent)]
@@ -322,13 +328,19 @@ impl SerialRobot {
 
     /// Link counters and round trips so far.
     pub fn link_stats(&self) -> LinkStats {
+        self.link_with(ReaderStats::clone)
+    }
+
+    /// Link counters without the round-trip samples (health, errors).
+    fn link_counters(&self) -> LinkStats {
+        self.link_with(ReaderStats::counters)
+    }
+
+    fn link_with(&self, take: fn(&ReaderStats) -> ReaderStats) -> LinkStats {
         LinkStats {
             sent: self.shared.frames_sent.load(Ordering::Relaxed),
             send_errors: self.shared.send_errors.load(Ordering::Relaxed),
-            reader: match self.shared.stats.lock() {
-                Ok(s) => s.clone(),
-                Err(p) => p.into_inner().clone(),
-            },
+            reader: take(&self.shared.stats.lock().unwrap_or_else(|p| p.into_inner())),
         }
     }
 
@@ -382,7 +394,7 @@ impl SerialRobot {
                 )));
             }
             if started.elapsed() >= timeout {
-                let st = self.link_stats();
+                let st = self.link_counters();
                 let reasons = describe(&st.reader.rejects);
                 return Err(StartError::NoState {
                     waited_s: started.elapsed().as_secs_f64(),
@@ -663,7 +675,7 @@ impl Robot for SerialRobot {
         if let Some(r) = self.stop_reason {
             faults.push(format!("stopped by {r}; re-arm to resume"));
         }
-        let st = self.link_stats();
+        let st = self.link_counters();
         if st.reader.lost > 0 {
             faults.push(format!("{} board frames lost", st.reader.lost));
         }
@@ -725,9 +737,15 @@ impl SceneReset for SerialRobot {
                 break;
             }
             if Instant::now() >= deadline {
+                let names: Vec<&str> = s.faults.names().collect();
                 return Err(SerialResetError::NotIdle {
                     port: self.params.port.clone(),
                     mode: s.mode,
+                    faults: if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", faults: {}", names.join(", "))
+                    },
                 });
             }
             std::thread::sleep(Duration::from_millis(1));

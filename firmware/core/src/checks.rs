@@ -437,11 +437,39 @@ pub fn position_control_starts_bumpless() -> Result<(), Failure> {
     Ok(())
 }
 
+/// A joint already faster than its speed limit gets no torque that speeds it up, however far
+/// behind its reference it lags: a loaded joint catching up would otherwise overshoot the
+/// limit (and trip the overspeed fault). Below the limit the same lag drives it.
+pub fn a_joint_past_its_speed_limit_is_not_sped_up() -> Result<(), Failure> {
+    let mut r = Rig::new();
+    r.start(8)?;
+    // The reference cruises at the 2 rad/s limit.
+    r.run(300, Some(setpoint(2.0)));
+    let reference = *r.ctl.reference_rad();
+    for (j, q) in reference.iter().enumerate().take(7) {
+        r.plant.pos_rad[j] = q - 0.5;
+        r.plant.vel_rad_s[j] = 2.2;
+    }
+    let cmd = r.ctl.tick(r.now_us, &r.plant.measure());
+    ensure!(cmd.enabled, "still under position control");
+    ensure!(
+        cmd.torque_nm[..7].iter().all(|t| *t <= 0.0),
+        "no torque speeds up a joint past its limit"
+    );
+    r.plant.vel_rad_s[..7].fill(1.5);
+    let cmd = r.ctl.tick(r.now_us + 1_000, &r.plant.measure());
+    ensure!(
+        cmd.torque_nm[..7].iter().all(|t| *t > 0.0),
+        "a joint below its limit is driven towards its reference"
+    );
+    Ok(())
+}
+
 /// A check: `Ok` when everything it looks at held.
 pub type Check = fn() -> Result<(), Failure>;
 
 /// Every check, by name.
-pub const ALL: [(&str, Check); 9] = [
+pub const ALL: [(&str, Check); 10] = [
     (
         "tracks_setpoints_within_the_speed_limit",
         tracks_setpoints_within_the_speed_limit,
@@ -472,6 +500,10 @@ pub const ALL: [(&str, Check); 9] = [
         "position_control_starts_bumpless",
         position_control_starts_bumpless,
     ),
+    (
+        "a_joint_past_its_speed_limit_is_not_sped_up",
+        a_joint_past_its_speed_limit_is_not_sped_up,
+    ),
 ];
 
 #[cfg(test)]
@@ -499,11 +531,12 @@ mod tests {
         another_versions_hello_is_answered_in_this_one,
         host_limits_only_tighten,
         position_control_starts_bumpless,
+        a_joint_past_its_speed_limit_is_not_sped_up,
     );
 
     #[test]
     fn the_list_names_every_check() {
-        assert_eq!(ALL.len(), 9);
+        assert_eq!(ALL.len(), 10);
         assert!(ALL.iter().all(|(n, _)| !n.is_empty()));
     }
 

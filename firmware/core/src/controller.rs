@@ -2,8 +2,8 @@
 //!
 //! Every path to the motors goes through [`Controller::tick`], which enforces the board's
 //! limits whatever the host sent: references stay inside the position limits and move no
-//! faster than the speed limits, torques stay inside the current limits, and a measurement
-//! beyond a limit latches a fault. The link watchdog runs here too: with no valid host frame
+//! faster than the speed limits, a joint past its speed limit gets no torque that speeds it up,
+//! torques stay inside the current limits, and a measurement beyond a limit latches a fault. The link watchdog runs here too: with no valid host frame
 //! for `watchdog_ms`, the arm is brought to rest along a deceleration ramp and then held, and
 //! setpoints are ignored until the host opens a new session and asks for position control.
 
@@ -528,7 +528,12 @@ impl Controller {
             let t = self.gains.kp_nm_per_rad[j] * (self.ref_pos[j] - m.pos_rad[j])
                 + self.gains.kd_nm_s_per_rad[j] * (self.ref_vel[j] - m.vel_rad_s[j])
                 + feed;
-            c.torque_nm[j] = if t.is_finite() {
+            // Speed governor: the reference never outruns the speed limit, but a joint that
+            // lags it (loaded, or held back at its current limit) would overshoot the limit
+            // catching up; past the limit, no torque pushes it faster.
+            let v = m.vel_rad_s[j];
+            let speeding = v.abs() > self.limits.vel_max_rad_s[j] && t * v > 0.0;
+            c.torque_nm[j] = if t.is_finite() && !speeding {
                 clamp(t, -limit, limit)
             } else {
                 0.0

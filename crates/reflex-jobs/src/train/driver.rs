@@ -239,6 +239,12 @@ pub fn train_on<A: Arms>(
     } else {
         Running::Thread(learner.spawn(rt.transitions().clone()))
     };
+    // A real-time arm's loop preempts the learner (started above, so it does not inherit the
+    // policy) until the arm is left at rest: a board's link watchdog allows tens of ms.
+    let fifo = paced.then(|| reflex_runtime::FifoScope::enter(70));
+    if let Some(Err(e)) = fifo.as_ref().map(|f| &f.got) {
+        tracing::warn!("the training loop runs without SCHED_FIFO: {e}");
+    }
     progress(Progress::Stage("training"));
     let budget = Duration::from_secs_f64(cfg.minutes * 60.0);
     let budget_s = budget.as_secs_f64();
@@ -401,6 +407,16 @@ pub fn train_on<A: Arms>(
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 reward_wait += waited.elapsed();
+                if paced && last_progress.elapsed().as_secs_f64() > PROGRESS_EVERY_S {
+                    // A real-time arm's files are written here, between episodes (the arm
+                    // is held), never mid-episode: a slow disk would stall the loop past a
+                    // board's link watchdog.
+                    last_progress = Instant::now();
+                    state.episodes = episodes;
+                    state.wall_s = wall(&started);
+                    write_progress(&state_path, &mut state, &shared)?;
+                    write_scalars(&mut scalars, &shared, &tick_stats, period_ns, &state, None)?;
+                }
                 episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
                 evaluated_last = false;
                 step_id = 0;
@@ -409,7 +425,7 @@ pub fn train_on<A: Arms>(
                     ticker = Some(Ticker::new(cfg.runtime.servo_rate_hz));
                 }
             }
-            if last_progress.elapsed().as_secs_f64() > PROGRESS_EVERY_S {
+            if !paced && last_progress.elapsed().as_secs_f64() > PROGRESS_EVERY_S {
                 last_progress = Instant::now();
                 state.episodes = episodes;
                 state.wall_s = wall(&started);
@@ -472,6 +488,7 @@ pub fn train_on<A: Arms>(
             true,
         );
     }
+    drop(fifo);
     reflex_policy::PolicyFile::save(
         &learner.agent.deterministic_actor(),
         &file_meta(Role::Residual),
