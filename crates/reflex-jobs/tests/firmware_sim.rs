@@ -4,6 +4,8 @@
 //! judge sees the cube only through the simulated tracker's datagrams, and every episode
 //! starts through the scene link's reset.
 
+mod common;
+
 use reflex_jobs::firmware_sim::{FirmwareSim, FirmwareSimSpec};
 use reflex_jobs::run::{run, RunRobot, RunSpec, SerialTarget};
 use reflex_sim::Task;
@@ -109,19 +111,8 @@ fn a_board_reboot_mid_run_holds_the_arm() {
 #[test]
 fn training_runs_through_the_firmware() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = std::env::temp_dir().join(format!("reflex-fw-train-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // pick_cube with 20-step (2 s) episodes.
-    let text = std::fs::read_to_string(repo.join("sim/tasks/pick_cube.toml")).unwrap();
-    assert!(text.contains("episode_steps = 60"));
-    let task_path = dir.join("pick_cube_short.toml");
-    std::fs::write(
-        &task_path,
-        text.replace("episode_steps = 60", "episode_steps = 20"),
-    )
-    .unwrap();
-    let task = Task::load(task_path.to_str().unwrap()).unwrap();
+    let (task_path, task) = common::short_pick_cube(&dir);
     let sim = FirmwareSim::start(&FirmwareSimSpec {
         watchdog_ms: 250,
         ..FirmwareSimSpec::new(task.clone())
@@ -131,17 +122,7 @@ fn training_runs_through_the_firmware() {
         scene: Some(sim.scene_addr),
         ..SerialTarget::new(&sim.device)
     };
-    let mut cfg = reflex_jobs::train::TrainConfig {
-        task: task_path.display().to_string(),
-        demo_episodes: 2,
-        max_env_steps: 30,
-        eval_episodes: 1,
-        minutes: 2.0,
-        ..Default::default()
-    };
-    cfg.runtime.servo_rate_hz = 500.0;
-    cfg.learner.learning_starts = 1;
-    cfg.learner.batch_size = 32;
+    let cfg = common::short_train_config(&task_path, 500.0);
     let out = dir.join("run");
     let summary =
         reflex_jobs::serial::serial_train(&cfg, &target, &out, false, None, |_| {}).unwrap();

@@ -6,6 +6,8 @@
 //! rclpy node's twist. Runs in a loopback-only network namespace. `scripts/test-r2r.sh` runs these
 //! tests again over the r2r backend, with the cube from the `/objects` pose array.
 
+mod common;
+
 use nalgebra::Point3;
 use reflex_core::{Frame, Robot, SceneView, TrackedObject};
 use reflex_jobs::ros::{scene_spec, SimServedArm};
@@ -176,36 +178,14 @@ fn training_runs_through_ros_topics_with_the_task_judged_over_tracked_objects() 
     ) {
         return;
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = std::env::temp_dir().join(format!("reflex-ros-train-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // pick_cube with 20-step (2 s) episodes.
-    let text = std::fs::read_to_string(repo.join("sim/tasks/pick_cube.toml")).unwrap();
-    assert!(text.contains("episode_steps = 60"));
-    let task_path = dir.join("pick_cube_short.toml");
-    std::fs::write(
-        &task_path,
-        text.replace("episode_steps = 60", "episode_steps = 20"),
-    )
-    .unwrap();
-    let task = Task::load(task_path.to_str().unwrap()).unwrap();
+    let (task_path, task) = common::short_pick_cube(&dir);
 
     let domain = 76;
     let p = params(domain);
     let (stop, server, stats) = serve_sim_arm(&task, &p, 5, 0.0, (32, 32));
     let ros = ros_args(domain);
-    let mut cfg = reflex_jobs::train::TrainConfig {
-        task: task_path.display().to_string(),
-        demo_episodes: 2,
-        max_env_steps: 30,
-        eval_episodes: 1,
-        minutes: 2.0,
-        ..Default::default()
-    };
-    cfg.runtime.servo_rate_hz = 250.0;
-    // Updates from the first online step, on the learner thread beside the real-time loop.
-    cfg.learner.learning_starts = 1;
-    cfg.learner.batch_size = 32;
+    let cfg = common::short_train_config(&task_path, 250.0);
     let out = dir.join("run");
     let summary = reflex_jobs::ros::ros_train(&cfg, &ros, &out, false, None, |_| {}).unwrap();
     stop.store(true, Ordering::Release);

@@ -303,12 +303,6 @@ impl SerialRobot {
         self.shared.epoch
     }
 
-    /// Whether an ended episode left the board holding the arm (until the next reset or
-    /// episode).
-    pub fn between_episodes(&self) -> bool {
-        self.between_episodes
-    }
-
     /// Asks the board for a controlled stop and waits up to 2 s for it to hold the arm; the
     /// next command takes the arm back under position control, bumpless.
     pub fn hold(&mut self) {

@@ -1,0 +1,39 @@
+//! What the short training tests over a real-time arm share (ROS 2, the firmware).
+
+use reflex_jobs::train::TrainConfig;
+use reflex_sim::Task;
+use std::path::{Path, PathBuf};
+
+/// pick_cube with 20-step (2 s) episodes, written into `dir`: its path and the task.
+pub fn short_pick_cube(dir: &Path) -> (PathBuf, Task) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::create_dir_all(dir).unwrap();
+    let text = std::fs::read_to_string(repo.join("sim/tasks/pick_cube.toml")).unwrap();
+    assert!(text.contains("episode_steps = 60"));
+    let path = dir.join("pick_cube_short.toml");
+    std::fs::write(
+        &path,
+        text.replace("episode_steps = 60", "episode_steps = 20"),
+    )
+    .unwrap();
+    let task = Task::load(path.to_str().unwrap()).unwrap();
+    (path, task)
+}
+
+/// A training run on the task at `task_path` that stops at its first episode end past 30
+/// steps: 2 demonstrations, 1 evaluation episode, a loop at `servo_rate_hz`, and updates from
+/// the first online step on the learner thread beside the real-time loop.
+pub fn short_train_config(task_path: &Path, servo_rate_hz: f64) -> TrainConfig {
+    let mut cfg = TrainConfig {
+        task: task_path.display().to_string(),
+        demo_episodes: 2,
+        max_env_steps: 30,
+        eval_episodes: 1,
+        minutes: 2.0,
+        ..Default::default()
+    };
+    cfg.runtime.servo_rate_hz = servo_rate_hz;
+    cfg.learner.learning_starts = 1;
+    cfg.learner.batch_size = 32;
+    cfg
+}
