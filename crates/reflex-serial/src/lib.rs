@@ -8,6 +8,8 @@
 //!   the host does; the host latches its e-stop when the board stops on its own.
 //! - [`SharedSerialRobot`] lets several runtimes take turns on one board (the port is
 //!   exclusive): a training job's exploring and evaluating runtimes.
+//! - [`SetpointShaper`] turns joint commands into the board's setpoints (velocity and gravity
+//!   feed-forward), for `SerialRobot` and for the in-process board simulation alike.
 //! - [`SceneLink`] gives it what the board cannot: a tracker's object poses (JSON datagrams
 //!   over UDP) and episode resets, so the task's judge and observations work as over ROS 2.
 //! - [`spawn_board`] runs the firmware's control core on the host behind a serial port (a
@@ -24,10 +26,14 @@ mod board;
 mod link;
 mod robot;
 pub mod scene;
+mod setpoint;
 mod shared;
 
 pub use board::{board_config_for, spawn_board, BoardHandle, BoardReport};
-pub use link::ReaderStats;
-pub use robot::{describe, LinkStats, SerialError, SerialParams, SerialResetError, SerialRobot};
+pub use link::{robot_state, ReaderStats};
+pub use robot::{
+    describe, limits_for_board, LinkStats, SerialError, SerialParams, SerialResetError, SerialRobot,
+};
 pub use scene::{SceneLink, SceneLinkError, SceneMsg, TrackedPose, SCENE_PROTOCOL};
+pub use setpoint::SetpointShaper;
 pub use shared::SharedSerialRobot;

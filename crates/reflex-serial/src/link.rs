@@ -103,7 +103,7 @@ impl Shared {
 
 /// Turns a board state into a robot state: joints and gripper as measured, torques from
 /// currents, the tool pose by forward kinematics.
-pub(crate) fn robot_state(
+pub fn robot_state(
     s: &BoardState,
     dof: usize,
     torque_per_amp: &[f32; ARM_DOF],

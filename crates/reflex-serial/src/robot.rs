@@ -2,15 +2,16 @@
 
 use crate::link::{run_reader, ReaderStats, Shared, StateSample, SENT_SLOTS};
 use crate::scene::{SceneLink, SceneLinkError};
+use crate::setpoint::SetpointShaper;
 use reflex_core::{
-    check_limits_within, start_default, Action, ArmModel, Frame, Frames, JointCommand, JointLimits,
+    check_limits_within, start_default, Action, ArmModel, Frame, JointCommand, JointLimits,
     Observation, Outcome, Robot, RobotError, RobotHealth, RobotState, SafetyLimits, SceneError,
     SceneReset, SceneSpec, SceneView, StartError, StepJudge, TrackedObject, ARM_DOF,
 };
 use reflex_runtime::EStop;
 use reflex_wire::{
-    BoardMode, Gains, Hello, HelloAck, Limits, ModeRequest, RejectCounts, Sender, Setpoint,
-    ToBoard, JOINTS, MAX_FRAME, PROTOCOL_VERSION,
+    BoardMode, Gains, Hello, HelloAck, Limits, ModeRequest, RejectCounts, Sender, ToBoard, JOINTS,
+    MAX_FRAME, PROTOCOL_VERSION,
 };
 use serialport::SerialPort;
 use std::io::Write;
@@ -82,6 +83,12 @@ pub struct LinkStats {
     pub sent: u64,
     /// Host frames not written whole (the line was full).
     pub send_errors: u64,
+    /// The longest time between two setpoints under position control, microseconds (the
+    /// host's loop stalling shows here first: the board's watchdog counts the same silence).
+    pub longest_setpoint_gap_us: u64,
+    /// Pauses between setpoints under position control longer than half the board's
+    /// watchdog.
+    pub long_setpoint_gaps: u64,
     /// What the reader counted.
     pub reader: ReaderStats,
 }
@@ -127,10 +134,7 @@ pub struct SerialRobot {
     session: u32,
     board: Option<HelloAck>,
     limits: Limits,
-    last_command: JointCommand,
-    last_command_ns: u64,
-    frames: Frames,
-    gravity: [f64; ARM_DOF],
+    shaper: SetpointShaper,
     /// The board is under position control as far as the host knows.
     tracking: bool,
     /// The number of the frame that asked for position control.
@@ -149,6 +153,12 @@ pub struct SerialRobot {
     scene: Option<AttachedScene>,
     /// The episode ended: the board holds the arm until the next reset or episode.
     between_episodes: bool,
+    /// When the last setpoint went out under position control (0: none since tracking began).
+    last_setpoint_ns: u64,
+    /// The longest pause between setpoints under position control, nanoseconds.
+    longest_gap_ns: u64,
+    /// Pauses longer than half the board's watchdog.
+    long_gaps: u64,
 }
 
 /// A scene link with what the task asks of it.
@@ -227,7 +237,7 @@ impl SerialRobot {
         let (state_tx, state_rx) = triple_buffer(&StateSample::default());
         Ok(Self {
             params: params.clone(),
-            model,
+            model: model.clone(),
             estop,
             port,
             reader_port: Some(reader_port),
@@ -240,10 +250,11 @@ impl SerialRobot {
             session: 0,
             board: None,
             limits: Limits::default(),
-            last_command: JointCommand::default(),
-            last_command_ns: 0,
-            frames: Frames::default(),
-            gravity: [0.0; ARM_DOF],
+            shaper: SetpointShaper::new(
+                model.clone(),
+                params.velocity_feedforward,
+                params.gravity_feedforward,
+            ),
             tracking: false,
             position_seq: 0,
             stopped_by_board: false,
@@ -253,6 +264,9 @@ impl SerialRobot {
             state_timeout_ns: params.state_timeout_ms * 1_000_000,
             scene: None,
             between_episodes: false,
+            last_setpoint_ns: 0,
+            longest_gap_ns: 0,
+            long_gaps: 0,
         })
     }
 
@@ -334,6 +348,8 @@ impl SerialRobot {
         LinkStats {
             sent: self.shared.frames_sent.load(Ordering::Relaxed),
             send_errors: self.shared.send_errors.load(Ordering::Relaxed),
+            longest_setpoint_gap_us: self.longest_gap_ns / 1000,
+            long_setpoint_gaps: self.long_gaps,
             reader: take(&self.shared.stats.lock().unwrap_or_else(|p| p.into_inner())),
         }
     }
@@ -426,7 +442,9 @@ impl SerialRobot {
     }
 }
 
-fn limits_for_board(limits: &SafetyLimits, own: &Limits) -> Limits {
+/// The limits a session sends the board: its own, with the positions and speeds the host's
+/// safety limits configure (the board only ever tightens its own with them).
+pub fn limits_for_board(limits: &SafetyLimits, own: &Limits) -> Limits {
     let mut l = *own;
     for j in 0..ARM_DOF {
         l.pos_min_rad[j] = limits.joint_pos_min_rad[j] as f32;
@@ -500,35 +518,20 @@ impl Robot for SerialRobot {
         if !self.tracking {
             self.position_seq = self.send(ToBoard::Mode(ModeRequest::Position));
             self.tracking = true;
-            self.last_command_ns = 0;
+            self.shaper.restart();
+            self.last_setpoint_ns = 0;
         }
         let now = self.clock_ns();
-        let dt = now.saturating_sub(self.last_command_ns) as f64 * 1e-9;
-        let rate = self.last_command_ns > 0 && dt > 1e-4 && dt < 0.05;
-        if self.params.gravity_feedforward {
-            self.model.forward(&command.joint_pos_rad, &mut self.frames);
-            self.model.gravity_compensation(
-                &self.frames,
-                nalgebra::Vector3::new(0.0, 0.0, -9.81),
-                &mut self.gravity,
-            );
-        }
-        let mut s = Setpoint {
-            gripper_m: command.gripper_width_m as f32,
-            ..Default::default()
-        };
-        for j in 0..self.model.dof {
-            s.pos_rad[j] = command.joint_pos_rad[j] as f32;
-            if rate && self.params.velocity_feedforward {
-                s.vel_rad_s[j] =
-                    ((command.joint_pos_rad[j] - self.last_command.joint_pos_rad[j]) / dt) as f32;
-            }
-            if self.params.gravity_feedforward {
-                s.torque_nm[j] = self.gravity[j] as f32;
+        if self.last_setpoint_ns > 0 {
+            let gap = now.saturating_sub(self.last_setpoint_ns);
+            self.longest_gap_ns = self.longest_gap_ns.max(gap);
+            let watchdog_ns = self.board.map_or(0, |b| b.watchdog_ms as u64 * 1_000_000);
+            if watchdog_ns > 0 && 2 * gap > watchdog_ns {
+                self.long_gaps += 1;
             }
         }
-        self.last_command = *command;
-        self.last_command_ns = now;
+        self.last_setpoint_ns = now;
+        let s = self.shaper.setpoint(command, now);
         self.send(ToBoard::Setpoint(s));
         Ok(())
     }
@@ -684,6 +687,14 @@ impl Robot for SerialRobot {
         }
         if st.send_errors > 0 {
             faults.push(format!("{} host frames not sent whole", st.send_errors));
+        }
+        if st.long_setpoint_gaps > 0 {
+            faults.push(format!(
+                "{} pauses between setpoints longer than half the board's watchdog (longest \
+                 {:.1} ms): the host's loop stalled",
+                st.long_setpoint_gaps,
+                st.longest_setpoint_gap_us as f64 / 1000.0
+            ));
         }
         if let Some(sc) = &self.scene {
             let s = sc.link.peek();
