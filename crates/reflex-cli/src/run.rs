@@ -58,9 +58,10 @@ pub struct RunArgs {
 /// Which arm a job drives (`reflex run`, `reflex train`).
 #[derive(Args)]
 pub struct ArmArgs {
-    /// The arm: `sim` (the built-in simulator) or `serial:PORT` (an arm on Reflex's joint
-    /// firmware, e.g. serial:/dev/ttyACM0, or the pseudo-terminal `reflex firmware-sim`
-    /// prints).
+    /// The arm: `sim` (the built-in simulator), `sim-board` (the simulator behind the
+    /// firmware's control core in process: the board's dynamics at simulation speed) or
+    /// `serial:PORT` (an arm on Reflex's joint firmware, e.g. serial:/dev/ttyACM0, or the
+    /// pseudo-terminal `reflex firmware-sim` prints).
     #[arg(long, default_value = "sim")]
     robot: String,
     /// With `--robot serial:PORT`: the scene link (the tracker's poses and the scene's
@@ -72,11 +73,11 @@ pub struct ArmArgs {
     /// this once the cause is gone).
     #[arg(long)]
     rearm_board: bool,
-    /// With `--robot serial:PORT`: send no velocity feed-forward (the board then damps towards
+    /// With a board (`serial:PORT`, `sim-board`): send no velocity feed-forward (the board then damps towards
     /// rest between setpoints, like the simulator's joint impedance a policy was trained on).
     #[arg(long)]
     no_velocity_feedforward: bool,
-    /// With `--robot serial:PORT`: send no gravity-compensation torques (the arm then sags
+    /// With a board (`serial:PORT`, `sim-board`): send no gravity-compensation torques (the arm then sags
     /// under gravity by what its stiffness allows, as the simulator's joint impedance does).
     #[arg(long)]
     no_gravity_feedforward: bool,

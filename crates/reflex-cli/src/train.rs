@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use reflex_jobs::board_sim::board_sim_train;
 use reflex_jobs::rewards::{reward_plugin, RewardFlags, RewardSource};
 use reflex_jobs::run::RunRobot;
 use reflex_jobs::serial::serial_train;
@@ -72,6 +73,9 @@ pub fn run_train(c: &TrainCmd) -> Result<()> {
     match c.arm.robot()? {
         RunRobot::Sim => run_job(a, None, |cfg, out, plugin, progress| {
             train_with(cfg, out, a.resume, plugin, progress)
+        }),
+        RunRobot::SimBoard(spec) => run_job(a, Some("board-"), |cfg, out, plugin, progress| {
+            board_sim_train(cfg, spec, out, a.resume, plugin, progress)
         }),
         RunRobot::Serial(target) => run_job(a, Some("serial-"), |cfg, out, plugin, progress| {
             serial_train(cfg, &target, out, a.resume, plugin, progress)

@@ -6,7 +6,7 @@
 //! wrapper that hides the simulator behind those traits), so the jobs never reach past the
 //! traits into the simulator.
 
-use reflex_core::{ArmModel, Observation, Policy, Robot, SceneReset, SceneView};
+use reflex_core::{ArmModel, Observation, Policy, Robot, SceneReset, SceneSpec, SceneView};
 use reflex_policy::ObsLayout;
 use reflex_runtime::{EStop, ResidualPolicy, Runtime, RuntimeConfig, RuntimeSettings};
 use reflex_sim::{Env, SimRobot, Task};
@@ -172,4 +172,23 @@ pub fn runtime<A: Arms>(
         .map_err(|e| ArmsError::Runtime(e.to_string()))?;
     arms.attach(&rt);
     Ok(rt)
+}
+
+/// The scene a task asks a tracker for.
+pub fn scene_spec(task: &Task, goals: &[[f64; 3]]) -> SceneSpec {
+    SceneSpec {
+        objects: task.objects.iter().map(|o| o.name.clone()).collect(),
+        keypoints: task
+            .keypoints
+            .iter()
+            .map(|k| (task.object(&k.object).unwrap_or(0), k.offset_m))
+            .collect(),
+        goals: goals.to_vec(),
+        episode_steps: task.episode_steps as u64,
+        half_extents_m: task
+            .objects
+            .iter()
+            .map(|o| o.shape.half_extents_m())
+            .collect(),
+    }
 }

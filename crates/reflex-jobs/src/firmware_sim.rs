@@ -84,13 +84,65 @@ pub enum FirmwareSimError {
 }
 
 /// The simulated arm as the board's motors and encoders.
-struct Plant {
-    env: Env,
+pub(crate) struct Plant {
+    pub(crate) env: Env,
     /// Where the brakes hold the joints (while the power stage is off).
-    braked: Option<[f64; ARM_DOF]>,
+    pub(crate) braked: Option<[f64; ARM_DOF]>,
     current_a: [f32; JOINTS],
     /// Physics steps since start.
-    steps: u64,
+    pub(crate) steps: u64,
+}
+
+impl Plant {
+    /// The arm of `env`, its power stage off.
+    pub(crate) fn new(env: Env) -> Self {
+        Self {
+            env,
+            braked: None,
+            current_a: [0.0; JOINTS],
+            steps: 0,
+        }
+    }
+
+    /// What the board's encoders and current sensors read.
+    pub(crate) fn measure(&self) -> Measured {
+        let mut q = [0.0; ARM_DOF];
+        let mut qd = [0.0; ARM_DOF];
+        self.env.world().read_joints(&mut q, &mut qd);
+        let (fingers, _) = self.env.world().read_fingers();
+        Measured {
+            pos_rad: q.map(|v| v as f32),
+            vel_rad_s: qd.map(|v| v as f32),
+            current_a: self.current_a,
+            gripper_m: (fingers[0] + fingers[1]) as f32,
+        }
+    }
+
+    /// Applies the board's motor command for one physics step and takes the step.
+    pub(crate) fn drive(&mut self, cmd: &MotorCommand) {
+        if cmd.enabled {
+            self.braked = None;
+            self.env
+                .world_mut()
+                .apply_joint_torques(&cmd.torque_nm.map(|t| t as f64));
+            self.current_a = cmd.torque_nm.map(|t| t / TORQUE_PER_AMP_NM_A);
+        } else {
+            let world = self.env.world();
+            let at = *self.braked.get_or_insert_with(|| {
+                let mut q = [0.0; ARM_DOF];
+                let mut qd = [0.0; ARM_DOF];
+                world.read_joints(&mut q, &mut qd);
+                q
+            });
+            self.env.world_mut().brake_joints(&at);
+            self.current_a = [0.0; JOINTS];
+        }
+        self.env
+            .world_mut()
+            .set_gripper_target(cmd.gripper_m as f64);
+        self.env.physics_step_only();
+        self.steps += 1;
+    }
 }
 
 /// The [`MotorPort`] over the shared plant (the scene thread resets it between episodes).
@@ -98,41 +150,11 @@ struct SimMotors(Arc<Mutex<Plant>>);
 
 impl MotorPort for SimMotors {
     fn measure(&mut self) -> Measured {
-        let p = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut q = [0.0; ARM_DOF];
-        let mut qd = [0.0; ARM_DOF];
-        p.env.world().read_joints(&mut q, &mut qd);
-        let (fingers, _) = p.env.world().read_fingers();
-        Measured {
-            pos_rad: q.map(|v| v as f32),
-            vel_rad_s: qd.map(|v| v as f32),
-            current_a: p.current_a,
-            gripper_m: (fingers[0] + fingers[1]) as f32,
-        }
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).measure()
     }
 
     fn drive(&mut self, cmd: &MotorCommand, _dt_s: f32) {
-        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let p = &mut *p;
-        if cmd.enabled {
-            p.braked = None;
-            p.env
-                .world_mut()
-                .apply_joint_torques(&cmd.torque_nm.map(|t| t as f64));
-            p.current_a = cmd.torque_nm.map(|t| t / TORQUE_PER_AMP_NM_A);
-        } else {
-            let at = *p.braked.get_or_insert_with(|| {
-                let mut q = [0.0; ARM_DOF];
-                let mut qd = [0.0; ARM_DOF];
-                p.env.world().read_joints(&mut q, &mut qd);
-                q
-            });
-            p.env.world_mut().brake_joints(&at);
-            p.current_a = [0.0; JOINTS];
-        }
-        p.env.world_mut().set_gripper_target(cmd.gripper_m as f64);
-        p.env.physics_step_only();
-        p.steps += 1;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).drive(cmd)
     }
 }
 
@@ -228,12 +250,7 @@ impl FirmwareSim {
                 addr: spec.scene_bind,
                 source,
             })?;
-        let plant = Arc::new(Mutex::new(Plant {
-            env,
-            braked: None,
-            current_a: [0.0; JOINTS],
-            steps: 0,
-        }));
+        let plant = Arc::new(Mutex::new(Plant::new(env)));
         let board = spawn_board(port, cfg, SimMotors(plant.clone()))
             .map_err(|e| serial("board configuration", &e))?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -22,6 +22,9 @@
 //! - [`firmware_sim`]: `reflex firmware-sim`, the firmware's control core behind a
 //!   pseudo-terminal with the simulated arm as its plant, and the scene link's simulated
 //!   tracker and resets beside it.
+//! - [`board_sim`]: `--robot sim-board`, the simulated arm behind the firmware's control core
+//!   in process (the board's controller, limits and 1 ms physics at simulation speed), for
+//!   `reflex run` and `reflex train`.
 //! - [`sim`]: `reflex sim`, the scripted expert's episodes in parallel, with frames saved.
 //! - [`preference`]: `reflex preference`, a preference reward model learned from a judge's
 //!   labels on simulated frames and its rank correlation with true progress.
@@ -35,6 +38,7 @@
 
 pub mod arms;
 pub mod bench;
+pub mod board_sim;
 pub mod classifier;
 #[cfg(feature = "lerobot")]
 pub mod export;

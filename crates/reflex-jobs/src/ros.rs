@@ -8,12 +8,13 @@
 //! tighten the limits and are checked against the URDF's at start.
 
 use crate::arms::runtime_config;
+pub use crate::arms::scene_spec;
 use crate::train::INTERRUPT;
 use reflex_core::{Action, JointCommand, Policy, Pose, Robot, SceneView};
 use reflex_policy::ObsLayout;
 use reflex_ros::arm_server::{serve, ArmServerSettings, ArmServerStats, ServedArm};
 use reflex_ros::operator::OperatorMapper;
-use reflex_ros::{BridgeParams, Reader, RosArgs, RosRobot, SceneSpec};
+use reflex_ros::{BridgeParams, Reader, RosArgs, RosRobot};
 use reflex_runtime::{
     EStop, ResidualPolicy, Runtime, RuntimeConfig, RuntimeSettings, RuntimeStats,
 };
@@ -241,25 +242,6 @@ pub fn sim_arm(spec: &SimArmSpec) -> Result<Arc<ArmServerStats>, RosJobError> {
     }
     served?;
     Ok(stats)
-}
-
-/// The scene a task asks a tracker for.
-pub fn scene_spec(task: &Task, goals: &[[f64; 3]]) -> SceneSpec {
-    SceneSpec {
-        objects: task.objects.iter().map(|o| o.name.clone()).collect(),
-        keypoints: task
-            .keypoints
-            .iter()
-            .map(|k| (task.object(&k.object).unwrap_or(0), k.offset_m))
-            .collect(),
-        goals: goals.to_vec(),
-        episode_steps: task.episode_steps as u64,
-        half_extents_m: task
-            .objects
-            .iter()
-            .map(|o| o.shape.half_extents_m())
-            .collect(),
-    }
 }
 
 /// `reflex ros run`: what to run.

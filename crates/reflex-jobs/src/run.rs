@@ -9,6 +9,7 @@
 //! and its steps judged by the task over them, episodes started through the link's reset.
 
 use crate::arms::runtime_config;
+use crate::board_sim::{BoardSimRobot, BoardSimSpec};
 use crate::policies::load_for;
 use crate::train::INTERRUPT;
 use reflex_core::{Policy, Robot, SceneReset};
@@ -60,6 +61,9 @@ pub enum RunRobot {
     Sim,
     /// An arm on Reflex's joint firmware over a serial line.
     Serial(SerialTarget),
+    /// The built-in simulator behind the firmware's control core, in process
+    /// ([`crate::board_sim`]).
+    SimBoard(BoardSimSpec),
 }
 
 /// An arm on Reflex's joint firmware: its port and the scene beside it.
@@ -107,7 +111,7 @@ impl SerialTarget {
         };
         let mut robot = SerialRobot::open(&params, model.clone(), estop)?;
         if let Some(addr) = self.scene {
-            let spec = crate::ros::scene_spec(task, goals);
+            let spec = crate::arms::scene_spec(task, goals);
             let link = SceneLink::connect(addr, &spec.objects)?;
             robot.attach_scene(link, spec, Some(Box::new(TaskJudge::new(task))));
         }
@@ -116,22 +120,48 @@ impl SerialTarget {
 }
 
 impl RunRobot {
-    /// Parses `sim` or `serial:PORT`; a serial arm takes `serial`'s settings (its port
-    /// replaced), which the simulator refuses if they ask for a scene link.
+    /// Parses `sim`, `sim-board` or `serial:PORT`; a serial arm takes `serial`'s settings (its
+    /// port replaced); the in-process board its feed-forward settings; the simulators refuse
+    /// a scene link and a re-arm.
     pub fn parse(s: &str, serial: SerialTarget) -> Result<Self, String> {
+        let simulated = |serial: &SerialTarget| {
+            if serial.scene.is_some() {
+                return Err(format!("--robot {s}: --scene is for --robot serial:PORT"));
+            }
+            if serial.rearm_board {
+                return Err(format!(
+                    "--robot {s}: --rearm-board is for --robot serial:PORT"
+                ));
+            }
+            Ok(())
+        };
         match s.split_once(':') {
             _ if s == "sim" => {
-                if serial.scene.is_some() {
-                    return Err("--scene is for --robot serial:PORT".into());
+                simulated(&serial)?;
+                if !(serial.velocity_feedforward && serial.gravity_feedforward) {
+                    return Err(
+                        "--robot sim: the feed-forward options are for a board (sim-board or \
+                         serial:PORT)"
+                            .into(),
+                    );
                 }
                 Ok(Self::Sim)
+            }
+            _ if s == "sim-board" => {
+                simulated(&serial)?;
+                Ok(Self::SimBoard(BoardSimSpec {
+                    velocity_feedforward: serial.velocity_feedforward,
+                    gravity_feedforward: serial.gravity_feedforward,
+                    ..BoardSimSpec::default()
+                }))
             }
             Some(("serial", port)) if !port.is_empty() => Ok(Self::Serial(SerialTarget {
                 port: port.into(),
                 ..serial
             })),
             _ => Err(format!(
-                "--robot {s}: expected `sim` or `serial:PORT` (e.g. serial:/dev/ttyACM0)"
+                "--robot {s}: expected `sim`, `sim-board` or `serial:PORT` (e.g. \
+                 serial:/dev/ttyACM0)"
             )),
         }
     }
@@ -205,16 +235,11 @@ pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunRe
                 spec.seed,
                 estop.clone(),
             )?;
-            let (rt, rate, scale) = (built.runtime, built.servo_rate_hz, built.residual_scale);
-            drive(
-                rt,
-                spec,
-                estop,
-                rate,
-                scale,
-                [false, true, false],
-                &mut watch,
-            )
+            drive(built, spec, estop, [false, true, false], &mut watch)
+        }
+        RunRobot::SimBoard(board) => {
+            let built = board_sim_runtime(spec, *board, estop.clone())?;
+            drive(built, spec, estop, [false, true, false], &mut watch)
         }
         RunRobot::Serial(target) => {
             if !spec.paced {
@@ -222,17 +247,9 @@ pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunRe
                     "--unpaced is for the simulator: a serial arm runs in real time".into(),
                 ));
             }
-            let (rt, rate, scale) = serial_runtime(spec, target, estop.clone())?;
+            let built = serial_runtime(spec, target, estop.clone())?;
             let resets = target.scene.is_some();
-            drive(
-                rt,
-                spec,
-                estop,
-                rate,
-                scale,
-                [resets, resets, true],
-                &mut watch,
-            )
+            drive(built, spec, estop, [resets, resets, true], &mut watch)
         }
     }
 }
@@ -242,14 +259,17 @@ pub fn run(spec: &RunSpec, mut watch: impl FnMut(&RuntimeStats)) -> Result<RunRe
 /// the last ended); the arm is braked to rest and released at the end whatever ended the
 /// session (a real arm: its board must not be left to its watchdog), not only after an e-stop.
 fn drive<R: Robot + SceneReset + Send + 'static>(
-    mut rt: Runtime<R>,
+    built: BuiltRuntime<R>,
     spec: &RunSpec,
     estop: EStop,
-    servo_rate_hz: f64,
-    residual_scale: f32,
     [reset_first, resets, release]: [bool; 3],
     watch: &mut impl FnMut(&RuntimeStats),
 ) -> Result<RunResult, RunError> {
+    let BuiltRuntime {
+        runtime: mut rt,
+        servo_rate_hz,
+        residual_scale,
+    } = built;
     let stats = rt.stats().clone();
     let transitions = rt.transitions().clone();
 
@@ -349,27 +369,13 @@ pub fn serial_runtime(
     spec: &RunSpec,
     target: &SerialTarget,
     estop: EStop,
-) -> Result<(Runtime<SerialRobot>, f64, f32), RunError> {
+) -> Result<BuiltRuntime<SerialRobot>, RunError> {
     let task = &spec.task;
-    let crate::arms::TaskScene {
-        layout,
-        model,
-        goals,
-    } = crate::arms::TaskScene::of(task)?;
-    let p = load_policies(
-        task,
-        &model,
-        layout,
-        &spec.policy,
-        spec.residual.as_deref(),
-        spec.residual_scale,
-        spec.servo_rate_hz,
-        1000.0,
-    )?;
-    let robot = target.open(task, &model, &goals, estop.clone())?;
+    let (scene, p) = spec_policies(spec)?;
+    let robot = target.open(task, &scene.model, &scene.goals, estop.clone())?;
     let cfg = runtime_config(
         task,
-        &model,
+        &scene.model,
         p.servo_rate_hz,
         &RuntimeSettings {
             start_timeout_s: 10.0,
@@ -377,14 +383,75 @@ pub fn serial_runtime(
             ..Default::default()
         },
     );
-    let rt = Runtime::new(robot, cfg, model, p.base, p.residual, estop)?;
-    Ok((rt, p.servo_rate_hz, p.residual_scale))
+    BuiltRuntime::new(robot, cfg, scene.model, p, estop)
+}
+
+/// The task's scene description and `spec`'s policies checked against it (a 1 kHz loop
+/// unless the files or `spec` say otherwise).
+fn spec_policies(spec: &RunSpec) -> Result<(crate::arms::TaskScene, Policies), RunError> {
+    let scene = crate::arms::TaskScene::of(&spec.task)?;
+    let p = load_policies(
+        &spec.task,
+        &scene.model,
+        scene.layout,
+        &spec.policy,
+        spec.residual.as_deref(),
+        spec.residual_scale,
+        spec.servo_rate_hz,
+        1000.0,
+    )?;
+    Ok((scene, p))
+}
+
+/// A runtime over the simulated arm behind the in-process board ([`crate::board_sim`]) for
+/// `spec`, from scene `spec.seed`.
+pub fn board_sim_runtime(
+    spec: &RunSpec,
+    board: BoardSimSpec,
+    estop: EStop,
+) -> Result<BuiltRuntime<BoardSimRobot>, RunError> {
+    let task = &spec.task;
+    let (scene, p) = spec_policies(spec)?;
+    let robot = BoardSimRobot::new(task, spec.seed, p.servo_rate_hz, board)?;
+    let cfg = RuntimeConfig {
+        transition_capacity: 4096,
+        ..runtime_config(
+            task,
+            &scene.model,
+            p.servo_rate_hz,
+            &RuntimeSettings {
+                residual_scale: p.residual_scale,
+                ..Default::default()
+            },
+        )
+    };
+    BuiltRuntime::new(robot, cfg, scene.model, p, estop)
+}
+
+impl<R: Robot + Send + 'static> BuiltRuntime<R> {
+    /// A runtime over `robot` with `p`'s policies.
+    fn new(
+        robot: R,
+        cfg: RuntimeConfig,
+        model: reflex_core::ArmModel,
+        p: Policies,
+        estop: EStop,
+    ) -> Result<Self, RunError> {
+        Ok(Self {
+            runtime: Runtime::new(robot, cfg, model, p.base, p.residual, estop)?,
+            servo_rate_hz: p.servo_rate_hz,
+            residual_scale: p.residual_scale,
+        })
+    }
 }
 
 /// A runtime over the simulated arm, with its policies and loop rate.
-pub struct SimRuntime {
-    /// The runtime (scene reset for the seed it was built with).
-    pub runtime: Runtime<SimRobot>,
+pub type SimRuntime = BuiltRuntime<SimRobot>;
+
+/// A runtime over an arm, with its policies' loop rate and residual scale.
+pub struct BuiltRuntime<R: Robot> {
+    /// The runtime (a simulated scene reset for the seed it was built with).
+    pub runtime: Runtime<R>,
     /// The loop rate used, Hz.
     pub servo_rate_hz: f64,
     /// The residual scale used.
@@ -552,4 +619,45 @@ fn finish_sim_runtime(
         servo_rate_hz,
         residual_scale,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robot_names_parse_and_options_for_another_arm_are_refused() {
+        let plain = SerialTarget::new("");
+        assert_eq!(RunRobot::parse("sim", plain.clone()), Ok(RunRobot::Sim));
+        assert_eq!(
+            RunRobot::parse("serial:/dev/ttyACM0", plain.clone()),
+            Ok(RunRobot::Serial(SerialTarget::new("/dev/ttyACM0")))
+        );
+        let no_vff = SerialTarget {
+            velocity_feedforward: false,
+            ..plain.clone()
+        };
+        assert_eq!(
+            RunRobot::parse("sim-board", no_vff.clone()),
+            Ok(RunRobot::SimBoard(BoardSimSpec {
+                velocity_feedforward: false,
+                ..BoardSimSpec::default()
+            }))
+        );
+        let e = RunRobot::parse("sim", no_vff).unwrap_err();
+        assert!(e.contains("feed-forward"), "{e}");
+        let scene = SerialTarget {
+            scene: Some(SocketAddr::from(([127, 0, 0, 1], 7420))),
+            ..plain.clone()
+        };
+        let e = RunRobot::parse("sim-board", scene).unwrap_err();
+        assert!(e.contains("--scene"), "{e}");
+        let e = RunRobot::parse("serial:", plain.clone()).unwrap_err();
+        assert!(e.contains("sim-board"), "{e}");
+        let rearm = SerialTarget {
+            rearm_board: true,
+            ..plain
+        };
+        assert!(RunRobot::parse("sim", rearm).is_err());
+    }
 }

@@ -161,3 +161,86 @@ fn training_runs_through_the_firmware() {
     assert_eq!(report.rejects.total(), 0, "{report:?}");
     assert_eq!(report.mode, reflex_fw_core::wire::BoardMode::Holding);
 }
+
+/// The firmware's core in process (`--robot sim-board`): the scripted expert picks the cube
+/// through the board's controller at simulation speed, with no setpoint refused (a board that
+/// stopped on its own refuses them until the next reset).
+#[test]
+fn the_in_process_board_runs_the_scripted_expert() {
+    let spec = RunSpec {
+        task: Task::load("pick_cube").unwrap(),
+        policy: "scripted".into(),
+        residual: None,
+        residual_scale: None,
+        servo_rate_hz: Some(500.0),
+        seconds: 4.0,
+        seed: 300,
+        paced: false,
+        realtime: false,
+        robot: RunRobot::SimBoard(Default::default()),
+    };
+    let r = run(&spec, |_| {}).unwrap();
+    let ok = r.episodes.iter().filter(|s| **s).count();
+    eprintln!("{ok}/{} episodes", r.episodes.len());
+    assert!(r.episodes.len() >= 4, "{} episodes", r.episodes.len());
+    assert!(
+        ok * 10 >= r.episodes.len() * 9,
+        "{ok} of {} succeeded",
+        r.episodes.len()
+    );
+    let refused = r
+        .stats
+        .write_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused, 0, "setpoints refused by the board");
+}
+
+/// After a scene reset the board measures the new scene's arm before position control starts
+/// again: it starts bumpless from there, not from where the last episode left the arm (which
+/// drove the joints at full current toward the old pose and latched an overspeed fault).
+#[test]
+fn the_in_process_board_starts_bumpless_after_a_scene_reset() {
+    use reflex_core::{JointCommand, Robot, RobotState, SceneReset};
+    use reflex_jobs::board_sim::{BoardSimRobot, BoardSimSpec};
+    let task = Task::load("pick_cube").unwrap();
+    let mut robot = BoardSimRobot::new(&task, 1, 500.0, BoardSimSpec::default()).unwrap();
+    let limits = task.safety_limits(robot.env().model());
+    robot
+        .start(&limits, std::time::Duration::from_secs(1))
+        .unwrap();
+    let mut s = RobotState::default();
+    let mut hold_here = |robot: &mut BoardSimRobot, ticks: usize| {
+        for _ in 0..ticks {
+            robot.read_state(&mut s).unwrap();
+            let c = JointCommand {
+                joint_pos_rad: s.joint_pos_rad,
+                gripper_width_m: s.gripper_width_m,
+            };
+            robot.write_command(&c).unwrap();
+        }
+        s.joint_pos_rad
+    };
+    let first = hold_here(&mut robot, 50);
+    // Scenes far enough apart that their start poses differ.
+    let mut moved = 0.0f64;
+    for seed in 2..6 {
+        robot.reset_scene(seed).unwrap();
+        let at = hold_here(&mut robot, 300);
+        moved = moved.max(
+            at.iter()
+                .zip(&first)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max),
+        );
+        assert_eq!(
+            robot.board_mode(),
+            reflex_fw_core::wire::BoardMode::Position,
+            "scene {seed}"
+        );
+    }
+    assert_eq!(robot.board_stops(), 0);
+    assert!(
+        moved > 0.01,
+        "the scenes' start poses differ by {moved} rad only"
+    );
+}
