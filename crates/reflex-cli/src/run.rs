@@ -50,7 +50,8 @@ pub struct RunArgs {
     no_realtime: bool,
     #[command(flatten)]
     arm: ArmArgs,
-    /// Print a JSON summary as the last line.
+    /// Print a JSON summary as the last line (with every completed episode's success in seed
+    /// order, `outcomes`, from `first_seed`).
     #[arg(long)]
     json: bool,
 }
@@ -205,6 +206,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
                 "episodes": n,
                 "successes": successes,
                 "success_rate": rate,
+                "first_seed": a.seed,
+                "outcomes": r.episodes,
                 "policy_steps": stats.policy_steps.load(Ordering::Relaxed),
                 "intervened_steps": stats.intervened_steps.load(Ordering::Relaxed),
                 "ticks": t.ticks.load(Ordering::Relaxed),
