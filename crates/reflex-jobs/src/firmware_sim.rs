@@ -377,17 +377,18 @@ fn serve_scene(
                 Ok(SceneMsg::Reset { id, seed, .. }) => {
                     let answer = {
                         let mut p = plant.lock().unwrap_or_else(|e| e.into_inner());
-                        let r = p.env.reset(seed).map(|_| ());
+                        let r = p.env.reset(seed).map(|_| p.env.goals().to_vec());
                         p.braked = None;
                         r
                     };
                     let reply = match answer {
-                        Ok(()) => {
+                        Ok(goals) => {
                             counters.resets.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(seed, "scene reset");
                             SceneMsg::ResetDone {
                                 v: SCENE_PROTOCOL,
                                 id,
+                                goals,
                             }
                         }
                         Err(e) => SceneMsg::ResetFailed {

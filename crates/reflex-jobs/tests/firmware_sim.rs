@@ -244,3 +244,65 @@ fn the_in_process_board_starts_bumpless_after_a_scene_reset() {
         "the scenes' start poses differ by {moved} rad only"
     );
 }
+
+/// A task that draws its goals per scene (reach): the scene's reset answer carries the new
+/// scene's goals, and the host's observations (and so its policy and judge) use them, not the
+/// task file's first scene's.
+#[test]
+fn each_scene_reset_brings_that_scenes_goals() {
+    use reflex_core::{Observation, Robot, SafetyLimits, SceneReset};
+    let task = Task::load("reach").unwrap();
+    let sim = FirmwareSim::start(&FirmwareSimSpec {
+        watchdog_ms: 250,
+        ..FirmwareSimSpec::new(task.clone())
+    })
+    .unwrap();
+    let target = SerialTarget {
+        scene: Some(sim.scene_addr),
+        ..SerialTarget::new(&sim.device)
+    };
+    let scene = reflex_jobs::arms::TaskScene::of(&task).unwrap();
+    let mut robot = target
+        .open(
+            &task,
+            &scene.model,
+            &scene.goals,
+            reflex_runtime::EStop::new(),
+        )
+        .unwrap();
+    robot
+        .start(
+            &SafetyLimits::from_model(&scene.model),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+    for seed in [11, 12] {
+        robot.reset_scene(seed).unwrap();
+        let mut obs = Observation::default();
+        robot.read_scene(&mut obs);
+        let mut env = reflex_sim::Env::new(task.clone()).unwrap();
+        env.reset(seed).unwrap();
+        let apart = |a: &[[f64; 3]], b: &[[f64; 3]]| {
+            assert_eq!(a.len(), b.len());
+            a.iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max)
+        };
+        // JSON carries the goals to within a few units in the last place.
+        let off = apart(obs.goals(), env.goals());
+        assert!(
+            off < 1e-9,
+            "scene {seed}: {:?} vs {:?}",
+            obs.goals(),
+            env.goals()
+        );
+        assert!(
+            apart(obs.goals(), &scene.goals) > 0.01,
+            "scene {seed}: still the file's first scene's goals"
+        );
+    }
+    robot.stop();
+    drop(sim);
+}

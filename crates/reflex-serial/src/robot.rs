@@ -756,8 +756,22 @@ impl SceneReset for SerialRobot {
             std::thread::sleep(Duration::from_millis(1));
         }
         if let Some(sc) = &mut self.scene {
-            sc.link.reset(seed, Duration::from_secs(10))?;
+            let goals = sc.link.reset(seed, Duration::from_secs(10))?;
             sc.steps = 0;
+            // The new scene's goals, when the scene names them (else the task's, as attached).
+            if !goals.is_empty() {
+                if goals.len() != sc.spec.goals.len() {
+                    return Err(SerialResetError::Scene(SceneLinkError::Reset {
+                        addr: sc.link.addr(),
+                        message: format!(
+                            "the scene's reset named {} goals; the task has {}",
+                            goals.len(),
+                            sc.spec.goals.len()
+                        ),
+                    }));
+                }
+                sc.spec.goals = goals;
+            }
         }
         let after = self.clock_ns();
         let deadline = Instant::now() + Duration::from_secs(2);

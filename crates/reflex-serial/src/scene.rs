@@ -7,8 +7,10 @@
 //! - host -> scene: `{"v":1,"type":"subscribe"}` (every 500 ms: the scene sends to the newest
 //!   subscriber), `{"v":1,"type":"reset","id":7,"seed":12}`;
 //! - scene -> host: `{"v":1,"type":"objects","stamp_ns":…,"objects":[{"name":"cube",
-//!   "position_m":[x,y,z],"quat_xyzw":[x,y,z,w]}]}`, `{"v":1,"type":"reset_done","id":7}`,
-//!   `{"v":1,"type":"reset_failed","id":7,"error":"…"}`.
+//!   "position_m":[x,y,z],"quat_xyzw":[x,y,z,w]}]}`, `{"v":1,"type":"reset_done","id":7}`
+//!   (with `"goals":[[x,y,z],…]` when the new scene's goals differ from scene to scene: the
+//!   host then observes and judges the episode against them, in the task's order; their
+//!   number must be the task's), `{"v":1,"type":"reset_failed","id":7,"error":"…"}`.
 //!
 //! Poses are in the arm's base frame. A datagram that is not JSON, of another version or type,
 //! names an object the task does not have, or holds a non-finite or non-unit pose is refused
@@ -63,6 +65,10 @@ pub enum SceneMsg {
         v: u32,
         /// The request's id.
         id: u64,
+        /// The new scene's goal points in the arm's base frame, metres, in the task's order
+        /// (omitted by a scene whose task has none, or whose goals never change).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        goals: Vec<[f64; 3]>,
     },
     /// Scene -> host: the reset failed.
     ResetFailed {
@@ -253,6 +259,9 @@ pub enum SceneLinkError {
     },
 }
 
+/// A reset's answer: its request id, and the new scene's goals or why it failed.
+type ResetAnswer = (u64, Result<Vec<[f64; 3]>, String>);
+
 /// The host's end of the scene link: a thread reads poses into a wait-free cell the control
 /// tick reads without waiting; resets are asked for between episodes.
 pub struct SceneLink {
@@ -260,7 +269,7 @@ pub struct SceneLink {
     socket: UdpSocket,
     shared: Arc<Shared>,
     rx: Output<SceneSample>,
-    replies: mpsc::Receiver<(u64, Result<(), String>)>,
+    replies: mpsc::Receiver<ResetAnswer>,
     next_id: u64,
     thread: Option<JoinHandle<()>>,
 }
@@ -337,8 +346,8 @@ impl SceneLink {
     }
 
     /// Asks the scene for a reset to `seed` and waits (at most `timeout`) for its answer and
-    /// then for poses measured after it.
-    pub fn reset(&mut self, seed: u64, timeout: Duration) -> Result<(), SceneLinkError> {
+    /// then for poses measured after it; the goals the answer named (empty if none).
+    pub fn reset(&mut self, seed: u64, timeout: Duration) -> Result<Vec<[f64; 3]>, SceneLinkError> {
         let deadline = Instant::now() + timeout;
         let fail = |message: String| SceneLinkError::Reset {
             addr: self.addr,
@@ -355,12 +364,11 @@ impl SceneLink {
         self.socket
             .send(&msg.to_bytes())
             .map_err(|e| fail(format!("sending: {e}")))?;
-        loop {
+        let goals = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.replies.recv_timeout(left) {
                 Ok((got, answer)) if got == id => {
-                    answer.map_err(|e| fail(format!("the scene refused: {e}")))?;
-                    break;
+                    break answer.map_err(|e| fail(format!("the scene refused: {e}")))?;
                 }
                 Ok(_) => continue,
                 Err(_) => {
@@ -370,12 +378,12 @@ impl SceneLink {
                     )))
                 }
             }
-        }
+        };
         // The episode starts from poses seen after the reset, never the last scene's.
         let after = self.shared.now_ns();
         while Instant::now() < deadline {
             if self.rx.read().received_ns > after {
-                return Ok(());
+                return Ok(goals);
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -396,7 +404,7 @@ fn read_loop(
     socket: UdpSocket,
     shared: Arc<Shared>,
     mut tx: Input<SceneSample>,
-    replies: mpsc::Sender<(u64, Result<(), String>)>,
+    replies: mpsc::Sender<ResetAnswer>,
     names: Vec<String>,
 ) {
     let subscribe = SceneMsg::Subscribe { v: SCENE_PROTOCOL }.to_bytes();
@@ -431,8 +439,20 @@ fn read_loop(
                 }
                 Err(r) => shared.refuse(&r),
             },
-            SceneMsg::ResetDone { id, .. } => {
-                let _ = replies.send((id, Ok(())));
+            SceneMsg::ResetDone { id, goals, .. } => {
+                // A goal that is not a finite point fails the reset, naming it.
+                let answer = match goals.iter().position(|g| !g.iter().all(|v| v.is_finite())) {
+                    None => Ok(goals),
+                    Some(i) => {
+                        let r = SceneRefusal::Message(format!(
+                            "reset_done: goals[{i}] = {:?} is not a finite point",
+                            goals[i]
+                        ));
+                        shared.refuse(&r);
+                        Err(r.to_string())
+                    }
+                };
+                let _ = replies.send((id, answer));
             }
             SceneMsg::ResetFailed { id, error, .. } => {
                 let _ = replies.send((id, Err(error)));
@@ -491,6 +511,32 @@ mod tests {
         let r = SceneMsg::parse(br#"{"v":1,"type":"reset","id":1}"#).unwrap_err();
         assert!(r.to_string().contains("seed"), "{r}");
         assert_eq!(SceneMsg::parse(b"\xff{").unwrap_err().reason(), "json");
+    }
+
+    #[test]
+    fn a_reset_answer_may_carry_the_new_scenes_goals() {
+        let with = SceneMsg::ResetDone {
+            v: 1,
+            id: 3,
+            goals: vec![[0.5, -0.25, 0.125]],
+        };
+        assert_eq!(SceneMsg::parse(&with.to_bytes()), Ok(with));
+        // A scene without goals omits them (and an answer without them parses).
+        let without = SceneMsg::ResetDone {
+            v: 1,
+            id: 4,
+            goals: vec![],
+        };
+        assert!(!String::from_utf8(without.to_bytes())
+            .unwrap()
+            .contains("goals"));
+        assert_eq!(
+            SceneMsg::parse(br#"{"v":1,"type":"reset_done","id":4}"#),
+            Ok(without)
+        );
+        let r =
+            SceneMsg::parse(br#"{"v":1,"type":"reset_done","id":4,"goals":[[1,2]]}"#).unwrap_err();
+        assert_eq!(r.reason(), "message", "{r}");
     }
 
     #[test]
