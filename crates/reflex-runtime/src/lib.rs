@@ -58,4 +58,4 @@ pub use runtime::{
 pub use safety_filter::{EStop, Faults, Mode, RearmError, SafetyFilter};
 pub use stand_in::StandInArm;
 pub use stats::{Histogram, LoopStats};
-pub use ticker::{FifoScope, RealTime, RealTimeRequest, Ticker};
+pub use ticker::{FifoScope, MemoryLock, RealTime, RealTimeRequest, Ticker};

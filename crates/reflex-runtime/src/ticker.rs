@@ -125,19 +125,21 @@ pub struct RealTimeRequest {
     pub cpu: Option<usize>,
 }
 
+/// The last OS error of `what`, with the privileges it may need.
+fn os_err(what: &str) -> String {
+    let e = std::io::Error::last_os_error();
+    let hint = if e.raw_os_error() == Some(libc::EPERM) {
+        " (needs root or CAP_SYS_NICE / CAP_IPC_LOCK, or an rtprio/memlock limit in limits.conf)"
+    } else {
+        ""
+    };
+    format!("{what}: {e}{hint}")
+}
+
 impl RealTime {
     /// Asks for each setting on the calling thread; never fails, reports what it got. Call at
     /// start-up, not on the tick.
     pub fn request(req: &RealTimeRequest) -> Self {
-        let os_err = |what: &str| {
-            let e = std::io::Error::last_os_error();
-            let hint = if e.raw_os_error() == Some(libc::EPERM) {
-                " (needs root or CAP_SYS_NICE / CAP_IPC_LOCK, or an rtprio/memlock limit in limits.conf)"
-            } else {
-                ""
-            };
-            format!("{what}: {e}{hint}")
-        };
         let mut out = RealTime {
             fifo: Err("not requested".into()),
             mlock: Err("not requested".into()),
@@ -223,9 +225,102 @@ impl Drop for FifoScope {
     }
 }
 
+/// The process's file-backed pages (its code and read-only data, and its libraries') locked in
+/// memory until dropped: a real-time loop's code cannot be evicted by another thread's disk
+/// traffic (a learner writing its replay fills the page cache) and fault back in from disk
+/// mid-tick. Anonymous memory (heaps, stacks) is left alone: without swap it is never paged
+/// out; with swap, `reflex run`'s `mlockall` is the tool.
+pub struct MemoryLock {
+    /// Bytes locked, or why nothing was.
+    pub got: Result<usize, String>,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl MemoryLock {
+    /// Locks every readable file-backed mapping of the process (from `/proc/self/maps`).
+    pub fn code() -> Self {
+        let maps = match std::fs::read_to_string("/proc/self/maps") {
+            Ok(m) => m,
+            Err(e) => {
+                return Self {
+                    got: Err(format!("reading /proc/self/maps: {e}")),
+                    ranges: Vec::new(),
+                }
+            }
+        };
+        let mut ranges = Vec::new();
+        let mut error = None;
+        for line in maps.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+                continue;
+            };
+            // offset, device, inode, then the path of a file mapping.
+            let path = f.nth(3).unwrap_or("");
+            if !path.starts_with('/') || !perms.starts_with('r') {
+                continue;
+            }
+            let Some((lo, hi)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            else {
+                continue;
+            };
+            // SAFETY: the range is one of this process's mappings, as the kernel listed it.
+            if unsafe { libc::mlock(lo as *const libc::c_void, hi - lo) } == 0 {
+                ranges.push((lo, hi - lo));
+            } else if error.is_none() {
+                error = Some(os_err("mlock"));
+            }
+        }
+        let bytes = ranges.iter().map(|r| r.1).sum();
+        Self {
+            got: match error {
+                Some(e) if ranges.is_empty() => Err(e),
+                _ => Ok(bytes),
+            },
+            ranges,
+        }
+    }
+}
+
+impl Drop for MemoryLock {
+    fn drop(&mut self) {
+        for &(at, len) in &self.ranges {
+            // SAFETY: unlocks a range this lock locked.
+            unsafe { libc::munlock(at as *const libc::c_void, len) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Locked kilobytes of this process, from /proc.
+    fn locked_kb() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_memory_lock_locks_the_pages_until_dropped() {
+        let before = locked_kb();
+        let lock = MemoryLock::code();
+        if let Ok(bytes) = lock.got {
+            // This test's own code is among them.
+            assert!(bytes > 100_000, "{bytes} bytes locked");
+            assert!(
+                locked_kb() >= before + bytes as u64 / 1024 / 2,
+                "{} kB",
+                locked_kb()
+            );
+        }
+        drop(lock);
+        assert_eq!(locked_kb(), before);
+    }
 
     #[test]
     fn a_fifo_scope_restores_the_former_policy() {

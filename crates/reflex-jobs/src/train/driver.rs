@@ -245,6 +245,14 @@ pub fn train_on<A: Arms>(
     if let Some(Err(e)) = fifo.as_ref().map(|f| &f.got) {
         tracing::warn!("the training loop runs without SCHED_FIFO: {e}");
     }
+    // Nor may its code fault back in from disk mid-episode (the learner's replay writes fill
+    // the page cache): the process's file-backed pages stay in memory until the end.
+    let locked = paced.then(reflex_runtime::MemoryLock::code);
+    match locked.as_ref().map(|l| &l.got) {
+        Some(Ok(bytes)) => tracing::info!(mb = *bytes as f64 / 1e6, "code locked in memory"),
+        Some(Err(e)) => tracing::warn!("the training loop's code is not locked in memory: {e}"),
+        None => {}
+    }
     progress(Progress::Stage("training"));
     let budget = Duration::from_secs_f64(cfg.minutes * 60.0);
     let budget_s = budget.as_secs_f64();
@@ -432,7 +440,9 @@ pub fn train_on<A: Arms>(
                 write_progress(&state_path, &mut state, &shared)?;
                 write_scalars(&mut scalars, &shared, &tick_stats, period_ns, &state, None)?;
             }
-            if last_report.elapsed() > Duration::from_millis(250) {
+            // A real-time arm's progress is reported between episodes only: the callback
+            // draws a progress bar, and a slow terminal must not stall the loop.
+            if (!paced || rep.episode_done) && last_report.elapsed() > Duration::from_millis(250) {
                 last_report = Instant::now();
                 progress(Progress::Training {
                     env_steps: shared.env_steps.load(Ordering::Relaxed),
@@ -488,7 +498,7 @@ pub fn train_on<A: Arms>(
             true,
         );
     }
-    drop(fifo);
+    drop((fifo, locked));
     reflex_policy::PolicyFile::save(
         &learner.agent.deterministic_actor(),
         &file_meta(Role::Residual),
