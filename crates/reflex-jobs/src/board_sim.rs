@@ -164,9 +164,6 @@ impl BoardSimRobot {
         if let Ok((n, _)) = self.sender.encode(&msg, &mut self.frame) {
             self.ctl.receive(&self.frame[..n], self.now_us);
         }
-        // The board's answer to a hello goes nowhere: this host knows the board.
-        let mut sink = [0u8; MAX_FRAME];
-        let _ = self.ctl.encode_reply(&mut sink);
     }
 
     /// One board period: measure, control, drive, one physics step.
@@ -226,6 +223,8 @@ impl Robot for BoardSimRobot {
 
     fn start(&mut self, limits: &SafetyLimits, timeout: Duration) -> Result<(), StartError> {
         self.send(ToBoard::Hello(Hello { nonce: SESSION }));
+        // The board's answer to the hello goes nowhere: this host knows the board.
+        let _ = self.ctl.encode_reply(&mut self.frame);
         let own = self.ctl.config().limits;
         self.send(ToBoard::Limits(limits_for_board(limits, &own)));
         self.send(ToBoard::Mode(ModeRequest::Hold));

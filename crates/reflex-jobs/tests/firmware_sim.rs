@@ -10,18 +10,28 @@ use reflex_jobs::firmware_sim::{FirmwareSim, FirmwareSimSpec};
 use reflex_jobs::run::{run, RunRobot, RunSpec, SerialTarget};
 use reflex_sim::Task;
 
-/// The simulated board for pick_cube, and a scripted session of `seconds` against it from
-/// scene `seed`.
-fn board_and_session(seconds: f64, seed: u64) -> (FirmwareSim, RunSpec) {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let task = Task::load("pick_cube").unwrap();
-    // The board's watchdog is tested over the pty on its own (reflex-serial's tests); here a
-    // loaded CI machine must not stall the host past it.
+/// The simulated board for `task` (a 250 ms watchdog: the board's watchdog is tested over the
+/// pty on its own, in reflex-serial's tests; here a loaded CI machine must not stall the host
+/// past it), and the serial target that reaches it with its scene link.
+fn sim_board(task: &Task) -> (FirmwareSim, SerialTarget) {
     let sim = FirmwareSim::start(&FirmwareSimSpec {
         watchdog_ms: 250,
         ..FirmwareSimSpec::new(task.clone())
     })
     .unwrap();
+    let target = SerialTarget {
+        scene: Some(sim.scene_addr),
+        ..SerialTarget::new(&sim.device)
+    };
+    (sim, target)
+}
+
+/// The simulated board for pick_cube, and a scripted session of `seconds` against it from
+/// scene `seed`.
+fn board_and_session(seconds: f64, seed: u64) -> (FirmwareSim, RunSpec) {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let task = Task::load("pick_cube").unwrap();
+    let (sim, target) = sim_board(&task);
     let spec = RunSpec {
         task,
         policy: "scripted".into(),
@@ -32,10 +42,7 @@ fn board_and_session(seconds: f64, seed: u64) -> (FirmwareSim, RunSpec) {
         seed,
         paced: true,
         realtime: false,
-        robot: RunRobot::Serial(SerialTarget {
-            scene: Some(sim.scene_addr),
-            ..SerialTarget::new(&sim.device)
-        }),
+        robot: RunRobot::Serial(target),
     };
     (sim, spec)
 }
@@ -113,15 +120,7 @@ fn training_runs_through_the_firmware() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let dir = std::env::temp_dir().join(format!("reflex-fw-train-{}", std::process::id()));
     let (task_path, task) = common::short_pick_cube(&dir);
-    let sim = FirmwareSim::start(&FirmwareSimSpec {
-        watchdog_ms: 250,
-        ..FirmwareSimSpec::new(task.clone())
-    })
-    .unwrap();
-    let target = SerialTarget {
-        scene: Some(sim.scene_addr),
-        ..SerialTarget::new(&sim.device)
-    };
+    let (sim, target) = sim_board(&task);
     let cfg = common::short_train_config(&task_path, 500.0);
     let out = dir.join("run");
     let summary =
@@ -252,15 +251,7 @@ fn the_in_process_board_starts_bumpless_after_a_scene_reset() {
 fn each_scene_reset_brings_that_scenes_goals() {
     use reflex_core::{Observation, Robot, SafetyLimits, SceneReset};
     let task = Task::load("reach").unwrap();
-    let sim = FirmwareSim::start(&FirmwareSimSpec {
-        watchdog_ms: 250,
-        ..FirmwareSimSpec::new(task.clone())
-    })
-    .unwrap();
-    let target = SerialTarget {
-        scene: Some(sim.scene_addr),
-        ..SerialTarget::new(&sim.device)
-    };
+    let (sim, target) = sim_board(&task);
     let scene = reflex_jobs::arms::TaskScene::of(&task).unwrap();
     let mut robot = target
         .open(
