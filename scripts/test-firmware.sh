@@ -66,6 +66,6 @@ echo "== firmware: the host's SerialRobot against the board image on QEMU (UART0
 # tests: their build is reused.
 qemu_board() {
   REFLEX_BOARD_IMAGE=$CARGO_TARGET_DIR/$target/release/reflex-fw-board \
-    cargo test --workspace --features reflex-cli/lerobot --test qemu_board -- --ignored --nocapture
+    cargo test --workspace --features reflex-cli/lerobot,reflex-cli/fleet --test qemu_board -- --ignored --nocapture
 }
 qemu_board || { echo "== the QEMU board test failed once; running it again"; qemu_board; }

@@ -45,8 +45,9 @@ apt_need() {
   fi
 }
 
-# The DDS tests run in their own network namespace (loopback only): `unshare` and `ip`.
-if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
+# The DDS tests run in their own network namespace (loopback only): `unshare` and `ip`; the
+# fleet test puts each actor in a namespace of its own joined by a veth pair (`nsenter`).
+if ! command -v ip >/dev/null || ! command -v unshare >/dev/null || ! command -v nsenter >/dev/null; then
   apt_need "the DDS tests' loopback-only namespace" iproute2 util-linux
 fi
 
@@ -81,8 +82,9 @@ if ! command -v openssl >/dev/null; then
   apt_need "the HTTPS test (it makes its certificates with openssl)" openssl
 fi
 
-# One build for every crate, with the LeRobot export (reflex-cli's `lerobot` feature).
-cargo test --workspace --features reflex-cli/lerobot "$@"
+# One build for every crate, with the LeRobot export and the fleet (reflex-cli's `lerobot` and
+# `fleet` features: parquet, Zenoh).
+cargo test --workspace --features reflex-cli/lerobot,reflex-cli/fleet "$@"
 cargo test -p reflex-reward --features tls --test vlm_tls "$@"
 cargo clippy -p reflex-teleop --features gamepad --all-targets -- -D warnings
 cargo test -p reflex-teleop --features gamepad --lib "$@"

@@ -24,6 +24,8 @@ mod bench;
 mod classifier;
 mod export;
 mod firmware_sim;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod preference;
 mod ros;
 mod run;
@@ -83,6 +85,14 @@ enum Command {
         #[command(subcommand)]
         what: ros::RosCommand,
     },
+    /// The learner of a run over several processes or machines: takes actors' transitions
+    /// over Zenoh, trains, publishes weights (build with `--features fleet`).
+    #[cfg(feature = "fleet")]
+    Learner(fleet::LearnerArgs),
+    /// An actor of such a run: runs the control loop on its robots with the learner's newest
+    /// weights and streams the transitions to it (build with `--features fleet`).
+    #[cfg(feature = "fleet")]
+    Actor(fleet::ActorArgs),
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -124,6 +134,10 @@ fn main() -> Result<()> {
         Command::VlmOracle(args) => vlm_oracle::run(&args),
         Command::Preference(args) => preference::run(&args),
         Command::Classifier { what } => classifier::run(&what),
+        #[cfg(feature = "fleet")]
+        Command::Learner(args) => fleet::run_learner(&args),
+        #[cfg(feature = "fleet")]
+        Command::Actor(args) => fleet::run_actor(&args),
         Command::Bench { what } => bench::run(&what),
         Command::Ros { what } => ros::run(&what, &ros_args),
     }

@@ -56,7 +56,7 @@ pub struct TrainArgs {
     vlm_model: Option<String>,
     /// Print summary.json as the last line.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// Arguments of `reflex train`: the run's and the arm's.
@@ -96,36 +96,7 @@ pub fn run_job(
         &mut dyn FnMut(Progress),
     ) -> std::result::Result<Summary, TrainError>,
 ) -> Result<()> {
-    let mut cfg = match &a.config {
-        Some(p) => TrainConfig::load(p)?,
-        None => TrainConfig::default(),
-    };
-    if let Some(t) = &a.task {
-        cfg.task = t.clone();
-    }
-    if let Some(s) = a.seed {
-        cfg.seed = s;
-    }
-    if let Some(m) = a.minutes {
-        cfg.minutes = m;
-    }
-    if let Some(n) = a.demo_episodes {
-        cfg.demo_episodes = n;
-    }
-    if let Some(n) = a.max_env_steps {
-        cfg.max_env_steps = n;
-    }
-    if let Err(e) = cfg.validate() {
-        bail!("configuration: {e}");
-    }
-    let name = std::path::Path::new(&cfg.task)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("run")
-        .to_owned();
-    let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!("{}{name}-s{}", real.unwrap_or(""), cfg.seed))
-    });
+    let (cfg, out) = config_and_out(a, real.unwrap_or(""))?;
     let task = reflex_sim::Task::load(&cfg.task).with_context(|| format!("task {}", cfg.task))?;
     let flags = RewardFlags {
         source: a.reward,
@@ -202,6 +173,43 @@ pub fn run_job(
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
+}
+
+/// The run's configuration (the file's, with the flags over it) and its directory
+/// (`--out`, else `runs/<prefix><task>-s<seed>`).
+pub(crate) fn config_and_out(a: &TrainArgs, prefix: &str) -> Result<(TrainConfig, PathBuf)> {
+    let mut cfg = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(t) = &a.task {
+        cfg.task = t.clone();
+    }
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    if let Some(m) = a.minutes {
+        cfg.minutes = m;
+    }
+    if let Some(n) = a.demo_episodes {
+        cfg.demo_episodes = n;
+    }
+    if let Some(n) = a.max_env_steps {
+        cfg.max_env_steps = n;
+    }
+    if let Err(e) = cfg.validate() {
+        bail!("configuration: {e}");
+    }
+    let name = std::path::Path::new(&cfg.task)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("run")
+        .to_owned();
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{prefix}{name}-s{}", cfg.seed)));
+    Ok((cfg, out))
 }
 
 /// One line on what a reward stage did (its `summary.json` counters).

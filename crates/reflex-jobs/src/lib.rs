@@ -43,6 +43,8 @@ pub mod classifier;
 #[cfg(feature = "lerobot")]
 pub mod export;
 pub mod firmware_sim;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod policies;
 pub mod preference;
 pub mod rewards;

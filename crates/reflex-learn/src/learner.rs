@@ -562,6 +562,18 @@ impl Learner {
         Ok(Some(path))
     }
 
+    /// Syncs the replay log now (when persisting): everything taken in so far is on disk
+    /// when this returns Ok. A fleet learner acknowledges actors' batches only after it.
+    pub fn sync_replay(&mut self) -> Result<(), StoreError> {
+        if let Some(log) = &mut self.log {
+            log.sync()?;
+            self.shared
+                .synced_records
+                .store(log.synced_records, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Syncs the replay log when its unsynced records are older than the sync interval, and
     /// refreshes the shared copy of the reward stage's counters as often.
     pub fn sync_replay_if_due(&mut self) -> Result<(), StoreError> {

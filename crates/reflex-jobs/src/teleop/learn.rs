@@ -170,7 +170,7 @@ pub(super) fn open(
     let obs_dim = layout.dim();
     let act_dim = task.action_space.dim();
     let base = load_for(&dir.join("base.safetensors"), Role::Base, task, layout)?.mlp;
-    let (mut learner, actor_slot) = open_learner(&cfg, dir, &base, obs_dim, act_dim, true)
+    let (mut learner, actor_slot, _) = open_learner(&cfg, dir, &base, obs_dim, act_dim, true)
         .map_err(|e| setting(e.to_string()))?;
     if learner.agent.updates == 0 {
         learner.fit_normaliser(INPUT_MIN_STD);

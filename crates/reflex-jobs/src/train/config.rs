@@ -41,6 +41,95 @@ pub struct TrainConfig {
     pub agent: AgentConfig,
     /// Where rewards come from and their settings (`[reward]`).
     pub reward: RewardSection,
+    /// Actors and a learner in separate processes or machines (`[fleet]`; `reflex learner`,
+    /// `reflex actor`).
+    pub fleet: FleetConfig,
+}
+
+/// How `reflex learner` and `reflex actor` reach each other, batch, hold and publish.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// The learner's Zenoh endpoint, `tcp/HOST:PORT` or `tls/HOST:PORT` (the learner listens
+    /// on it, actors connect to it; `--listen` and `--connect` override it).
+    pub endpoint: String,
+    /// The run's name, the key prefix `reflex/<run>` (empty: the task's name). Learners and
+    /// actors of different runs can share a network.
+    pub run: String,
+    /// A Zenoh configuration file (JSON5) for TLS certificates, user/password authentication
+    /// and access control; the endpoint and scouting settings here override it.
+    pub zenoh_config: Option<PathBuf>,
+    /// Transitions per batch an actor sends.
+    pub batch_transitions: usize,
+    /// A partial batch is sent after this long, ms.
+    pub flush_ms: u64,
+    /// Transitions an actor holds unacknowledged (while its learner is away); beyond it the
+    /// oldest batches are dropped and counted.
+    pub actor_hold_transitions: usize,
+    /// An actor sends its unacknowledged batches again when none was acknowledged for this
+    /// long while the learner is present, ms.
+    pub resend_after_ms: u64,
+    /// Received batches the learner queues before it drops new ones (they are resent).
+    pub learner_queue_batches: usize,
+    /// Shortest interval between weight broadcasts, ms.
+    pub publish_interval_ms: u64,
+    /// How often the learner syncs its replay and acknowledges, ms.
+    pub ack_interval_ms: u64,
+    /// How long an actor waits for the learner's base policy and first weights at start, s.
+    pub wait_for_learner_s: f64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "tcp/127.0.0.1:7447".into(),
+            run: String::new(),
+            zenoh_config: None,
+            batch_transitions: 256,
+            flush_ms: 50,
+            actor_hold_transitions: 200_000,
+            resend_after_ms: 2_000,
+            learner_queue_batches: 512,
+            publish_interval_ms: 100,
+            ack_interval_ms: 200,
+            wait_for_learner_s: 300.0,
+        }
+    }
+}
+
+impl FleetConfig {
+    /// Checks ranges; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_transitions == 0 || self.batch_transitions > 65_536 {
+            return Err(format!(
+                "fleet.batch_transitions: must be in 1..=65536, got {}",
+                self.batch_transitions
+            ));
+        }
+        if self.actor_hold_transitions < self.batch_transitions {
+            return Err(format!(
+                "fleet.actor_hold_transitions: must hold at least one batch ({}), got {}",
+                self.batch_transitions, self.actor_hold_transitions
+            ));
+        }
+        for (name, v) in [
+            ("flush_ms", self.flush_ms),
+            ("resend_after_ms", self.resend_after_ms),
+            ("ack_interval_ms", self.ack_interval_ms),
+            ("learner_queue_batches", self.learner_queue_batches as u64),
+        ] {
+            if v == 0 {
+                return Err(format!("fleet.{name}: must be positive"));
+            }
+        }
+        if !(self.wait_for_learner_s > 0.0 && self.wait_for_learner_s.is_finite()) {
+            return Err(format!(
+                "fleet.wait_for_learner_s: must be positive, got {}",
+                self.wait_for_learner_s
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainConfig {
@@ -59,6 +148,7 @@ impl Default for TrainConfig {
             learner: LearnerConfig::default(),
             agent: AgentConfig::default(),
             reward: RewardSection::default(),
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -111,6 +201,7 @@ impl TrainConfig {
                 self.runtime.residual_scale
             ));
         }
+        self.fleet.validate()?;
         if self.eval_episodes == 0 || self.eval_every == 0 {
             return Err("eval_episodes and eval_every must be positive".into());
         }

@@ -84,89 +84,27 @@ pub fn train_on<A: Arms>(
             cfg.seed,
         )
     };
-    std::fs::create_dir_all(out).map_err(stage("creating the run directory"))?;
-    let mut scalars = Scalars::open(
-        out,
-        task.reward.terms.iter().map(|t| t.name.clone()).collect(),
-    )?;
-    let state_path = out.join("progress.json");
-    let base_path = out.join("base.safetensors");
-    let resuming = resume && state_path.exists() && base_path.exists();
-    if resume && !resuming {
-        tracing::warn!("nothing to resume in {}: starting a new run", out.display());
-    }
-    let config_text = toml::to_string(cfg).map_err(stage("configuration"))?;
-    write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
-
-    let demo_episodes = if cfg.demo_episodes == 0 {
-        default_demo_episodes(&cfg.task)
-    } else {
-        cfg.demo_episodes
-    };
-    let mut state = RunState {
-        demo_episodes,
-        ..Default::default()
-    };
-    let mut demos = Vec::new();
-    let base_mlp = if resuming {
-        let text = std::fs::read_to_string(&state_path).map_err(stage("progress.json"))?;
-        state = serde_json::from_str(&text)
-            .map_err(|e| stage("progress.json")(format!("{}: {e}", state_path.display())))?;
-        crate::policies::load_for(&base_path, Role::Base, task, layout)
-            .map_err(stage("base policy"))?
-            .mlp
-    } else {
-        // Fresh run: clear what a previous run left.
-        for d in ["replay", "checkpoints"] {
-            let _ = std::fs::remove_dir_all(out.join(d));
-        }
-        progress(Progress::Stage("demonstrations"));
-        let expert = ScriptedExpert::new(task, &arms.model()?);
-        let mut rt = runtime(arms, 0, Box::new(expert), None, &cfg.runtime)?;
-        let (_, transitions) =
-            run_episodes(&mut rt, seeds(cfg.seed, 1, demo_episodes), true, paced)?;
-        demos = transitions;
-        progress(Progress::Stage("behaviour cloning"));
-        let obs: Vec<f32> = demos
-            .iter()
-            .flat_map(|t| t.obs.as_slice().to_vec())
-            .collect();
-        let act: Vec<f32> = demos
-            .iter()
-            .flat_map(|t| t.action.as_slice().to_vec())
-            .collect();
-        let (mlp, loss) = behaviour_clone(&obs, &act, obs_dim, act_dim, &cfg.bc, cfg.seed);
-        tracing::info!(loss, pairs = demos.len(), "behaviour cloning done");
-        reflex_policy::PolicyFile::save(&mlp, &file_meta(Role::Base), &base_path)
-            .map_err(stage("base policy"))?;
-        mlp
-    };
+    let Prepared {
+        mut state,
+        state_path,
+        base_mlp,
+        demos,
+        resuming,
+        mut scalars,
+    } = prepare(arms, cfg, out, resume, &mut progress, &file_meta)?;
 
     // Networks shared with the runtimes.
     let base_slot = WeightsSlot::new(base_mlp.clone());
-    let (mut learner, actor_slot) = open_learner(cfg, out, &base_mlp, obs_dim, act_dim, resuming)?;
     let reward_name = reward
         .as_ref()
         .map_or("task".to_owned(), |r| r.name.clone());
-    let mut hook = reward.map(|r| {
-        learner.set_stage(r.stage);
-        r.hook
-    });
-    for t in &demos {
-        // Demonstrations are stored relative to the cloned base, like every other step, and
-        // with the reward the stage gives them (with a reward source, never the task's own).
-        let mut t = *t;
-        t.outcome.reward = learner.demo_reward(&t);
-        let mut aug = Vec::new();
-        learner.augment(t.obs.as_slice(), &mut aug);
-        t.base_action.copy_from(&aug[obs_dim..]);
-        if let Some(step) = learner.step_from(&t, Source::Demo) {
-            learner.add_demo(step).map_err(stage("replay"))?;
-        }
-    }
-    if learner.agent.updates == 0 {
-        learner.fit_normaliser(INPUT_MIN_STD);
-    }
+    let (stage_half, mut hook) = match reward {
+        Some(r) => (Some(r.stage), Some(r.hook)),
+        None => (None, None),
+    };
+    let (mut learner, actor_slot, _) = learner_with_demos(
+        cfg, out, &base_mlp, &demos, resuming, obs_dim, act_dim, stage_half,
+    )?;
 
     // Evaluation runtime: base + deterministic residual on the same slots.
     let eval_flag = Arc::new(AtomicBool::new(false));
@@ -565,6 +503,142 @@ pub fn train_on<A: Arms>(
     Ok(summary)
 }
 
+/// A run's learner, the slot its actor is published to, and the `(episode, step)` of every
+/// online step its replay held when it was opened.
+pub(crate) type OpenedLearner = (Learner, Arc<WeightsSlot>, Vec<(u64, u64)>);
+
+/// Where a run starts: its state (fresh, or read back when resuming), the cloned base, a
+/// fresh run's demonstrations, and its scalars log.
+pub(crate) struct Prepared {
+    pub state: RunState,
+    pub state_path: std::path::PathBuf,
+    pub base_mlp: reflex_policy::Mlp,
+    pub demos: Vec<reflex_core::Transition>,
+    pub resuming: bool,
+    pub scalars: Scalars,
+}
+
+/// Creates (or, with `resume`, reopens) the run directory `out`: its configuration, scalars
+/// and progress; a fresh run records the scripted expert's demonstrations on `arms` and
+/// clones the base from them (`base.safetensors`), a resumed one reads its base back.
+pub(crate) fn prepare<A: Arms>(
+    arms: &A,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    progress: &mut dyn FnMut(Progress),
+    file_meta: &dyn Fn(Role) -> reflex_policy::PolicyMeta,
+) -> Result<Prepared, TrainError> {
+    let task = arms.task();
+    let paced = arms.real_time();
+    let layout = arms.obs_layout()?;
+    let (obs_dim, act_dim) = (layout.dim(), task.action_space.dim());
+    std::fs::create_dir_all(out).map_err(stage("creating the run directory"))?;
+    let scalars = Scalars::open(
+        out,
+        task.reward.terms.iter().map(|t| t.name.clone()).collect(),
+    )?;
+    let state_path = out.join("progress.json");
+    let base_path = out.join("base.safetensors");
+    let resuming = resume && state_path.exists() && base_path.exists();
+    if resume && !resuming {
+        tracing::warn!("nothing to resume in {}: starting a new run", out.display());
+    }
+    let config_text = toml::to_string(cfg).map_err(stage("configuration"))?;
+    write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
+
+    let demo_episodes = if cfg.demo_episodes == 0 {
+        default_demo_episodes(&cfg.task)
+    } else {
+        cfg.demo_episodes
+    };
+    let mut state = RunState {
+        demo_episodes,
+        ..Default::default()
+    };
+    let mut demos = Vec::new();
+    let base_mlp = if resuming {
+        let text = std::fs::read_to_string(&state_path).map_err(stage("progress.json"))?;
+        state = serde_json::from_str(&text)
+            .map_err(|e| stage("progress.json")(format!("{}: {e}", state_path.display())))?;
+        crate::policies::load_for(&base_path, Role::Base, task, layout)
+            .map_err(stage("base policy"))?
+            .mlp
+    } else {
+        // Fresh run: clear what a previous run left.
+        for d in ["replay", "checkpoints"] {
+            let _ = std::fs::remove_dir_all(out.join(d));
+        }
+        progress(Progress::Stage("demonstrations"));
+        let expert = ScriptedExpert::new(task, &arms.model()?);
+        let mut rt = runtime(arms, 0, Box::new(expert), None, &cfg.runtime)?;
+        let (_, transitions) =
+            run_episodes(&mut rt, seeds(cfg.seed, 1, demo_episodes), true, paced)?;
+        demos = transitions;
+        progress(Progress::Stage("behaviour cloning"));
+        let obs: Vec<f32> = demos
+            .iter()
+            .flat_map(|t| t.obs.as_slice().to_vec())
+            .collect();
+        let act: Vec<f32> = demos
+            .iter()
+            .flat_map(|t| t.action.as_slice().to_vec())
+            .collect();
+        let (mlp, loss) = behaviour_clone(&obs, &act, obs_dim, act_dim, &cfg.bc, cfg.seed);
+        tracing::info!(loss, pairs = demos.len(), "behaviour cloning done");
+        reflex_policy::PolicyFile::save(&mlp, &file_meta(Role::Base), &base_path)
+            .map_err(stage("base policy"))?;
+        mlp
+    };
+
+    Ok(Prepared {
+        state,
+        state_path,
+        base_mlp,
+        demos,
+        resuming,
+        scalars,
+    })
+}
+
+/// The run's learner ([`open_learner`]) with `stage` between transitions and replay, the
+/// demonstrations `demos` in its demonstration buffer (rewarded by the stage if there is
+/// one) and, before its first update, its input normalisation fitted on them. Also returns
+/// the `(episode, step)` of every online step its replay held.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn learner_with_demos(
+    cfg: &TrainConfig,
+    out: &Path,
+    base_mlp: &reflex_policy::Mlp,
+    demos: &[reflex_core::Transition],
+    resuming: bool,
+    obs_dim: usize,
+    act_dim: usize,
+    stage_half: Option<Box<dyn reflex_learn::stage::RewardStage>>,
+) -> Result<OpenedLearner, TrainError> {
+    let (mut learner, actor_slot, stored) =
+        open_learner(cfg, out, base_mlp, obs_dim, act_dim, resuming)?;
+    if let Some(st) = stage_half {
+        learner.set_stage(st);
+    }
+    for t in demos {
+        // Demonstrations are stored relative to the cloned base, like every other step, and
+        // with the reward the stage gives them (with a reward source, never the task's own).
+        let mut t = *t;
+        t.outcome.reward = learner.demo_reward(&t);
+        let mut aug = Vec::new();
+        learner.augment(t.obs.as_slice(), &mut aug);
+        t.base_action.copy_from(&aug[obs_dim..]);
+        if let Some(step) = learner.step_from(&t, Source::Demo) {
+            learner.add_demo(step).map_err(stage("replay"))?;
+        }
+    }
+    if learner.agent.updates == 0 {
+        learner.fit_normaliser(INPUT_MIN_STD);
+    }
+    Ok((learner, actor_slot, stored))
+}
+
 /// The run's learner: its agent (restored from the run's newest checkpoint when `resuming`),
 /// the replay recovered from `out/replay` and persisted there from now on, checkpoints written
 /// to `out/checkpoints`; and the slot its exploring actor is published to.
@@ -575,7 +649,7 @@ pub(crate) fn open_learner(
     obs_dim: usize,
     act_dim: usize,
     resuming: bool,
-) -> Result<(Learner, Arc<WeightsSlot>), TrainError> {
+) -> Result<OpenedLearner, TrainError> {
     let mut agent = Agent::new(cfg.agent.clone(), obs_dim + act_dim, act_dim, cfg.seed)
         .with_residual(cfg.runtime.residual_scale);
     let ckpt_dir = out.join("checkpoints");
@@ -616,6 +690,11 @@ pub(crate) fn open_learner(
         );
     }
     let recovered_records = recovered.len();
+    let stored: Vec<(u64, u64)> = recovered
+        .iter()
+        .filter(|s| s.source != Source::Demo)
+        .map(|s| (s.episode, s.step))
+        .collect();
     for step in recovered {
         learner.restore_step(step);
     }
@@ -629,7 +708,7 @@ pub(crate) fn open_learner(
         );
     }
     learner.persist(log, ckpt_dir);
-    Ok((learner, actor_slot))
+    Ok((learner, actor_slot, stored))
 }
 
 /// Resets the training scene with `seed`, opens the runtime's next episode and tells the

@@ -29,7 +29,7 @@ pub mod plot;
 pub mod report;
 mod scalars;
 
-pub use config::{default_demo_episodes, TrainConfig, TrainError};
+pub use config::{default_demo_episodes, FleetConfig, TrainConfig, TrainError};
 pub use driver::{train, train_on, train_with};
 pub use episodes::{brake_to_rest, run_episodes, EpisodeResults};
 pub use eval::evaluate_run;

@@ -1,0 +1,292 @@
+//! A learner and its actors as separate processes on separate "machines": each actor in a
+//! network namespace of its own, joined to the learner's by a veth pair, all inside a
+//! namespace that holds nothing but them (no traffic leaves it). Mid-run: the learner is
+//! killed with SIGKILL and restarted from its run directory, an actor is killed, a new one
+//! joins, and one actor's link is cut for four seconds. Afterwards the replay is checked
+//! against what the actors sent: no step stored twice, every stream's episodes without holes,
+//! everything the surviving actors had acknowledged stored, the run finished, and every actor
+//! on the newest weights.
+
+#![cfg(feature = "fleet")]
+
+use reflex_learn::replay::{Source, Step};
+use reflex_learn::store::ReplayLog;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PORT: u16 = 7447;
+
+fn replay(run: &Path) -> Vec<Step> {
+    let dir = run.join("replay");
+    let header = std::fs::read(dir.join("000000.seg")).expect("a replay segment");
+    let obs = u32::from_le_bytes(header[8..12].try_into().unwrap()) as usize;
+    let act = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
+    let (_, steps, _) = ReplayLog::open(&dir, obs, act).expect("the replay opens");
+    steps
+}
+
+fn json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+fn env_steps(run: &Path) -> u64 {
+    json(&run.join("progress.json"))
+        .and_then(|p| p["env_steps"].as_u64())
+        .unwrap_or(0)
+}
+
+fn sh(cmd: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "`{cmd}` failed");
+}
+
+/// Waits (bounded) until `done`; fails naming `what`.
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Fleet {
+    dir: PathBuf,
+    cfg: PathBuf,
+    run: PathBuf,
+}
+
+impl Fleet {
+    fn learner(&self, resume: bool, max_steps: Option<u64>) -> Child {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_reflex"));
+        c.args(["learner", "--config", self.cfg.to_str().unwrap(), "--out"])
+            .arg(&self.run)
+            .args(["--listen", &format!("tcp/0.0.0.0:{PORT}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.join(format!("learner-{resume}.log"))).unwrap(),
+            ));
+        if resume {
+            c.arg("--resume");
+        }
+        if let Some(n) = max_steps {
+            c.args(["--max-env-steps", &n.to_string()]);
+        }
+        c.spawn().unwrap()
+    }
+
+    /// An actor on a machine of its own: a new network namespace whose only link is a veth
+    /// pair to the learner's (10.77.N.2 there, 10.77.N.1 here). Returns the process and the
+    /// name of the link's end on the learner's side.
+    fn actor(&self, n: u8) -> (Child, String) {
+        let name = format!("a{n}");
+        let out = self.dir.join(&name);
+        // The actor starts once its link has its address (the learner may not be up yet: it
+        // keeps trying on its own).
+        let script = "ip link set lo up; \
+             for i in $(seq 100); do ip -4 addr show dev eth0 2>/dev/null | grep -q inet && break; sleep 0.05; done; \
+             exec \"$0\" \"$@\"";
+        let child = Command::new("unshare")
+            .args(["-n", "sh", "-c", script, env!("CARGO_BIN_EXE_reflex")])
+            .args([
+                "actor",
+                "--config",
+                self.cfg.to_str().unwrap(),
+                "--task",
+                "reach",
+            ])
+            .args(["--connect", &format!("tcp/10.77.{n}.1:{PORT}")])
+            .args(["--name", &name, "--seed", &n.to_string(), "--out"])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let host = format!("veth{n}");
+        let pid = child.id();
+        // `unshare` may not have made the namespace yet: wait until the process is in another.
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).ok();
+        wait_for("the actor's namespace", Duration::from_secs(10), || {
+            ns(&pid.to_string()).is_some_and(|n| Some(n) != ns("self"))
+        });
+        sh(&format!(
+            "ip link add {host} type veth peer name eth0 netns {pid} && \
+             ip addr add 10.77.{n}.1/24 dev {host} && ip link set {host} up && \
+             nsenter -t {pid} -n sh -c 'ip addr add 10.77.{n}.2/24 dev eth0 && ip link set eth0 up'"
+        ));
+        (child, host)
+    }
+
+    fn report(&self, n: u8) -> serde_json::Value {
+        json(&self.dir.join(format!("a{n}")).join("actor.json"))
+            .unwrap_or_else(|| panic!("actor a{n} wrote no actor.json"))
+    }
+}
+
+fn finish(mut c: Child, what: &str, limit: Duration) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = c.try_wait().unwrap() {
+            assert!(status.success(), "{what} failed: {status}");
+            return;
+        }
+        if t0.elapsed() > limit {
+            let _ = c.kill();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_fleet_survives_a_killed_learner_a_killed_actor_a_new_actor_and_a_cut_link() {
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "a_fleet_survives_a_killed_learner_a_killed_actor_a_new_actor_and_a_cut_link",
+    ) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("reflex-fleet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("fleet.toml");
+    std::fs::write(
+        &cfg,
+        "task = \"reach\"\ndemo_episodes = 3\neval_every = 1000000\neval_episodes = 2\n\
+         target_success = 2.0\nminutes = 5.0\n\
+         [bc]\nhidden = [32, 32]\nsteps = 100\n\
+         [agent]\nhidden = [32, 32]\n\
+         [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\n\
+         checkpoint_every = 300\n\
+         [fleet]\nbatch_transitions = 64\nresend_after_ms = 1000\nack_interval_ms = 100\n\
+         wait_for_learner_s = 60.0\n",
+    )
+    .unwrap();
+    let f = Fleet {
+        run: dir.join("run"),
+        dir: dir.clone(),
+        cfg,
+    };
+    let limit = Duration::from_secs(90);
+
+    let mut l1 = f.learner(false, None);
+    let (a1, link1) = f.actor(1);
+    let (mut a2, _) = f.actor(2);
+    wait_for("the first learner to take 800 steps", limit, || {
+        env_steps(&f.run) >= 800
+    });
+    // The learner dies mid-run and comes back from its run directory.
+    l1.kill().unwrap();
+    l1.wait().unwrap();
+    let at_kill = env_steps(&f.run);
+    std::thread::sleep(Duration::from_millis(500));
+    let l2 = f.learner(true, Some(at_kill + 6000));
+    wait_for("the actors to come back to the new learner", limit, || {
+        env_steps(&f.run) >= at_kill + 400
+    });
+    // An actor dies; a new one joins.
+    a2.kill().unwrap();
+    a2.wait().unwrap();
+    let (a3, _) = f.actor(3);
+    let now = env_steps(&f.run);
+    wait_for("the new actor's steps", limit, || {
+        env_steps(&f.run) >= now + 400
+    });
+    // One actor's link goes down for four seconds.
+    sh(&format!("ip link set {link1} down"));
+    std::thread::sleep(Duration::from_secs(4));
+    sh(&format!("ip link set {link1} up"));
+    finish(l2, "the restarted learner", limit * 2);
+    finish(a1, "actor a1", limit);
+    finish(a3, "actor a3", limit);
+
+    let summary = json(&f.run.join("summary.json")).expect("the learner's summary.json");
+    assert_eq!(summary["incarnation"], 2, "{summary}");
+    assert_eq!(summary["stop_reason"], "step budget", "{summary}");
+    assert!(
+        summary["actors_left"].as_u64().unwrap() >= 1,
+        "the killed actor was not noticed: {summary}"
+    );
+    let newest = summary["weights_version"].as_u64().unwrap();
+    // Every step in the replay once; each stream's episodes without holes.
+    let steps = replay(&f.run);
+    let online: Vec<&Step> = steps.iter().filter(|s| s.source != Source::Demo).collect();
+    let ids: HashSet<(u64, u64)> = online.iter().map(|s| (s.episode, s.step)).collect();
+    assert_eq!(ids.len(), online.len(), "a step was stored twice");
+    let mut by_stream: BTreeMap<u64, BTreeMap<u64, Vec<u64>>> = BTreeMap::new();
+    for s in &online {
+        let (key, episode) = reflex_fleet_split(s.episode);
+        by_stream
+            .entry(key)
+            .or_default()
+            .entry(episode)
+            .or_default()
+            .push(s.step);
+    }
+    for (key, episodes) in &by_stream {
+        let first = *episodes.keys().next().unwrap();
+        for (i, (e, st)) in episodes.iter().enumerate() {
+            assert_eq!(
+                *e,
+                first + i as u64,
+                "stream {key}: episode {e} follows a hole"
+            );
+            let mut sorted = st.clone();
+            sorted.sort_unstable();
+            let want: Vec<u64> = (0..sorted.len() as u64).collect();
+            assert_eq!(sorted, want, "stream {key}, episode {e}: steps missing");
+        }
+    }
+    // The ledger names each stream's key: the surviving actors' streams hold exactly what they
+    // sent, all of it acknowledged.
+    let ledger = json(&f.run.join("fleet").join("streams.json")).expect("the ledger");
+    let key_of = |stream: u64| -> u64 {
+        ledger["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stream"].as_u64() == Some(stream))
+            .map(|s| s["key"].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("stream {stream} is not in the ledger: {ledger}"))
+    };
+    assert_eq!(by_stream.len(), 3, "three streams sent: {ledger}");
+    for n in [1, 3] {
+        let r = f.report(n);
+        assert_eq!(
+            r["stop_reason"], "the learner finished the run",
+            "a{n}: {r}"
+        );
+        assert_eq!(
+            r["weights_version"].as_u64(),
+            Some(newest),
+            "a{n} is not on the newest weights: {r}"
+        );
+        let (stream, counters) = (&r["streams"][0][0], &r["streams"][0][1]);
+        let sent = counters["transitions"].as_u64().unwrap();
+        assert_eq!(
+            counters["acked_transitions"].as_u64(),
+            Some(sent),
+            "a{n}: {r}"
+        );
+        let key = key_of(stream.as_u64().unwrap());
+        let stored: u64 = by_stream[&key].values().map(|s| s.len() as u64).sum();
+        assert_eq!(stored, sent, "a{n}: sent {sent}, the replay holds {stored}");
+    }
+    let a1 = f.report(1);
+    assert!(a1["learner_arrivals"].as_u64().unwrap() >= 2, "{a1}");
+    assert!(a1["streams"][0][1]["resent"].as_u64().unwrap() > 0, "{a1}");
+    if std::env::var_os("REFLEX_KEEP_TEST_DIRS").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The stream key and stream episode of a replay episode id (as `reflex_fleet` splits them).
+fn reflex_fleet_split(episode: u64) -> (u64, u64) {
+    (episode >> 40, episode & ((1 << 40) - 1))
+}
