@@ -34,6 +34,52 @@ pub enum BenchCommand {
     /// The serial link end to end: the firmware's core behind a pseudo-terminal, commanded at
     /// the loop rate; round trips, frames lost, the board's stop when the host goes silent.
     Serial(BenchSerialArgs),
+    /// A learner's intake over Zenoh from 1, 2, 4 ... actor processes on loopback
+    /// (transitions/s, learner CPU per transition, bandwidth per actor) and weights broadcast
+    /// latency to every actor (build with `--features fleet`).
+    #[cfg(feature = "fleet")]
+    Fleet(BenchFleetArgs),
+    /// One actor process of `reflex bench fleet` (started by it).
+    #[cfg(feature = "fleet")]
+    #[command(hide = true)]
+    FleetActor(BenchFleetActorArgs),
+}
+
+/// Arguments of `reflex bench fleet`.
+#[cfg(feature = "fleet")]
+#[derive(Args)]
+pub struct BenchFleetArgs {
+    /// Task whose observation and action shapes are sent.
+    #[arg(long, default_value = "pick_cube")]
+    task: String,
+    /// Actor process counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    actors: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Transitions per batch.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `reflex bench fleet-actor`.
+#[cfg(feature = "fleet")]
+#[derive(Args)]
+pub struct BenchFleetActorArgs {
+    #[arg(long)]
+    port: u16,
+    #[arg(long)]
+    task: String,
+    #[arg(long)]
+    batch: usize,
+    #[arg(long)]
+    seconds: f64,
+    #[arg(long)]
+    name: String,
 }
 
 /// Arguments of `reflex bench serial`.
@@ -309,6 +355,21 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             })?,
             a.json,
         ),
+        #[cfg(feature = "fleet")]
+        BenchCommand::Fleet(a) => (
+            bench::fleet::fleet(&bench::fleet::BenchFleetSpec {
+                task: a.task.clone(),
+                actors: a.actors.clone(),
+                seconds: a.seconds,
+                batch: a.batch,
+                exe: std::env::current_exe()?,
+            })?,
+            a.json,
+        ),
+        #[cfg(feature = "fleet")]
+        BenchCommand::FleetActor(a) => {
+            return bench::fleet::fleet_actor(&a.task, a.port, a.batch, a.seconds, &a.name);
+        }
         BenchCommand::Wire(a) => (
             bench::wire::wire(&bench::wire::BenchWireSpec { seconds: a.seconds })?,
             a.json,

@@ -286,6 +286,148 @@ fn a_fleet_survives_a_killed_learner_a_killed_actor_a_new_actor_and_a_cut_link()
     }
 }
 
+fn openssl(args: &[&str], dir: &Path) {
+    let ok = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("the openssl command")
+        .success();
+    assert!(ok, "openssl {args:?} failed");
+}
+
+/// Over TLS with user/password authentication: an actor that has the learner's CA and a
+/// password in its dictionary trains to the end of the run; one with a wrong password is never
+/// let in and gives up at its deadline, naming the endpoint.
+#[test]
+fn a_fleet_over_tls_lets_in_only_actors_with_a_known_password() {
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "a_fleet_over_tls_lets_in_only_actors_with_a_known_password",
+    ) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("reflex-fleet-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let args = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_owned).collect() };
+    let run = |s: String| {
+        openssl(
+            &args(&s).iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+            &dir,
+        )
+    };
+    run(format!(
+        "req -x509 {ec} -days 1 -subj /CN=reflex-test-CA -keyout ca.key -out ca.pem \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
+    ));
+    run(format!(
+        "req {ec} -subj /CN=localhost -keyout key.pem -out learner.csr"
+    ));
+    std::fs::write(
+        dir.join("learner.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(
+        "x509 -req -in learner.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+         -out cert.pem -extfile learner.ext"
+            .into(),
+    );
+    std::fs::write(dir.join("actors.txt"), "arm-1:right-password\n").unwrap();
+    let d = dir.display();
+    let zenoh = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).unwrap();
+    };
+    zenoh(
+        "learner.json5",
+        format!(
+            "{{ transport: {{ link: {{ tls: {{ listen_certificate: \"{d}/cert.pem\", \
+             listen_private_key: \"{d}/key.pem\" }} }}, \
+             auth: {{ usrpwd: {{ dictionary_file: \"{d}/actors.txt\" }} }} }} }}"
+        ),
+    );
+    for (name, password) in [("good", "right-password"), ("bad", "wrong-password")] {
+        zenoh(
+            &format!("{name}.json5"),
+            format!(
+                "{{ transport: {{ link: {{ tls: {{ root_ca_certificate: \"{d}/ca.pem\" }} }}, \
+                 auth: {{ usrpwd: {{ user: \"arm-1\", password: \"{password}\" }} }} }} }}"
+            ),
+        );
+    }
+    let common = "task = \"reach\"\ndemo_episodes = 3\neval_every = 1000000\neval_episodes = 2\n\
+         target_success = 2.0\nminutes = 3.0\n\
+         [bc]\nhidden = [32, 32]\nsteps = 100\n[agent]\nhidden = [32, 32]\n\
+         [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\n";
+    for who in ["learner", "good", "bad"] {
+        std::fs::write(
+            dir.join(format!("{who}.toml")),
+            format!(
+                "{common}[fleet]\nendpoint = \"tls/127.0.0.1:{PORT}\"\n\
+                 zenoh_config = \"{d}/{who}.json5\"\nwait_for_learner_s = 8.0\n"
+            ),
+        )
+        .unwrap();
+    }
+    let log = |name: &str| Stdio::from(std::fs::File::create(dir.join(name)).unwrap());
+    let learner = Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .args(["learner", "--config", &format!("{d}/learner.toml")])
+        .args(["--out", &format!("{d}/run"), "--max-env-steps", "1500"])
+        .stdout(Stdio::null())
+        .stderr(log("learner.log"))
+        .spawn()
+        .unwrap();
+    let actor = |who: &str| {
+        Command::new(env!("CARGO_BIN_EXE_reflex"))
+            .args([
+                "actor",
+                "--config",
+                &format!("{d}/{who}.toml"),
+                "--task",
+                "reach",
+            ])
+            .args(["--name", who, "--out", &format!("{d}/{who}")])
+            .stdout(Stdio::null())
+            .stderr(log(&format!("{who}.log")))
+            .spawn()
+            .unwrap()
+    };
+    let good = actor("good");
+    let bad = actor("bad");
+    let limit = Duration::from_secs(120);
+    finish(learner, "the TLS learner", limit);
+    finish(good, "the actor with the right password", limit);
+    let out = bad.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the actor with a wrong password was let in"
+    );
+    let log = std::fs::read_to_string(dir.join("bad.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "no learner answered for `base` at tls/127.0.0.1:{PORT}"
+        )),
+        "the refused actor's error does not name the endpoint: {log}"
+    );
+    let summary = json(&dir.join("run").join("summary.json")).expect("summary.json");
+    assert_eq!(summary["stop_reason"], "step budget", "{summary}");
+    assert_eq!(
+        summary["ingest"]["streams"], 1,
+        "only one actor sent: {summary}"
+    );
+    let good = json(&dir.join("good").join("actor.json")).expect("the good actor's report");
+    assert_eq!(
+        good["stop_reason"], "the learner finished the run",
+        "{good}"
+    );
+    if std::env::var_os("REFLEX_KEEP_TEST_DIRS").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// The stream key and stream episode of a replay episode id (as `reflex_fleet` splits them).
 fn reflex_fleet_split(episode: u64) -> (u64, u64) {
     (episode >> 40, episode & ((1 << 40) - 1))

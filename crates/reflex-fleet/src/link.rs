@@ -13,10 +13,11 @@
 //! | `base` | learner | actors | the base policy file, answered to queries |
 //! | `alive/learner`, `alive/actor/<stream>` | | | liveliness tokens |
 //!
-//! Every call that waits has a deadline: queries carry a timeout, publications never block
-//! (congestion drops them: batches are resent until acknowledged, weights and status are
-//! latest-only), and received messages are handed over through bounded queues that count what
-//! they drop.
+//! Every call that waits has a deadline: queries carry a timeout, publications on a loop's
+//! thread never block (congestion drops them: batches are resent until acknowledged, status is
+//! latest-only), weights wait for room on a thread of their own (latest wins while they wait;
+//! Zenoh closes a link stuck longer than its `wait_before_close`), and received messages are
+//! handed over through bounded queues that count what they drop.
 
 use crate::wire::{Ack, Status, Weights};
 use crossbeam::channel::{bounded, Receiver, TrySendError};
@@ -189,7 +190,8 @@ pub struct LearnerLink {
     /// Batches dropped because the learner's queue was full (the actors resend them).
     pub queue_drops: Arc<AtomicU64>,
     latest: Arc<Mutex<Option<Vec<u8>>>>,
-    weights: zenoh::pubsub::Publisher<'static>,
+    to_send: Option<crossbeam::channel::Sender<()>>,
+    sender: Option<std::thread::JoinHandle<()>>,
     status: zenoh::pubsub::Publisher<'static>,
     /// Actor tokens seen.
     pub actors: Arc<Presence>,
@@ -249,8 +251,30 @@ impl LearnerLink {
                 .wait()
                 .map_err(zerr)
         };
-        let weights = publisher(settings.key("weights"))?;
         let status = publisher(settings.key("status"))?;
+        // Weights (hundreds of kB) go out from a thread of their own that waits for room in
+        // the link's queue (a message that does not fit would be dropped whole): the
+        // learner's loop only hands over the newest and never waits.
+        let weights = session
+            .declare_publisher(settings.key("weights"))
+            .congestion_control(CongestionControl::Block)
+            .wait()
+            .map_err(zerr)?;
+        let (to_send, pending) = bounded::<()>(1);
+        let held = latest.clone();
+        let sender = std::thread::Builder::new()
+            .name("reflex-weights-tx".into())
+            .spawn(move || {
+                while pending.recv().is_ok() {
+                    let bytes = held.lock().ok().and_then(|b| b.clone());
+                    if let Some(bytes) = bytes {
+                        if let Err(e) = weights.put(bytes).wait() {
+                            tracing::warn!("weights not published: {e}");
+                        }
+                    }
+                }
+            })
+            .map_err(zerr)?;
         let token = session
             .liveliness()
             .declare_token(settings.key("alive/learner"))
@@ -262,7 +286,8 @@ impl LearnerLink {
             batches,
             queue_drops,
             latest,
-            weights,
+            to_send: Some(to_send),
+            sender: Some(sender),
             status,
             actors,
             _subs: vec![sub, alive],
@@ -300,10 +325,20 @@ impl LearnerLink {
     pub fn publish(&self, w: &Weights) {
         let bytes = w.encode();
         if let Ok(mut l) = self.latest.lock() {
-            *l = Some(bytes.clone());
+            *l = Some(bytes);
         }
-        if let Err(e) = self.weights.put(bytes).wait() {
-            tracing::warn!("weights not published: {e}");
+        // A publication still waiting takes the newest bytes when it goes: latest wins.
+        if let Some(tx) = &self.to_send {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for LearnerLink {
+    fn drop(&mut self) {
+        self.to_send = None;
+        if let Some(h) = self.sender.take() {
+            let _ = h.join();
         }
     }
 }

@@ -1,9 +1,12 @@
 //! `reflex bench`: simulator throughput, policy latency and loop timing (here), the learner's
 //! update rate, the pendulum and end-to-end training ([`learn`]), ROS 2 round trips ([`ros`]),
-//! page-to-arm latency of a teleop session ([`teleop`]), the serial link's frames ([`wire`]) and the link end to end ([`serial`]). Numbers, not assertions: run
+//! page-to-arm latency of a teleop session ([`teleop`]), the serial link's frames ([`wire`]), the link end to end ([`serial`]) and, with the `fleet`
+//! feature, a learner's intake from actor processes over Zenoh (`fleet`). Numbers, not assertions: run
 //! them on an idle machine. Each returns a [`BenchReport`]: the lines a person reads and the
 //! JSON object a machine does.
 
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod learn;
 pub mod ros;
 pub mod serial;
