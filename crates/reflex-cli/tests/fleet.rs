@@ -278,6 +278,13 @@ fn a_fleet_survives_a_killed_learner_a_killed_actor_a_new_actor_and_a_cut_link()
         let stored: u64 = by_stream[&key].values().map(|s| s.len() as u64).sum();
         assert_eq!(stored, sent, "a{n}: sent {sent}, the replay holds {stored}");
     }
+    // The newest weights are asked for only when the learner has published newer ones than an
+    // actor runs (a status naming the learner's update count instead kept every actor asking).
+    let a3 = f.report(3);
+    assert!(
+        a3["weights_stale"].as_u64().unwrap() <= a3["weights_applied"].as_u64().unwrap() / 4,
+        "a3 fetched weights it already had: {a3}"
+    );
     let a1 = f.report(1);
     assert!(a1["learner_arrivals"].as_u64().unwrap() >= 2, "{a1}");
     assert!(a1["streams"][0][1]["resent"].as_u64().unwrap() > 0, "{a1}");

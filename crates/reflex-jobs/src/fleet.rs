@@ -151,10 +151,21 @@ pub fn fleet_learner<A: Arms>(
         &cfg.runtime,
     )?;
     let paced = arms.real_time();
-    let evaluate = |rt: &mut Runtime<A::Robot>| -> Result<(f64, f64), TrainError> {
-        let (r, _) = run_episodes(rt, seeds(cfg.seed, 2, cfg.eval_episodes), false, paced)?;
-        Ok(success_and_return(&r))
+    // One episode at a time, with `between` after each: the learner keeps taking in and
+    // acknowledging while it evaluates (without updating, so its actors are held back by the
+    // ratio, as `reflex train` stops its simulator to evaluate).
+    let evaluate_with = |rt: &mut Runtime<A::Robot>,
+                         between: &mut dyn FnMut() -> Result<(), TrainError>|
+     -> Result<(f64, f64), TrainError> {
+        let mut all = Vec::with_capacity(cfg.eval_episodes);
+        for seed in seeds(cfg.seed, 2, cfg.eval_episodes) {
+            let (r, _) = run_episodes(rt, std::iter::once(seed), false, paced)?;
+            all.extend(r);
+            between()?;
+        }
+        Ok(success_and_return(&all))
     };
+    let evaluate = |rt: &mut Runtime<A::Robot>| evaluate_with(rt, &mut || Ok(()));
     let prior_wall = state.wall_s;
     let wall = |started: &Instant| prior_wall + started.elapsed().as_secs_f64();
     if !resuming {
@@ -185,18 +196,20 @@ pub fn fleet_learner<A: Arms>(
     let link = LearnerLink::open(settings, base_bytes).map_err(link_err)?;
     let version_base = ingest.incarnation() << 40;
     let shared = learner.shared.clone();
-    let mut weights_version = 0;
+    // The newest version published (what the status names).
+    let weights_version = std::cell::Cell::new(0u64);
     let mut published = 0u64;
-    let mut publish = |learner: &reflex_learn::learner::Learner, version: &mut u64| {
-        *version = version_base | learner.agent.updates;
+    let mut publish = |learner: &reflex_learn::learner::Learner| {
+        let version = version_base | learner.agent.updates;
+        weights_version.set(version);
         link.publish(&Weights {
-            version: *version,
+            version,
             published_ns: now_ns(),
             safetensors: actor_slot.snapshot().to_safetensors(),
         });
         published += 1;
     };
-    publish(&learner, &mut weights_version);
+    publish(&learner);
     tracing::info!(
         endpoint = %settings.endpoint,
         run = %settings.run,
@@ -272,11 +285,7 @@ pub fn fleet_learner<A: Arms>(
                     link.ack(&ack);
                 }
             }
-            link.status(&status(
-                learner,
-                weights_version_now(learner, version_base),
-                false,
-            ));
+            link.status(&status(learner, weights_version.get(), false));
         }
         Ok(got)
     };
@@ -293,11 +302,13 @@ pub fn fleet_learner<A: Arms>(
         if p != seen_published && last_publish.elapsed() >= publish_every {
             seen_published = p;
             last_publish = Instant::now();
-            publish(&learner, &mut weights_version);
+            publish(&learner);
         }
         let steps = shared.env_steps.load(Ordering::Relaxed);
         if steps >= last_eval_steps + cfg.eval_every {
-            let result = evaluate(&mut eval_rt)?;
+            let result = evaluate_with(&mut eval_rt, &mut || {
+                take_in(&mut learner, &mut ingest, 64, false).map(|_| ())
+            })?;
             last_eval_steps = steps;
             let last = shared.last.lock().map(|l| *l).unwrap_or_default();
             let row = EvalRow::trained(
@@ -353,14 +364,14 @@ pub fn fleet_learner<A: Arms>(
     let taken = ingest.counters.transitions - taken_before;
     // The last weights go out, then the actors are told the run is over; the learner keeps
     // taking in and acknowledging while they flush.
-    if version_base | learner.agent.updates != weights_version {
+    if version_base | learner.agent.updates != weights_version.get() {
         learner.publish();
-        publish(&learner, &mut weights_version);
+        publish(&learner);
     }
     let finishing = Instant::now();
     while finishing.elapsed() < Duration::from_secs(3) {
         take_in(&mut learner, &mut ingest, usize::MAX, true)?;
-        link.status(&status(&learner, weights_version, true));
+        link.status(&status(&learner, weights_version.get(), true));
         std::thread::sleep(Duration::from_millis(100));
     }
     result?;
@@ -415,16 +426,12 @@ pub fn fleet_learner<A: Arms>(
         actors_joined: link.actors.joined.load(Ordering::Relaxed),
         actors_left: link.actors.left.load(Ordering::Relaxed),
         weights_published: published,
-        weights_version,
+        weights_version: weights_version.get(),
         replay_records: learner.replay_records(),
     };
     let text = serde_json::to_string_pretty(&summary).map_err(stage("summary.json"))?;
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
     Ok(summary)
-}
-
-fn weights_version_now(learner: &reflex_learn::learner::Learner, base: u64) -> u64 {
-    base | learner.agent.updates
 }
 
 /// An actor process's settings.
