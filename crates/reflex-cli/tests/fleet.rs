@@ -379,6 +379,13 @@ fn a_fleet_over_tls_lets_in_only_actors_with_a_known_password() {
         )
         .unwrap();
     }
+    // A previous run's ledger in the run directory: a fresh run starts its own.
+    std::fs::create_dir_all(dir.join("run/fleet")).unwrap();
+    std::fs::write(
+        dir.join("run/fleet/streams.json"),
+        r#"{"incarnation": 5, "streams": [{"stream": 1, "actor": "old", "key": 1, "acked": 9}]}"#,
+    )
+    .unwrap();
     let log = |name: &str| Stdio::from(std::fs::File::create(dir.join(name)).unwrap());
     let learner = Command::new(env!("CARGO_BIN_EXE_reflex"))
         .args(["learner", "--config", &format!("{d}/learner.toml")])

@@ -565,8 +565,8 @@ pub(crate) fn prepare<A: Arms>(
             .map_err(stage("base policy"))?
             .mlp
     } else {
-        // Fresh run: clear what a previous run left.
-        for d in ["replay", "checkpoints"] {
+        // Fresh run: clear what a previous run left (its replay, checkpoints and fleet ledger).
+        for d in ["replay", "checkpoints", "fleet"] {
             let _ = std::fs::remove_dir_all(out.join(d));
         }
         progress(Progress::Stage("demonstrations"));
