@@ -172,19 +172,7 @@ pub fn fleet_learner<A: Arms>(
         progress(Progress::Stage("evaluating the base"));
         let (success, ret) = evaluate(&mut eval_rt)?;
         state.base_success_rate = success;
-        let row = EvalRow {
-            env_steps: 0,
-            updates: 0,
-            wall_s: wall(&started),
-            episodes: 0,
-            success_rate: success,
-            mean_return: ret,
-            train_success_rate: None,
-            critic_loss: None,
-            temperature: learner.agent.temperature(),
-            q_mean: None,
-            entropy: None,
-        };
+        let row = EvalRow::base(wall(&started), (success, ret), learner.agent.temperature());
         state.evals.push(row.clone());
         progress(Progress::Eval(row));
     }
@@ -320,11 +308,7 @@ pub fn fleet_learner<A: Arms>(
                 &VecDeque::new(),
                 &last,
             );
-            if result.0 >= cfg.target_success && state.steps_to_target.is_none() {
-                state.steps_to_target = Some(steps);
-                state.minutes_to_target = Some(row.wall_s / 60.0);
-            }
-            state.evals.push(row.clone());
+            state.push_eval(row.clone(), cfg.target_success);
             state.wall_s = wall(&started);
             write_metrics(out, &state)?;
             write_progress(&state_path, &mut state, &shared)?;
@@ -384,7 +368,7 @@ pub fn fleet_learner<A: Arms>(
         progress(Progress::Stage("final evaluation"));
         let result = evaluate(&mut eval_rt)?;
         let last = shared.last.lock().map(|l| *l).unwrap_or_default();
-        state.evals.push(EvalRow::trained(
+        let row = EvalRow::trained(
             env_steps,
             learner.agent.updates,
             wall(&started),
@@ -392,11 +376,8 @@ pub fn fleet_learner<A: Arms>(
             result,
             &VecDeque::new(),
             &last,
-        ));
-        if result.0 >= cfg.target_success && state.steps_to_target.is_none() {
-            state.steps_to_target = Some(env_steps);
-            state.minutes_to_target = Some(wall(&started) / 60.0);
-        }
+        );
+        state.push_eval(row, cfg.target_success);
     }
     reflex_policy::PolicyFile::save(
         &learner.agent.deterministic_actor(),

@@ -138,19 +138,7 @@ pub fn train_on<A: Arms>(
         progress(Progress::Stage("evaluating the base"));
         let (success, ret) = evaluate(&mut eval_rt)?;
         state.base_success_rate = success;
-        let row = EvalRow {
-            env_steps: 0,
-            updates: 0,
-            wall_s: wall(&started),
-            episodes: 0,
-            success_rate: success,
-            mean_return: ret,
-            train_success_rate: None,
-            critic_loss: None,
-            temperature: learner.agent.temperature(),
-            q_mean: None,
-            entropy: None,
-        };
+        let row = EvalRow::base(wall(&started), (success, ret), learner.agent.temperature());
         state.evals.push(row.clone());
         progress(Progress::Eval(row));
     }
@@ -302,11 +290,7 @@ pub fn train_on<A: Arms>(
                         &last,
                     );
                     last_eval_steps = steps;
-                    if success >= cfg.target_success && state.steps_to_target.is_none() {
-                        state.steps_to_target = Some(steps);
-                        state.minutes_to_target = Some(row.wall_s / 60.0);
-                    }
-                    state.evals.push(row.clone());
+                    state.push_eval(row.clone(), cfg.target_success);
                     state.episodes = episodes;
                     state.wall_s = wall(&started);
                     write_metrics(out, &state)?;
@@ -409,9 +393,8 @@ pub fn train_on<A: Arms>(
         progress(Progress::Stage("final evaluation"));
         evaluated_last = true;
         let result = evaluate(&mut eval_rt)?;
-        let success = result.0;
         let last = shared.last.lock().map(|l| *l).unwrap_or_default();
-        state.evals.push(EvalRow::trained(
+        let row = EvalRow::trained(
             env_steps,
             learner.agent.updates,
             wall(&started),
@@ -419,11 +402,8 @@ pub fn train_on<A: Arms>(
             result,
             &recent,
             &last,
-        ));
-        if success >= cfg.target_success && state.steps_to_target.is_none() {
-            state.steps_to_target = Some(env_steps);
-            state.minutes_to_target = Some(wall(&started) / 60.0);
-        }
+        );
+        state.push_eval(row, cfg.target_success);
     }
     if paced && !interrupted {
         // A real-time arm is left at rest, by the runtime that moved it last.

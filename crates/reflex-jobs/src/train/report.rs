@@ -39,6 +39,27 @@ pub struct EvalRow {
 }
 
 impl EvalRow {
+    /// The row of the base's evaluation, before any training.
+    pub(crate) fn base(
+        wall_s: f64,
+        (success_rate, mean_return): (f64, f64),
+        temperature: f32,
+    ) -> Self {
+        Self {
+            env_steps: 0,
+            updates: 0,
+            wall_s,
+            episodes: 0,
+            success_rate,
+            mean_return,
+            train_success_rate: None,
+            critic_loss: None,
+            temperature,
+            q_mean: None,
+            entropy: None,
+        }
+    }
+
     /// A row after training began: the evaluation, plus the learner's latest statistics and
     /// the success of the recent training episodes.
     #[allow(clippy::too_many_arguments)]
@@ -188,6 +209,18 @@ pub(crate) struct RunState {
     /// exactly; the former scheme clipped them).
     #[serde(default)]
     pub(crate) clip_would_bind: u64,
+}
+
+impl RunState {
+    /// Adds an evaluation's row; the first that reaches `target` sets the steps and minutes
+    /// to the target.
+    pub(crate) fn push_eval(&mut self, row: EvalRow, target: f64) {
+        if row.success_rate >= target && self.steps_to_target.is_none() {
+            self.steps_to_target = Some(row.env_steps);
+            self.minutes_to_target = Some(row.wall_s / 60.0);
+        }
+        self.evals.push(row);
+    }
 }
 
 /// Writes `progress.json` with the learner's counters.
