@@ -7,6 +7,7 @@
 # installs qemu-system-arm from Debian (as root) when missing. Shares the repo's target dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/features.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 target=thumbv7em-none-eabihf
 
@@ -66,6 +67,6 @@ echo "== firmware: the host's SerialRobot against the board image on QEMU (UART0
 # tests: their build is reused.
 qemu_board() {
   REFLEX_BOARD_IMAGE=$CARGO_TARGET_DIR/$target/release/reflex-fw-board \
-    cargo test --workspace --features reflex-cli/lerobot,reflex-cli/fleet --test qemu_board -- --ignored --nocapture
+    cargo test --workspace --features "$REFLEX_FEATURES" --test qemu_board -- --ignored --nocapture
 }
 qemu_board || { echo "== the QEMU board test failed once; running it again"; qemu_board; }
