@@ -5,7 +5,9 @@ use clap::Args;
 use reflex_jobs::arms::SimArms;
 use reflex_jobs::board_sim::BoardSimArms;
 use reflex_jobs::fleet::{fleet_actor, fleet_learner, link_settings, ActorSpec};
+use reflex_jobs::ros::RosArms;
 use reflex_jobs::run::RunRobot;
+use reflex_jobs::serial::SerialArms;
 use reflex_jobs::train::{Progress, TrainConfig};
 use std::path::PathBuf;
 
@@ -32,11 +34,16 @@ pub struct ActorArgs {
     /// Configuration file (the learner's: runtime, learner ratio and `[fleet]` settings).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The robot: sim (the simulator) or sim-board (the simulator behind the firmware's
-    /// control core).
-    #[arg(long, default_value = "sim")]
-    robot: String,
-    /// Runtimes in this process, one simulator each (a thread each: at most the cores).
+    /// The robot (`--robot`: sim, sim-board, serial:PORT with `--scene`, or ros with
+    /// `--params` and any `--ros-args ...` after the command's own: the bridge's parameters).
+    #[command(flatten)]
+    arm: crate::run::ArmArgs,
+    /// With `--robot ros`: the bridge's parameter file (`node: ros__parameters:` form); same as
+    /// `--ros-args --params-file FILE`.
+    #[arg(long)]
+    params: Option<PathBuf>,
+    /// Runtimes in this process, one simulator each (a thread each: at most the cores). A real
+    /// arm (serial, ros) is one runtime: run one actor per arm.
     #[arg(long, default_value_t = 1)]
     envs: usize,
     /// The actor's name [default: actor-<pid>].
@@ -58,7 +65,10 @@ pub struct ActorArgs {
 }
 
 pub fn run_learner(a: &LearnerArgs) -> Result<()> {
-    let (cfg, out) = crate::train::config_and_out(&a.train, "fleet-")?;
+    let (mut cfg, out) = crate::train::config_and_out(&a.train, "fleet-")?;
+    if let Some(r) = a.train.reward_flag() {
+        cfg.reward.source = Some(r);
+    }
     let task = reflex_sim::Task::load(&cfg.task).with_context(|| format!("task {}", cfg.task))?;
     let arms = SimArms::new(task, cfg.runtime.servo_rate_hz);
     let settings = link_settings(&cfg, a.listen.as_deref());
@@ -93,7 +103,7 @@ pub fn run_learner(a: &LearnerArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn run_actor(a: &ActorArgs) -> Result<()> {
+pub fn run_actor(a: &ActorArgs, ros_args: &[String]) -> Result<()> {
     let mut cfg = match &a.config {
         Some(p) => TrainConfig::load(p)?,
         None => TrainConfig::default(),
@@ -119,23 +129,56 @@ pub fn run_actor(a: &ActorArgs) -> Result<()> {
     let settings = link_settings(&cfg, a.connect.as_deref());
     let task = reflex_sim::Task::load(&cfg.task).with_context(|| format!("task {}", cfg.task))?;
     crate::stop_on_signals();
-    let serial = reflex_jobs::run::SerialTarget::new("");
-    let report = match RunRobot::parse(&a.robot, serial).map_err(|e| anyhow::anyhow!(e))? {
-        RunRobot::Sim => fleet_actor(
-            &SimArms::new(task, cfg.runtime.servo_rate_hz),
-            &cfg,
-            &settings,
-            &spec,
-        ),
-        RunRobot::SimBoard(board) => fleet_actor(
-            &BoardSimArms::new(task, cfg.runtime.servo_rate_hz, board),
-            &cfg,
-            &settings,
-            &spec,
-        ),
-        RunRobot::Serial(_) => bail!(
-            "--robot: an actor drives sim or sim-board so far (a serial arm trains with `reflex train --robot serial:PORT`)"
-        ),
+    let real_arm = |what: &str, cfg: &mut TrainConfig| -> Result<()> {
+        if a.envs != 1 {
+            bail!(
+                "--envs {}: {what} is one arm, driven by one runtime (run one actor per arm)",
+                a.envs
+            );
+        }
+        // A real arm's first state may take a while to arrive.
+        cfg.runtime.start_timeout_s = cfg.runtime.start_timeout_s.max(10.0);
+        Ok(())
+    };
+    let report = if a.arm.name() == "ros" {
+        a.arm.no_board_options()?;
+        real_arm("--robot ros", &mut cfg)?;
+        let mut ros = reflex_ros::RosArgs::parse(ros_args)?;
+        if let Some(p) = &a.params {
+            ros.params_files.insert(0, p.clone());
+        }
+        let arms = RosArms::new(&task, &ros, cfg.runtime.servo_rate_hz)
+            .map_err(|e| anyhow::anyhow!("--robot ros: {e}"))?;
+        fleet_actor(&arms, &cfg, &settings, &spec)
+    } else {
+        if a.params.is_some() || !ros_args.is_empty() {
+            bail!("--params and --ros-args belong to --robot ros");
+        }
+        match a.arm.robot()? {
+            RunRobot::Sim => fleet_actor(
+                &SimArms::new(task, cfg.runtime.servo_rate_hz),
+                &cfg,
+                &settings,
+                &spec,
+            ),
+            RunRobot::SimBoard(board) => fleet_actor(
+                &BoardSimArms::new(task, cfg.runtime.servo_rate_hz, board),
+                &cfg,
+                &settings,
+                &spec,
+            ),
+            RunRobot::Serial(target) => {
+                real_arm(&format!("--robot serial:{}", target.port), &mut cfg)?;
+                let arms = SerialArms::open(&task, &target, cfg.runtime.servo_rate_hz)
+                    .map_err(|e| anyhow::anyhow!("--robot serial:{}: {e}", target.port))?;
+                let report = fleet_actor(&arms, &cfg, &settings, &spec);
+                tracing::info!(
+                    health = ?arms.robot().with(|r| reflex_core::Robot::health(r)),
+                    "board at the end"
+                );
+                report
+            }
+        }
     }
     .with_context(|| format!("actor {name}"))?;
     println!(

@@ -104,7 +104,11 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,rustdds=error,ros2_client=error")
+                // Zenoh's peer router warns at every actor's start that gossip is off (Reflex
+                // turns it off: explicit endpoints only); nothing there is a region gateway.
+                tracing_subscriber::EnvFilter::new(
+                    "info,rustdds=error,ros2_client=error,zenoh::net::routing::hat::peer=error",
+                )
             }),
         )
         .with_writer(std::io::stderr)
@@ -117,9 +121,17 @@ fn main() -> Result<()> {
         None => Vec::new(),
     };
     let cli = Cli::parse_from(&argv);
-    if !ros_args.is_empty() && !matches!(cli.command, Command::Ros { .. } | Command::Teleop(_)) {
+    #[cfg(feature = "fleet")]
+    let takes_ros_args = matches!(
+        cli.command,
+        Command::Ros { .. } | Command::Teleop(_) | Command::Actor(_)
+    );
+    #[cfg(not(feature = "fleet"))]
+    let takes_ros_args = matches!(cli.command, Command::Ros { .. } | Command::Teleop(_));
+    if !ros_args.is_empty() && !takes_ros_args {
         anyhow::bail!(
-            "--ros-args is only understood by `reflex ros ...` and `reflex teleop --robot ros`"
+            "--ros-args is only understood by `reflex ros ...`, `reflex teleop --robot ros` and \
+             `reflex actor --robot ros`"
         );
     }
     match cli.command {
@@ -137,7 +149,7 @@ fn main() -> Result<()> {
         #[cfg(feature = "fleet")]
         Command::Learner(args) => fleet::run_learner(&args),
         #[cfg(feature = "fleet")]
-        Command::Actor(args) => fleet::run_actor(&args),
+        Command::Actor(args) => fleet::run_actor(&args, &ros_args),
         Command::Bench { what } => bench::run(&what),
         Command::Ros { what } => ros::run(&what, &ros_args),
     }

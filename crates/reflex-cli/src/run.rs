@@ -62,7 +62,8 @@ pub struct ArmArgs {
     /// The arm: `sim` (the built-in simulator), `sim-board` (the simulator behind the
     /// firmware's control core in process: the board's dynamics at simulation speed) or
     /// `serial:PORT` (an arm on Reflex's joint firmware, e.g. serial:/dev/ttyACM0, or the
-    /// pseudo-terminal `reflex firmware-sim` prints).
+    /// pseudo-terminal `reflex firmware-sim` prints). `reflex actor` also takes `ros`: an arm
+    /// through the ROS 2 bridge, with `--params` and `--ros-args`.
     #[arg(long, default_value = "sim")]
     robot: String,
     /// With `--robot serial:PORT`: the scene link (the tracker's poses and the scene's
@@ -85,6 +86,27 @@ pub struct ArmArgs {
 }
 
 impl ArmArgs {
+    /// `--robot` as given.
+    pub fn name(&self) -> &str {
+        &self.robot
+    }
+
+    /// Refuses the board's options, for an arm set up elsewhere (`reflex actor --robot ros`).
+    pub fn no_board_options(&self) -> Result<()> {
+        if self.scene.is_some()
+            || self.rearm_board
+            || self.no_velocity_feedforward
+            || self.no_gravity_feedforward
+        {
+            anyhow::bail!(
+                "--robot {}: --scene, --rearm-board and the feed-forward options are for a board \
+                 (serial:PORT, sim-board)",
+                self.robot
+            );
+        }
+        Ok(())
+    }
+
     /// The arm these arguments name.
     pub fn robot(&self) -> Result<RunRobot> {
         RunRobot::parse(

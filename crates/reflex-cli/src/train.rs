@@ -59,6 +59,13 @@ pub struct TrainArgs {
     pub(crate) json: bool,
 }
 
+impl TrainArgs {
+    /// `--reward`, if given.
+    pub(crate) fn reward_flag(&self) -> Option<RewardSource> {
+        self.reward
+    }
+}
+
 /// Arguments of `reflex train`: the run's and the arm's.
 #[derive(Args)]
 pub struct TrainCmd {

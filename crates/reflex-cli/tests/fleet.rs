@@ -306,8 +306,9 @@ fn openssl(args: &[&str], dir: &Path) {
 }
 
 /// Over TLS with user/password authentication: an actor that has the learner's CA and a
-/// password in its dictionary trains to the end of the run; one with a wrong password is never
-/// let in and gives up at its deadline, naming the endpoint.
+/// password in its dictionary trains to the end of the run with two runtimes (`--envs 2`, a
+/// stream each); one with a wrong password is never let in and gives up at its deadline,
+/// naming the endpoint.
 #[test]
 fn a_fleet_over_tls_lets_in_only_actors_with_a_known_password() {
     if reflex_ros::netns::run_test_in_loopback_namespace(
@@ -403,7 +404,7 @@ fn a_fleet_over_tls_lets_in_only_actors_with_a_known_password() {
                 "--task",
                 "reach",
             ])
-            .args(["--name", who, "--out", &format!("{d}/{who}")])
+            .args(["--name", who, "--out", &format!("{d}/{who}"), "--envs", "2"])
             .stdout(Stdio::null())
             .stderr(log(&format!("{who}.log")))
             .spawn()
@@ -428,15 +429,20 @@ fn a_fleet_over_tls_lets_in_only_actors_with_a_known_password() {
     );
     let summary = json(&dir.join("run").join("summary.json")).expect("summary.json");
     assert_eq!(summary["stop_reason"], "step budget", "{summary}");
-    assert_eq!(
-        summary["ingest"]["streams"], 1,
-        "only one actor sent: {summary}"
-    );
+    // Only the good actor sent: from both its runtimes (`--envs 2`), each a stream.
+    assert_eq!(summary["ingest"]["streams"], 2, "{summary}");
     let good = json(&dir.join("good").join("actor.json")).expect("the good actor's report");
     assert_eq!(
         good["stop_reason"], "the learner finished the run",
         "{good}"
     );
+    let streams = good["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "{good}");
+    for s in streams {
+        let c = &s[1];
+        assert!(c["transitions"].as_u64().unwrap() > 0, "{good}");
+        assert_eq!(c["acked_transitions"], c["transitions"], "{good}");
+    }
     if std::env::var_os("REFLEX_KEEP_TEST_DIRS").is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -445,4 +451,60 @@ fn a_fleet_over_tls_lets_in_only_actors_with_a_known_password() {
 /// The stream key and stream episode of a replay episode id (as `reflex_fleet` splits them).
 fn reflex_fleet_split(episode: u64) -> (u64, u64) {
     (episode >> 40, episode & ((1 << 40) - 1))
+}
+
+/// What an actor or learner cannot do is refused at once, naming the option: two runtimes on
+/// one real arm, ROS arguments for a simulated arm, a board's options for a ROS arm, and a
+/// reward source the fleet cannot run.
+#[test]
+fn misused_fleet_options_are_refused_by_name() {
+    let refused = |args: &[&str], want: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_reflex"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(want), "{args:?}: {err}");
+    };
+    let actor = ["actor", "--task", "reach", "--connect", "tcp/127.0.0.1:9"];
+    let with =
+        |extra: &[&'static str]| -> Vec<&str> { actor.iter().chain(extra).copied().collect() };
+    refused(
+        &with(&["--robot", "ros", "--envs", "2"]),
+        "--envs 2: --robot ros is one arm",
+    );
+    refused(
+        &with(&[
+            "--robot",
+            "serial:/dev/null",
+            "--scene",
+            "127.0.0.1:9",
+            "--envs",
+            "3",
+        ]),
+        "--envs 3: --robot serial:/dev/null is one arm",
+    );
+    refused(
+        &with(&["--robot", "sim", "--ros-args", "-p", "domain_id:=3"]),
+        "--params and --ros-args belong to --robot ros",
+    );
+    refused(
+        &with(&["--robot", "ros", "--scene", "127.0.0.1:9"]),
+        "--robot ros: --scene",
+    );
+    let run = std::env::temp_dir().join(format!("reflex-refused-learner-{}", std::process::id()));
+    refused(
+        &[
+            "learner",
+            "--task",
+            "reach",
+            "--reward",
+            "vlm-preference",
+            "--out",
+            run.to_str().unwrap(),
+        ],
+        "reward source vlm-preference",
+    );
+    assert!(!run.exists(), "the refused learner wrote its run directory");
 }

@@ -112,6 +112,7 @@ pub fn fleet_learner<A: Arms>(
     mut progress: impl FnMut(Progress),
 ) -> Result<LearnerSummary, TrainError> {
     cfg.validate().map_err(stage("configuration"))?;
+    task_reward_only(cfg)?;
     settings.validate().map_err(link_err)?;
     let started = Instant::now();
     let task = arms.task();
@@ -496,6 +497,24 @@ impl Follower {
     }
 }
 
+/// A fleet run trains on the task's reward only. The other sources do not split across
+/// processes yet: their hook needs the arm's camera (on the actor), the demonstrations' rewards
+/// and a preference model that keeps learning belong to the learner. Refused by name rather
+/// than trained on the task's reward unasked.
+fn task_reward_only(cfg: &TrainConfig) -> Result<(), TrainError> {
+    use crate::rewards::RewardSource;
+    let name = match cfg.reward.source {
+        None | Some(RewardSource::Task) => return Ok(()),
+        Some(RewardSource::VlmKeypoints) => "vlm-keypoints",
+        Some(RewardSource::VlmPreference) => "vlm-preference",
+        Some(RewardSource::Classifier) => "classifier",
+    };
+    Err(stage("configuration")(format!(
+        "reward source {name} (`--reward` or `[reward] source`): a run over the fleet trains on \
+         the task's reward only so far; train with `reflex train` for this source"
+    )))
+}
+
 /// Runs an actor: `spec.envs` runtimes on robots from `arms`, streaming to the learner of
 /// `settings` until the learner finishes the run (or the actor's own budget ends).
 pub fn fleet_actor<A: Arms + Sync>(
@@ -505,6 +524,7 @@ pub fn fleet_actor<A: Arms + Sync>(
     spec: &ActorSpec,
 ) -> Result<ActorReport, TrainError> {
     cfg.validate().map_err(stage("configuration"))?;
+    task_reward_only(cfg)?;
     settings.validate().map_err(link_err)?;
     std::fs::create_dir_all(&spec.out).map_err(stage("the actor's directory"))?;
     let task = arms.task();

@@ -6,25 +6,11 @@
 
 mod common;
 
-use reflex_jobs::firmware_sim::{FirmwareSim, FirmwareSimSpec};
-use reflex_jobs::run::{run, RunRobot, RunSpec, SerialTarget};
-use reflex_sim::Task;
+use common::sim_board;
 
-/// The simulated board for `task` (a 250 ms watchdog: the board's watchdog is tested over the
-/// pty on its own, in reflex-serial's tests; here a loaded CI machine must not stall the host
-/// past it), and the serial target that reaches it with its scene link.
-fn sim_board(task: &Task) -> (FirmwareSim, SerialTarget) {
-    let sim = FirmwareSim::start(&FirmwareSimSpec {
-        watchdog_ms: 250,
-        ..FirmwareSimSpec::new(task.clone())
-    })
-    .unwrap();
-    let target = SerialTarget {
-        scene: Some(sim.scene_addr),
-        ..SerialTarget::new(&sim.device)
-    };
-    (sim, target)
-}
+use reflex_jobs::firmware_sim::FirmwareSim;
+use reflex_jobs::run::{run, RunRobot, RunSpec};
+use reflex_sim::Task;
 
 /// The simulated board for pick_cube, and a scripted session of `seconds` against it from
 /// scene `seed`.

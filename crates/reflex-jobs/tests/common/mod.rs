@@ -1,5 +1,11 @@
 //! What the short training tests over a real-time arm share (ROS 2, the firmware).
 
+#![allow(dead_code)]
+
+pub mod ros;
+
+use reflex_jobs::firmware_sim::{FirmwareSim, FirmwareSimSpec};
+use reflex_jobs::run::SerialTarget;
 use reflex_jobs::train::TrainConfig;
 use reflex_sim::Task;
 use std::path::{Path, PathBuf};
@@ -36,4 +42,20 @@ pub fn short_train_config(task_path: &Path, servo_rate_hz: f64) -> TrainConfig {
     cfg.learner.learning_starts = 1;
     cfg.learner.batch_size = 32;
     cfg
+}
+
+/// The simulated board for `task` (a 250 ms watchdog: the board's watchdog is tested over the
+/// pty on its own, in reflex-serial's tests; here a loaded CI machine must not stall the host
+/// past it), and the serial target that reaches it with its scene link.
+pub fn sim_board(task: &Task) -> (FirmwareSim, SerialTarget) {
+    let sim = FirmwareSim::start(&FirmwareSimSpec {
+        watchdog_ms: 250,
+        ..FirmwareSimSpec::new(task.clone())
+    })
+    .unwrap();
+    let target = SerialTarget {
+        scene: Some(sim.scene_addr),
+        ..SerialTarget::new(&sim.device)
+    };
+    (sim, target)
 }
