@@ -129,20 +129,18 @@ pub fn run_actor(a: &ActorArgs, ros_args: &[String]) -> Result<()> {
     let settings = link_settings(&cfg, a.connect.as_deref());
     let task = reflex_sim::Task::load(&cfg.task).with_context(|| format!("task {}", cfg.task))?;
     crate::stop_on_signals();
-    let real_arm = |what: &str, cfg: &mut TrainConfig| -> Result<()> {
+    let one_arm = |what: &str| -> Result<()> {
         if a.envs != 1 {
             bail!(
                 "--envs {}: {what} is one arm, driven by one runtime (run one actor per arm)",
                 a.envs
             );
         }
-        // A real arm's first state may take a while to arrive.
-        cfg.runtime.start_timeout_s = cfg.runtime.start_timeout_s.max(10.0);
         Ok(())
     };
     let report = if a.arm.name() == "ros" {
         a.arm.no_board_options()?;
-        real_arm("--robot ros", &mut cfg)?;
+        one_arm("--robot ros")?;
         let mut ros = reflex_ros::RosArgs::parse(ros_args)?;
         if let Some(p) = &a.params {
             ros.params_files.insert(0, p.clone());
@@ -168,7 +166,7 @@ pub fn run_actor(a: &ActorArgs, ros_args: &[String]) -> Result<()> {
                 &spec,
             ),
             RunRobot::Serial(target) => {
-                real_arm(&format!("--robot serial:{}", target.port), &mut cfg)?;
+                one_arm(&format!("--robot serial:{}", target.port))?;
                 let arms = SerialArms::open(&task, &target, cfg.runtime.servo_rate_hz)
                     .map_err(|e| anyhow::anyhow!("--robot serial:{}: {e}", target.port))?;
                 let report = fleet_actor(&arms, &cfg, &settings, &spec);

@@ -155,6 +155,9 @@ pub fn runtime_config(
     )
 }
 
+/// The shortest wait for a real-time arm's first state, s.
+pub const REAL_ARM_START_TIMEOUT_S: f64 = 10.0;
+
 /// A runtime over a new robot from `arms` (scene reset for `seed`) with these policies and
 /// `settings` (the loop runs at the arms' rate).
 pub fn runtime<A: Arms>(
@@ -166,6 +169,11 @@ pub fn runtime<A: Arms>(
 ) -> Result<Runtime<A::Robot>, ArmsError> {
     let (robot, model) = arms.make(seed)?;
     let mut cfg = runtime_config(arms.task(), &model, arms.rate_hz(), settings);
+    if arms.real_time() {
+        // A real arm's first state may take a while to arrive (a board answering its
+        // handshake, a driver's first joint state over DDS).
+        cfg.start_timeout_s = cfg.start_timeout_s.max(REAL_ARM_START_TIMEOUT_S);
+    }
     arms.configure(&mut cfg);
     let estop = arms.estop_for(&robot);
     let rt = Runtime::new(robot, cfg, model, base, residual, estop)

@@ -554,12 +554,10 @@ pub fn ros_train(
     reward: Option<reflex_learn::stage::RewardPlugin>,
     progress: impl FnMut(crate::train::Progress),
 ) -> Result<crate::train::Summary, crate::train::TrainError> {
-    let mut cfg = cfg.clone();
-    cfg.runtime.start_timeout_s = cfg.runtime.start_timeout_s.max(10.0);
     let task = Task::load(&cfg.task).map_err(crate::train::config::stage("task"))?;
     let arms = RosArms::new(&task, ros, cfg.runtime.servo_rate_hz)
         .map_err(crate::train::config::stage("ROS 2 arm"))?;
-    crate::train::train_on(&arms, &cfg, out, resume, reward, progress)
+    crate::train::train_on(&arms, cfg, out, resume, reward, progress)
 }
 
 /// How an operator's twist and joy messages become actions for `task`.

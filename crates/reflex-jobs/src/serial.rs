@@ -97,12 +97,10 @@ pub fn serial_train(
     reward: Option<RewardPlugin>,
     progress: impl FnMut(Progress),
 ) -> Result<Summary, TrainError> {
-    let mut cfg = cfg.clone();
-    cfg.runtime.start_timeout_s = cfg.runtime.start_timeout_s.max(10.0);
     let task = Task::load(&cfg.task).map_err(crate::train::config::stage("task"))?;
     let arms = SerialArms::open(&task, target, cfg.runtime.servo_rate_hz)
         .map_err(crate::train::config::stage("serial arm"))?;
-    let summary = train_on(&arms, &cfg, out, resume, reward, progress);
+    let summary = train_on(&arms, cfg, out, resume, reward, progress);
     tracing::info!(health = ?arms.robot().with(|r| reflex_core::Robot::health(r)), "board at the end");
     summary
 }

@@ -53,9 +53,6 @@ fn a_serial_arm_and_a_ros_arm_act_for_one_fleet_learner() {
     let (stop_arm, server, arm_stats) = serve_sim_arm(&task, &params(domain), 9, 0.0, (32, 32));
 
     let out = dir.join("run");
-    // A real arm waits for its first state up to 10 s (as `reflex actor` sets it).
-    let mut actor_cfg = cfg.clone();
-    actor_cfg.runtime.start_timeout_s = 10.0;
     let actor = |name: &str| ActorSpec {
         name: name.into(),
         envs: 1,
@@ -76,11 +73,11 @@ fn a_serial_arm_and_a_ros_arm_act_for_one_fleet_learner() {
         });
         let serial = s.spawn(|| -> ActorReport {
             let arms = SerialArms::open(&task, &target, cfg.runtime.servo_rate_hz).unwrap();
-            fleet_actor(&arms, &actor_cfg, &settings, &actor("board")).unwrap()
+            fleet_actor(&arms, &cfg, &settings, &actor("board")).unwrap()
         });
         let ros = s.spawn(|| -> ActorReport {
             let arms = RosArms::new(&task, &ros_args(domain), cfg.runtime.servo_rate_hz).unwrap();
-            fleet_actor(&arms, &actor_cfg, &settings, &actor("ros")).unwrap()
+            fleet_actor(&arms, &cfg, &settings, &actor("ros")).unwrap()
         });
         let summary = learner.join().unwrap().unwrap();
         (summary, [serial.join().unwrap(), ros.join().unwrap()])
