@@ -2,7 +2,8 @@
 //! `reflex-jobs`; nothing here drives a robot or a learner itself.
 //!
 //! - `reflex train`: the main job, residual RL on a behaviour-cloned base in the simulator.
-//! - `reflex eval`: success rate of a trained run.
+//! - `reflex eval`: success rate of a trained run (on the held-out seeds by default).
+//! - `reflex study`: several seeds' runs read together (`reflex train --seeds` does it too).
 //! - `reflex sim`: run a policy in the simulator and report its success rate.
 //! - `reflex run`: the runtime's control loop driving the simulated arm (or, `--robot
 //!   serial:PORT`, an arm on Reflex's firmware) in real time.
@@ -51,6 +52,9 @@ enum Command {
     Train(train::TrainCmd),
     /// Success rate of a trained run directory.
     Eval(train::EvalArgs),
+    /// Several finished runs (one per seed) read together: mean and 95% bootstrap interval
+    /// of their held-out success and time to the target (study.json), and a band plot.
+    Study(train::StudyArgs),
     /// Run a policy in the simulator and report success.
     Sim(sim::SimArgs),
     /// Run the control loop against the simulator (or a serial arm) in real time; report
@@ -137,6 +141,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run_train(&args),
         Command::Eval(args) => train::run_eval(&args),
+        Command::Study(args) => train::run_study(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Run(args) => run::run(&args),
         Command::FirmwareSim(args) => firmware_sim::run(&args),

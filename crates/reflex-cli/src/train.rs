@@ -22,8 +22,14 @@ pub struct TrainArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Seed of the run.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
+    /// Several seeds, one run after another (`0,1,2`, or a count: `3` is 0,1,2), each in
+    /// `<out>/s<seed>`; then `<out>/study.json` (mean and 95% bootstrap interval of the
+    /// held-out success and of the steps and minutes to the target) and `<out>/band.png`. With
+    /// --resume, finished seeds are kept and the rest run. The simulator only.
+    #[arg(long, value_parser = parse_seeds)]
+    seeds: Option<SeedList>,
     /// Run directory (default: runs/<task>-s<seed>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -96,7 +102,7 @@ pub fn run_train(c: &TrainCmd) -> Result<()> {
 pub fn run_job(
     a: &TrainArgs,
     real: Option<&str>,
-    job: impl FnOnce(
+    mut job: impl FnMut(
         &TrainConfig,
         &Path,
         Option<RewardPlugin>,
@@ -104,6 +110,146 @@ pub fn run_job(
     ) -> std::result::Result<Summary, TrainError>,
 ) -> Result<()> {
     let (cfg, out) = config_and_out(a, real.unwrap_or(""))?;
+    let Some(SeedList(seeds)) = &a.seeds else {
+        let summary = run_one(a, real, &cfg, &out, &mut job)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        return Ok(());
+    };
+    if real.is_some() {
+        bail!("--seeds: a study runs in the simulator; a real arm trains one seed per session");
+    }
+    let mut dirs = Vec::new();
+    for &seed in seeds {
+        let mut cfg = cfg.clone();
+        cfg.seed = seed;
+        if let Err(e) = cfg.validate() {
+            bail!("--seeds: {e}");
+        }
+        let dir = out.join(format!("s{seed}"));
+        if a.resume && finished(&dir) {
+            println!("seed {seed}: finished before, kept ({})", dir.display());
+        } else {
+            println!("seed {seed} of {:?}:", seeds);
+            run_one(a, real, &cfg, &dir, &mut job)?;
+        }
+        if reflex_jobs::train::INTERRUPT.load(std::sync::atomic::Ordering::Relaxed) {
+            bail!(
+                "interrupted during seed {seed}: its run is in {}; --resume with the same --seeds \
+                 continues the study",
+                dir.display()
+            );
+        }
+        dirs.push(dir);
+    }
+    let st = reflex_jobs::train::study(&dirs, &out)?;
+    print_study(&st, &out);
+    if a.json {
+        println!("{}", serde_json::to_string(&st)?);
+    }
+    Ok(())
+}
+
+/// Whether the run in `dir` ended (its `summary.json` says so) other than by an interrupt.
+fn finished(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Summary>(&t).ok())
+        .is_some_and(|s| s.stop_reason != "interrupted")
+}
+
+/// The seeds of `--seeds`.
+#[derive(Clone, Debug)]
+pub struct SeedList(Vec<u64>);
+
+/// `--seeds`: a comma-separated list, or a count `N` for seeds 0..N.
+fn parse_seeds(s: &str) -> std::result::Result<SeedList, String> {
+    let bad = |p: &str| format!("`{p}` is not a seed (give a count, 3, or a list, 0,1,2)");
+    let seeds: Vec<u64> = if s.contains(',') {
+        s.split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| p.trim().parse().map_err(|_| bad(p)))
+            .collect::<std::result::Result<_, _>>()?
+    } else {
+        let n: u64 = s.trim().parse().map_err(|_| bad(s))?;
+        (0..n).collect()
+    };
+    if seeds.is_empty() {
+        return Err("no seeds".into());
+    }
+    let mut sorted = seeds.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!("{s}: a seed is given twice"));
+    }
+    Ok(SeedList(seeds))
+}
+
+/// The study's lines for people.
+fn print_study(st: &reflex_jobs::train::Study, out: &Path) {
+    let pct = |i: &reflex_jobs::train::Interval| {
+        format!(
+            "{:.1}% [{:.1}, {:.1}]",
+            100.0 * i.mean,
+            100.0 * i.lo,
+            100.0 * i.hi
+        )
+    };
+    let n = st.runs.len();
+    println!(
+        "{} with reward {}, {n} seeds (mean, {:.0}% bootstrap interval):",
+        st.task,
+        st.reward,
+        100.0 * st.confidence
+    );
+    match &st.heldout_success {
+        Some(h) => println!(
+            "  held-out success ({} episodes each): {}",
+            st.heldout_episodes,
+            pct(h)
+        ),
+        None => println!("  held-out success: not measured by every run"),
+    }
+    println!("  last stopping evaluation: {}", pct(&st.final_success));
+    println!("  cloned base: {}", pct(&st.base_success));
+    match (&st.steps_to_target, &st.minutes_to_target) {
+        (Some(s), Some(m)) => println!(
+            "  to {:.0}%: reached by {} of {n}; {:.0} steps [{:.0}, {:.0}], {:.1} min [{:.1}, {:.1}]",
+            100.0 * st.target_success,
+            st.reached_target,
+            s.mean,
+            s.lo,
+            s.hi,
+            m.mean,
+            m.lo,
+            m.hi
+        ),
+        _ => println!(
+            "  to {:.0}%: reached by none of {n}",
+            100.0 * st.target_success
+        ),
+    }
+    println!(
+        "  updates per step {:.2}; study.json and band.png in {}",
+        st.utd.mean,
+        out.display()
+    );
+}
+
+/// One run of [`run_job`] in `out` with `cfg`: its reward source, progress bar and lines.
+fn run_one(
+    a: &TrainArgs,
+    real: Option<&str>,
+    cfg: &TrainConfig,
+    out: &Path,
+    job: &mut impl FnMut(
+        &TrainConfig,
+        &Path,
+        Option<RewardPlugin>,
+        &mut dyn FnMut(Progress),
+    ) -> std::result::Result<Summary, TrainError>,
+) -> Result<Summary> {
     let task = reflex_sim::Task::load(&cfg.task).with_context(|| format!("task {}", cfg.task))?;
     let flags = RewardFlags {
         source: a.reward,
@@ -111,8 +257,8 @@ pub fn run_job(
         vlm_url: a.vlm_url.clone(),
         vlm_model: a.vlm_model.clone(),
     };
-    let (plugin, mut oracle) = reward_plugin(&task, cfg.seed, &cfg.reward, &flags, &out)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let (plugin, mut oracle) =
+        reward_plugin(&task, cfg.seed, &cfg.reward, &flags, out).map_err(|e| anyhow::anyhow!(e))?;
     // (Taken only for a real arm: dropping the oracle would stop the simulator's.)
     if let Some(o) = oracle.take_if(|_| real.is_some()) {
         o.stop();
@@ -151,7 +297,7 @@ pub fn run_job(
             r.mean_return
         )),
     };
-    let summary = job(&cfg, &out, plugin, &mut report)
+    let summary = job(cfg, out, plugin, &mut report)
         .with_context(|| format!("training in {}", out.display()))?;
     bar.finish_and_clear();
     println!(
@@ -165,6 +311,13 @@ pub fn run_job(
         summary.wall_s / 60.0,
         out.display()
     );
+    if let Some(h) = &summary.heldout {
+        println!(
+            "held out: {:.1}% success over {} episodes no run trained or stopped on (the figure to report)",
+            100.0 * h.success_rate,
+            h.episodes
+        );
+    }
     if let Some(stage) = &summary.reward_stage {
         println!(
             "rewards from {}: {}; {} deadline misses",
@@ -176,10 +329,7 @@ pub fn run_job(
     if let Some(o) = oracle {
         o.stop();
     }
-    if a.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    }
-    Ok(())
+    Ok(summary)
 }
 
 /// The run's configuration (the file's, with the flags over it) and its directory
@@ -282,9 +432,10 @@ pub struct EvalArgs {
     /// Episodes.
     #[arg(long, default_value_t = 50)]
     episodes: usize,
-    /// Seed of the episodes.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seed of the episodes [default: the held-out seeds every run's summary.json reports
+    /// on, which no run trains, demonstrates or stops on].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Print a JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -312,9 +463,33 @@ pub fn run_eval(a: &EvalArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"task": a.task, "policy": a.policy, "residual": a.residual,
-                "episodes": a.episodes,
+                "episodes": a.episodes, "seed": a.seed, "heldout": a.seed.is_none(),
                 "success_rate": success, "mean_return": ret})
         );
+    }
+    Ok(())
+}
+
+/// Arguments of `reflex study`.
+#[derive(Args)]
+pub struct StudyArgs {
+    /// Finished run directories of one task and reward source (each with its summary.json
+    /// and progress.json), one per seed.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Where study.json and band.png go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print study.json as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_study(a: &StudyArgs) -> Result<()> {
+    let st = reflex_jobs::train::study(&a.runs, &a.out)?;
+    print_study(&st, &a.out);
+    if a.json {
+        println!("{}", serde_json::to_string(&st)?);
     }
     Ok(())
 }

@@ -289,6 +289,131 @@ fn run_refuses_a_residual_of_the_wrong_shape_naming_the_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `reflex train --seeds`: each seed's run in its own directory, then the study over them
+/// (held-out mean and bootstrap interval, band plot); `--resume` keeps finished seeds.
+#[test]
+fn train_seeds_writes_each_run_and_the_study() {
+    let dir = std::env::temp_dir().join(format!("reflex-cli-seeds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        "task = \"reach\"\ndemo_episodes = 3\nmax_env_steps = 100\neval_every = 100\neval_episodes = 2\n\
+         heldout_episodes = 4\n[bc]\nhidden = [16, 16]\nsteps = 50\n[agent]\nhidden = [16, 16]\n\
+         [learner]\nbatch_size = 16\nlearning_starts = 16\ncritic_warmup_updates = 5\n",
+    )
+    .unwrap();
+    let study = dir.join("study");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            study.to_str().unwrap(),
+            "--seeds",
+            "4,7",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        reflex(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (ok, out, err) = run(&[]);
+    assert!(ok, "{err}");
+    let st = last_json(&out);
+    let runs = st["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{st}");
+    let mut rates = Vec::new();
+    for (r, seed) in runs.iter().zip([4, 7]) {
+        assert_eq!(r["seed"], seed, "{st}");
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(study.join(format!("s{seed}/summary.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s["seed"], seed);
+        assert_eq!(s["heldout"]["episodes"], 4, "{s}");
+        rates.push(s["heldout"]["success_rate"].as_f64().unwrap());
+    }
+    let h = &st["heldout_success"];
+    assert_eq!(h["n"], 2, "{st}");
+    let mean = h["mean"].as_f64().unwrap();
+    assert!((mean - (rates[0] + rates[1]) / 2.0).abs() < 1e-12, "{st}");
+    let (lo, hi) = (h["lo"].as_f64().unwrap(), h["hi"].as_f64().unwrap());
+    assert!(lo <= mean && mean <= hi, "{st}");
+    assert!(
+        lo >= rates[0].min(rates[1]) && hi <= rates[0].max(rates[1]),
+        "{st}"
+    );
+    assert_eq!(st["heldout_episodes"], 4);
+    assert!(study.join("study.json").exists() && study.join("band.png").exists());
+    assert!(out.contains("held-out success (4 episodes each)"), "{out}");
+    // Resuming a finished study trains nothing again and gives the same study.
+    let (ok, out2, err) = run(&["--resume"]);
+    assert!(ok, "{err}");
+    assert_eq!(out2.matches("finished before, kept").count(), 2, "{out2}");
+    assert_eq!(last_json(&out2), st);
+    // `reflex study` reads the same runs.
+    let (ok, out3, err) = reflex(&[
+        "study",
+        study.join("s4").to_str().unwrap(),
+        study.join("s7").to_str().unwrap(),
+        "--out",
+        dir.join("again").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(last_json(&out3)["heldout_success"], st["heldout_success"]);
+    // The sparse baseline: the task's success alone; a study does not mix it with the
+    // task's shaped reward.
+    let sparse = dir.join("sparse");
+    let (ok, out4, err) = reflex(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        sparse.to_str().unwrap(),
+        "--reward",
+        "sparse",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let s = last_json(&out4);
+    assert_eq!(s["reward"], "sparse", "{s}");
+    let st4 = &s["reward_stage"]["sparse"];
+    assert!(st4["steps"].as_u64().unwrap() >= 100, "{s}");
+    assert_eq!(st4["success_reward"], 10.0, "{s}");
+    let (ok, _, err) = reflex(&[
+        "study",
+        study.join("s4").to_str().unwrap(),
+        sparse.to_str().unwrap(),
+        "--out",
+        dir.join("mixed").to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("reward `sparse`") && err.contains("reward `task`"),
+        "{err}"
+    );
+    // Bad lists are refused by name.
+    for (bad, says) in [
+        ("4,4", "twice"),
+        ("x", "`x` is not a seed"),
+        ("0", "no seeds"),
+    ] {
+        let mut a = args(&[]);
+        a[6] = bad.into();
+        let (ok, _, err) = reflex(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!ok && err.contains(says), "{bad}: {err}");
+    }
+    let (ok, _, err) = run(&["--seed", "1"]);
+    assert!(!ok && err.contains("--seed"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A tiny `reflex train` from a config file, then `reflex eval` on its run directory.
 #[test]
 fn train_writes_a_run_that_eval_reads() {
@@ -298,7 +423,7 @@ fn train_writes_a_run_that_eval_reads() {
     let cfg = dir.join("tiny.toml");
     std::fs::write(
         &cfg,
-        "task = \"reach\"\ndemo_episodes = 3\nmax_env_steps = 150\neval_every = 100\neval_episodes = 3\n\
+        "task = \"reach\"\ndemo_episodes = 3\nmax_env_steps = 150\neval_every = 100\neval_episodes = 3\nheldout_episodes = 3\n\
          [bc]\nhidden = [32, 32]\nsteps = 100\n\
          [agent]\nhidden = [32, 32]\n\
          [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\n",
@@ -360,6 +485,14 @@ fn train_writes_a_run_that_eval_reads() {
     let e = eval();
     let rate = e["success_rate"].as_f64().unwrap();
     assert_eq!(e["episodes"], 3);
+    // By default `reflex eval` judges the held-out scenes, as the run's own held-out
+    // evaluation did: the same figure, kept apart from the stopping evaluations.
+    assert_eq!(e["heldout"], true, "{e}");
+    let h = &s["heldout"];
+    assert_eq!(h["episodes"], 3, "{s}");
+    assert_eq!(h["first_seed"].as_u64(), Some(1 << 62), "{s}");
+    assert_eq!(h["success_rate"], e["success_rate"], "{s}\n{e}");
+    assert!(s["final_success_rate"].is_number(), "{s}");
     assert!(
         (rate * 3.0 - (rate * 3.0).round()).abs() < 1e-9 && (0.0..=1.0).contains(&rate),
         "a share of 3 episodes: {e}"
@@ -451,7 +584,7 @@ fn train_with_vlm_keypoints_from_the_built_in_oracle() {
     let cfg = dir.join("tiny.toml");
     std::fs::write(
         &cfg,
-        "task = \"pick_cube\"\ndemo_episodes = 2\nmax_env_steps = 400\neval_every = 400\neval_episodes = 2\n\
+        "task = \"pick_cube\"\ndemo_episodes = 2\nmax_env_steps = 400\neval_every = 400\neval_episodes = 2\nheldout_episodes = 0\n\
          [bc]\nhidden = [32, 32]\nsteps = 100\n\
          [agent]\nhidden = [32, 32]\n\
          [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\n",
@@ -501,7 +634,7 @@ fn train_with_vlm_preference_from_the_config_file() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("pref.toml");
-    let common = "task = \"pick_cube\"\ndemo_episodes = 2\nmax_env_steps = 600\neval_every = 600\neval_episodes = 2\n\
+    let common = "task = \"pick_cube\"\ndemo_episodes = 2\nmax_env_steps = 600\neval_every = 600\neval_episodes = 2\nheldout_episodes = 0\n\
          [bc]\nhidden = [32, 32]\nsteps = 100\n\
          [agent]\nhidden = [32, 32]\n\
          [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\nlockstep = true\n";
@@ -610,7 +743,7 @@ fn classifier_train_then_eval() {
     let cfg = dir.join("tiny.toml");
     std::fs::write(
         &cfg,
-        "task = \"pick_cube\"\ndemo_episodes = 2\nmax_env_steps = 300\neval_every = 300\neval_episodes = 2\n\
+        "task = \"pick_cube\"\ndemo_episodes = 2\nmax_env_steps = 300\neval_every = 300\neval_episodes = 2\nheldout_episodes = 0\n\
          [bc]\nhidden = [32, 32]\nsteps = 100\n\
          [agent]\nhidden = [32, 32]\n\
          [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\nlockstep = true\n",
@@ -652,7 +785,7 @@ fn ctrl_c_ends_training_with_every_output_written() {
     let cfg = dir.join("long.toml");
     std::fs::write(
         &cfg,
-        "task = \"reach\"\ndemo_episodes = 3\nminutes = 10.0\neval_episodes = 3\n\
+        "task = \"reach\"\ndemo_episodes = 3\nminutes = 10.0\neval_episodes = 3\nheldout_episodes = 0\n\
          [bc]\nhidden = [32, 32]\nsteps = 100\n\
          [agent]\nhidden = [32, 32]\n\
          [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\n",

@@ -44,7 +44,7 @@ fn train_killed_at_random_moments_resumes_without_losing_or_repeating_steps() {
     std::fs::write(
         &cfg,
         "task = \"reach\"\ndemo_episodes = 3\nmax_env_steps = 3000\neval_every = 100000\n\
-         eval_episodes = 2\ntarget_success = 2.0\n\
+         eval_episodes = 2\nheldout_episodes = 0\ntarget_success = 2.0\n\
          [bc]\nhidden = [32, 32]\nsteps = 100\n\
          [agent]\nhidden = [32, 32]\n\
          [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\n\

@@ -158,7 +158,7 @@ fn a_fleet_survives_a_killed_learner_a_killed_actor_a_new_actor_and_a_cut_link()
     let cfg = dir.join("fleet.toml");
     std::fs::write(
         &cfg,
-        "task = \"reach\"\ndemo_episodes = 3\neval_every = 1000000\neval_episodes = 2\n\
+        "task = \"reach\"\ndemo_episodes = 3\neval_every = 1000000\neval_episodes = 2\nheldout_episodes = 0\n\
          target_success = 2.0\nminutes = 5.0\n\
          [bc]\nhidden = [32, 32]\nsteps = 100\n\
          [agent]\nhidden = [32, 32]\n\
@@ -366,7 +366,7 @@ fn a_fleet_over_tls_lets_in_only_actors_with_a_known_password() {
             ),
         );
     }
-    let common = "task = \"reach\"\ndemo_episodes = 3\neval_every = 1000000\neval_episodes = 2\n\
+    let common = "task = \"reach\"\ndemo_episodes = 3\neval_every = 1000000\neval_episodes = 2\nheldout_episodes = 0\n\
          target_success = 2.0\nminutes = 3.0\n\
          [bc]\nhidden = [32, 32]\nsteps = 100\n[agent]\nhidden = [32, 32]\n\
          [learner]\nbatch_size = 32\nlearning_starts = 32\ncritic_warmup_updates = 20\n";

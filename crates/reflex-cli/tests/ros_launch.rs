@@ -190,7 +190,7 @@ fn the_launch_files_start_training_against_the_simulated_arm() {
     let config = tmp.join("tiny.toml");
     std::fs::write(
         &config,
-        "demo_episodes = 1\nmax_env_steps = 10\neval_episodes = 1\nminutes = 2.0\n",
+        "demo_episodes = 1\nmax_env_steps = 10\neval_episodes = 1\nheldout_episodes = 0\nminutes = 2.0\n",
     )
     .unwrap();
     let out = tmp.join("run");

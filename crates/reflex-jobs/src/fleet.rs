@@ -74,8 +74,10 @@ pub struct LearnerSummary {
     pub wall_s: f64,
     /// The base's evaluation.
     pub base_success_rate: f64,
-    /// The last evaluation.
+    /// The last evaluation (the run's own evaluation seeds, which decided when to stop).
     pub final_success_rate: f64,
+    /// The final policy on the held-out seeds (see `reflex train`'s `summary.json`).
+    pub heldout: Option<crate::train::HeldOut>,
     /// Steps when an evaluation first reached the target.
     pub steps_to_target: Option<u64>,
     /// Minutes then.
@@ -380,6 +382,12 @@ pub fn fleet_learner<A: Arms>(
         );
         state.push_eval(row, cfg.target_success);
     }
+    let heldout = if stop_reason != "interrupted" && !paced && cfg.heldout_episodes > 0 {
+        progress(Progress::Stage("held-out evaluation"));
+        crate::train::eval::heldout_evaluation(&mut eval_rt, cfg.heldout_episodes)?
+    } else {
+        None
+    };
     reflex_policy::PolicyFile::save(
         &learner.agent.deterministic_actor(),
         &file_meta(Role::Residual),
@@ -398,6 +406,7 @@ pub fn fleet_learner<A: Arms>(
         wall_s: state.wall_s,
         base_success_rate: state.base_success_rate,
         final_success_rate: state.evals.last().map_or(0.0, |r| r.success_rate),
+        heldout,
         steps_to_target: state.steps_to_target,
         minutes_to_target: state.minutes_to_target,
         stop_reason: stop_reason.to_owned(),
@@ -508,6 +517,7 @@ fn task_reward_only(cfg: &TrainConfig) -> Result<(), TrainError> {
         Some(RewardSource::VlmKeypoints) => "vlm-keypoints",
         Some(RewardSource::VlmPreference) => "vlm-preference",
         Some(RewardSource::Classifier) => "classifier",
+        Some(RewardSource::Sparse) => "sparse",
     };
     Err(stage("configuration")(format!(
         "reward source {name} (`--reward` or `[reward] source`): a run over the fleet trains on \

@@ -28,11 +28,19 @@ pub enum RewardSource {
     VlmPreference,
     /// A trained success classifier on camera frames, as the sparse reward.
     Classifier,
+    /// The baseline: the task's success alone, none of its shaping terms.
+    Sparse,
 }
 
 impl RewardSource {
     /// Every source's name, as flags and files spell it.
-    pub const NAMES: [&'static str; 4] = ["task", "vlm-keypoints", "vlm-preference", "classifier"];
+    pub const NAMES: [&'static str; 5] = [
+        "task",
+        "vlm-keypoints",
+        "vlm-preference",
+        "classifier",
+        "sparse",
+    ];
 }
 
 impl std::str::FromStr for RewardSource {
@@ -43,6 +51,7 @@ impl std::str::FromStr for RewardSource {
             "vlm-keypoints" => Ok(Self::VlmKeypoints),
             "vlm-preference" => Ok(Self::VlmPreference),
             "classifier" => Ok(Self::Classifier),
+            "sparse" => Ok(Self::Sparse),
             _ => Err(format!(
                 "unknown reward source `{s}` (one of: {})",
                 Self::NAMES.join(", ")
@@ -55,7 +64,7 @@ impl std::str::FromStr for RewardSource {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RewardSection {
-    /// `task`, `vlm-keypoints`, `vlm-preference` or `classifier` (default: task).
+    /// `task`, `vlm-keypoints`, `vlm-preference`, `classifier` or `sparse` (default: task).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<RewardSource>,
     /// The VLM client (`base_url`, `model`, `api_key_env`, timeouts, retries, concurrency,
@@ -71,6 +80,25 @@ pub struct RewardSection {
     pub preference: PreferenceStageConfig,
     /// The classifier reward during training.
     pub classifier_stage: ClassifierStageConfig,
+    /// The sparse baseline.
+    pub sparse: SparseConfig,
+}
+
+/// The sparse baseline's reward (`[reward.sparse]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SparseConfig {
+    /// Reward of a successful step (every other step earns 0); the other sources' success
+    /// reward by default.
+    pub success_reward: f64,
+}
+
+impl Default for SparseConfig {
+    fn default() -> Self {
+        Self {
+            success_reward: 10.0,
+        }
+    }
 }
 
 /// What the command line overrides in [`RewardSection`].
@@ -144,6 +172,15 @@ pub fn reward_plugin(
     };
     match source {
         RewardSource::Task => Ok((None, None)),
+        RewardSource::Sparse => {
+            let r = section.sparse.success_reward;
+            if !(r.is_finite() && r > 0.0) {
+                return Err(format!(
+                    "reward.sparse.success_reward: must be positive, got {r}"
+                ));
+            }
+            Ok((Some(reflex_learn::stage::sparse_plugin(r)), None))
+        }
         RewardSource::VlmKeypoints => {
             if task.objects.is_empty() {
                 return Err(format!(

@@ -87,6 +87,7 @@ fn a_short_run_on_reach_writes_its_outputs_and_resumes() {
         demo_episodes: 10,
         eval_every: SMOKE_STEPS / 2,
         eval_episodes: 10,
+        heldout_episodes: 0,
         ..Default::default()
     };
     cfg.bc.steps = 300;
@@ -172,6 +173,7 @@ fn a_short_run_on_reach_beats_its_base_over_three_seeds() {
             demo_episodes: 40,
             eval_every: BEAT_STEPS,
             eval_episodes: 150,
+            heldout_episodes: 0,
             ..Default::default()
         };
         cfg.agent.hidden = vec![128, 128];
@@ -224,6 +226,7 @@ fn lockstep_runs_are_reproducible() {
             demo_episodes: 5,
             eval_every: 700,
             eval_episodes: 3,
+            heldout_episodes: 0,
             ..Default::default()
         };
         cfg.agent.hidden = vec![32, 32];

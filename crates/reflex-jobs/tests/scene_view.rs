@@ -189,6 +189,7 @@ fn training_with_keypoint_rewards_runs_through_a_robot_that_hides_the_simulator(
         demo_episodes: 4,
         eval_every: 1_000_000,
         eval_episodes: 2,
+        heldout_episodes: 0,
         ..Default::default()
     };
     cfg.bc.steps = 100;
@@ -258,6 +259,7 @@ fn the_simulator_waits_for_a_slow_vlm_instead_of_dropping_episodes() {
         demo_episodes: 3,
         eval_every: 1_000_000,
         eval_episodes: 1,
+        heldout_episodes: 0,
         ..Default::default()
     };
     cfg.bc.steps = 50;

@@ -211,6 +211,7 @@ fn a_learning_session_trains_from_the_scripted_operator_and_resumes() {
         max_env_steps: 1,
         demo_episodes: 3,
         eval_episodes: 1,
+        heldout_episodes: 0,
         ..Default::default()
     };
     cfg.runtime.servo_rate_hz = 250.0;

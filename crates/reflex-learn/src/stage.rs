@@ -100,3 +100,75 @@ pub struct RewardPlugin {
     /// The learner half.
     pub stage: Box<dyn RewardStage>,
 }
+
+/// The sparse baseline: the task's success alone (`success_reward` on a successful step, 0
+/// otherwise), with none of the task's shaping terms. Trained with the same demonstrations
+/// and RLPD, it shows what a reward source adds beyond the success signal.
+pub fn sparse_plugin(success_reward: f64) -> RewardPlugin {
+    RewardPlugin {
+        name: "sparse".into(),
+        hook: Box::new(NoQuestions),
+        stage: Box::new(SparseStage {
+            success_reward,
+            steps: 0,
+            successes: 0,
+        }),
+    }
+}
+
+/// A hook with nothing to ask.
+struct NoQuestions;
+
+impl EpisodeHook for NoQuestions {
+    fn episode_started(&mut self, _episode: u64, _obs: &Observation, _scene: &dyn SceneView) {}
+}
+
+/// Rewards each transition on arrival from its success.
+struct SparseStage {
+    success_reward: f64,
+    steps: u64,
+    successes: u64,
+}
+
+impl RewardStage for SparseStage {
+    fn take(&mut self, mut t: Transition, ready: &mut dyn FnMut(Transition)) {
+        t.outcome.reward = success_only(&t, self.success_reward);
+        self.steps += 1;
+        self.successes += u64::from(t.outcome.success);
+        ready(t);
+    }
+
+    fn poll(&mut self, _ready: &mut dyn FnMut(Transition)) {}
+
+    fn report(&self) -> serde_json::Value {
+        serde_json::json!({"sparse": {
+            "success_reward": self.success_reward,
+            "steps": self.steps,
+            "successes": self.successes,
+        }})
+    }
+
+    fn demo_reward(&self, t: &Transition) -> f64 {
+        success_only(t, self.success_reward)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shaped term is gone: a step earns the success reward or nothing, on arrival.
+    #[test]
+    fn the_sparse_stage_keeps_only_the_success() {
+        let mut p = sparse_plugin(10.0);
+        let mut t = Transition::empty(reflex_core::ActionSpace::EeDelta);
+        t.outcome.reward = 0.7;
+        let mut got = Vec::new();
+        p.stage.take(t, &mut |t| got.push(t.outcome.reward));
+        t.outcome.success = true;
+        p.stage.take(t, &mut |t| got.push(t.outcome.reward));
+        assert_eq!(got, [0.0, 10.0]);
+        assert_eq!(p.stage.demo_reward(&t), 10.0);
+        assert_eq!(p.stage.report()["sparse"]["successes"], 1);
+    }
+}

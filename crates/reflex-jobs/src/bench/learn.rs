@@ -190,6 +190,7 @@ pub fn bench_train(a: &BenchTrainSpec) -> Result<BenchReport> {
         target_success: 2.0,
         eval_every: u64::MAX / 2,
         eval_episodes: 1,
+        heldout_episodes: 0,
         ..Default::default()
     };
     cfg.learner.utd = a.utd;

@@ -31,8 +31,14 @@ pub struct TrainConfig {
     pub runtime: RuntimeSettings,
     /// Evaluate every this many environment steps.
     pub eval_every: u64,
-    /// Episodes per evaluation.
+    /// Episodes per evaluation. These evaluations decide when the run stops (the target)
+    /// and draw the run's own evaluation seeds.
     pub eval_episodes: usize,
+    /// Episodes of the held-out evaluation once training ends (0: none): the final policy on
+    /// seeds no run trains, demonstrates or stops on, the same for every run seed
+    /// (`summary.json`'s `heldout`, apart from the stopping evaluations). Simulated arms only:
+    /// a real-time arm is evaluated with `reflex eval` or by its operator.
+    pub heldout_episodes: usize,
     /// Behaviour cloning of the base.
     pub bc: BcConfig,
     /// The learner thread.
@@ -144,6 +150,7 @@ impl Default for TrainConfig {
             runtime: RuntimeSettings::default(),
             eval_every: 10_000,
             eval_episodes: 50,
+            heldout_episodes: 200,
             bc: BcConfig::default(),
             learner: LearnerConfig::default(),
             agent: AgentConfig::default(),
@@ -199,6 +206,12 @@ impl TrainConfig {
             return Err(format!(
                 "runtime.residual_scale: must be in [0.1, 0.5], got {}",
                 self.runtime.residual_scale
+            ));
+        }
+        if self.seed >= super::episodes::MAX_RUN_SEED {
+            return Err(format!(
+                "seed: must be below 2^32 (so no run's scenes reach the held-out seeds), got {}",
+                self.seed
             ));
         }
         self.fleet.validate()?;

@@ -3,6 +3,7 @@
 
 use super::config::{default_demo_episodes, stage, TrainConfig, TrainError};
 use super::episodes::{brake_to_rest, run_episodes, seeds, success_and_return};
+use super::eval::heldout_evaluation;
 use super::plot::plot_curves;
 use super::report::{
     write_atomic, write_metrics, write_progress, EvalRow, Progress, RunState, Summary,
@@ -405,6 +406,13 @@ pub fn train_on<A: Arms>(
         );
         state.push_eval(row, cfg.target_success);
     }
+    // The figure to report: the final policy on seeds no run trained or stopped on.
+    let heldout = if !interrupted && !paced && cfg.heldout_episodes > 0 {
+        progress(Progress::Stage("held-out evaluation"));
+        heldout_evaluation(&mut eval_rt, cfg.heldout_episodes)?
+    } else {
+        None
+    };
     if paced && !interrupted {
         // A real-time arm is left at rest, by the runtime that moved it last.
         brake_to_rest(
@@ -457,6 +465,7 @@ pub fn train_on<A: Arms>(
             .iter()
             .map(|r| r.success_rate)
             .fold(0.0, f64::max),
+        heldout,
         steps_to_target: state.steps_to_target,
         minutes_to_target: state.minutes_to_target,
         demo_episodes: state.demo_episodes,

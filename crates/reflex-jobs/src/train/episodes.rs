@@ -80,6 +80,23 @@ pub fn run_episodes<R: Robot + SceneReset>(
     Ok((results, kept))
 }
 
+/// First seed of the held-out range. Every run's demonstrations, training and stopping
+/// evaluations draw seeds below it ([`MAX_RUN_SEED`] keeps them there), so a held-out
+/// evaluation judges scenes no run trained or stopped on, and every seed of a study is judged
+/// on the same scenes.
+pub const HELDOUT_FIRST_SEED: u64 = 1 << 62;
+
+/// Run seeds are below this: `seed * 1_000_003 + stream * 10^7 + i` then stays below 2^53,
+/// far under [`HELDOUT_FIRST_SEED`].
+pub const MAX_RUN_SEED: u64 = 1 << 32;
+
+/// The `n` seeds of the held-out evaluation.
+pub fn heldout_seeds(n: usize) -> impl Iterator<Item = u64> {
+    (0..n as u64).map(|i| HELDOUT_FIRST_SEED + i)
+}
+
+/// The seeds of stream `stream` of run seed `run_seed` (1: demonstrations, 2: the stopping
+/// evaluations, 3: training, 3 + i: a fleet actor's runtime i, 4: `reflex eval --seed`).
 pub(crate) fn seeds(run_seed: u64, stream: u64, n: usize) -> impl Iterator<Item = u64> {
     let base = run_seed
         .wrapping_mul(1_000_003)
@@ -94,4 +111,24 @@ pub(crate) fn success_and_return(r: &[(bool, f64)]) -> (f64, f64) {
         r.iter().filter(|x| x.0).count() as f64 / n,
         r.iter().map(|x| x.1).sum::<f64>() / n,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No stream of any allowed run seed reaches the held-out range, even a long run's
+    /// training stream or a fleet's hundredth actor.
+    #[test]
+    fn run_streams_stay_below_the_heldout_range() {
+        let top = MAX_RUN_SEED - 1;
+        for stream in [1, 2, 3, 4, 103] {
+            let last = seeds(top, stream, 10_000_000).last().unwrap();
+            assert!(last < HELDOUT_FIRST_SEED, "stream {stream}: {last}");
+        }
+        assert_eq!(
+            heldout_seeds(2).collect::<Vec<_>>(),
+            [1 << 62, (1 << 62) + 1]
+        );
+    }
 }

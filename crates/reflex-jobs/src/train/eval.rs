@@ -1,25 +1,28 @@
 //! `reflex eval`: a trained run directory (or a base alone) on seeded episodes.
 
 use super::config::{stage, TrainConfig, TrainError};
-use super::episodes::{run_episodes, seeds, success_and_return};
+use super::episodes::{heldout_seeds, run_episodes, seeds, success_and_return, HELDOUT_FIRST_SEED};
+use super::report::HeldOut;
 use crate::arms::{runtime, Arms, SimArms};
 use crate::policies::load_for;
+use reflex_core::{Robot, SceneReset};
 use reflex_policy::Role;
-use reflex_runtime::{NetPolicy, ResidualPolicy, WeightsSlot};
+use reflex_runtime::{NetPolicy, ResidualPolicy, Runtime, WeightsSlot};
 use reflex_sim::Task;
 use std::path::Path;
 
 /// Evaluates a trained run directory (or a base alone) on `episodes` seeded episodes with the
 /// task, loop rate and residual scale its training used (from its `config.toml`, which must be
 /// there); `task`, when given, must be the run's. `residual` replaces the run's
-/// `policy.safetensors` (a snapshot a learning session wrote, say). Returns the success rate
-/// and the mean return.
+/// `policy.safetensors` (a snapshot a learning session wrote, say). The episodes' seeds are
+/// the held-out ones every run's `summary.json` reports on, or with `seed` a stream of that
+/// seed. Returns the success rate and the mean return.
 pub fn evaluate_run(
     run: &Path,
     task: Option<&str>,
     residual: Option<&Path>,
     episodes: usize,
-    seed: u64,
+    seed: Option<u64>,
 ) -> Result<(f64, f64), TrainError> {
     let cfg_path = run.join("config.toml");
     if !cfg_path.exists() {
@@ -75,6 +78,25 @@ pub fn evaluate_run(
         None
     };
     let mut rt = runtime(&arms, 0, Box::new(base), residual, &cfg.runtime)?;
-    let (r, _) = run_episodes(&mut rt, seeds(seed, 4, episodes), false, false)?;
+    let (r, _) = match seed {
+        Some(seed) => run_episodes(&mut rt, seeds(seed, 4, episodes), false, false)?,
+        None => run_episodes(&mut rt, heldout_seeds(episodes), false, false)?,
+    };
     Ok(success_and_return(&r))
+}
+
+/// The held-out evaluation of a finished run: `episodes` episodes of `rt`'s policy on the
+/// held-out seeds. An interrupt (the arm braked to rest) leaves it unreported: `None`.
+pub(crate) fn heldout_evaluation<R: Robot + SceneReset>(
+    rt: &mut Runtime<R>,
+    episodes: usize,
+) -> Result<Option<HeldOut>, TrainError> {
+    match run_episodes(rt, heldout_seeds(episodes), false, false) {
+        Ok((r, _)) => Ok(Some(HeldOut::from_results(HELDOUT_FIRST_SEED, &r))),
+        Err(TrainError::Interrupted) => {
+            tracing::warn!("the held-out evaluation was interrupted: none is reported");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -18,7 +18,8 @@
 //! The job is split by concern: [`config`] (the run's settings and errors), [`episodes`]
 //! (whole episodes for demonstrations and evaluation, braking on interrupt), [`driver`] (the
 //! training loop), [`eval`] (`reflex eval`), [`report`] (`summary.json`, `metrics.csv`,
-//! `progress.json`), `scalars` (`scalars.jsonl`) and [`plot`] (`curve.png`). Robots come from an [`crate::arms::Arms`]: the
+//! `progress.json`), `scalars` (`scalars.jsonl`), [`plot`] (`curve.png`) and [`study`] (several
+//! seeds read together: `study.json`, `band.png`). Robots come from an [`crate::arms::Arms`]: the
 //! simulator's by default, anything with the same traits otherwise.
 
 pub mod config;
@@ -28,12 +29,16 @@ pub mod eval;
 pub mod plot;
 pub mod report;
 mod scalars;
+pub mod study;
 
 pub use config::{default_demo_episodes, FleetConfig, TrainConfig, TrainError};
 pub use driver::{train, train_on, train_with};
-pub use episodes::{brake_to_rest, run_episodes, EpisodeResults};
+pub use episodes::{
+    brake_to_rest, heldout_seeds, run_episodes, EpisodeResults, HELDOUT_FIRST_SEED, MAX_RUN_SEED,
+};
 pub use eval::evaluate_run;
-pub use report::{EvalRow, Progress, Summary};
+pub use report::{EvalRow, HeldOut, Progress, Summary};
+pub use study::{study, Interval, Study};
 
 use std::sync::atomic::AtomicBool;
 

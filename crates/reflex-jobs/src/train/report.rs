@@ -112,10 +112,15 @@ pub struct Summary {
     pub wall_s: f64,
     /// Success of the behaviour-cloned base.
     pub base_success_rate: f64,
-    /// Success at the last evaluation.
+    /// Success at the last evaluation on the run's own evaluation seeds (the stream that
+    /// decided when to stop: it is biased upwards by that choice; see `heldout`).
     pub final_success_rate: f64,
-    /// Best evaluation.
+    /// Best evaluation on the run's own evaluation seeds.
     pub best_success_rate: f64,
+    /// The final policy on the held-out seeds, after training (none when interrupted, on a
+    /// real-time arm, or with `heldout_episodes = 0`): the figure to report.
+    #[serde(default)]
+    pub heldout: Option<HeldOut>,
     /// Environment steps when an evaluation first reached `target_success`.
     pub steps_to_target: Option<u64>,
     /// Minutes when an evaluation first reached `target_success`.
@@ -164,6 +169,36 @@ pub struct Summary {
     /// Records in the replay log (demonstrations and online steps, across resumes).
     #[serde(default)]
     pub replay_records: u64,
+}
+
+/// A held-out evaluation: episodes on seeds no run trained, demonstrated or stopped on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldOut {
+    /// Episodes.
+    pub episodes: usize,
+    /// Their first seed (the rest follow it).
+    pub first_seed: u64,
+    /// Episodes that succeeded.
+    pub successes: usize,
+    /// `successes / episodes`.
+    pub success_rate: f64,
+    /// Mean undiscounted return (the task's reward).
+    pub mean_return: f64,
+}
+
+impl HeldOut {
+    /// From per-episode (success, return) on seeds starting at `first_seed`.
+    pub fn from_results(first_seed: u64, results: &[(bool, f64)]) -> Self {
+        let successes = results.iter().filter(|r| r.0).count();
+        let n = results.len().max(1) as f64;
+        Self {
+            episodes: results.len(),
+            first_seed,
+            successes,
+            success_rate: successes as f64 / n,
+            mean_return: results.iter().map(|r| r.1).sum::<f64>() / n,
+        }
+    }
 }
 
 /// Progress reported while a run goes.

@@ -35,6 +35,7 @@ pub fn short_train_config(task_path: &Path, servo_rate_hz: f64) -> TrainConfig {
         demo_episodes: 2,
         max_env_steps: 30,
         eval_episodes: 1,
+        heldout_episodes: 0,
         minutes: 2.0,
         ..Default::default()
     };
