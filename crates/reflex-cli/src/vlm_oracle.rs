@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use reflex_reward::oracle::{Oracle, OracleConfig};
+use reflex_reward::oracle::{NoiseMode, Oracle, OracleConfig};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -15,9 +15,16 @@ pub struct OracleArgs {
     /// Address to listen on. Loopback by default; the oracle is for tests and simulation.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Chance that an answer is wrong (a random point, a flipped label), 0..1.
+    /// Chance that an answer is wrong, 0..1 (how: --noise-modes).
     #[arg(long, default_value_t = 0.0)]
     noise: f64,
+    /// How wrong answers are wrong, drawn evenly from the list: random (a point anywhere, a
+    /// flipped label), wrong-part (the object's far side), distractor (another thing in view),
+    /// wrong-way (waypoints mirrored through the grasp point), left-right (the answer mirrored
+    /// left to right), depth (the point behind the object), hedge (two proposals or "cannot
+    /// tell"). Preference and success answers flip, or hedge.
+    #[arg(long, value_delimiter = ',', default_value = "random")]
+    noise_modes: Vec<NoiseMode>,
     /// Delay before every answer, milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -54,6 +61,7 @@ pub fn run(a: &OracleArgs) -> Result<()> {
         .with_context(|| format!("--host {} --port {}", a.host, a.port))?;
     let cfg = OracleConfig {
         noise: a.noise,
+        noise_modes: a.noise_modes.clone(),
         latency: Duration::from_millis(a.latency_ms),
         error_rate: a.error_rate,
         garbage_rate: a.garbage_rate,
@@ -73,6 +81,7 @@ pub fn run(a: &OracleArgs) -> Result<()> {
     tracing::info!(
         requests = s.requests.load(Ordering::Relaxed),
         answered = s.answered.load(Ordering::Relaxed),
+        wrong = s.wrong.load(Ordering::Relaxed),
         errors = s.errors.load(Ordering::Relaxed),
         garbage = s.garbage.load(Ordering::Relaxed),
         refused = s.refused.load(Ordering::Relaxed),

@@ -19,7 +19,7 @@ use crate::annotate::draw_grid;
 use crate::fusion::{Bound, FusedTerm, Fusion, Rule};
 use crate::keypoint::{KeypointReward, KeypointShaping, KEYPOINT_TERMS};
 use crate::parse::{parse_keypoints, Grid};
-use crate::scene::{oracle_keypoints, Scene};
+use crate::scene::{oracle_keypoints, oracle_mistakes, Scene};
 use crate::vlm::{Answer, Png, Query, Request, VlmClient};
 use nalgebra::{Isometry3, Point3, Quaternion, Translation3, UnitQuaternion};
 use reflex_core::{
@@ -224,10 +224,13 @@ impl KeypointHook {
             .ok()
             .and_then(|t| parse_keypoints(&t, &self.grid).ok())
             .map(|truth| {
-                serde_json::json!({
-                    "keypoints": { "affordance": truth.affordance, "waypoints": truth.waypoints },
-                    "image": [frame.width, frame.height],
-                })
+                let mut hint = oracle_mistakes(frame, truth.affordance);
+                hint["keypoints"] = serde_json::json!({
+                    "affordance": truth.affordance,
+                    "waypoints": truth.waypoints,
+                });
+                hint["image"] = serde_json::json!([frame.width, frame.height]);
+                hint
             });
         let request = Request {
             id: episode,

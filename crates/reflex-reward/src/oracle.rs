@@ -6,8 +6,13 @@
 //! "waypoints": [[x, y], ...]}}`, `{"progress": [p1, p2]}` or `{"success": true}`. The oracle
 //! recognises the prompt, and answers the way a VLM does: an analysis in prose, then the
 //! answer, sometimes in a code fence. Faults are injected on purpose: `noise` is the chance an
-//! answer is wrong (a random point, a flipped label), `latency` delays every answer,
-//! `error_rate` answers 500 or 429 instead, `garbage_rate` answers text with no answer in it.
+//! answer is wrong, in one of the ways of [`NoiseMode`] (drawn evenly from `noise_modes`),
+//! `latency` delays every answer, `error_rate` answers 500 or 429 instead, `garbage_rate`
+//! answers text with no answer in it.
+//!
+//! The keypoint hint may carry what realistic mistakes are made of: `object_box`, the pixel box
+//! of the object under the true grasp point, and `distractors`, a pixel on each other thing in
+//! view (from the simulator's segmentation, which only the hint sees).
 
 use crate::prompts::Kind;
 use axum::extract::State;
@@ -21,11 +26,71 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How a wrong answer is wrong: the mistakes real VLMs make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoiseMode {
+    /// A confident point anywhere in the image; a flipped label.
+    Random,
+    /// The right object, the wrong part of it: the grasp point on the far side of its box.
+    WrongPart,
+    /// Another thing in view (a robot link, another object) taken for the object.
+    Distractor,
+    /// The waypoints mirrored through the grasp point: the plan goes the wrong way.
+    WrongWay,
+    /// Left and right swapped: the whole answer mirrored about the image's vertical centre.
+    LeftRight,
+    /// Near and far confused: the point placed behind the object (above it in the image),
+    /// where the depth belongs to what lies beyond.
+    Depth,
+    /// No commitment: two different proposals with a hedge, or "I cannot tell"; a preference
+    /// or success answer that will not say.
+    Hedge,
+}
+
+impl NoiseMode {
+    /// Every mode, as flags spell them.
+    pub const ALL: [(&'static str, NoiseMode); 7] = [
+        ("random", NoiseMode::Random),
+        ("wrong-part", NoiseMode::WrongPart),
+        ("distractor", NoiseMode::Distractor),
+        ("wrong-way", NoiseMode::WrongWay),
+        ("left-right", NoiseMode::LeftRight),
+        ("depth", NoiseMode::Depth),
+        ("hedge", NoiseMode::Hedge),
+    ];
+
+    /// The mode's name as flags spell it.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("random", |(n, _)| n)
+    }
+}
+
+impl std::str::FromStr for NoiseMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == s.trim())
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                format!(
+                    "unknown noise mode `{s}` (one of: {})",
+                    Self::ALL.map(|(n, _)| n).join(", ")
+                )
+            })
+    }
+}
+
 /// Oracle settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OracleConfig {
     /// Chance that an answer is wrong, 0..1.
     pub noise: f64,
+    /// How a wrong answer is wrong, drawn evenly from these (empty: random).
+    pub noise_modes: Vec<NoiseMode>,
     /// Delay before every answer.
     pub latency: Duration,
     /// Chance of answering HTTP 500 or 429 (half each) instead, 0..1.
@@ -40,6 +105,7 @@ impl Default for OracleConfig {
     fn default() -> Self {
         Self {
             noise: 0.0,
+            noise_modes: vec![NoiseMode::Random],
             latency: Duration::ZERO,
             error_rate: 0.0,
             garbage_rate: 0.0,
@@ -55,6 +121,8 @@ pub struct OracleStats {
     pub requests: AtomicU64,
     /// Answered with a (possibly noisy) answer.
     pub answered: AtomicU64,
+    /// Of those, answered wrong on purpose.
+    pub wrong: AtomicU64,
     /// Answered with an injected 500 or 429.
     pub errors: AtomicU64,
     /// Answered with injected garbage.
@@ -234,9 +302,15 @@ async fn chat(State(state): State<Arc<OracleState>>, headers: HeaderMap, body: S
         } else {
             None
         };
+        let wrong = rng.uniform(0.0, 1.0) < state.cfg.noise;
+        let modes = &state.cfg.noise_modes;
+        let mode = match modes.len() {
+            0 => NoiseMode::Random,
+            n => modes[(rng.next_u64() % n as u64) as usize],
+        };
         (
             fault,
-            rng.uniform(0.0, 1.0) < state.cfg.noise,
+            wrong.then_some(mode),
             (rng.next_u64() % 3) as u8,
             rng.uniform(0.0, 1.0),
             rng.uniform(0.0, 1.0),
@@ -270,6 +344,9 @@ async fn chat(State(state): State<Arc<OracleState>>, headers: HeaderMap, body: S
         Err(m) => return refuse(&state, StatusCode::BAD_REQUEST, &m),
     };
     state.stats.answered.fetch_add(1, Ordering::Relaxed);
+    if wrong.is_some() {
+        state.stats.wrong.fetch_add(1, Ordering::Relaxed);
+    }
     completion(&model, &text)
 }
 
@@ -294,11 +371,12 @@ fn completion(model: &str, text: &str) -> Response {
 }
 
 /// The answer text for a prompt of `kind` given the ground truth `hint`. `wrong` makes it
-/// wrong on purpose (`r` places a wrong point); `style` varies the wrapping as VLMs do.
+/// wrong on purpose, in that way (`r` places a wrong point or picks a distractor); `style`
+/// varies the wrapping as VLMs do.
 pub fn answer_text(
     kind: Kind,
     hint: &serde_json::Value,
-    wrong: bool,
+    wrong: Option<NoiseMode>,
     style: u8,
     r: (f64, f64),
 ) -> Result<String, String> {
@@ -310,24 +388,100 @@ pub fn answer_text(
     match kind {
         Kind::Keypoints => {
             let k = &hint["keypoints"];
-            if k["affordance"].as_array().is_none_or(|a| a.len() != 2) {
+            let Some(truth) = pixel(&k["affordance"]) else {
                 return Err("hint: keypoints.affordance [x, y] is missing".into());
-            }
-            let mut k = k.clone();
-            if wrong {
-                // A confident answer somewhere else in the image.
-                let size = &hint["image"];
-                let (w, h) = (
-                    size[0].as_f64().unwrap_or(160.0),
-                    size[1].as_f64().unwrap_or(120.0),
-                );
-                k["affordance"] = serde_json::json!([r.0 * w, r.1 * h]);
-            }
-            Ok(wrap(
-                "The object to grasp is marked; the gripper should close on it and carry it \
-                 along the waypoints.",
-                k.to_string(),
-            ))
+            };
+            let ways: Vec<[f64; 2]> = k["waypoints"]
+                .as_array()
+                .map(|a| a.iter().filter_map(pixel).collect())
+                .unwrap_or_default();
+            let size = &hint["image"];
+            let (w, h) = (
+                size[0].as_f64().unwrap_or(160.0),
+                size[1].as_f64().unwrap_or(120.0),
+            );
+            let object_box = hint["object_box"].as_array().and_then(|b| {
+                let v: Vec<f64> = b.iter().filter_map(serde_json::Value::as_f64).collect();
+                (v.len() == 4).then(|| [v[0], v[1], v[2], v[3]])
+            });
+            let distractors: Vec<[f64; 2]> = hint["distractors"]
+                .as_array()
+                .map(|a| a.iter().filter_map(pixel).collect())
+                .unwrap_or_default();
+            let analysis = "The object to grasp is marked; the gripper should close on it and \
+                            carry it along the waypoints.";
+            let answer = |aff: [f64; 2], ways: &[[f64; 2]]| {
+                let c = |p: [f64; 2]| {
+                    serde_json::json!([p[0].clamp(0.0, w - 1e-3), p[1].clamp(0.0, h - 1e-3)])
+                };
+                serde_json::json!({
+                    "affordance": c(aff),
+                    "waypoints": ways.iter().map(|p| c(*p)).collect::<Vec<_>>(),
+                })
+                .to_string()
+            };
+            let random = [r.0 * w, r.1 * h];
+            // The far side of the object's box from the true point, inset a little so it
+            // stays on the object.
+            let wrong_part = |b: [f64; 4]| {
+                let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+                let fx = if truth[0] <= cx { b[2] } else { b[0] };
+                let fy = if truth[1] <= cy { b[3] } else { b[1] };
+                [fx + 0.2 * (cx - fx), fy + 0.2 * (cy - fy)]
+            };
+            let shifted = |to: [f64; 2]| -> Vec<[f64; 2]> {
+                ways.iter()
+                    .map(|p| [p[0] + to[0] - truth[0], p[1] + to[1] - truth[1]])
+                    .collect()
+            };
+            let text = match wrong {
+                None => wrap(analysis, answer(truth, &ways)),
+                Some(NoiseMode::Random) => wrap(analysis, answer(random, &ways)),
+                Some(NoiseMode::WrongPart) => {
+                    let p = object_box.map_or(random, wrong_part);
+                    wrap(analysis, answer(p, &shifted(p)))
+                }
+                Some(NoiseMode::Distractor) => {
+                    let p = match distractors.len() {
+                        0 => random,
+                        n => distractors[((r.0 * n as f64) as usize).min(n - 1)],
+                    };
+                    wrap(analysis, answer(p, &shifted(p)))
+                }
+                Some(NoiseMode::WrongWay) => {
+                    let mirrored: Vec<[f64; 2]> = ways
+                        .iter()
+                        .map(|p| [2.0 * truth[0] - p[0], 2.0 * truth[1] - p[1]])
+                        .collect();
+                    wrap(analysis, answer(truth, &mirrored))
+                }
+                Some(NoiseMode::LeftRight) => {
+                    let flip = |p: &[f64; 2]| [w - p[0], p[1]];
+                    let ways: Vec<[f64; 2]> = ways.iter().map(flip).collect();
+                    wrap(analysis, answer(flip(&truth), &ways))
+                }
+                Some(NoiseMode::Depth) => {
+                    let p = object_box
+                        .map_or(random, |b| [truth[0], b[1] - 0.5 * (b[3] - b[1]).max(2.0)]);
+                    wrap(analysis, answer(p, &shifted(p)))
+                }
+                Some(NoiseMode::Hedge) => {
+                    if r.1 < 0.5 {
+                        "I cannot tell which part to grasp from this view: the object is \
+                         partly hidden."
+                            .to_owned()
+                    } else {
+                        let other = object_box.map_or(random, wrong_part);
+                        format!(
+                            "I am not sure. The grasp point is either {} or {}; it is hard to \
+                             tell from this angle.",
+                            answer(truth, &ways),
+                            answer(other, &shifted(other))
+                        )
+                    }
+                }
+            };
+            Ok(text)
         }
         Kind::Preference => {
             let p = &hint["progress"];
@@ -341,10 +495,19 @@ pub fn answer_text(
             } else {
                 1
             };
-            if wrong && label >= 0 {
-                label = 1 - label;
-            }
             let analysis = "Image 1 and Image 2 show the arm at different stages of the task.";
+            match wrong {
+                Some(NoiseMode::Hedge) => {
+                    return Ok(
+                        "The two images look much alike; I cannot tell which one is \
+                               further along."
+                            .to_owned(),
+                    )
+                }
+                // Every other mistake confuses which image is which.
+                Some(_) if label >= 0 => label = 1 - label,
+                _ => {}
+            }
             Ok(match style {
                 1 => wrap(analysis, format!("{{\"label\": {label}}}")),
                 _ => format!("{analysis}\n{label}"),
@@ -354,13 +517,132 @@ pub fn answer_text(
             let Some(mut s) = hint["success"].as_bool() else {
                 return Err("hint: success (true/false) is missing".into());
             };
-            if wrong {
-                s = !s;
+            match wrong {
+                Some(NoiseMode::Hedge) => {
+                    return Ok(
+                        "It may have worked, but the view is not clear enough to say.".to_owned(),
+                    )
+                }
+                Some(_) => s = !s,
+                None => {}
             }
             Ok(wrap(
                 "Judging from the object's position relative to the gripper and the table.",
                 format!("{{\"success\": {s}}}"),
             ))
         }
+    }
+}
+
+/// An `[x, y]` pixel of a hint.
+fn pixel(v: &serde_json::Value) -> Option<[f64; 2]> {
+    let a = v.as_array()?;
+    match (a.first()?.as_f64(), a.get(1)?.as_f64()) {
+        (Some(x), Some(y)) if a.len() == 2 => Some([x, y]),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{parse_keypoints, parse_preference, parse_success, Grid, ParseError};
+
+    const GRID: Grid = Grid {
+        width: 160,
+        height: 120,
+        cols: 8,
+        rows: 6,
+    };
+
+    fn hint() -> serde_json::Value {
+        serde_json::json!({
+            "keypoints": { "affordance": [60.0, 70.0], "waypoints": [[60.0, 40.0]] },
+            "image": [160, 120],
+            "object_box": [50, 60, 74, 84],
+            "distractors": [[130.0, 20.0]],
+        })
+    }
+
+    fn keypoints(
+        mode: Option<NoiseMode>,
+        r: (f64, f64),
+    ) -> Result<([f64; 2], [f64; 2]), ParseError> {
+        let text = answer_text(Kind::Keypoints, &hint(), mode, 1, r).unwrap();
+        parse_keypoints(&text, &GRID).map(|k| (k.affordance, k.waypoints[0]))
+    }
+
+    /// Each mode makes its own mistake, and the parser reads it as an answer (or, hedged, as
+    /// no answer).
+    #[test]
+    fn every_noise_mode_is_the_mistake_it_names() {
+        assert_eq!(
+            keypoints(None, (0.1, 0.9)).unwrap(),
+            ([60.0, 70.0], [60.0, 40.0])
+        );
+        // The far corner of the object's box, inset: still on the object, away from the truth.
+        let (a, w) = keypoints(Some(NoiseMode::WrongPart), (0.1, 0.9)).unwrap();
+        assert!(
+            (50.0..74.0).contains(&a[0]) && (60.0..84.0).contains(&a[1]),
+            "{a:?}"
+        );
+        assert!((a[0] - 60.0).hypot(a[1] - 70.0) > 10.0, "{a:?}");
+        assert_eq!(
+            [w[0] - a[0], w[1] - a[1]],
+            [0.0, -30.0],
+            "the plan moves with it"
+        );
+        let (a, _) = keypoints(Some(NoiseMode::Distractor), (0.1, 0.9)).unwrap();
+        assert_eq!(a, [130.0, 20.0]);
+        let (a, w) = keypoints(Some(NoiseMode::WrongWay), (0.1, 0.9)).unwrap();
+        assert_eq!((a, w), ([60.0, 70.0], [60.0, 100.0]), "down instead of up");
+        let (a, w) = keypoints(Some(NoiseMode::LeftRight), (0.1, 0.9)).unwrap();
+        assert_eq!((a, w), ([100.0, 70.0], [100.0, 40.0]));
+        let (a, _) = keypoints(Some(NoiseMode::Depth), (0.1, 0.9)).unwrap();
+        assert!(a[0] == 60.0 && a[1] < 60.0, "behind the object: {a:?}");
+        let (a, _) = keypoints(Some(NoiseMode::Random), (0.25, 0.5)).unwrap();
+        assert_eq!(a, [40.0, 60.0]);
+        for r in [(0.1, 0.2), (0.1, 0.9)] {
+            let got = keypoints(Some(NoiseMode::Hedge), r);
+            assert!(
+                matches!(got, Err(ParseError::Unsure) | Err(ParseError::NoJson(_))),
+                "{got:?}"
+            );
+        }
+        // Preferences flip or hedge; success flips or hedges.
+        let pref = serde_json::json!({ "progress": [0.2, 0.8] });
+        let p =
+            |m| parse_preference(&answer_text(Kind::Preference, &pref, m, 1, (0.0, 0.0)).unwrap());
+        assert_eq!(p(None), Ok(crate::parse::Preference::Second));
+        assert_eq!(
+            p(Some(NoiseMode::LeftRight)),
+            Ok(crate::parse::Preference::First)
+        );
+        assert_eq!(p(Some(NoiseMode::Hedge)), Err(ParseError::Unsure));
+        let ok = serde_json::json!({ "success": true });
+        let s = |m| parse_success(&answer_text(Kind::Success, &ok, m, 0, (0.0, 0.0)).unwrap());
+        assert_eq!(s(None), Ok(true));
+        assert_eq!(s(Some(NoiseMode::Depth)), Ok(false));
+        assert!(s(Some(NoiseMode::Hedge)).is_err());
+        // Without the segmentation's hints, the modes that need them fall back to random.
+        let bare = serde_json::json!({
+            "keypoints": { "affordance": [60.0, 70.0], "waypoints": [] }, "image": [160, 120]
+        });
+        let t = answer_text(
+            Kind::Keypoints,
+            &bare,
+            Some(NoiseMode::Distractor),
+            0,
+            (0.5, 0.5),
+        );
+        assert_eq!(
+            parse_keypoints(&t.unwrap(), &GRID).unwrap().affordance,
+            [80.0, 60.0]
+        );
+        assert_eq!("wrong-way".parse::<NoiseMode>(), Ok(NoiseMode::WrongWay));
+        assert!("sideways"
+            .parse::<NoiseMode>()
+            .unwrap_err()
+            .contains("hedge"));
     }
 }

@@ -206,8 +206,17 @@ enum Scale {
 /// Reads a keypoint proposal: `{"affordance": P, "waypoints": [P, ...]}` where each P is
 /// `[x, y]`, `{"x": .., "y": ..}` or a grid cell like `"C4"`; coordinates may be pixels,
 /// fractions of the image or thousandths of it. Points outside the image are refused.
+/// An answer that offers two different proposals and hedges between them ("either ... or
+/// ...", "not sure") is [`ParseError::Unsure`]: picking one of them would be a guess.
 pub fn parse_keypoints(text: &str, grid: &Grid) -> Result<KeypointAnswer, ParseError> {
     let v = json_with(text, "affordance")?;
+    let proposals: Vec<Value> = json_values(text)
+        .into_iter()
+        .filter(|p| p.get("affordance").is_some())
+        .collect();
+    if proposals.iter().any(|p| p["affordance"] != v["affordance"]) && hedges(text) {
+        return Err(ParseError::Unsure);
+    }
     let raw_aff = read_point(&v["affordance"], "affordance", grid)?;
     let mut raw_way = Vec::new();
     match v.get("waypoints") {
@@ -266,6 +275,23 @@ pub fn parse_keypoints(text: &str, grid: &Grid) -> Result<KeypointAnswer, ParseE
             .map(|(k, p)| convert(p, &format!("waypoints[{k}]")))
             .collect::<Result<_, _>>()?,
     })
+}
+
+/// Whether `text` hedges: words a model uses when it is not committing to one answer.
+fn hedges(text: &str) -> bool {
+    const HEDGES: [&str; 9] = [
+        "either",
+        "alternatively",
+        "not sure",
+        "unsure",
+        "uncertain",
+        "cannot tell",
+        "can't tell",
+        "possibly",
+        "hard to tell",
+    ];
+    let low = text.to_ascii_lowercase();
+    HEDGES.iter().any(|h| low.contains(h))
 }
 
 /// A point as written, and whether it came from a grid cell (already in pixels).
@@ -416,6 +442,19 @@ mod tests {
         cols: 8,
         rows: 6,
     };
+
+    /// Two different proposals with a hedge are not a proposal; a restated format example
+    /// before the answer is (the last one wins), and so is one proposal said with doubt.
+    #[test]
+    fn a_hedged_keypoint_answer_is_unsure() {
+        let t = "I am not sure. The grasp point is either {\"affordance\": [10, 20]} or \
+                 {\"affordance\": [50, 60]}.";
+        assert_eq!(parse_keypoints(t, &GRID), Err(ParseError::Unsure));
+        let t = "Format: {\"affordance\": [0, 0]}. Answer: {\"affordance\": [64, 48]}";
+        assert_eq!(parse_keypoints(t, &GRID).unwrap().affordance, [64.0, 48.0]);
+        let t = "Possibly here: {\"affordance\": [64, 48]}";
+        assert_eq!(parse_keypoints(t, &GRID).unwrap().affordance, [64.0, 48.0]);
+    }
 
     #[test]
     fn json_is_found_in_fences_and_prose_and_repaired() {

@@ -84,6 +84,66 @@ pub fn oracle_keypoints(
     Ok(serde_json::json!({ "affordance": a, "waypoints": [w] }).to_string())
 }
 
+/// What a simulated VLM's mistakes are made of, for the oracle server's hint (never for
+/// lifting): `object_box`, the pixel box `[x0, y0, x1, y1]` of the segment under `affordance`,
+/// and `distractors`, one pixel on each other segment in view of at least a dozen pixels (its
+/// pixel nearest its centroid), leaving out the most common one (the table). Both come from the
+/// frame's segmentation, which only a simulator gives: without it, an empty object (the oracle
+/// then falls back to random points).
+pub fn oracle_mistakes(frame: &Frame, affordance: Pixel) -> serde_json::Value {
+    let (w, h) = (frame.width, frame.height);
+    if w == 0 || h == 0 || frame.segmentation.len() != w * h || frame.depth_m.len() != w * h {
+        return serde_json::json!({});
+    }
+    // Per segment: pixels, coordinate sums, box.
+    let mut segs: std::collections::BTreeMap<u16, (usize, f64, f64, [usize; 4])> =
+        std::collections::BTreeMap::new();
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            if frame.depth_m[i] <= 0.0 {
+                continue;
+            }
+            let e = segs
+                .entry(frame.segmentation[i])
+                .or_insert((0, 0.0, 0.0, [x, y, x, y]));
+            e.0 += 1;
+            e.1 += x as f64;
+            e.2 += y as f64;
+            e.3 = [e.3[0].min(x), e.3[1].min(y), e.3[2].max(x), e.3[3].max(y)];
+        }
+    }
+    let common = segs.iter().max_by_key(|(_, v)| v.0).map(|(k, _)| *k);
+    let ax = (affordance[0].max(0.0) as usize).min(w - 1);
+    let ay = (affordance[1].max(0.0) as usize).min(h - 1);
+    let target = frame.segmentation[ay * w + ax];
+    let object_box = segs
+        .get(&target)
+        .filter(|_| Some(target) != common && frame.depth_m[ay * w + ax] > 0.0)
+        .map(|v| [v.3[0], v.3[1], v.3[2] + 1, v.3[3] + 1]);
+    let mut distractors = Vec::new();
+    for (id, (n, sx, sy, _)) in &segs {
+        if *id == target || Some(*id) == common || *n < 12 {
+            continue;
+        }
+        let (cx, cy) = (sx / *n as f64, sy / *n as f64);
+        let mut best = (f64::INFINITY, [0.0, 0.0]);
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                if frame.segmentation[i] == *id && frame.depth_m[i] > 0.0 {
+                    let d = (x as f64 - cx).powi(2) + (y as f64 - cy).powi(2);
+                    if d < best.0 {
+                        best = (d, [x as f64 + 0.5, y as f64 + 0.5]);
+                    }
+                }
+            }
+        }
+        distractors.push(best.1);
+    }
+    serde_json::json!({ "object_box": object_box, "distractors": distractors })
+}
+
 /// What lifting an answer needs to know about the scene at the moment its frame was taken: the
 /// frame (depth, intrinsics, camera pose) and the tracked objects. Captured on the driver's
 /// thread; the answer may be lifted later on another one.
@@ -139,5 +199,55 @@ impl Scene {
             affordance: Attached::new(object, &nearest.pose, &p),
             waypoints,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 20x10 frame: table (id 1) everywhere, a cube (id 2) at x 8..12, y 4..7, a link
+    /// (id 3) at x 0..4, y 0..4, a speck (id 4) of 2 pixels, sky (no depth) in the top row.
+    fn frame() -> Frame {
+        let mut f = Frame::new(20, 10);
+        f.segmentation = vec![1; 200];
+        f.depth_m = vec![1.0; 200];
+        for y in 0..10 {
+            for x in 0..20 {
+                let id = if (8..12).contains(&x) && (4..7).contains(&y) {
+                    2
+                } else if x < 4 && y < 4 {
+                    3
+                } else if y == 9 && x >= 18 {
+                    4
+                } else {
+                    1
+                };
+                f.segmentation[y * 20 + x] = id;
+            }
+        }
+        for x in 4..20 {
+            f.depth_m[x] = 0.0;
+        }
+        f
+    }
+
+    #[test]
+    fn the_oracle_hint_boxes_the_object_and_points_at_other_things() {
+        let m = oracle_mistakes(&frame(), [9.5, 5.5]);
+        assert_eq!(m["object_box"], serde_json::json!([8, 4, 12, 7]));
+        let d = m["distractors"].as_array().unwrap();
+        assert_eq!(
+            d.len(),
+            1,
+            "the link only: the table is the most common, the speck small"
+        );
+        let (x, y) = (d[0][0].as_f64().unwrap(), d[0][1].as_f64().unwrap());
+        assert!(x < 4.0 && y < 4.0, "{m}");
+        // On the table there is no object box; without a segmentation, nothing.
+        assert!(oracle_mistakes(&frame(), [16.5, 8.5])["object_box"].is_null());
+        let mut bare = frame();
+        bare.segmentation.clear();
+        assert_eq!(oracle_mistakes(&bare, [9.5, 5.5]), serde_json::json!({}));
     }
 }
