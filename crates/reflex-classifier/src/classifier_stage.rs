@@ -2,14 +2,22 @@
 //! [`RewardPlugin`] for the training job (HIL-SERL's sparse reward).
 //!
 //! - The hook (driver thread, after every policy step) renders the configured camera at the
-//!   classifier's size through the robot's `SceneView` and sends the frame, tagged with the step's episode and step ids, over a
-//!   bounded channel. It never waits: a full channel loses the frame (counted), and the step
-//!   whose frame was lost expires on the learner side.
-//! - The stage (learner thread) holds transitions in arrival order until their own frame
-//!   (same episode, same step) is there, runs the CNN on the frames in batches, and passes each
-//!   transition on with the success reward when the probability reaches the threshold, else 0.
-//!   The classifier's verdict is the transition's `success` (so success-absorbing learning
-//!   follows the reward source); termination stays the robot's own.
+//!   classifier's size through the robot's `SceneView` and sends the frame, tagged with the
+//!   step's episode and step ids, over a bounded channel. It never waits: a full channel loses
+//!   the frame (counted), and the step whose frame was lost expires on the learner side.
+//! - The stage (learner thread) holds transitions in arrival order until their own judgement
+//!   (same episode, same step) is there and passes each on with the success reward when the
+//!   probability reaches the threshold, else 0. The classifier's verdict is the transition's
+//!   `success` (so success-absorbing learning follows the reward source).
+//! - By default the CNN runs in the stage, on frames in batches, and the robot's own judge
+//!   ends episodes. With `terminate` (HIL-SERL's use of it) the CNN runs on a worker thread
+//!   beside the driver instead: its verdict ends the training episode (the robot's own success
+//!   no longer does; a simulated driver waits for each verdict, a real-time one takes it when
+//!   it comes), and the stage gets the probabilities. A success is confirmed by the frame
+//!   after the step that ends the episode (the driver ends it one step after the verdict);
+//!   when that frame says no, the success was false and is relabelled: every step the
+//!   classifier called a success since then earns 0 and the last one ends the episode cut
+//!   short (truncated) rather than finished.
 //! - Demonstrations (recorded before training, with no frames) carry the task's success only.
 
 use crate::{image_tensor_layout, Classifier};
@@ -35,6 +43,11 @@ pub struct ClassifierStageConfig {
     pub max_wait_s: f64,
     /// Frames in flight between the simulator and the learner, at most.
     pub channel: usize,
+    /// HIL-SERL's use: the classifier's success ends the training episode (see the module's
+    /// docs); off, it rewards only and the robot's judge ends episodes.
+    pub terminate: bool,
+    /// With `terminate`, the longest a simulated driver waits for a verdict, seconds.
+    pub verdict_wait_s: f64,
 }
 
 impl Default for ClassifierStageConfig {
@@ -45,6 +58,8 @@ impl Default for ClassifierStageConfig {
             threshold: None,
             max_wait_s: 10.0,
             channel: 4096,
+            terminate: false,
+            verdict_wait_s: 5.0,
         }
     }
 }
@@ -72,6 +87,22 @@ pub struct ClassifierStageCounters {
     pub max_held: u64,
     /// Mean CNN time per frame, microseconds.
     pub cnn_us_per_frame: f64,
+    /// With `terminate`: episodes the classifier ended.
+    pub episodes_ended: u64,
+    /// Of those, confirmed by the frame after the last step.
+    pub ends_confirmed: u64,
+    /// Of those, not confirmed: a false success found later, relabelled (its steps earn 0,
+    /// the episode counts as cut short).
+    pub ends_relabelled: u64,
+    /// Steps relabelled from success to failure.
+    pub steps_relabelled: u64,
+    /// Ended episodes in which the simulator's predicate never held (false ends, against the
+    /// simulator; a real arm has no such count).
+    pub false_ends: u64,
+    /// Of the false ends, those the relabelling caught.
+    pub false_ends_relabelled: u64,
+    /// Verdicts a simulated driver waited for in vain (`verdict_wait_s`).
+    pub verdicts_late: u64,
 }
 
 /// Builds the plugin for `classifier` (its size and threshold decide the camera and the
@@ -80,8 +111,15 @@ pub fn classifier_plugin(
     classifier: Classifier,
     cfg: ClassifierStageConfig,
 ) -> Result<RewardPlugin, String> {
-    if cfg.max_wait_s.is_nan() || cfg.max_wait_s <= 0.0 || cfg.channel == 0 {
-        return Err("classifier reward: max_wait_s and channel must be positive".into());
+    if cfg.max_wait_s.is_nan()
+        || cfg.max_wait_s <= 0.0
+        || cfg.channel == 0
+        || cfg.verdict_wait_s.is_nan()
+        || cfg.verdict_wait_s <= 0.0
+    {
+        return Err(
+            "classifier reward: max_wait_s, verdict_wait_s and channel must be positive".into(),
+        );
     }
     let threshold = cfg.threshold.unwrap_or(classifier.meta.threshold);
     if !(0.0..=1.0).contains(&threshold) {
@@ -90,30 +128,54 @@ pub fn classifier_plugin(
         ));
     }
     let size = classifier.meta.size;
+    let meta = classifier.meta.clone();
     let (tx, rx) = crossbeam::channel::bounded(cfg.channel);
     let sent = Arc::new(AtomicU64::new(0));
     let lost = Arc::new(AtomicU64::new(0));
+    let cnn = Arc::new(CnnTime::default());
+    let late = Arc::new(AtomicU64::new(0));
+    let (classifier, frames, verdicts) = if cfg.terminate {
+        // The CNN moves to a worker beside the driver: frames in, probabilities out to the
+        // stage and to the hook (which ends episodes on them).
+        let (to_worker, worker_rx) = crossbeam::channel::bounded::<StepFrame>(cfg.channel);
+        let (verdict_tx, verdict_rx) = crossbeam::channel::bounded(cfg.channel);
+        let (stage_tx, cnn) = (tx, cnn.clone());
+        std::thread::Builder::new()
+            .name("reflex-classifier".into())
+            .spawn(move || judge_frames(classifier, worker_rx, stage_tx, verdict_tx, &cnn))
+            .map_err(|e| format!("classifier reward: starting its worker: {e}"))?;
+        (None, to_worker, Some(verdict_rx))
+    } else {
+        (Some(classifier), tx, None)
+    };
     let hook = FrameHook {
         camera: cfg.camera.clone(),
         frame: Frame::new(size, size),
-        frames: tx,
+        frames,
         sent: sent.clone(),
         lost: lost.clone(),
+        verdicts,
+        threshold,
+        wait: Duration::from_secs_f64(cfg.verdict_wait_s),
+        ended: None,
+        late: late.clone(),
     };
     let stage = ClassifierStage {
         classifier,
+        meta,
         threshold,
         cfg,
         frames_rx: rx,
         sent,
         lost,
+        late,
+        cnn,
         frames: HashMap::new(),
         held: VecDeque::new(),
         counters: ClassifierStageCounters::default(),
-        cnn_frames: 0,
-        cnn_time: Duration::ZERO,
         images: Vec::new(),
         batch: Vec::new(),
+        pending: HashMap::new(),
     };
     Ok(RewardPlugin {
         name: "classifier".into(),
@@ -122,23 +184,125 @@ pub fn classifier_plugin(
     })
 }
 
-/// A rendered frame in the classifier's layout, for one step.
+/// What is known of one step's frame: the frame itself (the classifier's layout), or the
+/// classifier's probability on it.
+enum Judgement {
+    Image(Vec<f32>),
+    Probability(f32),
+}
+
+/// One step's frame or verdict.
 struct StepFrame {
     episode: u64,
     step: u64,
-    image: Vec<f32>,
+    judgement: Judgement,
+}
+
+/// CNN time, shared by whichever thread runs it.
+#[derive(Default)]
+struct CnnTime {
+    frames: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// The worker of `terminate`: judges frames as they come (all that are queued at once), sends
+/// each probability to the stage and to the hook. Ends when the hook is dropped.
+fn judge_frames(
+    classifier: Classifier,
+    frames: crossbeam::channel::Receiver<StepFrame>,
+    stage: crossbeam::channel::Sender<StepFrame>,
+    verdicts: crossbeam::channel::Sender<(u64, u64, f32)>,
+    cnn: &CnnTime,
+) {
+    let mut batch = Vec::new();
+    let mut images = Vec::new();
+    while let Ok(first) = frames.recv() {
+        batch.clear();
+        images.clear();
+        for f in std::iter::once(first).chain(frames.try_iter()) {
+            if let Judgement::Image(image) = &f.judgement {
+                images.extend_from_slice(image);
+                batch.push((f.episode, f.step));
+            }
+        }
+        let started = Instant::now();
+        let probs = match classifier.probabilities(&images) {
+            Ok(p) => p,
+            Err(e) => {
+                // No verdict: the steps expire on the learner side, no episode ends on them.
+                tracing::error!("classifier failed on {} frames: {e}", batch.len());
+                continue;
+            }
+        };
+        cnn.nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        cnn.frames.fetch_add(probs.len() as u64, Ordering::Relaxed);
+        for (&(episode, step), p) in batch.iter().zip(probs) {
+            let _ = verdicts.try_send((episode, step, p));
+            let _ = stage.try_send(StepFrame {
+                episode,
+                step,
+                judgement: Judgement::Probability(p),
+            });
+        }
+    }
 }
 
 struct FrameHook {
     camera: String,
     frame: Frame,
+    /// To the stage (or, with `terminate`, to the worker).
     frames: crossbeam::channel::Sender<StepFrame>,
     sent: Arc<AtomicU64>,
     lost: Arc<AtomicU64>,
+    /// With `terminate`: the worker's verdicts.
+    verdicts: Option<crossbeam::channel::Receiver<(u64, u64, f32)>>,
+    threshold: f32,
+    wait: Duration,
+    /// The last episode this hook ended.
+    ended: Option<u64>,
+    late: Arc<AtomicU64>,
 }
 
 impl EpisodeHook for FrameHook {
     fn episode_started(&mut self, _episode: u64, _obs: &Observation, _scene: &dyn SceneView) {}
+
+    fn detects_success(&self) -> bool {
+        self.verdicts.is_some()
+    }
+
+    fn ends_episode(&mut self, episode: u64, step: u64, wait: bool) -> bool {
+        let Some(verdicts) = &self.verdicts else {
+            return false;
+        };
+        let threshold = self.threshold;
+        // (success seen, the verdict on `step` or later seen)
+        let take = |(yes, seen): (bool, bool), (e, s, p): (u64, u64, f32)| {
+            if e == episode {
+                (yes || p >= threshold, seen || s >= step)
+            } else {
+                (yes, seen)
+            }
+        };
+        let (mut yes, mut seen) = verdicts.try_iter().fold((false, false), take);
+        if wait && !seen {
+            let deadline = Instant::now() + self.wait;
+            while !seen {
+                match verdicts.recv_deadline(deadline) {
+                    Ok(v) => (yes, seen) = take((yes, seen), v),
+                    Err(_) => {
+                        self.late.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        }
+        if yes && self.ended != Some(episode) {
+            self.ended = Some(episode);
+            return true;
+        }
+        false
+    }
 
     fn step_judged(
         &mut self,
@@ -159,7 +323,7 @@ impl EpisodeHook for FrameHook {
         let msg = StepFrame {
             episode,
             step,
-            image,
+            judgement: Judgement::Image(image),
         };
         match self.frames.try_send(msg) {
             Ok(()) => self.sent.fetch_add(1, Ordering::Relaxed),
@@ -169,36 +333,49 @@ impl EpisodeHook for FrameHook {
 }
 
 struct ClassifierStage {
-    classifier: Classifier,
+    /// The CNN, unless a worker runs it (`terminate`).
+    classifier: Option<Classifier>,
+    meta: crate::ClassifierMeta,
     threshold: f32,
     cfg: ClassifierStageConfig,
     frames_rx: crossbeam::channel::Receiver<StepFrame>,
     sent: Arc<AtomicU64>,
     lost: Arc<AtomicU64>,
-    /// Frames waiting for their transition, by (episode, step), with their arrival time.
-    frames: HashMap<(u64, u64), (Vec<f32>, Instant)>,
-    /// Transitions waiting for their frame, in arrival order, with their arrival time.
+    late: Arc<AtomicU64>,
+    cnn: Arc<CnnTime>,
+    /// Frames or verdicts waiting for their transition, by (episode, step), with their
+    /// arrival time.
+    frames: HashMap<(u64, u64), (Judgement, Instant)>,
+    /// Transitions waiting for their judgement, in arrival order, with their arrival time.
     held: VecDeque<(Transition, Instant)>,
     counters: ClassifierStageCounters,
-    cnn_frames: u64,
-    cnn_time: Duration,
     images: Vec<f32>,
-    batch: Vec<Transition>,
+    batch: Vec<(Transition, Option<f32>)>,
+    /// With `terminate`: per episode, the judged steps since the classifier's first success,
+    /// waiting for the episode's end to be confirmed or relabelled.
+    pending: HashMap<u64, (Vec<(Transition, bool)>, Instant)>,
 }
 
 impl ClassifierStage {
-    /// Judges every transition at the head of the queue whose frame is in, in order; drops the
-    /// head when its frame is overdue. Stops at the first transition still waiting in time.
+    /// Judges every transition at the head of the queue whose frame or verdict is in, in
+    /// order; drops the head when it is overdue. Stops at the first transition still waiting
+    /// in time.
     fn flush(&mut self, ready: &mut dyn FnMut(Transition)) {
         let max_wait = Duration::from_secs_f64(self.cfg.max_wait_s);
         self.images.clear();
         self.batch.clear();
         while let Some((t, arrived)) = self.held.front() {
             let key = (t.episode, t.step);
-            if let Some((image, _)) = self.frames.remove(&key) {
-                self.images.extend_from_slice(&image);
+            if let Some((judgement, _)) = self.frames.remove(&key) {
+                let p = match judgement {
+                    Judgement::Image(image) => {
+                        self.images.extend_from_slice(&image);
+                        None
+                    }
+                    Judgement::Probability(p) => Some(p),
+                };
                 let (t, _) = self.held.pop_front().expect("front exists");
-                self.batch.push(t);
+                self.batch.push((t, p));
             } else if arrived.elapsed() > max_wait {
                 self.counters.expired += 1;
                 self.held.pop_front();
@@ -209,22 +386,34 @@ impl ClassifierStage {
         if self.batch.is_empty() {
             return;
         }
-        let started = Instant::now();
-        let probs = match self.classifier.probabilities(&self.images) {
-            Ok(p) => p,
-            Err(e) => {
-                // Never reward from a failed judgement: the batch is dropped and counted.
-                tracing::error!(
-                    "classifier failed, {} transitions dropped: {e}",
-                    self.batch.len()
-                );
-                self.counters.expired += self.batch.len() as u64;
-                return;
+        let mut probs = Vec::new().into_iter();
+        if !self.images.is_empty() {
+            let started = Instant::now();
+            let got = match &self.classifier {
+                Some(c) => c.probabilities(&self.images).map_err(|e| e.to_string()),
+                None => Err("no classifier on this side".into()),
+            };
+            match got {
+                Ok(p) => {
+                    self.cnn
+                        .nanos
+                        .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    self.cnn.frames.fetch_add(p.len() as u64, Ordering::Relaxed);
+                    probs = p.into_iter();
+                }
+                Err(e) => {
+                    // Never reward from a failed judgement: those steps are dropped and
+                    // counted.
+                    tracing::error!("classifier failed, transitions dropped: {e}");
+                }
             }
-        };
-        self.cnn_time += started.elapsed();
-        self.cnn_frames += probs.len() as u64;
-        for (mut t, p) in self.batch.drain(..).zip(probs) {
+        }
+        let batch = std::mem::take(&mut self.batch);
+        for (mut t, p) in batch {
+            let Some(p) = p.or_else(|| probs.next()) else {
+                self.counters.expired += 1;
+                continue;
+            };
             let yes = p >= self.threshold;
             let truth = t.outcome.success;
             self.counters.rewarded += 1;
@@ -237,7 +426,86 @@ impl ClassifierStage {
             t.outcome.reward = if yes { self.cfg.success_reward } else { 0.0 };
             t.outcome.terms = terms;
             t.outcome.success = yes;
+            if self.cfg.terminate {
+                self.confirm(t, yes, truth, ready);
+            } else {
+                ready(t);
+            }
+        }
+    }
+
+    /// `terminate`: holds an episode's steps from the classifier's first success to the
+    /// episode's end, then confirms them (the last frame says success too) or relabels them.
+    /// `truth` is the robot judge's success on the step (the simulator's, for the counters).
+    fn confirm(
+        &mut self,
+        t: Transition,
+        yes: bool,
+        truth: bool,
+        ready: &mut dyn FnMut(Transition),
+    ) {
+        let open = self.pending.contains_key(&t.episode);
+        if !open && !yes {
             ready(t);
+            return;
+        }
+        if !t.outcome.done() {
+            self.pending
+                .entry(t.episode)
+                .or_insert_with(|| (Vec::new(), Instant::now()))
+                .0
+                .push((t, truth));
+            return;
+        }
+        let mut steps = self
+            .pending
+            .remove(&t.episode)
+            .map(|(s, _)| s)
+            .unwrap_or_default();
+        steps.push((t, truth));
+        let ended = t.outcome.terminated;
+        let truly = steps.iter().any(|(_, truth)| *truth);
+        if ended {
+            self.counters.episodes_ended += 1;
+            self.counters.false_ends += u64::from(!truly);
+        }
+        if ended && !yes {
+            // The frame after the end does not show success: the success was false.
+            self.counters.ends_relabelled += 1;
+            self.counters.false_ends_relabelled += u64::from(!truly);
+            for (s, _) in &mut steps {
+                if s.outcome.success {
+                    self.counters.steps_relabelled += 1;
+                }
+                s.outcome.success = false;
+                s.outcome.reward = 0.0;
+            }
+            if let Some((last, _)) = steps.last_mut() {
+                last.outcome.terminated = false;
+                last.outcome.truncated = true;
+            }
+        } else if ended {
+            self.counters.ends_confirmed += 1;
+        }
+        for (s, _) in steps {
+            ready(s);
+        }
+    }
+
+    /// `terminate`: an episode whose end never came in time (its last steps were lost) is
+    /// passed on as judged.
+    fn expire_pending(&mut self, ready: &mut dyn FnMut(Transition)) {
+        let max_wait = Duration::from_secs_f64(self.cfg.max_wait_s);
+        let old: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() > max_wait)
+            .map(|(e, _)| *e)
+            .collect();
+        for e in old {
+            if let Some((steps, _)) = self.pending.remove(&e) {
+                steps.into_iter().for_each(|(s, _)| ready(s));
+            }
         }
     }
 }
@@ -253,9 +521,10 @@ impl RewardStage for ClassifierStage {
     fn poll(&mut self, ready: &mut dyn FnMut(Transition)) {
         let now = Instant::now();
         while let Ok(f) = self.frames_rx.try_recv() {
-            self.frames.insert((f.episode, f.step), (f.image, now));
+            self.frames.insert((f.episode, f.step), (f.judgement, now));
         }
         self.flush(ready);
+        self.expire_pending(ready);
         // A frame whose transition never came (the runtime's queue overflowed) goes stale.
         let max_wait = Duration::from_secs_f64(self.cfg.max_wait_s);
         let before = self.frames.len();
@@ -267,18 +536,173 @@ impl RewardStage for ClassifierStage {
         let mut c = self.counters;
         c.frames_sent = self.sent.load(Ordering::Relaxed);
         c.frames_lost = self.lost.load(Ordering::Relaxed);
-        if self.cnn_frames > 0 {
-            c.cnn_us_per_frame = self.cnn_time.as_secs_f64() * 1e6 / self.cnn_frames as f64;
+        c.verdicts_late = self.late.load(Ordering::Relaxed);
+        let frames = self.cnn.frames.load(Ordering::Relaxed);
+        if frames > 0 {
+            c.cnn_us_per_frame =
+                self.cnn.nanos.load(Ordering::Relaxed) as f64 / 1e3 / frames as f64;
         }
         serde_json::json!({
             "classifier": c,
             "held_now": self.held.len(),
-            "size": self.classifier.meta.size,
+            "size": self.meta.size,
             "threshold": self.threshold,
+            "terminate": self.cfg.terminate,
         })
     }
 
     fn demo_reward(&self, t: &Transition) -> f64 {
         success_only(t, self.cfg.success_reward)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reflex_core::ActionSpace;
+
+    /// A `terminate` stage whose verdicts come from the test (no CNN), and the sender a
+    /// worker would use.
+    fn stage() -> (ClassifierStage, crossbeam::channel::Sender<StepFrame>) {
+        let (tx, rx) = crossbeam::channel::bounded(64);
+        let cfg = ClassifierStageConfig {
+            terminate: true,
+            ..Default::default()
+        };
+        let stage = ClassifierStage {
+            classifier: None,
+            meta: crate::ClassifierMeta {
+                size: 8,
+                threshold: 0.5,
+                task: "pick_cube".into(),
+            },
+            threshold: 0.5,
+            cfg,
+            frames_rx: rx,
+            sent: Arc::default(),
+            lost: Arc::default(),
+            late: Arc::default(),
+            cnn: Arc::default(),
+            frames: HashMap::new(),
+            held: VecDeque::new(),
+            counters: ClassifierStageCounters::default(),
+            images: Vec::new(),
+            batch: Vec::new(),
+            pending: HashMap::new(),
+        };
+        (stage, tx)
+    }
+
+    /// Feeds episode `episode`: step k has probability `probs[k]` and the robot judge's
+    /// success `truth[k]`; the last step ends it as `end` says (terminated by the detector,
+    /// or truncated). Returns what the stage passed on.
+    fn episode(
+        stage: &mut ClassifierStage,
+        tx: &crossbeam::channel::Sender<StepFrame>,
+        episode: u64,
+        probs: &[f32],
+        truth: &[bool],
+        terminated: bool,
+    ) -> Vec<Transition> {
+        let mut out = Vec::new();
+        for (k, (&p, &truth)) in probs.iter().zip(truth).enumerate() {
+            let mut t = Transition::empty(ActionSpace::EeDelta);
+            t.episode = episode;
+            t.step = k as u64;
+            t.outcome.success = truth;
+            if k + 1 == probs.len() {
+                t.outcome.terminated = terminated;
+                t.outcome.truncated = !terminated;
+            }
+            stage.take(t, &mut |t| out.push(t));
+            tx.send(StepFrame {
+                episode,
+                step: k as u64,
+                judgement: Judgement::Probability(p),
+            })
+            .unwrap();
+            stage.poll(&mut |t| out.push(t));
+        }
+        out
+    }
+
+    fn rewards(ts: &[Transition]) -> Vec<f64> {
+        ts.iter().map(|t| t.outcome.reward).collect()
+    }
+
+    /// The classifier's end is confirmed by the frame after it; one that the next frame does
+    /// not confirm is a false success, relabelled: no reward, the episode cut short. An
+    /// episode that ran out of time keeps its verdicts.
+    #[test]
+    fn a_success_the_next_frame_denies_is_relabelled() {
+        let (mut s, tx) = stage();
+        let confirmed = episode(
+            &mut s,
+            &tx,
+            1,
+            &[0.1, 0.9, 0.95],
+            &[false, true, true],
+            true,
+        );
+        assert_eq!(rewards(&confirmed), [0.0, 10.0, 10.0]);
+        let last = confirmed[2].outcome;
+        assert!(last.success && last.terminated && !last.truncated);
+
+        let denied = episode(&mut s, &tx, 2, &[0.1, 0.9, 0.2], &[false; 3], true);
+        assert_eq!(rewards(&denied), [0.0, 0.0, 0.0]);
+        assert!(denied.iter().all(|t| !t.outcome.success));
+        let last = denied[2].outcome;
+        assert!(
+            !last.terminated && last.truncated,
+            "cut short, not finished"
+        );
+
+        let timed_out = episode(&mut s, &tx, 3, &[0.9, 0.8], &[true, true], false);
+        assert_eq!(rewards(&timed_out), [10.0, 10.0]);
+        assert!(timed_out[1].outcome.truncated && timed_out[1].outcome.success);
+
+        let c = s.counters;
+        assert_eq!(
+            (c.episodes_ended, c.ends_confirmed, c.ends_relabelled),
+            (2, 1, 1)
+        );
+        assert_eq!(c.steps_relabelled, 1);
+        assert_eq!((c.false_ends, c.false_ends_relabelled), (1, 1));
+        assert_eq!(c.rewarded, 8);
+    }
+
+    /// The hook ends an episode once, on the first success verdict of that episode; a
+    /// simulated driver waits (bounded) for the step's verdict, a real-time one does not.
+    #[test]
+    fn the_hook_ends_an_episode_on_its_first_success_verdict() {
+        let (frames, _rx) = crossbeam::channel::bounded(4);
+        let (vtx, vrx) = crossbeam::channel::bounded(16);
+        let late = Arc::new(AtomicU64::new(0));
+        let mut hook = FrameHook {
+            camera: "front".into(),
+            frame: Frame::new(8, 8),
+            frames,
+            sent: Arc::default(),
+            lost: Arc::default(),
+            verdicts: Some(vrx),
+            threshold: 0.5,
+            wait: Duration::from_millis(50),
+            ended: None,
+            late: late.clone(),
+        };
+        assert!(hook.detects_success());
+        vtx.send((7, 0, 0.2)).unwrap();
+        assert!(!hook.ends_episode(7, 0, true));
+        // No verdict on step 1 yet: a real-time driver goes on, a simulated one waits in vain.
+        assert!(!hook.ends_episode(7, 1, false));
+        assert_eq!(late.load(Ordering::Relaxed), 0);
+        assert!(!hook.ends_episode(7, 1, true));
+        assert_eq!(late.load(Ordering::Relaxed), 1);
+        // A verdict of another episode ends nothing; this one's success ends it, once.
+        vtx.send((6, 9, 0.9)).unwrap();
+        vtx.send((7, 2, 0.9)).unwrap();
+        assert!(hook.ends_episode(7, 2, true));
+        vtx.send((7, 3, 0.9)).unwrap();
+        assert!(!hook.ends_episode(7, 3, true));
     }
 }

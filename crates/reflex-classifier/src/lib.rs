@@ -10,9 +10,12 @@
 //! - [`Classifier`]: the CNN with its input size and threshold; [`train`] fits it with balanced
 //!   batches, [`Classifier::evaluate`] measures accuracy, and it saves to and loads from a
 //!   directory (`classifier.safetensors` + `classifier.json`).
-//! - [`classifier_stage`]: the classifier as the sparse reward of `reflex train --reward classifier`, a
-//!   `reflex_learn::stage` plugin (a frame per step through the robot's `SceneView` on the
-//!   driver thread, the CNN on the learner thread, joined by episode and step id).
+//! - [`classifier_stage`]: the classifier as the sparse reward of `reflex train --reward
+//!   classifier`, a `reflex_learn::stage` plugin (a frame per step through the robot's
+//!   `SceneView` on the driver thread, the CNN on the learner thread, joined by episode and
+//!   step id); with `terminate`, as HIL-SERL uses it, the CNN runs on a worker beside the
+//!   driver and its success ends the episode, and a success the next frame denies is
+//!   relabelled.
 //!
 //! Seams: images are `[3, size, size]` floats in [0, 1] (channel-major), as
 //! [`image_tensor_layout`] makes them from `reflex_core::Frame`s; nothing here runs on the

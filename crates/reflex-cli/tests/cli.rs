@@ -772,6 +772,43 @@ fn classifier_train_then_eval() {
         assert_eq!(c[k], 0, "{k}: {s}");
     }
     assert_eq!(s["reward_stage"]["held_now"], 0, "{s}");
+    assert_eq!(
+        c["episodes_ended"], 0,
+        "the robot's judge ends episodes: {s}"
+    );
+
+    // HIL-SERL's use: the classifier's verdict ends each training episode. At threshold 0
+    // every frame is a success: each episode ends one step after its first verdict, and the
+    // frame after that confirms it.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}[reward.classifier_stage]\nterminate = true\nthreshold = 0.0\n"),
+    )
+    .unwrap();
+    let (ok, stdout, err) = reflex(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.join("run-ends").to_str().unwrap(),
+        "--reward",
+        "classifier",
+        "--classifier",
+        o,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let s = last_json(&stdout);
+    let c = &s["reward_stage"]["classifier"];
+    let episodes = s["episodes"].as_u64().unwrap();
+    let ended = c["episodes_ended"].as_u64().unwrap();
+    // (The last episode may still be in flight at the step budget.)
+    assert!(ended + 1 >= episodes && episodes >= 100, "{s}");
+    assert_eq!(c["ends_confirmed"], ended, "{s}");
+    assert_eq!(c["ends_relabelled"], 0, "{s}");
+    assert_eq!(c["verdicts_late"], 0, "{s}");
+    assert_eq!(s["reward_stage"]["terminate"], true, "{s}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -14,7 +14,7 @@ pub struct BcConfig {
     pub hidden: Vec<usize>,
     /// LayerNorm after hidden layers.
     pub layer_norm: bool,
-    /// Gradient steps.
+    /// Gradient steps (in a training run's configuration, 0: the task's default).
     pub steps: usize,
     /// Rows per step.
     pub batch_size: usize,

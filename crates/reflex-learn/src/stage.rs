@@ -45,6 +45,23 @@ pub trait EpisodeHook: Send {
         let _ = (episode, step, outcome, obs, scene);
     }
 
+    /// True when the source decides when a training episode is over (a success classifier,
+    /// as HIL-SERL uses it): the driver then stops the robot's own success from ending
+    /// episodes and asks [`EpisodeHook::ends_episode`] after every step. Default: false.
+    fn detects_success(&self) -> bool {
+        false
+    }
+
+    /// After [`EpisodeHook::step_judged`] for (`episode`, `step`): true when the source saw
+    /// the task done in `episode`, which the driver then ends. With `wait` (a simulated
+    /// driver, which may), the source waits, bounded, for its verdict on that step, so the
+    /// episode ends where the verdict was; without it (a real-time arm), it answers with the
+    /// verdicts it has, however late. Default: never.
+    fn ends_episode(&mut self, episode: u64, step: u64, wait: bool) -> bool {
+        let _ = (episode, step, wait);
+        false
+    }
+
     /// True while the source could not take another episode's question (its client's queue
     /// is full). A simulated driver waits before starting the next episode, so simulation
     /// never outruns the answers; a real arm cannot wait and lets the episode be dropped and

@@ -341,6 +341,8 @@ pub struct RuntimeStats {
     pub operator_labels: AtomicU64,
     /// Episodes the operator discarded (re-record).
     pub discarded_episodes: AtomicU64,
+    /// Episodes a success detector ended ([`Runtime::end_episode`]: a success classifier).
+    pub detector_ends: AtomicU64,
     /// Operator actions refused for having the wrong number of components.
     pub refused_operator_actions: AtomicU64,
     /// Takeovers ended because the operator's messages stopped (the arm held).
@@ -428,6 +430,11 @@ pub struct Runtime<R: Robot> {
     /// The operator pressed success (true) or failure (false): the step in flight ends the
     /// episode with that label.
     operator_label: Option<Label>,
+    /// A success detector asked for the episode to end at the next judgement.
+    detector_end: bool,
+    /// Whether the robot's judgement of success ends the episode (off while a success
+    /// detector decides instead).
+    end_on_success: bool,
     ticks_since_operator: u64,
     link_timeout_ticks: u64,
     /// A takeover lost its operator: the arm holds until the operator is heard again.
@@ -500,6 +507,8 @@ impl<R: Robot> Runtime<R> {
             operator_latency_from: None,
             operator_events: None,
             operator_label: None,
+            detector_end: false,
+            end_on_success: true,
             ticks_since_operator: u64::MAX / 2,
             link_timeout_ticks: (cfg.intervention_link_timeout_s * cfg.servo_rate_hz).ceil() as u64,
             held_by_link: false,
@@ -555,6 +564,7 @@ impl<R: Robot> Runtime<R> {
         self.operator_pending = None;
         // A press between episodes does not end the next one.
         self.operator_label = None;
+        self.detector_end = false;
         self.base.reset();
         self.tick_in_step = 0;
         self.step_open = false;
@@ -565,6 +575,22 @@ impl<R: Robot> Runtime<R> {
         self.pending = Transition::empty(self.cfg.action_space);
         self.pending.episode = self.stats.episodes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A success detector (a classifier watching the camera) saw the task done: the step in
+    /// flight ends the episode, terminated, when it is judged. The step keeps the robot's own
+    /// judgement of success; the detector's verdict is the reward source's to record. Called
+    /// between ticks by the thread that ticks; does nothing once the episode is over.
+    pub fn end_episode(&mut self) {
+        if !self.episode_done {
+            self.detector_end = true;
+        }
+    }
+
+    /// Whether the robot's judgement of success ends an episode (on by default). Off while a
+    /// success detector ends episodes instead ([`Runtime::end_episode`]).
+    pub fn set_end_on_success(&mut self, on: bool) {
+        self.end_on_success = on;
     }
 
     /// Runs one tick. Allocates nothing, takes no lock, never waits on another thread.
@@ -727,6 +753,15 @@ impl<R: Robot> Runtime<R> {
         }
         if self.step_open {
             let mut outcome = self.robot.judge(&self.obs, &self.action);
+            if !self.end_on_success && outcome.success && outcome.terminated {
+                // A success detector decides when the episode ends; the judge's success
+                // stays on the step.
+                outcome.terminated = false;
+            }
+            if std::mem::take(&mut self.detector_end) && !outcome.done() {
+                outcome.terminated = true;
+                self.stats.detector_ends.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(label) = self.operator_label.take() {
                 // The operator's label ends the episode (on a real arm, the operator is the
                 // success detector); the step's reward stays the task's. A re-record ends it

@@ -244,6 +244,66 @@ fn success_and_failure_presses_end_the_episode_with_that_label() {
     assert_eq!(rt.stats().operator_labels.load(Ordering::Relaxed), 2);
 }
 
+/// A success detector ends the episode in flight, terminated, keeping the judge's own
+/// success on the step; while one decides, the judge's success does not end an episode.
+#[test]
+fn a_success_detector_ends_the_episode_and_the_judge_no_longer_does() {
+    let mut rt = runtime(Constant([0.0; 7]), None, EStop::new());
+    let per_step = rt.ticks_per_step();
+    rt.set_end_on_success(false);
+    for _ in 0..3 * per_step {
+        assert!(!rt.tick().episode_done);
+    }
+    assert!(drain(&rt).iter().all(|t| !t.outcome.done()));
+    rt.end_episode();
+    assert!(
+        tick_until_done(&mut rt, 2 * per_step),
+        "the detector ended it"
+    );
+    let last = *drain(&rt).last().unwrap();
+    assert!(last.outcome.terminated && !last.outcome.truncated && !last.outcome.success);
+    assert_eq!(rt.stats().detector_ends.load(Ordering::Relaxed), 1);
+    assert_eq!(rt.stats().successes.load(Ordering::Relaxed), 0);
+    // Between episodes a request ends nothing; the next episode runs on.
+    rt.end_episode();
+    rt.begin_episode().unwrap();
+    for _ in 0..3 * per_step {
+        assert!(!rt.tick().episode_done);
+    }
+    assert_eq!(rt.stats().detector_ends.load(Ordering::Relaxed), 1);
+
+    // The judge says success from step 2: with a detector deciding, the episode goes on
+    // (the steps still say success); without one, it ends there.
+    let arm = arm();
+    let cfg = follower_config(&arm);
+    let mut robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
+    robot.success_from = 2;
+    let mut rt = Runtime::new(
+        robot,
+        cfg,
+        arm,
+        Box::new(Constant([0.0; 7])),
+        None,
+        EStop::new(),
+    )
+    .unwrap();
+    rt.set_end_on_success(false);
+    for _ in 0..6 * per_step {
+        assert!(!rt.tick().episode_done);
+    }
+    let ts = drain(&rt);
+    assert!(
+        ts.iter()
+            .skip(2)
+            .all(|t| t.outcome.success && !t.outcome.done()),
+        "{ts:?}"
+    );
+    rt.set_end_on_success(true);
+    assert!(tick_until_done(&mut rt, 2 * per_step));
+    let last = *drain(&rt).last().unwrap();
+    assert!(last.outcome.success && last.outcome.terminated);
+}
+
 #[test]
 fn an_operator_takes_over_above_the_threshold_for_the_hold_time_then_hands_back() {
     let base = [0.1; 7];

@@ -24,8 +24,15 @@ pub struct TrainConfig {
     /// Stop once an evaluation reaches this success rate (above 1: never stop early).
     pub target_success: f64,
     /// Scripted demonstrations for behaviour cloning and the demonstration buffer (0: the
-    /// task's default).
+    /// task's default, [`task_defaults`]).
     pub demo_episodes: usize,
+    /// Noise injected into the scripted demonstrations (DART), as the standard deviation of
+    /// a Gaussian before `tanh`: the arm executes the expert's action plus
+    /// `runtime.residual_scale * tanh(N(0, s))` per motion component (the gripper is left
+    /// alone), and the base is cloned onto the expert's own action at the states the noise
+    /// leads to, so it learns to recover from its own mistakes. Negative: the task's default
+    /// ([`task_defaults`]); 0: clean demonstrations.
+    pub demo_noise: f64,
     /// The control loop: servo rate, residual scale, takeover threshold, hold and link
     /// timeout, re-arm ramp, queue size (`[runtime]`; the training default loop rate is 500 Hz).
     pub runtime: RuntimeSettings,
@@ -39,7 +46,8 @@ pub struct TrainConfig {
     /// (`summary.json`'s `heldout`, apart from the stopping evaluations). Simulated arms only:
     /// a real-time arm is evaluated with `reflex eval` or by its operator.
     pub heldout_episodes: usize,
-    /// Behaviour cloning of the base.
+    /// Behaviour cloning of the base (`steps = 0`, the default here: the task's number,
+    /// [`task_defaults`]).
     pub bc: BcConfig,
     /// The learner thread.
     pub learner: LearnerConfig,
@@ -147,11 +155,15 @@ impl Default for TrainConfig {
             max_env_steps: 0,
             target_success: 0.95,
             demo_episodes: 0,
+            demo_noise: -1.0,
             runtime: RuntimeSettings::default(),
             eval_every: 10_000,
             eval_episodes: 50,
             heldout_episodes: 200,
-            bc: BcConfig::default(),
+            bc: BcConfig {
+                steps: 0,
+                ..BcConfig::default()
+            },
             learner: LearnerConfig::default(),
             agent: AgentConfig::default(),
             reward: RewardSection::default(),
@@ -160,16 +172,32 @@ impl Default for TrainConfig {
     }
 }
 
-/// The demonstration budget that leaves each built-in task's cloned base imperfect (measured,
-/// 50 fixed-seed episodes: reach 60%, push 32%, pick_cube 42%; peg_insert stays near 5% at any
-/// budget up to 150).
-pub fn default_demo_episodes(task: &str) -> usize {
-    match task {
-        "reach" => 40,
-        "push" => 60,
-        "pick_cube" => 15,
-        "peg_insert" => 80,
-        _ => 10,
+/// What a built-in task's run starts from unless its configuration says otherwise, chosen by
+/// measurement (README, "Learning"): how many scripted demonstrations, how long the base is
+/// cloned on them, and how much noise the demonstrations carry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TaskDefaults {
+    /// Scripted demonstration episodes.
+    pub demo_episodes: usize,
+    /// Behaviour-cloning gradient steps.
+    pub bc_steps: usize,
+    /// Demonstration noise (`TrainConfig::demo_noise`).
+    pub demo_noise: f64,
+}
+
+/// The defaults of task `task` (a task file's name gets the last row's).
+pub fn task_defaults(task: &str) -> TaskDefaults {
+    let (demo_episodes, bc_steps, demo_noise) = match task {
+        "reach" => (40, 10_000, 0.0),
+        "push" => (500, 30_000, 0.0),
+        "pick_cube" => (15, 10_000, 0.0),
+        "peg_insert" => (500, 30_000, 0.0),
+        _ => (50, 10_000, 0.0),
+    };
+    TaskDefaults {
+        demo_episodes,
+        bc_steps,
+        demo_noise,
     }
 }
 
@@ -214,6 +242,12 @@ impl TrainConfig {
                 self.seed
             ));
         }
+        if !(self.demo_noise.is_finite() && self.demo_noise <= DEMO_NOISE_MAX) {
+            return Err(format!(
+                "demo_noise: must be at most {DEMO_NOISE_MAX} (negative: the task's default), got {}",
+                self.demo_noise
+            ));
+        }
         self.fleet.validate()?;
         if self.eval_episodes == 0 || self.eval_every == 0 {
             return Err("eval_episodes and eval_every must be positive".into());
@@ -229,6 +263,37 @@ impl TrainConfig {
             return Err("learner.success_absorbing needs agent.gamma below 1".into());
         }
         self.agent.validate()
+    }
+}
+
+/// The largest `demo_noise` (the exploring head's largest standard deviation).
+pub const DEMO_NOISE_MAX: f64 = 2.5;
+
+impl TrainConfig {
+    /// The demonstration noise this run uses (its own, or its task's default).
+    pub fn demo_noise_std(&self) -> f64 {
+        if self.demo_noise < 0.0 {
+            task_defaults(&self.task).demo_noise
+        } else {
+            self.demo_noise
+        }
+    }
+
+    /// The scripted demonstrations this run records (its own number, or its task's).
+    pub fn demo_episodes(&self) -> usize {
+        match self.demo_episodes {
+            0 => task_defaults(&self.task).demo_episodes,
+            n => n,
+        }
+    }
+
+    /// Behaviour cloning as this run does it (`bc.steps` 0: the task's number of steps).
+    pub fn bc(&self) -> BcConfig {
+        let mut bc = self.bc.clone();
+        if bc.steps == 0 {
+            bc.steps = task_defaults(&self.task).bc_steps;
+        }
+        bc
     }
 }
 

@@ -1,7 +1,7 @@
 //! The training loop: demonstrations, behaviour cloning, the base's evaluation, then the
 //! runtime driven episode after episode while the learner trains, evaluating as it goes.
 
-use super::config::{default_demo_episodes, stage, TrainConfig, TrainError};
+use super::config::{stage, TrainConfig, TrainError};
 use super::episodes::{brake_to_rest, run_episodes, seeds, success_and_return};
 use super::eval::heldout_evaluation;
 use super::plot::plot_curves;
@@ -155,6 +155,11 @@ pub fn train_on<A: Arms>(
         Some(residual(&explore, cfg.seed ^ 0xE)?),
         &cfg.runtime,
     )?;
+    // A success detector (HIL-SERL's classifier) ends training episodes instead of the
+    // robot's own judgement of success.
+    if hook.as_ref().is_some_and(|h| h.detects_success()) {
+        rt.set_end_on_success(false);
+    }
     let shared = learner.shared.clone();
     if resuming {
         learner.publish();
@@ -227,6 +232,10 @@ pub fn train_on<A: Arms>(
             }
             if let (Some(outcome), Some(h)) = (&rep.outcome, &mut hook) {
                 h.step_judged(episode_id, step_id, outcome, rt.observation(), rt.robot());
+                if !rep.episode_done && h.ends_episode(episode_id, step_id, !paced) {
+                    // A success detector saw the task done: the step in flight ends it.
+                    rt.end_episode();
+                }
             }
             if let Running::Inline(learner) = &mut running {
                 learner.drain(rt.transitions()).map_err(stage("replay"))?;
@@ -536,11 +545,7 @@ pub(crate) fn prepare<A: Arms>(
     let config_text = toml::to_string(cfg).map_err(stage("configuration"))?;
     write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
 
-    let demo_episodes = if cfg.demo_episodes == 0 {
-        default_demo_episodes(&cfg.task)
-    } else {
-        cfg.demo_episodes
-    };
+    let demo_episodes = cfg.demo_episodes();
     let mut state = RunState {
         demo_episodes,
         ..Default::default()
@@ -560,7 +565,8 @@ pub(crate) fn prepare<A: Arms>(
         }
         progress(Progress::Stage("demonstrations"));
         let expert = ScriptedExpert::new(task, &arms.model()?);
-        let mut rt = runtime(arms, 0, Box::new(expert), None, &cfg.runtime)?;
+        let noise = demo_noise_policy(cfg.demo_noise_std(), obs_dim, act_dim, cfg.seed)?;
+        let mut rt = runtime(arms, 0, Box::new(expert), noise, &cfg.runtime)?;
         let (_, transitions) =
             run_episodes(&mut rt, seeds(cfg.seed, 1, demo_episodes), true, paced)?;
         demos = transitions;
@@ -569,11 +575,12 @@ pub(crate) fn prepare<A: Arms>(
             .iter()
             .flat_map(|t| t.obs.as_slice().to_vec())
             .collect();
+        // The expert's own action (with demonstration noise, not the one executed).
         let act: Vec<f32> = demos
             .iter()
-            .flat_map(|t| t.action.as_slice().to_vec())
+            .flat_map(|t| t.base_action.as_slice().to_vec())
             .collect();
-        let (mlp, loss) = behaviour_clone(&obs, &act, obs_dim, act_dim, &cfg.bc, cfg.seed);
+        let (mlp, loss) = behaviour_clone(&obs, &act, obs_dim, act_dim, &cfg.bc(), cfg.seed);
         tracing::info!(loss, pairs = demos.len(), "behaviour cloning done");
         reflex_policy::PolicyFile::save(&mlp, &file_meta(Role::Base), &base_path)
             .map_err(stage("base policy"))?;
@@ -588,6 +595,49 @@ pub(crate) fn prepare<A: Arms>(
         resuming,
         scalars,
     })
+}
+
+/// The demonstrations' noise (DART) as an exploring residual whose mean is zero and whose
+/// standard deviation before `tanh` is `std` on every motion component (the gripper's is the
+/// smallest the head allows), or none when `std` is too small to matter. The runtime then
+/// records the expert's action as each step's base action and the noisy one as executed.
+fn demo_noise_policy(
+    std: f64,
+    obs_dim: usize,
+    act_dim: usize,
+    seed: u64,
+) -> Result<Option<ResidualPolicy>, TrainError> {
+    let min_std = f64::from(reflex_policy::LOG_STD_MIN).exp();
+    if std <= 2.0 * min_std {
+        return Ok(None);
+    }
+    // The raw head output whose squashed log-std is ln(std).
+    let raw = |std: f64| {
+        let (lo, hi) = (
+            f64::from(reflex_policy::LOG_STD_MIN),
+            f64::from(reflex_policy::LOG_STD_MAX),
+        );
+        let t = (2.0 * (std.ln() - lo) / (hi - lo) - 1.0).clamp(-0.999_999, 0.999_999);
+        t.atanh() as f32
+    };
+    let mut mlp = reflex_policy::Mlp::zeros(
+        &[obs_dim + act_dim, 2 * act_dim],
+        reflex_policy::Activation::Relu,
+        reflex_policy::Activation::Identity,
+    );
+    if let Some((_, bias)) = mlp.layer_mut(0) {
+        for (j, b) in bias[act_dim..].iter_mut().enumerate() {
+            *b = if j + 1 == act_dim {
+                raw(min_std)
+            } else {
+                raw(std)
+            };
+        }
+    }
+    let on = Arc::new(AtomicBool::new(true));
+    ResidualPolicy::tanh_gaussian(WeightsSlot::new(mlp), obs_dim, act_dim, on, seed ^ 0xDA27)
+        .map(Some)
+        .map_err(stage("demonstration noise"))
 }
 
 /// The run's learner ([`open_learner`]) with `stage` between transitions and replay, the

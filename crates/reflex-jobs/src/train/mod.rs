@@ -31,7 +31,7 @@ pub mod report;
 mod scalars;
 pub mod study;
 
-pub use config::{default_demo_episodes, FleetConfig, TrainConfig, TrainError};
+pub use config::{task_defaults, FleetConfig, TaskDefaults, TrainConfig, TrainError};
 pub use driver::{train, train_on, train_with};
 pub use episodes::{
     brake_to_rest, heldout_seeds, run_episodes, EpisodeResults, HELDOUT_FIRST_SEED, MAX_RUN_SEED,

@@ -47,6 +47,9 @@ pub struct FollowerArm {
     pub fail_next: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// Policy steps after which an episode is truncated (0: episodes never end).
     pub episode_steps: u64,
+    /// Policy steps from which the task counts as done, a success that ends the episode (0:
+    /// never).
+    pub success_from: u64,
     /// The joint limits this arm reports as its own (none: it reports none).
     pub own: Option<[reflex_core::JointLimits; 7]>,
     /// `stop` was called.
@@ -68,6 +71,7 @@ impl FollowerArm {
             fail_every: 0,
             fail_next: Default::default(),
             episode_steps: 0,
+            success_from: 0,
             own: None,
             stopped: false,
             reads: 0,
@@ -132,8 +136,11 @@ impl reflex_core::Robot for FollowerArm {
         obs: &reflex_core::Observation,
         _action: &reflex_core::Action,
     ) -> reflex_core::Outcome {
+        let success = self.success_from > 0 && obs.step >= self.success_from;
         reflex_core::Outcome {
             truncated: self.episode_steps > 0 && obs.step >= self.episode_steps,
+            success,
+            terminated: success,
             ..reflex_core::Outcome::PENDING
         }
     }
