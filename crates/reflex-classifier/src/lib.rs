@@ -23,6 +23,7 @@
 //! here depends on the simulator.
 
 pub mod classifier_stage;
+pub mod frame_reward;
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

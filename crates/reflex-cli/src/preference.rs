@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use reflex_jobs::preference::{run_preference, PreferenceRunConfig};
+use reflex_jobs::preference::{run_preference, ModelInput, PreferenceRunConfig};
 use reflex_reward::oracle::OracleConfig;
 
 /// Arguments of `reflex preference`.
@@ -27,6 +27,10 @@ pub struct PreferenceArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// What the reward model reads: the state behind each frame (an MLP ensemble) or the
+    /// frame itself (a CNN, as RL-VLM-F).
+    #[arg(long, default_value = "state")]
+    model: ModelInput,
     /// Base URL of an OpenAI-compatible VLM server. Without it, a built-in oracle answers
     /// from simulator ground truth.
     #[arg(long)]
@@ -66,6 +70,7 @@ pub fn run(a: &PreferenceArgs) -> Result<()> {
         episodes: a.episodes,
         heldout_episodes: a.heldout_episodes,
         seed: a.seed,
+        input: a.model,
         ..Default::default()
     };
     let report = run_preference(&cfg, &client, |r| {
@@ -76,8 +81,9 @@ pub fn run(a: &PreferenceArgs) -> Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("reflex preference: {e}"))?;
     println!(
-        "{}: {} labels ({} unsure, {} failed, {} wrong) on {} frames; Spearman with true progress {:.3} held-out ({} frames), {:.3} on labelled frames; {:.1} s",
+        "{} ({:?} model): {} labels ({} unsure, {} failed, {} wrong) on {} frames; Spearman with true progress {:.3} held-out ({} frames), {:.3} on labelled frames; {:.1} s",
         report.task,
+        report.input,
         report.labels,
         report.unsure,
         report.failed,

@@ -87,11 +87,13 @@ pub struct ArmArgs {
 
 impl ArmArgs {
     /// `--robot` as given.
+    #[cfg(feature = "fleet")]
     pub fn name(&self) -> &str {
         &self.robot
     }
 
     /// Refuses the board's options, for an arm set up elsewhere (`reflex actor --robot ros`).
+    #[cfg(feature = "fleet")]
     pub fn no_board_options(&self) -> Result<()> {
         if self.scene.is_some()
             || self.rearm_board

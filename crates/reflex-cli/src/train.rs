@@ -67,6 +67,7 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     /// `--reward`, if given.
+    #[cfg(feature = "fleet")]
     pub(crate) fn reward_flag(&self) -> Option<RewardSource> {
         self.reward
     }

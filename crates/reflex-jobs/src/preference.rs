@@ -8,7 +8,12 @@
 //! progress sent alongside) through the VLM client; the answers train the Bradley-Terry
 //! ensemble in rounds, and after each round the ensemble's reward is compared with true
 //! progress on frames from other episodes (Spearman's rank correlation).
+//!
+//! The model reads either the state behind each frame (the flat observation: an ensemble of
+//! small MLPs) or the frame itself (`input = "frames"`: a small CNN on a square render of the
+//! same camera, as RL-VLM-F learns it; `reflex_classifier::frame_reward`).
 
+use reflex_classifier::frame_reward::{FramePair, FrameRewardConfig, FrameRewardModel};
 use reflex_core::{Frame, Rng};
 use reflex_reward::parse::Preference;
 use reflex_reward::preference::{spearman, LabelledPair, PreferenceConfig, PreferenceModel};
@@ -42,8 +47,34 @@ pub struct PreferenceRunConfig {
     pub height: usize,
     /// Wall-clock limit on waiting for answers in one round, seconds.
     pub round_timeout_s: f64,
-    /// The reward model.
+    /// The reward model on states.
     pub model: PreferenceConfig,
+    /// What the reward model reads: `state` (the flat observation) or `frames` (the image).
+    pub input: ModelInput,
+    /// The reward model on frames.
+    pub frames_model: FrameRewardConfig,
+}
+
+/// What a preference reward model reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelInput {
+    /// The state behind the frame (an MLP ensemble).
+    #[default]
+    State,
+    /// The frame (a CNN).
+    Frames,
+}
+
+impl std::str::FromStr for ModelInput {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "state" => Ok(Self::State),
+            "frames" => Ok(Self::Frames),
+            _ => Err(format!("`{s}`: the model reads `state` or `frames`")),
+        }
+    }
 }
 
 impl Default for PreferenceRunConfig {
@@ -60,6 +91,8 @@ impl Default for PreferenceRunConfig {
             height: 120,
             round_timeout_s: 600.0,
             model: PreferenceConfig::default(),
+            input: ModelInput::State,
+            frames_model: FrameRewardConfig::default(),
         }
     }
 }
@@ -80,6 +113,8 @@ pub struct Round {
 pub struct PreferenceReport {
     /// Task.
     pub task: String,
+    /// What the model read.
+    pub input: ModelInput,
     /// Frames labelled pairs were drawn from.
     pub frames: usize,
     /// Held-out frames.
@@ -111,6 +146,8 @@ struct Frames {
     progress: Vec<f64>,
     images: Vec<Arc<Png>>,
     dim: usize,
+    /// With `input = frames`: each frame rendered square at the CNN's size, in its layout.
+    cnn: Vec<f32>,
 }
 
 impl Frames {
@@ -134,11 +171,14 @@ fn collect(
 ) -> Result<Frames, String> {
     let camera = Camera::front(cfg.width, cfg.height);
     let mut frame = Frame::new(cfg.width, cfg.height);
+    let side = cfg.frames_model.size;
+    let (square, mut small) = (Camera::front(side, side), Frame::new(side, side));
     let mut out = Frames {
         features: Vec::new(),
         progress: Vec::new(),
         images: Vec::new(),
         dim: 0,
+        cnn: Vec::new(),
     };
     let mut k = 0usize;
     let mut current = usize::MAX;
@@ -155,6 +195,10 @@ fn collect(
             out.features.extend_from_slice(step.obs.flat.as_slice());
             out.progress.push(step.reward);
             out.images.push(Arc::new(png));
+            if cfg.input == ModelInput::Frames {
+                env.render(&square, &mut small, false);
+                reflex_classifier::image_tensor_layout(&small, &mut out.cnn);
+            }
         }
         k += 1;
         Ok(!(step.terminated || step.truncated))
@@ -192,6 +236,11 @@ pub fn run_preference(
     }
     let mut model = PreferenceModel::new(cfg.model.clone(), train.dim, cfg.seed);
     model.fit_inputs(&train.features);
+    let mut cnn = match cfg.input {
+        ModelInput::State => None,
+        ModelInput::Frames => Some(FrameRewardModel::new(cfg.frames_model.clone(), cfg.seed)?),
+    };
+    let mut frame_pairs: Vec<FramePair> = Vec::new();
     let mut pairs: Vec<LabelledPair> = Vec::new();
     let mut asked_pairs: Vec<(usize, usize)> = Vec::new();
     let (mut unsure, mut failed, mut wrong) = (0, 0, 0);
@@ -248,6 +297,11 @@ pub fn run_preference(
                         b: train.row(j).to_vec(),
                         label,
                     });
+                    frame_pairs.push(FramePair {
+                        a: i,
+                        b: j,
+                        first_better: label == Preference::First,
+                    });
                 }
                 Ok(_) => failed += 1,
                 Err(reflex_reward::vlm::VlmError::Parse(
@@ -263,19 +317,32 @@ pub fn run_preference(
             );
             failed += in_flight;
         }
-        let loss = model.train(&pairs);
-        model.calibrate(&train.features);
+        let (loss, spearman_heldout) = match &mut cnn {
+            Some(c) => (
+                c.train(&train.cnn, &frame_pairs),
+                cnn_rank_quality(c, &test),
+            ),
+            None => {
+                let loss = model.train(&pairs);
+                model.calibrate(&train.features);
+                (loss, rank_quality(&mut model, &test))
+            }
+        };
         let r = Round {
             labels: pairs.len(),
             loss,
-            spearman_heldout: rank_quality(&mut model, &test),
+            spearman_heldout,
         };
         progress(&r);
         rounds.push(r);
     }
-    let spearman_train = rank_quality(&mut model, &train);
+    let spearman_train = match &cnn {
+        Some(c) => cnn_rank_quality(c, &train),
+        None => rank_quality(&mut model, &train),
+    };
     Ok(PreferenceReport {
         task: cfg.task.clone(),
+        input: cfg.input,
         frames: train.len(),
         heldout_frames: test.len(),
         asked: asked_pairs.len(),
@@ -294,6 +361,15 @@ pub fn run_preference(
 fn rank_quality(model: &mut PreferenceModel, frames: &Frames) -> f64 {
     let r: Vec<f64> = model
         .reward(&frames.features)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    spearman(&r, &frames.progress)
+}
+
+fn cnn_rank_quality(model: &FrameRewardModel, frames: &Frames) -> f64 {
+    let r: Vec<f64> = model
+        .rewards(&frames.cnn)
         .into_iter()
         .map(f64::from)
         .collect();
