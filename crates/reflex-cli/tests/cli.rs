@@ -616,6 +616,42 @@ fn train_with_vlm_keypoints_from_the_built_in_oracle() {
     assert_eq!(v["failed"], 0, "{s}");
     assert!(s["deadline_misses"].is_u64(), "{s}");
     assert!(out.contains("rewards from vlm-keypoints"), "{out}");
+    let clean_planned = k["planned"].as_u64().unwrap();
+
+    // The built-in oracle configured from the file: an oracle that always hedges gives no
+    // plan, so the stage drops every episode it asked about and plans none (in a run
+    // directory of its own: the first run's answers are cached in its directory). No step is
+    // rewarded, so the step budget is never reached: the time budget ends it.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("minutes = 0.2\n{text}[reward.oracle]\nnoise = 1.0\nnoise_modes = [\"hedge\"]\n"),
+    )
+    .unwrap();
+    let mut a = a.clone();
+    a[4] = dir.join("run-hedged").to_str().unwrap().into();
+    let (ok, out, err) = reflex(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let s = last_json(&out);
+    let k = &s["reward_stage"]["keypoints"];
+    assert_eq!(k["planned"], 0, "{s}");
+    assert!(
+        k["failed_answers"].as_u64().unwrap() + k["expired"].as_u64().unwrap() >= 2,
+        "{s}"
+    );
+    assert!(clean_planned >= 2);
+    assert_eq!(k["rewarded"], 0, "{s}");
+    std::fs::write(
+        &cfg,
+        format!("{text}[reward.oracle]\nnoise_modes = [\"sideways\"]\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = reflex(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        !ok && err.contains("sideways") && err.contains("tiny.toml"),
+        "{err}"
+    );
+    std::fs::write(&cfg, text).unwrap();
 
     let a = args("classifier");
     let (ok, _, err) = reflex(&a.iter().map(String::as_str).collect::<Vec<_>>());

@@ -82,6 +82,68 @@ pub struct RewardSection {
     pub classifier_stage: ClassifierStageConfig,
     /// The sparse baseline.
     pub sparse: SparseConfig,
+    /// The built-in oracle's mistakes and faults, when it answers (no VLM server given).
+    pub oracle: OracleSection,
+}
+
+/// The built-in VLM oracle's settings (`[reward.oracle]`), for simulated runs that study how
+/// a reward source copes with a VLM's mistakes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OracleSection {
+    /// Chance that an answer is wrong, 0..1.
+    pub noise: f64,
+    /// How wrong answers are wrong, drawn evenly: `random`, `wrong-part`, `distractor`,
+    /// `wrong-way`, `left-right`, `depth`, `hedge`.
+    pub noise_modes: Vec<reflex_reward::oracle::NoiseMode>,
+    /// Delay before every answer, ms.
+    pub latency_ms: u64,
+    /// Chance of answering HTTP 500 or 429 instead, 0..1.
+    pub error_rate: f64,
+    /// Chance of answering prose with no answer in it, 0..1.
+    pub garbage_rate: f64,
+    /// Seed of its draws (default: the run's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl Default for OracleSection {
+    fn default() -> Self {
+        Self {
+            noise: 0.0,
+            noise_modes: vec![reflex_reward::oracle::NoiseMode::Random],
+            latency_ms: 0,
+            error_rate: 0.0,
+            garbage_rate: 0.0,
+            seed: None,
+        }
+    }
+}
+
+impl OracleSection {
+    /// The oracle's configuration for a run with seed `seed`; errors name the field.
+    pub fn config(&self, seed: u64) -> Result<OracleConfig, String> {
+        for (name, v) in [
+            ("noise", self.noise),
+            ("error_rate", self.error_rate),
+            ("garbage_rate", self.garbage_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("reward.oracle.{name}: must be in [0, 1], got {v}"));
+            }
+        }
+        if self.error_rate + self.garbage_rate > 1.0 {
+            return Err("reward.oracle: error_rate plus garbage_rate must not exceed 1".into());
+        }
+        Ok(OracleConfig {
+            noise: self.noise,
+            noise_modes: self.noise_modes.clone(),
+            latency: std::time::Duration::from_millis(self.latency_ms),
+            error_rate: self.error_rate,
+            garbage_rate: self.garbage_rate,
+            seed: self.seed.unwrap_or(seed),
+        })
+    }
 }
 
 /// The sparse baseline's reward (`[reward.sparse]`).
@@ -161,12 +223,13 @@ pub fn reward_plugin(
         .source
         .or(section.source)
         .unwrap_or(RewardSource::Task);
+    let oracle = section.oracle.config(seed)?;
     let client = || {
         vlm_client(
             section.vlm.clone(),
             flags.vlm_url.as_deref(),
             flags.vlm_model.as_deref(),
-            OracleConfig::default(),
+            oracle.clone(),
             Some(out.join("vlm-cache")),
         )
     };
