@@ -491,7 +491,9 @@ impl Task {
     /// Loads a built-in task by name from the repository's `sim/tasks/` directory, or a file path.
     pub fn load(name_or_path: &str) -> Result<Self, SimError> {
         let p = Path::new(name_or_path);
-        if p.extension().is_some_and(|e| e == "toml") || p.exists() {
+        // A file, not any path: a directory that happens to share a task's name (a run
+        // directory called `push`, say) must not hide the task.
+        if p.extension().is_some_and(|e| e == "toml") || p.is_file() {
             return Self::from_file(p);
         }
         Self::from_file(&tasks_dir().join(format!("{name_or_path}.toml")))

@@ -355,3 +355,18 @@ fn a_blocked_arm_does_not_wind_up_its_setpoint() {
         "the tool lifted only {lift} m in two steps after release"
     );
 }
+
+/// `reflex train --task push --seeds 0,1,2 --out push` failed at its second seed with "push:
+/// Is a directory": a task name was read as a path whenever something of that name existed in
+/// the working directory. Only a file (or a `.toml` path) is a task file.
+#[test]
+fn a_directory_named_like_a_task_does_not_hide_the_task() {
+    let dir = std::env::temp_dir().join(format!("reflex-task-dir-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("push")).unwrap();
+    let before = std::env::current_dir().unwrap();
+    std::env::set_current_dir(&dir).unwrap();
+    let got = reflex_sim::Task::load("push");
+    std::env::set_current_dir(before).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(got.unwrap().name, "push");
+}
