@@ -625,7 +625,7 @@ fn train_with_vlm_keypoints_from_the_built_in_oracle() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
         &cfg,
-        format!("minutes = 0.2\n{text}[reward.oracle]\nnoise = 1.0\nnoise_modes = [\"hedge\"]\n"),
+        format!("minutes = 0.4\n{text}[reward.oracle]\nnoise = 1.0\nnoise_modes = [\"hedge\"]\n"),
     )
     .unwrap();
     let mut a = a.clone();
@@ -641,6 +641,10 @@ fn train_with_vlm_keypoints_from_the_built_in_oracle() {
     );
     assert!(clean_planned >= 2);
     assert_eq!(k["rewarded"], 0, "{s}");
+    assert!(
+        err.contains("the reward source rewarded no step in the last 50 episodes"),
+        "the run says its reward source is failing: {err}"
+    );
     std::fs::write(
         &cfg,
         format!("{text}[reward.oracle]\nnoise_modes = [\"sideways\"]\n"),

@@ -11,6 +11,10 @@ use super::report::{
 use super::scalars::Scalars;
 use super::{INTERRUPT, PROGRESS_EVERY_S};
 
+/// Episodes in a row without a rewarded step after which a run warns that its reward source
+/// is failing.
+const STALL_EPISODES: u64 = 50;
+
 /// Longest the simulated driver waits for a busy reward source before starting an episode.
 const REWARD_WAIT_LIMIT: Duration = Duration::from_secs(60);
 use crate::arms::{runtime, Arms, SimArms};
@@ -201,6 +205,8 @@ pub fn train_on<A: Arms>(
     let tick_stats = rt.stats().clone();
     let period_ns = (1e9 / cfg.runtime.servo_rate_hz) as u64;
     let mut reward_wait = Duration::ZERO;
+    // (Stored steps, episodes) when the stored steps last grew.
+    let mut stalled = (0u64, 0u64);
     let mut episode_id = start_episode(&mut rt, train_seeds.next().unwrap_or(0), &mut hook)?;
     let mut step_id = 0u64;
     let mut ticker = paced.then(|| Ticker::new(cfg.runtime.servo_rate_hz));
@@ -273,6 +279,18 @@ pub fn train_on<A: Arms>(
                 }
                 ret_success = false;
                 let steps = shared.env_steps.load(Ordering::Relaxed);
+                // A reward source that answers nothing usable (a VLM server down, answers
+                // that never parse) leaves every episode unrewarded: say so once, by name.
+                if steps > stalled.0 || hook.is_none() {
+                    stalled = (steps, episodes);
+                } else if episodes - stalled.1 == STALL_EPISODES {
+                    tracing::warn!(
+                        reward = %reward_name,
+                        "the reward source rewarded no step in the last {STALL_EPISODES} \
+                         episodes: training waits on it (its counters: summary.json's \
+                         reward_stage, scalars.jsonl's stage/...)"
+                    );
+                }
                 if steps >= last_eval_steps + cfg.eval_every {
                     // Let the learner take in the last steps, then evaluate without updates.
                     std::thread::sleep(Duration::from_millis(2));
