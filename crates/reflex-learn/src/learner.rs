@@ -152,6 +152,10 @@ pub struct LearnerShared {
     pub stop: AtomicBool,
     /// While set, transitions are still taken in but no update runs (evaluation).
     pub paused: AtomicBool,
+    /// Set by the learner thread once it has seen `paused`, published the actor of its latest
+    /// update and stopped updating; cleared when it resumes. An evaluation waits for it, so it
+    /// judges the weights the learner holds, not ones up to `publish_every` updates older.
+    pub holding: AtomicBool,
     /// The latest update's figures.
     pub last: Mutex<UpdateStats>,
     /// The reward stage's counters, refreshed about once a second (none without a stage).
@@ -189,6 +193,8 @@ pub struct Learner {
     shaped: bool,
     ready: Vec<Transition>,
     max_online_episode: Option<u64>,
+    /// The update count whose actor was last published.
+    published_updates: Option<u64>,
     /// Counters for the driver.
     pub shared: Arc<LearnerShared>,
 }
@@ -232,6 +238,7 @@ impl Learner {
             shaped: false,
             ready: Vec::new(),
             max_online_episode: None,
+            published_updates: None,
             shared: Arc::new(LearnerShared::default()),
         }
     }
@@ -518,6 +525,8 @@ impl Learner {
             ),
             Err(e) => tracing::error!("training diverged and the rollback failed: {e}"),
         }
+        // The restored weights may differ from any published at this count.
+        self.published_updates = None;
         self.shared
             .updates
             .store(self.agent.updates, Ordering::Relaxed);
@@ -528,8 +537,17 @@ impl Learner {
         match self.slot.publish(self.agent.exploring_actor()) {
             Ok(_) => {
                 self.shared.published.fetch_add(1, Ordering::Relaxed);
+                self.published_updates = Some(self.agent.updates);
             }
             Err(e) => tracing::error!("actor not published: {e}"),
+        }
+    }
+
+    /// Publishes the current actor unless the latest update's actor is already published:
+    /// what an evaluation or a run's end calls, so the weights judged are the learner's own.
+    pub fn publish_latest(&mut self) {
+        if self.published_updates != Some(self.agent.updates) {
+            self.publish();
         }
     }
 
@@ -676,9 +694,14 @@ impl Learner {
                 while !shared.stop.load(Ordering::Acquire) {
                     let got = self.drain(&queue)?;
                     if shared.paused.load(Ordering::Acquire) {
+                        if !shared.holding.load(Ordering::Relaxed) {
+                            self.publish_latest();
+                            shared.holding.store(true, Ordering::Release);
+                        }
                         std::thread::sleep(Duration::from_micros(500));
                         continue;
                     }
+                    shared.holding.store(false, Ordering::Release);
                     if !self.try_update() && got == 0 {
                         std::thread::sleep(Duration::from_micros(200));
                     }
@@ -764,6 +787,64 @@ mod tests {
         assert_eq!(l.agent.updates, good_updates);
         assert!(l.agent.is_finite());
         assert_eq!(slot.version(), version, "nothing was published");
+    }
+
+    /// Waits (bounded) until `cond` holds.
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// An evaluation judges the learner's own weights: once paused, the thread publishes the
+    /// actor of its latest update (the old thread left the runtime on weights up to
+    /// `publish_every` updates older, so a run could stop on a score its final policy never
+    /// earned) and says it is holding; it runs no update until resumed.
+    #[test]
+    fn a_paused_learner_publishes_its_latest_actor_and_holds() {
+        let (mut l, slot) = learner();
+        l.cfg.publish_every = 1000;
+        for i in 0..64 {
+            l.online.push(&record(i, 0.5));
+        }
+        l.shared.env_steps.store(7, Ordering::Relaxed);
+        let shared = l.shared.clone();
+        let version = slot.version();
+        let (_tx, rx) = reflex_core::spsc::<Transition>(8);
+        let thread = l.spawn(rx);
+        wait_until("7 updates", || shared.updates.load(Ordering::Relaxed) == 7);
+        assert_eq!(slot.version(), version, "no publication due yet");
+        shared.paused.store(true, Ordering::Release);
+        wait_until("holding", || shared.holding.load(Ordering::Acquire));
+        assert_eq!(
+            slot.version(),
+            version + 1,
+            "the latest actor was published"
+        );
+        // More data while paused: taken in, but no update runs.
+        shared.env_steps.store(50, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(shared.updates.load(Ordering::Relaxed), 7);
+        shared.paused.store(false, Ordering::Release);
+        wait_until("resumed", || !shared.holding.load(Ordering::Acquire));
+        wait_until("50 updates", || {
+            shared.updates.load(Ordering::Relaxed) == 50
+        });
+        shared.paused.store(true, Ordering::Release);
+        wait_until("holding again", || shared.holding.load(Ordering::Acquire));
+        shared.stop.store(true, Ordering::Release);
+        let l = thread.join().unwrap().unwrap();
+        assert_eq!(l.agent.updates, 50);
+        assert_eq!(
+            slot.snapshot().layer_params(),
+            l.agent.exploring_actor().layer_params(),
+            "the runtime holds the weights of the learner's last update"
+        );
     }
 
     fn transition(episode: u64, step: u64, action: f32, base: f32) -> Transition {

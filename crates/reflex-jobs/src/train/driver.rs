@@ -292,9 +292,11 @@ pub fn train_on<A: Arms>(
                     );
                 }
                 if steps >= last_eval_steps + cfg.eval_every {
-                    // Let the learner take in the last steps, then evaluate without updates.
-                    std::thread::sleep(Duration::from_millis(2));
+                    // Evaluate without updates, on the weights of the learner's latest
+                    // update (published as it pauses), so a run that stops here hands over
+                    // the policy this evaluation judged.
                     shared.paused.store(true, Ordering::Release);
+                    hold_learner(&mut running, &shared)?;
                     evaluated_last = true;
                     let result = match evaluate(&mut eval_rt) {
                         Ok(r) => r,
@@ -305,7 +307,6 @@ pub fn train_on<A: Arms>(
                         }
                         Err(e) => return Err(e),
                     };
-                    shared.paused.store(false, Ordering::Release);
                     let success = result.0;
                     let last = shared.last.lock().map(|l| *l).unwrap_or_default();
                     let row = EvalRow::trained(
@@ -334,9 +335,11 @@ pub fn train_on<A: Arms>(
                     )?;
                     progress(Progress::Eval(row));
                     if success >= cfg.target_success {
+                        // Still paused: no update changes the weights just judged.
                         stop_reason = "target success reached";
                         return Ok(());
                     }
+                    shared.paused.store(false, Ordering::Release);
                 }
                 if cfg.max_env_steps > 0 && steps >= cfg.max_env_steps {
                     stop_reason = "step budget";
@@ -417,7 +420,12 @@ pub fn train_on<A: Arms>(
         .map_err(stage("publishing"))?;
     let env_steps = shared.env_steps.load(Ordering::Relaxed);
     let interrupted = stop_reason == "interrupted";
-    if !interrupted && state.evals.last().is_none_or(|r| r.env_steps != env_steps) {
+    // A run stopped at its target was held since that evaluation: its weights were judged.
+    let judged = |r: &EvalRow| {
+        r.updates == learner.agent.updates
+            && (r.env_steps == env_steps || stop_reason == "target success reached")
+    };
+    if !interrupted && !state.evals.last().is_some_and(judged) {
         progress(Progress::Stage("final evaluation"));
         evaluated_last = true;
         let result = evaluate(&mut eval_rt)?;
@@ -815,6 +823,34 @@ impl Running {
             }
         }
     }
+}
+
+/// Longest an evaluation waits for the learner thread to finish its update and publish.
+const HOLD_WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Pauses the learner before an evaluation (`shared.paused` is set): the actor of its latest
+/// update is published and no update runs until `paused` clears. A thread is waited for
+/// (bounded; it ends only on an error, which `stop` reports).
+fn hold_learner(
+    running: &mut Running,
+    shared: &reflex_learn::learner::LearnerShared,
+) -> Result<(), TrainError> {
+    match running {
+        Running::Inline(learner) => learner.publish_latest(),
+        Running::Thread(h) => {
+            let waited = Instant::now();
+            while !shared.holding.load(Ordering::Acquire) && !h.is_finished() {
+                if waited.elapsed() > HOLD_WAIT_LIMIT {
+                    return Err(stage("learner")(format!(
+                        "the learner thread did not pause within {} s",
+                        HOLD_WAIT_LIMIT.as_secs()
+                    )));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One line of `scalars.jsonl` from the learner's latest update and counters, the loop's
