@@ -140,13 +140,7 @@ impl FrameRewardModel {
             // -log sigmoid(sign * d) = softplus(-sign * d).
             let loss = softplus(d.mul(y).neg(), 1.0).mean();
             if step + tail >= self.cfg.steps_per_round {
-                let v = loss
-                    .clone()
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .ok()
-                    .and_then(|v| v.first().copied())
-                    .unwrap_or(f32::NAN);
+                let v = crate::first_value(loss.clone());
                 sum += v;
                 count += 1;
             }

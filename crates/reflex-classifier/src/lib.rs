@@ -95,6 +95,15 @@ impl FrameSet {
     }
 }
 
+/// A tensor's first value (a batch's loss), NaN when it cannot be read.
+pub(crate) fn first_value<const D: usize>(t: Tensor<D>) -> f32 {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .ok()
+        .and_then(|v| v.first().copied())
+        .unwrap_or(f32::NAN)
+}
+
 /// Converts an RGB frame (row-major, 3 bytes per pixel) to the classifier's layout
 /// (channel-major floats in [0, 1]), appending to `out`.
 pub fn image_tensor_layout(frame: &Frame, out: &mut Vec<f32>) {
@@ -262,13 +271,7 @@ pub fn train(
             let logits = model.forward(x);
             // Binary cross-entropy on logits: softplus(z) - y z.
             let loss = (softplus(logits.clone(), 1.0) - logits * y).mean();
-            let value = loss
-                .clone()
-                .into_data()
-                .try_to_vec::<f32>()
-                .ok()
-                .and_then(|v| v.first().copied())
-                .unwrap_or(f32::NAN);
+            let value = first_value(loss.clone());
             sum += value;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = opt.step(cfg.lr, model, grads);
