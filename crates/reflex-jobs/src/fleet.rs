@@ -18,6 +18,9 @@ use crate::train::config::{stage, TrainConfig, TrainError};
 use crate::train::driver::{learner_with_demos, prepare, Prepared};
 use crate::train::episodes::{run_episodes, seeds, success_and_return};
 use crate::train::report::{write_atomic, write_metrics, write_progress, EvalRow};
+use crate::train::select::{
+    hand_over, keep_if_best, load_best, next_confirm_seeds, record_confirmation,
+};
 use crate::train::{Progress, INTERRUPT, PROGRESS_EVERY_S};
 use reflex_core::{Policy, Transition};
 use reflex_fleet::{
@@ -82,6 +85,10 @@ pub struct LearnerSummary {
     pub steps_to_target: Option<u64>,
     /// Minutes then.
     pub minutes_to_target: Option<f64>,
+    /// Confirmations of the target on fresh scenes (`confirm_episodes`).
+    pub confirmations: Vec<crate::train::report::Confirmation>,
+    /// The weights handed over (`keep_best`).
+    pub handed_over: Option<crate::train::report::HandedOver>,
     /// Why the run stopped.
     pub stop_reason: String,
     /// Batches and transitions taken, duplicates and losses.
@@ -157,18 +164,25 @@ pub fn fleet_learner<A: Arms>(
     // One episode at a time, with `between` after each: the learner keeps taking in and
     // acknowledging while it evaluates (without updating, so its actors are held back by the
     // ratio, as `reflex train` stops its simulator to evaluate).
-    let evaluate_with = |rt: &mut Runtime<A::Robot>,
+    let episodes_with = |rt: &mut Runtime<A::Robot>,
+                         seeds: &mut dyn Iterator<Item = u64>,
                          between: &mut dyn FnMut() -> Result<(), TrainError>|
-     -> Result<(f64, f64), TrainError> {
+     -> Result<Vec<(bool, f64)>, TrainError> {
         let mut all = Vec::with_capacity(cfg.eval_episodes);
-        for seed in seeds(cfg.seed, 2, cfg.eval_episodes) {
+        for seed in seeds {
             let (r, _) = run_episodes(rt, std::iter::once(seed), false, paced)?;
             all.extend(r);
             between()?;
         }
-        Ok(success_and_return(&all))
+        Ok(all)
     };
-    let evaluate = |rt: &mut Runtime<A::Robot>| evaluate_with(rt, &mut || Ok(()));
+    let evaluate = |rt: &mut Runtime<A::Robot>| {
+        episodes_with(rt, &mut seeds(cfg.seed, 2, cfg.eval_episodes), &mut || {
+            Ok(())
+        })
+        .map(|r| success_and_return(&r))
+    };
+    let mut best_actor = load_best(cfg, &mut state, out, resuming)?;
     let prior_wall = state.wall_s;
     let wall = |started: &Instant| prior_wall + started.elapsed().as_secs_f64();
     if !resuming {
@@ -177,6 +191,7 @@ pub fn fleet_learner<A: Arms>(
         state.base_success_rate = success;
         let row = EvalRow::base(wall(&started), (success, ret), learner.agent.temperature());
         state.evals.push(row.clone());
+        keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
         progress(Progress::Eval(row));
     }
     write_metrics(out, &state)?;
@@ -297,9 +312,15 @@ pub fn fleet_learner<A: Arms>(
         }
         let steps = shared.env_steps.load(Ordering::Relaxed);
         if steps >= last_eval_steps + cfg.eval_every {
-            let result = evaluate_with(&mut eval_rt, &mut || {
-                take_in(&mut learner, &mut ingest, 64, false).map(|_| ())
-            })?;
+            // The weights judged are the learner's latest (no update runs until the next
+            // iteration), so a run that stops here hands over what this evaluation saw.
+            learner.publish_latest();
+            let r = episodes_with(
+                &mut eval_rt,
+                &mut seeds(cfg.seed, 2, cfg.eval_episodes),
+                &mut || take_in(&mut learner, &mut ingest, 64, false).map(|_| ()),
+            )?;
+            let result = success_and_return(&r);
             last_eval_steps = steps;
             let last = shared.last.lock().map(|l| *l).unwrap_or_default();
             let row = EvalRow::trained(
@@ -311,12 +332,26 @@ pub fn fleet_learner<A: Arms>(
                 &VecDeque::new(),
                 &last,
             );
-            state.push_eval(row.clone(), cfg.target_success);
+            let mut reached = result.0 >= cfg.target_success;
+            if reached && cfg.confirm_episodes == 0 {
+                state.reached_target(&row);
+            }
+            state.evals.push(row.clone());
+            keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
+            if reached && cfg.confirm_episodes > 0 {
+                progress(Progress::Stage("confirming on fresh scenes"));
+                let r = episodes_with(
+                    &mut eval_rt,
+                    &mut next_confirm_seeds(cfg, &state),
+                    &mut || take_in(&mut learner, &mut ingest, 64, false).map(|_| ()),
+                )?;
+                reached = record_confirmation(cfg, &mut state, &row, &r);
+            }
             state.wall_s = wall(&started);
             write_metrics(out, &state)?;
             write_progress(&state_path, &mut state, &shared)?;
             progress(Progress::Eval(row));
-            if result.0 >= cfg.target_success {
+            if reached {
                 stop_reason = "target success reached";
                 return Ok(());
             }
@@ -367,7 +402,13 @@ pub fn fleet_learner<A: Arms>(
         .publish(learner.agent.exploring_actor())
         .map_err(stage("publishing"))?;
     let env_steps = shared.env_steps.load(Ordering::Relaxed);
-    if stop_reason != "interrupted" && state.evals.last().is_none_or(|r| r.env_steps != env_steps) {
+    // The last evaluation judged these weights when no update ran since.
+    if stop_reason != "interrupted"
+        && state
+            .evals
+            .last()
+            .is_none_or(|r| r.updates != learner.agent.updates)
+    {
         progress(Progress::Stage("final evaluation"));
         let result = evaluate(&mut eval_rt)?;
         let last = shared.last.lock().map(|l| *l).unwrap_or_default();
@@ -380,8 +421,18 @@ pub fn fleet_learner<A: Arms>(
             &VecDeque::new(),
             &last,
         );
-        state.push_eval(row, cfg.target_success);
+        state.push_eval(row.clone(), cfg.target_success);
+        keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
     }
+    let (policy, handed_over) = hand_over(
+        &state,
+        best_actor.as_ref(),
+        stop_reason,
+        learner.agent.deterministic_actor(),
+        (env_steps, learner.agent.updates),
+        &actor_slot,
+        act_dim,
+    )?;
     let heldout = if stop_reason != "interrupted" && !paced && cfg.heldout_episodes > 0 {
         progress(Progress::Stage("held-out evaluation"));
         crate::train::eval::heldout_evaluation(&mut eval_rt, cfg.heldout_episodes)?
@@ -389,7 +440,7 @@ pub fn fleet_learner<A: Arms>(
         None
     };
     reflex_policy::PolicyFile::save(
-        &learner.agent.deterministic_actor(),
+        &policy,
         &file_meta(Role::Residual),
         &out.join("policy.safetensors"),
     )
@@ -409,6 +460,8 @@ pub fn fleet_learner<A: Arms>(
         heldout,
         steps_to_target: state.steps_to_target,
         minutes_to_target: state.minutes_to_target,
+        confirmations: state.confirmations.clone(),
+        handed_over,
         stop_reason: stop_reason.to_owned(),
         ingest: ingest.counters,
         ingest_per_s: taken as f64 / loop_s.max(1e-9),

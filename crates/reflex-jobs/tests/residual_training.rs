@@ -131,10 +131,48 @@ fn a_short_run_on_reach_writes_its_outputs_and_resumes() {
     ] {
         assert!(summary.get(k).is_some(), "summary.json lacks {k}");
     }
+    // A run ended on its budget hands over its best evaluation's weights (`keep_best`): the
+    // last ones when they scored as well, else those kept in best_actor.safetensors.
+    let handed = s.handed_over.clone().expect("handed_over");
+    assert_eq!(handed.success_rate, s.best_success_rate, "{handed:?}");
+    let best = Mlp::load(&dir.join("best_actor.safetensors")).unwrap();
+    if handed.why == "best evaluation" {
+        let obs_dim = best.dims()[0];
+        let act_dim = best.dims().last().unwrap() / 2;
+        let mut deployed = reflex_policy::PolicyFile::load(&dir.join("policy.safetensors"))
+            .unwrap()
+            .mlp;
+        let mut kept = reflex_learn::sac::deterministic_of(&best, act_dim).unwrap();
+        let (mut a, mut b) = (vec![0.0f32; act_dim], vec![1.0f32; act_dim]);
+        let x: Vec<f32> = (0..obs_dim).map(|i| 0.1 * i as f32 - 0.5).collect();
+        deployed.forward(&x, &mut a).unwrap();
+        kept.forward(&x, &mut b).unwrap();
+        assert_eq!(
+            a, b,
+            "policy.safetensors is not the best evaluation's weights"
+        );
+    } else {
+        assert_eq!(handed.why, "last");
+        assert_eq!(s.final_success_rate, s.best_success_rate);
+    }
 
-    // Resume with a larger budget: the step and update counters carry on.
-    cfg.max_env_steps = s.env_steps + 300;
+    // Resume with a larger budget and a target every evaluation reaches, confirmed on 3 fresh
+    // scenes: the step and update counters carry on, and the run stops at its next
+    // evaluation once the confirmation passes.
+    cfg.max_env_steps = s.env_steps + 600;
+    cfg.target_success = 0.0;
+    cfg.confirm_episodes = 3;
     let r = train(&cfg, &dir, true, |_| {}).unwrap();
+    assert_eq!(r.stop_reason, "target success reached", "{r:?}");
+    assert_eq!(r.confirmations.len(), 1, "{:?}", r.confirmations);
+    let c = &r.confirmations[0];
+    assert!(c.passed && c.episodes == 3, "{c:?}");
+    assert_eq!(r.steps_to_target, Some(c.env_steps));
+    assert!(c.env_steps > s.env_steps, "{c:?}");
+    // Its scenes are none of the run's evaluation seeds (stream 2) nor training's (stream 3).
+    let stream = |k: u64| cfg.seed * 1_000_003 + k * 10_000_000;
+    assert!(c.first_seed >= stream(4) + 10_000_000, "{c:?}");
+    assert_eq!(r.handed_over.as_ref().map(|h| h.why.as_str()), Some("last"));
     assert!(
         r.env_steps >= s.env_steps + 300,
         "{} then {}",

@@ -46,6 +46,18 @@ pub struct TrainConfig {
     /// (`summary.json`'s `heldout`, apart from the stopping evaluations). Simulated arms only:
     /// a real-time arm is evaluated with `reflex eval` or by its operator.
     pub heldout_episodes: usize,
+    /// Episodes of a confirmation on fresh scenes once an evaluation reaches
+    /// `target_success` (0: stop on that evaluation alone). Every evaluation replays the
+    /// same `eval_episodes` scenes, so the first one at the target tends to pick weights that
+    /// suit those scenes; the run stops only if the same weights also reach the target on
+    /// scenes no evaluation or training episode has used (a new set each time, from a stream
+    /// of their own). `summary.json`'s `confirmations` keeps every one.
+    pub confirm_episodes: usize,
+    /// When the run ends on its budget (steps or time) rather than its target, hand over the
+    /// weights of its best evaluation (`policy.safetensors`, and the held-out figure is theirs)
+    /// instead of the last ones, which may have drifted down since. Ties go to the later
+    /// weights. `summary.json`'s `handed_over` says which.
+    pub keep_best: bool,
     /// Behaviour cloning of the base (`steps = 0`, the default here: the task's number,
     /// [`task_defaults`]).
     pub bc: BcConfig,
@@ -160,6 +172,8 @@ impl Default for TrainConfig {
             eval_every: 10_000,
             eval_episodes: 50,
             heldout_episodes: 200,
+            confirm_episodes: 50,
+            keep_best: true,
             bc: BcConfig {
                 steps: 0,
                 ..BcConfig::default()

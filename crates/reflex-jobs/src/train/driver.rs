@@ -9,6 +9,7 @@ use super::report::{
     write_atomic, write_metrics, write_progress, EvalRow, Progress, RunState, Summary,
 };
 use super::scalars::Scalars;
+use super::select::{hand_over, keep_if_best, load_best, next_confirm_seeds, record_confirmation};
 use super::{INTERRUPT, PROGRESS_EVERY_S};
 
 /// Episodes in a row without a rewarded step after which a run warns that its reward source
@@ -134,6 +135,8 @@ pub fn train_on<A: Arms>(
         let (r, _) = run_episodes(rt, eval_seeds(), false, paced)?;
         Ok(success_and_return(&r))
     };
+    // The best evaluation's exploring actor (`keep_best`), kept across resumes.
+    let mut best_actor = load_best(cfg, &mut state, out, resuming)?;
     // The training runtime's episode ids (and seeds) continue across resumes: the replay knows
     // the last one used.
     let first_episode = learner.max_online_episode().map_or(1, |m| m + 1);
@@ -145,6 +148,8 @@ pub fn train_on<A: Arms>(
         state.base_success_rate = success;
         let row = EvalRow::base(wall(&started), (success, ret), learner.agent.temperature());
         state.evals.push(row.clone());
+        // Training that only ever falls below the base hands back the untrained residual.
+        keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
         progress(Progress::Eval(row));
     }
     write_metrics(out, &state)?;
@@ -319,7 +324,31 @@ pub fn train_on<A: Arms>(
                         &last,
                     );
                     last_eval_steps = steps;
-                    state.push_eval(row.clone(), cfg.target_success);
+                    let mut reached = success >= cfg.target_success;
+                    // With confirmations, only a confirmed evaluation counts as reaching it.
+                    if reached && cfg.confirm_episodes == 0 {
+                        state.reached_target(&row);
+                    }
+                    state.evals.push(row.clone());
+                    keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
+                    if reached && cfg.confirm_episodes > 0 {
+                        progress(Progress::Stage("confirming on fresh scenes"));
+                        let confirmed = run_episodes(
+                            &mut eval_rt,
+                            next_confirm_seeds(cfg, &state),
+                            false,
+                            paced,
+                        );
+                        match confirmed {
+                            Ok((r, _)) => reached = record_confirmation(cfg, &mut state, &row, &r),
+                            Err(TrainError::Interrupted) => {
+                                shared.paused.store(false, Ordering::Release);
+                                stop_reason = "interrupted";
+                                return Ok(());
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
                     state.episodes = episodes;
                     state.wall_s = wall(&started);
                     write_metrics(out, &state)?;
@@ -334,7 +363,7 @@ pub fn train_on<A: Arms>(
                         Some(&row),
                     )?;
                     progress(Progress::Eval(row));
-                    if success >= cfg.target_success {
+                    if reached {
                         // Still paused: no update changes the weights just judged.
                         stop_reason = "target success reached";
                         return Ok(());
@@ -439,8 +468,20 @@ pub fn train_on<A: Arms>(
             &recent,
             &last,
         );
-        state.push_eval(row, cfg.target_success);
+        state.push_eval(row.clone(), cfg.target_success);
+        keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
     }
+    // The weights to hand over: the last, or (`keep_best`, a run ended on its budget) its
+    // best evaluation's when the last evaluation fell below it.
+    let (policy, handed_over) = hand_over(
+        &state,
+        best_actor.as_ref(),
+        stop_reason,
+        learner.agent.deterministic_actor(),
+        (env_steps, learner.agent.updates),
+        &actor_slot,
+        act_dim,
+    )?;
     // The figure to report: the final policy on seeds no run trained or stopped on.
     let heldout = if !interrupted && !paced && cfg.heldout_episodes > 0 {
         progress(Progress::Stage("held-out evaluation"));
@@ -461,7 +502,7 @@ pub fn train_on<A: Arms>(
     }
     drop((fifo, locked));
     reflex_policy::PolicyFile::save(
-        &learner.agent.deterministic_actor(),
+        &policy,
         &file_meta(Role::Residual),
         &out.join("policy.safetensors"),
     )
@@ -503,6 +544,8 @@ pub fn train_on<A: Arms>(
         heldout,
         steps_to_target: state.steps_to_target,
         minutes_to_target: state.minutes_to_target,
+        confirmations: state.confirmations.clone(),
+        handed_over,
         demo_episodes: state.demo_episodes,
         episodes,
         updates_per_s: learner.agent.updates as f64 / train_s,

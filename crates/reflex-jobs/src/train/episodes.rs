@@ -90,13 +90,23 @@ pub const HELDOUT_FIRST_SEED: u64 = 1 << 62;
 /// far under [`HELDOUT_FIRST_SEED`].
 pub const MAX_RUN_SEED: u64 = 1 << 32;
 
+/// The stream of the confirmations on fresh scenes (past any fleet actor's).
+pub(crate) const CONFIRM_STREAM: u64 = 200;
+
+/// The seeds of a run's confirmation number `index` (from 0) of `n` episodes: each draws scenes
+/// none before it, no evaluation and no training episode used.
+pub(crate) fn confirm_seeds(run_seed: u64, index: usize, n: usize) -> impl Iterator<Item = u64> {
+    seeds(run_seed, CONFIRM_STREAM, (index + 1) * n).skip(index * n)
+}
+
 /// The `n` seeds of the held-out evaluation.
 pub fn heldout_seeds(n: usize) -> impl Iterator<Item = u64> {
     (0..n as u64).map(|i| HELDOUT_FIRST_SEED + i)
 }
 
 /// The seeds of stream `stream` of run seed `run_seed` (1: demonstrations, 2: the stopping
-/// evaluations, 3: training, 3 + i: a fleet actor's runtime i, 4: `reflex eval --seed`).
+/// evaluations, 3: training, 3 + i: a fleet actor's runtime i, 4: `reflex eval --seed`,
+/// [`CONFIRM_STREAM`]: confirmations of the target).
 pub(crate) fn seeds(run_seed: u64, stream: u64, n: usize) -> impl Iterator<Item = u64> {
     let base = run_seed
         .wrapping_mul(1_000_003)
@@ -122,7 +132,7 @@ mod tests {
     #[test]
     fn run_streams_stay_below_the_heldout_range() {
         let top = MAX_RUN_SEED - 1;
-        for stream in [1, 2, 3, 4, 103] {
+        for stream in [1, 2, 3, 4, 103, CONFIRM_STREAM] {
             let last = seeds(top, stream, 10_000_000).last().unwrap();
             assert!(last < HELDOUT_FIRST_SEED, "stream {stream}: {last}");
         }
@@ -130,5 +140,25 @@ mod tests {
             heldout_seeds(2).collect::<Vec<_>>(),
             [1 << 62, (1 << 62) + 1]
         );
+    }
+
+    /// Confirmations draw new scenes each time, apart from the stopping evaluations, training
+    /// and every fleet actor.
+    #[test]
+    fn each_confirmation_draws_fresh_scenes() {
+        let first: Vec<u64> = confirm_seeds(7, 0, 50).collect();
+        let second: Vec<u64> = confirm_seeds(7, 1, 50).collect();
+        assert_eq!((first.len(), second.len()), (50, 50));
+        assert_eq!(second[0], first[49] + 1);
+        // Each of the other streams spans at most 10^7 seeds from its first.
+        let far = confirm_seeds(7, 10_000, 50).last().unwrap();
+        for stream in 1..=103 {
+            let start = seeds(7, stream, 1).next().unwrap();
+            let span = start..start + 10_000_000;
+            assert!(
+                !span.contains(&first[0]) && !span.contains(&far),
+                "stream {stream}"
+            );
+        }
     }
 }

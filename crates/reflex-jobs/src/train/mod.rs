@@ -18,7 +18,8 @@
 //! The job is split by concern: [`config`] (the run's settings and errors), [`episodes`]
 //! (whole episodes for demonstrations and evaluation, braking on interrupt), [`driver`] (the
 //! training loop), [`eval`] (`reflex eval`), [`report`] (`summary.json`, `metrics.csv`,
-//! `progress.json`), `scalars` (`scalars.jsonl`), [`plot`] (`curve.png`) and [`study`] (several
+//! `progress.json`), `select` (the confirmations of the target on fresh scenes and the best
+//! evaluation's weights a run ended on its budget hands over), `scalars` (`scalars.jsonl`), [`plot`] (`curve.png`) and [`study`] (several
 //! seeds read together: `study.json`, `band.png`). Robots come from an [`crate::arms::Arms`]: the
 //! simulator's by default, anything with the same traits otherwise.
 
@@ -29,6 +30,7 @@ pub mod eval;
 pub mod plot;
 pub mod report;
 mod scalars;
+pub(crate) mod select;
 pub mod study;
 
 pub use config::{task_defaults, FleetConfig, TaskDefaults, TrainConfig, TrainError};

@@ -121,10 +121,18 @@ pub struct Summary {
     /// real-time arm, or with `heldout_episodes = 0`): the figure to report.
     #[serde(default)]
     pub heldout: Option<HeldOut>,
-    /// Environment steps when an evaluation first reached `target_success`.
+    /// Environment steps when an evaluation first reached `target_success` (and, with
+    /// `confirm_episodes`, its confirmation on fresh scenes did too).
     pub steps_to_target: Option<u64>,
-    /// Minutes when an evaluation first reached `target_success`.
+    /// Minutes when an evaluation first reached `target_success` (and was confirmed).
     pub minutes_to_target: Option<f64>,
+    /// Every confirmation on fresh scenes of an evaluation that reached the target.
+    #[serde(default)]
+    pub confirmations: Vec<Confirmation>,
+    /// The weights handed over (`policy.safetensors`, judged by `heldout`): the last ones, or
+    /// with `keep_best` and a run ended on its budget, those of its best evaluation.
+    #[serde(default)]
+    pub handed_over: Option<HandedOver>,
     /// Demonstration episodes used.
     pub demo_episodes: usize,
     /// Training episodes.
@@ -169,6 +177,40 @@ pub struct Summary {
     /// Records in the replay log (demonstrations and online steps, across resumes).
     #[serde(default)]
     pub replay_records: u64,
+}
+
+/// A confirmation of an evaluation that reached the target, on scenes no evaluation or
+/// training episode used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// Online environment steps of the evaluation confirmed.
+    pub env_steps: u64,
+    /// Updates of the weights judged.
+    pub updates: u64,
+    /// The evaluation's success on the run's own evaluation seeds.
+    pub eval_success_rate: f64,
+    /// Episodes of the confirmation.
+    pub episodes: usize,
+    /// Its first seed (the rest follow it).
+    pub first_seed: u64,
+    /// Success over them.
+    pub success_rate: f64,
+    /// Whether it reached the target too (the run stopped).
+    pub passed: bool,
+}
+
+/// Which weights a run handed over, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandedOver {
+    /// Online environment steps of the evaluation that judged them.
+    pub env_steps: u64,
+    /// Their updates.
+    pub updates: u64,
+    /// That evaluation's success on the run's own evaluation seeds.
+    pub success_rate: f64,
+    /// `last` (the weights training ended with) or `best evaluation` (`keep_best`, a run
+    /// ended on its budget whose last evaluation was below its best).
+    pub why: String,
 }
 
 /// A held-out evaluation: episodes on seeds no run trained, demonstrated or stopped on.
@@ -244,17 +286,49 @@ pub(crate) struct RunState {
     /// exactly; the former scheme clipped them).
     #[serde(default)]
     pub(crate) clip_would_bind: u64,
+    /// Confirmations on fresh scenes so far (the next one draws the next set).
+    #[serde(default)]
+    pub(crate) confirmations: Vec<Confirmation>,
+    /// The best evaluation so far whose weights are kept (`best_actor.safetensors`).
+    #[serde(default)]
+    pub(crate) best: Option<HandedOver>,
 }
 
 impl RunState {
     /// Adds an evaluation's row; the first that reaches `target` sets the steps and minutes
     /// to the target.
     pub(crate) fn push_eval(&mut self, row: EvalRow, target: f64) {
-        if row.success_rate >= target && self.steps_to_target.is_none() {
+        if row.success_rate >= target {
+            self.reached_target(&row);
+        }
+        self.evals.push(row);
+    }
+
+    /// Records `row` as the first to reach the target unless one already has.
+    pub(crate) fn reached_target(&mut self, row: &EvalRow) {
+        if self.steps_to_target.is_none() {
             self.steps_to_target = Some(row.env_steps);
             self.minutes_to_target = Some(row.wall_s / 60.0);
         }
-        self.evals.push(row);
+    }
+
+    /// Whether `row`'s weights are the best so far (ties go to the later weights); if so they
+    /// become the kept best.
+    pub(crate) fn offer_best(&mut self, row: &EvalRow) -> bool {
+        if self
+            .best
+            .as_ref()
+            .is_some_and(|b| b.success_rate > row.success_rate)
+        {
+            return false;
+        }
+        self.best = Some(HandedOver {
+            env_steps: row.env_steps,
+            updates: row.updates,
+            success_rate: row.success_rate,
+            why: "best evaluation".into(),
+        });
+        true
     }
 }
 
