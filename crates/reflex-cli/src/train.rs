@@ -231,6 +231,15 @@ fn print_study(st: &reflex_jobs::train::Study, out: &Path) {
             100.0 * st.target_success
         ),
     }
+    if let Some(g) = &st.selection_gap {
+        println!(
+            "  stopping evaluation minus its confirmation on fresh scenes: {:+.1} points [{:+.1}, {:+.1}] over {} confirmations",
+            100.0 * g.mean,
+            100.0 * g.lo,
+            100.0 * g.hi,
+            g.n
+        );
+    }
     println!(
         "  updates per step {:.2}; study.json and band.png in {}",
         st.utd.mean,

@@ -300,7 +300,8 @@ fn train_seeds_writes_each_run_and_the_study() {
     std::fs::write(
         &cfg,
         "task = \"reach\"\ndemo_episodes = 3\nmax_env_steps = 100\neval_every = 100\neval_episodes = 2\n\
-         heldout_episodes = 4\n[bc]\nhidden = [16, 16]\nsteps = 50\n[agent]\nhidden = [16, 16]\n\
+         heldout_episodes = 4\ntarget_success = 0.0\nconfirm_episodes = 2\n[bc]\nhidden = [16, 16]\n\
+         steps = 50\n[agent]\nhidden = [16, 16]\n\
          [learner]\nbatch_size = 16\nlearning_starts = 16\ncritic_warmup_updates = 5\n",
     )
     .unwrap();
@@ -350,6 +351,21 @@ fn train_seeds_writes_each_run_and_the_study() {
         "{st}"
     );
     assert_eq!(st["heldout_episodes"], 4);
+    // Every evaluation reaches a target of 0 and is confirmed on 2 fresh scenes; the study
+    // reports the gap between the two over both runs.
+    for r in runs {
+        let c = r["confirmations"].as_array().unwrap();
+        assert_eq!(c.len(), 1, "{st}");
+        assert_eq!(
+            (c[0]["episodes"].as_u64(), c[0]["passed"].as_bool()),
+            (Some(2), Some(true))
+        );
+    }
+    assert_eq!(st["selection_gap"]["n"], 2, "{st}");
+    assert!(
+        out.contains("minus its confirmation on fresh scenes"),
+        "{out}"
+    );
     assert!(study.join("study.json").exists() && study.join("band.png").exists());
     assert!(out.contains("held-out success (4 episodes each)"), "{out}");
     // Resuming a finished study trains nothing again and gives the same study.

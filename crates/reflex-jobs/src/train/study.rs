@@ -6,7 +6,7 @@
 
 use super::config::{stage, TrainError};
 use super::plot::text_font;
-use super::report::{write_atomic, RunState, Summary};
+use super::report::{write_atomic, Confirmation, RunState, Summary};
 use plotters::prelude::*;
 use reflex_core::Rng;
 use serde::{Deserialize, Serialize};
@@ -88,6 +88,12 @@ pub struct StudyRun {
     pub wall_s: f64,
     /// Why it stopped.
     pub stop_reason: String,
+    /// Its confirmations of the target on fresh scenes.
+    #[serde(default)]
+    pub confirmations: Vec<Confirmation>,
+    /// Which weights it handed over (`last` or `best evaluation`; none if interrupted).
+    #[serde(default)]
+    pub handed_over: Option<String>,
 }
 
 /// `study.json`: several seeds of one task and reward source.
@@ -121,6 +127,11 @@ pub struct Study {
     pub minutes_to_target: Option<Interval>,
     /// Updates per online step.
     pub utd: Interval,
+    /// Over every confirmation of every run: the stopping evaluation's success minus the
+    /// confirmation's on fresh scenes, the upward bias of stopping on scenes seen before (none
+    /// without confirmations).
+    #[serde(default)]
+    pub selection_gap: Option<Interval>,
 }
 
 /// Reads the finished runs in `dirs` (their `summary.json` and `progress.json`), writes
@@ -172,6 +183,8 @@ pub fn study(dirs: &[PathBuf], out: &Path) -> Result<Study, TrainError> {
             env_steps_per_s: s.env_steps_per_s,
             wall_s: s.wall_s,
             stop_reason: s.stop_reason.clone(),
+            confirmations: s.confirmations.clone(),
+            handed_over: s.handed_over.as_ref().map(|h| h.why.clone()),
         });
         curves.push((
             s.seed,
@@ -220,6 +233,13 @@ pub fn study(dirs: &[PathBuf], out: &Path) -> Result<Study, TrainError> {
             5,
         ),
         utd: interval(runs.iter().map(|r| r.utd).collect(), 6).expect("at least one run"),
+        selection_gap: interval(
+            runs.iter()
+                .flat_map(|r| &r.confirmations)
+                .map(|c| c.eval_success_rate - c.success_rate)
+                .collect(),
+            7,
+        ),
         runs,
     };
     std::fs::create_dir_all(out).map_err(stage("creating the study directory"))?;
