@@ -203,7 +203,7 @@ pub struct TaskDefaults {
 pub fn task_defaults(task: &str) -> TaskDefaults {
     let (demo_episodes, bc_steps, demo_noise) = match task {
         "reach" => (40, 10_000, 0.0),
-        "push" => (500, 30_000, 0.0),
+        "push" => (2_000, 40_000, 0.0),
         "pick_cube" => (15, 10_000, 0.0),
         "peg_insert" => (500, 30_000, 0.0),
         _ => (50, 10_000, 0.0),
