@@ -9,9 +9,12 @@
 //!    transitions and publishes the actor every `publish_every` updates. The simulator is held
 //!    back when updates fall behind `utd` per step (the control loop itself never waits on the
 //!    learner: the driver simply does not tick). Every `eval_every` steps the deterministic
-//!    policy is evaluated on `eval_episodes` fixed seeds.
+//!    policy is evaluated on `eval_episodes` fixed seeds; one that reaches `target_success`
+//!    stops the run once the same weights reach it on `confirm_episodes` fresh scenes too.
 //! 5. Outputs in the run directory: `summary.json`, `metrics.csv`, `curve.png`,
-//!    `base.safetensors`, `policy.safetensors` (the deployed residual, `tanh(mean)`),
+//!    `base.safetensors`, `policy.safetensors` (the deployed residual, `tanh(mean)`: the
+//!    last weights, or the best evaluation's for a run ended on its budget below its best),
+//!    `best_actor.safetensors`,
 //!    `config.toml`, `progress.json`, `replay/` and `checkpoints/` (for `--resume`).
 
 //!
