@@ -321,6 +321,27 @@ fn run_one(
         summary.wall_s / 60.0,
         out.display()
     );
+    for c in &summary.confirmations {
+        println!(
+            "evaluation at {} steps ({:.0}%) confirmed on {} fresh scenes: {:.0}%, {}",
+            c.env_steps,
+            100.0 * c.eval_success_rate,
+            c.episodes,
+            100.0 * c.success_rate,
+            if c.passed {
+                "the target is reached"
+            } else {
+                "below the target, training went on"
+            }
+        );
+    }
+    if let Some(h) = summary.handed_over.as_ref().filter(|h| h.why != "last") {
+        println!(
+            "policy.safetensors holds the best evaluation's weights ({:.0}% at {} steps), not the last",
+            100.0 * h.success_rate,
+            h.env_steps
+        );
+    }
     if let Some(h) = &summary.heldout {
         println!(
             "held out: {:.1}% success over {} episodes no run trained or stopped on (the figure to report)",

@@ -366,6 +366,11 @@ fn train_seeds_writes_each_run_and_the_study() {
         out.contains("minus its confirmation on fresh scenes"),
         "{out}"
     );
+    assert_eq!(
+        out.matches("confirmed on 2 fresh scenes: ").count(),
+        2,
+        "{out}"
+    );
     assert!(study.join("study.json").exists() && study.join("band.png").exists());
     assert!(out.contains("held-out success (4 episodes each)"), "{out}");
     // Resuming a finished study trains nothing again and gives the same study.
