@@ -19,7 +19,7 @@ use crate::train::driver::{learner_with_demos, prepare, Prepared};
 use crate::train::episodes::{run_episodes, seeds, success_and_return};
 use crate::train::report::{write_atomic, write_metrics, write_progress, EvalRow};
 use crate::train::select::{
-    hand_over, keep_if_best, load_best, next_confirm_seeds, record_confirmation,
+    hand_over, keep_if_best, load_best, next_confirm_seeds, push_evaluation, record_confirmation,
 };
 use crate::train::{Progress, INTERRUPT, PROGRESS_EVERY_S};
 use reflex_core::{Policy, Transition};
@@ -332,13 +332,10 @@ pub fn fleet_learner<A: Arms>(
                 &VecDeque::new(),
                 &last,
             );
+            let to_confirm = push_evaluation(cfg, &mut state, &row);
             let mut reached = result.0 >= cfg.target_success;
-            if reached && cfg.confirm_episodes == 0 {
-                state.reached_target(&row);
-            }
-            state.evals.push(row.clone());
             keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
-            if reached && cfg.confirm_episodes > 0 {
+            if to_confirm {
                 progress(Progress::Stage("confirming on fresh scenes"));
                 let r = episodes_with(
                     &mut eval_rt,
@@ -421,7 +418,14 @@ pub fn fleet_learner<A: Arms>(
             &VecDeque::new(),
             &last,
         );
-        state.push_eval(row.clone(), cfg.target_success);
+        if push_evaluation(cfg, &mut state, &row) {
+            let r = episodes_with(
+                &mut eval_rt,
+                &mut next_confirm_seeds(cfg, &state),
+                &mut || Ok(()),
+            )?;
+            record_confirmation(cfg, &mut state, &row, &r);
+        }
         keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
     }
     let (policy, handed_over) = hand_over(

@@ -186,6 +186,45 @@ fn a_short_run_on_reach_writes_its_outputs_and_resumes() {
 
 const SMOKE_STEPS: u64 = 800;
 
+/// A run whose budget ends before any periodic evaluation is judged once, at the end: a final
+/// evaluation at the target is confirmed on fresh scenes like any other, and only the confirmed
+/// one counts as reaching it (`steps_to_target`).
+#[test]
+fn a_final_evaluation_at_the_target_is_confirmed_too() {
+    let dir = std::env::temp_dir().join(format!("reflex-train-final-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = TrainConfig {
+        task: "reach".into(),
+        seed: 2,
+        minutes: 10.0,
+        max_env_steps: 150,
+        target_success: 0.0,
+        confirm_episodes: 2,
+        demo_episodes: 3,
+        eval_every: 100_000,
+        eval_episodes: 2,
+        heldout_episodes: 0,
+        ..Default::default()
+    };
+    cfg.bc.steps = 50;
+    cfg.bc.hidden = vec![16, 16];
+    cfg.agent.hidden = vec![16, 16];
+    cfg.learner.batch_size = 16;
+    cfg.learner.learning_starts = 16;
+    cfg.learner.critic_warmup_updates = 5;
+    let s = train(&cfg, &dir, false, |_| {}).unwrap();
+    assert_eq!(s.stop_reason, "step budget", "{s:?}");
+    assert_eq!(s.confirmations.len(), 1, "{:?}", s.confirmations);
+    let c = &s.confirmations[0];
+    assert!(c.passed && c.episodes == 2, "{c:?}");
+    assert_eq!(
+        c.env_steps, s.env_steps,
+        "the final evaluation was not the one confirmed"
+    );
+    assert_eq!(s.steps_to_target, Some(s.env_steps));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Residual SAC from a base cloned from 40 demonstrations beats that base on `reach` within
 /// 10,000 environment steps over three training seeds (not one picked by hand): by at least 5
 /// points on average, and no seed more than 5 points worse (about the evaluation's noise), on

@@ -9,7 +9,9 @@ use super::report::{
     write_atomic, write_metrics, write_progress, EvalRow, Progress, RunState, Summary,
 };
 use super::scalars::Scalars;
-use super::select::{hand_over, keep_if_best, load_best, next_confirm_seeds, record_confirmation};
+use super::select::{
+    hand_over, keep_if_best, load_best, next_confirm_seeds, push_evaluation, record_confirmation,
+};
 use super::{INTERRUPT, PROGRESS_EVERY_S};
 
 /// Episodes in a row without a rewarded step after which a run warns that its reward source
@@ -324,14 +326,11 @@ pub fn train_on<A: Arms>(
                         &last,
                     );
                     last_eval_steps = steps;
-                    let mut reached = success >= cfg.target_success;
                     // With confirmations, only a confirmed evaluation counts as reaching it.
-                    if reached && cfg.confirm_episodes == 0 {
-                        state.reached_target(&row);
-                    }
-                    state.evals.push(row.clone());
+                    let to_confirm = push_evaluation(cfg, &mut state, &row);
+                    let mut reached = success >= cfg.target_success;
                     keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
-                    if reached && cfg.confirm_episodes > 0 {
+                    if to_confirm {
                         progress(Progress::Stage("confirming on fresh scenes"));
                         let confirmed = run_episodes(
                             &mut eval_rt,
@@ -468,7 +467,12 @@ pub fn train_on<A: Arms>(
             &recent,
             &last,
         );
-        state.push_eval(row.clone(), cfg.target_success);
+        // A final evaluation at the target is confirmed like any other (the run is over either
+        // way; the confirmation says whether it counts as reaching the target).
+        if push_evaluation(cfg, &mut state, &row) {
+            let (r, _) = run_episodes(&mut eval_rt, next_confirm_seeds(cfg, &state), false, paced)?;
+            record_confirmation(cfg, &mut state, &row, &r);
+        }
         keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
     }
     // The weights to hand over: the last, or (`keep_best`, a run ended on its budget) its

@@ -295,15 +295,6 @@ pub(crate) struct RunState {
 }
 
 impl RunState {
-    /// Adds an evaluation's row; the first that reaches `target` sets the steps and minutes
-    /// to the target.
-    pub(crate) fn push_eval(&mut self, row: EvalRow, target: f64) {
-        if row.success_rate >= target {
-            self.reached_target(&row);
-        }
-        self.evals.push(row);
-    }
-
     /// Records `row` as the first to reach the target unless one already has.
     pub(crate) fn reached_target(&mut self, row: &EvalRow) {
         if self.steps_to_target.is_none() {

@@ -12,6 +12,18 @@ use std::path::Path;
 /// Where a run keeps its best evaluation's exploring actor (`keep_best`).
 pub(crate) const BEST_ACTOR_FILE: &str = "best_actor.safetensors";
 
+/// Adds an evaluation's row: without confirmations one at the target is the run's first to
+/// reach it (unless one was); with them that waits for [`record_confirmation`]. Returns whether
+/// `row` reached the target and is to be confirmed.
+pub(crate) fn push_evaluation(cfg: &TrainConfig, state: &mut RunState, row: &EvalRow) -> bool {
+    let reached = row.success_rate >= cfg.target_success;
+    if reached && cfg.confirm_episodes == 0 {
+        state.reached_target(row);
+    }
+    state.evals.push(row.clone());
+    reached && cfg.confirm_episodes > 0
+}
+
 /// The seeds of the run's next confirmation (a set no earlier one used).
 pub(crate) fn next_confirm_seeds(cfg: &TrainConfig, state: &RunState) -> impl Iterator<Item = u64> {
     confirm_seeds(cfg.seed, state.confirmations.len(), cfg.confirm_episodes)
