@@ -18,9 +18,7 @@ use crate::train::config::{stage, TrainConfig, TrainError};
 use crate::train::driver::{learner_with_demos, prepare, Prepared};
 use crate::train::episodes::{run_episodes, seeds, success_and_return};
 use crate::train::report::{write_atomic, write_metrics, write_progress, EvalRow};
-use crate::train::select::{
-    hand_over, keep_if_best, load_best, next_confirm_seeds, push_evaluation, record_confirmation,
-};
+use crate::train::select::{hand_over, judge_evaluation, keep_if_best, load_best};
 use crate::train::{Progress, INTERRUPT, PROGRESS_EVERY_S};
 use reflex_core::{Policy, Transition};
 use reflex_fleet::{
@@ -332,18 +330,20 @@ pub fn fleet_learner<A: Arms>(
                 &VecDeque::new(),
                 &last,
             );
-            let to_confirm = push_evaluation(cfg, &mut state, &row);
-            let mut reached = result.0 >= cfg.target_success;
-            keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
-            if to_confirm {
-                progress(Progress::Stage("confirming on fresh scenes"));
-                let r = episodes_with(
-                    &mut eval_rt,
-                    &mut next_confirm_seeds(cfg, &state),
-                    &mut || take_in(&mut learner, &mut ingest, 64, false).map(|_| ()),
-                )?;
-                reached = record_confirmation(cfg, &mut state, &row, &r);
-            }
+            let reached = judge_evaluation(
+                cfg,
+                &mut state,
+                &mut best_actor,
+                &row,
+                &actor_slot,
+                out,
+                &mut |seeds| {
+                    progress(Progress::Stage("confirming on fresh scenes"));
+                    episodes_with(&mut eval_rt, seeds, &mut || {
+                        take_in(&mut learner, &mut ingest, 64, false).map(|_| ())
+                    })
+                },
+            )?;
             state.wall_s = wall(&started);
             write_metrics(out, &state)?;
             write_progress(&state_path, &mut state, &shared)?;
@@ -418,15 +418,15 @@ pub fn fleet_learner<A: Arms>(
             &VecDeque::new(),
             &last,
         );
-        if push_evaluation(cfg, &mut state, &row) {
-            let r = episodes_with(
-                &mut eval_rt,
-                &mut next_confirm_seeds(cfg, &state),
-                &mut || Ok(()),
-            )?;
-            record_confirmation(cfg, &mut state, &row, &r);
-        }
-        keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
+        judge_evaluation(
+            cfg,
+            &mut state,
+            &mut best_actor,
+            &row,
+            &actor_slot,
+            out,
+            &mut |seeds| episodes_with(&mut eval_rt, seeds, &mut || Ok(())),
+        )?;
     }
     let (policy, handed_over) = hand_over(
         &state,

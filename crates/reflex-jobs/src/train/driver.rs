@@ -9,9 +9,7 @@ use super::report::{
     write_atomic, write_metrics, write_progress, EvalRow, Progress, RunState, Summary,
 };
 use super::scalars::Scalars;
-use super::select::{
-    hand_over, keep_if_best, load_best, next_confirm_seeds, push_evaluation, record_confirmation,
-};
+use super::select::{hand_over, judge_evaluation, keep_if_best, load_best};
 use super::{INTERRUPT, PROGRESS_EVERY_S};
 
 /// Episodes in a row without a rewarded step after which a run warns that its reward source
@@ -314,7 +312,6 @@ pub fn train_on<A: Arms>(
                         }
                         Err(e) => return Err(e),
                     };
-                    let success = result.0;
                     let last = shared.last.lock().map(|l| *l).unwrap_or_default();
                     let row = EvalRow::trained(
                         steps,
@@ -327,27 +324,27 @@ pub fn train_on<A: Arms>(
                     );
                     last_eval_steps = steps;
                     // With confirmations, only a confirmed evaluation counts as reaching it.
-                    let to_confirm = push_evaluation(cfg, &mut state, &row);
-                    let mut reached = success >= cfg.target_success;
-                    keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
-                    if to_confirm {
-                        progress(Progress::Stage("confirming on fresh scenes"));
-                        let confirmed = run_episodes(
-                            &mut eval_rt,
-                            next_confirm_seeds(cfg, &state),
-                            false,
-                            paced,
-                        );
-                        match confirmed {
-                            Ok((r, _)) => reached = record_confirmation(cfg, &mut state, &row, &r),
-                            Err(TrainError::Interrupted) => {
-                                shared.paused.store(false, Ordering::Release);
-                                stop_reason = "interrupted";
-                                return Ok(());
-                            }
-                            Err(e) => return Err(e),
+                    let judged = judge_evaluation(
+                        cfg,
+                        &mut state,
+                        &mut best_actor,
+                        &row,
+                        &actor_slot,
+                        out,
+                        &mut |seeds| {
+                            progress(Progress::Stage("confirming on fresh scenes"));
+                            run_episodes(&mut eval_rt, seeds, false, paced).map(|(r, _)| r)
+                        },
+                    );
+                    let reached = match judged {
+                        Ok(reached) => reached,
+                        Err(TrainError::Interrupted) => {
+                            shared.paused.store(false, Ordering::Release);
+                            stop_reason = "interrupted";
+                            return Ok(());
                         }
-                    }
+                        Err(e) => return Err(e),
+                    };
                     state.episodes = episodes;
                     state.wall_s = wall(&started);
                     write_metrics(out, &state)?;
@@ -469,11 +466,15 @@ pub fn train_on<A: Arms>(
         );
         // A final evaluation at the target is confirmed like any other (the run is over either
         // way; the confirmation says whether it counts as reaching the target).
-        if push_evaluation(cfg, &mut state, &row) {
-            let (r, _) = run_episodes(&mut eval_rt, next_confirm_seeds(cfg, &state), false, paced)?;
-            record_confirmation(cfg, &mut state, &row, &r);
-        }
-        keep_if_best(cfg, &mut state, &mut best_actor, &row, &actor_slot, out)?;
+        judge_evaluation(
+            cfg,
+            &mut state,
+            &mut best_actor,
+            &row,
+            &actor_slot,
+            out,
+            &mut |seeds| run_episodes(&mut eval_rt, seeds, false, paced).map(|(r, _)| r),
+        )?;
     }
     // The weights to hand over: the last, or (`keep_best`, a run ended on its budget) its
     // best evaluation's when the last evaluation fell below it.

@@ -15,7 +15,7 @@ pub(crate) const BEST_ACTOR_FILE: &str = "best_actor.safetensors";
 /// Adds an evaluation's row: without confirmations one at the target is the run's first to
 /// reach it (unless one was); with them that waits for [`record_confirmation`]. Returns whether
 /// `row` reached the target and is to be confirmed.
-pub(crate) fn push_evaluation(cfg: &TrainConfig, state: &mut RunState, row: &EvalRow) -> bool {
+fn push_evaluation(cfg: &TrainConfig, state: &mut RunState, row: &EvalRow) -> bool {
     let reached = row.success_rate >= cfg.target_success;
     if reached && cfg.confirm_episodes == 0 {
         state.reached_target(row);
@@ -24,15 +24,41 @@ pub(crate) fn push_evaluation(cfg: &TrainConfig, state: &mut RunState, row: &Eva
     reached && cfg.confirm_episodes > 0
 }
 
+/// Plays one episode per seed and returns each one's (success, return).
+pub(crate) type PlayEpisodes<'a> =
+    dyn FnMut(&mut dyn Iterator<Item = u64>) -> Result<Vec<(bool, f64)>, TrainError> + 'a;
+
+/// Adds a trained evaluation's row (see [`push_evaluation`]), keeps its weights if they are the
+/// best (see [`keep_if_best`]) and, when it reached the target, confirms it with `play` on the
+/// next fresh scenes. Returns whether the run reached the target at `row`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn judge_evaluation(
+    cfg: &TrainConfig,
+    state: &mut RunState,
+    best_actor: &mut Option<Mlp>,
+    row: &EvalRow,
+    slot: &WeightsSlot,
+    out: &Path,
+    play: &mut PlayEpisodes<'_>,
+) -> Result<bool, TrainError> {
+    let to_confirm = push_evaluation(cfg, state, row);
+    keep_if_best(cfg, state, best_actor, row, slot, out)?;
+    if !to_confirm {
+        return Ok(row.success_rate >= cfg.target_success);
+    }
+    let results = play(&mut next_confirm_seeds(cfg, state))?;
+    Ok(record_confirmation(cfg, state, row, &results))
+}
+
 /// The seeds of the run's next confirmation (a set no earlier one used).
-pub(crate) fn next_confirm_seeds(cfg: &TrainConfig, state: &RunState) -> impl Iterator<Item = u64> {
+fn next_confirm_seeds(cfg: &TrainConfig, state: &RunState) -> impl Iterator<Item = u64> {
     confirm_seeds(cfg.seed, state.confirmations.len(), cfg.confirm_episodes)
 }
 
 /// Records the confirmation of `row` (an evaluation that reached the target) from the
 /// episodes played on [`next_confirm_seeds`]; returns whether they reached the target too
 /// (then `row` is the run's first to reach it, unless one already was).
-pub(crate) fn record_confirmation(
+fn record_confirmation(
     cfg: &TrainConfig,
     state: &mut RunState,
     row: &EvalRow,
