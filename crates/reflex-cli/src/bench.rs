@@ -1,4 +1,4 @@
-//! `reflex bench sim|policy|loop|learner|pendulum|train`: arguments and printing; the
+//! `reflex bench sim|policy|loop|learner|pendulum|train|pixels|...`: arguments and printing; the
 //! benchmarks themselves are `reflex_jobs::bench`. Numbers, not assertions: run them on an idle
 //! machine.
 
@@ -31,6 +31,9 @@ pub enum BenchCommand {
     Teleop(BenchTeleopArgs),
     /// The serial link's frames: encode and decode rates, bytes per frame, baud for 1 kHz.
     Wire(BenchWireArgs),
+    /// What seeing through cameras costs: the tick's image encoder and one training update of
+    /// it, per image side.
+    Pixels(BenchPixelsArgs),
     /// The serial link end to end: the firmware's core behind a pseudo-terminal, commanded at
     /// the loop rate; round trips, frames lost, the board's stop when the host goes silent.
     Serial(BenchSerialArgs),
@@ -97,6 +100,29 @@ pub struct BenchSerialArgs {
     /// The board's link watchdog, milliseconds.
     #[arg(long, default_value_t = 50)]
     watchdog_ms: u16,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `reflex bench pixels`.
+#[derive(Args)]
+pub struct BenchPixelsArgs {
+    /// Image sides to measure, pixels (square), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "48,64,84")]
+    sides: Vec<usize>,
+    /// Cameras stacked (wrist and front: 2).
+    #[arg(long, default_value_t = 2)]
+    cameras: usize,
+    /// Images per training update.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Encoder forward passes to time at batch 1.
+    #[arg(long, default_value_t = 2_000)]
+    samples: usize,
+    /// Training updates to time per side.
+    #[arg(long, default_value_t = 5)]
+    updates: usize,
     /// Print a JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -369,6 +395,27 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         #[cfg(feature = "fleet")]
         BenchCommand::FleetActor(a) => {
             return bench::fleet::fleet_actor(&a.task, a.port, a.batch, a.seconds, &a.name);
+        }
+        BenchCommand::Pixels(a) => {
+            let total = a.sides.len() as u64;
+            let mut done = 0;
+            let mut progress = bar_progress(&bar);
+            (
+                bench::pixels::pixels(
+                    &bench::pixels::BenchPixelsSpec {
+                        sides: a.sides.clone(),
+                        cameras: a.cameras,
+                        batch: a.batch,
+                        samples: a.samples,
+                        updates: a.updates,
+                    },
+                    |side| {
+                        progress(done, total, format!("{side}x{side}"));
+                        done += 1;
+                    },
+                )?,
+                a.json,
+            )
         }
         BenchCommand::Wire(a) => (
             bench::wire::wire(&bench::wire::BenchWireSpec { seconds: a.seconds })?,

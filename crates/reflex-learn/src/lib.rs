@@ -21,6 +21,9 @@
 //!   through `reflex_core::SceneView`, and a stage on the learner thread that holds transitions
 //!   until their rewards are known, rewards demonstrations, and may hand the learner a
 //!   potential that reshapes the whole replay.
+//! - [`pixels`]: the pixel encoder in burn (the tick's `reflex_policy::ConvEncoder`, trainable),
+//!   DrQ's random shift, and the seam that carries a critic's gradient from this crate's
+//!   kernels into burn's autodiff.
 //! - [`pendulum`]: a pendulum swing-up to sanity-check the algorithm.
 //!
 //! The jobs that drive all this (`reflex train`, `reflex eval`) are `reflex-jobs`; nothing here
@@ -35,6 +38,7 @@ pub mod bc;
 pub mod learner;
 pub mod nn;
 pub mod pendulum;
+pub mod pixels;
 pub mod replay;
 pub mod sac;
 #[cfg(test)]

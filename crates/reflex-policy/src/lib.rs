@@ -7,14 +7,18 @@
 //! ([`PolicyFile`]): weights plus the metadata that says what they are for (format version,
 //! role, task, observation layout, action space, normaliser, residual scale, rates, the run's
 //! seed and the code's commit), so a file is refused by a task it does not fit, naming both.
+//! For arms seen through cameras, the [`ConvEncoder`] turns stacked camera frames into a short
+//! feature vector in the tick, allocation-free (weights in `torch.nn` layout).
 //!
 //! The runtime (`reflex-runtime`) runs these; the learner (`reflex-learn`) exports to them.
 //! Neither depends on the other for them.
 
+mod conv;
 mod file;
 mod mlp;
 mod policy;
 
+pub use conv::{stack_frames, ConvEncoder, ConvShape, EncoderParams, EncoderShape, ENCODER_FORMAT};
 pub use file::{
     ObsLayout, PolicyFile, PolicyFileError, PolicyMeta, Role, POLICY_FORMAT, POLICY_META_KEY,
 };

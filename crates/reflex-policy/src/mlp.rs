@@ -452,25 +452,7 @@ impl Mlp {
         path: &Path,
         extra: &HashMap<String, String>,
     ) -> Result<(), WeightsError> {
-        use std::io::Write;
-        let io = |e: std::io::Error| WeightsError::Io {
-            path: path.to_owned(),
-            message: e.to_string(),
-        };
-        let tmp = path.with_extension("safetensors.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&self.to_safetensors_with(extra)).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, path).map_err(io)?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)
+        write_atomically(path, &self.to_safetensors_with(extra))
     }
 
     /// Reads weights written by [`Mlp::save`], PyTorch or anything else that follows the layout.
@@ -651,8 +633,32 @@ impl Mlp {
     }
 }
 
+/// Writes `bytes` to `path` atomically and durably: a temporary file, synced, renamed into
+/// place, then the directory synced.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
+    use std::io::Write;
+    let io = |e: std::io::Error| WeightsError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let tmp = path.with_extension("safetensors.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
 /// In-place LayerNorm of one row: `(y - mean) / sqrt(var + eps) * gain + shift`.
-fn layer_norm(y: &mut [f32], gain: &[f32], shift: &[f32]) {
+pub(crate) fn layer_norm(y: &mut [f32], gain: &[f32], shift: &[f32]) {
     let h = y.len() as f32;
     let mean = y.iter().sum::<f32>() / h;
     let var = y.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h;
@@ -663,7 +669,7 @@ fn layer_norm(y: &mut [f32], gain: &[f32], shift: &[f32]) {
 }
 
 /// True when this CPU can run the AVX2 + FMA kernel.
-fn fast_kernel_available() -> bool {
+pub(crate) fn fast_kernel_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -676,7 +682,7 @@ fn fast_kernel_available() -> bool {
 
 /// y = W x + b for row-major W `[y.len()][x.len()]`.
 #[inline]
-fn dense(fast: bool, w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
+pub(crate) fn dense(fast: bool, w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if fast {
         // SAFETY: `fast` is only set when the CPU reports AVX2 and FMA.

@@ -308,3 +308,61 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
     );
     assert!(s.policy_steps.load(Ordering::Relaxed) >= 300);
 }
+
+/// The pixel encoder a policy step runs on camera frames (two 64x64 RGB cameras stacked, three
+/// strided convolutions, a linear head with LayerNorm) allocates nothing per frame either.
+#[test]
+fn the_pixel_encoder_allocates_nothing_per_frame() {
+    use reflex_policy::{stack_frames, ConvEncoder, EncoderParams, EncoderShape};
+    let shape = EncoderShape::small(64, 2);
+    let mut seed = 0x9E37_79B9u32;
+    let mut next = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                (seed as f32 / u32::MAX as f32 - 0.5) * 0.3
+            })
+            .collect()
+    };
+    let mut in_ch = shape.channels;
+    let convs = shape
+        .convs
+        .iter()
+        .map(|c| {
+            let w = next(c.channels * in_ch * c.kernel * c.kernel);
+            in_ch = c.channels;
+            (w, next(c.channels))
+        })
+        .collect();
+    let f = shape.features;
+    let flat = shape.flat_len().unwrap();
+    let params = EncoderParams {
+        convs,
+        head_weight: next(f * flat),
+        head_bias: next(f),
+        norm_gain: vec![1.0; f],
+        norm_shift: vec![0.0; f],
+        shape: shape.clone(),
+    };
+    let mut encoder = ConvEncoder::new(params).unwrap();
+    let wrist: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let mut front: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 13 % 256) as u8).collect();
+    let mut stacked = vec![0u8; shape.input_len()];
+    let mut features = vec![0.0f32; f];
+    let mut first = vec![0.0f32; f];
+    let (allocations, _) = count_on_this_thread(|| {
+        for t in 0..200usize {
+            front[t * 31 % (64 * 64 * 3)] = (t % 256) as u8;
+            stack_frames(&[&wrist, &front], &mut stacked).unwrap();
+            encoder.forward(&stacked, &mut features).unwrap();
+            if t == 0 {
+                first.copy_from_slice(&features);
+            }
+        }
+    });
+    assert_eq!(allocations, 0, "{allocations} allocations in 200 frames");
+    assert!(features.iter().all(|v| v.is_finite()));
+    assert_ne!(first, features, "the features follow the frames");
+}

@@ -1,6 +1,6 @@
 //! `reflex bench`: simulator throughput, policy latency and loop timing (here), the learner's
 //! update rate, the pendulum and end-to-end training ([`learn`]), ROS 2 round trips ([`ros`]),
-//! page-to-arm latency of a teleop session ([`teleop`]), the serial link's frames ([`wire`]), the link end to end ([`serial`]) and, with the `fleet`
+//! page-to-arm latency of a teleop session ([`teleop`]), the serial link's frames ([`wire`]), the pixel encoder's cost in the tick and in training ([`pixels`]), the link end to end ([`serial`]) and, with the `fleet`
 //! feature, a learner's intake from actor processes over Zenoh (`fleet`). Numbers, not assertions: run
 //! them on an idle machine. Each returns a [`BenchReport`]: the lines a person reads and the
 //! JSON object a machine does.
@@ -8,6 +8,7 @@
 #[cfg(feature = "fleet")]
 pub mod fleet;
 pub mod learn;
+pub mod pixels;
 pub mod ros;
 pub mod serial;
 pub mod teleop;

@@ -1,0 +1,114 @@
+//! `reflex bench pixels`: what seeing through cameras costs. For each image side, the tick's
+//! encoder (`reflex_policy::ConvEncoder`, one stacked image of the wrist and front cameras,
+//! batch 1) and one training update of the same encoder in burn on a batch (random shift,
+//! forward with the graph kept, the critic's gradient carried back, an Adam step), the part of
+//! an image-based SAC update that state observations do not pay.
+
+use super::{latency_us, BenchReport};
+use anyhow::{anyhow, Result};
+use reflex_core::Rng;
+use reflex_learn::pixels::{random_shift, EncoderTrainConfig, EncoderTrainer};
+use reflex_policy::{ConvEncoder, EncoderShape};
+use std::time::Instant;
+
+/// Settings of `reflex bench pixels`.
+#[derive(Clone, Debug)]
+pub struct BenchPixelsSpec {
+    /// Image sides to measure, pixels (square).
+    pub sides: Vec<usize>,
+    /// Cameras stacked (3 channels each).
+    pub cameras: usize,
+    /// Images per training update.
+    pub batch: usize,
+    /// Encoder forward passes to time at batch 1.
+    pub samples: usize,
+    /// Training updates to time per side.
+    pub updates: usize,
+}
+
+/// Runs the benchmark; `progress` gets the side being measured.
+pub fn pixels(spec: &BenchPixelsSpec, mut progress: impl FnMut(usize)) -> Result<BenchReport> {
+    if spec.sides.is_empty() || spec.cameras == 0 || spec.batch == 0 || spec.updates == 0 {
+        return Err(anyhow!(
+            "bench pixels needs at least one side, camera, batch row and update"
+        ));
+    }
+    let mut report = BenchReport::default();
+    let mut rows = Vec::new();
+    for &side in &spec.sides {
+        progress(side);
+        let shape = EncoderShape::small(side, spec.cameras);
+        let mut trainer =
+            EncoderTrainer::new(&shape, EncoderTrainConfig::default()).map_err(|e| anyhow!(e))?;
+        let mut rng = Rng::new(side as u64);
+        let images: Vec<u8> = (0..spec.batch * shape.input_len())
+            .map(|_| (rng.next_u64() % 256) as u8)
+            .collect();
+
+        let mut tick = ConvEncoder::new(trainer.params()).map_err(|e| anyhow!(e))?;
+        let mut features = vec![0.0f32; shape.features];
+        let one = &images[..shape.input_len()];
+        let (p50_us, p99_us) = latency_us(spec.samples, || {
+            tick.forward(one, &mut features)
+                .unwrap_or_else(|_| unreachable!("sizes match by construction"));
+            std::hint::black_box(&features);
+        });
+        let macs = encoder_macs(&shape);
+
+        let mut shifted = vec![0u8; images.len()];
+        let d: Vec<f32> = (0..spec.batch * shape.features)
+            .map(|i| ((i % 7) as f32 - 3.0) * 1e-3)
+            .collect();
+        // One warm-up update, then the timed ones.
+        let mut shift_s = 0.0;
+        let mut update_s = 0.0;
+        for k in 0..=spec.updates {
+            let t0 = Instant::now();
+            random_shift(&shape, 4, &images, &mut shifted, &mut rng);
+            let t1 = Instant::now();
+            let enc = trainer.encode(&shifted);
+            trainer.apply(enc, &d);
+            if k > 0 {
+                shift_s += (t1 - t0).as_secs_f64();
+                update_s += t1.elapsed().as_secs_f64();
+            }
+        }
+        let n = spec.updates as f64;
+        let (shift_ms, update_ms) = (shift_s / n * 1e3, update_s / n * 1e3);
+        report.lines.push(format!(
+            "{side}x{side}, {} cameras ({:.1} M multiply-adds a frame): tick encoder p50 {p50_us:.0} us, p99 {p99_us:.0} us ({} kernel); training update on {} frames: random shift {shift_ms:.1} ms, burn forward + backward + Adam {update_ms:.0} ms ({:.2} updates/s)",
+            spec.cameras,
+            macs as f64 / 1e6,
+            if tick.uses_fast_kernel() { "AVX2+FMA" } else { "portable" },
+            spec.batch,
+            1e3 / (shift_ms + update_ms),
+        ));
+        rows.push(serde_json::json!({
+            "side": side,
+            "cameras": spec.cameras,
+            "macs_per_frame": macs,
+            "tick_p50_us": p50_us,
+            "tick_p99_us": p99_us,
+            "fast_kernel": tick.uses_fast_kernel(),
+            "batch": spec.batch,
+            "shift_ms": shift_ms,
+            "update_ms": update_ms,
+        }));
+    }
+    report.json = serde_json::json!({ "pixels": rows });
+    Ok(report)
+}
+
+/// Multiply-adds of one forward pass.
+fn encoder_macs(shape: &EncoderShape) -> u64 {
+    let outs = shape
+        .layer_outputs()
+        .unwrap_or_else(|_| unreachable!("the default shape fits"));
+    let mut in_ch = shape.channels;
+    let mut macs = 0u64;
+    for (c, (h, w, ch)) in shape.convs.iter().zip(&outs) {
+        macs += (h * w * ch * in_ch * c.kernel * c.kernel) as u64;
+        in_ch = *ch;
+    }
+    macs + (shape.flat_len().unwrap_or(0) * shape.features) as u64
+}
