@@ -24,6 +24,8 @@
 //! - [`pixels`]: the pixel encoder in burn (the tick's `reflex_policy::ConvEncoder`, trainable),
 //!   DrQ's random shift, and the seam that carries a critic's gradient from this crate's
 //!   kernels into burn's autodiff.
+//! - [`conv_net`]: the same pixel encoder on this crate's own kernels (im2col + GEMM, images
+//!   across threads), checked against burn's gradients.
 //! - [`pendulum`]: a pendulum swing-up to sanity-check the algorithm.
 //!
 //! The jobs that drive all this (`reflex train`, `reflex eval`) are `reflex-jobs`; nothing here
@@ -35,6 +37,7 @@
 //! on this step, see the README); weights travel as safetensors in `torch.nn.Linear` layout.
 
 pub mod bc;
+pub mod conv_net;
 pub mod learner;
 pub mod nn;
 pub mod pendulum;

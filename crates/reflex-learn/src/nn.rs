@@ -18,8 +18,9 @@ use reflex_policy::{Activation, LayerParams, Mlp};
 
 const LN_EPS: f32 = 1e-5;
 
-/// `C = alpha * A B + beta * C` for row/column-strided matrices (`A` is m x k, `B` k x n).
-fn sgemm(
+/// `C = A B + beta * C` for row/column-strided matrices (`A` is m x k, `B` k x n; `C` dense
+/// row-major m x n).
+pub(crate) fn sgemm(
     m: usize,
     k: usize,
     n: usize,
@@ -81,7 +82,7 @@ struct LayerAt {
 
 /// Sum with eight independent lanes (so the compiler can vectorise the reduction).
 #[inline]
-fn sum_lanes(x: &[f32]) -> f32 {
+pub(crate) fn sum_lanes(x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut it = x.chunks_exact(8);
     for c in &mut it {
@@ -94,7 +95,7 @@ fn sum_lanes(x: &[f32]) -> f32 {
 
 /// Dot product with eight independent lanes.
 #[inline]
-fn dot_lanes(x: &[f32], y: &[f32]) -> f32 {
+pub(crate) fn dot_lanes(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut ix = x.chunks_exact(8);
     let mut iy = y.chunks_exact(8);

@@ -157,6 +157,42 @@ impl PixelEncoder {
     }
 }
 
+#[cfg(test)]
+impl PixelEncoder {
+    /// Every parameter's gradient in `grads`, flattened in `conv_net::ConvNet`'s order (the
+    /// weights file's layout).
+    pub(crate) fn param_grads(
+        &self,
+        grads: &burn::tensor::Gradients,
+        shape: &EncoderShape,
+    ) -> Vec<f32> {
+        let mut out = Vec::new();
+        for c in &self.convs {
+            out.extend(tensor_values(
+                c.weight.grad(grads).expect("conv weight grad"),
+            ));
+            let b = c.bias.as_ref().expect("conv bias");
+            out.extend(tensor_values(b.grad(grads).expect("conv bias grad")));
+        }
+        let f = shape.features;
+        let g = tensor_values(self.head.weight.grad(grads).expect("head grad"));
+        let flat = g.len() / f;
+        for o in 0..f {
+            for i in 0..flat {
+                out.push(g[i * f + o]);
+            }
+        }
+        let hb = self.head.bias.as_ref().expect("head bias");
+        out.extend(tensor_values(hb.grad(grads).expect("head bias grad")));
+        out.extend(tensor_values(
+            self.norm.gamma.grad(grads).expect("gain grad"),
+        ));
+        let beta = self.norm.beta.as_ref().expect("shift");
+        out.extend(tensor_values(beta.grad(grads).expect("shift grad")));
+        out
+    }
+}
+
 /// `n` images (interleaved bytes, see the module docs) as a `[n, channels, height, width]`
 /// tensor in [0, 1].
 pub fn images_tensor(shape: &EncoderShape, images: &[u8], device: &Device) -> Tensor<4> {
