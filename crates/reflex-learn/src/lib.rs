@@ -26,6 +26,9 @@
 //!   kernels into burn's autodiff.
 //! - [`conv_net`]: the same pixel encoder on this crate's own kernels (im2col + GEMM, images
 //!   across threads), checked against burn's gradients.
+//! - [`pixel_sac`]: SAC from pixels: the agent behind the encoder, the encoder trained by the
+//!   critics' loss alone (their gradient with respect to the features), a Polyak target
+//!   encoder, random shifts on every batch.
 //! - [`pendulum`]: a pendulum swing-up to sanity-check the algorithm.
 //!
 //! The jobs that drive all this (`reflex train`, `reflex eval`) are `reflex-jobs`; nothing here
@@ -41,6 +44,7 @@ pub mod conv_net;
 pub mod learner;
 pub mod nn;
 pub mod pendulum;
+pub mod pixel_sac;
 pub mod pixels;
 pub mod replay;
 pub mod sac;

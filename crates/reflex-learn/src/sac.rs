@@ -500,7 +500,22 @@ impl Agent {
     /// One update: every critic, then (after `actor_frozen` is false and on the actor's turn) the
     /// actor and the temperature, then the target critics.
     pub fn update(&mut self, b: &Batch, actor_frozen: bool) -> UpdateStats {
+        self.update_with_obs_grad(b, actor_frozen, None)
+    }
+
+    /// [`Agent::update`], and, when `d_obs` is given (`size x obs_dim`), the gradient of the
+    /// critics' summed loss with respect to the batch's raw observations (through the input
+    /// normaliser), taken before the critics' step: what an image encoder in front of the
+    /// observation learns from (DrQ's rule: the critic's loss trains the encoder, the actor
+    /// reads its features detached).
+    pub fn update_with_obs_grad(
+        &mut self,
+        b: &Batch,
+        actor_frozen: bool,
+        d_obs: Option<&mut [f32]>,
+    ) -> UpdateStats {
         let (n, a, o) = (b.size, self.act_dim, self.obs_dim);
+        let want_obs_grad = d_obs.is_some();
         assert_eq!(
             b.obs.len(),
             n * o,
@@ -593,11 +608,34 @@ impl Agent {
                     q_abs += q[r].abs();
                     w.d_out[r] = 2.0 * e / n as f32;
                 }
-                c.backward(&mut w.tape, &w.d_out, Some(&mut w.grads), None);
+                if want_obs_grad {
+                    w.d_input.resize(n * ci, 0.0);
+                    c.backward(
+                        &mut w.tape,
+                        &w.d_out,
+                        Some(&mut w.grads),
+                        Some(&mut w.d_input),
+                    );
+                } else {
+                    c.backward(&mut w.tape, &w.d_out, Some(&mut w.grads), None);
+                }
                 opt.step(&mut c.params, &w.grads);
                 (loss / n as f32, q_sum / n as f32, q_abs / n as f32)
             })
             .collect();
+        if let Some(d) = d_obs {
+            assert_eq!(d.len(), n * o, "d_obs is not batch x obs_dim");
+            d.fill(0.0);
+            for w in &self.work {
+                for r in 0..n {
+                    let row = &mut d[r * o..(r + 1) * o];
+                    let src = &w.d_input[r * ci..r * ci + o];
+                    for ((dv, s), k) in row.iter_mut().zip(src).zip(&self.norm.inv_std) {
+                        *dv += s * k;
+                    }
+                }
+            }
+        }
         let q_abs_mean = losses.iter().map(|l| l.2).sum::<f32>() / losses.len() as f32;
         let mut stats = UpdateStats {
             critic_loss: losses.iter().map(|l| l.0).sum::<f32>() / losses.len() as f32,
@@ -982,6 +1020,75 @@ fn concat_rows(out: &mut [f32], x: &[f32], xd: usize, y: &[f32], yd: usize, n: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_observation_gradient_is_the_critic_losss_derivative() {
+        // With discount 0 the target is the reward, so the critics' summed loss is a plain
+        // function of the observations; central differences must match the returned gradient
+        // (a normaliser that scales each input checks the chain rule through it).
+        let cfg = AgentConfig {
+            hidden: vec![16, 16],
+            critics: 3,
+            target_subset: 2,
+            ..Default::default()
+        };
+        let (o, a, n) = (5, 2, 6);
+        let mut agent = Agent::new(cfg, o, a, 9);
+        agent.set_normaliser(Normaliser {
+            mean: vec![0.1, -0.2, 0.0, 0.3, 0.5],
+            inv_std: vec![1.0, 2.0, 0.5, 1.5, 3.0],
+        });
+        let mut b = Batch::new(n, o, a);
+        for (i, v) in b.obs.iter_mut().enumerate() {
+            *v = ((i * 7 % 13) as f32 - 6.0) * 0.1;
+        }
+        for (i, v) in b.act.iter_mut().enumerate() {
+            *v = ((i * 5 % 9) as f32 - 4.0) * 0.2;
+        }
+        for (i, v) in b.reward.iter_mut().enumerate() {
+            *v = (i as f32 * 0.7).sin();
+        }
+        let loss = |agent: &Agent, obs: &[f32]| -> f64 {
+            let mut x = obs.to_vec();
+            agent.norm.apply(&mut x);
+            let mut sa = vec![0.0; n * (o + a)];
+            concat_rows(&mut sa, &x, o, &b.act, a, n);
+            let mut tape = Tape::default();
+            agent
+                .critics
+                .iter()
+                .map(|c| {
+                    c.forward(&sa, n, &mut tape);
+                    tape.output()
+                        .iter()
+                        .zip(&b.reward)
+                        .map(|(q, r)| f64::from(q - r).powi(2))
+                        .sum::<f64>()
+                        / n as f64
+                })
+                .sum()
+        };
+        let before = agent.clone();
+        let mut d = vec![0.0f32; n * o];
+        agent.update_with_obs_grad(&b, true, Some(&mut d));
+        let eps = 2e-3f32;
+        for k in [0, 3, 7, 14, 22, 29] {
+            let mut up = b.obs.clone();
+            up[k] += eps;
+            let mut down = b.obs.clone();
+            down[k] -= eps;
+            let fd = (loss(&before, &up) - loss(&before, &down)) / (2.0 * f64::from(eps));
+            let got = f64::from(d[k]);
+            assert!(
+                (got - fd).abs() <= 0.02 * fd.abs() + 2e-4,
+                "input {k}: {got} vs {fd}"
+            );
+        }
+        assert!(
+            d.iter().any(|v| v.abs() > 1e-3),
+            "the test needs a gradient"
+        );
+    }
 
     #[test]
     fn raw_for_std_inverts_the_squash() {
