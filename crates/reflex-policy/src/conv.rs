@@ -30,6 +30,13 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// Largest image side an encoder accepts, pixels.
+pub const MAX_SIDE: usize = 4096;
+/// Most channels of an input, a convolution or the features.
+pub const MAX_CHANNELS: usize = 1024;
+/// Largest kernel side.
+pub const MAX_KERNEL: usize = 31;
+
 /// Tag in the metadata of an encoder's weights file.
 pub const ENCODER_FORMAT: &str = "reflex-conv-encoder";
 
@@ -110,17 +117,37 @@ impl EncoderShape {
         if self.convs.is_empty() || self.features == 0 {
             return Err("an encoder needs at least one convolution and one feature".into());
         }
+        // Bounds far above any camera encoder, so that no size computed below can overflow
+        // whatever a file claims.
+        if self.height > MAX_SIDE || self.width > MAX_SIDE || self.channels > MAX_CHANNELS {
+            return Err(format!(
+                "the input {}x{}x{} exceeds {MAX_SIDE}x{MAX_SIDE}x{MAX_CHANNELS}",
+                self.height, self.width, self.channels
+            ));
+        }
+        if self.features > MAX_CHANNELS {
+            return Err(format!("{} features exceed {MAX_CHANNELS}", self.features));
+        }
         let mut out = Vec::with_capacity(self.convs.len());
         let (mut h, mut w) = (self.height, self.width);
         for (i, c) in self.convs.iter().enumerate() {
+            if c.padding > MAX_KERNEL || c.stride > MAX_SIDE {
+                return Err(format!(
+                    "convolution {i}: stride {} and padding {} (at most {MAX_SIDE} and {MAX_KERNEL})",
+                    c.stride, c.padding
+                ));
+            }
             let (Some(nh), Some(nw)) = (c.output_side(h), c.output_side(w)) else {
                 return Err(format!(
                     "convolution {i}: a {}x{} kernel with stride {} and padding {} does not fit a {h}x{w} input",
                     c.kernel, c.kernel, c.stride, c.padding
                 ));
             };
-            if c.channels == 0 {
-                return Err(format!("convolution {i}: zero output channels"));
+            if c.channels == 0 || c.channels > MAX_CHANNELS || c.kernel > MAX_KERNEL {
+                return Err(format!(
+                    "convolution {i}: {} output channels and a {}x{} kernel (1..={MAX_CHANNELS} channels, kernels up to {MAX_KERNEL})",
+                    c.channels, c.kernel, c.kernel
+                ));
             }
             (h, w) = (nh, nw);
             out.push((h, w, c.channels));
@@ -601,6 +628,10 @@ impl ConvEncoder {
             norm_gain,
             norm_shift,
         };
+        params
+            .shape
+            .layer_outputs()
+            .map_err(|m| tensor_err("input", m))?;
         Self::new(params).map_err(|m| tensor_err("head.weight", m))
     }
 }
@@ -922,6 +953,10 @@ mod tests {
             e.contains("enc.safetensors") && e.contains("convs.0.weight"),
             "{e}"
         );
+        let e = err(&rewrite("input", "99999999999x99999999999x3"));
+        assert!(e.contains("`input`") && e.contains("exceeds"), "{e}");
+        let e = err(&rewrite("paddings", "1,99999999999999,1"));
+        assert!(e.contains("`input`") && e.contains("padding"), "{e}");
         let e = err(&rewrite("input", "sixteen"));
         assert!(e.contains("`input`"), "{e}");
         let e = err(&rewrite("format", "reflex-mlp"));
@@ -959,6 +994,38 @@ mod tests {
         assert_eq!(out, [1, 2, 3, 11, 12, 13, 4, 5, 6, 14, 15, 16]);
         assert!(stack_frames(&[&a, &b[..3]], &mut out).is_err());
         assert!(stack_frames(&[&a, &b], &mut out[..11]).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever a camera sends, the features are finite and in [-1, 1].
+        #[test]
+        fn any_frame_gives_finite_bounded_features(
+            image in proptest::collection::vec(proptest::prelude::any::<u8>(), 16 * 16 * 6),
+            fast in proptest::prelude::any::<bool>(),
+        ) {
+            let mut enc = ConvEncoder::new(params(EncoderShape::small(16, 2), 8)).unwrap();
+            enc.set_fast_kernel(fast);
+            let mut f = vec![0.0; 64];
+            enc.forward(&image, &mut f).unwrap();
+            proptest::prop_assert!(f.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
+        }
+
+        /// Damaged weights files are refused with an error, never a panic.
+        #[test]
+        fn damaged_files_are_refused_without_panicking(
+            at in 0usize..4096,
+            byte in proptest::prelude::any::<u8>(),
+            cut in 0usize..4096,
+        ) {
+            let enc = ConvEncoder::new(params(EncoderShape::small(8, 1), 6)).unwrap();
+            let mut bytes = enc.to_safetensors();
+            let n = bytes.len();
+            bytes[at % n] ^= byte | 1;
+            let _ = ConvEncoder::from_safetensors(&bytes, Path::new("x.safetensors"));
+            let _ = ConvEncoder::from_safetensors(&bytes[..cut % n], Path::new("x.safetensors"));
+        }
     }
 
     #[test]
