@@ -636,6 +636,70 @@ impl ConvEncoder {
     }
 }
 
+/// A policy network that sees pixels: the encoder's features followed by the proprioception
+/// (what the arm knows of itself) feed an MLP. Evaluated one step at a time with its own
+/// buffers; allocates nothing per call.
+#[derive(Clone, Debug)]
+pub struct PixelNet {
+    encoder: ConvEncoder,
+    mlp: crate::Mlp,
+    input: Vec<f32>,
+}
+
+impl PixelNet {
+    /// The encoder and the MLP after it; the MLP must take the encoder's features plus at
+    /// least one more value.
+    pub fn new(encoder: ConvEncoder, mlp: crate::Mlp) -> Result<Self, String> {
+        if mlp.input_dim() <= encoder.features() {
+            return Err(format!(
+                "the MLP takes {} inputs, which leaves nothing after the encoder's {} features",
+                mlp.input_dim(),
+                encoder.features()
+            ));
+        }
+        Ok(Self {
+            input: vec![0.0; mlp.input_dim()],
+            encoder,
+            mlp,
+        })
+    }
+
+    /// Values after the features.
+    pub fn proprio_dim(&self) -> usize {
+        self.mlp.input_dim() - self.encoder.features()
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &ConvEncoder {
+        &self.encoder
+    }
+
+    /// The MLP.
+    pub fn mlp(&self) -> &crate::Mlp {
+        &self.mlp
+    }
+
+    /// `out = mlp([encoder(image) | proprio])`. Allocates nothing.
+    pub fn forward(
+        &mut self,
+        image: &[u8],
+        proprio: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), DimMismatch> {
+        let f = self.encoder.features();
+        if proprio.len() != self.proprio_dim() {
+            return Err(DimMismatch {
+                expected: self.proprio_dim(),
+                got: proprio.len(),
+            });
+        }
+        let (features, rest) = self.input.split_at_mut(f);
+        self.encoder.forward(image, features)?;
+        rest.copy_from_slice(proprio);
+        self.mlp.forward(&self.input, out)
+    }
+}
+
 /// Interleaves `frames` (each `height x width x 3` bytes, row-major) into one image of
 /// `3 * frames.len()` channels, the encoder's input. Allocates nothing.
 pub fn stack_frames(frames: &[&[u8]], out: &mut [u8]) -> Result<(), DimMismatch> {

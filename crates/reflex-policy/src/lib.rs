@@ -18,7 +18,10 @@ mod file;
 mod mlp;
 mod policy;
 
-pub use conv::{stack_frames, ConvEncoder, ConvShape, EncoderParams, EncoderShape, ENCODER_FORMAT};
+pub use conv::{
+    stack_frames, ConvEncoder, ConvShape, EncoderParams, EncoderShape, PixelNet, ENCODER_FORMAT,
+    MAX_CHANNELS, MAX_KERNEL, MAX_SIDE,
+};
 pub use file::{
     ObsLayout, PolicyFile, PolicyFileError, PolicyMeta, Role, POLICY_FORMAT, POLICY_META_KEY,
 };

@@ -309,11 +309,12 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
     assert!(s.policy_steps.load(Ordering::Relaxed) >= 300);
 }
 
-/// The pixel encoder a policy step runs on camera frames (two 64x64 RGB cameras stacked, three
-/// strided convolutions, a linear head with LayerNorm) allocates nothing per frame either.
+/// A policy that sees pixels (two 64x64 RGB cameras stacked, three strided convolutions, a
+/// linear head with LayerNorm, then an MLP on the features and the proprioception) allocates
+/// nothing per frame either.
 #[test]
-fn the_pixel_encoder_allocates_nothing_per_frame() {
-    use reflex_policy::{stack_frames, ConvEncoder, EncoderParams, EncoderShape};
+fn the_pixel_policy_allocates_nothing_per_frame() {
+    use reflex_policy::{stack_frames, ConvEncoder, EncoderParams, EncoderShape, PixelNet};
     let shape = EncoderShape::small(64, 2);
     let mut seed = 0x9E37_79B9u32;
     let mut next = |len: usize| -> Vec<f32> {
@@ -346,7 +347,10 @@ fn the_pixel_encoder_allocates_nothing_per_frame() {
         norm_shift: vec![0.0; f],
         shape: shape.clone(),
     };
-    let mut encoder = ConvEncoder::new(params).unwrap();
+    let encoder = ConvEncoder::new(params).unwrap();
+    let mut policy = PixelNet::new(encoder, random_mlp(&[f + 22, 256, 256, 7], 3)).unwrap();
+    let proprio = [0.2f32; 22];
+    let mut action = [0.0f32; 7];
     let wrist: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 7 % 256) as u8).collect();
     let mut front: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 13 % 256) as u8).collect();
     let mut stacked = vec![0u8; shape.input_len()];
@@ -356,13 +360,14 @@ fn the_pixel_encoder_allocates_nothing_per_frame() {
         for t in 0..200usize {
             front[t * 31 % (64 * 64 * 3)] = (t % 256) as u8;
             stack_frames(&[&wrist, &front], &mut stacked).unwrap();
-            encoder.forward(&stacked, &mut features).unwrap();
+            policy.forward(&stacked, &proprio, &mut action).unwrap();
+            features[..7].copy_from_slice(&action);
             if t == 0 {
                 first.copy_from_slice(&features);
             }
         }
     });
     assert_eq!(allocations, 0, "{allocations} allocations in 200 frames");
-    assert!(features.iter().all(|v| v.is_finite()));
-    assert_ne!(first, features, "the features follow the frames");
+    assert!(action.iter().all(|v| v.is_finite()));
+    assert_ne!(first, features, "the actions follow the frames");
 }

@@ -59,6 +59,17 @@ pub fn pixels(spec: &BenchPixelsSpec, mut progress: impl FnMut(usize)) -> Result
             std::hint::black_box(&features);
         });
         let macs = encoder_macs(&shape);
+        // The whole pixel policy step: the encoder, then an MLP [features + 22, 256, 256, 7].
+        let mlp = super::random_mlp(&[shape.features + 22, 256, 256, 7], 5);
+        let mut policy = reflex_policy::PixelNet::new(tick.clone(), mlp).map_err(|e| anyhow!(e))?;
+        let proprio = [0.1f32; 22];
+        let mut action = [0.0f32; 7];
+        let (policy_p50_us, policy_p99_us) = latency_us(spec.samples, || {
+            policy
+                .forward(one, &proprio, &mut action)
+                .unwrap_or_else(|_| unreachable!("sizes match by construction"));
+            std::hint::black_box(&action);
+        });
 
         let mut shifted = vec![0u8; images.len()];
         let d: Vec<f32> = (0..spec.batch * shape.features)
@@ -139,7 +150,7 @@ pub fn pixels(spec: &BenchPixelsSpec, mut progress: impl FnMut(usize)) -> Result
         let own_ms = own_s / n * 1e3;
         let sac_ms = sac_s / n * 1e3;
         report.lines.push(format!(
-            "{side}x{side}, {} cameras ({:.1} M multiply-adds a frame): tick encoder p50 {p50_us:.0} us, p99 {p99_us:.0} us ({} kernel); training update on {} frames: random shift {shift_ms:.1} ms, forward + backward + Adam in burn {update_ms:.0} ms, on Reflex's kernels {own_ms:.0} ms; a whole SAC update from pixels (both shifts, encoder, target encoder, critics and actor [256, 256], 22 proprioception values, 7 actions) {sac_ms:.0} ms ({:.1} updates/s)",
+            "{side}x{side}, {} cameras ({:.1} M multiply-adds a frame): tick encoder p50 {p50_us:.0} us, p99 {p99_us:.0} us ({} kernel), with the policy MLP after it p50 {policy_p50_us:.0} us, p99 {policy_p99_us:.0} us; training update on {} frames: random shift {shift_ms:.1} ms, forward + backward + Adam in burn {update_ms:.0} ms, on Reflex's kernels {own_ms:.0} ms; a whole SAC update from pixels (both shifts, encoder, target encoder, critics and actor [256, 256], 22 proprioception values, 7 actions) {sac_ms:.0} ms ({:.1} updates/s)",
             spec.cameras,
             macs as f64 / 1e6,
             if tick.uses_fast_kernel() { "AVX2+FMA" } else { "portable" },
@@ -152,6 +163,8 @@ pub fn pixels(spec: &BenchPixelsSpec, mut progress: impl FnMut(usize)) -> Result
             "macs_per_frame": macs,
             "tick_p50_us": p50_us,
             "tick_p99_us": p99_us,
+            "policy_p50_us": policy_p50_us,
+            "policy_p99_us": policy_p99_us,
             "fast_kernel": tick.uses_fast_kernel(),
             "batch": spec.batch,
             "shift_ms": shift_ms,
