@@ -245,6 +245,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
                 "transitions_dropped": q.dropped,
                 "transitions_drained": drained,
                 "non_finite_actions": stats.non_finite_actions.load(Ordering::Relaxed),
+                "stale_policy_inputs": stats.stale_policy_inputs.load(Ordering::Relaxed),
                 "read_errors": stats.read_errors.load(Ordering::Relaxed),
                 "write_errors": stats.write_errors.load(Ordering::Relaxed),
                 "faults": fault_map,

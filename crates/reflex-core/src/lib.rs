@@ -46,8 +46,8 @@ pub use kinematics::{
 };
 pub use operator::{OperatorCommand, OperatorEvents, Takeover};
 pub use queue::{
-    latest, spsc, BoundedQueue, LatestReceiver, LatestSender, Overflow, Pushed, QueueStats,
-    SpscReceiver, SpscSender,
+    image_cell, latest, spsc, BoundedQueue, ImageReader, ImageWriter, LatestReceiver, LatestSender,
+    Overflow, Pushed, QueueStats, SpscReceiver, SpscSender, StampedImage,
 };
 pub use rng::Rng;
 pub use robot::{

@@ -312,10 +312,108 @@ impl<T: Copy + Send> LatestReceiver<T> {
     }
 }
 
+/// A camera image as the control loop reads it: a fixed number of bytes and when it was taken.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StampedImage {
+    /// When the image was taken, nanoseconds, on the clock of [`crate::RobotState::stamp_ns`].
+    pub stamp_ns: u64,
+    /// Images published before and including this one (0: none yet).
+    pub seq: u64,
+    /// The image (a policy's layout: stacked cameras, interleaved channels).
+    pub bytes: Vec<u8>,
+}
+
+/// A wait-free latest-value cell for images of `len` bytes (a triple buffer of preallocated
+/// images): a camera thread writes into its own buffer and publishes; the control loop reads
+/// the newest published image in place. Neither side allocates, locks or waits.
+pub fn image_cell(len: usize) -> (ImageWriter, ImageReader) {
+    let empty = StampedImage {
+        stamp_ns: 0,
+        seq: 0,
+        bytes: vec![0; len],
+    };
+    let (input, output) = triple_buffer::triple_buffer(&empty);
+    (ImageWriter { input, seq: 0 }, ImageReader { output })
+}
+
+/// The writing half of [`image_cell`] (one camera thread).
+pub struct ImageWriter {
+    input: triple_buffer::Input<StampedImage>,
+    seq: u64,
+}
+
+impl ImageWriter {
+    /// Bytes per image.
+    pub fn len(&self) -> usize {
+        self.input.input_buffer().bytes.len()
+    }
+
+    /// True for a cell of empty images.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Publishes the image `fill` writes into the cell's buffer (all [`ImageWriter::len`] bytes
+    /// of it), taken at `stamp_ns`. Allocates nothing.
+    pub fn publish_with(&mut self, stamp_ns: u64, fill: impl FnOnce(&mut [u8])) {
+        self.seq += 1;
+        let buf = self.input.input_buffer_mut();
+        fill(&mut buf.bytes);
+        buf.stamp_ns = stamp_ns;
+        buf.seq = self.seq;
+        self.input.publish();
+    }
+
+    /// Publishes a copy of `bytes`, which must be [`ImageWriter::len`] long.
+    pub fn publish(&mut self, stamp_ns: u64, bytes: &[u8]) -> Result<(), (usize, usize)> {
+        if bytes.len() != self.len() {
+            return Err((self.len(), bytes.len()));
+        }
+        self.publish_with(stamp_ns, |buf| buf.copy_from_slice(bytes));
+        Ok(())
+    }
+}
+
+/// The reading half of [`image_cell`] (the control loop).
+pub struct ImageReader {
+    output: triple_buffer::Output<StampedImage>,
+}
+
+impl ImageReader {
+    /// The newest published image, or `None` before the first. Wait-free; the image stays
+    /// valid until the next call.
+    #[inline]
+    pub fn latest(&mut self) -> Option<&StampedImage> {
+        let img = self.output.read();
+        (img.seq > 0).then_some(img)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn the_image_cell_hands_over_the_newest_image_in_place() {
+        let (mut w, mut r) = image_cell(4);
+        assert!(r.latest().is_none(), "nothing published yet");
+        w.publish(10, &[1, 2, 3, 4]).unwrap();
+        w.publish_with(20, |b| b.copy_from_slice(&[5, 6, 7, 8]));
+        let img = r.latest().unwrap();
+        assert_eq!(
+            (img.stamp_ns, img.seq, img.bytes.as_slice()),
+            (20, 2, &[5u8, 6, 7, 8][..])
+        );
+        // Read again without news: the same image.
+        assert_eq!(r.latest().unwrap().seq, 2);
+        assert_eq!(w.publish(30, &[0; 3]), Err((4, 3)));
+        assert_eq!(
+            r.latest().unwrap().seq,
+            2,
+            "a refused image is not published"
+        );
+    }
 
     #[test]
     fn drop_oldest_evicts_and_counts() {

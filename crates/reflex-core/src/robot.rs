@@ -223,6 +223,13 @@ pub trait SceneReset {
 /// Anything that maps an observation to an action. `act` fills a preallocated action and must not
 /// allocate.
 pub trait Policy {
+    /// Whether the policy can act on `obs` now: false when an input of its own is missing or
+    /// too old (a camera frame). The runtime then holds the arm instead of calling
+    /// [`Policy::act`], and records the step as [`crate::Interruption::InputStale`].
+    fn ready(&mut self, obs: &Observation) -> bool {
+        let _ = obs;
+        true
+    }
     /// Computes the action for `obs`, writing it into `action` (whose space is already set).
     fn act(&mut self, obs: &Observation, action: &mut Action);
     /// Called at the start of every episode.

@@ -116,6 +116,9 @@ pub enum Interruption {
     /// The operator discarded the episode (re-record): it ends here, and none of its steps are
     /// training data (a teleop session holds an episode's steps back until it ends).
     Discarded,
+    /// The policy's own input was missing or too old (a camera frame): the arm was held, so
+    /// the recorded action is not what was executed.
+    InputStale,
 }
 
 /// One policy step as the learner sees it.

@@ -242,11 +242,12 @@ impl<'a> Reader<'a> {
 }
 
 const SPACES: [ActionSpace; 2] = [ActionSpace::EeDelta, ActionSpace::JointDelta];
-const INTERRUPTIONS: [Interruption; 4] = [
+const INTERRUPTIONS: [Interruption; 5] = [
     Interruption::None,
     Interruption::EStop,
     Interruption::OperatorLost,
     Interruption::Discarded,
+    Interruption::InputStale,
 ];
 
 fn interruption_code(i: Interruption) -> u8 {

@@ -700,6 +700,79 @@ impl PixelNet {
     }
 }
 
+/// A base policy that sees pixels, for the runtime: a [`PixelNet`] on the newest camera image
+/// from an [`reflex_core::image_cell`] and on the observation's proprioception (its first
+/// [`reflex_core::FLAT_OBJECTS`] values: what the arm knows of itself, no object poses).
+///
+/// It is [`Policy::ready`](reflex_core::Policy::ready) only while its newest image is at most
+/// `max_age_ns` older than the observation (both stamps on the robot's clock), so the runtime
+/// holds the arm rather than act on a frozen or missing camera.
+pub struct PixelPolicy {
+    net: PixelNet,
+    frames: reflex_core::ImageReader,
+    max_age_ns: u64,
+    /// Steps refused for a missing or old image.
+    pub stale: u64,
+    /// Forward passes refused (a size mismatch; cannot happen after `new` checked it).
+    pub errors: u64,
+}
+
+impl PixelPolicy {
+    /// The policy over `frames` (images of the encoder's input size) with images at most
+    /// `max_age_ns` old; the network must take [`reflex_core::FLAT_OBJECTS`] proprioception
+    /// values.
+    pub fn new(
+        net: PixelNet,
+        frames: reflex_core::ImageReader,
+        max_age_ns: u64,
+    ) -> Result<Self, String> {
+        if net.proprio_dim() != reflex_core::FLAT_OBJECTS {
+            return Err(format!(
+                "the network takes {} proprioception values, the observation gives {}",
+                net.proprio_dim(),
+                reflex_core::FLAT_OBJECTS
+            ));
+        }
+        Ok(Self {
+            net,
+            frames,
+            max_age_ns,
+            stale: 0,
+            errors: 0,
+        })
+    }
+}
+
+impl reflex_core::Policy for PixelPolicy {
+    fn ready(&mut self, obs: &reflex_core::Observation) -> bool {
+        let want = self.net.encoder().input_len();
+        let fresh = self.frames.latest().is_some_and(|img| {
+            img.bytes.len() == want
+                && obs.robot.stamp_ns.saturating_sub(img.stamp_ns) <= self.max_age_ns
+        });
+        if !fresh {
+            self.stale += 1;
+        }
+        fresh
+    }
+
+    fn act(&mut self, obs: &reflex_core::Observation, action: &mut reflex_core::Action) {
+        let proprio = obs.flat.as_slice().get(..reflex_core::FLAT_OBJECTS);
+        let ok = match (self.frames.latest(), proprio) {
+            (Some(img), Some(proprio)) => self
+                .net
+                .forward(&img.bytes, proprio, action.as_mut_slice())
+                .is_ok(),
+            _ => false,
+        };
+        if !ok {
+            // Only reachable when `ready` was not asked; a zero action is the safe answer.
+            self.errors += 1;
+            action.as_mut_slice().fill(0.0);
+        }
+    }
+}
+
 /// Interleaves `frames` (each `height x width x 3` bytes, row-major) into one image of
 /// `3 * frames.len()` channels, the encoder's input. Allocates nothing.
 pub fn stack_frames(frames: &[&[u8]], out: &mut [u8]) -> Result<(), DimMismatch> {
@@ -1090,6 +1163,66 @@ mod tests {
             let _ = ConvEncoder::from_safetensors(&bytes, Path::new("x.safetensors"));
             let _ = ConvEncoder::from_safetensors(&bytes[..cut % n], Path::new("x.safetensors"));
         }
+    }
+
+    #[test]
+    fn the_pixel_policy_is_ready_only_on_a_fresh_image() {
+        use reflex_core::{image_cell, Action, ActionSpace, Observation, Policy, FLAT_OBJECTS};
+        let shape = EncoderShape::small(16, 1);
+        let mlp = crate::Mlp::zeros(
+            &[64 + FLAT_OBJECTS, 8, 7],
+            crate::Activation::Relu,
+            crate::Activation::Tanh,
+        );
+        let mut mlp = mlp;
+        mlp.layer_mut(1).unwrap().1.fill(0.3);
+        mlp.layer_mut(0)
+            .unwrap()
+            .0
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, w)| {
+                *w = ((i % 7) as f32 - 3.0) * 0.05;
+            });
+        let net = PixelNet::new(ConvEncoder::new(params(shape.clone(), 4)).unwrap(), mlp).unwrap();
+        let (mut writer, reader) = image_cell(shape.input_len());
+        let mut policy = PixelPolicy::new(net.clone(), reader, 50_000_000).unwrap();
+        let mut obs = Observation::default();
+        obs.robot.stamp_ns = 1_000_000_000;
+        obs.rebuild_flat();
+        assert!(!policy.ready(&obs), "no image yet");
+
+        let img = image(shape.input_len(), 3);
+        writer
+            .publish(obs.robot.stamp_ns - 40_000_000, &img)
+            .unwrap();
+        assert!(policy.ready(&obs), "40 ms old");
+        let mut action = Action::zeros(ActionSpace::EeDelta);
+        policy.act(&obs, &mut action);
+        let mut want = [0.0f32; 7];
+        let mut direct = net.clone();
+        direct
+            .forward(&img, &obs.flat.as_slice()[..FLAT_OBJECTS], &mut want)
+            .unwrap();
+        assert_eq!(
+            action.as_slice(),
+            want,
+            "the network's answer on that image"
+        );
+        assert!(want.iter().any(|v| v.abs() > 0.1));
+
+        obs.robot.stamp_ns += 20_000_000;
+        assert!(!policy.ready(&obs), "60 ms old: stale");
+        assert_eq!(policy.stale, 2);
+        // A network for another observation layout is refused.
+        let other = crate::Mlp::zeros(
+            &[64 + 5, 7],
+            crate::Activation::Relu,
+            crate::Activation::Tanh,
+        );
+        let wrong =
+            PixelNet::new(ConvEncoder::new(params(shape.clone(), 4)).unwrap(), other).unwrap();
+        assert!(PixelPolicy::new(wrong, image_cell(shape.input_len()).1, 1).is_err());
     }
 
     #[test]

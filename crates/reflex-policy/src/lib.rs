@@ -19,8 +19,8 @@ mod mlp;
 mod policy;
 
 pub use conv::{
-    stack_frames, ConvEncoder, ConvShape, EncoderParams, EncoderShape, PixelNet, ENCODER_FORMAT,
-    MAX_CHANNELS, MAX_KERNEL, MAX_SIDE,
+    stack_frames, ConvEncoder, ConvShape, EncoderParams, EncoderShape, PixelNet, PixelPolicy,
+    ENCODER_FORMAT, MAX_CHANNELS, MAX_KERNEL, MAX_SIDE,
 };
 pub use file::{
     ObsLayout, PolicyFile, PolicyFileError, PolicyMeta, Role, POLICY_FORMAT, POLICY_META_KEY,

@@ -25,6 +25,9 @@
 //! until a re-arm, after which the policy restarts from the measured state with its output
 //! ramped in over `rearm_ramp_s`. An operator who goes silent for
 //! `intervention_link_timeout_s` during a takeover ends it: the arm holds until they are back.
+//! A base policy whose own input is missing or too old (a camera frame; `Policy::ready` says
+//! so) is not asked to act: the arm holds for that step, recorded as
+//! [`Interruption::InputStale`] and counted in [`RuntimeStats::stale_policy_inputs`].
 //!
 //! Operators, whatever their device, send [`OperatorCommand`]s to [`Runtime::operator`]: an
 //! action, whether the intervene control is held (the takeover rule is the composer's), and
@@ -365,6 +368,9 @@ pub struct RuntimeStats {
     pub write_errors: AtomicU64,
     /// Policy steps skipped because the observation was not finite.
     pub skipped_policy_steps: AtomicU64,
+    /// Policy steps held because the policy's own input (a camera frame) was missing or too
+    /// old ([`reflex_core::Policy::ready`]).
+    pub stale_policy_inputs: AtomicU64,
     /// Ticks on which each safety fault was raised, in bit order of [`Faults`].
     pub faults: [AtomicU64; Faults::COUNT],
 }
@@ -799,16 +805,16 @@ impl<R: Robot> Runtime<R> {
 
         if self.held_by_link {
             // The operator is gone: the arm holds; the step is recorded as interrupted.
-            self.action = self.last_action;
-            self.action.as_mut_slice()[..self.cfg.action_space.dim() - 1].fill(0.0);
-            self.mapper.hold(&self.model);
-            self.pending.obs = self.obs.flat;
-            self.pending.base_action = self.base_action;
-            self.pending.action = self.action;
-            self.pending.intervened = false;
-            self.pending.safety_limited = false;
-            self.pending.interrupted = Interruption::OperatorLost;
-            self.step_open = true;
+            self.hold_step(Interruption::OperatorLost);
+            return;
+        }
+        if !self.base.ready(&self.obs) {
+            // The policy's own input (a camera frame) is missing or too old: acting on it
+            // would be acting blind, so the arm holds as for a lost operator.
+            self.stats
+                .stale_policy_inputs
+                .fetch_add(1, Ordering::Relaxed);
+            self.hold_step(Interruption::InputStale);
             return;
         }
 
@@ -861,6 +867,21 @@ impl<R: Robot> Runtime<R> {
         self.pending.action = self.action;
         self.pending.intervened = done.intervened;
         self.pending.safety_limited = false;
+        self.step_open = true;
+    }
+
+    /// A policy step in which the arm holds where it is (the arm's components of the action
+    /// zeroed, the gripper's command kept), recorded as interrupted by `why`.
+    fn hold_step(&mut self, why: Interruption) {
+        self.action = self.last_action;
+        self.action.as_mut_slice()[..self.cfg.action_space.dim() - 1].fill(0.0);
+        self.mapper.hold(&self.model);
+        self.pending.obs = self.obs.flat;
+        self.pending.base_action = self.base_action;
+        self.pending.action = self.action;
+        self.pending.intervened = false;
+        self.pending.safety_limited = false;
+        self.pending.interrupted = why;
         self.step_open = true;
     }
 

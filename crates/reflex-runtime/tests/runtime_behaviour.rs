@@ -632,6 +632,98 @@ fn a_silent_operator_ends_the_takeover_within_the_link_timeout_and_the_arm_holds
     assert_eq!(ts.last().unwrap().interrupted, Interruption::None);
 }
 
+/// A base policy that drives with a constant action, but only while `ready` says so (a camera
+/// that stops and starts again).
+struct Blinking {
+    action: [f32; 7],
+    ready: Arc<AtomicBool>,
+}
+
+impl Policy for Blinking {
+    fn ready(&mut self, _obs: &Observation) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    fn act(&mut self, _obs: &Observation, action: &mut Action) {
+        assert!(
+            self.ready.load(Ordering::Relaxed),
+            "asked to act while not ready"
+        );
+        action.as_mut_slice().copy_from_slice(&self.action);
+    }
+}
+
+#[test]
+fn a_policy_whose_input_is_stale_is_not_asked_to_act_and_the_arm_holds() {
+    let ready = Arc::new(AtomicBool::new(true));
+    let mut rt = runtime(
+        Blinking {
+            action: [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            ready: ready.clone(),
+        },
+        None,
+        EStop::new(),
+    );
+    for _ in 0..5 * rt.ticks_per_step() {
+        rt.tick();
+    }
+    let driving = {
+        let before = rt.last_command().joint_pos_rad;
+        for _ in 0..5 * rt.ticks_per_step() {
+            rt.tick();
+        }
+        let after = rt.last_command().joint_pos_rad;
+        before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        driving > 1e-2,
+        "the policy drives the arm ({driving} rad in 5 steps)"
+    );
+    // The camera stops: every policy step holds, and the arm comes to rest.
+    ready.store(false, Ordering::Relaxed);
+    drain(&rt);
+    // (`at_rest` is too strict here: holding the tool where it is, the end-effector mapper may
+    // still move the joints by micro-radians within the arm's redundancy.)
+    let moved = |rt: &mut Runtime<FollowerArm>, steps: u32| -> f64 {
+        let before = rt.last_command().joint_pos_rad;
+        for _ in 0..steps * rt.ticks_per_step() {
+            rt.tick();
+        }
+        let after = rt.last_command().joint_pos_rad;
+        before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    };
+    let braking = moved(&mut rt, 30);
+    let held = moved(&mut rt, 30);
+    assert!(held < 1e-3, "the arm holds: {held} rad in 30 held steps");
+    assert!(
+        braking > 10.0 * held,
+        "{braking} rad while braking, {held} held"
+    );
+    let held = drain(&rt);
+    assert!(held.len() >= 55, "{} steps", held.len());
+    assert!(held
+        .iter()
+        .skip(1)
+        .all(|t| t.interrupted == Interruption::InputStale));
+    let stale = rt.stats().stale_policy_inputs.load(Ordering::Relaxed);
+    assert!((59..=61).contains(&stale), "{stale} stale steps counted");
+    // The camera is back: the policy drives again.
+    ready.store(true, Ordering::Relaxed);
+    for _ in 0..3 * rt.ticks_per_step() {
+        rt.tick();
+    }
+    let ts = drain(&rt);
+    assert_eq!(ts.last().unwrap().interrupted, Interruption::None);
+    assert!(moved(&mut rt, 5) > 1e-2, "moving again");
+}
+
 #[test]
 fn runtime_settings_that_make_no_sense_are_refused_naming_the_field() {
     let arm = arm();
