@@ -371,3 +371,80 @@ fn the_pixel_policy_allocates_nothing_per_frame() {
     assert!(action.iter().all(|v| v.is_finite()));
     assert_ne!(first, features, "the actions follow the frames");
 }
+
+/// A whole runtime tick with a policy that sees pixels: images published into the image cell
+/// at the policy rate (fresh, then not at all, so the stale-input hold runs, then fresh again),
+/// the encoder and the MLP at each step, composition, filter and robot I/O. Publishing and
+/// ticking allocate nothing.
+#[test]
+fn a_runtime_tick_with_a_pixel_policy_allocates_nothing() {
+    use reflex_core::{image_cell, FLAT_OBJECTS};
+    use reflex_policy::{ConvEncoder, EncoderShape, PixelNet, PixelPolicy};
+    let arm = arm();
+    let cfg = follower_config(&arm);
+    let robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
+    let shape = EncoderShape::small(32, 2);
+    let f = shape.features;
+    let flat = shape.flat_len().unwrap();
+    let mut in_ch = shape.channels;
+    let convs = shape
+        .convs
+        .iter()
+        .map(|c| {
+            let n = c.channels * in_ch * c.kernel * c.kernel;
+            in_ch = c.channels;
+            (
+                (0..n).map(|i| ((i % 13) as f32 - 6.0) * 0.02).collect(),
+                vec![0.01; c.channels],
+            )
+        })
+        .collect();
+    let params = reflex_policy::EncoderParams {
+        convs,
+        head_weight: (0..f * flat)
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
+            .collect(),
+        head_bias: vec![0.0; f],
+        norm_gain: vec![1.0; f],
+        norm_shift: vec![0.0; f],
+        shape: shape.clone(),
+    };
+    let net = PixelNet::new(
+        ConvEncoder::new(params).unwrap(),
+        random_mlp(&[f + FLAT_OBJECTS, 256, 256, 7], 4),
+    )
+    .unwrap();
+    let (mut camera, frames) = image_cell(shape.input_len());
+    // Images older than two policy steps are stale.
+    let policy = PixelPolicy::new(net, frames, 20_000_000).unwrap();
+    let mut rt = Runtime::new(robot, cfg, arm, Box::new(policy), None, EStop::new()).unwrap();
+    let per_step = rt.ticks_per_step() as u64;
+    let mut k = 0u8;
+    let mut tick = |rt: &mut Runtime<FollowerArm>, t: u64, publish: bool| {
+        if publish && t.is_multiple_of(per_step) {
+            k = k.wrapping_add(1);
+            let stamp = rt.observation().robot.stamp_ns;
+            camera.publish_with(stamp, |b| {
+                for (i, v) in b.iter_mut().enumerate() {
+                    *v = (i as u8).wrapping_mul(k);
+                }
+            });
+        }
+        rt.tick();
+    };
+    for t in 0..100 {
+        tick(&mut rt, t, true);
+    }
+    let (allocations, _) = count_on_this_thread(|| {
+        for t in 0..3_000u64 {
+            // Fresh images, then a camera that stops for a second, then fresh again.
+            tick(&mut rt, t, !(1_000..2_000).contains(&t));
+        }
+    });
+    assert_eq!(allocations, 0, "{allocations} allocations in 3,000 ticks");
+    let s = rt.stats();
+    let stale = s.stale_policy_inputs.load(Ordering::Relaxed);
+    let steps = s.policy_steps.load(Ordering::Relaxed);
+    assert!((90..=110).contains(&stale), "{stale} stale steps");
+    assert!(steps >= 300, "{steps} policy steps");
+}
