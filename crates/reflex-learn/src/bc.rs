@@ -209,41 +209,15 @@ mod tests {
         // The first action is the side of a bright square (only the image shows it), the
         // second follows the proprioception. The deployed network (the tick's encoder and MLP)
         // must reproduce both on images it never saw.
-        use reflex_policy::{ConvShape, EncoderShape};
+        use crate::pixels::fixtures::{small_shape, square_scene};
         let side = 20;
-        let shape = EncoderShape {
-            height: side,
-            width: side,
-            channels: 3,
-            convs: vec![
-                ConvShape {
-                    channels: 8,
-                    kernel: 3,
-                    stride: 2,
-                    padding: 1,
-                },
-                ConvShape {
-                    channels: 8,
-                    kernel: 3,
-                    stride: 2,
-                    padding: 1,
-                },
-            ],
-            features: 16,
-        };
+        let shape = small_shape(side, 1);
         let make = |rng: &mut Rng, n: usize| {
-            let mut images = vec![30u8; n * shape.input_len()];
+            let mut images = vec![0u8; n * shape.input_len()];
             let mut proprio = vec![0.0f32; n];
             let mut act = vec![0.0f32; 2 * n];
             for (k, img) in images.chunks_exact_mut(shape.input_len()).enumerate() {
-                let right = rng.next_u64() % 2 == 1;
-                let x0 = if right { side - 7 } else { 2 };
-                let y0 = 2 + (rng.next_u64() % (side as u64 - 9)) as usize;
-                for y in y0..y0 + 5 {
-                    for x in x0..x0 + 5 {
-                        img[(y * side + x) * 3..][..3].fill(220);
-                    }
-                }
+                let right = square_scene(rng, img, side);
                 proprio[k] = rng.uniform(-1.0, 1.0) as f32 * 3.0 + 2.0;
                 act[2 * k] = if right { 0.6 } else { -0.6 };
                 act[2 * k + 1] = 0.5 * (proprio[k] - 2.0) / 3.0;

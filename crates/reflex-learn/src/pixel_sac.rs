@@ -230,28 +230,19 @@ impl PixelAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pixels::fixtures::{small_shape, square_scene};
     use crate::pixels::PixelEncoder;
     use burn::tensor::Device;
-    use reflex_policy::ConvShape;
 
     /// A one-step task seen only through pixels: a bright square on the left asks for action
     /// -0.7, on the right for +0.7. The reward is `-(a - want)^2`; no proprioception helps.
     fn scene(rng: &mut Rng, shape: &EncoderShape, images: &mut [u8], want: &mut [f32]) {
-        let side = shape.height;
         for (img, w) in images
             .chunks_exact_mut(shape.input_len())
             .zip(want.iter_mut())
         {
-            img.fill(30);
-            let right = rng.next_u64() % 2 == 1;
+            let right = square_scene(rng, img, shape.height);
             *w = if right { 0.7 } else { -0.7 };
-            let x0 = if right { side - 7 } else { 2 };
-            let y0 = 2 + (rng.next_u64() % (side as u64 - 9)) as usize;
-            for y in y0..y0 + 5 {
-                for x in x0..x0 + 5 {
-                    img[(y * side + x) * 3..][..3].fill(220);
-                }
-            }
         }
     }
 
@@ -263,27 +254,7 @@ mod tests {
     /// against burn, and here only that its weights move.
     #[test]
     fn sac_learns_a_task_seen_only_through_pixels() {
-        let side = 20;
-        let shape = EncoderShape {
-            height: side,
-            width: side,
-            channels: 3,
-            convs: vec![
-                ConvShape {
-                    channels: 8,
-                    kernel: 3,
-                    stride: 2,
-                    padding: 1,
-                },
-                ConvShape {
-                    channels: 8,
-                    kernel: 3,
-                    stride: 2,
-                    padding: 1,
-                },
-            ],
-            features: 16,
-        };
+        let shape = small_shape(20, 1);
         let device = Device::flex().autodiff();
         device.seed(11);
         let params = PixelEncoder::new(&shape, &device)

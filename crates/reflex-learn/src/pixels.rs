@@ -361,26 +361,51 @@ impl EncoderTrainer {
     }
 }
 
+/// Scenes and shapes the pixel tests share.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
-    use reflex_policy::{ConvEncoder, ConvShape};
+    use reflex_policy::ConvShape;
 
-    fn shape(side: usize, cameras: usize) -> EncoderShape {
-        let conv = |channels, stride| ConvShape {
+    /// A small encoder for tests: two 3x3 convolutions of stride 2 (8 channels), 16 features.
+    pub(crate) fn small_shape(side: usize, cameras: usize) -> EncoderShape {
+        let conv = |channels| ConvShape {
             channels,
             kernel: 3,
-            stride,
+            stride: 2,
             padding: 1,
         };
         EncoderShape {
             height: side,
             width: side,
             channels: 3 * cameras,
-            convs: vec![conv(8, 2), conv(8, 2)],
+            convs: vec![conv(8), conv(8)],
             features: 16,
         }
     }
+
+    /// Paints one RGB image of `side` pixels: a dark background and a bright 5x5 square on the
+    /// left or the right, at a random height. Returns true for the right.
+    pub(crate) fn square_scene(rng: &mut Rng, img: &mut [u8], side: usize) -> bool {
+        img.fill(30);
+        let right = rng.next_u64() % 2 == 1;
+        let x0 = if right { side - 7 } else { 2 };
+        let y0 = 2 + (rng.next_u64() % (side as u64 - 9)) as usize;
+        for y in y0..y0 + 5 {
+            for x in x0..x0 + 5 {
+                img[(y * side + x) * 3..][..3].fill(220);
+            }
+        }
+        right
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reflex_policy::{ConvEncoder, ConvShape};
+
+    use super::fixtures::small_shape as shape;
 
     fn images(shape: &EncoderShape, n: usize, seed: u64) -> Vec<u8> {
         let mut rng = Rng::new(seed);

@@ -3,36 +3,13 @@
 //! `torch.nn` layout loads and computes numpy's features, and a file Reflex writes reads back in
 //! Python to the tick's features.
 
-use reflex_policy::{ConvEncoder, EncoderShape};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run scripts/test.sh",
-        venv.display()
-    );
-    venv
-}
+use reflex_policy::{ConvEncoder, EncoderShape};
+use std::path::Path;
 
 fn run_script(mode: &str, weights: &Path, spec: &Path) -> serde_json::Value {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/safetensors_encoder.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg(mode)
-        .arg(weights)
-        .arg(spec)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::run_script("safetensors_encoder.py", mode, weights, spec)
 }
 
 fn assert_matches(enc: &mut ConvEncoder, images: &[Vec<u8>], numpy: &serde_json::Value) {

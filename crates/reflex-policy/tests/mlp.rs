@@ -1,9 +1,10 @@
 //! The batch-1 MLP: numbers against a plain f64 reference, both kernels, the weights file and
 //! its errors, and weights exchanged with the reference safetensors library (Python).
 
+mod common;
+
 use reflex_policy::{Activation, DimMismatch, Mlp, WeightsError};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 fn random_mlp(dims: &[usize], seed: u64) -> Mlp {
     let mut m = Mlp::zeros(dims, Activation::Relu, Activation::Identity);
@@ -245,35 +246,9 @@ fn bad_weights_files_name_the_file_and_the_tensor() {
     );
 }
 
-fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run scripts/test.sh",
-        venv.display()
-    );
-    venv
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/safetensors_mlp.py")
-}
-
 /// Runs the reference script in `mode` on a weights file and a spec; returns its JSON report.
 fn run_script(mode: &str, weights: &Path, spec: &Path) -> serde_json::Value {
-    let out = Command::new(python())
-        .arg(script())
-        .arg(mode)
-        .arg(weights)
-        .arg(spec)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::run_script("safetensors_mlp.py", mode, weights, spec)
 }
 
 /// Our forward pass on each input agrees with numpy's `outputs` to 1e-5.
