@@ -11,6 +11,13 @@ use reflex_jobs::train::{evaluate_run, train_with, Progress, Summary, TrainConfi
 use reflex_learn::stage::RewardPlugin;
 use std::path::{Path, PathBuf};
 
+/// `--obs`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ObsArg {
+    State,
+    Pixels,
+}
+
 /// Arguments of `reflex train`.
 #[derive(Args)]
 pub struct TrainArgs {
@@ -42,6 +49,11 @@ pub struct TrainArgs {
     /// Scripted demonstrations for behaviour cloning and the demonstration buffer.
     #[arg(long)]
     demo_episodes: Option<usize>,
+    /// What the policy and critics see: state (the task's observation, object poses included)
+    /// or pixels (the cameras of `[pixels]` plus the arm's own joints, tool and gripper)
+    /// [default: the config file's `obs`, else state].
+    #[arg(long)]
+    obs: Option<ObsArg>,
     /// Continue the run in --out from its last checkpoint and replay.
     #[arg(long)]
     pub(crate) resume: bool,
@@ -384,6 +396,12 @@ pub(crate) fn config_and_out(a: &TrainArgs, prefix: &str) -> Result<(TrainConfig
     }
     if let Some(n) = a.max_env_steps {
         cfg.max_env_steps = n;
+    }
+    if let Some(o) = a.obs {
+        cfg.obs = match o {
+            ObsArg::State => reflex_jobs::train::config::ObsMode::State,
+            ObsArg::Pixels => reflex_jobs::train::config::ObsMode::Pixels,
+        };
     }
     if let Err(e) = cfg.validate() {
         bail!("configuration: {e}");

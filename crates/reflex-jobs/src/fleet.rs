@@ -119,6 +119,13 @@ pub fn fleet_learner<A: Arms>(
     mut progress: impl FnMut(Progress),
 ) -> Result<LearnerSummary, TrainError> {
     cfg.validate().map_err(stage("configuration"))?;
+    if cfg.obs == crate::train::config::ObsMode::Pixels {
+        return Err(stage("configuration")(
+            "obs = \"pixels\": a fleet's learner and actors exchange states, not pictures, for \
+             now; train from pixels with `reflex train`"
+                .to_owned(),
+        ));
+    }
     task_reward_only(cfg)?;
     settings.validate().map_err(link_err)?;
     let started = Instant::now();
@@ -591,6 +598,13 @@ pub fn fleet_actor<A: Arms + Sync>(
     spec: &ActorSpec,
 ) -> Result<ActorReport, TrainError> {
     cfg.validate().map_err(stage("configuration"))?;
+    if cfg.obs == crate::train::config::ObsMode::Pixels {
+        return Err(stage("configuration")(
+            "obs = \"pixels\": a fleet's learner and actors exchange states, not pictures, for \
+             now; train from pixels with `reflex train`"
+                .to_owned(),
+        ));
+    }
     task_reward_only(cfg)?;
     settings.validate().map_err(link_err)?;
     std::fs::create_dir_all(&spec.out).map_err(stage("the actor's directory"))?;

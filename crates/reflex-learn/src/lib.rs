@@ -29,6 +29,8 @@
 //! - [`pixel_sac`]: SAC from pixels: the agent behind the encoder, the encoder trained by the
 //!   critics' loss alone (their gradient with respect to the features), a Polyak target
 //!   encoder, random shifts on every batch.
+//! - [`pixel_replay`]: replay for SAC from pixels: each step's image stored once and referenced
+//!   by serial from the n-step records, sampled RLPD-style with the images.
 //! - [`pendulum`]: a pendulum swing-up to sanity-check the algorithm.
 //!
 //! The jobs that drive all this (`reflex train`, `reflex eval`) are `reflex-jobs`; nothing here
@@ -44,6 +46,7 @@ pub mod conv_net;
 pub mod learner;
 pub mod nn;
 pub mod pendulum;
+pub mod pixel_replay;
 pub mod pixel_sac;
 pub mod pixels;
 pub mod replay;

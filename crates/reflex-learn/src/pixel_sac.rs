@@ -120,6 +120,31 @@ impl PixelAgent {
         })
     }
 
+    /// Makes this a residual agent ([`Agent::with_residual`]): the proprioception's last
+    /// `act_dim` values are the base action, and the actor's output `r` is executed as
+    /// `clip(b + scale * r, -1, 1)`.
+    pub fn with_residual(mut self, scale: f32) -> Self {
+        self.agent = self.agent.with_residual(scale);
+        self
+    }
+
+    /// Fits the agent's input normalisation on `proprio` rows: the features (bounded by their
+    /// tanh) pass unchanged, the proprioception is standardised (deviations below `min_std`
+    /// count as `min_std`).
+    pub fn fit_proprio_normaliser(&mut self, proprio: &[f32], min_std: f32) {
+        let f = self.encoder.shape().features;
+        let fitted = crate::nn::Normaliser::fit(proprio, self.proprio_dim, min_std);
+        let mut norm = crate::nn::Normaliser::identity(f + self.proprio_dim);
+        norm.mean[f..].copy_from_slice(&fitted.mean);
+        norm.inv_std[f..].copy_from_slice(&fitted.inv_std);
+        self.agent.set_normaliser(norm);
+    }
+
+    /// The encoder, as the tick runs it.
+    pub fn tick_encoder(&self) -> Result<reflex_policy::ConvEncoder, String> {
+        reflex_policy::ConvEncoder::new(self.encoder.to_params())
+    }
+
     /// The SAC agent (its actor reads `[features | proprioception]`).
     pub fn agent(&self) -> &Agent {
         &self.agent
@@ -137,6 +162,11 @@ impl PixelAgent {
 
     /// One update on `b` (see the module docs).
     pub fn update(&mut self, b: &PixelBatch) -> UpdateStats {
+        self.update_with(b, false)
+    }
+
+    /// [`Self::update`], with the actor held still when `actor_frozen` (the critics' warm-up).
+    pub fn update_with(&mut self, b: &PixelBatch, actor_frozen: bool) -> UpdateStats {
         let n = b.size;
         let shape = self.encoder.shape().clone();
         let (f, p) = (shape.features, self.proprio_dim);
@@ -194,9 +224,9 @@ impl PixelAgent {
         batch.demo_rows = b.demo_rows;
 
         self.d_obs.resize(n * o, 0.0);
-        let stats = self
-            .agent
-            .update_with_obs_grad(&self.batch, false, Some(&mut self.d_obs));
+        let stats =
+            self.agent
+                .update_with_obs_grad(&self.batch, actor_frozen, Some(&mut self.d_obs));
         self.d_features.resize(n * f, 0.0);
         for r in 0..n {
             self.d_features[r * f..(r + 1) * f].copy_from_slice(&self.d_obs[r * o..r * o + f]);

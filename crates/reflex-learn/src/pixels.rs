@@ -24,6 +24,13 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use reflex_policy::{EncoderParams, EncoderShape};
 
+/// Fresh encoder weights of `shape` (PyTorch's default initialisation, seeded by `seed`).
+pub fn fresh_encoder(shape: &EncoderShape, seed: u64) -> Result<EncoderParams, String> {
+    let device = Device::flex().autodiff();
+    device.seed(seed);
+    Ok(PixelEncoder::new(shape, &device)?.to_params(shape))
+}
+
 /// The encoder in burn: `reflex_policy::ConvEncoder`'s network, trainable.
 #[derive(Module, Debug)]
 pub struct PixelEncoder {

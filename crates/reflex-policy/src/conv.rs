@@ -339,6 +339,32 @@ impl ConvEncoder {
         })
     }
 
+    /// Takes `other`'s weights in place (same shape; the kernel choice stays): no allocation,
+    /// so a tick-side copy can follow a trainer's newer weights. Refuses another shape.
+    pub fn assign_from(&mut self, other: &ConvEncoder) -> Result<(), String> {
+        if other.params.shape != self.params.shape {
+            return Err(format!(
+                "an encoder of shape {:?} cannot take the weights of one of shape {:?}",
+                self.params.shape, other.params.shape
+            ));
+        }
+        let (p, q) = (&mut self.params, &other.params);
+        for ((w, b), (ow, ob)) in p.convs.iter_mut().zip(&q.convs) {
+            w.copy_from_slice(ow);
+            b.copy_from_slice(ob);
+        }
+        p.head_weight.copy_from_slice(&q.head_weight);
+        p.head_bias.copy_from_slice(&q.head_bias);
+        p.norm_gain.copy_from_slice(&q.norm_gain);
+        p.norm_shift.copy_from_slice(&q.norm_shift);
+        for (c, oc) in self.convs.iter_mut().zip(&other.convs) {
+            c.weight.copy_from_slice(&oc.weight);
+            c.bias.copy_from_slice(&oc.bias);
+        }
+        self.head.copy_from_slice(&other.head);
+        Ok(())
+    }
+
     /// The shape.
     pub fn shape(&self) -> &EncoderShape {
         &self.params.shape
@@ -1239,5 +1265,85 @@ mod tests {
         assert!(enc.forward(&[0; 768], &mut f[..3]).is_err());
         enc.forward(&[0; 768], &mut f).unwrap();
         assert!(f.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
+    }
+
+    /// The residual that sees a camera: no image, no correction; with one, exactly
+    /// `tanh(mlp([encoder(image) | proprioception | base]))`; after the slot gets newer
+    /// encoder weights the next step uses them. The slot refuses another shape and
+    /// non-finite weights, and `assign_from` refuses another shape.
+    #[test]
+    fn the_pixel_residual_sees_the_newest_image_through_the_newest_encoder() {
+        use crate::{EncoderSlot, Mlp, ResidualPolicy, WeightsSlot};
+        use reflex_core::{image_cell, Action, ActionSpace, Observation};
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let shape = EncoderShape::small(16, 1);
+        let (f, p, a) = (shape.features, 3usize, 7usize);
+        let space = ActionSpace::EeDelta;
+        let mut mlp = Mlp::zeros(
+            &[f + p + a, 2 * a],
+            crate::Activation::Relu,
+            crate::Activation::Identity,
+        );
+        let (w, _) = mlp.layer_mut(0).unwrap();
+        for (i, v) in w.iter_mut().enumerate() {
+            *v = ((i % 11) as f32 - 5.0) * 0.05;
+        }
+        let actor = WeightsSlot::new(mlp.clone());
+        let first = ConvEncoder::new(params(shape.clone(), 1)).unwrap();
+        let slot = EncoderSlot::new(first.clone());
+        let (mut cam, frames) = image_cell(shape.input_len());
+        let quiet = Arc::new(AtomicBool::new(false));
+        let mut r =
+            ResidualPolicy::pixel_tanh_gaussian(actor, slot.clone(), frames, p, a, quiet, 0)
+                .unwrap();
+        let mut obs = Observation::default();
+        assert!(obs.flat.extend_from(&[0.3, -0.2, 0.5, 9.0, 9.0]));
+        let mut base = Action::zeros(space);
+        let base_values = [0.1, -0.4, 0.0, 0.2, 0.0, 0.0, 1.0];
+        base.as_mut_slice().copy_from_slice(&base_values);
+        let mut out = Action::zeros(space);
+        r.act(&obs, &base, &mut out);
+        assert_eq!(out.as_slice(), &[0.0; 7], "no image: no correction");
+        assert_eq!(r.errors, 1);
+
+        let image: Vec<u8> = (0..shape.input_len())
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        cam.publish(1, &image).unwrap();
+        let mut expect = |enc: &ConvEncoder| {
+            let mut enc = enc.clone();
+            let mut input = vec![0.0; f];
+            enc.forward(&image, &mut input).unwrap();
+            input.extend_from_slice(&[0.3, -0.2, 0.5]);
+            input.extend_from_slice(&base_values);
+            let mut raw = vec![0.0; 2 * a];
+            mlp.forward(&input, &mut raw).unwrap();
+            raw[..a].iter().map(|v| v.tanh()).collect::<Vec<f32>>()
+        };
+        r.act(&obs, &base, &mut out);
+        let want = expect(&first);
+        for (g, w) in out.as_slice().iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{:?} vs {want:?}", out.as_slice());
+        }
+
+        let second = ConvEncoder::new(params(shape.clone(), 2)).unwrap();
+        assert_eq!(slot.publish(second.clone()), Ok(1));
+        r.act(&obs, &base, &mut out);
+        let want2 = expect(&second);
+        assert_ne!(want, want2);
+        for (g, w) in out.as_slice().iter().zip(&want2) {
+            assert!((g - w).abs() < 1e-5, "{:?} vs {want2:?}", out.as_slice());
+        }
+
+        let other = ConvEncoder::new(params(EncoderShape::small(20, 1), 3)).unwrap();
+        assert!(slot.publish(other.clone()).is_err());
+        let mut bad = params(shape.clone(), 4);
+        bad.head_bias[0] = f32::NAN;
+        let bad = ConvEncoder::new(bad);
+        assert!(bad.is_err(), "the encoder itself refuses NaN weights");
+        assert_eq!(slot.version(), 1);
+        let mut local = first.clone();
+        assert!(local.assign_from(&other).is_err());
     }
 }

@@ -8,7 +8,10 @@
 //! role, task, observation layout, action space, normaliser, residual scale, rates, the run's
 //! seed and the code's commit), so a file is refused by a task it does not fit, naming both.
 //! For arms seen through cameras, the [`ConvEncoder`] turns stacked camera frames into a short
-//! feature vector in the tick, allocation-free (weights in `torch.nn` layout).
+//! feature vector in the tick, allocation-free (weights in `torch.nn` layout); the
+//! [`PixelPolicy`] base runs one on the newest camera image (holding the arm on a stale one),
+//! and a [`ResidualPolicy`] can see a camera too, its encoder's weights following an
+//! [`EncoderSlot`] the learner publishes to (taken in place, never allocated on the tick).
 //!
 //! The runtime (`reflex-runtime`) runs these; the learner (`reflex-learn`) exports to them.
 //! Neither depends on the other for them.
@@ -29,6 +32,6 @@ pub use mlp::{
     Activation, DimMismatch, LayerParams, Mlp, MlpScratch, WeightsError, LAYER_NORM_EPS,
 };
 pub use policy::{
-    squash_log_std, NetPolicy, PolicyShapeError, PublishError, ResidualPolicy, ShapeMismatch,
-    WeightsSlot, LOG_STD_MAX, LOG_STD_MIN,
+    squash_log_std, EncoderSlot, NetPolicy, PolicyShapeError, PublishError, ResidualPolicy,
+    ShapeMismatch, WeightsSlot, LOG_STD_MAX, LOG_STD_MIN,
 };

@@ -6,9 +6,10 @@
 //! versions they replace stay in the publisher's keeping until no reader holds them, so the last
 //! reference to old weights is never dropped (freed) on the control thread.
 
+use crate::conv::ConvEncoder;
 use crate::mlp::{Activation, DimMismatch, Mlp, MlpScratch};
 use arc_swap::ArcSwap;
-use reflex_core::{Action, Observation, Policy, MAX_ACTION_DIM, MAX_OBS_DIM};
+use reflex_core::{Action, ImageReader, Observation, Policy, MAX_ACTION_DIM};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -120,6 +121,91 @@ impl WeightsSlot {
     }
 }
 
+/// Shared encoder weights, swapped whole: the [`WeightsSlot`] of a [`ConvEncoder`]. A reader
+/// keeps its own copy (with its own buffers) and takes newer weights into it in place when the
+/// version moves, so the tick never allocates or frees.
+pub struct EncoderSlot {
+    current: ArcSwap<ConvEncoder>,
+    version: AtomicU64,
+    retired: Mutex<Vec<Arc<ConvEncoder>>>,
+}
+
+impl EncoderSlot {
+    /// A slot holding `encoder` as version 0.
+    pub fn new(encoder: ConvEncoder) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(encoder),
+            version: AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Replaces the weights (slow side). Refuses another shape, and weights with a NaN or
+    /// infinite parameter (the running ones stay); the message says which.
+    pub fn publish(&self, encoder: ConvEncoder) -> Result<u64, String> {
+        encoder.params().check()?;
+        if encoder.shape() != self.current.load().shape() {
+            return Err(format!(
+                "new encoder weights have shape {:?}, the running encoder {:?}",
+                encoder.shape(),
+                self.current.load().shape()
+            ));
+        }
+        let old = self.current.swap(Arc::new(encoder));
+        let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        // As in `WeightsSlot::publish`: a retired version is freed here once no reader holds it.
+        retired.retain(|w| Arc::strong_count(w) > 1);
+        retired.push(old);
+        Ok(v)
+    }
+
+    /// How many times the weights were replaced.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// A copy of the current weights (slow side).
+    pub fn snapshot(&self) -> ConvEncoder {
+        (**self.current.load()).clone()
+    }
+}
+
+/// The residual's view of a camera: the encoder's features of the newest image from an
+/// [`reflex_core::image_cell`] stand before the observation's first `proprio` values.
+struct PixelFront {
+    slot: Arc<EncoderSlot>,
+    local: ConvEncoder,
+    seen: u64,
+    frames: ImageReader,
+    proprio: usize,
+}
+
+impl PixelFront {
+    /// Writes `[features | proprioception]` into `input`; false when there is no image of the
+    /// encoder's size or too few observation values.
+    fn fill(&mut self, flat: &[f32], input: &mut [f32]) -> bool {
+        let v = self.slot.version();
+        if v != self.seen {
+            // Same shape by construction (`EncoderSlot::publish` checks it): no allocation.
+            let _ = self.local.assign_from(&self.slot.current.load());
+            self.seen = v;
+        }
+        let k = self.local.features();
+        let Some(proprio) = flat.get(..self.proprio) else {
+            return false;
+        };
+        let Some(img) = self.frames.latest() else {
+            return false;
+        };
+        if self.local.forward(&img.bytes, &mut input[..k]).is_err() {
+            return false;
+        }
+        input[k..k + self.proprio].copy_from_slice(proprio);
+        true
+    }
+}
+
 /// Why a network does not fit a task.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyShapeError {
@@ -215,7 +301,9 @@ enum Head {
 pub struct ResidualPolicy {
     weights: Arc<WeightsSlot>,
     scratch: MlpScratch,
-    input: [f32; MAX_OBS_DIM + MAX_ACTION_DIM],
+    /// `[observation | base action]`, or with a camera `[features | proprioception | base]`.
+    input: Vec<f32>,
+    front: Option<PixelFront>,
     raw: [f32; 2 * MAX_ACTION_DIM],
     head: Head,
     /// Forward passes refused (a shape mismatch; cannot happen after `new` checked it).
@@ -250,7 +338,8 @@ impl ResidualPolicy {
         Ok(Self {
             weights,
             scratch,
-            input: [0.0; MAX_OBS_DIM + MAX_ACTION_DIM],
+            input: vec![0.0; obs_dim + action_dim],
+            front: None,
             raw: [0.0; 2 * MAX_ACTION_DIM],
             head,
             errors: 0,
@@ -275,6 +364,93 @@ impl ResidualPolicy {
         Self::with_head(weights, obs_dim, action_dim, 2 * action_dim, head)
     }
 
+    /// A residual that sees a camera, as `reflex train --obs pixels` trains it: its network
+    /// takes the encoder's features of the newest image in `frames`, the observation's first
+    /// `proprio_dim` values and the base action, and gives `2 x action_dim` outputs (a
+    /// tanh-Gaussian head, exploring while `explore` is set, see [`Self::tanh_gaussian`]). The
+    /// encoder's weights follow `encoder`'s newest. Without an image of the encoder's size the
+    /// correction is zero (the base policy, which holds the arm on a stale camera, decides).
+    #[allow(clippy::too_many_arguments)]
+    pub fn pixel_tanh_gaussian(
+        weights: Arc<WeightsSlot>,
+        encoder: Arc<EncoderSlot>,
+        frames: ImageReader,
+        proprio_dim: usize,
+        action_dim: usize,
+        explore: Arc<AtomicBool>,
+        seed: u64,
+    ) -> Result<Self, PolicyShapeError> {
+        let head = Head::TanhGaussian {
+            explore,
+            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+        };
+        Self::with_front(
+            weights,
+            encoder,
+            frames,
+            proprio_dim,
+            action_dim,
+            2 * action_dim,
+            head,
+        )
+    }
+
+    /// The deployed form of [`Self::pixel_tanh_gaussian`]: the network gives the correction
+    /// itself (`action_dim` outputs, tanh output activation), as `policy.safetensors` of a run
+    /// from pixels holds it.
+    pub fn pixel(
+        weights: Arc<WeightsSlot>,
+        encoder: Arc<EncoderSlot>,
+        frames: ImageReader,
+        proprio_dim: usize,
+        action_dim: usize,
+    ) -> Result<Self, PolicyShapeError> {
+        Self::with_front(
+            weights,
+            encoder,
+            frames,
+            proprio_dim,
+            action_dim,
+            action_dim,
+            Head::Direct,
+        )
+    }
+
+    fn with_front(
+        weights: Arc<WeightsSlot>,
+        encoder: Arc<EncoderSlot>,
+        frames: ImageReader,
+        proprio_dim: usize,
+        action_dim: usize,
+        outputs: usize,
+        head: Head,
+    ) -> Result<Self, PolicyShapeError> {
+        let local = encoder.snapshot();
+        let features = local.features();
+        check_dims(
+            &weights,
+            features + proprio_dim + action_dim,
+            "the encoder's features, the proprioception and the base action",
+            outputs,
+        )?;
+        let scratch = weights.current.load().scratch();
+        Ok(Self {
+            weights,
+            scratch,
+            input: vec![0.0; features + proprio_dim + action_dim],
+            front: Some(PixelFront {
+                seen: encoder.version(),
+                slot: encoder,
+                local,
+                frames,
+                proprio: proprio_dim,
+            }),
+            raw: [0.0; 2 * MAX_ACTION_DIM],
+            head,
+            errors: 0,
+        })
+    }
+
     /// The weights this residual reads (publish to them to swap).
     pub fn weights(&self) -> &Arc<WeightsSlot> {
         &self.weights
@@ -283,9 +459,24 @@ impl ResidualPolicy {
     /// Writes the correction for `obs` and `base` into `out`.
     pub fn act(&mut self, obs: &Observation, base: &Action, out: &mut Action) {
         let flat = obs.flat.as_slice();
-        let n = flat.len() + base.dim();
-        self.input[..flat.len()].copy_from_slice(flat);
-        self.input[flat.len()..n].copy_from_slice(base.as_slice());
+        let seen = match &mut self.front {
+            Some(f) => f
+                .fill(flat, &mut self.input)
+                .then_some(f.local.features() + f.proprio),
+            None if flat.len() + base.dim() <= self.input.len() => {
+                self.input[..flat.len()].copy_from_slice(flat);
+                Some(flat.len())
+            }
+            None => None,
+        };
+        // No image to see, or inputs wider than the network's: no correction.
+        let Some(k) = seen.filter(|k| k + base.dim() <= self.input.len()) else {
+            self.errors += 1;
+            out.as_mut_slice().fill(0.0);
+            return;
+        };
+        let n = k + base.dim();
+        self.input[k..n].copy_from_slice(base.as_slice());
         let dim = out.dim();
         let failed = match &mut self.head {
             Head::Direct => self

@@ -1032,6 +1032,13 @@ impl<R: Robot> Runtime<R> {
         self.ticks_per_step
     }
 
+    /// Whether the next tick will run a policy step if the robot's state arrives fresh (an
+    /// episode is running, no e-stop, the step in flight is done): a camera that takes pictures
+    /// on demand (the simulator's) takes the policy's picture now.
+    pub fn policy_step_next(&self) -> bool {
+        self.tick_in_step == 0 && !self.episode_done && !self.estopped
+    }
+
     /// The end of a session: presses the e-stop, ticks (paced when `paced`) until the arm is at
     /// rest (at most `max_ticks`), then releases the robot (`Robot::stop`). Returns whether it
     /// came to rest.

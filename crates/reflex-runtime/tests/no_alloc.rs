@@ -372,14 +372,17 @@ fn the_pixel_policy_allocates_nothing_per_frame() {
     assert_ne!(first, features, "the actions follow the frames");
 }
 
-/// A whole runtime tick with a policy that sees pixels: images published into the image cell
+/// A whole runtime tick with a policy that sees pixels: images published into the image cells
 /// at the policy rate (fresh, then not at all, so the stale-input hold runs, then fresh again),
-/// the encoder and the MLP at each step, composition, filter and robot I/O. Publishing and
+/// the base's encoder and MLP and the residual's (its encoder's newer weights taken in place at
+/// the first step after a publication), composition, filter and robot I/O. Publishing and
 /// ticking allocate nothing.
 #[test]
 fn a_runtime_tick_with_a_pixel_policy_allocates_nothing() {
     use reflex_core::{image_cell, FLAT_OBJECTS};
-    use reflex_policy::{ConvEncoder, EncoderShape, PixelNet, PixelPolicy};
+    use reflex_policy::{
+        ConvEncoder, EncoderShape, EncoderSlot, PixelNet, PixelPolicy, ResidualPolicy, WeightsSlot,
+    };
     let arm = arm();
     let cfg = follower_config(&arm);
     let robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
@@ -409,32 +412,65 @@ fn a_runtime_tick_with_a_pixel_policy_allocates_nothing() {
         norm_shift: vec![0.0; f],
         shape: shape.clone(),
     };
+    let encoder = ConvEncoder::new(params.clone()).unwrap();
     let net = PixelNet::new(
-        ConvEncoder::new(params).unwrap(),
+        encoder.clone(),
         random_mlp(&[f + FLAT_OBJECTS, 256, 256, 7], 4),
     )
     .unwrap();
     let (mut camera, frames) = image_cell(shape.input_len());
+    let (mut camera2, frames2) = image_cell(shape.input_len());
     // Images older than two policy steps are stale.
     let policy = PixelPolicy::new(net, frames, 20_000_000).unwrap();
-    let mut rt = Runtime::new(robot, cfg, arm, Box::new(policy), None, EStop::new()).unwrap();
+    let encoder_slot = EncoderSlot::new(encoder);
+    let actor = WeightsSlot::new(random_mlp(&[f + FLAT_OBJECTS + 7, 64, 14], 5));
+    let residual = ResidualPolicy::pixel_tanh_gaussian(
+        actor.clone(),
+        encoder_slot.clone(),
+        frames2,
+        FLAT_OBJECTS,
+        7,
+        Arc::new(AtomicBool::new(true)),
+        3,
+    )
+    .unwrap();
+    let mut rt = Runtime::new(
+        robot,
+        cfg,
+        arm,
+        Box::new(policy),
+        Some(residual),
+        EStop::new(),
+    )
+    .unwrap();
     let per_step = rt.ticks_per_step() as u64;
     let mut k = 0u8;
     let mut tick = |rt: &mut Runtime<FollowerArm>, t: u64, publish: bool| {
         if publish && t.is_multiple_of(per_step) {
             k = k.wrapping_add(1);
             let stamp = rt.observation().robot.stamp_ns;
-            camera.publish_with(stamp, |b| {
+            let fill = |b: &mut [u8]| {
                 for (i, v) in b.iter_mut().enumerate() {
                     *v = (i as u8).wrapping_mul(k);
                 }
-            });
+            };
+            camera.publish_with(stamp, fill);
+            camera2.publish_with(stamp, fill);
         }
         rt.tick();
     };
     for t in 0..100 {
         tick(&mut rt, t, true);
     }
+    // A learner's newer weights (published off this thread's count: that side allocates).
+    let mut newer = params;
+    newer.head_bias.iter_mut().for_each(|b| *b += 0.1);
+    encoder_slot
+        .publish(ConvEncoder::new(newer).unwrap())
+        .unwrap();
+    actor
+        .publish(random_mlp(&[f + FLAT_OBJECTS + 7, 64, 14], 6))
+        .unwrap();
     let (allocations, _) = count_on_this_thread(|| {
         for t in 0..3_000u64 {
             // Fresh images, then a camera that stops for a second, then fresh again.
@@ -447,4 +483,5 @@ fn a_runtime_tick_with_a_pixel_policy_allocates_nothing() {
     let steps = s.policy_steps.load(Ordering::Relaxed);
     assert!((90..=110).contains(&stale), "{stale} stale steps");
     assert!(steps >= 300, "{steps} policy steps");
+    assert_eq!(s.non_finite_residuals.load(Ordering::Relaxed), 0);
 }

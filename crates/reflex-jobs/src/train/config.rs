@@ -70,6 +70,104 @@ pub struct TrainConfig {
     /// Actors and a learner in separate processes or machines (`[fleet]`; `reflex learner`,
     /// `reflex actor`).
     pub fleet: FleetConfig,
+    /// What the policy and the critics see: `state` (the task's flat observation, object poses
+    /// included: an arm with an object tracker) or `pixels` (the cameras plus what the arm knows
+    /// of itself, `[pixels]`: an arm without one).
+    pub obs: ObsMode,
+    /// The cameras and the image encoder of `obs = "pixels"`.
+    pub pixels: PixelSettings,
+}
+
+/// What the policy and the critics see.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObsMode {
+    /// The task's flat observation (joints, tool, gripper, tracked objects, goals).
+    #[default]
+    State,
+    /// The wrist and front cameras plus the proprioception (joints, tool, gripper): no object
+    /// poses.
+    Pixels,
+}
+
+/// `[pixels]`: the cameras and the encoder of a run that learns from images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PixelSettings {
+    /// Image side, pixels (square images from every camera).
+    pub side: usize,
+    /// The cameras, stacked along the channels in this order.
+    pub cameras: Vec<String>,
+    /// Oldest image, against the observation's stamp, the policy acts on; beyond it the arm
+    /// holds (seconds).
+    pub max_age_s: f64,
+    /// The encoder, its target and its augmentation during SAC.
+    pub sac: reflex_learn::pixel_sac::PixelConfig,
+    /// Records the online replay holds (each with its image, stored once per step).
+    pub replay_capacity: usize,
+}
+
+impl Default for PixelSettings {
+    fn default() -> Self {
+        Self {
+            side: 48,
+            cameras: vec!["wrist".into(), "front".into()],
+            max_age_s: 0.2,
+            sac: reflex_learn::pixel_sac::PixelConfig::default(),
+            replay_capacity: 50_000,
+        }
+    }
+}
+
+impl PixelSettings {
+    /// Checks ranges; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(16..=256).contains(&self.side) {
+            return Err(format!(
+                "pixels.side: must be in 16..=256, got {}",
+                self.side
+            ));
+        }
+        if self.cameras.is_empty() || self.cameras.len() > 4 {
+            return Err(format!(
+                "pixels.cameras: one to four cameras, got {}",
+                self.cameras.len()
+            ));
+        }
+        if !(self.max_age_s > 0.0 && self.max_age_s.is_finite()) {
+            return Err(format!(
+                "pixels.max_age_s: must be positive, got {}",
+                self.max_age_s
+            ));
+        }
+        if self.replay_capacity < 1000 {
+            return Err(format!(
+                "pixels.replay_capacity: at least 1000 records, got {}",
+                self.replay_capacity
+            ));
+        }
+        let c = &self.sac;
+        if !(c.encoder_lr > 0.0 && c.encoder_lr.is_finite()) {
+            return Err(format!(
+                "pixels.sac.encoder_lr: must be positive, got {}",
+                c.encoder_lr
+            ));
+        }
+        if !(c.encoder_tau > 0.0 && c.encoder_tau <= 1.0) {
+            return Err(format!(
+                "pixels.sac.encoder_tau: must be in (0, 1], got {}",
+                c.encoder_tau
+            ));
+        }
+        if c.shift_pad > self.side / 4 {
+            return Err(format!(
+                "pixels.sac.shift_pad: at most a quarter of the side ({}), got {}",
+                self.side / 4,
+                c.shift_pad
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How `reflex learner` and `reflex actor` reach each other, batch, hold and publish.
@@ -182,6 +280,8 @@ impl Default for TrainConfig {
             agent: AgentConfig::default(),
             reward: RewardSection::default(),
             fleet: FleetConfig::default(),
+            obs: ObsMode::State,
+            pixels: PixelSettings::default(),
         }
     }
 }
@@ -263,6 +363,7 @@ impl TrainConfig {
             ));
         }
         self.fleet.validate()?;
+        self.pixels.validate()?;
         if self.eval_episodes == 0 || self.eval_every == 0 {
             return Err("eval_episodes and eval_every must be positive".into());
         }
@@ -386,5 +487,33 @@ mod tests {
             e.contains("loop_rate_hz"),
             "the old key is refused by name: {e}"
         );
+    }
+
+    /// `obs` and the `[pixels]` table: read with the file, every bad value refused by its key.
+    #[test]
+    fn the_pixels_table_is_read_and_checked_with_the_file() {
+        let c = load("obs = \"pixels\"\n[pixels]\nside = 64\ncameras = [\"front\"]\n").unwrap();
+        assert_eq!(c.obs, ObsMode::Pixels);
+        assert_eq!((c.pixels.side, c.pixels.cameras.len()), (64, 1));
+        assert_eq!(
+            c.pixels.sac,
+            reflex_learn::pixel_sac::PixelConfig::default()
+        );
+        for (text, key) in [
+            ("obs = \"images\"\n", "obs"),
+            ("[pixels]\nside = 8\n", "pixels.side"),
+            ("[pixels]\ncameras = []\n", "pixels.cameras"),
+            ("[pixels]\nmax_age_s = 0.0\n", "pixels.max_age_s"),
+            ("[pixels]\nreplay_capacity = 10\n", "pixels.replay_capacity"),
+            ("[pixels.sac]\nshift_pad = 40\n", "pixels.sac.shift_pad"),
+            (
+                "[pixels.sac]\nencoder_tau = 0.0\n",
+                "pixels.sac.encoder_tau",
+            ),
+            ("[pixels]\nsides = 48\n", "sides"),
+        ] {
+            let e = load(text).unwrap_err();
+            assert!(e.contains(".toml") && e.contains(key), "{text}: {e}");
+        }
     }
 }

@@ -73,6 +73,28 @@ pub fn train_on<A: Arms>(
     mut progress: impl FnMut(Progress),
 ) -> Result<Summary, TrainError> {
     cfg.validate().map_err(stage("configuration"))?;
+    if cfg.obs == super::config::ObsMode::Pixels {
+        if let Some(r) = &reward {
+            return Err(stage("configuration")(format!(
+                "obs = \"pixels\" trains on the task's own reward for now, not `{}`",
+                r.name
+            )));
+        }
+        if arms.real_time() {
+            return Err(stage("configuration")(
+                "obs = \"pixels\" runs on the simulator for now: its learner runs in lock step \
+                 with the arm, which a real-time arm cannot wait for"
+                    .to_owned(),
+            ));
+        }
+        if resume {
+            return Err(stage("configuration")(format!(
+                "{}: a run from pixels cannot be resumed yet; start it again in a new directory",
+                out.display()
+            )));
+        }
+        return super::pixels::train_pixels(arms, cfg, out, progress);
+    }
     let started = Instant::now();
     let task = arms.task();
     // A real-time arm is ticked at its loop rate and never held back for the learner.
@@ -675,7 +697,7 @@ pub(crate) fn prepare<A: Arms>(
 /// standard deviation before `tanh` is `std` on every motion component (the gripper's is the
 /// smallest the head allows), or none when `std` is too small to matter. The runtime then
 /// records the expert's action as each step's base action and the noisy one as executed.
-fn demo_noise_policy(
+pub(crate) fn demo_noise_policy(
     std: f64,
     obs_dim: usize,
     act_dim: usize,

@@ -45,6 +45,25 @@ pub fn evaluate_run(
     let task = Task::load(&cfg.task).map_err(stage("task"))?;
     let act_dim = task.action_space.dim();
     let arms = SimArms::new(task.clone(), cfg.runtime.servo_rate_hz);
+    if cfg.obs == super::config::ObsMode::Pixels {
+        let r = match seed {
+            Some(seed) => super::pixels::evaluate_pixel_run(
+                &arms,
+                &cfg,
+                run,
+                residual,
+                seeds(seed, 4, episodes),
+            )?,
+            None => super::pixels::evaluate_pixel_run(
+                &arms,
+                &cfg,
+                run,
+                residual,
+                heldout_seeds(episodes),
+            )?,
+        };
+        return Ok(success_and_return(&r));
+    }
     let layout = arms.obs_layout()?;
     let obs_dim = layout.dim();
     let scale = cfg.runtime.residual_scale;

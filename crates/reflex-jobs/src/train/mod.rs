@@ -23,13 +23,16 @@
 //! training loop), [`eval`] (`reflex eval`), [`report`] (`summary.json`, `metrics.csv`,
 //! `progress.json`), `select` (the confirmations of the target on fresh scenes and the best
 //! evaluation's weights a run ended on its budget hands over), `scalars` (`scalars.jsonl`), [`plot`] (`curve.png`) and [`study`] (several
-//! seeds read together: `study.json`, `band.png`). Robots come from an [`crate::arms::Arms`]: the
+//! seeds read together: `study.json`, `band.png`). [`pixels`] is the same job when the policy
+//! and the critics see the cameras (`obs = "pixels"`): pictures in the demonstrations and the
+//! replay, a base cloned from them, SAC from pixels in lock step with the simulator. Robots come from an [`crate::arms::Arms`]: the
 //! simulator's by default, anything with the same traits otherwise.
 
 pub mod config;
 pub mod driver;
 pub mod episodes;
 pub mod eval;
+pub mod pixels;
 pub mod plot;
 pub mod report;
 mod scalars;
