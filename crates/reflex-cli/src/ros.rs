@@ -76,11 +76,13 @@ pub struct RosRunArgs {
     /// objects and keypoints.
     #[arg(long, default_value = "pick_cube")]
     task: String,
-    /// Base policy: `scripted` or a policy file.
+    /// Base policy: `scripted` or a policy file. A pixel run's `base.safetensors` (with
+    /// `base_encoder.safetensors` beside it) sees the bridge's camera topics instead of the
+    /// tracked objects; its cameras must be in the bridge's `cameras` parameter.
     #[arg(long, default_value = "scripted")]
     policy: String,
     /// Residual policy file (its scale is taken from the file; empty: none, which is what a
-    /// launch file passes by default).
+    /// launch file passes by default). With a pixel base, the same run's `policy.safetensors`.
     #[arg(long)]
     residual: Option<String>,
     /// Control loop rate, Hz.
@@ -185,6 +187,12 @@ pub fn run(what: &RosCommand, ros_args: &[String]) -> Result<()> {
                 ld(&b.object_updates),
                 r.rested,
             );
+            if let Some((published, refused)) = r.camera_stacks {
+                println!(
+                    "pixel policy: {published} camera stacks published, {refused} polls without a fresh picture from every camera; {} policy steps held for a stale picture",
+                    ld(&r.stats.stale_policy_inputs),
+                );
+            }
             if a.json {
                 println!(
                     "{}",
@@ -201,6 +209,9 @@ pub fn run(what: &RosCommand, ros_args: &[String]) -> Result<()> {
                         "stale_reads": ld(&b.stale_reads),
                         "commands": ld(&b.commands),
                         "rested": r.rested,
+                        "stale_policy_inputs": ld(&r.stats.stale_policy_inputs),
+                        "camera_stacks_published": r.camera_stacks.map(|c| c.0),
+                        "camera_polls_refused": r.camera_stacks.map(|c| c.1),
                     })
                 );
             }

@@ -12,6 +12,8 @@
 //!   round trips, teleop latency).
 //! - [`train`]: `reflex train` (demonstrations, behaviour cloning, residual RL through the
 //!   runtime, evaluation, reports and plots) and `reflex eval`.
+//! - [`pixel_deploy`]: a pixel run's policies on an arm whose cameras come from elsewhere than
+//!   the simulator's renderer (`reflex ros run` over camera topics), fed by a camera thread.
 //! - [`policies`]: policy files written with their metadata and checked against a task.
 //! - [`rewards`]: the reward source of a run (`[reward]` of its config), built as a
 //!   `reflex_learn::stage` plugin.
@@ -45,6 +47,7 @@ pub mod export;
 pub mod firmware_sim;
 #[cfg(feature = "fleet")]
 pub mod fleet;
+pub mod pixel_deploy;
 pub mod policies;
 pub mod preference;
 pub mod rewards;

@@ -5,7 +5,9 @@
 //! `ros run` builds the same runtime as `reflex run`, over a [`RosRobot`] instead of the
 //! simulator: the task file gives the policy rate, action space, limits and the scene's
 //! objects and keypoints (poses come from the arm's tracker topic); the bridge's parameters
-//! tighten the limits and are checked against the URDF's at start.
+//! tighten the limits and are checked against the URDF's at start. A pixel run's base (a
+//! `base.safetensors` with `base_encoder.safetensors` beside it) sees the bridge's camera topics
+//! through a camera thread ([`crate::pixel_deploy`]) instead of the tracked objects.
 
 use crate::arms::runtime_config;
 pub use crate::arms::scene_spec;
@@ -273,6 +275,9 @@ pub struct RosRunResult {
     pub bridge: Arc<reflex_ros::BridgeStats>,
     /// Whether the arm came to rest at the end.
     pub rested: bool,
+    /// A pixel policy's camera thread: stacks published to the policy, polls refused (some
+    /// camera missing or stale). None for a policy on state.
+    pub camera_stacks: Option<(u64, u64)>,
 }
 
 /// A bridge robot for `task` as `ros`'s parameters say (node `default_name` unless renamed),
@@ -334,25 +339,38 @@ pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
     let estop = EStop::new();
     let (robot, params, layout) = connect_arm(task, &spec.ros, "reflex", estop.clone())?;
     let model = robot.model().clone();
-    let p = crate::run::load_policies(
-        task,
-        &model,
-        layout,
-        &spec.policy,
-        spec.residual.as_deref(),
-        None,
-        Some(spec.servo_rate_hz),
-        spec.servo_rate_hz,
-    )
-    .map_err(setting)?;
+    let mut pump = None;
+    let (base, residual, residual_scale): (Box<dyn Policy + Send>, _, _) =
+        if crate::pixel_deploy::is_pixel_file(Path::new(&spec.policy)) {
+            let (px, cameras) = pixel_deploy(task, &robot, spec)?;
+            pump = Some(cameras);
+            (
+                Box::new(px.base),
+                px.residual,
+                px.residual_scale.unwrap_or(0.3),
+            )
+        } else {
+            let p = crate::run::load_policies(
+                task,
+                &model,
+                layout,
+                &spec.policy,
+                spec.residual.as_deref(),
+                None,
+                Some(spec.servo_rate_hz),
+                spec.servo_rate_hz,
+            )
+            .map_err(setting)?;
+            (p.base, p.residual, p.residual_scale)
+        };
     let has_reset = !params.reset_service.is_empty();
     let mut rt = arm_runtime(
         task,
         robot,
         &params,
-        p.base,
-        p.residual,
-        p.residual_scale,
+        base,
+        residual,
+        residual_scale,
         spec.servo_rate_hz,
         estop.clone(),
     )?;
@@ -408,12 +426,86 @@ pub fn ros_run(spec: &RosRunSpec) -> Result<RosRunResult, RosJobError> {
         .join()
         .map_err(|_| RosJobError::Setting("the control thread panicked".into()))?
         .map_err(RosJobError::Setting)?;
+    let camera_stacks = pump.map(|p| {
+        (
+            p.stats.published.load(Ordering::Relaxed),
+            p.stats.refused.load(Ordering::Relaxed),
+        )
+    });
     Ok(RosRunResult {
         episodes,
         stats,
         bridge,
         rested,
+        camera_stacks,
     })
+}
+
+/// A pixel run's policies for `ros run`, and the camera thread that feeds them from the
+/// bridge's camera topics. The policy's cameras must be among the bridge's `cameras`; an image
+/// older than the tightest of their `max_age_s` makes the arm hold.
+fn pixel_deploy(
+    task: &Task,
+    robot: &RosRobot,
+    spec: &RosRunSpec,
+) -> Result<
+    (
+        crate::pixel_deploy::PixelPolicies,
+        crate::pixel_deploy::CameraPump,
+    ),
+    RosJobError,
+> {
+    let feeds = robot.cameras_handle();
+    let configured = feeds.names();
+    let policy = Path::new(&spec.policy);
+    // The policy's cameras first, from its metadata, to take their age limit.
+    let (_, _, meta) = crate::pixel_deploy::load_pixel_net(policy)
+        .map_err(|e| setting(format!("{}: {e}", policy.display())))?;
+    let wanted: Vec<String> = meta
+        .get("cameras")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut max_age_s = f64::INFINITY;
+    for c in &wanted {
+        if !configured.contains(c) {
+            return Err(setting(format!(
+                "{}: the policy sees camera `{c}`, which parameter `cameras` does not list \
+                 (it lists {configured:?}); add `cameras.{c}.image_topic` (a camera that moves \
+                 with the arm needs no `pose_in_base`)",
+                policy.display()
+            )));
+        }
+        max_age_s = max_age_s.min(feeds.max_age_s(c).map_err(setting)?);
+    }
+    let mut px = crate::pixel_deploy::pixel_policies(
+        &task.name,
+        task.action_space.dim(),
+        policy,
+        spec.residual.as_deref(),
+        (max_age_s * 1e9) as u64,
+    )
+    .map_err(setting)?;
+    let writers = std::mem::take(&mut px.writers);
+    let pump = crate::pixel_deploy::spawn_camera_pump(
+        feeds,
+        px.cameras.clone(),
+        px.side,
+        writers,
+        Duration::from_millis(2),
+    )
+    .map_err(|e| setting(format!("camera thread: {e}")))?;
+    tracing::info!(
+        cameras = ?px.cameras,
+        side = px.side,
+        max_age_s,
+        "pixel policy: the camera thread feeds it from the bridge's camera topics"
+    );
+    Ok((px, pump))
 }
 
 /// ros2_control arms through the bridge, for the training job ([`crate::train::train_on`]):

@@ -489,6 +489,16 @@ pub fn load_policies(
 ) -> Result<Policies, RunError> {
     let obs_dim = layout.dim();
     let act_dim = task.action_space.dim();
+    for p in std::iter::once(Path::new(policy)).chain(residual) {
+        if crate::pixel_deploy::is_pixel_file(p) {
+            return Err(RunError::Setting(format!(
+                "{}: a pixel run's network (its encoder is beside it); this command feeds \
+                 policies on state. Evaluate the run with `reflex eval --policy RUN`, or drive \
+                 an arm with it over its camera topics with `reflex ros run`",
+                p.display()
+            )));
+        }
+    }
     let base_file = match policy {
         "scripted" => None,
         p => Some(load_for(Path::new(p), Role::Base, task, layout)?),

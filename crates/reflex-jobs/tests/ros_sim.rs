@@ -3,12 +3,13 @@
 //! camera from the image, depth and camera-info topics, and a point lifted through that depth
 //! lands on the cube the tracker topic (`/tf`) reports; the parameter file's camera pose is the
 //! simulator's own. A teleop session runs over the same bridge, driven from the page and by an
-//! rclpy node's twist. Runs in a loopback-only network namespace. `scripts/test-r2r.sh` runs these
+//! rclpy node's twist. A pixel run's policies drive the arm from the camera topics. Runs in a
+//! loopback-only network namespace. `scripts/test-r2r.sh` runs these
 //! tests again over the r2r backend, with the cube from the `/objects` pose array.
 
 mod common;
 
-use common::ros::{params, ros_args, serve_sim_arm};
+use common::ros::{params, ros_args, ros_args_with, serve_sim_arm};
 
 use nalgebra::Point3;
 use reflex_core::{Frame, Robot, SceneView, TrackedObject};
@@ -304,5 +305,107 @@ fn a_teleop_session_drives_the_arm_through_ros_from_the_page_and_an_rclpy_twist(
         .unwrap_err()
         .to_string();
     assert!(e.contains("`ros` arm"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `reflex ros run` with a pixel run's files: the camera thread feeds the policies from the
+/// front and wrist image topics (the wrist camera has no `pose_in_base`: it serves the pixel
+/// policy only), and nearly every policy step acts on a fresh picture. With the wrist topic
+/// silent, every policy step holds the arm and nothing reaches the policy; a camera the
+/// parameters do not list is refused by name.
+#[test]
+fn a_pixel_policy_drives_the_arm_from_camera_topics_and_holds_when_one_is_silent() {
+    use reflex_jobs::ros::{ros_run, RosRunSpec};
+    use reflex_jobs::train::config::{ObsMode, TrainConfig};
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "a_pixel_policy_drives_the_arm_from_camera_topics_and_holds_when_one_is_silent",
+    ) {
+        return;
+    }
+    // A pixel run's files, from a few steps of training.
+    let dir = std::env::temp_dir().join(format!("reflex-ros-pixels-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = TrainConfig {
+        task: "pick_cube".into(),
+        minutes: 3.0,
+        max_env_steps: 40,
+        demo_episodes: 1,
+        eval_every: 1_000,
+        eval_episodes: 1,
+        heldout_episodes: 0,
+        confirm_episodes: 0,
+        obs: ObsMode::Pixels,
+        ..TrainConfig::default()
+    };
+    cfg.pixels.side = 16;
+    cfg.pixels.sac.shift_pad = 2;
+    cfg.bc.steps = 20;
+    cfg.bc.batch_size = 16;
+    cfg.bc.hidden = vec![32, 32];
+    cfg.agent.hidden = vec![32, 32];
+    cfg.learner.batch_size = 16;
+    cfg.learner.learning_starts = 10;
+    cfg.learner.critic_warmup_updates = 5;
+    reflex_jobs::train::train(&cfg, &dir, false, |_| {}).unwrap();
+
+    let task = Task::load("pick_cube").unwrap();
+    let domain = 78;
+    let p = params(domain);
+    let (stop, server, _) = serve_sim_arm(&task, &p, 5, 20.0, (48, 48));
+    let run = |extra: &[&str], seconds: f64| {
+        ros_run(&RosRunSpec {
+            task: task.clone(),
+            policy: dir.join("base.safetensors").display().to_string(),
+            residual: Some(dir.join("policy.safetensors")),
+            servo_rate_hz: 250.0,
+            episodes: 0,
+            seconds: Some(seconds),
+            ros: ros_args_with(domain, extra),
+        })
+    };
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+
+    let live = run(&["cameras:=[front, wrist]"], 5.0).unwrap();
+    let (steps, stale) = (
+        load(&live.stats.policy_steps),
+        load(&live.stats.stale_policy_inputs),
+    );
+    let (published, _) = live.camera_stacks.expect("a camera thread");
+    assert!(steps >= 30, "{steps} policy steps in 5 s at 10 Hz");
+    // The first steps may come before both cameras' first pictures; after that every one acts.
+    assert!(
+        stale * 5 < steps,
+        "{stale} of {steps} policy steps held for a stale picture"
+    );
+    assert!(
+        published >= 40,
+        "{published} stacks from 20 Hz cameras in 5 s"
+    );
+    assert!(live.rested);
+
+    let silent = run(
+        &[
+            "cameras:=[front, wrist]",
+            "cameras.wrist.image_topic:=/nobody/color/image_raw",
+        ],
+        3.0,
+    )
+    .unwrap();
+    let steps = load(&silent.stats.policy_steps);
+    assert!(steps >= 15, "{steps} policy steps in 3 s");
+    assert_eq!(
+        load(&silent.stats.stale_policy_inputs),
+        steps,
+        "every policy step held the arm"
+    );
+    assert_eq!(silent.camera_stacks.unwrap().0, 0, "nothing published");
+
+    let err = match run(&[], 1.0) {
+        Ok(_) => panic!("a camera the parameters do not list was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("`wrist`") && err.contains("cameras"), "{err}");
+    stop.store(true, Ordering::Release);
+    server.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -525,6 +525,11 @@ impl RosRobot {
         self.notify.seq.load(Ordering::Acquire)
     }
 
+    /// The cameras, for a thread of their own (a pixel policy's camera thread).
+    pub fn cameras_handle(&self) -> crate::camera::RosCameras {
+        crate::camera::RosCameras::new(self.cameras.clone(), self.epoch)
+    }
+
     /// The bridge's counters.
     pub fn stats(&self) -> &Arc<BridgeStats> {
         &self.stats

@@ -2,13 +2,80 @@
 //! its registered depth image and the camera info of one camera, resampled to the size a reward
 //! source asks for, with the intrinsics scaled to match and the optical frame's pose from the
 //! camera's calibration (`pose_in_base`). An image older than `max_age_s` is refused as stale.
-//! Slow path only: the executor stores messages here, reward sources render from here; the
-//! control tick never touches it.
+//! A pixel policy's cameras need colour alone ([`CameraFeed::colour`]: no camera info, no pose,
+//! so a wrist camera serves them). Slow path only: the executor stores messages here, reward
+//! sources and the pixel policies' camera thread render from here; the control tick never
+//! touches it.
 
 use crate::msg::{CameraInfo, Image};
 use crate::params::CameraParams;
 use nalgebra::{Isometry3, Quaternion, Translation3, UnitQuaternion};
 use reflex_core::{Frame, Intrinsics, SceneError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The bridge's cameras, for a thread of their own (a pixel policy's camera thread,
+/// [`crate::RosRobot::cameras_handle`]): the newest colour of each, on the bridge's clock. Each
+/// call holds the feeds' lock for one resample, never across calls.
+#[derive(Clone)]
+pub struct RosCameras {
+    feeds: Arc<Mutex<Vec<CameraFeed>>>,
+    epoch: Instant,
+}
+
+impl RosCameras {
+    pub(crate) fn new(feeds: Arc<Mutex<Vec<CameraFeed>>>, epoch: Instant) -> Self {
+        Self { feeds, epoch }
+    }
+
+    /// The configured cameras' names.
+    pub fn names(&self) -> Vec<String> {
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        feeds.iter().map(|f| f.params.name.clone()).collect()
+    }
+
+    /// The bridge's clock (the one joint states and images are stamped with on receipt), ns.
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// `camera`'s `max_age_s` parameter.
+    pub fn max_age_s(&self, camera: &str) -> Result<f64, SceneError> {
+        self.with(camera, |f| Ok(f.params.max_age_s))
+    }
+
+    /// When `camera`'s newest colour image was received (None: none yet).
+    pub fn received_ns(&self, camera: &str) -> Result<Option<u64>, SceneError> {
+        self.with(camera, |f| Ok(f.received_ns()))
+    }
+
+    /// [`CameraFeed::colour`] of `camera`, now.
+    pub fn colour(
+        &self,
+        camera: &str,
+        out: &mut [u8],
+        w: usize,
+        h: usize,
+    ) -> Result<u64, SceneError> {
+        let now = self.now_ns();
+        self.with(camera, |f| f.colour(out, w, h, now))
+    }
+
+    fn with<T>(
+        &self,
+        camera: &str,
+        f: impl FnOnce(&CameraFeed) -> Result<T, SceneError>,
+    ) -> Result<T, SceneError> {
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        match feeds.iter().find(|x| x.params.name == camera) {
+            Some(feed) => f(feed),
+            None => Err(SceneError::UnknownCamera {
+                camera: camera.to_owned(),
+                available: feeds.iter().map(|x| x.params.name.clone()).collect(),
+            }),
+        }
+    }
+}
 
 /// The newest messages of one camera.
 #[derive(Clone, Debug)]
@@ -41,29 +108,45 @@ impl CameraFeed {
         }
     }
 
-    /// Fills `frame` at its own size from the newest messages, as of `now_ns`.
-    pub fn render(&self, frame: &mut Frame, now_ns: u64) -> Result<(), SceneError> {
-        let name = &self.params.name;
+    /// When the newest colour image was received (bridge clock, ns), if one was.
+    pub fn received_ns(&self) -> Option<u64> {
+        self.rgb.as_ref().map(|(_, t)| *t)
+    }
+
+    /// The newest colour image, if it is at most `max_age_s` old as of `now_ns`, and its size.
+    fn fresh_colour(&self, now_ns: u64) -> Result<(&Image, u64), SceneError> {
         let Some((rgb, received)) = &self.rgb else {
             return Err(SceneError::NoFrame {
-                camera: name.clone(),
+                camera: self.params.name.clone(),
             });
         };
-        let info = self
-            .info
-            .as_ref()
-            .ok_or_else(|| self.failed("no camera info yet".into()))?;
         let age_s = now_ns.saturating_sub(*received) as f64 * 1e-9;
         if age_s > self.params.max_age_s {
             return Err(SceneError::Stale {
-                camera: name.clone(),
+                camera: self.params.name.clone(),
                 age_s,
             });
         }
+        Ok((rgb, *received))
+    }
+
+    /// Resamples the newest colour image (nearest pixel centre) into `out`, `w` x `h` RGB rows
+    /// (`out.len()` must be `w * h * 3`), as of `now_ns`; returns when that image was received
+    /// (bridge clock, ns). Needs neither camera info nor a pose: what a pixel policy sees.
+    pub fn colour(
+        &self,
+        out: &mut [u8],
+        w: usize,
+        h: usize,
+        now_ns: u64,
+    ) -> Result<u64, SceneError> {
+        let (rgb, received) = self.fresh_colour(now_ns)?;
         let (sw, sh) = (rgb.width as usize, rgb.height as usize);
-        let (w, h) = (frame.width, frame.height);
-        if sw == 0 || sh == 0 || w == 0 || h == 0 {
-            return Err(self.failed(format!("empty image ({sw}x{sh} to {w}x{h})")));
+        if sw == 0 || sh == 0 || w == 0 || h == 0 || out.len() != w * h * 3 {
+            return Err(self.failed(format!(
+                "empty image or wrong output ({sw}x{sh} to {w}x{h}, {} bytes)",
+                out.len()
+            )));
         }
         let (r, b) = match rgb.encoding.as_str() {
             "rgb8" => (0, 2),
@@ -79,20 +162,41 @@ impl CameraFeed {
                 rgb.data.len()
             )));
         }
+        for y in 0..h {
+            for x in 0..w {
+                let (u, v) = sample(x, y, (sw, sh), (w, h));
+                let p = v * step + u * 3;
+                let o = (y * w + x) * 3;
+                out[o] = rgb.data[p + r];
+                out[o + 1] = rgb.data[p + 1];
+                out[o + 2] = rgb.data[p + b];
+            }
+        }
+        Ok(received)
+    }
+
+    /// Fills `frame` at its own size from the newest messages, as of `now_ns`: colour, depth,
+    /// intrinsics and the calibrated pose (a camera without `pose_in_base` is refused).
+    pub fn render(&self, frame: &mut Frame, now_ns: u64) -> Result<(), SceneError> {
+        let (rgb, _) = self.fresh_colour(now_ns)?;
+        let info = self
+            .info
+            .as_ref()
+            .ok_or_else(|| self.failed("no camera info yet".into()))?;
+        let Some(p) = self.params.pose_in_base else {
+            return Err(self.failed(format!(
+                "cameras.{}.pose_in_base is not set: this camera serves pixel policies only, \
+                 a posed frame needs its calibrated pose in the base frame",
+                self.params.name
+            )));
+        };
+        let (sw, sh) = (rgb.width as usize, rgb.height as usize);
+        let (w, h) = (frame.width, frame.height);
         frame.rgb.resize(w * h * 3, 0);
         frame.depth_m.resize(w * h, 0.0);
         frame.segmentation.clear();
-        let src = |x: usize, y: usize| ((x * 2 + 1) * sw / (2 * w), (y * 2 + 1) * sh / (2 * h));
-        for y in 0..h {
-            for x in 0..w {
-                let (u, v) = src(x, y);
-                let p = v * step + u * 3;
-                let o = (y * w + x) * 3;
-                frame.rgb[o] = rgb.data[p + r];
-                frame.rgb[o + 1] = rgb.data[p + 1];
-                frame.rgb[o + 2] = rgb.data[p + b];
-            }
-        }
+        self.colour(&mut frame.rgb, w, h, now_ns)?;
+        let src = |x: usize, y: usize| sample(x, y, (sw, sh), (w, h));
         if self.params.depth_topic.is_empty() {
             frame.depth_m.fill(0.0);
         } else {
@@ -166,7 +270,6 @@ impl CameraFeed {
             cx: (k[2] + 0.5) * kx,
             cy: (k[5] + 0.5) * ky,
         };
-        let p = self.params.pose_in_base;
         frame.pose = Isometry3::from_parts(
             Translation3::new(p[0], p[1], p[2]),
             UnitQuaternion::from_quaternion(Quaternion::new(p[6], p[3], p[4], p[5])),
@@ -174,6 +277,11 @@ impl CameraFeed {
         frame.stamp_ns = rgb.header.stamp.to_ns();
         Ok(())
     }
+}
+
+/// The source pixel whose centre is nearest to output pixel `(x, y)`'s.
+fn sample(x: usize, y: usize, (sw, sh): (usize, usize), (w, h): (usize, usize)) -> (usize, usize) {
+    ((x * 2 + 1) * sw / (2 * w), (y * 2 + 1) * sh / (2 * h))
 }
 
 #[cfg(test)]
@@ -191,7 +299,7 @@ mod tests {
                 String::new()
             },
             info_topic: "/front/color/camera_info".into(),
-            pose_in_base: [1.0, 0.0, 0.5, 0.0, 0.0, 0.0, 1.0],
+            pose_in_base: Some([1.0, 0.0, 0.5, 0.0, 0.0, 0.0, 1.0]),
             max_age_s: 0.5,
         }
     }
@@ -287,5 +395,28 @@ mod tests {
         g.rgb.as_mut().unwrap().0.data.truncate(5);
         let e = g.render(&mut frame, 2_000).unwrap_err().to_string();
         assert!(e.contains("short"), "{e}");
+    }
+
+    #[test]
+    fn a_camera_without_a_pose_gives_colour_for_pixel_policies_but_no_posed_frame() {
+        let mut f = feed();
+        f.params.pose_in_base = None;
+        f.info = None;
+        // Colour alone needs neither the info nor the pose: the same pixels as a posed render.
+        let mut out = vec![0u8; 2 * 3];
+        assert_eq!(f.colour(&mut out, 2, 1, 2_000).unwrap(), 1_000);
+        assert_eq!(&out[..3], &[200, 100, 5]);
+        assert_eq!(f.received_ns(), Some(1_000));
+        let mut frame = Frame::new(2, 1);
+        f.info = feed().info;
+        let e = f.render(&mut frame, 2_000).unwrap_err().to_string();
+        assert!(e.contains("cameras.front.pose_in_base"), "{e}");
+        // Stale colour is refused like a stale frame; a wrong output size is named.
+        assert!(matches!(
+            f.colour(&mut out, 2, 1, 1_000_000_000),
+            Err(SceneError::Stale { .. })
+        ));
+        let e = f.colour(&mut out, 3, 1, 2_000).unwrap_err().to_string();
+        assert!(e.contains("wrong output"), "{e}");
     }
 }

@@ -12,7 +12,9 @@
 //!   [`reflex_core::StepJudge`] given with [`RosRobot::set_judge`] scores each policy step from
 //!   the observation (the jobs give the task's judge over the tracked objects); without one,
 //!   rewards are pending for a reward worker. With cameras configured it is also a
-//!   [`reflex_core::SceneView`] over their image, depth and camera-info topics ([`camera`]).
+//!   [`reflex_core::SceneView`] over their image, depth and camera-info topics ([`camera`]),
+//!   and hands a camera thread their newest colour ([`RosRobot::cameras_handle`]; a wrist
+//!   camera without a calibrated pose serves pixel policies this way only).
 //! - The ROS side runs on its own executor thread and meets the control tick only in wait-free
 //!   latest-value cells. It reaches ROS 2 through [`transport`]: ros2-client + rustdds by
 //!   default (no ROS install needed), or r2r over the sourced ROS 2's rcl (`backend: r2r`, the

@@ -380,9 +380,12 @@ pub struct CameraParams {
     pub depth_topic: String,
     /// `cameras.<name>.info_topic` (default `/<name>/color/camera_info`): `sensor_msgs/CameraInfo`.
     pub info_topic: String,
-    /// `cameras.<name>.pose_in_base` (required: x, y, z, qx, qy, qz, qw): the optical frame
-    /// (x right, y down, z forward) in the base frame, from the camera's calibration.
-    pub pose_in_base: [f64; 7],
+    /// `cameras.<name>.pose_in_base` (x, y, z, qx, qy, qz, qw): the optical frame (x right,
+    /// y down, z forward) in the base frame, from the camera's calibration. Required of a camera
+    /// a reward source looks through (keypoints are lifted through it); a camera that moves with
+    /// the arm (a wrist camera) has none and serves only pixel policies, which need its colour
+    /// alone: asking it for a posed frame is refused with this parameter's name.
+    pub pose_in_base: Option<[f64; 7]>,
     /// `cameras.<name>.max_age_s` (s, default 0.5): an older image is refused as stale.
     pub max_age_s: f64,
 }
@@ -659,12 +662,7 @@ impl BridgeParams {
                 let mut cams = Vec::new();
                 for n in r.strings("cameras", &[])? {
                     let key = |k: &str| format!("cameras.{n}.{k}");
-                    let pose = r
-                        .numbers::<7>(&key("pose_in_base"), "x, y, z, qx, qy, qz, qw")?
-                        .ok_or(ParamError::Missing {
-                            name: key("pose_in_base"),
-                            hint: "the camera's optical frame in the base frame",
-                        })?;
+                    let pose = r.numbers::<7>(&key("pose_in_base"), "x, y, z, qx, qy, qz, qw")?;
                     cams.push(CameraParams {
                         image_topic: r
                             .string(&key("image_topic"), &format!("/{n}/color/image_raw"))?,

@@ -259,10 +259,7 @@ fn pixel_runtime<A: Arms>(
 
 /// Loads a pixel network: the MLP at `mlp` and its encoder beside it (`<stem>_encoder.safetensors`).
 fn load_pixel_files(mlp: &Path) -> Result<(ConvEncoder, Mlp), TrainError> {
-    let stem = mlp.file_stem().and_then(|s| s.to_str()).unwrap_or("policy");
-    let enc_path = mlp.with_file_name(format!("{stem}_encoder.safetensors"));
-    let encoder = ConvEncoder::load(&enc_path).map_err(|e| stage("policy")(e.to_string()))?;
-    let net = Mlp::load(mlp).map_err(|e| stage("policy")(e.to_string()))?;
+    let (encoder, net, _) = crate::pixel_deploy::load_pixel_net(mlp).map_err(stage("policy"))?;
     Ok((encoder, net))
 }
 
@@ -329,7 +326,10 @@ fn file_meta(cfg: &TrainConfig, role: &str, shape: &EncoderShape) -> HashMap<Str
         "seed": cfg.seed,
         "commit": super::COMMIT,
     });
-    HashMap::from([("reflex.pixel_policy".to_owned(), meta.to_string())])
+    HashMap::from([(
+        crate::pixel_deploy::PIXEL_META_KEY.to_owned(),
+        meta.to_string(),
+    )])
 }
 
 fn save_nets(

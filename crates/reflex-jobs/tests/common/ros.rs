@@ -11,6 +11,11 @@ use std::sync::Arc;
 
 /// The ROS arguments of a node run with `launch/config/sim_arm.yaml` on `domain`.
 pub fn ros_args(domain: u32) -> RosArgs {
+    ros_args_with(domain, &[])
+}
+
+/// [`ros_args`] with more `-p name:=value` parameters after the file's.
+pub fn ros_args_with(domain: u32, extra: &[&str]) -> RosArgs {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut argv = vec![
         "--params-file".to_string(),
@@ -34,6 +39,10 @@ pub fn ros_args(domain: u32) -> RosArgs {
             argv.push(p);
         }
         std::env::set_var("ROS_DOMAIN_ID", domain.to_string());
+    }
+    for p in extra {
+        argv.push("-p".into());
+        argv.push(p.to_string());
     }
     RosArgs::parse(&argv).unwrap()
 }
