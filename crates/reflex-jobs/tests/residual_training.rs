@@ -1,5 +1,7 @@
 //! End-to-end checks of the learning stack through the runtime and the simulator.
 
+mod common;
+
 use reflex_jobs::arms::{runtime, SimArms};
 use reflex_jobs::train::{run_episodes, train, TrainConfig};
 use reflex_learn::sac::{Agent, AgentConfig};
@@ -328,28 +330,18 @@ fn lockstep_runs_are_reproducible() {
 /// the same report files as a run on state. A reward source or `--resume` is refused by name.
 #[test]
 fn a_short_run_from_pixels_goes_through_every_stage() {
-    use reflex_jobs::train::config::ObsMode;
     let dir = std::env::temp_dir().join(format!("reflex-train-pixels-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = TrainConfig {
-        task: "pick_cube".into(),
-        minutes: 3.0,
         max_env_steps: 120,
         demo_episodes: 2,
         eval_every: 60,
         eval_episodes: 2,
         heldout_episodes: 2,
-        confirm_episodes: 0,
-        obs: ObsMode::Pixels,
-        ..TrainConfig::default()
+        ..common::small_pixel_config()
     };
-    cfg.pixels.side = 16;
-    cfg.pixels.sac.shift_pad = 2;
     cfg.bc.steps = 40;
     cfg.bc.batch_size = 32;
-    cfg.bc.hidden = vec![32, 32];
-    cfg.agent.hidden = vec![32, 32];
-    cfg.learner.batch_size = 16;
     cfg.learner.learning_starts = 20;
     cfg.learner.critic_warmup_updates = 10;
     cfg.learner.publish_every = 5;

@@ -316,7 +316,7 @@ fn a_teleop_session_drives_the_arm_through_ros_from_the_page_and_an_rclpy_twist(
 #[test]
 fn a_pixel_policy_drives_the_arm_from_camera_topics_and_holds_when_one_is_silent() {
     use reflex_jobs::ros::{ros_run, RosRunSpec};
-    use reflex_jobs::train::config::{ObsMode, TrainConfig};
+    use reflex_jobs::train::config::TrainConfig;
     if reflex_ros::netns::run_test_in_loopback_namespace(
         "a_pixel_policy_drives_the_arm_from_camera_topics_and_holds_when_one_is_silent",
     ) {
@@ -326,24 +326,15 @@ fn a_pixel_policy_drives_the_arm_from_camera_topics_and_holds_when_one_is_silent
     let dir = std::env::temp_dir().join(format!("reflex-ros-pixels-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = TrainConfig {
-        task: "pick_cube".into(),
-        minutes: 3.0,
         max_env_steps: 40,
         demo_episodes: 1,
         eval_every: 1_000,
         eval_episodes: 1,
         heldout_episodes: 0,
-        confirm_episodes: 0,
-        obs: ObsMode::Pixels,
-        ..TrainConfig::default()
+        ..common::small_pixel_config()
     };
-    cfg.pixels.side = 16;
-    cfg.pixels.sac.shift_pad = 2;
     cfg.bc.steps = 20;
     cfg.bc.batch_size = 16;
-    cfg.bc.hidden = vec![32, 32];
-    cfg.agent.hidden = vec![32, 32];
-    cfg.learner.batch_size = 16;
     cfg.learner.learning_starts = 10;
     cfg.learner.critic_warmup_updates = 5;
     reflex_jobs::train::train(&cfg, &dir, false, |_| {}).unwrap();

@@ -43,20 +43,57 @@ pub enum PublishError {
     },
 }
 
+/// A value swapped whole, with a version count; the versions it replaces stay here until no
+/// reader holds them. The mechanism of [`WeightsSlot`] and [`EncoderSlot`].
+struct Swapped<T> {
+    current: ArcSwap<T>,
+    version: AtomicU64,
+    retired: Mutex<Vec<Arc<T>>>,
+}
+
+impl<T: Clone> Swapped<T> {
+    fn new(value: T) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(value),
+            version: AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Makes `value` current (slow side: allocates, takes a lock no tick takes); returns the
+    /// new version number.
+    fn replace(&self, value: T) -> u64 {
+        let old = self.current.swap(Arc::new(value));
+        let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        // Free only versions nobody reads any more. `swap` has turned every reader's borrow of
+        // the old version into a counted reference, and no new reader can reach a retired
+        // version, so a count of 1 (this list) means it is safe to free here, off the control
+        // thread; a version still being read waits for a later publication.
+        retired.retain(|w| Arc::strong_count(w) > 1);
+        retired.push(old);
+        v
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn snapshot(&self) -> T {
+        (**self.current.load()).clone()
+    }
+}
+
 /// Shared network weights, swapped whole.
 pub struct WeightsSlot {
-    current: ArcSwap<Mlp>,
-    version: AtomicU64,
-    retired: Mutex<Vec<Arc<Mlp>>>,
+    inner: Swapped<Mlp>,
 }
 
 impl WeightsSlot {
     /// A slot holding `mlp` as version 0.
     pub fn new(mlp: Mlp) -> Arc<Self> {
         Arc::new(Self {
-            current: ArcSwap::from_pointee(mlp),
-            version: AtomicU64::new(0),
-            retired: Mutex::new(Vec::new()),
+            inner: Swapped::new(mlp),
         })
     }
 
@@ -68,7 +105,7 @@ impl WeightsSlot {
         if let Some((layer, what)) = mlp.first_non_finite() {
             return Err(PublishError::NonFinite { layer, what });
         }
-        let now = self.current.load();
+        let now = self.inner.current.load();
         if mlp.dims() != now.dims()
             || mlp.activations() != now.activations()
             || mlp.normalised_layers() != now.normalised_layers()
@@ -82,26 +119,17 @@ impl WeightsSlot {
             .into());
         }
         drop(now);
-        let old = self.current.swap(Arc::new(mlp));
-        let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-        // Free only versions nobody reads any more. `swap` has turned every reader's borrow of
-        // the old version into a counted reference, and no new reader can reach a retired
-        // version, so a count of 1 (this list) means it is safe to free here, off the control
-        // thread; a version still being read waits for a later publication.
-        retired.retain(|w| Arc::strong_count(w) > 1);
-        retired.push(old);
-        Ok(v)
+        Ok(self.inner.replace(mlp))
     }
 
     /// How many times the weights were replaced.
     pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+        self.inner.version()
     }
 
     /// A copy of the current weights (slow side).
     pub fn snapshot(&self) -> Mlp {
-        (**self.current.load()).clone()
+        self.inner.snapshot()
     }
 
     /// Runs one forward pass on the current weights. No allocation, no lock.
@@ -111,12 +139,12 @@ impl WeightsSlot {
         input: &[f32],
         output: &mut [f32],
     ) -> Result<(), DimMismatch> {
-        let weights = self.current.load();
+        let weights = self.inner.current.load();
         weights.forward_with(scratch, input, output)
     }
 
     fn dims(&self) -> (usize, usize) {
-        let w = self.current.load();
+        let w = self.inner.current.load();
         (w.input_dim(), w.output_dim())
     }
 }
@@ -125,18 +153,14 @@ impl WeightsSlot {
 /// keeps its own copy (with its own buffers) and takes newer weights into it in place when the
 /// version moves, so the tick never allocates or frees.
 pub struct EncoderSlot {
-    current: ArcSwap<ConvEncoder>,
-    version: AtomicU64,
-    retired: Mutex<Vec<Arc<ConvEncoder>>>,
+    inner: Swapped<ConvEncoder>,
 }
 
 impl EncoderSlot {
     /// A slot holding `encoder` as version 0.
     pub fn new(encoder: ConvEncoder) -> Arc<Self> {
         Arc::new(Self {
-            current: ArcSwap::from_pointee(encoder),
-            version: AtomicU64::new(0),
-            retired: Mutex::new(Vec::new()),
+            inner: Swapped::new(encoder),
         })
     }
 
@@ -144,30 +168,24 @@ impl EncoderSlot {
     /// infinite parameter (the running ones stay); the message says which.
     pub fn publish(&self, encoder: ConvEncoder) -> Result<u64, String> {
         encoder.params().check()?;
-        if encoder.shape() != self.current.load().shape() {
+        if encoder.shape() != self.inner.current.load().shape() {
             return Err(format!(
                 "new encoder weights have shape {:?}, the running encoder {:?}",
                 encoder.shape(),
-                self.current.load().shape()
+                self.inner.current.load().shape()
             ));
         }
-        let old = self.current.swap(Arc::new(encoder));
-        let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-        // As in `WeightsSlot::publish`: a retired version is freed here once no reader holds it.
-        retired.retain(|w| Arc::strong_count(w) > 1);
-        retired.push(old);
-        Ok(v)
+        Ok(self.inner.replace(encoder))
     }
 
     /// How many times the weights were replaced.
     pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+        self.inner.version()
     }
 
     /// A copy of the current weights (slow side).
     pub fn snapshot(&self) -> ConvEncoder {
-        (**self.current.load()).clone()
+        self.inner.snapshot()
     }
 }
 
@@ -188,7 +206,7 @@ impl PixelFront {
         let v = self.slot.version();
         if v != self.seen {
             // Same shape by construction (`EncoderSlot::publish` checks it): no allocation.
-            let _ = self.local.assign_from(&self.slot.current.load());
+            let _ = self.local.assign_from(&self.slot.inner.current.load());
             self.seen = v;
         }
         let k = self.local.features();
@@ -245,7 +263,7 @@ impl NetPolicy {
         action_dim: usize,
     ) -> Result<Self, PolicyShapeError> {
         check_dims(&weights, obs_dim, "the task's flat observation", action_dim)?;
-        let scratch = weights.current.load().scratch();
+        let scratch = weights.inner.current.load().scratch();
         Ok(Self {
             weights,
             scratch,
@@ -334,7 +352,7 @@ impl ResidualPolicy {
             "the flat observation plus the base action",
             outputs,
         )?;
-        let scratch = weights.current.load().scratch();
+        let scratch = weights.inner.current.load().scratch();
         Ok(Self {
             weights,
             scratch,
@@ -433,7 +451,7 @@ impl ResidualPolicy {
             "the encoder's features, the proprioception and the base action",
             outputs,
         )?;
-        let scratch = weights.current.load().scratch();
+        let scratch = weights.inner.current.load().scratch();
         Ok(Self {
             weights,
             scratch,

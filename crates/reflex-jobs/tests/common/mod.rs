@@ -60,3 +60,21 @@ pub fn sim_board(task: &Task) -> (FirmwareSim, SerialTarget) {
     };
     (sim, target)
 }
+
+/// A pick_cube run from pixels small enough for a test: 16x16 pictures, [32, 32] networks,
+/// batches of 16, no confirmations; the caller sets the budgets.
+pub fn small_pixel_config() -> TrainConfig {
+    let mut cfg = TrainConfig {
+        task: "pick_cube".into(),
+        minutes: 3.0,
+        confirm_episodes: 0,
+        obs: reflex_jobs::train::config::ObsMode::Pixels,
+        ..TrainConfig::default()
+    };
+    cfg.pixels.side = 16;
+    cfg.pixels.sac.shift_pad = 2;
+    cfg.bc.hidden = vec![32, 32];
+    cfg.agent.hidden = vec![32, 32];
+    cfg.learner.batch_size = 16;
+    cfg
+}
