@@ -13,7 +13,9 @@
 //!   ends episodes. With `terminate` (HIL-SERL's use of it) the CNN runs on a worker thread
 //!   beside the driver instead: its verdict ends the training episode (the robot's own success
 //!   no longer does; a simulated driver waits for each verdict, a real-time one takes it when
-//!   it comes), and the stage gets the probabilities. A success is confirmed by the frame
+//!   it comes), and the stage gets the probabilities. `end_after` asks for that many
+//!   consecutive judged steps called a success before the episode ends ([`Streak`]; 1, the
+//!   default, ends it on the first). A success is confirmed by the frame
 //!   after the step that ends the episode (the driver ends it one step after the verdict);
 //!   when that frame says no, the success was false and is relabelled: every step the
 //!   classifier called a success since then earns 0 and the last one ends the episode cut
@@ -48,6 +50,9 @@ pub struct ClassifierStageConfig {
     pub terminate: bool,
     /// With `terminate`, the longest a simulated driver waits for a verdict, seconds.
     pub verdict_wait_s: f64,
+    /// With `terminate`: consecutive judged steps the classifier must call a success before
+    /// the episode ends (1: the first success ends it). A lost frame breaks the run.
+    pub end_after: usize,
 }
 
 impl Default for ClassifierStageConfig {
@@ -60,7 +65,27 @@ impl Default for ClassifierStageConfig {
             channel: 4096,
             terminate: false,
             verdict_wait_s: 5.0,
+            end_after: 1,
         }
+    }
+}
+
+impl ClassifierStageConfig {
+    /// Refuses settings the stage cannot run with, naming them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_wait_s.is_nan()
+            || self.max_wait_s <= 0.0
+            || self.channel == 0
+            || self.verdict_wait_s.is_nan()
+            || self.verdict_wait_s <= 0.0
+            || self.end_after == 0
+        {
+            return Err(
+                "classifier reward: max_wait_s, verdict_wait_s, channel and end_after must be positive"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -105,22 +130,133 @@ pub struct ClassifierStageCounters {
     pub verdicts_late: u64,
 }
 
+/// The rule that ends a training episode on the classifier's word: `window` consecutive
+/// judged steps at or above the threshold. A step without a verdict (a lost frame) breaks
+/// the run, as a "no" does. The hook applies it to the worker's verdicts, and
+/// [`episode_ends`] to recorded episodes.
+#[derive(Clone, Copy, Debug)]
+pub struct Streak {
+    window: usize,
+    threshold: f32,
+    episode: u64,
+    last: Option<u64>,
+    run: usize,
+}
+
+impl Streak {
+    /// A rule asking for `window` (at least 1) successes in a row at `threshold`.
+    pub fn new(window: usize, threshold: f32) -> Self {
+        Self {
+            window: window.max(1),
+            threshold,
+            episode: 0,
+            last: None,
+            run: 0,
+        }
+    }
+
+    /// Takes the verdict `p` on step `step` of `episode` (steps of one episode in order);
+    /// true when it completes the run. A new episode starts a new run.
+    pub fn take(&mut self, episode: u64, step: u64, p: f32) -> bool {
+        if episode != self.episode {
+            self.episode = episode;
+            self.last = None;
+            self.run = 0;
+        }
+        let follows = self.last.is_some_and(|l| step == l + 1);
+        self.run = match (p >= self.threshold, follows) {
+            (true, true) => self.run + 1,
+            (true, false) => 1,
+            (false, _) => 0,
+        };
+        self.last = Some(step);
+        self.run >= self.window
+    }
+}
+
+/// How a classifier that ends episodes would have ended recorded ones ([`episode_ends`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndStats {
+    /// Consecutive success verdicts that end an episode.
+    pub window: usize,
+    /// Episodes judged.
+    pub episodes: usize,
+    /// Of those, episodes in which the task's success held at some step.
+    pub successes: usize,
+    /// Episodes the classifier ended.
+    pub ended: usize,
+    /// Of the ended, episodes whose success had not held by the end (false ends).
+    pub false_ends: usize,
+    /// Of the false ends, those the confirming frame denies (relabelled by the stage).
+    pub false_ends_caught: usize,
+    /// Of the true ends, those the confirming frame denies (a real success relabelled).
+    pub true_ends_denied: usize,
+    /// Episodes whose success held but which the classifier never ended.
+    pub missed: usize,
+    /// Mean steps from the first step the success held to the end, over the true ends.
+    pub mean_delay_steps: f64,
+}
+
+/// Replays the `terminate` rule on recorded episodes: `probs` and `labels` (the task's
+/// success) per frame, episodes of `lengths` frames one after the other. An episode ends one
+/// step after the run of `window` successes is complete (as the driver ends it), and the frame
+/// there confirms or denies the success; an episode whose run completes on its last recorded
+/// frame is confirmed by that frame. Frames past the end are not looked at.
+pub fn episode_ends(
+    probs: &[f32],
+    labels: &[bool],
+    lengths: &[usize],
+    threshold: f32,
+    window: usize,
+) -> EndStats {
+    let mut st = EndStats {
+        window: window.max(1),
+        ..Default::default()
+    };
+    let (mut start, mut delay_sum) = (0usize, 0.0f64);
+    for &n in lengths {
+        let end = (start + n).min(probs.len()).min(labels.len());
+        let (p, l) = (&probs[start..end], &labels[start..end]);
+        start = end;
+        if p.is_empty() {
+            continue;
+        }
+        st.episodes += 1;
+        let first_true = l.iter().position(|&x| x);
+        st.successes += usize::from(first_true.is_some());
+        let mut streak = Streak::new(window, threshold);
+        let Some(run_done) = (0..p.len()).find(|&i| streak.take(0, i as u64, p[i])) else {
+            st.missed += usize::from(first_true.is_some());
+            continue;
+        };
+        let last = (run_done + 1).min(p.len() - 1);
+        let confirmed = p[last] >= threshold;
+        st.ended += 1;
+        match first_true.filter(|&t| t <= last) {
+            Some(t) => {
+                delay_sum += last as f64 - t as f64;
+                st.true_ends_denied += usize::from(!confirmed);
+            }
+            None => {
+                st.false_ends += 1;
+                st.false_ends_caught += usize::from(!confirmed);
+            }
+        }
+    }
+    let true_ends = st.ended - st.false_ends;
+    if true_ends > 0 {
+        st.mean_delay_steps = delay_sum / true_ends as f64;
+    }
+    st
+}
+
 /// Builds the plugin for `classifier` (its size and threshold decide the camera and the
 /// verdict).
 pub fn classifier_plugin(
     classifier: Classifier,
     cfg: ClassifierStageConfig,
 ) -> Result<RewardPlugin, String> {
-    if cfg.max_wait_s.is_nan()
-        || cfg.max_wait_s <= 0.0
-        || cfg.channel == 0
-        || cfg.verdict_wait_s.is_nan()
-        || cfg.verdict_wait_s <= 0.0
-    {
-        return Err(
-            "classifier reward: max_wait_s, verdict_wait_s and channel must be positive".into(),
-        );
-    }
+    cfg.validate()?;
     let threshold = cfg.threshold.unwrap_or(classifier.meta.threshold);
     if !(0.0..=1.0).contains(&threshold) {
         return Err(format!(
@@ -155,7 +291,7 @@ pub fn classifier_plugin(
         sent: sent.clone(),
         lost: lost.clone(),
         verdicts,
-        threshold,
+        streak: Streak::new(cfg.end_after, threshold),
         wait: Duration::from_secs_f64(cfg.verdict_wait_s),
         ended: None,
         late: late.clone(),
@@ -257,7 +393,8 @@ struct FrameHook {
     lost: Arc<AtomicU64>,
     /// With `terminate`: the worker's verdicts.
     verdicts: Option<crossbeam::channel::Receiver<(u64, u64, f32)>>,
-    threshold: f32,
+    /// The run of success verdicts that ends an episode.
+    streak: Streak,
     wait: Duration,
     /// The last episode this hook ended.
     ended: Option<u64>,
@@ -275,16 +412,16 @@ impl EpisodeHook for FrameHook {
         let Some(verdicts) = &self.verdicts else {
             return false;
         };
-        let threshold = self.threshold;
-        // (success seen, the verdict on `step` or later seen)
-        let take = |(yes, seen): (bool, bool), (e, s, p): (u64, u64, f32)| {
+        let streak = &mut self.streak;
+        // (the run of successes is complete, the verdict on `step` or later seen)
+        let mut take = |(yes, seen): (bool, bool), (e, s, p): (u64, u64, f32)| {
             if e == episode {
-                (yes || p >= threshold, seen || s >= step)
+                (streak.take(e, s, p) || yes, seen || s >= step)
             } else {
                 (yes, seen)
             }
         };
-        let (mut yes, mut seen) = verdicts.try_iter().fold((false, false), take);
+        let (mut yes, mut seen) = verdicts.try_iter().fold((false, false), &mut take);
         if wait && !seen {
             let deadline = Instant::now() + self.wait;
             while !seen {
@@ -548,6 +685,7 @@ impl RewardStage for ClassifierStage {
             "size": self.meta.size,
             "threshold": self.threshold,
             "terminate": self.cfg.terminate,
+            "end_after": self.cfg.end_after,
         })
     }
 
@@ -685,7 +823,7 @@ mod tests {
             sent: Arc::default(),
             lost: Arc::default(),
             verdicts: Some(vrx),
-            threshold: 0.5,
+            streak: Streak::new(1, 0.5),
             wait: Duration::from_millis(50),
             ended: None,
             late: late.clone(),
@@ -704,5 +842,98 @@ mod tests {
         assert!(hook.ends_episode(7, 2, true));
         vtx.send((7, 3, 0.9)).unwrap();
         assert!(!hook.ends_episode(7, 3, true));
+    }
+
+    /// With `end_after = 3` an episode ends only on three success verdicts on consecutive
+    /// steps: a "no" or a step without a verdict (a lost frame) starts the count again, and a
+    /// new episode starts from nothing.
+    #[test]
+    fn end_after_asks_for_consecutive_success_verdicts() {
+        let (frames, _rx) = crossbeam::channel::bounded(4);
+        let (vtx, vrx) = crossbeam::channel::bounded(64);
+        let mut hook = FrameHook {
+            camera: "front".into(),
+            frame: Frame::new(8, 8),
+            frames,
+            sent: Arc::default(),
+            lost: Arc::default(),
+            verdicts: Some(vrx),
+            streak: Streak::new(3, 0.5),
+            wait: Duration::from_millis(20),
+            ended: None,
+            late: Arc::default(),
+        };
+        let mut step = |e: u64, s: u64, p: f32| {
+            vtx.send((e, s, p)).unwrap();
+            hook.ends_episode(e, s, true)
+        };
+        // yes yes no yes yes (step 6 lost) yes yes yes
+        let said = [
+            step(1, 0, 0.9),
+            step(1, 1, 0.9),
+            step(1, 2, 0.1),
+            step(1, 3, 0.9),
+            step(1, 4, 0.9),
+            step(1, 6, 0.9),
+            step(1, 7, 0.9),
+            step(1, 8, 0.9),
+        ];
+        assert_eq!(
+            said,
+            [false, false, false, false, false, false, false, true]
+        );
+        // Two successes at the end of episode 2 and one at the start of 3 make no run.
+        assert!(!step(2, 0, 0.9) && !step(2, 1, 0.9));
+        assert!(!step(3, 0, 0.9) && !step(3, 1, 0.9) && step(3, 2, 0.9));
+
+        let cfg = ClassifierStageConfig {
+            end_after: 0,
+            ..Default::default()
+        };
+        let err = cfg.validate().expect_err("end_after 0 refused");
+        assert!(err.contains("end_after"), "{err}");
+    }
+
+    /// Replaying the rule on recorded episodes counts true and false ends, the ends the next
+    /// frame denies, missed successes and the delay, for each window.
+    #[test]
+    fn episode_ends_replays_the_rule_on_recorded_episodes() {
+        // Episode A: a lone early "yes" (no success yet), then success from step 4 on.
+        // Episode B: never succeeds; two "yes" in a row, then "no".
+        // Episode C: succeeds at step 1, the classifier never says so.
+        let probs = [
+            0.1, 0.9, 0.2, 0.3, 0.8, 0.9, 0.9, 0.9, // A
+            0.1, 0.7, 0.7, 0.2, 0.1, // B
+            0.1, 0.2, 0.3, // C
+        ];
+        let labels = [
+            false, false, false, false, true, true, true, true, // A
+            false, false, false, false, false, // B
+            false, true, true, // C
+        ];
+        let lengths = [8, 5, 3];
+        let one = episode_ends(&probs, &labels, &lengths, 0.5, 1);
+        assert_eq!((one.episodes, one.successes, one.ended), (3, 2, 2));
+        // A ends at step 2 (run at 1), no success by then, and frame 2 denies it: caught.
+        // B ends at step 2, frame 2 (0.7) confirms the false success.
+        assert_eq!((one.false_ends, one.false_ends_caught), (2, 1));
+        assert_eq!((one.missed, one.true_ends_denied), (1, 0));
+        let two = episode_ends(&probs, &labels, &lengths, 0.5, 2);
+        // A: run at 5, ends at 6 (success from 4: delay 2). B: run at 10, ends at 11, denied.
+        assert_eq!(
+            (two.ended, two.false_ends, two.false_ends_caught),
+            (2, 1, 1)
+        );
+        assert_eq!(two.mean_delay_steps, 2.0);
+        let three = episode_ends(&probs, &labels, &lengths, 0.5, 3);
+        // A: run at 6, ends at 7 (delay 3). B never ends.
+        assert_eq!((three.ended, three.false_ends, three.missed), (1, 0, 1));
+        assert_eq!(three.mean_delay_steps, 3.0);
+        // A run completing on the last frame is confirmed by that frame.
+        let last = episode_ends(&[0.1, 0.9], &[false, true], &[2], 0.5, 1);
+        assert_eq!(
+            (last.ended, last.false_ends, last.true_ends_denied),
+            (1, 0, 0)
+        );
     }
 }

@@ -215,6 +215,37 @@ pub struct Accuracy {
     pub true_negative_rate: f64,
 }
 
+/// Accuracy of probabilities `probs` against `labels`: a frame is judged a success above
+/// `threshold`.
+pub fn accuracy(probs: &[f32], labels: &[bool], threshold: f32) -> Accuracy {
+    let (mut tp, mut tn, mut pos) = (0usize, 0usize, 0usize);
+    for (prob, &label) in probs.iter().zip(labels) {
+        let said = *prob > threshold;
+        pos += usize::from(label);
+        match (label, said) {
+            (true, true) => tp += 1,
+            (false, false) => tn += 1,
+            _ => {}
+        }
+    }
+    let n = probs.len().min(labels.len());
+    let neg = n - pos;
+    let rate = |a: usize, b: usize| {
+        if b == 0 {
+            f64::NAN
+        } else {
+            a as f64 / b as f64
+        }
+    };
+    Accuracy {
+        frames: n,
+        positives: pos,
+        accuracy: rate(tp + tn, n),
+        true_positive_rate: rate(tp, pos),
+        true_negative_rate: rate(tn, neg),
+    }
+}
+
 /// A trained classifier.
 pub struct Classifier {
     /// The network in validation mode on the plain device: an inference on an autodiff device
@@ -339,32 +370,7 @@ impl Classifier {
             )));
         }
         let p = self.probabilities(&frames.images)?;
-        let (mut tp, mut tn, mut pos) = (0usize, 0usize, 0usize);
-        for (prob, &label) in p.iter().zip(&frames.labels) {
-            let said = *prob > self.meta.threshold;
-            pos += usize::from(label);
-            match (label, said) {
-                (true, true) => tp += 1,
-                (false, false) => tn += 1,
-                _ => {}
-            }
-        }
-        let n = frames.len();
-        let neg = n - pos;
-        let rate = |a: usize, b: usize| {
-            if b == 0 {
-                f64::NAN
-            } else {
-                a as f64 / b as f64
-            }
-        };
-        Ok(Accuracy {
-            frames: n,
-            positives: pos,
-            accuracy: rate(tp + tn, n),
-            true_positive_rate: rate(tp, pos),
-            true_negative_rate: rate(tn, neg),
-        })
+        Ok(accuracy(&p, &frames.labels, self.meta.threshold))
     }
 
     /// Writes `classifier.safetensors` and `classifier.json` into `dir`.

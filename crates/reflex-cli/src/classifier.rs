@@ -63,6 +63,10 @@ pub struct EvalArgs {
     /// Seed of the episodes (pick one the training did not use).
     #[arg(long, default_value_t = 1_000_000)]
     seed: u64,
+    /// Also replay `[reward.classifier_stage] terminate` on the episodes with each of these
+    /// `end_after` windows (consecutive success verdicts that end an episode).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    end_after: Vec<usize>,
     /// Print the result as a JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -117,7 +121,14 @@ fn run_train(a: &TrainArgs) -> Result<()> {
 }
 
 fn run_eval(a: &EvalArgs) -> Result<()> {
-    let acc = eval_classifier(&a.model, a.task.as_deref(), a.episodes, a.seed)?;
+    let r = eval_classifier(
+        &a.model,
+        a.task.as_deref(),
+        a.episodes,
+        a.seed,
+        &a.end_after,
+    )?;
+    let acc = r.frames;
     println!(
         "{}: accuracy {:.1}% on {} frames ({} positive; positives {:.1}%, negatives {:.1}%)",
         a.model.display(),
@@ -127,8 +138,27 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
         100.0 * acc.true_positive_rate,
         100.0 * acc.true_negative_rate
     );
+    if let Some(first) = r.ends.first() {
+        println!(
+            "ending episodes on its word ({} episodes, {} succeeded; scripted expert at five noise levels):",
+            first.episodes, first.successes
+        );
+        println!("  end_after  ended  false ends  caught by next frame  true ends denied  missed successes  delay (steps)");
+        for e in &r.ends {
+            println!(
+                "  {:>9}  {:>5}  {:>10}  {:>20}  {:>16}  {:>16}  {:>13.1}",
+                e.window,
+                e.ended,
+                e.false_ends,
+                e.false_ends_caught,
+                e.true_ends_denied,
+                e.missed,
+                e.mean_delay_steps
+            );
+        }
+    }
     if a.json {
-        println!("{}", serde_json::to_string(&acc)?);
+        println!("{}", serde_json::to_string(&r)?);
     }
     Ok(())
 }

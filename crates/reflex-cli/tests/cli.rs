@@ -795,6 +795,11 @@ fn classifier_train_then_eval() {
         (0.0..=1.0).contains(&a["accuracy"].as_f64().unwrap()),
         "{a}"
     );
+    // The ends replayed for each default window, over the same two episodes.
+    let ends = a["ends"].as_array().unwrap();
+    let windows: Vec<u64> = ends.iter().map(|e| e["window"].as_u64().unwrap()).collect();
+    assert_eq!(windows, [1, 2, 3, 4], "{a}");
+    assert!(ends.iter().all(|e| e["episodes"] == 2), "{a}");
     let (ok, _, err) = reflex(&["classifier", "eval", "--model", dir.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("classifier.json"), "{err}");

@@ -2,7 +2,8 @@
 //! in the simulator with several levels of action noise, each frame labelled by the task's own
 //! success predicate. The classifier itself (`reflex-classifier`) never sees the simulator.
 
-use reflex_classifier::{image_tensor_layout, ClassifierError, FrameSet};
+use reflex_classifier::classifier_stage::{episode_ends, EndStats};
+use reflex_classifier::{image_tensor_layout, Accuracy, ClassifierError, FrameSet};
 use reflex_core::{Frame, Rng};
 use reflex_sim::{noisy_expert_episodes, Camera, Task};
 
@@ -18,6 +19,17 @@ pub fn collect_frames(
     size: usize,
     after_success: usize,
 ) -> Result<FrameSet, ClassifierError> {
+    collect_episode_frames(task, episodes, first_seed, size, after_success).map(|(set, _)| set)
+}
+
+/// [`collect_frames`], with the number of frames of each episode, in order.
+pub fn collect_episode_frames(
+    task: &Task,
+    episodes: usize,
+    first_seed: u64,
+    size: usize,
+    after_success: usize,
+) -> Result<(FrameSet, Vec<usize>), ClassifierError> {
     if size < 16 || !size.is_multiple_of(8) {
         return Err(ClassifierError::Invalid(format!(
             "size: must be a multiple of 8, at least 16, got {size}"
@@ -32,10 +44,15 @@ pub fn collect_frames(
     };
     let mut since_success: Option<usize> = None;
     let mut current = usize::MAX;
+    let mut lengths: Vec<usize> = Vec::with_capacity(episodes);
     noisy_expert_episodes(task, episodes, first_seed, &mut rng, |ep, env, step| {
         if ep != current {
             current = ep;
             since_success = None;
+            lengths.push(0);
+        }
+        if let Some(n) = lengths.last_mut() {
+            *n += 1;
         }
         env.render(&camera, &mut frame, false);
         image_tensor_layout(&frame, &mut set.images);
@@ -51,7 +68,7 @@ pub fn collect_frames(
         Ok(!(held_long_enough || over || lost_it))
     })
     .map_err(ClassifierError::Sim)?;
-    Ok(set)
+    Ok((set, lengths))
 }
 
 /// Frames that run on after a success (the expert holding the result).
@@ -158,20 +175,49 @@ pub fn train_classifier(
     Ok(report)
 }
 
+/// What `reflex classifier eval` measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClassifierEval {
+    /// Accuracy per frame.
+    #[serde(flatten)]
+    pub frames: Accuracy,
+    /// The same episodes ended by the classifier as `[reward.classifier_stage] terminate`
+    /// would end them, for each `end_after` in `windows`.
+    pub ends: Vec<EndStats>,
+}
+
 /// The accuracy of the classifier in `model` on `episodes` fresh episodes of `task` (default:
-/// the one it was trained on) from `seed`.
+/// the one it was trained on) from `seed`, and how it would end those episodes with each
+/// `end_after` in `windows` (the scripted expert's episodes at five noise levels; a policy's
+/// own episodes fail in other ways, so the training run's counters are the figure that
+/// counts).
 pub fn eval_classifier(
     model: &std::path::Path,
     task: Option<&str>,
     episodes: usize,
     seed: u64,
-) -> Result<reflex_classifier::Accuracy, ClassifierError> {
+    windows: &[usize],
+) -> Result<ClassifierEval, ClassifierError> {
     if episodes == 0 {
         return Err(ClassifierError::Invalid("episodes must be positive".into()));
+    }
+    if windows.contains(&0) {
+        return Err(ClassifierError::Invalid(
+            "end_after: every window must be at least 1".into(),
+        ));
     }
     let clf = reflex_classifier::Classifier::load(model)?;
     let name = task.map_or_else(|| clf.meta.task.clone(), str::to_owned);
     let task = Task::load(&name).map_err(|e| ClassifierError::Sim(e.to_string()))?;
-    let frames = collect_frames(&task, episodes, seed, clf.meta.size, AFTER_SUCCESS)?;
-    clf.evaluate(&frames)
+    let (frames, lengths) =
+        collect_episode_frames(&task, episodes, seed, clf.meta.size, AFTER_SUCCESS)?;
+    let probs = clf.probabilities(&frames.images)?;
+    let ends = windows
+        .iter()
+        .map(|&w| episode_ends(&probs, &frames.labels, &lengths, clf.meta.threshold, w))
+        .collect();
+    Ok(ClassifierEval {
+        frames: reflex_classifier::accuracy(&probs, &frames.labels, clf.meta.threshold),
+        ends,
+    })
 }

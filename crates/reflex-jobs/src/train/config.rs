@@ -364,6 +364,10 @@ impl TrainConfig {
         }
         self.fleet.validate()?;
         self.pixels.validate()?;
+        self.reward
+            .classifier_stage
+            .validate()
+            .map_err(|e| format!("reward.classifier_stage: {e}"))?;
         if self.eval_episodes == 0 || self.eval_every == 0 {
             return Err("eval_episodes and eval_every must be positive".into());
         }
@@ -515,5 +519,29 @@ mod tests {
             let e = load(text).unwrap_err();
             assert!(e.contains(".toml") && e.contains(key), "{text}: {e}");
         }
+    }
+
+    /// `[reward.classifier_stage]` is checked when the file is read: a window of 0 is refused
+    /// with the file and the table named, before any classifier is loaded.
+    #[test]
+    fn the_classifier_stage_table_is_checked_with_the_file() {
+        let c = load(
+            "[reward.classifier_stage]
+terminate = true
+end_after = 4
+",
+        )
+        .unwrap();
+        assert_eq!(c.reward.classifier_stage.end_after, 4);
+        let e = load(
+            "[reward.classifier_stage]
+end_after = 0
+",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains(".toml") && e.contains("reward.classifier_stage") && e.contains("end_after"),
+            "{e}"
+        );
     }
 }
