@@ -327,7 +327,7 @@ fn lockstep_runs_are_reproducible() {
 
 /// A short run from pixels (`obs = "pixels"`): demonstrations with a picture per step, a base
 /// cloned from them, SAC whose encoder learns from the critics, the held-out evaluation, and
-/// the same report files as a run on state. A reward source or `--resume` is refused by name.
+/// the same report files as a run on state. `--resume` is refused by name.
 #[test]
 fn a_short_run_from_pixels_goes_through_every_stage() {
     let dir = std::env::temp_dir().join(format!("reflex-train-pixels-{}", std::process::id()));
@@ -387,5 +387,67 @@ fn a_short_run_from_pixels_goes_through_every_stage() {
     // What pixel runs cannot do yet is refused by name.
     let err = train(&cfg, &dir, true, |_| {}).unwrap_err().to_string();
     assert!(err.contains("cannot be resumed"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// HIL-SERL's recipe from pixels: a run from pixels whose reward and episode ends come from a
+/// success classifier (`terminate`). At threshold 0 every frame is a success, so each training
+/// episode ends one step after its first verdict and every training step earns the success
+/// reward; the stage's counters are in the summary. `vlm-preference` (a model over state rows)
+/// is refused by name.
+#[test]
+fn a_run_from_pixels_takes_its_reward_and_its_ends_from_a_success_classifier() {
+    use reflex_classifier::classifier_stage::{classifier_plugin, ClassifierStageConfig};
+    let dir = std::env::temp_dir().join(format!("reflex-train-pixels-clf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let task = Task::load("pick_cube").unwrap();
+    let frames = reflex_jobs::classifier::collect_frames(&task, 3, 40, 16, 4).unwrap();
+    let clf_cfg = reflex_classifier::ClassifierConfig {
+        epochs: 1,
+        batch: 16,
+        ..Default::default()
+    };
+    let (clf, _) = reflex_classifier::train(&frames, "pick_cube", &clf_cfg, |_, _| {}).unwrap();
+    let stage_cfg = ClassifierStageConfig {
+        terminate: true,
+        threshold: Some(0.0),
+        ..Default::default()
+    };
+    let plugin = classifier_plugin(clf, stage_cfg).unwrap();
+    let mut cfg = TrainConfig {
+        max_env_steps: 60,
+        demo_episodes: 2,
+        eval_every: 1000,
+        eval_episodes: 1,
+        heldout_episodes: 1,
+        ..common::small_pixel_config()
+    };
+    cfg.bc.steps = 20;
+    cfg.bc.batch_size = 32;
+    cfg.learner.learning_starts = 20;
+    cfg.learner.critic_warmup_updates = 5;
+    let s = reflex_jobs::train::train_with(&cfg, &dir, false, Some(plugin), |_| {}).unwrap();
+    assert_eq!(s.reward, "classifier");
+    assert!(s.env_steps >= 60, "{} steps", s.env_steps);
+    let c = &s.reward_stage.as_ref().expect("the stage's counters")["classifier"];
+    let count = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k}: {c}"));
+    // Every training episode is two steps long, ended by the classifier and confirmed.
+    assert!(
+        s.episodes >= 25 && count("episodes_ended") + 1 >= s.episodes,
+        "{} episodes: {c}",
+        s.episodes
+    );
+    assert_eq!(count("ends_confirmed"), count("episodes_ended"), "{c}");
+    // Every stored training step was judged, and judged a success.
+    assert!(count("rewarded") >= s.env_steps, "{c}");
+    assert_eq!(count("judged_success"), count("rewarded"), "{c}");
+    assert!(s.heldout.is_some());
+
+    let mut pref = reflex_learn::stage::sparse_plugin(10.0);
+    pref.name = "vlm-preference".into();
+    let err = reflex_jobs::train::train_with(&cfg, &dir, false, Some(pref), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("vlm-preference"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,7 +17,7 @@ use super::{INTERRUPT, PROGRESS_EVERY_S};
 const STALL_EPISODES: u64 = 50;
 
 /// Longest the simulated driver waits for a busy reward source before starting an episode.
-const REWARD_WAIT_LIMIT: Duration = Duration::from_secs(60);
+pub(super) const REWARD_WAIT_LIMIT: Duration = Duration::from_secs(60);
 use crate::arms::{runtime, Arms, SimArms};
 use reflex_core::{Policy, Robot, SceneReset, SceneView};
 use reflex_learn::bc::behaviour_clone;
@@ -74,9 +74,10 @@ pub fn train_on<A: Arms>(
 ) -> Result<Summary, TrainError> {
     cfg.validate().map_err(stage("configuration"))?;
     if cfg.obs == super::config::ObsMode::Pixels {
-        if let Some(r) = &reward {
+        if let Some(r) = reward.as_ref().filter(|r| r.name == "vlm-preference") {
             return Err(stage("configuration")(format!(
-                "obs = \"pixels\" trains on the task's own reward for now, not `{}`",
+                "obs = \"pixels\" cannot train on `{}`: its reward model reshapes a replay of \
+                 state rows by a potential, and a replay from pixels holds pictures",
                 r.name
             )));
         }
@@ -93,7 +94,7 @@ pub fn train_on<A: Arms>(
                 out.display()
             )));
         }
-        return super::pixels::train_pixels(arms, cfg, out, progress);
+        return super::pixels::train_pixels(arms, cfg, out, reward, progress);
     }
     let started = Instant::now();
     let task = arms.task();
@@ -848,7 +849,7 @@ pub(crate) fn open_learner(
 
 /// Resets the training scene with `seed`, opens the runtime's next episode and tells the
 /// reward hook (if any) about it; returns the episode's id (as its transitions carry it).
-fn start_episode<R: Robot + SceneView + SceneReset>(
+pub(super) fn start_episode<R: Robot + SceneView + SceneReset>(
     rt: &mut Runtime<R>,
     seed: u64,
     hook: &mut Option<Box<dyn EpisodeHook>>,

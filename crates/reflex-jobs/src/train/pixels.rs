@@ -18,6 +18,12 @@
 //!    job; `summary.json`, `metrics.csv` and `curve.png` have the same form, so `--seeds`
 //!    studies read pixel runs too.
 //!
+//! A reward source (`--reward classifier`, `sparse`, `vlm-keypoints`) works as in the state
+//! job: its hook sees every training step (and, for a success classifier with `terminate`,
+//! ends episodes), its stage rewards each transition before the transition and its picture go
+//! into the replay, and demonstrations carry its `demo_reward`. `vlm-preference` is refused:
+//! its model reshapes a replay of state rows.
+//!
 //! Files: `base_encoder.safetensors` + `base.safetensors` (the base's encoder and MLP),
 //! `policy_encoder.safetensors` + `policy.safetensors` (the residual's, `tanh(mean)`).
 //! Cameras are rendered on demand here (the simulator's [`SceneView::render`]), just before a
@@ -43,13 +49,14 @@ use reflex_learn::pixel_replay::{PixelReplay, PixelStep};
 use reflex_learn::pixel_sac::PixelAgent;
 use reflex_learn::replay::Source;
 use reflex_learn::sac::UpdateStats;
+use reflex_learn::stage::{RewardPlugin, RewardStage};
 use reflex_policy::{
     ConvEncoder, EncoderParams, EncoderShape, EncoderSlot, Mlp, PixelNet, PixelPolicy,
     ResidualPolicy, WeightsSlot,
 };
 use reflex_runtime::{Runtime, TickReport};
 use reflex_sim::ScriptedExpert;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -355,6 +362,7 @@ pub(crate) fn train_pixels<A: Arms>(
     arms: &A,
     cfg: &TrainConfig,
     out: &Path,
+    reward: Option<RewardPlugin>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Summary, TrainError> {
     let started = Instant::now();
@@ -439,6 +447,13 @@ pub(crate) fn train_pixels<A: Arms>(
     .map_err(stage("agent"))?
     .with_residual(cfg.runtime.residual_scale);
     let gamma = cfg.agent.gamma;
+    let reward_name = reward
+        .as_ref()
+        .map_or("task".to_owned(), |r| r.name.clone());
+    let (mut reward_stage, mut hook) = match reward {
+        Some(r) => (Some(r.stage), Some(r.hook)),
+        None => (None, None),
+    };
     let reward_of = |t: &Transition| {
         let mut r = t.outcome.reward as f32 * lc.reward_scale;
         if lc.success_absorbing && t.outcome.success && t.outcome.terminated {
@@ -464,7 +479,13 @@ pub(crate) fn train_pixels<A: Arms>(
             .map_err(|e| stage("behaviour cloning")(format!("{e:?}")))?;
         let row: Vec<f32> = p0.iter().chain(&base_act).copied().collect();
         let next = next_row(&mut base, s, p1, &mut base_act)?;
-        push_seen(&mut replay, Source::Demo, s, &row, &next, reward_of(&s.t))?;
+        // Under a reward source, a demonstration carries its `demo_reward` (the task's
+        // success, as the state job stores them).
+        let mut t = s.t;
+        if let Some(st) = &reward_stage {
+            t.outcome.reward = st.demo_reward(&s.t);
+        }
+        push_seen(&mut replay, Source::Demo, s, &row, &next, reward_of(&t))?;
     }
     agent.fit_proprio_normaliser(&replay.proprio_rows(), INPUT_MIN_STD);
     drop(demos);
@@ -532,9 +553,19 @@ pub(crate) fn train_pixels<A: Arms>(
     let mut stop_reason = "time budget";
     let mut seen = Vec::new();
     let mut confirm_index = 0usize;
-    rt.rt
-        .reset_episode(train_seeds.next().unwrap_or(0))
-        .map_err(stage("scene reset"))?;
+    // Under a reward source: transitions its stage holds, with their pictures, by (episode,
+    // step), and the ones it passed on.
+    let mut held: BTreeMap<(u64, u64), Seen> = BTreeMap::new();
+    let (mut judged, mut rewarded) = (Vec::new(), Vec::new());
+    let mut reward_wait = std::time::Duration::ZERO;
+    // A success detector (HIL-SERL's classifier) ends training episodes instead of the
+    // robot's own judgement of success.
+    if hook.as_ref().is_some_and(|h| h.detects_success()) {
+        rt.rt.set_end_on_success(false);
+    }
+    let mut episode_id =
+        super::driver::start_episode(&mut rt.rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+    let mut step_id = 0u64;
     'train: loop {
         if INTERRUPT.load(Ordering::Relaxed) {
             brake_to_rest(&mut rt.rt, false);
@@ -542,9 +573,37 @@ pub(crate) fn train_pixels<A: Arms>(
             break;
         }
         let rep = rt.tick()?;
+        if let (Some(outcome), Some(h)) = (&rep.outcome, &mut hook) {
+            h.step_judged(
+                episode_id,
+                step_id,
+                outcome,
+                rt.rt.observation(),
+                rt.rt.robot(),
+            );
+            if !rep.episode_done && h.ends_episode(episode_id, step_id, true) {
+                // A success detector saw the task done: the step in flight ends it.
+                rt.rt.end_episode();
+            }
+        }
+        if rep.outcome.is_some() {
+            step_id += 1;
+        }
         rt.drain(&mut seen)?;
-        for s in seen.drain(..) {
-            if s.t.interrupted != reflex_core::Interruption::None || !s.t.outcome.has_reward() {
+        seen.retain(|s| s.t.interrupted == reflex_core::Interruption::None);
+        if let Some(st) = &mut reward_stage {
+            pass_through_stage(
+                st.as_mut(),
+                &mut seen,
+                &mut held,
+                &mut judged,
+                &mut rewarded,
+            );
+        } else {
+            rewarded.append(&mut seen);
+        }
+        for s in rewarded.drain(..) {
+            if !s.t.outcome.has_reward() {
                 continue;
             }
             let (p0, p1) = proprio_of(&s.t);
@@ -664,9 +723,20 @@ pub(crate) fn train_pixels<A: Arms>(
         if wall(&started) >= budget_s {
             break;
         }
-        rt.rt
-            .reset_episode(train_seeds.next().unwrap_or(0))
-            .map_err(stage("scene reset"))?;
+        // A simulator can wait for the reward source before the next episode (bounded, as in
+        // the state job).
+        let waited = Instant::now();
+        while hook.as_ref().is_some_and(|h| h.busy())
+            && waited.elapsed() < super::driver::REWARD_WAIT_LIMIT
+            && wall(&started) < budget_s
+            && !INTERRUPT.load(Ordering::Relaxed)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        reward_wait += waited.elapsed();
+        episode_id =
+            super::driver::start_episode(&mut rt.rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+        step_id = 0;
     }
     state.wall_s = wall(&started);
     state.episodes = episodes;
@@ -740,10 +810,10 @@ pub(crate) fn train_pixels<A: Arms>(
         dropped_transitions: rt.rt.transitions().stats().dropped,
         intervened_steps: 0,
         stop_reason: stop_reason.to_owned(),
-        reward: "task".into(),
-        reward_wait_s: 0.0,
+        reward: reward_name,
+        reward_wait_s: reward_wait.as_secs_f64(),
         deadline_misses: 0,
-        reward_stage: None,
+        reward_stage: reward_stage.as_ref().map(|st| st.report()),
         clip_would_bind: 0,
         interrupted_steps: stats.stale_policy_inputs.load(Ordering::Relaxed),
         rollbacks: 0,
@@ -756,6 +826,37 @@ pub(crate) fn train_pixels<A: Arms>(
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
     Ok(summary)
 }
+
+/// Hands the transitions of `seen` to the reward source's `stage` (their pictures wait in
+/// `held`) and moves every one it has rewarded, with its picture, to `rewarded`. `held` keeps
+/// at most [`HELD_AT_MOST`] pictures: those of transitions the stage dropped go first.
+fn pass_through_stage(
+    stage: &mut dyn RewardStage,
+    seen: &mut Vec<Seen>,
+    held: &mut BTreeMap<(u64, u64), Seen>,
+    judged: &mut Vec<Transition>,
+    rewarded: &mut Vec<Seen>,
+) {
+    for s in seen.drain(..) {
+        let t = s.t;
+        held.insert((t.episode, t.step), s);
+        stage.take(t, &mut |t| judged.push(t));
+    }
+    stage.poll(&mut |t| judged.push(t));
+    for t in judged.drain(..) {
+        if let Some(mut s) = held.remove(&(t.episode, t.step)) {
+            s.t = t;
+            rewarded.push(s);
+        }
+    }
+    while held.len() > HELD_AT_MOST {
+        held.pop_first();
+    }
+}
+
+/// Pictures of transitions a reward stage holds, at most (a classifier waits a few steps; a
+/// VLM a few episodes).
+const HELD_AT_MOST: usize = 4096;
 
 /// The proprioception after a step with the base's action there: on the last picture for a
 /// step that ends its episode; otherwise the replay takes the next step's own row.
