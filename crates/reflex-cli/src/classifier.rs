@@ -10,7 +10,8 @@ use std::path::PathBuf;
 /// What `reflex classifier` does.
 #[derive(Subcommand)]
 pub enum ClassifierCommand {
-    /// Collect labelled frames in the simulator, train the CNN, report held-out accuracy.
+    /// Collect labelled frames (in the simulator, or from recorded sessions), train the CNN,
+    /// report held-out accuracy.
     Train(TrainArgs),
     /// Accuracy of a trained classifier on fresh simulated frames.
     Eval(EvalArgs),
@@ -19,9 +20,20 @@ pub enum ClassifierCommand {
 /// Arguments of `reflex classifier train`.
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Task name or file.
-    #[arg(long, default_value = "pick_cube")]
-    task: String,
+    /// Task name or file [default: pick_cube, or the task the --sessions ran].
+    #[arg(long)]
+    task: Option<String>,
+    /// Learn from these recorded sessions (`reflex teleop --record DIR`, with frames) instead
+    /// of the simulator: the last --positive-last frames of each successful episode are
+    /// successes, every other frame not; every fifth episode is held out.
+    #[arg(long, value_delimiter = ',')]
+    sessions: Vec<PathBuf>,
+    /// With --sessions: the recorded camera to learn from.
+    #[arg(long, default_value = "front")]
+    camera: String,
+    /// With --sessions: frames at the end of a successful episode labelled success.
+    #[arg(long, default_value_t = 1)]
+    positive_last: usize,
     /// Episodes whose frames train the classifier.
     #[arg(long, default_value_t = 60)]
     episodes: usize,
@@ -80,9 +92,22 @@ pub fn run(cmd: &ClassifierCommand) -> Result<()> {
 }
 
 fn run_train(a: &TrainArgs) -> Result<()> {
-    let task = reflex_sim::Task::load(&a.task).with_context(|| format!("--task {}", a.task))?;
+    let name = match (&a.task, a.sessions.first()) {
+        (Some(t), _) => t.clone(),
+        (None, Some(dir)) => {
+            reflex_jobs::teleop::record::read_recording(dir)
+                .map_err(|e| anyhow::anyhow!("--sessions {}: {e}", dir.display()))?
+                .0
+                .task
+        }
+        (None, None) => "pick_cube".to_owned(),
+    };
+    let task = reflex_sim::Task::load(&name).with_context(|| format!("--task {name}"))?;
     let spec = ClassifierTrainSpec {
         task,
+        sessions: a.sessions.clone(),
+        camera: a.camera.clone(),
+        positive_last: a.positive_last,
         episodes: a.episodes,
         heldout_episodes: a.heldout_episodes,
         size: a.size,

@@ -1,6 +1,14 @@
-//! Frames for the success classifier (`reflex classifier train` / `eval`): the scripted expert
-//! in the simulator with several levels of action noise, each frame labelled by the task's own
-//! success predicate. The classifier itself (`reflex-classifier`) never sees the simulator.
+//! Frames for the success classifier (`reflex classifier train` / `eval`), from one of two
+//! sources:
+//! - the scripted expert in the simulator with several levels of action noise, each frame
+//!   labelled by the task's own success predicate ([`collect_frames`]);
+//! - recorded sessions (`reflex teleop --record DIR`, on the simulator or a real arm over ROS 2),
+//!   labelled by how each episode ended (the task's success, or the operator's label): the last
+//!   `positive_last` frames of a successful episode are positives, every other frame a
+//!   negative ([`session_frames`]). This is the path a real arm has: no simulator labels its
+//!   frames.
+//!
+//! The classifier itself (`reflex-classifier`) never sees the simulator.
 
 use reflex_classifier::classifier_stage::{episode_ends, EndStats};
 use reflex_classifier::{image_tensor_layout, Accuracy, ClassifierError, FrameSet};
@@ -74,6 +82,131 @@ pub fn collect_episode_frames(
 /// Frames that run on after a success (the expert holding the result).
 pub const AFTER_SUCCESS: usize = 8;
 
+/// Frames of recorded sessions, labelled by their episodes' ends ([`session_frames`]).
+pub struct SessionFrames {
+    /// The task the sessions ran.
+    pub task: String,
+    /// Frames of the training episodes.
+    pub train: FrameSet,
+    /// Frames of the held-out episodes (every fifth episode, in recording order).
+    pub heldout: FrameSet,
+    /// Frames per held-out episode, in order.
+    pub heldout_lengths: Vec<usize>,
+    /// Episodes read, and of those, successful.
+    pub episodes: (usize, usize),
+}
+
+/// Reads the frames of `camera` from recorded sessions `dirs` (all of one task, with that
+/// camera recorded) at `size` x `size` (each recorded frame resampled as camera images are
+/// for a policy). The last `positive_last` frames of a successful episode are labelled
+/// success, every other frame not; every fifth episode (in recording order, across the
+/// sessions) is held out. Refuses, naming the file, a session without frames, without that
+/// camera or of another task.
+pub fn session_frames(
+    dirs: &[std::path::PathBuf],
+    camera: &str,
+    size: usize,
+    positive_last: usize,
+) -> Result<SessionFrames, ClassifierError> {
+    use crate::teleop::cameras::{stream_path, StreamReader};
+    use crate::teleop::record::{read_recording, HEADER, RECORDING};
+    if size < 16 || !size.is_multiple_of(8) {
+        return Err(ClassifierError::Invalid(format!(
+            "size: must be a multiple of 8, at least 16, got {size}"
+        )));
+    }
+    if positive_last == 0 {
+        return Err(ClassifierError::Invalid(
+            "positive_last: at least the last frame of a successful episode is a success".into(),
+        ));
+    }
+    if dirs.is_empty() {
+        return Err(ClassifierError::Invalid("no session to read".into()));
+    }
+    let invalid =
+        |path: std::path::PathBuf, message: String| ClassifierError::File { path, message };
+    let mut out = SessionFrames {
+        task: String::new(),
+        train: FrameSet {
+            size,
+            ..Default::default()
+        },
+        heldout: FrameSet {
+            size,
+            ..Default::default()
+        },
+        heldout_lengths: Vec::new(),
+        episodes: (0, 0),
+    };
+    let mut rgb = Vec::new();
+    let mut frame = Frame::new(size, size);
+    for dir in dirs {
+        let (header, episodes) =
+            read_recording(dir).map_err(|m| invalid(dir.join(RECORDING), m))?;
+        if out.task.is_empty() {
+            out.task = header.task.clone();
+        } else if header.task != out.task {
+            return Err(invalid(
+                dir.join(HEADER),
+                format!(
+                    "task `{}`, but the first session ran `{}`: one classifier is for one task",
+                    header.task, out.task
+                ),
+            ));
+        }
+        if !header.cameras.iter().any(|c| c == camera) {
+            return Err(invalid(
+                dir.join(HEADER),
+                format!(
+                    "camera `{camera}` was not recorded (recorded: {:?}; record with frames, and \
+                     pick one with --camera)",
+                    header.cameras
+                ),
+            ));
+        }
+        let [w, h] = header.frame_size;
+        let mut reader: Option<(u32, StreamReader)> = None;
+        for e in &episodes {
+            let Some(refs) = e.frames.as_ref() else {
+                return Err(invalid(
+                    dir.join(RECORDING),
+                    format!("episode {}: no camera frames", e.episode),
+                ));
+            };
+            if reader.as_ref().is_none_or(|(p, _)| *p != refs.part) {
+                let path = stream_path(dir, refs.part, camera);
+                let r = StreamReader::open(&path, w, h).map_err(|m| invalid(path, m))?;
+                reader = Some((refs.part, r));
+            }
+            let (_, r) = reader.as_mut().expect("opened");
+            let held_out = out.episodes.0 % 5 == 4;
+            out.episodes.0 += 1;
+            out.episodes.1 += usize::from(e.success);
+            let set = if held_out {
+                out.heldout_lengths.push(refs.at.len());
+                &mut out.heldout
+            } else {
+                &mut out.train
+            };
+            let n = refs.at.len();
+            for (k, &at) in refs.at.iter().enumerate() {
+                r.seek_read(at, &mut rgb)
+                    .map_err(|m| invalid(stream_path(dir, refs.part, camera), m))?;
+                for y in 0..size {
+                    for x in 0..size {
+                        let (u, v) = reflex_ros::camera::sample(x, y, (w, h), (size, size));
+                        let (o, i) = ((y * size + x) * 3, (v * w + u) * 3);
+                        frame.rgb[o..o + 3].copy_from_slice(&rgb[i..i + 3]);
+                    }
+                }
+                image_tensor_layout(&frame, &mut set.images);
+                set.labels.push(e.success && k + positive_last >= n);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// What `reflex classifier train` does.
 #[derive(Clone, Debug)]
 pub struct ClassifierTrainSpec {
@@ -93,6 +226,13 @@ pub struct ClassifierTrainSpec {
     pub seed: u64,
     /// Output directory (`classifier.safetensors`, `classifier.json`, `report.json`).
     pub out: std::path::PathBuf,
+    /// Recorded sessions to learn from instead of the simulator (empty: the simulator). Their
+    /// task must be `task`; `episodes` and `heldout_episodes` are then unused.
+    pub sessions: Vec<std::path::PathBuf>,
+    /// With `sessions`: the recorded camera to learn from.
+    pub camera: String,
+    /// With `sessions`: frames at the end of a successful episode labelled success.
+    pub positive_last: usize,
 }
 
 /// What training measured (`report.json`).
@@ -114,6 +254,10 @@ pub struct ClassifierTrainReport {
     pub train: reflex_classifier::Accuracy,
     /// Accuracy on the held-out episodes' frames.
     pub heldout: reflex_classifier::Accuracy,
+    /// Where the frames came from: `simulator`, or the sessions' directories.
+    pub source: Vec<String>,
+    /// With sessions: episodes read, and of those, successful.
+    pub session_episodes: Option<(usize, usize)>,
     /// Wall-clock time, seconds.
     pub wall_s: f64,
 }
@@ -124,21 +268,44 @@ pub fn train_classifier(
     spec: &ClassifierTrainSpec,
     mut epoch: impl FnMut(usize, f32),
 ) -> Result<ClassifierTrainReport, ClassifierError> {
-    if spec.episodes == 0 || spec.heldout_episodes == 0 {
-        return Err(ClassifierError::Invalid(
-            "episodes and heldout_episodes must be positive".into(),
-        ));
-    }
     let started = std::time::Instant::now();
-    let seed0 = spec.seed.wrapping_mul(1_000_003);
-    let frames = collect_frames(&spec.task, spec.episodes, seed0, spec.size, AFTER_SUCCESS)?;
-    let heldout = collect_frames(
-        &spec.task,
-        spec.heldout_episodes,
-        seed0 + spec.episodes as u64 + 11,
-        spec.size,
-        AFTER_SUCCESS,
-    )?;
+    let (frames, heldout, source, session_episodes) = if spec.sessions.is_empty() {
+        if spec.episodes == 0 || spec.heldout_episodes == 0 {
+            return Err(ClassifierError::Invalid(
+                "episodes and heldout_episodes must be positive".into(),
+            ));
+        }
+        let seed0 = spec.seed.wrapping_mul(1_000_003);
+        let frames = collect_frames(&spec.task, spec.episodes, seed0, spec.size, AFTER_SUCCESS)?;
+        let heldout = collect_frames(
+            &spec.task,
+            spec.heldout_episodes,
+            seed0 + spec.episodes as u64 + 11,
+            spec.size,
+            AFTER_SUCCESS,
+        )?;
+        (frames, heldout, vec!["simulator".to_owned()], None)
+    } else {
+        let s = session_frames(&spec.sessions, &spec.camera, spec.size, spec.positive_last)?;
+        if s.task != spec.task.name {
+            return Err(ClassifierError::Invalid(format!(
+                "the sessions ran task `{}`, not `{}` (pass --task {})",
+                s.task, spec.task.name, s.task
+            )));
+        }
+        if s.heldout.is_empty() {
+            return Err(ClassifierError::Invalid(format!(
+                "{} recorded episodes: at least 5 are needed (every fifth is held out)",
+                s.episodes.0
+            )));
+        }
+        let dirs = spec
+            .sessions
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        (s.train, s.heldout, dirs, Some(s.episodes))
+    };
     tracing::info!(
         frames = frames.len(),
         positives = frames.positives(),
@@ -162,6 +329,8 @@ pub fn train_classifier(
         train_positives: frames.positives(),
         train: clf.evaluate(&frames)?,
         heldout: clf.evaluate(&heldout)?,
+        source,
+        session_episodes,
         wall_s: started.elapsed().as_secs_f64(),
     };
     clf.save(&spec.out)?;

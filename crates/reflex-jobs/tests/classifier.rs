@@ -91,3 +91,113 @@ fn training_without_positives_is_refused() {
     .to_string();
     assert!(err.contains("positive"), "{err}");
 }
+
+/// The real arm's path to a classifier: frames of a recorded session (the simulator here, as
+/// `reflex teleop --record` writes them on any arm), labelled by how each episode ended. The
+/// last `positive_last` frames of a successful episode are its positives, every fifth episode
+/// is held out, the classifier trains and saves from them, and a camera the session did not
+/// record or another task is refused naming the file. Needs the system's ffmpeg.
+#[test]
+fn a_classifier_learns_from_a_recorded_session_labelled_by_its_episodes_ends() {
+    use reflex_jobs::classifier::{session_frames, train_classifier, ClassifierTrainSpec};
+    use reflex_jobs::teleop::record::read_recording;
+    use reflex_jobs::teleop::{TeleopSession, TeleopSpec};
+    use std::time::{Duration, Instant};
+    assert!(
+        std::process::Command::new("ffmpeg")
+            .arg("-version")
+            .output()
+            .is_ok(),
+        "needs ffmpeg (scripts/setup-tests.sh installs it)"
+    );
+    let root = std::env::temp_dir().join(format!("reflex-clf-session-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let session_dir = root.join("session");
+    let task = Task::load("reach").unwrap();
+    let session = TeleopSession::start(&TeleopSpec {
+        robot: Default::default(),
+        task: task.clone(),
+        policy: "scripted".into(),
+        residual: None,
+        servo_rate_hz: Some(250.0),
+        seed: 70,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        learn: None,
+        record: Some(session_dir.clone()),
+        record_frames: true,
+    })
+    .unwrap();
+    let started = Instant::now();
+    session
+        .run_until(|s| s.episodes().len() >= 5 || started.elapsed() > Duration::from_secs(60))
+        .unwrap();
+    let (_, recorded) = read_recording(&session_dir).unwrap();
+    assert!(recorded.len() >= 5, "{} episodes recorded", recorded.len());
+    let dirs = [session_dir.clone()];
+
+    let s = session_frames(&dirs, "front", 16, 2).unwrap();
+    assert_eq!(s.task, "reach");
+    assert_eq!(s.episodes.0, recorded.len());
+    let steps = |e: &reflex_jobs::teleop::record::EpisodeRecord| e.actions.len();
+    let all: usize = recorded.iter().map(steps).sum();
+    assert_eq!(s.train.len() + s.heldout.len(), all);
+    assert_eq!(s.heldout_lengths, [steps(&recorded[4])]);
+    // Positives: the last two frames of each successful training episode, nothing else.
+    let train_eps: Vec<_> = recorded
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 != 4)
+        .map(|(_, e)| e)
+        .collect();
+    let want: usize = train_eps
+        .iter()
+        .filter(|e| e.success)
+        .map(|e| steps(e).min(2))
+        .sum();
+    assert!(
+        want > 0,
+        "the scripted expert succeeded on no training episode"
+    );
+    assert_eq!(s.train.positives(), want);
+    let first = steps(train_eps[0]);
+    let labels = &s.train.labels[..first];
+    assert!(labels[..first - 2].iter().all(|l| !l));
+    assert!(labels[first - 2..]
+        .iter()
+        .all(|&l| l == train_eps[0].success));
+    assert!(s.train.images.iter().all(|v| (0.0..=1.0).contains(v)));
+
+    let out = root.join("clf");
+    let spec = ClassifierTrainSpec {
+        task: task.clone(),
+        episodes: 0,
+        heldout_episodes: 0,
+        size: 16,
+        epochs: 1,
+        lr: 1e-3,
+        seed: 0,
+        out: out.clone(),
+        sessions: dirs.to_vec(),
+        camera: "front".into(),
+        positive_last: 2,
+    };
+    let r = train_classifier(&spec, |_, _| {}).unwrap();
+    assert_eq!(r.source, [session_dir.display().to_string()]);
+    assert_eq!(r.session_episodes.map(|e| e.0), Some(recorded.len()));
+    assert_eq!((r.train_frames, r.train_positives), (s.train.len(), want));
+    assert_eq!(r.heldout.frames, s.heldout.len());
+    assert!(out.join("classifier.safetensors").exists());
+
+    let err = session_frames(&dirs, "side", 16, 2)
+        .err()
+        .expect("an unrecorded camera is refused")
+        .to_string();
+    assert!(err.contains("header.json") && err.contains("side"), "{err}");
+    let other = ClassifierTrainSpec {
+        task: Task::load("pick_cube").unwrap(),
+        ..spec
+    };
+    let err = train_classifier(&other, |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("reach") && err.contains("pick_cube"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}

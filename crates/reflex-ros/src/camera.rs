@@ -280,7 +280,14 @@ impl CameraFeed {
 }
 
 /// The source pixel whose centre is nearest to output pixel `(x, y)`'s.
-fn sample(x: usize, y: usize, (sw, sh): (usize, usize), (w, h): (usize, usize)) -> (usize, usize) {
+/// The source pixel a `w` x `h` picture's pixel `(x, y)` takes from a `sw` x `sh` image
+/// (nearest, stretching to fill): how every camera image reaches a policy or a classifier.
+pub fn sample(
+    x: usize,
+    y: usize,
+    (sw, sh): (usize, usize),
+    (w, h): (usize, usize),
+) -> (usize, usize) {
     ((x * 2 + 1) * sw / (2 * w), (y * 2 + 1) * sh / (2 * h))
 }
 
