@@ -557,6 +557,7 @@ pub(crate) fn train_pixels<A: Arms>(
     // step), and the ones it passed on.
     let mut held: BTreeMap<(u64, u64), Seen> = BTreeMap::new();
     let (mut judged, mut rewarded) = (Vec::new(), Vec::new());
+    let mut pictures_missing = 0u64;
     let mut reward_wait = std::time::Duration::ZERO;
     // A success detector (HIL-SERL's classifier) ends training episodes instead of the
     // robot's own judgement of success.
@@ -598,6 +599,7 @@ pub(crate) fn train_pixels<A: Arms>(
                 &mut held,
                 &mut judged,
                 &mut rewarded,
+                &mut pictures_missing,
             );
         } else {
             rewarded.append(&mut seen);
@@ -740,6 +742,13 @@ pub(crate) fn train_pixels<A: Arms>(
     }
     state.wall_s = wall(&started);
     state.episodes = episodes;
+    if pictures_missing > 0 {
+        tracing::warn!(
+            pictures_missing,
+            "the reward stage held transitions past {HELD_AT_MOST} steps: their pictures were \
+             dropped and they were not learned from"
+        );
+    }
 
     // 5. Hand over: the last weights, or the best evaluation's for a run ended on its budget.
     let last_rate = state.evals.last().map_or(0.0, |r| r.success_rate);
@@ -829,13 +838,15 @@ pub(crate) fn train_pixels<A: Arms>(
 
 /// Hands the transitions of `seen` to the reward source's `stage` (their pictures wait in
 /// `held`) and moves every one it has rewarded, with its picture, to `rewarded`. `held` keeps
-/// at most [`HELD_AT_MOST`] pictures: those of transitions the stage dropped go first.
+/// at most [`HELD_AT_MOST`] pictures: those of transitions the stage dropped go first; a
+/// transition whose picture went is counted in `missing` and not learned from.
 fn pass_through_stage(
     stage: &mut dyn RewardStage,
     seen: &mut Vec<Seen>,
     held: &mut BTreeMap<(u64, u64), Seen>,
     judged: &mut Vec<Transition>,
     rewarded: &mut Vec<Seen>,
+    missing: &mut u64,
 ) {
     for s in seen.drain(..) {
         let t = s.t;
@@ -847,6 +858,9 @@ fn pass_through_stage(
         if let Some(mut s) = held.remove(&(t.episode, t.step)) {
             s.t = t;
             rewarded.push(s);
+        } else {
+            // Its picture was trimmed (the stage held it longer than `HELD_AT_MOST` steps).
+            *missing += 1;
         }
     }
     while held.len() > HELD_AT_MOST {
