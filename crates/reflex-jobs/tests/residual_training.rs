@@ -384,6 +384,11 @@ fn a_short_run_from_pixels_goes_through_every_stage() {
         "{ret} vs {}",
         held.mean_return
     );
+    // `reflex study` reads a pixel run as it reads one on state: its curve has every evaluation.
+    let st = reflex_jobs::train::study(std::slice::from_ref(&dir), &dir.join("study")).unwrap();
+    assert_eq!(st.runs.len(), 1);
+    assert_eq!(st.runs[0].heldout_success_rate, Some(held.success_rate));
+    assert!(dir.join("study").join("band.png").exists());
     // What pixel runs cannot do yet is refused by name.
     let err = train(&cfg, &dir, true, |_| {}).unwrap_err().to_string();
     assert!(err.contains("cannot be resumed"), "{err}");

@@ -35,8 +35,8 @@ use super::episodes::{
 };
 use super::plot::plot_curves;
 use super::report::{
-    write_atomic, write_metrics, Confirmation, EvalRow, HandedOver, HeldOut, Progress, RunState,
-    Summary,
+    write_atomic, write_metrics, write_state, Confirmation, EvalRow, HandedOver, HeldOut, Progress,
+    RunState, Summary,
 };
 use super::{brake_to_rest, INTERRUPT, PROGRESS_EVERY_S};
 use crate::arms::{runtime, Arms};
@@ -535,6 +535,7 @@ pub(crate) fn train_pixels<A: Arms>(
     let mut best = (0.0f64, snapshot(&agent)?, 0u64, 0u64);
     best.0 = r.0;
     write_metrics(out, &state)?;
+    write_state(&out.join("progress.json"), &state)?;
 
     // 4. Training, the learner in lock step.
     progress(Progress::Stage("training"));
@@ -691,6 +692,7 @@ pub(crate) fn train_pixels<A: Arms>(
             }
             progress(Progress::Eval(row.clone()));
             write_metrics(out, &state)?;
+            write_state(&out.join("progress.json"), &state)?;
             if r.0 >= cfg.target_success {
                 let passed = if cfg.confirm_episodes == 0 {
                     true
@@ -831,6 +833,8 @@ pub(crate) fn train_pixels<A: Arms>(
             (d + o) as u64
         },
     };
+    // `progress.json` as a state run leaves it: what `reflex study` reads the curves from.
+    write_state(&out.join("progress.json"), &state)?;
     let text = serde_json::to_string_pretty(&summary).map_err(stage("summary.json"))?;
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
     Ok(summary)

@@ -332,6 +332,11 @@ pub(crate) fn write_progress(
     state.env_steps = shared.env_steps.load(Ordering::Relaxed);
     state.replay_synced = shared.synced_records.load(Ordering::Relaxed);
     state.clip_would_bind = shared.clip_would_bind.load(Ordering::Relaxed);
+    write_state(path, state)
+}
+
+/// Writes `state` to `path` (`progress.json`) as it stands.
+pub(crate) fn write_state(path: &Path, state: &RunState) -> Result<(), TrainError> {
     let text = serde_json::to_string_pretty(state).map_err(stage("progress.json"))?;
     write_atomic(path, text.as_bytes())
 }
