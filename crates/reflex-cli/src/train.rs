@@ -189,7 +189,10 @@ fn parse_seeds(s: &str) -> std::result::Result<SeedList, String> {
         (0..n).collect()
     };
     if seeds.is_empty() {
-        return Err("no seeds".into());
+        return Err(format!(
+            "`{s}` gives no seeds (a single number is a count: 3 runs seeds 0, 1 and 2; for one \
+             seed use --seed S, or a list such as 0,)"
+        ));
     }
     let mut sorted = seeds.clone();
     sorted.sort_unstable();

@@ -324,6 +324,9 @@ fn train_seeds_writes_each_run_and_the_study() {
         let a = args(extra);
         reflex(&a.iter().map(String::as_str).collect::<Vec<_>>())
     };
+    // A count of 0 gives no seeds; the error says how to run one.
+    let (ok, _, err) = reflex(&["train", "--seeds", "0"]);
+    assert!(!ok && err.contains("--seed S"), "{err}");
     let (ok, out, err) = run(&[]);
     assert!(ok, "{err}");
     let st = last_json(&out);
