@@ -764,6 +764,33 @@ mod tests {
         out
     }
 
+    /// A `terminate` hook ending episodes on `window` verdicts in a row at 0.5, waiting up to
+    /// `wait` for one; the sender of its verdicts and the receiver of its frames.
+    fn hook(
+        window: usize,
+        wait: Duration,
+    ) -> (
+        FrameHook,
+        crossbeam::channel::Sender<(u64, u64, f32)>,
+        crossbeam::channel::Receiver<StepFrame>,
+    ) {
+        let (frames, frames_rx) = crossbeam::channel::bounded(4);
+        let (vtx, vrx) = crossbeam::channel::bounded(64);
+        let hook = FrameHook {
+            camera: "front".into(),
+            frame: Frame::new(8, 8),
+            frames,
+            sent: Arc::default(),
+            lost: Arc::default(),
+            verdicts: Some(vrx),
+            streak: Streak::new(window, 0.5),
+            wait,
+            ended: None,
+            late: Arc::default(),
+        };
+        (hook, vtx, frames_rx)
+    }
+
     fn rewards(ts: &[Transition]) -> Vec<f64> {
         ts.iter().map(|t| t.outcome.reward).collect()
     }
@@ -813,21 +840,8 @@ mod tests {
     /// simulated driver waits (bounded) for the step's verdict, a real-time one does not.
     #[test]
     fn the_hook_ends_an_episode_on_its_first_success_verdict() {
-        let (frames, _rx) = crossbeam::channel::bounded(4);
-        let (vtx, vrx) = crossbeam::channel::bounded(16);
-        let late = Arc::new(AtomicU64::new(0));
-        let mut hook = FrameHook {
-            camera: "front".into(),
-            frame: Frame::new(8, 8),
-            frames,
-            sent: Arc::default(),
-            lost: Arc::default(),
-            verdicts: Some(vrx),
-            streak: Streak::new(1, 0.5),
-            wait: Duration::from_millis(50),
-            ended: None,
-            late: late.clone(),
-        };
+        let (mut hook, vtx, _rx) = hook(1, Duration::from_millis(50));
+        let late = hook.late.clone();
         assert!(hook.detects_success());
         vtx.send((7, 0, 0.2)).unwrap();
         assert!(!hook.ends_episode(7, 0, true));
@@ -849,20 +863,7 @@ mod tests {
     /// new episode starts from nothing.
     #[test]
     fn end_after_asks_for_consecutive_success_verdicts() {
-        let (frames, _rx) = crossbeam::channel::bounded(4);
-        let (vtx, vrx) = crossbeam::channel::bounded(64);
-        let mut hook = FrameHook {
-            camera: "front".into(),
-            frame: Frame::new(8, 8),
-            frames,
-            sent: Arc::default(),
-            lost: Arc::default(),
-            verdicts: Some(vrx),
-            streak: Streak::new(3, 0.5),
-            wait: Duration::from_millis(20),
-            ended: None,
-            late: Arc::default(),
-        };
+        let (mut hook, vtx, _rx) = hook(3, Duration::from_millis(20));
         let mut step = |e: u64, s: u64, p: f32| {
             vtx.send((e, s, p)).unwrap();
             hook.ends_episode(e, s, true)

@@ -279,9 +279,8 @@ impl CameraFeed {
     }
 }
 
-/// The source pixel whose centre is nearest to output pixel `(x, y)`'s.
-/// The source pixel a `w` x `h` picture's pixel `(x, y)` takes from a `sw` x `sh` image
-/// (nearest, stretching to fill): how every camera image reaches a policy or a classifier.
+/// The pixel of a `sw` x `sh` image whose centre is nearest to pixel `(x, y)`'s of a `w` x `h`
+/// picture stretched over it: how every camera image reaches a policy or a classifier.
 pub fn sample(
     x: usize,
     y: usize,
