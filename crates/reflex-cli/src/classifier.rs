@@ -31,9 +31,10 @@ pub struct TrainArgs {
     /// With --sessions: the recorded camera to learn from.
     #[arg(long, default_value = "front")]
     camera: String,
-    /// With --sessions: frames at the end of a successful episode labelled success.
-    #[arg(long, default_value_t = 1)]
-    positive_last: usize,
+    /// With --sessions: frames at the end of a successful episode labelled success
+    /// [default: each session's `--success-hold` plus one, the frames of the finished scene].
+    #[arg(long)]
+    positive_last: Option<usize>,
     /// Episodes whose frames train the classifier.
     #[arg(long, default_value_t = 60)]
     episodes: usize,

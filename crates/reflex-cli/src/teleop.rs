@@ -110,6 +110,12 @@ pub struct TeleopArgs {
     /// session, one frame per policy step, through the system's ffmpeg, for `reflex export`).
     #[arg(long)]
     no_frames: bool,
+    /// Hold the arm still for this many policy steps after the task's success before the
+    /// episode ends, so the recording shows the finished scene `N + 1` times per success
+    /// (positives for `reflex classifier train --sessions S --positive-last N+1`). The
+    /// episode is a success only if the task still says so after the hold.
+    #[arg(long, default_value_t = 0)]
+    success_hold: u32,
     /// Print a JSON report as the last line.
     #[arg(long)]
     json: bool,
@@ -192,6 +198,7 @@ pub fn run(a: &TeleopArgs, ros_args: &[String]) -> Result<()> {
         learn,
         record: Some(dir.clone()),
         record_frames: !a.no_frames,
+        success_hold_steps: a.success_hold,
     })?;
     eprintln!(
         "open {} (the token is the access key: keep it to yourself)",

@@ -4,8 +4,9 @@
 //!   labelled by the task's own success predicate ([`collect_frames`]);
 //! - recorded sessions (`reflex teleop --record DIR`, on the simulator or a real arm over ROS 2),
 //!   labelled by how each episode ended (the task's success, or the operator's label): the last
-//!   `positive_last` frames of a successful episode are positives, every other frame a
-//!   negative ([`session_frames`]). This is the path a real arm has: no simulator labels its
+//!   `positive_last` frames of a successful episode are positives (by default the session's
+//!   success hold plus one: the frames of the finished scene), every other frame a negative
+//!   ([`session_frames`]). This is the path a real arm has: no simulator labels its
 //!   frames.
 //!
 //! The classifier itself (`reflex-classifier`) never sees the simulator.
@@ -99,14 +100,15 @@ pub struct SessionFrames {
 /// Reads the frames of `camera` from recorded sessions `dirs` (all of one task, with that
 /// camera recorded) at `size` x `size` (each recorded frame resampled as camera images are
 /// for a policy). The last `positive_last` frames of a successful episode are labelled
-/// success, every other frame not; every fifth episode (in recording order, across the
+/// success, every other frame not (`None`: each session's `success_hold_steps + 1`, the frames
+/// its arm held the finished scene for); every fifth episode (in recording order, across the
 /// sessions) is held out. Refuses, naming the file, a session without frames, without that
 /// camera or of another task.
 pub fn session_frames(
     dirs: &[std::path::PathBuf],
     camera: &str,
     size: usize,
-    positive_last: usize,
+    positive_last: Option<usize>,
 ) -> Result<SessionFrames, ClassifierError> {
     use crate::teleop::cameras::{stream_path, StreamReader};
     use crate::teleop::record::{read_recording, HEADER, RECORDING};
@@ -115,7 +117,7 @@ pub fn session_frames(
             "size: must be a multiple of 8, at least 16, got {size}"
         )));
     }
-    if positive_last == 0 {
+    if positive_last == Some(0) {
         return Err(ClassifierError::Invalid(
             "positive_last: at least the last frame of a successful episode is a success".into(),
         ));
@@ -165,6 +167,7 @@ pub fn session_frames(
             ));
         }
         let [w, h] = header.frame_size;
+        let positive_last = positive_last.unwrap_or(header.success_hold_steps as usize + 1);
         let mut reader: Option<(u32, StreamReader)> = None;
         for e in &episodes {
             let Some(refs) = e.frames.as_ref() else {
@@ -231,8 +234,9 @@ pub struct ClassifierTrainSpec {
     pub sessions: Vec<std::path::PathBuf>,
     /// With `sessions`: the recorded camera to learn from.
     pub camera: String,
-    /// With `sessions`: frames at the end of a successful episode labelled success.
-    pub positive_last: usize,
+    /// With `sessions`: frames at the end of a successful episode labelled success (`None`:
+    /// each session's success hold plus one).
+    pub positive_last: Option<usize>,
 }
 
 /// What training measured (`report.json`).

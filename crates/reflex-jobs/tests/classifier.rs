@@ -125,24 +125,46 @@ fn a_classifier_learns_from_a_recorded_session_labelled_by_its_episodes_ends() {
         learn: None,
         record: Some(session_dir.clone()),
         record_frames: true,
+        // Each success is held for 2 more steps: 3 frames of the finished scene.
+        success_hold_steps: 2,
     })
     .unwrap();
     let started = Instant::now();
     session
         .run_until(|s| s.episodes().len() >= 5 || started.elapsed() > Duration::from_secs(60))
         .unwrap();
-    let (_, recorded) = read_recording(&session_dir).unwrap();
+    let (header, recorded) = read_recording(&session_dir).unwrap();
     assert!(recorded.len() >= 5, "{} episodes recorded", recorded.len());
+    assert_eq!(header.success_hold_steps, 2);
+    // A success's last two steps are the hold: the arm's components zero, the gripper's kept.
+    for e in recorded.iter().filter(|e| e.success) {
+        let n = e.actions.len();
+        let moving = e.actions[n - 3].iter().take(6).any(|a| *a != 0.0);
+        assert!(
+            moving,
+            "the success step itself was the policy's: {:?}",
+            e.actions
+        );
+        for a in &e.actions[n - 2..] {
+            assert!(a[..a.len() - 1].iter().all(|v| *v == 0.0), "{a:?}");
+            assert_eq!(a.last(), e.actions[n - 3].last());
+        }
+    }
+    // The replay holds as the session did: every episode to the same trajectory.
+    let replayed = reflex_jobs::teleop::record::replay(&session_dir, |_, _| {}).unwrap();
+    assert_eq!(replayed.matched, recorded.len() as u64, "{replayed:?}");
     let dirs = [session_dir.clone()];
 
-    let s = session_frames(&dirs, "front", 16, 2).unwrap();
+    // By default the positives are the session's hold plus one: the finished scene's frames.
+    let s = session_frames(&dirs, "front", 16, None).unwrap();
     assert_eq!(s.task, "reach");
     assert_eq!(s.episodes.0, recorded.len());
     let steps = |e: &reflex_jobs::teleop::record::EpisodeRecord| e.actions.len();
     let all: usize = recorded.iter().map(steps).sum();
     assert_eq!(s.train.len() + s.heldout.len(), all);
     assert_eq!(s.heldout_lengths, [steps(&recorded[4])]);
-    // Positives: the last two frames of each successful training episode, nothing else.
+    // Positives: the last three frames of each successful training episode (the success
+    // step's and the hold's), nothing else.
     let train_eps: Vec<_> = recorded
         .iter()
         .enumerate()
@@ -152,7 +174,7 @@ fn a_classifier_learns_from_a_recorded_session_labelled_by_its_episodes_ends() {
     let want: usize = train_eps
         .iter()
         .filter(|e| e.success)
-        .map(|e| steps(e).min(2))
+        .map(|e| steps(e).min(3))
         .sum();
     assert!(
         want > 0,
@@ -161,11 +183,15 @@ fn a_classifier_learns_from_a_recorded_session_labelled_by_its_episodes_ends() {
     assert_eq!(s.train.positives(), want);
     let first = steps(train_eps[0]);
     let labels = &s.train.labels[..first];
-    assert!(labels[..first - 2].iter().all(|l| !l));
-    assert!(labels[first - 2..]
+    assert!(labels[..first - 3].iter().all(|l| !l));
+    assert!(labels[first - 3..]
         .iter()
         .all(|&l| l == train_eps[0].success));
     assert!(s.train.images.iter().all(|v| (0.0..=1.0).contains(v)));
+    // An explicit count overrides the hold.
+    let one = session_frames(&dirs, "front", 16, Some(1)).unwrap();
+    let successes = train_eps.iter().filter(|e| e.success).count();
+    assert_eq!(one.train.positives(), successes);
 
     let out = root.join("clf");
     let spec = ClassifierTrainSpec {
@@ -179,7 +205,7 @@ fn a_classifier_learns_from_a_recorded_session_labelled_by_its_episodes_ends() {
         out: out.clone(),
         sessions: dirs.to_vec(),
         camera: "front".into(),
-        positive_last: 2,
+        positive_last: None,
     };
     let r = train_classifier(&spec, |_, _| {}).unwrap();
     assert_eq!(r.source, [session_dir.display().to_string()]);
@@ -188,7 +214,7 @@ fn a_classifier_learns_from_a_recorded_session_labelled_by_its_episodes_ends() {
     assert_eq!(r.heldout.frames, s.heldout.len());
     assert!(out.join("classifier.safetensors").exists());
 
-    let err = session_frames(&dirs, "side", 16, 2)
+    let err = session_frames(&dirs, "side", 16, Some(2))
         .err()
         .expect("an unrecorded camera is refused")
         .to_string();

@@ -113,6 +113,7 @@ fn a_recorded_session_exports_as_a_lerobot_dataset_that_pyarrow_pandas_and_datas
         learn: None,
         record: Some(session_dir.clone()),
         record_frames: true,
+        success_hold_steps: 0,
     })
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));

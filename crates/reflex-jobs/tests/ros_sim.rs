@@ -200,6 +200,7 @@ fn a_teleop_session_drives_the_arm_through_ros_from_the_page_and_an_rclpy_twist(
         learn: None,
         record: Some(dir.clone()),
         record_frames: true,
+        success_hold_steps: 0,
     })
     .unwrap();
     let hub = session.hub().clone();

@@ -30,6 +30,7 @@ fn the_page_in_chromium_takes_over_with_a_gamepad_and_keys_and_stops_the_arm() {
         learn: None,
         record: None,
         record_frames: false,
+        success_hold_steps: 0,
     })
     .unwrap();
     let shot = repo.join("target/teleop-page.png");

@@ -60,6 +60,7 @@ fn an_operator_takes_over_from_the_page_protocol_and_labels_an_episode() {
         learn: None,
         record: Some(dir.clone()),
         record_frames: false,
+        success_hold_steps: 0,
     })
     .unwrap();
     assert!(session.url().starts_with("http://127.0.0.1:"));
@@ -245,6 +246,7 @@ fn a_learning_session_trains_from_the_scripted_operator_and_resumes() {
         }),
         record: None,
         record_frames: false,
+        success_hold_steps: 0,
     };
     // The operator drives from the first step (no patience, no share bound).
     let rule = OperatorRule {

@@ -28,6 +28,10 @@
 //! A base policy whose own input is missing or too old (a camera frame; `Policy::ready` says
 //! so) is not asked to act: the arm holds for that step, recorded as
 //! [`Interruption::InputStale`] and counted in [`RuntimeStats::stale_policy_inputs`].
+//! With a success hold ([`Runtime::set_success_hold`]), the robot's judgement of success does
+//! not end the episode at once: the arm holds still for that many policy steps, so cameras
+//! keep seeing the finished scene, and the episode then ends as a success only if the judge
+//! still says so.
 //!
 //! Operators, whatever their device, send [`OperatorCommand`]s to [`Runtime::operator`]: an
 //! action, whether the intervene control is held (the takeover rule is the composer's), and
@@ -441,6 +445,11 @@ pub struct Runtime<R: Robot> {
     /// Whether the robot's judgement of success ends the episode (off while a success
     /// detector decides instead).
     end_on_success: bool,
+    /// Policy steps the arm holds still after the judge's first success before the episode
+    /// ends ([`Runtime::set_success_hold`]; 0: the success ends it at once).
+    success_hold: u32,
+    /// Hold steps left in the episode in flight (0: not holding).
+    holding: u32,
     ticks_since_operator: u64,
     link_timeout_ticks: u64,
     /// A takeover lost its operator: the arm holds until the operator is heard again.
@@ -515,6 +524,8 @@ impl<R: Robot> Runtime<R> {
             operator_label: None,
             detector_end: false,
             end_on_success: true,
+            success_hold: 0,
+            holding: 0,
             ticks_since_operator: u64::MAX / 2,
             link_timeout_ticks: (cfg.intervention_link_timeout_s * cfg.servo_rate_hz).ceil() as u64,
             held_by_link: false,
@@ -571,6 +582,7 @@ impl<R: Robot> Runtime<R> {
         // A press between episodes does not end the next one.
         self.operator_label = None;
         self.detector_end = false;
+        self.holding = 0;
         self.base.reset();
         self.tick_in_step = 0;
         self.step_open = false;
@@ -597,6 +609,21 @@ impl<R: Robot> Runtime<R> {
     /// success detector ends episodes instead ([`Runtime::end_episode`]).
     pub fn set_end_on_success(&mut self, on: bool) {
         self.end_on_success = on;
+    }
+
+    /// Policy steps the arm holds still after the robot's judgement of success, before the
+    /// episode ends (0, the default: the success ends it at once). During the hold the
+    /// policies are still asked (a policy with memory sees every step, a recorded session's
+    /// playback stays in step) but their actions are not executed: the arm's components are
+    /// zeroed and the gripper keeps its command, as in [`Interruption::OperatorLost`]'s hold,
+    /// and the steps are normal data. The last hold step ends the episode: terminated as a
+    /// success if the judge still says success, truncated otherwise. The episode's time limit,
+    /// an operator's label and the e-stop end it during the hold as at any other step. Not
+    /// applied while a success detector ends episodes ([`Runtime::set_end_on_success`]).
+    /// For sessions whose camera frames train a success classifier: each success then shows
+    /// `steps + 1` frames of the finished scene instead of one.
+    pub fn set_success_hold(&mut self, steps: u32) {
+        self.success_hold = steps;
     }
 
     /// Runs one tick. Allocates nothing, takes no lock, never waits on another thread.
@@ -764,6 +791,27 @@ impl<R: Robot> Runtime<R> {
                 // stays on the step.
                 outcome.terminated = false;
             }
+            if self.holding > 0 {
+                // Holding the finished scene: the last hold step ends the episode, a success
+                // only if the judge still says so.
+                self.holding -= 1;
+                if !outcome.truncated {
+                    if self.holding == 0 {
+                        outcome.terminated = outcome.success;
+                        outcome.truncated = !outcome.success;
+                    } else {
+                        outcome.terminated = false;
+                    }
+                }
+            } else if self.success_hold > 0
+                && self.end_on_success
+                && outcome.success
+                && outcome.terminated
+            {
+                // The first success: hold before ending.
+                outcome.terminated = false;
+                self.holding = self.success_hold;
+            }
             if std::mem::take(&mut self.detector_end) && !outcome.done() {
                 outcome.terminated = true;
                 self.stats.detector_ends.fetch_add(1, Ordering::Relaxed);
@@ -803,6 +851,17 @@ impl<R: Robot> Runtime<R> {
         self.stats.policy_steps.fetch_add(1, Ordering::Relaxed);
         self.pending.interrupted = Interruption::None;
 
+        if self.holding > 0 {
+            // Holding the finished scene: the policies are asked, not executed.
+            if self.base.ready(&self.obs) {
+                self.base.act(&self.obs, &mut self.base_action);
+                if let Some(r) = &mut self.residual {
+                    r.act(&self.obs, &self.base_action, &mut self.residual_action);
+                }
+            }
+            self.hold_step(Interruption::None);
+            return;
+        }
         if self.held_by_link {
             // The operator is gone: the arm holds; the step is recorded as interrupted.
             self.hold_step(Interruption::OperatorLost);
@@ -871,7 +930,8 @@ impl<R: Robot> Runtime<R> {
     }
 
     /// A policy step in which the arm holds where it is (the arm's components of the action
-    /// zeroed, the gripper's command kept), recorded as interrupted by `why`.
+    /// zeroed, the gripper's command kept), recorded as interrupted by `why` (`None` for a
+    /// success hold: the hold is what was meant and executed).
     fn hold_step(&mut self, why: Interruption) {
         self.action = self.last_action;
         self.action.as_mut_slice()[..self.cfg.action_space.dim() - 1].fill(0.0);

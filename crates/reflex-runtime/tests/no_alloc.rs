@@ -144,6 +144,7 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
     let cfg = follower_config(&arm);
     let mut robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
     robot.fail_every = 97; // stale reads: the watchdog path runs too
+    robot.success_from = 1; // episodes end in success after a hold (below), between e-stops
     let obs_dim = reflex_core::Observation::flat_len(0, 0, 0);
     let base = NetPolicy::new(
         WeightsSlot::new(random_mlp(&[obs_dim, 256, 256, 7], 1)),
@@ -163,6 +164,7 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
         estop.clone(),
     )
     .unwrap();
+    rt.set_success_hold(2);
 
     let stop = Arc::new(AtomicBool::new(false));
     // What the other threads have done so far, for the loop below to wait on.
@@ -254,6 +256,7 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
                 || drained_n.load(Ordering::Relaxed) <= 50
                 || sent_n.load(Ordering::Relaxed) <= 1000
                 || rt.operator().stats().popped <= 10
+                || s.successes.load(Ordering::Relaxed) < 5
         };
         while ticks < 10_000 || (busy(&rt) && ticks < 2_000_000) {
             let r = rt.tick();
@@ -307,6 +310,10 @@ fn a_whole_runtime_tick_allocates_nothing_while_every_seam_is_contended_at_full_
         estop.presses()
     );
     assert!(s.policy_steps.load(Ordering::Relaxed) >= 300);
+    assert!(
+        s.successes.load(Ordering::Relaxed) >= 5,
+        "episodes ended in success after their hold"
+    );
 }
 
 /// A policy that sees pixels (two 64x64 RGB cameras stacked, three strided convolutions, a

@@ -304,6 +304,68 @@ fn a_success_detector_ends_the_episode_and_the_judge_no_longer_does() {
     assert!(last.outcome.success && last.outcome.terminated);
 }
 
+/// With a success hold, the judge's first success does not end the episode: the arm holds
+/// still for that many steps (the policy asked, its action not executed; normal data), then
+/// the episode ends, a success only if the judge still says so.
+#[test]
+fn a_success_hold_keeps_the_finished_scene_then_ends_as_the_judge_says_then() {
+    let moving = [0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5];
+    let episode = |success_until: u64, hold: u32| {
+        let arm = arm();
+        let cfg = follower_config(&arm);
+        let per_step = (cfg.servo_rate_hz / cfg.policy_rate_hz) as u32;
+        let mut robot = FollowerArm::new(1.0 / cfg.servo_rate_hz);
+        robot.success_from = 2;
+        robot.success_until = success_until;
+        let mut rt = Runtime::new(
+            robot,
+            cfg,
+            arm,
+            Box::new(Constant(moving)),
+            None,
+            EStop::new(),
+        )
+        .unwrap();
+        rt.set_success_hold(hold);
+        assert!(tick_until_done(&mut rt, 10 * per_step));
+        let successes = rt.stats().successes.load(Ordering::Relaxed);
+        (drain(&rt), successes)
+    };
+    // Without a hold the success ends the episode at once (the step judged at step 2).
+    let (ts, successes) = episode(0, 0);
+    assert_eq!(ts.len(), 2);
+    assert!(ts[1].outcome.success && ts[1].outcome.terminated);
+    assert_eq!(successes, 1);
+
+    // Held for 3 steps: the success step and 3 hold steps, the last ending it as a success.
+    let (ts, successes) = episode(0, 3);
+    assert_eq!(ts.len(), 5, "{ts:?}");
+    assert!(ts[1].outcome.success && !ts[1].outcome.done());
+    assert!(ts[2..4]
+        .iter()
+        .all(|t| t.outcome.success && !t.outcome.done()));
+    let last = ts[4];
+    assert!(last.outcome.success && last.outcome.terminated && !last.outcome.truncated);
+    assert_eq!(successes, 1);
+    for t in &ts[2..] {
+        // The policy was asked; the arm held (no motion, the gripper's command kept).
+        assert!(close(t.base_action.as_slice(), &moving), "{t:?}");
+        assert!(t.action.as_slice()[..6].iter().all(|a| *a == 0.0), "{t:?}");
+        assert_eq!(t.action.as_slice()[6], ts[1].action.as_slice()[6]);
+        assert_eq!(t.interrupted, Interruption::None);
+        assert!(!t.intervened);
+    }
+    assert!(close(ts[1].action.as_slice(), &moving));
+
+    // The success lapses during the hold: the episode still ends after the hold, truncated
+    // and not a success.
+    let (ts, successes) = episode(4, 3);
+    assert_eq!(ts.len(), 5, "{ts:?}");
+    let last = ts[4];
+    assert!(!last.outcome.success && last.outcome.truncated && !last.outcome.terminated);
+    assert_eq!(successes, 0);
+}
+
 #[test]
 fn an_operator_takes_over_above_the_threshold_for_the_hold_time_then_hands_back() {
     let base = [0.1; 7];

@@ -50,6 +50,7 @@ pub fn teleop(a: &BenchTeleopSpec) -> Result<BenchReport> {
         learn: None,
         record: None,
         record_frames: false,
+        success_hold_steps: 0,
     })?;
     let stats = session.stats().clone();
     let mut client = OperatorClient::connect(&session.ws_url(), Duration::from_secs(5))?;

@@ -78,6 +78,12 @@ pub struct TeleopSpec {
     /// Record the cameras' frames with the session, one per policy step ([`cameras`]; needs
     /// the system's `ffmpeg`: without it the session warns and records no frames).
     pub record_frames: bool,
+    /// Policy steps the arm holds still after the task's success before the episode ends
+    /// ([`reflex_runtime::Runtime::set_success_hold`]; 0: the success ends it at once). The
+    /// finished scene is then recorded `hold + 1` times per success: positives for a success
+    /// classifier trained from the session (`reflex classifier train --sessions
+    /// --positive-last`).
+    pub success_hold_steps: u32,
 }
 
 /// Frame sets in the pool between the control thread and the recorder (a few seconds of
@@ -374,6 +380,7 @@ impl TeleopSession {
                             SessionRobot::Sim => "sim".into(),
                             SessionRobot::Ros(_) => "ros".into(),
                         },
+                        success_hold_steps: spec.success_hold_steps,
                     },
                 )?;
                 Some(match cameras {
@@ -383,6 +390,7 @@ impl TeleopSession {
             }
             None => None,
         };
+        rt.set_success_hold(spec.success_hold_steps);
         let recording_frames = recorder.is_some() && spec.record_frames && frames_ok;
         let stats = rt.stats().clone();
         let transitions = rt.transitions().clone();

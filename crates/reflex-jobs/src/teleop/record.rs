@@ -66,6 +66,10 @@ pub struct SessionHeader {
     /// bridge).
     #[serde(default = "sim")]
     pub robot: String,
+    /// Policy steps the arm held still after each success before its episode ended (0: the
+    /// success ended it at once); a replay holds the same.
+    #[serde(default)]
+    pub success_hold_steps: u32,
 }
 
 fn sim() -> String {
@@ -360,6 +364,7 @@ pub fn replay(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<ReplayRe
         estop.clone(),
     )?
     .runtime;
+    rt.set_success_hold(header.success_hold_steps);
     let transitions = rt.transitions().clone();
     let mut report = ReplayReport {
         episodes: episodes.len() as u64,

@@ -50,6 +50,8 @@ pub struct FollowerArm {
     /// Policy steps from which the task counts as done, a success that ends the episode (0:
     /// never).
     pub success_from: u64,
+    /// Policy steps from which the success no longer holds (0: it holds for good).
+    pub success_until: u64,
     /// The joint limits this arm reports as its own (none: it reports none).
     pub own: Option<[reflex_core::JointLimits; 7]>,
     /// `stop` was called.
@@ -72,6 +74,7 @@ impl FollowerArm {
             fail_next: Default::default(),
             episode_steps: 0,
             success_from: 0,
+            success_until: 0,
             own: None,
             stopped: false,
             reads: 0,
@@ -136,7 +139,9 @@ impl reflex_core::Robot for FollowerArm {
         obs: &reflex_core::Observation,
         _action: &reflex_core::Action,
     ) -> reflex_core::Outcome {
-        let success = self.success_from > 0 && obs.step >= self.success_from;
+        let success = self.success_from > 0
+            && obs.step >= self.success_from
+            && (self.success_until == 0 || obs.step < self.success_until);
         reflex_core::Outcome {
             truncated: self.episode_steps > 0 && obs.step >= self.episode_steps,
             success,
