@@ -62,6 +62,17 @@ pub trait Arms {
     /// Connects a new runtime's statistics and operator input to its robot. Default: nothing.
     fn attach(&self, _rt: &Runtime<Self::Robot>) {}
 
+    /// Where a camera thread reads `robot`'s colour images for a policy that sees its cameras
+    /// (a job from pixels), when they arrive on their own schedule (a real-time arm's camera
+    /// topics) rather than being rendered on demand. Default: none (the job renders them
+    /// through `SceneView` just before each policy step, as a simulator can).
+    fn camera_source(
+        &self,
+        _robot: &Self::Robot,
+    ) -> Option<Box<dyn crate::pixel_deploy::ColourSource>> {
+        None
+    }
+
     /// The layout of the task's flat observation, read from a fresh robot.
     fn obs_layout(&self) -> Result<ObsLayout, ArmsError> {
         let (mut robot, _) = self.make(0)?;

@@ -212,6 +212,23 @@ pub trait ColourSource: Send + 'static {
     /// When `camera`'s newest image was received (None: none yet, or no such camera): a poll
     /// that finds every camera's unchanged does nothing.
     fn newest_ns(&self, camera: &str) -> Option<u64>;
+
+    /// The cameras it has.
+    fn cameras(&self) -> Vec<String>;
+}
+
+impl ColourSource for Box<dyn ColourSource> {
+    fn colour(&self, camera: &str, out: &mut [u8], w: usize, h: usize) -> Result<u64, SceneError> {
+        (**self).colour(camera, out, w, h)
+    }
+
+    fn newest_ns(&self, camera: &str) -> Option<u64> {
+        (**self).newest_ns(camera)
+    }
+
+    fn cameras(&self) -> Vec<String> {
+        (**self).cameras()
+    }
 }
 
 impl ColourSource for reflex_ros::camera::RosCameras {
@@ -221,6 +238,10 @@ impl ColourSource for reflex_ros::camera::RosCameras {
 
     fn newest_ns(&self, camera: &str) -> Option<u64> {
         self.received_ns(camera).ok().flatten()
+    }
+
+    fn cameras(&self) -> Vec<String> {
+        self.names()
     }
 }
 
@@ -340,6 +361,10 @@ mod tests {
     struct Fake(Arc<Mutex<Shots>>);
 
     impl ColourSource for Fake {
+        fn cameras(&self) -> Vec<String> {
+            self.0.lock().unwrap().keys().cloned().collect()
+        }
+
         fn newest_ns(&self, camera: &str) -> Option<u64> {
             match self.0.lock().unwrap().get(camera) {
                 Some(Ok((_, stamp))) => Some(*stamp),

@@ -626,6 +626,13 @@ impl crate::arms::Arms for RosArms {
         tighten(cfg, &self.params);
     }
 
+    fn camera_source(
+        &self,
+        robot: &RosRobot,
+    ) -> Option<Box<dyn crate::pixel_deploy::ColourSource>> {
+        Some(Box::new(robot.cameras_handle()))
+    }
+
     fn attach(&self, rt: &Runtime<RosRobot>) {
         rt.robot().attach_runtime_stats(rt.stats().clone());
         rt.robot().attach_operator(

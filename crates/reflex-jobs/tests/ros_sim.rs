@@ -164,6 +164,74 @@ fn training_runs_through_ros_topics_with_the_task_judged_over_tracked_objects() 
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `reflex ros train --obs pixels` through DDS on the simulated arm: the scripted
+/// demonstrations take a picture per step from the camera topics (through the camera thread),
+/// the base is cloned from them, the learner from pixels runs on its own thread beside the
+/// paced loop and pauses for an evaluation, and the run writes its pixel files. Nearly every
+/// training step is stored with the picture its base acted on.
+#[test]
+fn a_run_from_pixels_trains_through_ros_topics_with_its_learner_on_its_own_thread() {
+    use reflex_jobs::train::config::ObsMode;
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "a_run_from_pixels_trains_through_ros_topics_with_its_learner_on_its_own_thread",
+    ) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("reflex-ros-train-px-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (task_path, task) = common::short_pick_cube(&dir);
+    let domain = 79;
+    let p = params(domain);
+    let (stop, server, stats) = serve_sim_arm(&task, &p, 5, 20.0, (48, 48));
+    let ros = ros_args_with(domain, &["cameras:=[front, wrist]"]);
+    let mut cfg = common::short_train_config(&task_path, 250.0);
+    cfg.obs = ObsMode::Pixels;
+    cfg.eval_every = 15;
+    cfg.confirm_episodes = 0;
+    cfg.pixels.side = 16;
+    cfg.pixels.sac.shift_pad = 2;
+    cfg.bc.hidden = vec![32, 32];
+    cfg.bc.steps = 20;
+    cfg.bc.batch_size = 16;
+    cfg.agent.hidden = vec![32, 32];
+    cfg.learner.batch_size = 16;
+    cfg.learner.critic_warmup_updates = 5;
+    let out = dir.join("run");
+    let summary = reflex_jobs::ros::ros_train(&cfg, &ros, &out, false, None, |_| {}).unwrap();
+    stop.store(true, Ordering::Release);
+    server.join().unwrap();
+
+    assert_eq!(summary.stop_reason, "step budget", "{summary:?}");
+    assert!(summary.env_steps >= 30, "{summary:?}");
+    assert!(
+        summary.updates > 0,
+        "the learner learned on its own thread: {summary:?}"
+    );
+    // Steps are stored with their pictures: at most the first few, before both cameras'
+    // first pictures, are held for a stale input; none is left without its picture.
+    assert_eq!(summary.dropped_transitions, 0, "{summary:?}");
+    assert!(
+        summary.interrupted_steps * 4 < summary.env_steps,
+        "{summary:?}"
+    );
+    // The base's evaluation and at least one with the learner paused, on the camera topics.
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(text.lines().skip(1).count() >= 2, "{text}");
+    // The pixel files, for the cameras trained on.
+    for f in ["base", "policy"] {
+        let (_, _, meta) =
+            reflex_jobs::pixel_deploy::load_pixel_net(&out.join(format!("{f}.safetensors")))
+                .unwrap();
+        assert_eq!(meta["cameras"], serde_json::json!(["wrist", "front"]));
+    }
+    assert!(stats.commands.load(Ordering::Relaxed) > 1000);
+    assert!(
+        stats.resets.load(Ordering::Relaxed) >= 5,
+        "a reset per episode"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `reflex teleop --robot ros`: a correction session on the simulated arm served over DDS. The
 /// policy acts through the bridge; the page's held input lifts the tool; an rclpy node's
 /// `TwistStamped` then lowers it while the page streams released inputs (the hub lets the source

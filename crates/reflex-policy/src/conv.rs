@@ -741,6 +741,8 @@ pub struct PixelPolicy {
     pub stale: u64,
     /// Forward passes refused (a size mismatch; cannot happen after `new` checked it).
     pub errors: u64,
+    /// The sequence number of the image the last action was computed on ([`PixelPolicy::seen`]).
+    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PixelPolicy {
@@ -765,7 +767,16 @@ impl PixelPolicy {
             max_age_ns,
             stale: 0,
             errors: 0,
+            seen: Default::default(),
         })
+    }
+
+    /// Where the policy leaves the sequence number ([`reflex_core::StampedImage::seq`]) of the
+    /// image each action was computed on (0 before the first): a job that keeps the pictures a
+    /// camera thread publishes pairs each step with the one its action saw. One relaxed store
+    /// per action.
+    pub fn seen(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.seen.clone()
     }
 }
 
@@ -785,10 +796,13 @@ impl reflex_core::Policy for PixelPolicy {
     fn act(&mut self, obs: &reflex_core::Observation, action: &mut reflex_core::Action) {
         let proprio = obs.flat.as_slice().get(..reflex_core::FLAT_OBJECTS);
         let ok = match (self.frames.latest(), proprio) {
-            (Some(img), Some(proprio)) => self
-                .net
-                .forward(&img.bytes, proprio, action.as_mut_slice())
-                .is_ok(),
+            (Some(img), Some(proprio)) => {
+                self.seen
+                    .store(img.seq, std::sync::atomic::Ordering::Relaxed);
+                self.net
+                    .forward(&img.bytes, proprio, action.as_mut_slice())
+                    .is_ok()
+            }
             _ => false,
         };
         if !ok {

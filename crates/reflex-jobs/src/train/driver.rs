@@ -81,13 +81,6 @@ pub fn train_on<A: Arms>(
                 r.name
             )));
         }
-        if arms.real_time() {
-            return Err(stage("configuration")(
-                "obs = \"pixels\" runs on the simulator for now: its learner runs in lock step \
-                 with the arm, which a real-time arm cannot wait for"
-                    .to_owned(),
-            ));
-        }
         if resume {
             return Err(stage("configuration")(format!(
                 "{}: a run from pixels cannot be resumed yet; start it again in a new directory",

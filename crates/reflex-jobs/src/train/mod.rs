@@ -25,7 +25,8 @@
 //! evaluation's weights a run ended on its budget hands over), `scalars` (`scalars.jsonl`), [`plot`] (`curve.png`) and [`study`] (several
 //! seeds read together: `study.json`, `band.png`). [`pixels`] is the same job when the policy
 //! and the critics see the cameras (`obs = "pixels"`): pictures in the demonstrations and the
-//! replay, a base cloned from them, SAC from pixels in lock step with the simulator. Robots come from an [`crate::arms::Arms`]: the
+//! replay, a base cloned from them, SAC from pixels in lock step with a simulator or on its own
+//! thread beside a real-time arm. Robots come from an [`crate::arms::Arms`]: the
 //! simulator's by default, anything with the same traits otherwise.
 
 pub mod config;

@@ -11,9 +11,11 @@
 //! 3. Training: the runtime runs that base plus an exploring residual that sees the same
 //!    pictures through the critics' encoder ([`ResidualPolicy::pixel_tanh_gaussian`]); SAC
 //!    from pixels ([`PixelAgent`]) learns from a replay that keeps each step's picture once
-//!    ([`PixelReplay`]), demonstrations mixed in (RLPD). The learner runs in lock step with the
-//!    simulator on this thread (its updates use both cores); a real arm's learner thread for
-//!    pixels is not built yet.
+//!    ([`PixelReplay`]), demonstrations mixed in (RLPD). With a simulator the learner runs in
+//!    lock step on this thread (its updates use both cores). Beside a real-time arm
+//!    (`reflex ros train --obs pixels`) it runs on its own thread ([`PixelLearner`]), fed
+//!    through a bounded queue and paused for each evaluation; the loop is paced and never
+//!    waits for it.
 //! 4. Evaluations, confirmations, the kept best and the held-out evaluation as in the state
 //!    job; `summary.json`, `metrics.csv` and `curve.png` have the same form, so `--seeds`
 //!    studies read pixel runs too.
@@ -26,8 +28,13 @@
 //!
 //! Files: `base_encoder.safetensors` + `base.safetensors` (the base's encoder and MLP),
 //! `policy_encoder.safetensors` + `policy.safetensors` (the residual's, `tanh(mean)`).
-//! Cameras are rendered on demand here (the simulator's [`SceneView::render`]), just before a
-//! tick that starts a policy step, and stamped with the robot's clock.
+//! A simulator's cameras are rendered on demand (its [`SceneView::render`]), just before a
+//! tick that starts a policy step, and stamped with the robot's clock. A real-time arm's
+//! arrive on their own schedule (`Arms::camera_source`: a ROS 2 arm's camera topics): a camera
+//! thread ([`spawn_camera_pump`]) publishes each stack into the policies' cells and into the
+//! driver's, which keeps the newest few by sequence number; each step is paired with the stack
+//! its base acted on ([`PixelPolicy::seen`]), and a step whose stack is gone is left out and
+//! counted. Picture buffers go round a pool, so the driver's thread stops allocating them.
 
 use super::config::{stage, TrainConfig, TrainError};
 use super::episodes::{
@@ -40,6 +47,7 @@ use super::report::{
 };
 use super::{brake_to_rest, INTERRUPT, PROGRESS_EVERY_S};
 use crate::arms::{runtime, Arms};
+use crate::pixel_deploy::{spawn_camera_pump, CameraPump};
 use reflex_core::{
     image_cell, Frame, ImageReader, ImageWriter, Robot, SceneView, Transition, FLAT_OBJECTS,
 };
@@ -54,11 +62,11 @@ use reflex_policy::{
     ConvEncoder, EncoderParams, EncoderShape, EncoderSlot, Mlp, PixelNet, PixelPolicy,
     ResidualPolicy, WeightsSlot,
 };
-use reflex_runtime::{Runtime, TickReport};
+use reflex_runtime::{Runtime, TickReport, Ticker};
 use reflex_sim::ScriptedExpert;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,18 +79,22 @@ struct Cameras {
     writers: Vec<ImageWriter>,
 }
 
+/// `n` image cells for stacks of `cameras` pictures at `side` x `side`.
+fn cells(cameras: usize, side: usize, n: usize) -> (Vec<ImageWriter>, Vec<ImageReader>) {
+    (0..n)
+        .map(|_| image_cell(side * side * 3 * cameras))
+        .unzip()
+}
+
 impl Cameras {
-    /// Cameras `names` at `side` x `side`, and `readers` cells for the policies.
-    fn new(names: &[String], side: usize, readers: usize) -> (Self, Vec<ImageReader>) {
-        let len = side * side * 3 * names.len();
-        let (writers, readers): (Vec<_>, Vec<_>) = (0..readers).map(|_| image_cell(len)).unzip();
-        let cams = Self {
+    /// Cameras `names` at `side` x `side`, publishing into `writers`.
+    fn new(names: &[String], side: usize, writers: Vec<ImageWriter>) -> Self {
+        Self {
             names: names.to_vec(),
             frames: names.iter().map(|_| Frame::new(side, side)).collect(),
-            stacked: vec![0; len],
+            stacked: vec![0; side * side * 3 * names.len()],
             writers,
-        };
-        (cams, readers)
+        }
     }
 
     /// Takes a picture from every camera into `stacked`.
@@ -108,12 +120,85 @@ impl Cameras {
     }
 }
 
+/// Pictures a camera thread publishes (a real-time arm's camera topics): the driver keeps the
+/// newest few stacks of its own cell, by sequence number, and pairs each policy step with the
+/// one its action saw.
+struct Tap {
+    _pump: CameraPump,
+    cell: ImageReader,
+    /// The newest stacks, oldest first: (sequence number, bytes).
+    ring: VecDeque<(u64, Vec<u8>)>,
+    /// Where the base leaves the sequence number of the picture each action saw; `None` for a
+    /// base that sees no pictures (the scripted expert): a step then takes the newest.
+    seen: Option<Arc<AtomicU64>>,
+    /// Steps whose picture was no longer kept (or never came): not learned from.
+    missed: u64,
+}
+
+/// Stacks a [`Tap`] keeps: at 30 pictures a second, about a quarter of a second, past the
+/// 0.1 s between a step's start and its transition leaving the runtime.
+const TAP_RING: usize = 8;
+
+impl Tap {
+    /// Keeps the cell's newest stack if it is new (its buffer reused once the ring is full).
+    fn refresh(&mut self) {
+        let Some(img) = self.cell.latest() else {
+            return;
+        };
+        if self.ring.back().is_some_and(|(seq, _)| *seq == img.seq) {
+            return;
+        }
+        let mut buf = if self.ring.len() >= TAP_RING {
+            self.ring.pop_front().map(|(_, b)| b).unwrap_or_default()
+        } else {
+            Vec::with_capacity(img.bytes.len())
+        };
+        buf.clear();
+        buf.extend_from_slice(&img.bytes);
+        self.ring.push_back((img.seq, buf));
+    }
+
+    /// The sequence number of the picture the step just started saw (0: none yet).
+    fn step_seq(&self) -> u64 {
+        match &self.seen {
+            Some(seen) => seen.load(Ordering::Relaxed),
+            None => self.ring.back().map_or(0, |(seq, _)| *seq),
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<&[u8]> {
+        self.ring
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq && seq > 0)
+            .map(|(_, b)| &b[..])
+    }
+}
+
+/// Where a runtime's pictures come from.
+enum Shots {
+    /// Rendered on demand just before each tick that starts a policy step (a simulator).
+    Render(Cameras),
+    /// Published by a camera thread as they arrive (a real-time arm).
+    Pump(Tap),
+}
+
+/// The picture of a step in flight: its bytes, or the sequence number of a [`Tap`]'s stack.
+enum Shown {
+    Bytes(Vec<u8>),
+    Seq(u64),
+}
+
 /// A runtime with its cameras; remembers the picture of every policy step until its transition
-/// comes out of the runtime's queue.
+/// comes out of the runtime's queue. Ticks are paced at the loop rate on a real-time arm.
+/// Picture buffers go round a pool (a learner hands them back), so a long run stops allocating
+/// them.
 struct PixelRt<R: Robot + SceneView> {
     rt: Runtime<R>,
-    cams: Cameras,
-    shown: VecDeque<((u64, u64), Vec<u8>)>,
+    shots: Shots,
+    shown: VecDeque<((u64, u64), Shown)>,
+    ticker: Option<Ticker>,
+    pool: Vec<Vec<u8>>,
 }
 
 /// A transition with the picture its action was chosen on, and the picture after it when it
@@ -124,28 +209,73 @@ struct Seen {
     last: Option<Vec<u8>>,
 }
 
+/// Picture buffers a [`PixelRt`] keeps for reuse, at most.
+const POOL_AT_MOST: usize = 1024;
+
 impl<R: Robot + SceneView + reflex_core::SceneReset> PixelRt<R> {
-    /// One tick; a tick that will start a policy step gets fresh pictures first.
-    fn tick(&mut self) -> Result<TickReport, TrainError> {
-        if self.rt.policy_step_next() {
-            let now = self.rt.robot().now_ns();
-            self.cams.publish(self.rt.robot(), now)?;
+    /// A copy of `bytes` in a buffer from the pool.
+    fn copy(pool: &mut Vec<Vec<u8>>, bytes: &[u8]) -> Vec<u8> {
+        let mut b = pool.pop().unwrap_or_default();
+        b.clear();
+        b.extend_from_slice(bytes);
+        b
+    }
+
+    /// Takes back a picture buffer.
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < POOL_AT_MOST {
+            self.pool.push(buf);
         }
-        let rep = self.rt.tick();
+    }
+
+    /// A new schedule for a paced runtime (after a reset, which may take long).
+    fn restart_schedule(&mut self) {
+        if self.ticker.is_some() {
+            self.ticker = Some(Ticker::new(self.rt.config().servo_rate_hz));
+        }
+    }
+
+    /// One tick (paced on a real-time arm); a tick that will start a policy step gets fresh
+    /// pictures first when they are rendered on demand.
+    fn tick(&mut self) -> Result<TickReport, TrainError> {
+        if let Shots::Render(cams) = &mut self.shots {
+            if self.rt.policy_step_next() {
+                let now = self.rt.robot().now_ns();
+                cams.publish(self.rt.robot(), now)?;
+            }
+        }
+        let rep = match &mut self.ticker {
+            Some(t) => self.rt.tick_paced(t),
+            None => self.rt.tick(),
+        };
+        if let Shots::Pump(tap) = &mut self.shots {
+            tap.refresh();
+        }
         if rep.policy_step {
             let id = self.rt.step_in_flight();
             // Bounded: pictures of steps whose transitions never come (none in simulation).
             if self.shown.len() >= 64 {
-                self.shown.pop_front();
+                if let Some((_, Shown::Bytes(b))) = self.shown.pop_front() {
+                    self.recycle(b);
+                }
             }
-            self.shown.push_back((id, self.cams.stacked.clone()));
+            let shown = match &self.shots {
+                Shots::Render(cams) => Shown::Bytes(Self::copy(&mut self.pool, &cams.stacked)),
+                Shots::Pump(tap) => Shown::Seq(tap.step_seq()),
+            };
+            self.shown.push_back((id, shown));
         }
         Ok(rep)
     }
 
     /// The transitions out of the queue with their pictures (a step that ends its episode
-    /// gets the picture of the scene now, its last).
+    /// gets the picture of the scene now, its last). Interrupted steps are left out (never
+    /// learned from), as is a step whose picture a camera thread no longer holds (counted in
+    /// `Tap::missed`).
     fn drain(&mut self, out: &mut Vec<Seen>) -> Result<(), TrainError> {
+        if let Shots::Pump(tap) = &mut self.shots {
+            tap.refresh();
+        }
         while let Some(t) = self.rt.transitions().pop() {
             let Some(i) = self
                 .shown
@@ -154,16 +284,50 @@ impl<R: Robot + SceneView + reflex_core::SceneReset> PixelRt<R> {
             else {
                 continue;
             };
-            let (_, image) = self.shown.remove(i).expect("found");
+            let (_, shown) = self.shown.remove(i).expect("found");
+            if t.interrupted != reflex_core::Interruption::None {
+                // Never learned from (the arm held, or the episode was aborted).
+                if let Shown::Bytes(b) = shown {
+                    self.recycle(b);
+                }
+                continue;
+            }
+            let image = match (shown, &mut self.shots) {
+                (Shown::Bytes(b), _) => b,
+                (Shown::Seq(seq), Shots::Pump(tap)) => match tap.get(seq) {
+                    Some(bytes) => Self::copy(&mut self.pool, bytes),
+                    None => {
+                        tap.missed += 1;
+                        continue;
+                    }
+                },
+                (Shown::Seq(_), Shots::Render(_)) => continue,
+            };
             let last = if t.outcome.done() {
-                self.cams.shoot(self.rt.robot())?;
-                Some(self.cams.stacked.clone())
+                Some(match &mut self.shots {
+                    Shots::Render(cams) => {
+                        cams.shoot(self.rt.robot())?;
+                        Self::copy(&mut self.pool, &cams.stacked)
+                    }
+                    Shots::Pump(tap) => match tap.ring.back() {
+                        Some((_, b)) => Self::copy(&mut self.pool, b),
+                        None => Self::copy(&mut self.pool, &image),
+                    },
+                })
             } else {
                 None
             };
             out.push(Seen { t, image, last });
         }
         Ok(())
+    }
+
+    /// Steps left out for want of their picture.
+    fn pictures_missed(&self) -> u64 {
+        match &self.shots {
+            Shots::Pump(tap) => tap.missed,
+            Shots::Render(_) => 0,
+        }
     }
 
     /// Whole episodes from `seeds`; per episode (success, return), and every transition with
@@ -175,13 +339,15 @@ impl<R: Robot + SceneView + reflex_core::SceneReset> PixelRt<R> {
     ) -> Result<Vec<(bool, f64)>, TrainError> {
         let mut results = Vec::new();
         let mut kept = Vec::new();
+        let paced = self.ticker.is_some();
         for seed in seeds {
             self.rt.reset_episode(seed).map_err(stage("scene reset"))?;
+            self.restart_schedule();
             self.shown.clear();
             let (mut ret, mut success) = (0.0, false);
             loop {
                 if INTERRUPT.load(Ordering::Relaxed) {
-                    brake_to_rest(&mut self.rt, false);
+                    brake_to_rest(&mut self.rt, paced);
                     return Err(TrainError::Interrupted);
                 }
                 let rep = self.tick()?;
@@ -193,7 +359,12 @@ impl<R: Robot + SceneView + reflex_core::SceneReset> PixelRt<R> {
                 }
                 self.drain(&mut kept)?;
                 if keep.is_none() {
-                    kept.clear();
+                    for s in kept.drain(..) {
+                        self.recycle(s.image);
+                        if let Some(l) = s.last {
+                            self.recycle(l);
+                        }
+                    }
                 }
                 if rep.episode_done {
                     results.push((success, ret));
@@ -250,17 +421,68 @@ fn pixel_runtime<A: Arms>(
     residual: impl FnOnce(ImageReader) -> Result<ResidualPolicy, reflex_policy::PolicyShapeError>,
 ) -> Result<PixelRt<A::Robot>, TrainError> {
     let px = &cfg.pixels;
-    let (cams, mut readers) = Cameras::new(&px.cameras, px.side, 2);
+    let (writers, mut readers) = cells(px.cameras.len(), px.side, 2);
     let residual_frames = readers.pop().expect("two cells");
     let base_frames = readers.pop().expect("two cells");
     let base = PixelPolicy::new(base, base_frames, (px.max_age_s * 1e9) as u64)
         .map_err(stage("base policy"))?;
+    let seen = base.seen();
     let residual = residual(residual_frames).map_err(stage("residual policy"))?;
     let rt = runtime(arms, 0, Box::new(base), Some(residual), &cfg.runtime)?;
+    with_shots(arms, cfg, rt, writers, Some(seen))
+}
+
+/// `rt` with its pictures: rendered on demand into `writers` (a simulator), or published
+/// into them and into the driver's own cell by a camera thread reading the robot's cameras
+/// (`Arms::camera_source`: a real-time arm, whose ticks are then paced). `seen` is where the
+/// base leaves the picture each action saw.
+fn with_shots<A: Arms>(
+    arms: &A,
+    cfg: &TrainConfig,
+    rt: Runtime<A::Robot>,
+    mut writers: Vec<ImageWriter>,
+    seen: Option<Arc<AtomicU64>>,
+) -> Result<PixelRt<A::Robot>, TrainError> {
+    let px = &cfg.pixels;
+    let shots = match arms.camera_source(rt.robot()) {
+        None => Shots::Render(Cameras::new(&px.cameras, px.side, writers)),
+        Some(source) => {
+            let listed = source.cameras();
+            if let Some(c) = px.cameras.iter().find(|c| !listed.contains(c)) {
+                return Err(stage("cameras")(format!(
+                    "pixels.cameras lists `{c}`, which the arm does not have (it has \
+                     {listed:?}); on a ROS 2 arm add it to parameter `cameras` with its \
+                     `image_topic`"
+                )));
+            }
+            let (tap_writer, mut tap) = cells(px.cameras.len(), px.side, 1);
+            writers.append(&mut tap_writer.into_iter().collect());
+            let pump = spawn_camera_pump(
+                source,
+                px.cameras.clone(),
+                px.side,
+                writers,
+                std::time::Duration::from_millis(2),
+            )
+            .map_err(|e| stage("cameras")(format!("camera thread: {e}")))?;
+            Shots::Pump(Tap {
+                _pump: pump,
+                cell: tap.pop().expect("one cell"),
+                ring: VecDeque::new(),
+                seen,
+                missed: 0,
+            })
+        }
+    };
+    let ticker = arms
+        .real_time()
+        .then(|| Ticker::new(rt.config().servo_rate_hz));
     Ok(PixelRt {
         rt,
-        cams,
+        shots,
         shown: VecDeque::new(),
+        ticker,
+        pool: Vec::new(),
     })
 }
 
@@ -309,7 +531,12 @@ pub(crate) fn evaluate_pixel_run<A: Arms>(
             ResidualPolicy::pixel(actor, encoder, frames, FLAT_OBJECTS, act_dim)
         })?
     };
-    prt.episodes(seeds, None)
+    let results = prt.episodes(seeds, None)?;
+    if prt.ticker.is_some() {
+        // A real-time arm is left at rest.
+        brake_to_rest(&mut prt.rt, true);
+    }
+    Ok(results)
 }
 
 /// The proprioception of a flat observation: what the arm knows of itself.
@@ -390,13 +617,19 @@ pub(crate) fn train_pixels<A: Arms>(
         let noise =
             super::driver::demo_noise_policy(cfg.demo_noise_std(), obs_dim, act_dim, cfg.seed)?;
         let rt = runtime(arms, 0, Box::new(expert), noise, &cfg.runtime)?;
-        let (cams, _) = Cameras::new(&px.cameras, px.side, 0);
-        let mut prt = PixelRt {
-            rt,
-            cams,
-            shown: VecDeque::new(),
-        };
+        let mut prt = with_shots(arms, cfg, rt, Vec::new(), None)?;
         prt.episodes(seeds(cfg.seed, 1, demo_episodes), Some(&mut demos))?;
+        if prt.pictures_missed() > 0 {
+            tracing::warn!(
+                steps = prt.pictures_missed(),
+                "demonstration steps left out: the camera thread had no picture for them"
+            );
+        }
+        if demos.is_empty() {
+            return Err(stage("demonstrations")(
+                "no demonstration step has a picture: are the cameras publishing?".to_owned(),
+            ));
+        }
     }
 
     // 2. The base, cloned from the pictures.
@@ -412,7 +645,7 @@ pub(crate) fn train_pixels<A: Arms>(
         .iter()
         .flat_map(|s| s.t.base_action.as_slice().to_vec())
         .collect();
-    let (mut base, loss) = behaviour_clone_pixels(
+    let (base, loss) = behaviour_clone_pixels(
         &PixelDemos {
             images: &images,
             proprio: &demo_proprio,
@@ -436,7 +669,7 @@ pub(crate) fn train_pixels<A: Arms>(
 
     // The agent: its encoder starts from the base's (features that already tell the scene
     // apart), its actor at zero (the residual starts at exactly the base).
-    let mut agent = PixelAgent::new(
+    let agent = PixelAgent::new(
         cfg.agent.clone(),
         px.sac.clone(),
         base.encoder().params(),
@@ -446,50 +679,13 @@ pub(crate) fn train_pixels<A: Arms>(
     )
     .map_err(stage("agent"))?
     .with_residual(cfg.runtime.residual_scale);
-    let gamma = cfg.agent.gamma;
     let reward_name = reward
         .as_ref()
         .map_or("task".to_owned(), |r| r.name.clone());
-    let (mut reward_stage, mut hook) = match reward {
+    let (reward_stage, mut hook) = match reward {
         Some(r) => (Some(r.stage), Some(r.hook)),
         None => (None, None),
     };
-    let reward_of = |t: &Transition| {
-        let mut r = t.outcome.reward as f32 * lc.reward_scale;
-        if lc.success_absorbing && t.outcome.success && t.outcome.terminated {
-            r /= 1.0 - gamma;
-        }
-        r
-    };
-    let demo_cap = demos.len().max(1000);
-    let mut replay = PixelReplay::new(
-        per,
-        proprio,
-        act_dim,
-        demo_cap,
-        px.replay_capacity.min(lc.replay_capacity),
-        lc.n_step,
-        gamma,
-    );
-    // Demonstrations are stored relative to the cloned base: its action at each picture.
-    let mut base_act = vec![0.0f32; act_dim];
-    for s in &demos {
-        let (p0, p1) = proprio_of(&s.t);
-        base.forward(&s.image, p0, &mut base_act)
-            .map_err(|e| stage("behaviour cloning")(format!("{e:?}")))?;
-        let row: Vec<f32> = p0.iter().chain(&base_act).copied().collect();
-        let next = next_row(&mut base, s, p1, &mut base_act)?;
-        // Under a reward source, a demonstration carries its `demo_reward` (the task's
-        // success, as the state job stores them).
-        let mut t = s.t;
-        if let Some(st) = &reward_stage {
-            t.outcome.reward = st.demo_reward(&s.t);
-        }
-        push_seen(&mut replay, Source::Demo, s, &row, &next, reward_of(&t))?;
-    }
-    agent.fit_proprio_normaliser(&replay.proprio_rows(), INPUT_MIN_STD);
-    drop(demos);
-
     let nets = Nets {
         base: base.clone(),
         actor: WeightsSlot::new(agent.agent().exploring_actor()),
@@ -497,15 +693,38 @@ pub(crate) fn train_pixels<A: Arms>(
         proprio: FLAT_OBJECTS,
         act_dim,
     };
-    let publish = |agent: &PixelAgent| -> Result<(), TrainError> {
-        nets.actor
-            .publish(agent.agent().exploring_actor())
-            .map_err(|e| stage("publishing the actor")(e.to_string()))?;
-        nets.encoder
-            .publish(agent.tick_encoder().map_err(stage("agent"))?)
-            .map_err(stage("publishing the encoder"))?;
-        Ok(())
+    let replay = PixelReplay::new(
+        per,
+        proprio,
+        act_dim,
+        demos.len().max(1000),
+        px.replay_capacity.min(lc.replay_capacity),
+        lc.n_step,
+        cfg.agent.gamma,
+    );
+    let mut learning = PixelLearning {
+        agent,
+        replay,
+        stage: reward_stage,
+        held: BTreeMap::new(),
+        judged: Vec::new(),
+        rewarded: Vec::new(),
+        kept: Vec::new(),
+        pictures_missing: 0,
+        base: base.clone(),
+        base_act: vec![0.0; act_dim],
+        rng: reflex_core::Rng::new(cfg.seed ^ 0x51DE),
+        lc: lc.clone(),
+        gamma: cfg.agent.gamma,
+        env_steps: 0,
+        updates: 0,
+        owed: 0.0,
+        last: UpdateStats::default(),
+        actor: nets.actor.clone(),
+        encoder: nets.encoder.clone(),
     };
+    learning.take_demos(&demos)?;
+    drop(demos);
 
     // 3. The base's evaluation (the residual is exactly zero).
     let quiet = Arc::new(AtomicBool::new(false));
@@ -523,30 +742,24 @@ pub(crate) fn train_pixels<A: Arms>(
     let eval_seeds = || seeds(cfg.seed, 2, cfg.eval_episodes).collect::<Vec<_>>();
     let r = evaluate(&mut eval_rt, eval_seeds())?;
     state.base_success_rate = r.0;
-    let row = EvalRow::base(wall(&started), r, agent.agent().temperature());
+    let row = EvalRow::base(wall(&started), r, learning.agent.agent().temperature());
     state.evals.push(row.clone());
     progress(Progress::Eval(row));
-    let snapshot = |agent: &PixelAgent| -> Result<(Mlp, ConvEncoder), TrainError> {
-        Ok((
-            agent.agent().exploring_actor(),
-            agent.tick_encoder().map_err(stage("agent"))?,
-        ))
-    };
-    let mut best = (0.0f64, snapshot(&agent)?, 0u64, 0u64);
-    best.0 = r.0;
+    // The weights published last: the learner publishes as it pauses for an evaluation.
+    let snapshot = || (nets.actor.snapshot(), nets.encoder.snapshot());
+    let mut best = (r.0, snapshot(), 0u64, 0u64);
     write_metrics(out, &state)?;
     write_state(&out.join("progress.json"), &state)?;
 
-    // 4. Training, the learner in lock step.
+    // 4. Training: the learner in lock step with a simulator, on its own thread beside a
+    // real-time arm (which is never held back for it).
     progress(Progress::Stage("training"));
+    let paced = arms.real_time();
     let explore = Arc::new(AtomicBool::new(true));
     let mut rt = nets.runtime(arms, cfg, &explore, cfg.seed ^ 0xE)?;
     let budget_s = cfg.minutes * 60.0;
     let mut train_seeds = seeds(cfg.seed, 3, usize::MAX);
-    let mut rng = reflex_core::Rng::new(cfg.seed ^ 0x51DE);
-    let (mut env_steps, mut updates, mut episodes) = (0u64, 0u64, 0u64);
-    let mut owed = 0.0f64;
-    let mut last = UpdateStats::default();
+    let mut episodes = 0u64;
     let mut recent: VecDeque<bool> = VecDeque::new();
     let mut ep_success = false;
     let mut last_eval = 0u64;
@@ -554,23 +767,36 @@ pub(crate) fn train_pixels<A: Arms>(
     let mut stop_reason = "time budget";
     let mut seen = Vec::new();
     let mut confirm_index = 0usize;
-    // Under a reward source: transitions its stage holds, with their pictures, by (episode,
-    // step), and the ones it passed on.
-    let mut held: BTreeMap<(u64, u64), Seen> = BTreeMap::new();
-    let (mut judged, mut rewarded) = (Vec::new(), Vec::new());
-    let mut pictures_missing = 0u64;
     let mut reward_wait = std::time::Duration::ZERO;
     // A success detector (HIL-SERL's classifier) ends training episodes instead of the
     // robot's own judgement of success.
     if hook.as_ref().is_some_and(|h| h.detects_success()) {
         rt.rt.set_end_on_success(false);
     }
+    let mut learner = if paced {
+        PixelLearner::spawn(learning)?
+    } else {
+        PixelLearner::Inline(Box::new(learning))
+    };
+    // A real-time arm's loop preempts the learner (started above, so it does not inherit the
+    // policy), and its code stays in memory, as in the state job.
+    let fifo = paced.then(|| reflex_runtime::FifoScope::enter(70));
+    if let Some(Err(e)) = fifo.as_ref().map(|f| &f.got) {
+        tracing::warn!("the training loop runs without SCHED_FIFO: {e}");
+    }
+    let locked = paced.then(reflex_runtime::MemoryLock::code);
+    if let Some(Err(e)) = locked.as_ref().map(|l| &l.got) {
+        tracing::warn!("the training loop's code is not locked in memory: {e}");
+    }
+    // Which runtime moved the arm last (the one to brake at the end of a real-time run).
+    let mut evaluated_last = false;
     let mut episode_id =
         super::driver::start_episode(&mut rt.rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+    rt.restart_schedule();
     let mut step_id = 0u64;
     'train: loop {
         if INTERRUPT.load(Ordering::Relaxed) {
-            brake_to_rest(&mut rt.rt, false);
+            brake_to_rest(&mut rt.rt, paced);
             stop_reason = "interrupted";
             break;
         }
@@ -583,71 +809,18 @@ pub(crate) fn train_pixels<A: Arms>(
                 rt.rt.observation(),
                 rt.rt.robot(),
             );
-            if !rep.episode_done && h.ends_episode(episode_id, step_id, true) {
+            if !rep.episode_done && h.ends_episode(episode_id, step_id, !paced) {
                 // A success detector saw the task done: the step in flight ends it.
                 rt.rt.end_episode();
             }
         }
-        if rep.outcome.is_some() {
+        if let Some(o) = &rep.outcome {
             step_id += 1;
+            ep_success |= o.success;
         }
         rt.drain(&mut seen)?;
-        seen.retain(|s| s.t.interrupted == reflex_core::Interruption::None);
-        if let Some(st) = &mut reward_stage {
-            pass_through_stage(
-                st.as_mut(),
-                &mut seen,
-                &mut held,
-                &mut judged,
-                &mut rewarded,
-                &mut pictures_missing,
-            );
-        } else {
-            rewarded.append(&mut seen);
-        }
-        for s in rewarded.drain(..) {
-            if !s.t.outcome.has_reward() {
-                continue;
-            }
-            let (p0, p1) = proprio_of(&s.t);
-            let row: Vec<f32> = p0
-                .iter()
-                .chain(s.t.base_action.as_slice())
-                .copied()
-                .collect();
-            let next = next_row(&mut base, &s, p1, &mut base_act)?;
-            push_seen(
-                &mut replay,
-                Source::Online,
-                &s,
-                &row,
-                &next,
-                reward_of(&s.t),
-            )?;
-            env_steps += 1;
-            ep_success |= s.t.outcome.success;
-            if env_steps as usize >= lc.learning_starts {
-                owed += f64::from(lc.utd);
-            }
-        }
-        while owed >= 1.0 {
-            owed -= 1.0;
-            let frozen = updates < lc.critic_warmup_updates;
-            let Some(b) = replay.sample(&mut rng, lc.batch_size, lc.demo_fraction) else {
-                break;
-            };
-            last = agent.update_with(&b, frozen);
-            updates += 1;
-            if !agent.agent().is_finite() {
-                return Err(stage("training")(
-                    "the agent's weights became non-finite (no rollback for pixel runs yet)"
-                        .to_owned(),
-                ));
-            }
-            if updates % lc.publish_every.max(1) == 0 {
-                publish(&agent)?;
-            }
-        }
+        learner.feed(&mut rt, &mut seen)?;
+        let (env_steps, updates) = learner.counts();
         if last_progress.elapsed().as_secs_f64() >= PROGRESS_EVERY_S {
             last_progress = Instant::now();
             progress(Progress::Training {
@@ -669,7 +842,10 @@ pub(crate) fn train_pixels<A: Arms>(
         ep_success = false;
         if env_steps >= last_eval + cfg.eval_every {
             last_eval = env_steps;
-            publish(&agent)?;
+            // The learner pauses (publishing its newest weights) while the policy is judged.
+            learner.pause()?;
+            let (env_steps, updates) = learner.counts();
+            evaluated_last = true;
             let r = match evaluate(&mut eval_rt, eval_seeds()) {
                 Err(TrainError::Interrupted) => {
                     stop_reason = "interrupted";
@@ -684,11 +860,11 @@ pub(crate) fn train_pixels<A: Arms>(
                 episodes,
                 r,
                 &recent,
-                &last,
+                &learner.last(),
             );
             state.evals.push(row.clone());
             if r.0 >= best.0 {
-                best = (r.0, snapshot(&agent)?, env_steps, updates);
+                best = (r.0, snapshot(), env_steps, updates);
             }
             progress(Progress::Eval(row.clone()));
             write_metrics(out, &state)?;
@@ -719,6 +895,7 @@ pub(crate) fn train_pixels<A: Arms>(
                     break 'train;
                 }
             }
+            learner.resume();
         }
         if cfg.max_env_steps > 0 && env_steps >= cfg.max_env_steps {
             stop_reason = "step budget";
@@ -728,9 +905,10 @@ pub(crate) fn train_pixels<A: Arms>(
             break;
         }
         // A simulator can wait for the reward source before the next episode (bounded, as in
-        // the state job).
+        // the state job); a real-time arm never waits.
         let waited = Instant::now();
-        while hook.as_ref().is_some_and(|h| h.busy())
+        while !paced
+            && hook.as_ref().is_some_and(|h| h.busy())
             && waited.elapsed() < super::driver::REWARD_WAIT_LIMIT
             && wall(&started) < budget_s
             && !INTERRUPT.load(Ordering::Relaxed)
@@ -740,15 +918,41 @@ pub(crate) fn train_pixels<A: Arms>(
         reward_wait += waited.elapsed();
         episode_id =
             super::driver::start_episode(&mut rt.rt, train_seeds.next().unwrap_or(0), &mut hook)?;
+        rt.restart_schedule();
+        evaluated_last = false;
         step_id = 0;
     }
+    if paced && stop_reason != "interrupted" {
+        // A real-time arm is left at rest, by the runtime that moved it last.
+        brake_to_rest(
+            if evaluated_last {
+                &mut eval_rt.rt
+            } else {
+                &mut rt.rt
+            },
+            true,
+        );
+    }
+    drop((fifo, locked));
+    let learner_dropped = learner.dropped();
+    let learning = learner.finish()?;
+    let (env_steps, updates) = (learning.env_steps, learning.updates);
     state.wall_s = wall(&started);
     state.episodes = episodes;
-    if pictures_missing > 0 {
+    if learning.pictures_missing > 0 {
         tracing::warn!(
-            pictures_missing,
+            pictures_missing = learning.pictures_missing,
             "the reward stage held transitions past {HELD_AT_MOST} steps: their pictures were \
              dropped and they were not learned from"
+        );
+    }
+    let pictures_missed = rt.pictures_missed();
+    if pictures_missed + learner_dropped > 0 {
+        tracing::warn!(
+            pictures_missed,
+            learner_dropped,
+            "training steps not learned from: their picture was no longer kept, or the \
+             learner thread's queue was full"
         );
     }
 
@@ -765,7 +969,7 @@ pub(crate) fn train_pixels<A: Arms>(
         };
         (actor, encoder, h)
     } else {
-        let (actor, encoder) = snapshot(&agent)?;
+        let (actor, encoder) = snapshot();
         let h = HandedOver {
             env_steps,
             updates,
@@ -818,18 +1022,27 @@ pub(crate) fn train_pixels<A: Arms>(
         episodes,
         updates_per_s: updates as f64 / train_s,
         env_steps_per_s: env_steps as f64 / train_s,
-        dropped_transitions: rt.rt.transitions().stats().dropped,
+        dropped_transitions: rt.rt.transitions().stats().dropped
+            + pictures_missed
+            + learner_dropped,
         intervened_steps: 0,
         stop_reason: stop_reason.to_owned(),
         reward: reward_name,
         reward_wait_s: reward_wait.as_secs_f64(),
-        deadline_misses: 0,
-        reward_stage: reward_stage.as_ref().map(|st| st.report()),
+        deadline_misses: if paced {
+            stats
+                .timing
+                .compute
+                .count_from((1e9 / cfg.runtime.servo_rate_hz) as u64)
+        } else {
+            0
+        },
+        reward_stage: learning.stage.as_ref().map(|st| st.report()),
         clip_would_bind: 0,
         interrupted_steps: stats.stale_policy_inputs.load(Ordering::Relaxed),
         rollbacks: 0,
         replay_records: {
-            let (d, o) = replay.len();
+            let (d, o) = learning.replay.len();
             (d + o) as u64
         },
     };
@@ -838,6 +1051,371 @@ pub(crate) fn train_pixels<A: Arms>(
     let text = serde_json::to_string_pretty(&summary).map_err(stage("summary.json"))?;
     write_atomic(&out.join("summary.json"), text.as_bytes())?;
     Ok(summary)
+}
+
+/// The learner's half of a run from pixels: the agent, its replay, the reward source's stage
+/// and the frozen base (whose action completes each stored row). Fed whole [`Seen`] steps:
+/// inline, in lock step with a simulator, or on its own thread beside a real-time arm
+/// ([`PixelLearner`]).
+struct PixelLearning {
+    agent: PixelAgent,
+    replay: PixelReplay,
+    stage: Option<Box<dyn RewardStage>>,
+    /// Steps the stage holds, with their pictures, by (episode, step).
+    held: BTreeMap<(u64, u64), Seen>,
+    judged: Vec<Transition>,
+    rewarded: Vec<Seen>,
+    kept: Vec<Seen>,
+    /// Steps whose picture was trimmed while the stage held them.
+    pictures_missing: u64,
+    base: PixelNet,
+    base_act: Vec<f32>,
+    rng: reflex_core::Rng,
+    lc: reflex_learn::learner::LearnerConfig,
+    gamma: f32,
+    env_steps: u64,
+    updates: u64,
+    owed: f64,
+    last: UpdateStats,
+    actor: Arc<WeightsSlot>,
+    encoder: Arc<EncoderSlot>,
+}
+
+/// Updates a learner may owe at most (one that is slower than the arm takes what it can).
+const OWED_AT_MOST: f64 = 10_000.0;
+
+impl PixelLearning {
+    fn reward_of(&self, t: &Transition) -> f32 {
+        let mut r = t.outcome.reward as f32 * self.lc.reward_scale;
+        if self.lc.success_absorbing && t.outcome.success && t.outcome.terminated {
+            r /= 1.0 - self.gamma;
+        }
+        r
+    }
+
+    /// Stores the demonstrations relative to the cloned base (its action at each picture; under
+    /// a reward source each carries the stage's `demo_reward`, as the state job stores them)
+    /// and fits the proprioception's normaliser to them.
+    fn take_demos(&mut self, demos: &[Seen]) -> Result<(), TrainError> {
+        for s in demos {
+            let (p0, p1) = proprio_of(&s.t);
+            self.base
+                .forward(&s.image, p0, &mut self.base_act)
+                .map_err(|e| stage("behaviour cloning")(format!("{e:?}")))?;
+            let row: Vec<f32> = p0.iter().chain(&self.base_act).copied().collect();
+            let next = next_row(&mut self.base, s, p1, &mut self.base_act)?;
+            let mut t = s.t;
+            if let Some(st) = &self.stage {
+                t.outcome.reward = st.demo_reward(&s.t);
+            }
+            let reward = self.reward_of(&t);
+            push_seen(&mut self.replay, Source::Demo, s, &row, &next, reward)?;
+        }
+        self.agent
+            .fit_proprio_normaliser(&self.replay.proprio_rows(), INPUT_MIN_STD);
+        Ok(())
+    }
+
+    /// Takes the steps of `seen` (emptied): interrupted ones are left out, the rest go
+    /// through the reward stage into the replay. Their picture buffers go back through
+    /// `recycle`.
+    fn take(
+        &mut self,
+        seen: &mut Vec<Seen>,
+        recycle: &mut dyn FnMut(Vec<u8>),
+    ) -> Result<(), TrainError> {
+        let mut kept = std::mem::take(&mut self.kept);
+        for s in seen.drain(..) {
+            if s.t.interrupted == reflex_core::Interruption::None {
+                kept.push(s);
+            } else {
+                recycle_seen(s, recycle);
+            }
+        }
+        let mut rewarded = std::mem::take(&mut self.rewarded);
+        match &mut self.stage {
+            Some(st) => pass_through_stage(
+                st.as_mut(),
+                &mut kept,
+                &mut self.held,
+                &mut self.judged,
+                &mut rewarded,
+                &mut self.pictures_missing,
+            ),
+            None => rewarded.append(&mut kept),
+        }
+        self.kept = kept;
+        for s in rewarded.drain(..) {
+            if s.t.outcome.has_reward() {
+                let (p0, p1) = proprio_of(&s.t);
+                let row: Vec<f32> = p0
+                    .iter()
+                    .chain(s.t.base_action.as_slice())
+                    .copied()
+                    .collect();
+                let next = next_row(&mut self.base, &s, p1, &mut self.base_act)?;
+                let reward = self.reward_of(&s.t);
+                push_seen(&mut self.replay, Source::Online, &s, &row, &next, reward)?;
+                self.env_steps += 1;
+                if self.env_steps as usize >= self.lc.learning_starts {
+                    self.owed = (self.owed + f64::from(self.lc.utd)).min(OWED_AT_MOST);
+                }
+            }
+            recycle_seen(s, recycle);
+        }
+        self.rewarded = rewarded;
+        Ok(())
+    }
+
+    /// One update when one is owed and the replay can sample a batch; whether it ran.
+    fn update_once(&mut self) -> Result<bool, TrainError> {
+        if self.owed < 1.0 {
+            return Ok(false);
+        }
+        let frozen = self.updates < self.lc.critic_warmup_updates;
+        let Some(b) = self
+            .replay
+            .sample(&mut self.rng, self.lc.batch_size, self.lc.demo_fraction)
+        else {
+            return Ok(false);
+        };
+        self.owed -= 1.0;
+        self.last = self.agent.update_with(&b, frozen);
+        self.updates += 1;
+        if !self.agent.agent().is_finite() {
+            return Err(stage("training")(
+                "the agent's weights became non-finite (no rollback for pixel runs yet)".to_owned(),
+            ));
+        }
+        if self.updates.is_multiple_of(self.lc.publish_every.max(1)) {
+            self.publish()?;
+        }
+        Ok(true)
+    }
+
+    /// Publishes the exploring actor and the encoder to the runtimes' slots.
+    fn publish(&self) -> Result<(), TrainError> {
+        self.actor
+            .publish(self.agent.agent().exploring_actor())
+            .map_err(|e| stage("publishing the actor")(e.to_string()))?;
+        self.encoder
+            .publish(self.agent.tick_encoder().map_err(stage("agent"))?)
+            .map_err(stage("publishing the encoder"))?;
+        Ok(())
+    }
+}
+
+/// Hands a step's picture buffers back.
+fn recycle_seen(s: Seen, recycle: &mut dyn FnMut(Vec<u8>)) {
+    recycle(s.image);
+    if let Some(l) = s.last {
+        recycle(l);
+    }
+}
+
+/// How the driver and a learner thread talk: a pause for each evaluation (the learner
+/// publishes its newest weights, then says it has paused), the stop, and its counters.
+#[derive(Default)]
+struct PixelControl {
+    pause: AtomicBool,
+    paused: AtomicBool,
+    stop: AtomicBool,
+    env_steps: AtomicU64,
+    updates: AtomicU64,
+}
+
+/// Steps the queue to a learner thread holds (about 7 minutes of a 10 Hz policy).
+const LEARNER_QUEUE: usize = 4096;
+/// Longest the driver waits for a learner thread to pause (one update from pixels takes a
+/// fraction of a second here).
+const PAUSE_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The learner of a run from pixels, as the driver holds it.
+enum PixelLearner {
+    /// In lock step with a simulator: fed and updated between its ticks.
+    Inline(Box<PixelLearning>),
+    /// On its own thread beside a real-time arm: fed through a bounded queue (picture
+    /// buffers come back through another), updating as fast as it can up to its ratio.
+    Thread {
+        tx: reflex_core::SpscSender<Seen>,
+        back: Arc<reflex_core::SpscReceiver<Vec<u8>>>,
+        ctl: Arc<PixelControl>,
+        _stop: StopOnDrop,
+        handle: Option<std::thread::JoinHandle<Result<PixelLearning, TrainError>>>,
+        dropped: u64,
+        last: Arc<std::sync::Mutex<UpdateStats>>,
+    },
+}
+
+impl PixelLearner {
+    /// Starts `learning` on its own thread.
+    fn spawn(mut learning: PixelLearning) -> Result<Self, TrainError> {
+        let (tx, rx) = reflex_core::spsc::<Seen>(LEARNER_QUEUE);
+        let (mut back_tx, back) = reflex_core::spsc::<Vec<u8>>(2 * LEARNER_QUEUE);
+        let ctl = Arc::new(PixelControl::default());
+        let last = Arc::new(std::sync::Mutex::new(UpdateStats::default()));
+        let (c, l) = (ctl.clone(), last.clone());
+        let handle = std::thread::Builder::new()
+            .name("reflex-pixel-learner".into())
+            .spawn(move || -> Result<PixelLearning, TrainError> {
+                let mut batch = Vec::new();
+                let mut recycle = |b: Vec<u8>| {
+                    let _ = back_tx.send(b);
+                };
+                loop {
+                    if c.pause.load(Ordering::Acquire) && !c.stop.load(Ordering::Acquire) {
+                        learning.publish()?;
+                        c.paused.store(true, Ordering::Release);
+                        while c.pause.load(Ordering::Acquire) && !c.stop.load(Ordering::Acquire) {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        c.paused.store(false, Ordering::Release);
+                    }
+                    let stopping = c.stop.load(Ordering::Acquire);
+                    while let Some(s) = rx.pop() {
+                        batch.push(s);
+                    }
+                    learning.take(&mut batch, &mut recycle)?;
+                    c.env_steps.store(learning.env_steps, Ordering::Relaxed);
+                    if stopping {
+                        break;
+                    }
+                    if learning.update_once()? {
+                        c.updates.store(learning.updates, Ordering::Relaxed);
+                        if let Ok(mut g) = l.lock() {
+                            *g = learning.last;
+                        }
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+                learning.publish()?;
+                Ok(learning)
+            })
+            .map_err(|e| stage("learner")(format!("starting its thread: {e}")))?;
+        Ok(Self::Thread {
+            tx,
+            back,
+            _stop: StopOnDrop(ctl.clone()),
+            ctl,
+            handle: Some(handle),
+            dropped: 0,
+            last,
+        })
+    }
+
+    /// Hands `seen` (emptied) to the learner; inline, updates as owed.
+    fn feed<R: Robot + SceneView + reflex_core::SceneReset>(
+        &mut self,
+        prt: &mut PixelRt<R>,
+        seen: &mut Vec<Seen>,
+    ) -> Result<(), TrainError> {
+        match self {
+            Self::Inline(l) => {
+                l.take(seen, &mut |b| prt.recycle(b))?;
+                while l.update_once()? {}
+            }
+            Self::Thread {
+                tx, back, dropped, ..
+            } => {
+                for s in seen.drain(..) {
+                    if let Err(s) = tx.send(s) {
+                        *dropped += 1;
+                        recycle_seen(s, &mut |b| prt.recycle(b));
+                    }
+                }
+                while let Some(b) = back.pop() {
+                    prt.recycle(b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (Steps stored, updates) so far.
+    fn counts(&self) -> (u64, u64) {
+        match self {
+            Self::Inline(l) => (l.env_steps, l.updates),
+            Self::Thread { ctl, .. } => (
+                ctl.env_steps.load(Ordering::Relaxed),
+                ctl.updates.load(Ordering::Relaxed),
+            ),
+        }
+    }
+
+    /// The latest update's figures.
+    fn last(&self) -> UpdateStats {
+        match self {
+            Self::Inline(l) => l.last,
+            Self::Thread { last, .. } => last.lock().map(|g| *g).unwrap_or_default(),
+        }
+    }
+
+    /// Steps the learner thread's queue had no room for.
+    fn dropped(&self) -> u64 {
+        match self {
+            Self::Inline(_) => 0,
+            Self::Thread { dropped, .. } => *dropped,
+        }
+    }
+
+    /// Stops updates until [`PixelLearner::resume`], with the newest weights published.
+    fn pause(&mut self) -> Result<(), TrainError> {
+        match self {
+            Self::Inline(l) => l.publish(),
+            Self::Thread { ctl, handle, .. } => {
+                ctl.pause.store(true, Ordering::Release);
+                let waited = Instant::now();
+                while !ctl.paused.load(Ordering::Acquire) {
+                    if handle.as_ref().is_none_or(|h| h.is_finished()) {
+                        return Err(stage("learner")("its thread ended".to_owned()));
+                    }
+                    if waited.elapsed() > PAUSE_WAIT_LIMIT {
+                        return Err(stage("learner")(format!(
+                            "the learner thread did not pause within {} s",
+                            PAUSE_WAIT_LIMIT.as_secs()
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn resume(&self) {
+        if let Self::Thread { ctl, .. } = self {
+            ctl.pause.store(false, Ordering::Release);
+        }
+    }
+
+    /// The learner back, its newest weights published (a thread takes what its queue still
+    /// holds first).
+    fn finish(self) -> Result<PixelLearning, TrainError> {
+        match self {
+            Self::Inline(l) => {
+                l.publish()?;
+                Ok(*l)
+            }
+            Self::Thread {
+                ctl, mut handle, ..
+            } => {
+                ctl.stop.store(true, Ordering::Release);
+                let h = handle.take().expect("joined once");
+                h.join()
+                    .map_err(|_| stage("learner")("its thread panicked".to_owned()))?
+            }
+        }
+    }
+}
+
+/// Stops a learner thread when the driver lets go of it (an error on the way out).
+struct StopOnDrop(Arc<PixelControl>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Release);
+    }
 }
 
 /// Hands the transitions of `seen` to the reward source's `stage` (their pictures wait in
