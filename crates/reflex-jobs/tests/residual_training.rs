@@ -327,7 +327,8 @@ fn lockstep_runs_are_reproducible() {
 
 /// A short run from pixels (`obs = "pixels"`): demonstrations with a picture per step, a base
 /// cloned from them, SAC whose encoder learns from the critics, the held-out evaluation, and
-/// the same report files as a run on state. `--resume` is refused by name.
+/// the same report files as a run on state; then `--resume` continues it from its replay's log
+/// and its checkpoint.
 #[test]
 fn a_short_run_from_pixels_goes_through_every_stage() {
     let dir = std::env::temp_dir().join(format!("reflex-train-pixels-{}", std::process::id()));
@@ -389,9 +390,46 @@ fn a_short_run_from_pixels_goes_through_every_stage() {
     assert_eq!(st.runs.len(), 1);
     assert_eq!(st.runs[0].heldout_success_rate, Some(held.success_rate));
     assert!(dir.join("study").join("band.png").exists());
-    // What pixel runs cannot do yet is refused by name.
-    let err = train(&cfg, &dir, true, |_| {}).unwrap_err().to_string();
-    assert!(err.contains("cannot be resumed"), "{err}");
+    // `--resume` continues from the replay's log and the agent's checkpoint: no new
+    // demonstrations or cloning, every step kept, the updates and episodes counted on.
+    assert!(dir.join("checkpoints").read_dir().unwrap().count() > 0);
+    let more = TrainConfig {
+        max_env_steps: 180,
+        ..cfg.clone()
+    };
+    let mut stages = Vec::new();
+    let r = train(&more, &dir, true, |p| {
+        if let reflex_jobs::train::Progress::Stage(name) = p {
+            stages.push(name);
+        }
+    })
+    .unwrap();
+    assert!(
+        !stages.contains(&"demonstrations") && !stages.contains(&"behaviour cloning"),
+        "{stages:?}"
+    );
+    assert!(r.env_steps >= 180, "{} steps", r.env_steps);
+    // The agent came back from its checkpoint: its updates count on from the first run's.
+    assert!(
+        r.updates >= s.updates + 40,
+        "{} then {}",
+        s.updates,
+        r.updates
+    );
+    assert!(
+        r.episodes > s.episodes,
+        "{} then {}",
+        s.episodes,
+        r.episodes
+    );
+    assert!(
+        r.replay_records > s.replay_records,
+        "{} then {} records",
+        s.replay_records,
+        r.replay_records
+    );
+    let rows = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(rows.lines().count() >= 4, "{rows}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

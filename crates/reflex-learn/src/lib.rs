@@ -28,9 +28,10 @@
 //!   across threads), checked against burn's gradients.
 //! - [`pixel_sac`]: SAC from pixels: the agent behind the encoder, the encoder trained by the
 //!   critics' loss alone (their gradient with respect to the features), a Polyak target
-//!   encoder, random shifts on every batch.
+//!   encoder, random shifts on every batch; its checkpoint for `--resume`.
 //! - [`pixel_replay`]: replay for SAC from pixels: each step's image stored once and referenced
-//!   by serial from the n-step records, sampled RLPD-style with the images.
+//!   by serial from the n-step records, sampled RLPD-style with the images; and its log on
+//!   disk (`PixelLog`, on the store's `SegmentLog` framing).
 //! - [`pendulum`]: a pendulum swing-up to sanity-check the algorithm.
 //!
 //! The jobs that drive all this (`reflex train`, `reflex eval`) are `reflex-jobs`; nothing here

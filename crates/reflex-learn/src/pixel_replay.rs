@@ -13,6 +13,7 @@
 use crate::pixel_sac::PixelBatch;
 use crate::replay::{demo_rows, Batch, NStep, Record, Ring, Source, Step};
 use crate::rng::Rng;
+use crate::store::{LogFormat, Recovery, SegmentLog, StoreError};
 
 /// Images in arrival order, the oldest overwritten, each found by the serial `push` gave it.
 #[derive(Clone, Debug)]
@@ -330,12 +331,293 @@ fn push_step(stream: &mut Stream, step: Step) {
     stream.nstep.push(step, |r: Record| ring.push(&r));
 }
 
+/// The append-only log of a run's pixel steps, for `--resume` after a crash: segments of a
+/// [`SegmentLog`] with magic `RFXPIX01`, whose header holds the proprioception's width, the
+/// action's and the image's bytes. A record is one step as [`PixelReplay::push`] took it:
+/// flags (terminated 1, episode end 2, demonstration 4, takeover 8), reward, episode, step,
+/// proprioception, action, next proprioception, image. A step that ends its episode is followed
+/// by a record holding only the picture after it (flag 16). Reopening hands the steps back in
+/// order; an end step whose picture record was lost to a torn tail is left out.
+pub struct PixelLog {
+    log: SegmentLog,
+    proprio: usize,
+    act: usize,
+    image: usize,
+    payload: Vec<u8>,
+}
+
+const PIXEL_MAGIC: &[u8; 8] = b"RFXPIX01";
+/// Bytes before the vectors: flags (4), reward (4), episode (8), step (8).
+const PIXEL_HEAD: usize = 24;
+const AFTER: u8 = 16;
+
+/// One step read back from a [`PixelLog`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedStep {
+    /// Its stream.
+    pub source: Source,
+    /// Episode id within its stream.
+    pub episode: u64,
+    /// Policy step within the episode.
+    pub step: u64,
+    /// The image the action was chosen on.
+    pub image: Vec<u8>,
+    /// The proprioception row.
+    pub proprio: Vec<f32>,
+    /// The action executed.
+    pub act: Vec<f32>,
+    /// Reward, as stored.
+    pub reward: f32,
+    /// Ended in a terminal state.
+    pub terminated: bool,
+    /// Ended its episode.
+    pub episode_end: bool,
+    /// The picture after an episode's last step.
+    pub next_image: Option<Vec<u8>>,
+    /// The proprioception row after the step.
+    pub next_proprio: Vec<f32>,
+}
+
+impl LoggedStep {
+    /// The step as [`PixelReplay::push`] takes it.
+    pub fn as_step(&self) -> PixelStep<'_> {
+        PixelStep {
+            episode: self.episode,
+            step: self.step,
+            image: &self.image,
+            proprio: &self.proprio,
+            act: &self.act,
+            reward: self.reward,
+            terminated: self.terminated,
+            episode_end: self.episode_end,
+            next_image: self.next_image.as_deref(),
+            next_proprio: &self.next_proprio,
+        }
+    }
+}
+
+impl PixelLog {
+    /// Opens (or creates) the log in `dir` for steps of `proprio` values, `act` actions and
+    /// images of `image` bytes; every complete step found goes to `step`, in order.
+    pub fn open(
+        dir: &std::path::Path,
+        proprio: usize,
+        act: usize,
+        image: usize,
+        step: &mut dyn FnMut(LoggedStep),
+    ) -> Result<(Self, Recovery), StoreError> {
+        let format = LogFormat {
+            magic: *PIXEL_MAGIC,
+            older: None,
+            widths: vec![
+                ("proprioception rows", proprio as u32),
+                ("actions", act as u32),
+                ("image bytes", image as u32),
+            ],
+            payload_len: PIXEL_HEAD + 4 * (2 * proprio + act) + image,
+        };
+        // An end step waits for the record of the picture after it.
+        let mut waiting: Option<LoggedStep> = None;
+        let mut lost = 0u64;
+        let (log, rec) = SegmentLog::open(dir, format, &mut |p| {
+            let f = |i: usize| f32::from_le_bytes(p[i..i + 4].try_into().expect("4 bytes"));
+            let u = |i: usize| u64::from_le_bytes(p[i..i + 8].try_into().expect("8 bytes"));
+            let floats = |at: usize, n: usize| (0..n).map(|k| f(at + 4 * k)).collect::<Vec<_>>();
+            let flags = p[0];
+            let img_at = PIXEL_HEAD + 4 * (2 * proprio + act);
+            if flags & AFTER != 0 {
+                match waiting.take() {
+                    Some(mut s) if s.episode == u(8) && s.step == u(16) => {
+                        s.next_image = Some(p[img_at..].to_vec());
+                        step(s);
+                    }
+                    other => lost += u64::from(other.is_some()),
+                }
+                return;
+            }
+            if waiting.take().is_some() {
+                lost += 1;
+            }
+            let s = LoggedStep {
+                source: if flags & 4 != 0 {
+                    Source::Demo
+                } else if flags & 8 != 0 {
+                    Source::Intervention
+                } else {
+                    Source::Online
+                },
+                episode: u(8),
+                step: u(16),
+                reward: f(4),
+                terminated: flags & 1 != 0,
+                episode_end: flags & 2 != 0,
+                proprio: floats(PIXEL_HEAD, proprio),
+                act: floats(PIXEL_HEAD + 4 * proprio, act),
+                next_proprio: floats(PIXEL_HEAD + 4 * (proprio + act), proprio),
+                image: p[img_at..].to_vec(),
+                next_image: None,
+            };
+            if s.episode_end {
+                waiting = Some(s);
+            } else {
+                step(s);
+            }
+        })?;
+        lost += u64::from(waiting.is_some());
+        if lost > 0 {
+            tracing::warn!(
+                steps = lost,
+                "pixel replay: episode ends without the picture after them were left out"
+            );
+        }
+        Ok((
+            Self {
+                log,
+                proprio,
+                act,
+                image,
+                payload: Vec::new(),
+            },
+            rec,
+        ))
+    }
+
+    /// Appends one step of `source` (buffered; [`PixelLog::sync`] makes it durable).
+    pub fn append(&mut self, source: Source, s: &PixelStep) -> Result<(), StoreError> {
+        assert_eq!(s.proprio.len(), self.proprio, "step proprioception width");
+        assert_eq!(s.act.len(), self.act, "step action width");
+        assert_eq!(s.image.len(), self.image, "step image bytes");
+        let flags = u8::from(s.terminated)
+            | (u8::from(s.episode_end) << 1)
+            | (u8::from(source == Source::Demo) << 2)
+            | (u8::from(source == Source::Intervention) << 3);
+        self.write(flags, s, s.image)?;
+        if let (true, Some(after)) = (s.episode_end, s.next_image) {
+            self.write(flags | AFTER, s, after)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, flags: u8, s: &PixelStep, image: &[u8]) -> Result<(), StoreError> {
+        let p = &mut self.payload;
+        p.clear();
+        p.extend_from_slice(&[flags, 0, 0, 0]);
+        p.extend_from_slice(&s.reward.to_le_bytes());
+        p.extend_from_slice(&s.episode.to_le_bytes());
+        p.extend_from_slice(&s.step.to_le_bytes());
+        for v in s.proprio.iter().chain(s.act).chain(s.next_proprio) {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+        p.extend_from_slice(image);
+        self.log.append(&self.payload)
+    }
+
+    /// Flushes and syncs to disk.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.log.sync()
+    }
+
+    /// Syncs when unsynced records are older than `interval`.
+    pub fn sync_if_due(&mut self, interval: std::time::Duration) -> Result<bool, StoreError> {
+        self.log.sync_if_due(interval)
+    }
+
+    /// Records written or recovered (a step that ends its episode takes two).
+    pub fn records(&self) -> u64 {
+        self.log.records
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn img(v: u8) -> Vec<u8> {
         vec![v; 4]
+    }
+
+    /// Steps of two episodes (the second ending on step 2, with the picture after it) and one
+    /// demonstration step, as a log writes and reads them.
+    fn logged() -> Vec<LoggedStep> {
+        let step = |source, episode, step: u64, end: bool| LoggedStep {
+            source,
+            episode,
+            step,
+            image: img(10 * episode as u8 + step as u8),
+            proprio: vec![step as f32, -1.5],
+            act: vec![0.25],
+            reward: step as f32 * 0.5,
+            terminated: end,
+            episode_end: end,
+            next_image: end.then(|| img(99)),
+            next_proprio: vec![step as f32 + 1.0, -1.5],
+        };
+        vec![
+            step(Source::Demo, 0, 0, false),
+            step(Source::Online, 1, 0, false),
+            step(Source::Online, 1, 1, false),
+            step(Source::Online, 2, 0, false),
+            step(Source::Online, 2, 1, false),
+            step(Source::Online, 2, 2, true),
+        ]
+    }
+
+    /// The pixel log hands back every step it was given, the picture after an episode's end
+    /// included; a torn tail that takes that picture's record leaves the end step out (and
+    /// keeps every step before it), and appending goes on after what was kept. A segment of
+    /// other widths is refused naming its file.
+    #[test]
+    fn the_pixel_log_reads_back_its_steps_and_survives_a_torn_tail() {
+        let dir = std::env::temp_dir().join(format!("reflex-pixlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let steps = logged();
+        {
+            let (mut log, rec) = PixelLog::open(&dir, 2, 1, 4, &mut |_| panic!("empty")).unwrap();
+            assert_eq!(rec.records, 0);
+            for s in &steps {
+                log.append(s.source, &s.as_step()).unwrap();
+            }
+            log.sync().unwrap();
+            assert_eq!(log.records(), 7, "an end step takes two records");
+        }
+        let mut back = Vec::new();
+        let (_, rec) = PixelLog::open(&dir, 2, 1, 4, &mut |s| back.push(s)).unwrap();
+        assert_eq!((rec.records, rec.torn_bytes), (7, 0));
+        assert_eq!(back, steps);
+
+        // Tear the last record (the picture after the end) in half.
+        let seg = dir.join("000000.seg");
+        let len = std::fs::metadata(&seg).unwrap().len();
+        let record = 8 + 24 + 4 * (2 * 2 + 1) + 4;
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len - record as u64 / 2).unwrap();
+        drop(f);
+        let mut back = Vec::new();
+        let (mut log, rec) = PixelLog::open(&dir, 2, 1, 4, &mut |s| back.push(s)).unwrap();
+        assert_eq!(rec.records, 6);
+        assert!(rec.torn_bytes > 0);
+        assert_eq!(
+            back,
+            steps[..5].to_vec(),
+            "the end step without its picture left out"
+        );
+        // Appending continues after the last complete record.
+        log.append(Source::Online, &steps[5].as_step()).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let mut back = Vec::new();
+        PixelLog::open(&dir, 2, 1, 4, &mut |s| back.push(s)).unwrap();
+        assert_eq!(back, steps);
+
+        let err = match PixelLog::open(&dir, 3, 1, 4, &mut |_| {}) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("other widths were accepted"),
+        };
+        assert!(
+            err.contains("000000.seg") && err.contains("proprioception rows of 2"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// An episode of steps whose image and proprioception both carry the step number: every

@@ -140,6 +140,76 @@ impl PixelAgent {
         self.agent.set_normaliser(norm);
     }
 
+    /// Everything needed to continue training: the SAC agent's checkpoint
+    /// ([`Agent::to_checkpoint`]) with the encoder, its target, the encoder's Adam moments and
+    /// the random shifts' state (metadata `encoder`).
+    pub fn to_checkpoint(&self) -> crate::store::Checkpoint {
+        let (mut tensors, mut meta) = self.agent.to_checkpoint();
+        for (name, v) in [
+            ("encoder.params", &self.encoder.params),
+            ("encoder.target", &self.target.params),
+            ("encoder.adam.m", &self.adam.m),
+            ("encoder.adam.v", &self.adam.v),
+        ] {
+            tensors.push((name.to_owned(), v.clone()));
+        }
+        meta["encoder"] = serde_json::json!({
+            "shape": self.encoder.shape(),
+            "pixel": self.cfg,
+            "proprio_dim": self.proprio_dim,
+            "adam_t": self.adam.t,
+            "rng": self.rng.state().to_string(),
+        });
+        crate::store::Checkpoint { tensors, meta }
+    }
+
+    /// Restores what [`PixelAgent::to_checkpoint`] saved into an agent built with the same
+    /// configuration, encoder shape and widths; the message names what does not fit.
+    pub fn restore(&mut self, c: &crate::store::Checkpoint) -> Result<(), String> {
+        let e = &c.meta["encoder"];
+        let shape: EncoderShape = serde_json::from_value(e["shape"].clone())
+            .map_err(|err| format!("metadata `encoder.shape`: {err}"))?;
+        if &shape != self.encoder.shape() {
+            return Err(format!(
+                "the checkpoint's encoder is {shape:?}, this run's is {:?}",
+                self.encoder.shape()
+            ));
+        }
+        let pixel: PixelConfig = serde_json::from_value(e["pixel"].clone())
+            .map_err(|err| format!("metadata `encoder.pixel`: {err}"))?;
+        if pixel != self.cfg || e["proprio_dim"] != self.proprio_dim {
+            return Err(
+                "the checkpoint was trained with other pixel settings or proprioception".into(),
+            );
+        }
+        self.agent.restore(c)?;
+        for (name, into) in [
+            ("encoder.params", &mut self.encoder.params),
+            ("encoder.target", &mut self.target.params),
+            ("encoder.adam.m", &mut self.adam.m),
+            ("encoder.adam.v", &mut self.adam.v),
+        ] {
+            let v = c.tensor(name)?;
+            if v.len() != into.len() {
+                return Err(format!(
+                    "tensor `{name}` has {} values, expected {}",
+                    v.len(),
+                    into.len()
+                ));
+            }
+            into.copy_from_slice(v);
+        }
+        self.adam.t = e["adam_t"]
+            .as_u64()
+            .ok_or("metadata `encoder.adam_t` is missing")?;
+        let rng: u64 = e["rng"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or("metadata `encoder.rng` is missing")?;
+        self.rng = Rng::from_state(rng);
+        Ok(())
+    }
+
     /// The encoder, as the tick runs it.
     pub fn tick_encoder(&self) -> Result<reflex_policy::ConvEncoder, String> {
         reflex_policy::ConvEncoder::new(self.encoder.to_params())
@@ -346,5 +416,67 @@ mod tests {
         assert!(right >= 58, "{right} of {n} right: {out:?}");
         // The encoder learned (from the critic's gradient alone).
         assert_ne!(agent.encoder_params(), before);
+    }
+
+    /// A restored checkpoint continues exactly: after the same next update, the restored agent
+    /// and the original have the same encoder and act alike. Another encoder shape is refused.
+    #[test]
+    fn a_restored_checkpoint_continues_exactly() {
+        let shape = small_shape(12, 1);
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let params = PixelEncoder::new(&shape, &device)
+            .unwrap()
+            .to_params(&shape);
+        let cfg = AgentConfig {
+            hidden: vec![16, 16],
+            ..AgentConfig::default()
+        };
+        let make = || PixelAgent::new(cfg.clone(), PixelConfig::default(), &params, 2, 1, 9);
+        let n = 8;
+        let mut rng = Rng::new(4);
+        let mut images = vec![0u8; n * shape.input_len()];
+        let mut want = vec![0.0f32; n];
+        let proprio: Vec<f32> = (0..2 * n).map(|i| i as f32 * 0.1).collect();
+        let zeros = vec![0.0f32; n];
+        let step = |agent: &mut PixelAgent, images: &[u8], want: &[f32]| {
+            agent.update(&PixelBatch {
+                size: n,
+                images,
+                proprio: &proprio,
+                act: want,
+                reward: want,
+                discount: &zeros,
+                next_images: images,
+                next_proprio: &proprio,
+                demo_rows: 0,
+            });
+        };
+        let mut a = make().unwrap();
+        a.fit_proprio_normaliser(&proprio, 1e-3);
+        for _ in 0..3 {
+            scene(&mut rng, &shape, &mut images, &mut want);
+            step(&mut a, &images, &want);
+        }
+        let ckpt = a.to_checkpoint();
+        let mut b = make().unwrap();
+        b.restore(&ckpt).unwrap();
+        scene(&mut rng, &shape, &mut images, &mut want);
+        step(&mut a, &images, &want);
+        step(&mut b, &images, &want);
+        assert_eq!(a.encoder_params(), b.encoder_params());
+        let (mut out_a, mut out_b) = (vec![0.0; n], vec![0.0; n]);
+        a.act(&images, &proprio, n, &mut out_a);
+        b.act(&images, &proprio, n, &mut out_b);
+        assert_eq!(out_a, out_b);
+
+        let other = small_shape(16, 1);
+        device.seed(5);
+        let p2 = PixelEncoder::new(&other, &device)
+            .unwrap()
+            .to_params(&other);
+        let mut c = PixelAgent::new(cfg.clone(), PixelConfig::default(), &p2, 2, 1, 9).unwrap();
+        let err = c.restore(&ckpt).unwrap_err();
+        assert!(err.contains("encoder"), "{err}");
     }
 }

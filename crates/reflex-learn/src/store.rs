@@ -1,7 +1,9 @@
 //! Crash-safe persistence: the replay log and checkpoints.
 //!
 //! **Replay log.** Every step the learner receives is appended to segment files
-//! `replay/<n>.seg` (16-byte header: `RFXSTEP2`, observation and action widths). A record is
+//! `replay/<n>.seg` (16-byte header: `RFXSTEP2`, observation and action widths). The framing
+//! and recovery are [`SegmentLog`]'s, which `crate::pixel_replay::PixelLog` shares with its
+//! own magic, widths and payload. A record is
 //! `u32 length, u32 CRC-32 of the payload, payload` (flags, reward, episode id, step id,
 //! observation, executed action, next observation). Appends are buffered and synced to disk at
 //! least once a second ([`SYNC_INTERVAL`], by [`ReplayLog::sync_if_due`]) and at every
@@ -36,7 +38,6 @@ pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1)
 /// Bytes before the vectors in a record's payload: flags (4), reward (4), episode (8), step (8).
 const PAYLOAD_HEAD: usize = 24;
 const CKPT_MAGIC: &[u8; 8] = b"RFXCKPT1";
-const SEG_HEADER: usize = 16;
 /// A new segment starts when the current one passes this size.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
@@ -93,11 +94,32 @@ pub struct Recovery {
 /// Steps read back from a log, in order.
 pub type Recovered = Vec<Step>;
 
-/// The append-only replay log of one run.
-pub struct ReplayLog {
+/// How the records of one kind of log are framed: the segments' magic, the widths their
+/// header holds (named, for the message when a run's differ), and every record's payload
+/// length.
+#[derive(Clone, Debug)]
+pub struct LogFormat {
+    /// The first 8 bytes of every segment.
+    pub magic: [u8; 8],
+    /// An older format's magic and why it cannot be read: refused naming the file.
+    pub older: Option<([u8; 8], &'static str)>,
+    /// The widths in the header, with their names.
+    pub widths: Vec<(&'static str, u32)>,
+    /// Bytes of every record's payload.
+    pub payload_len: usize,
+}
+
+impl LogFormat {
+    fn header_len(&self) -> usize {
+        8 + 4 * self.widths.len()
+    }
+}
+
+/// An append-only log of fixed-length records in segment files `<n>.seg`, each record
+/// `u32 length, u32 CRC-32, payload` (see the module docs for its recovery).
+pub struct SegmentLog {
     dir: PathBuf,
-    obs_dim: usize,
-    act_dim: usize,
+    format: LogFormat,
     segment: usize,
     writer: BufWriter<File>,
     written: u64,
@@ -109,14 +131,14 @@ pub struct ReplayLog {
     pub synced_records: u64,
 }
 
-impl ReplayLog {
-    /// Opens (or creates) the log in `dir`, returning every complete step found and what the
-    /// recovery did. Steps must have the given widths.
+impl SegmentLog {
+    /// Opens (or creates) the log in `dir`; every complete record's payload found goes to
+    /// `record`, in order.
     pub fn open(
         dir: &Path,
-        obs_dim: usize,
-        act_dim: usize,
-    ) -> Result<(Self, Recovered, Recovery), StoreError> {
+        format: LogFormat,
+        record: &mut dyn FnMut(&[u8]),
+    ) -> Result<(Self, Recovery), StoreError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut segs: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
             .map_err(io_err(dir))?
@@ -133,24 +155,22 @@ impl ReplayLog {
             })
             .collect();
         segs.sort();
-        let mut steps = Vec::new();
         let mut rec = Recovery::default();
         let last = segs.len().saturating_sub(1);
         let mut last_good = 0u64;
+        let header = format.header_len();
+        let payload_len = format.payload_len;
         for (k, (_, path)) in segs.iter().enumerate() {
             let bytes = std::fs::read(path).map_err(io_err(path))?;
             rec.segments += 1;
-            if bytes.len() >= 8 && &bytes[..8] == SEG_MAGIC_V1 {
-                return Err(corrupt(
-                    path,
-                    "a replay segment of an older format (no episode and step ids, actions \
-                     stored as clipped residuals): this version cannot resume that run; start \
-                     a new one in another directory (the file is left as it is)",
-                ));
+            if let Some((older, why)) = &format.older {
+                if bytes.len() >= 8 && &bytes[..8] == older {
+                    return Err(corrupt(path, *why));
+                }
             }
-            if bytes.len() < SEG_HEADER || &bytes[..8] != SEG_MAGIC {
+            if bytes.len() < header || bytes[..8] != format.magic {
                 let torn_header =
-                    bytes.len() < SEG_HEADER && SEG_MAGIC.starts_with(&bytes[..bytes.len().min(8)]);
+                    bytes.len() < header && format.magic.starts_with(&bytes[..bytes.len().min(8)]);
                 if k == last && torn_header {
                     // A segment torn while its header was written: nothing in it.
                     rec.torn_bytes += bytes.len() as u64;
@@ -159,23 +179,34 @@ impl ReplayLog {
                 }
                 return Err(corrupt(path, "not a replay segment (bad header)"));
             }
-            let od = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-            let ad = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
-            if od != obs_dim || ad != act_dim {
+            let widths: Vec<u32> = (0..format.widths.len())
+                .map(|i| u32::from_le_bytes(bytes[8 + 4 * i..12 + 4 * i].try_into().expect("4")))
+                .collect();
+            if widths.iter().zip(&format.widths).any(|(a, (_, b))| a != b) {
+                let list = |v: &mut dyn Iterator<Item = (&str, u32)>| {
+                    v.map(|(n, w)| format!("{n} of {w}"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                };
+                let names = format.widths.iter().map(|(n, _)| *n);
+                let found = list(&mut names.clone().zip(widths.iter().copied()));
+                let wanted = format
+                    .widths
+                    .iter()
+                    .map(|(_, w)| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ");
                 return Err(corrupt(
                     path,
-                    format!(
-                        "segment holds observations of {od} and actions of {ad}, this run uses {obs_dim} and {act_dim}"
-                    ),
+                    format!("segment holds {found}, this run uses {wanted}"),
                 ));
             }
-            let payload_len = PAYLOAD_HEAD + 4 * (2 * obs_dim + act_dim);
-            let mut at = SEG_HEADER;
+            let mut at = header;
             // End of the last intact record.
-            let mut end = SEG_HEADER;
+            let mut end = header;
             while at < bytes.len() {
                 if let Some(payload) = read_record(&bytes[at..], payload_len) {
-                    steps.push(step_from(payload, obs_dim, act_dim));
+                    record(payload);
                     at += 8 + payload_len;
                     end = at;
                     rec.records += 1;
@@ -237,8 +268,7 @@ impl ReplayLog {
         };
         let mut log = Self {
             dir: dir.to_owned(),
-            obs_dim,
-            act_dim,
+            format,
             segment,
             writer: append_to(&path)?,
             written,
@@ -250,17 +280,18 @@ impl ReplayLog {
         if log.written == 0 {
             log.start_segment()?;
         }
-        Ok((log, steps, rec))
+        Ok((log, rec))
     }
 
     /// Writes the header of a new segment and makes the file and its directory entry durable.
     fn start_segment(&mut self) -> Result<(), StoreError> {
-        let mut h = Vec::with_capacity(SEG_HEADER);
-        h.extend_from_slice(SEG_MAGIC);
-        h.extend_from_slice(&(self.obs_dim as u32).to_le_bytes());
-        h.extend_from_slice(&(self.act_dim as u32).to_le_bytes());
+        let mut h = Vec::with_capacity(self.format.header_len());
+        h.extend_from_slice(&self.format.magic);
+        for (_, w) in &self.format.widths {
+            h.extend_from_slice(&w.to_le_bytes());
+        }
         self.writer.write_all(&h).map_err(io_err(&self.path))?;
-        self.written = SEG_HEADER as u64;
+        self.written = h.len() as u64;
         self.writer.flush().map_err(io_err(&self.path))?;
         self.writer
             .get_ref()
@@ -269,10 +300,13 @@ impl ReplayLog {
         sync_dir(&self.dir)
     }
 
-    /// Appends one step (buffered; [`ReplayLog::sync`] makes it durable).
-    pub fn append(&mut self, step: &Step) -> Result<(), StoreError> {
-        assert_eq!(step.obs.len(), self.obs_dim, "step observation width");
-        assert_eq!(step.act.len(), self.act_dim, "step action width");
+    /// Appends one record's payload (buffered; [`SegmentLog::sync`] makes it durable).
+    pub fn append(&mut self, payload: &[u8]) -> Result<(), StoreError> {
+        assert_eq!(
+            payload.len(),
+            self.format.payload_len,
+            "record payload length"
+        );
         if self.written >= SEGMENT_BYTES {
             self.sync()?;
             self.segment += 1;
@@ -280,25 +314,14 @@ impl ReplayLog {
             self.writer = append_to(&self.path)?;
             self.start_segment()?;
         }
-        let mut payload = Vec::with_capacity(PAYLOAD_HEAD + 4 * (2 * self.obs_dim + self.act_dim));
-        let source = step.source;
-        let flags = u8::from(step.terminated)
-            | (u8::from(step.episode_end) << 1)
-            | (u8::from(source == Source::Demo) << 2)
-            | (u8::from(source == Source::Intervention) << 3);
-        payload.extend_from_slice(&[flags, 0, 0, 0]);
-        payload.extend_from_slice(&step.reward.to_le_bytes());
-        payload.extend_from_slice(&step.episode.to_le_bytes());
-        payload.extend_from_slice(&step.step.to_le_bytes());
-        for v in step.obs.iter().chain(&step.act).chain(&step.next_obs) {
-            payload.extend_from_slice(&v.to_le_bytes());
+        let head = [
+            (payload.len() as u32).to_le_bytes(),
+            crc32fast::hash(payload).to_le_bytes(),
+        ];
+        for part in [&head[0][..], &head[1][..], payload] {
+            self.writer.write_all(part).map_err(io_err(&self.path))?;
         }
-        let mut rec = Vec::with_capacity(8 + payload.len());
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        rec.extend_from_slice(&payload);
-        self.writer.write_all(&rec).map_err(io_err(&self.path))?;
-        self.written += rec.len() as u64;
+        self.written += (8 + payload.len()) as u64;
         self.records += 1;
         Ok(())
     }
@@ -330,6 +353,102 @@ impl ReplayLog {
     /// The segment being written.
     pub fn current_segment(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The append-only replay log of one run (state observations).
+pub struct ReplayLog {
+    log: SegmentLog,
+    obs_dim: usize,
+    act_dim: usize,
+    payload: Vec<u8>,
+    /// Records appended since opening (plus those recovered).
+    pub records: u64,
+    /// Records known to be on disk (synced, or recovered from it).
+    pub synced_records: u64,
+}
+
+impl ReplayLog {
+    /// Opens (or creates) the log in `dir`, returning every complete step found and what the
+    /// recovery did. Steps must have the given widths.
+    pub fn open(
+        dir: &Path,
+        obs_dim: usize,
+        act_dim: usize,
+    ) -> Result<(Self, Recovered, Recovery), StoreError> {
+        let format = LogFormat {
+            magic: *SEG_MAGIC,
+            older: Some((
+                *SEG_MAGIC_V1,
+                "a replay segment of an older format (no episode and step ids, actions \
+                 stored as clipped residuals): this version cannot resume that run; start \
+                 a new one in another directory (the file is left as it is)",
+            )),
+            widths: vec![
+                ("observations", obs_dim as u32),
+                ("actions", act_dim as u32),
+            ],
+            payload_len: PAYLOAD_HEAD + 4 * (2 * obs_dim + act_dim),
+        };
+        let mut steps = Vec::new();
+        let (log, rec) = SegmentLog::open(dir, format, &mut |p| {
+            steps.push(step_from(p, obs_dim, act_dim))
+        })?;
+        let records = log.records;
+        Ok((
+            Self {
+                log,
+                obs_dim,
+                act_dim,
+                payload: Vec::new(),
+                records,
+                synced_records: records,
+            },
+            steps,
+            rec,
+        ))
+    }
+
+    /// Appends one step (buffered; [`ReplayLog::sync`] makes it durable).
+    pub fn append(&mut self, step: &Step) -> Result<(), StoreError> {
+        assert_eq!(step.obs.len(), self.obs_dim, "step observation width");
+        assert_eq!(step.act.len(), self.act_dim, "step action width");
+        let payload = &mut self.payload;
+        payload.clear();
+        let source = step.source;
+        let flags = u8::from(step.terminated)
+            | (u8::from(step.episode_end) << 1)
+            | (u8::from(source == Source::Demo) << 2)
+            | (u8::from(source == Source::Intervention) << 3);
+        payload.extend_from_slice(&[flags, 0, 0, 0]);
+        payload.extend_from_slice(&step.reward.to_le_bytes());
+        payload.extend_from_slice(&step.episode.to_le_bytes());
+        payload.extend_from_slice(&step.step.to_le_bytes());
+        for v in step.obs.iter().chain(&step.act).chain(&step.next_obs) {
+            payload.extend_from_slice(&v.to_le_bytes());
+        }
+        self.log.append(&self.payload)?;
+        self.records = self.log.records;
+        Ok(())
+    }
+
+    /// Flushes buffered records and syncs them to disk.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.log.sync()?;
+        self.synced_records = self.log.synced_records;
+        Ok(())
+    }
+
+    /// Syncs when unsynced records are older than `interval`; returns whether it synced.
+    pub fn sync_if_due(&mut self, interval: std::time::Duration) -> Result<bool, StoreError> {
+        let synced = self.log.sync_if_due(interval)?;
+        self.synced_records = self.log.synced_records;
+        Ok(synced)
+    }
+
+    /// The segment being written.
+    pub fn current_segment(&self) -> &Path {
+        self.log.current_segment()
     }
 }
 

@@ -81,13 +81,7 @@ pub fn train_on<A: Arms>(
                 r.name
             )));
         }
-        if resume {
-            return Err(stage("configuration")(format!(
-                "{}: a run from pixels cannot be resumed yet; start it again in a new directory",
-                out.display()
-            )));
-        }
-        return super::pixels::train_pixels(arms, cfg, out, reward, progress);
+        return super::pixels::train_pixels(arms, cfg, out, resume, reward, progress);
     }
     let started = Instant::now();
     let task = arms.task();

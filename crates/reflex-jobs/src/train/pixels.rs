@@ -26,8 +26,15 @@
 //! into the replay, and demonstrations carry its `demo_reward`. `vlm-preference` is refused:
 //! its model reshapes a replay of state rows.
 //!
+//! 5. Crash safety: every stored step also goes to the replay's log on disk ([`PixelLog`]),
+//!    and the agent is checkpointed every `checkpoint_every` updates and at the end; `resume`
+//!    reads the base back, refills the replay from the log, restores the newest usable
+//!    checkpoint and the best evaluation's weights, and continues episode ids and counters.
+//!
 //! Files: `base_encoder.safetensors` + `base.safetensors` (the base's encoder and MLP),
-//! `policy_encoder.safetensors` + `policy.safetensors` (the residual's, `tanh(mean)`).
+//! `policy_encoder.safetensors` + `policy.safetensors` (the residual's, `tanh(mean)`),
+//! `best_actor_encoder.safetensors` + `best_actor.safetensors` (the best evaluation's
+//! exploring actor), `replay/` and `checkpoints/`.
 //! A simulator's cameras are rendered on demand (its [`SceneView::render`]), just before a
 //! tick that starts a policy step, and stamped with the robot's clock. A real-time arm's
 //! arrive on their own schedule (`Arms::camera_source`: a ROS 2 arm's camera topics): a camera
@@ -53,7 +60,7 @@ use reflex_core::{
 };
 use reflex_learn::bc::{behaviour_clone_pixels, PixelDemos};
 use reflex_learn::nn::INPUT_MIN_STD;
-use reflex_learn::pixel_replay::{PixelReplay, PixelStep};
+use reflex_learn::pixel_replay::{PixelLog, PixelReplay, PixelStep};
 use reflex_learn::pixel_sac::PixelAgent;
 use reflex_learn::replay::Source;
 use reflex_learn::sac::UpdateStats;
@@ -584,41 +591,31 @@ fn save_nets(
     .map_err(what)
 }
 
-/// Runs a fresh training run from pixels in `out` (see the module docs).
-pub(crate) fn train_pixels<A: Arms>(
+/// A fresh run's first two stages: demonstrations by the scripted expert with a picture per
+/// step (into `demos`), and the base cloned from them, saved as `base.safetensors` +
+/// `base_encoder.safetensors`.
+fn clone_base<A: Arms>(
     arms: &A,
     cfg: &TrainConfig,
     out: &Path,
-    reward: Option<RewardPlugin>,
-    mut progress: impl FnMut(Progress),
-) -> Result<Summary, TrainError> {
-    let started = Instant::now();
+    shape: &EncoderShape,
+    demos: &mut Vec<Seen>,
+    progress: &mut impl FnMut(Progress),
+) -> Result<PixelNet, TrainError> {
     let task = arms.task();
     let act_dim = task.action_space.dim();
     let obs_dim = arms.obs_layout()?.dim();
     let px = &cfg.pixels;
-    std::fs::create_dir_all(out).map_err(stage("creating the run directory"))?;
-    for d in ["replay", "checkpoints", "fleet"] {
-        let _ = std::fs::remove_dir_all(out.join(d));
-    }
-    let config_text = toml::to_string(cfg).map_err(stage("configuration"))?;
-    write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
-    let shape = EncoderShape::small(px.side, px.cameras.len());
-    let per = shape.input_len();
-    let proprio = FLAT_OBJECTS + act_dim;
-    let lc = &cfg.learner;
-
+    let demo_episodes = cfg.demo_episodes();
     // 1. Demonstrations, with a picture per step.
     progress(Progress::Stage("demonstrations"));
-    let demo_episodes = cfg.demo_episodes();
-    let mut demos = Vec::new();
     {
         let expert = ScriptedExpert::new(task, &arms.model()?);
         let noise =
             super::driver::demo_noise_policy(cfg.demo_noise_std(), obs_dim, act_dim, cfg.seed)?;
         let rt = runtime(arms, 0, Box::new(expert), noise, &cfg.runtime)?;
         let mut prt = with_shots(arms, cfg, rt, Vec::new(), None)?;
-        prt.episodes(seeds(cfg.seed, 1, demo_episodes), Some(&mut demos))?;
+        prt.episodes(seeds(cfg.seed, 1, demo_episodes), Some(&mut *demos))?;
         if prt.pictures_missed() > 0 {
             tracing::warn!(
                 steps = prt.pictures_missed(),
@@ -635,7 +632,7 @@ pub(crate) fn train_pixels<A: Arms>(
     // 2. The base, cloned from the pictures.
     progress(Progress::Stage("behaviour cloning"));
     let fresh: EncoderParams =
-        reflex_learn::pixels::fresh_encoder(&shape, cfg.seed).map_err(stage("encoder"))?;
+        reflex_learn::pixels::fresh_encoder(shape, cfg.seed).map_err(stage("encoder"))?;
     let images: Vec<u8> = demos.iter().flat_map(|s| s.image.iter().copied()).collect();
     let demo_proprio: Vec<f32> = demos
         .iter()
@@ -666,6 +663,70 @@ pub(crate) fn train_pixels<A: Arms>(
         "behaviour cloning from pixels done"
     );
     save_nets(out, "base", cfg, base.encoder(), base.mlp())?;
+    Ok(base)
+}
+
+/// Runs (or, with `resume`, continues) a training run from pixels in `out` (see the module
+/// docs).
+pub(crate) fn train_pixels<A: Arms>(
+    arms: &A,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    reward: Option<RewardPlugin>,
+    mut progress: impl FnMut(Progress),
+) -> Result<Summary, TrainError> {
+    let started = Instant::now();
+    let task = arms.task();
+    let act_dim = task.action_space.dim();
+    let px = &cfg.pixels;
+    std::fs::create_dir_all(out).map_err(stage("creating the run directory"))?;
+    let state_path = out.join("progress.json");
+    let resuming = resume
+        && state_path.exists()
+        && ["base.safetensors", "base_encoder.safetensors"]
+            .iter()
+            .all(|f| out.join(f).exists());
+    if resume && !resuming {
+        tracing::warn!("nothing to resume in {}: starting a new run", out.display());
+    }
+    if !resuming {
+        // Fresh run: clear what a previous run left (its replay, checkpoints and fleet ledger).
+        for d in ["replay", "checkpoints", "fleet"] {
+            let _ = std::fs::remove_dir_all(out.join(d));
+        }
+    }
+    let config_text = toml::to_string(cfg).map_err(stage("configuration"))?;
+    write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
+    let shape = EncoderShape::small(px.side, px.cameras.len());
+    let per = shape.input_len();
+    let proprio = FLAT_OBJECTS + act_dim;
+    let lc = &cfg.learner;
+    let demo_episodes = cfg.demo_episodes();
+    let mut demos = Vec::new();
+    let mut state = RunState {
+        demo_episodes,
+        ..Default::default()
+    };
+    let base = if resuming {
+        // A resumed run reads its base back; its demonstrations are in the replay's log.
+        let text = std::fs::read_to_string(&state_path).map_err(stage("progress.json"))?;
+        state = serde_json::from_str(&text)
+            .map_err(|e| stage("progress.json")(format!("{}: {e}", state_path.display())))?;
+        let (enc, mlp) = load_pixel_files(&out.join("base.safetensors"))?;
+        if enc.shape() != &shape {
+            return Err(stage("base policy")(format!(
+                "{}: its encoder is {:?}, this configuration's is {shape:?}",
+                out.join("base_encoder.safetensors").display(),
+                enc.shape()
+            )));
+        }
+        PixelNet::new(enc, mlp).map_err(stage("base policy"))?
+    } else {
+        clone_base(arms, cfg, out, &shape, &mut demos, &mut progress)?
+    };
+    let prior_wall = state.wall_s;
+    let wall = |s: &Instant| prior_wall + s.elapsed().as_secs_f64();
 
     // The agent: its encoder starts from the base's (features that already tell the scene
     // apart), its actor at zero (the residual starts at exactly the base).
@@ -693,18 +754,48 @@ pub(crate) fn train_pixels<A: Arms>(
         proprio: FLAT_OBJECTS,
         act_dim,
     };
-    let replay = PixelReplay::new(
+    // Room for every demonstration step (a resumed run reads them back from its log).
+    let demo_room = (demo_episodes * task.episode_steps as usize)
+        .max(demos.len())
+        .max(1000);
+    let mut replay = PixelReplay::new(
         per,
         proprio,
         act_dim,
-        demos.len().max(1000),
+        demo_room,
         px.replay_capacity.min(lc.replay_capacity),
         lc.n_step,
         cfg.agent.gamma,
     );
+    // The replay's log: a resumed run's steps come back from it into the replay.
+    let (mut online, mut last_online_episode, mut replay_error) = (0u64, None::<u64>, None);
+    let (log, recovery) = PixelLog::open(&out.join("replay"), proprio, act_dim, per, &mut |s| {
+        if s.source == Source::Online {
+            online += 1;
+            last_online_episode = Some(last_online_episode.map_or(s.episode, |e| e.max(s.episode)));
+        }
+        if let Err(e) = replay.push(s.source, &s.as_step()) {
+            replay_error.get_or_insert(e);
+        }
+    })
+    .map_err(stage("replay"))?;
+    if let Some(e) = replay_error {
+        return Err(stage("replay")(e));
+    }
+    if resuming {
+        tracing::info!(
+            records = recovery.records,
+            online,
+            torn_bytes = recovery.torn_bytes,
+            damaged = recovery.damaged_records,
+            "resumed the replay"
+        );
+    }
     let mut learning = PixelLearning {
         agent,
         replay,
+        log,
+        checkpoints: out.join("checkpoints"),
         stage: reward_stage,
         held: BTreeMap::new(),
         judged: Vec::new(),
@@ -716,40 +807,63 @@ pub(crate) fn train_pixels<A: Arms>(
         rng: reflex_core::Rng::new(cfg.seed ^ 0x51DE),
         lc: lc.clone(),
         gamma: cfg.agent.gamma,
-        env_steps: 0,
+        env_steps: online,
         updates: 0,
         owed: 0.0,
         last: UpdateStats::default(),
         actor: nets.actor.clone(),
         encoder: nets.encoder.clone(),
     };
-    learning.take_demos(&demos)?;
+    if resuming {
+        learning.resume()?;
+    } else {
+        learning.take_demos(&demos)?;
+    }
     drop(demos);
 
-    // 3. The base's evaluation (the residual is exactly zero).
+    // 3. The base's evaluation (the residual is exactly zero); a resumed run has it.
     let quiet = Arc::new(AtomicBool::new(false));
     let mut eval_rt = nets.runtime(arms, cfg, &quiet, 0)?;
-    let mut state = RunState {
-        demo_episodes,
-        ..Default::default()
-    };
-    let wall = |s: &Instant| s.elapsed().as_secs_f64();
-    progress(Progress::Stage("evaluating the base"));
     let evaluate =
         |prt: &mut PixelRt<A::Robot>, seeds: Vec<u64>| -> Result<(f64, f64), TrainError> {
             Ok(success_and_return(&prt.episodes(seeds.into_iter(), None)?))
         };
     let eval_seeds = || seeds(cfg.seed, 2, cfg.eval_episodes).collect::<Vec<_>>();
-    let r = evaluate(&mut eval_rt, eval_seeds())?;
-    state.base_success_rate = r.0;
-    let row = EvalRow::base(wall(&started), r, learning.agent.agent().temperature());
-    state.evals.push(row.clone());
-    progress(Progress::Eval(row));
     // The weights published last: the learner publishes as it pauses for an evaluation.
     let snapshot = || (nets.actor.snapshot(), nets.encoder.snapshot());
-    let mut best = (r.0, snapshot(), 0u64, 0u64);
+    // The best evaluation's exploring actor and encoder (kept on disk across resumes).
+    let keep_best = |rate: f64, (actor, encoder): &(Mlp, ConvEncoder)| {
+        tracing::debug!(rate, "a new best evaluation");
+        save_nets(out, "best_actor", cfg, encoder, actor)
+    };
+    let mut best = if resuming {
+        let row = state
+            .evals
+            .iter()
+            .max_by(|a, b| a.success_rate.total_cmp(&b.success_rate))
+            .cloned()
+            .ok_or_else(|| stage("progress.json")("no evaluation to resume from".to_owned()))?;
+        let nets_best = match load_pixel_files(&out.join("best_actor.safetensors")) {
+            Ok((enc, mlp)) => (mlp, enc),
+            Err(e) => {
+                tracing::warn!("the best evaluation's weights were not read back ({e}): the run's newest stand in");
+                snapshot()
+            }
+        };
+        (row.success_rate, nets_best, row.env_steps, row.updates)
+    } else {
+        progress(Progress::Stage("evaluating the base"));
+        let r = evaluate(&mut eval_rt, eval_seeds())?;
+        state.base_success_rate = r.0;
+        let row = EvalRow::base(wall(&started), r, learning.agent.agent().temperature());
+        state.evals.push(row.clone());
+        progress(Progress::Eval(row));
+        let b = snapshot();
+        keep_best(r.0, &b)?;
+        (r.0, b, 0u64, 0u64)
+    };
     write_metrics(out, &state)?;
-    write_state(&out.join("progress.json"), &state)?;
+    write_state(&state_path, &state)?;
 
     // 4. Training: the learner in lock step with a simulator, on its own thread beside a
     // real-time arm (which is never held back for it).
@@ -758,15 +872,22 @@ pub(crate) fn train_pixels<A: Arms>(
     let explore = Arc::new(AtomicBool::new(true));
     let mut rt = nets.runtime(arms, cfg, &explore, cfg.seed ^ 0xE)?;
     let budget_s = cfg.minutes * 60.0;
-    let mut train_seeds = seeds(cfg.seed, 3, usize::MAX);
-    let mut episodes = 0u64;
+    // A resumed run's training episodes (and their seeds) continue after the last one its
+    // replay holds.
+    let first_episode = last_online_episode.map_or(0, |e| e + 1);
+    rt.rt
+        .stats()
+        .episodes
+        .store(first_episode, Ordering::Relaxed);
+    let mut train_seeds = seeds(cfg.seed, 3, usize::MAX).skip(first_episode as usize);
+    let mut episodes = state.episodes;
     let mut recent: VecDeque<bool> = VecDeque::new();
     let mut ep_success = false;
-    let mut last_eval = 0u64;
+    let mut last_eval = state.evals.last().map_or(0, |r| r.env_steps);
     let mut last_progress = Instant::now();
     let mut stop_reason = "time budget";
     let mut seen = Vec::new();
-    let mut confirm_index = 0usize;
+    let mut confirm_index = state.confirmations.len();
     let mut reward_wait = std::time::Duration::ZERO;
     // A success detector (HIL-SERL's classifier) ends training episodes instead of the
     // robot's own judgement of success.
@@ -827,7 +948,7 @@ pub(crate) fn train_pixels<A: Arms>(
                 env_steps,
                 updates,
                 success: state.evals.last().map(|r| r.success_rate),
-                elapsed_s: wall(&started),
+                elapsed_s: started.elapsed().as_secs_f64(),
                 budget_s,
             });
         }
@@ -865,6 +986,7 @@ pub(crate) fn train_pixels<A: Arms>(
             state.evals.push(row.clone());
             if r.0 >= best.0 {
                 best = (r.0, snapshot(), env_steps, updates);
+                keep_best(r.0, &best.1)?;
             }
             progress(Progress::Eval(row.clone()));
             write_metrics(out, &state)?;
@@ -901,7 +1023,7 @@ pub(crate) fn train_pixels<A: Arms>(
             stop_reason = "step budget";
             break;
         }
-        if wall(&started) >= budget_s {
+        if started.elapsed().as_secs_f64() >= budget_s {
             break;
         }
         // A simulator can wait for the reward source before the next episode (bounded, as in
@@ -910,7 +1032,7 @@ pub(crate) fn train_pixels<A: Arms>(
         while !paced
             && hook.as_ref().is_some_and(|h| h.busy())
             && waited.elapsed() < super::driver::REWARD_WAIT_LIMIT
-            && wall(&started) < budget_s
+            && started.elapsed().as_secs_f64() < budget_s
             && !INTERRUPT.load(Ordering::Relaxed)
         {
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -1053,13 +1175,17 @@ pub(crate) fn train_pixels<A: Arms>(
     Ok(summary)
 }
 
-/// The learner's half of a run from pixels: the agent, its replay, the reward source's stage
-/// and the frozen base (whose action completes each stored row). Fed whole [`Seen`] steps:
-/// inline, in lock step with a simulator, or on its own thread beside a real-time arm
-/// ([`PixelLearner`]).
+/// The learner's half of a run from pixels: the agent, its replay and the replay's log, the
+/// reward source's stage and the frozen base (whose action completes each stored row). Fed
+/// whole [`Seen`] steps: inline, in lock step with a simulator, or on its own thread beside a
+/// real-time arm ([`PixelLearner`]).
 struct PixelLearning {
     agent: PixelAgent,
     replay: PixelReplay,
+    /// Every step stored, on disk (synced at least every `store::SYNC_INTERVAL`).
+    log: PixelLog,
+    /// Where the agent's checkpoints go (every `checkpoint_every` updates and at the end).
+    checkpoints: std::path::PathBuf,
     stage: Option<Box<dyn RewardStage>>,
     /// Steps the stage holds, with their pictures, by (episode, step).
     held: BTreeMap<(u64, u64), Seen>,
@@ -1109,10 +1235,67 @@ impl PixelLearning {
                 t.outcome.reward = st.demo_reward(&s.t);
             }
             let reward = self.reward_of(&t);
-            push_seen(&mut self.replay, Source::Demo, s, &row, &next, reward)?;
+            self.store(Source::Demo, s, &row, &next, reward)?;
         }
+        self.log.sync().map_err(stage("replay"))?;
         self.agent
             .fit_proprio_normaliser(&self.replay.proprio_rows(), INPUT_MIN_STD);
+        Ok(())
+    }
+
+    /// A resumed run's agent: its newest usable checkpoint (falling back to older ones), or,
+    /// with none, a fresh agent whose normaliser fits the demonstrations read back; published.
+    fn resume(&mut self) -> Result<(), TrainError> {
+        let agent = &mut self.agent;
+        let found = reflex_learn::store::load_latest(&self.checkpoints, |c| agent.restore(&c))
+            .map_err(stage("checkpoint"))?;
+        match found {
+            Some((_, path)) => {
+                self.updates = self.agent.agent().updates;
+                tracing::info!(updates = self.updates, "resumed from {}", path.display());
+            }
+            None => {
+                tracing::warn!("no checkpoint to resume from: the agent starts again");
+                self.agent
+                    .fit_proprio_normaliser(&self.replay.proprio_rows(), INPUT_MIN_STD);
+            }
+        }
+        self.publish()
+    }
+
+    /// Stores one step in the replay and its log.
+    fn store(
+        &mut self,
+        source: Source,
+        s: &Seen,
+        proprio: &[f32],
+        next_proprio: &[f32],
+        reward: f32,
+    ) -> Result<(), TrainError> {
+        let step = PixelStep {
+            episode: s.t.episode,
+            step: s.t.step,
+            image: &s.image,
+            proprio,
+            act: s.t.action.as_slice(),
+            reward,
+            terminated: s.t.outcome.terminated,
+            episode_end: s.t.outcome.done(),
+            next_image: s.last.as_deref(),
+            next_proprio,
+        };
+        self.replay.push(source, &step).map_err(stage("replay"))?;
+        self.log.append(source, &step).map_err(stage("replay"))
+    }
+
+    /// Writes a checkpoint of the agent (the replay's log synced first, so a resume finds
+    /// every step the agent learned from).
+    fn checkpoint(&mut self) -> Result<(), TrainError> {
+        self.log.sync().map_err(stage("replay"))?;
+        let mut c = self.agent.to_checkpoint();
+        c.meta["env_steps"] = self.env_steps.into();
+        reflex_learn::store::save_checkpoint(&self.checkpoints, self.updates, &c)
+            .map_err(stage("checkpoint"))?;
         Ok(())
     }
 
@@ -1155,7 +1338,7 @@ impl PixelLearning {
                     .collect();
                 let next = next_row(&mut self.base, &s, p1, &mut self.base_act)?;
                 let reward = self.reward_of(&s.t);
-                push_seen(&mut self.replay, Source::Online, &s, &row, &next, reward)?;
+                self.store(Source::Online, &s, &row, &next, reward)?;
                 self.env_steps += 1;
                 if self.env_steps as usize >= self.lc.learning_starts {
                     self.owed = (self.owed + f64::from(self.lc.utd)).min(OWED_AT_MOST);
@@ -1164,6 +1347,9 @@ impl PixelLearning {
             recycle_seen(s, recycle);
         }
         self.rewarded = rewarded;
+        self.log
+            .sync_if_due(reflex_learn::store::SYNC_INTERVAL)
+            .map_err(stage("replay"))?;
         Ok(())
     }
 
@@ -1189,6 +1375,9 @@ impl PixelLearning {
         }
         if self.updates.is_multiple_of(self.lc.publish_every.max(1)) {
             self.publish()?;
+        }
+        if self.lc.checkpoint_every > 0 && self.updates.is_multiple_of(self.lc.checkpoint_every) {
+            self.checkpoint()?;
         }
         Ok(true)
     }
@@ -1290,6 +1479,7 @@ impl PixelLearner {
                     }
                 }
                 learning.publish()?;
+                learning.checkpoint()?;
                 Ok(learning)
             })
             .map_err(|e| stage("learner")(format!("starting its thread: {e}")))?;
@@ -1393,8 +1583,9 @@ impl PixelLearner {
     /// holds first).
     fn finish(self) -> Result<PixelLearning, TrainError> {
         match self {
-            Self::Inline(l) => {
+            Self::Inline(mut l) => {
                 l.publish()?;
+                l.checkpoint()?;
                 Ok(*l)
             }
             Self::Thread {
@@ -1469,31 +1660,4 @@ fn next_row(
         None => act.fill(0.0),
     }
     Ok(next_proprio.iter().chain(act.iter()).copied().collect())
-}
-
-fn push_seen(
-    replay: &mut PixelReplay,
-    source: Source,
-    s: &Seen,
-    proprio: &[f32],
-    next_proprio: &[f32],
-    reward: f32,
-) -> Result<(), TrainError> {
-    replay
-        .push(
-            source,
-            &PixelStep {
-                episode: s.t.episode,
-                step: s.t.step,
-                image: &s.image,
-                proprio,
-                act: s.t.action.as_slice(),
-                reward,
-                terminated: s.t.outcome.terminated,
-                episode_end: s.t.outcome.done(),
-                next_image: s.last.as_deref(),
-                next_proprio,
-            },
-        )
-        .map_err(stage("replay"))
 }
