@@ -1244,7 +1244,8 @@ impl PixelLearning {
     }
 
     /// A resumed run's agent: its newest usable checkpoint (falling back to older ones), or,
-    /// with none, a fresh agent whose normaliser fits the demonstrations read back; published.
+    /// with none (a crash before the first), a fresh agent whose normaliser fits every row
+    /// read back; published.
     fn resume(&mut self) -> Result<(), TrainError> {
         let agent = &mut self.agent;
         let found = reflex_learn::store::load_latest(&self.checkpoints, |c| agent.restore(&c))
