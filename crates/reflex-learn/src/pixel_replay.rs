@@ -13,7 +13,9 @@
 use crate::pixel_sac::PixelBatch;
 use crate::replay::{demo_rows, Batch, NStep, Record, Ring, Source, Step};
 use crate::rng::Rng;
-use crate::store::{LogFormat, Recovery, SegmentLog, StoreError};
+use crate::store::{
+    f32s, push_f32s, LogFormat, RecordHead, Recovery, SegmentLog, StoreError, PAYLOAD_HEAD,
+};
 
 /// Images in arrival order, the oldest overwritten, each found by the serial `push` gave it.
 #[derive(Clone, Debug)]
@@ -347,8 +349,8 @@ pub struct PixelLog {
 }
 
 const PIXEL_MAGIC: &[u8; 8] = b"RFXPIX01";
-/// Bytes before the vectors: flags (4), reward (4), episode (8), step (8).
-const PIXEL_HEAD: usize = 24;
+/// Bytes before the vectors: the [`RecordHead`].
+const PIXEL_HEAD: usize = PAYLOAD_HEAD;
 const AFTER: u8 = 16;
 
 /// One step read back from a [`PixelLog`].
@@ -420,14 +422,11 @@ impl PixelLog {
         let mut waiting: Option<LoggedStep> = None;
         let mut lost = 0u64;
         let (log, rec) = SegmentLog::open(dir, format, &mut |p| {
-            let f = |i: usize| f32::from_le_bytes(p[i..i + 4].try_into().expect("4 bytes"));
-            let u = |i: usize| u64::from_le_bytes(p[i..i + 8].try_into().expect("8 bytes"));
-            let floats = |at: usize, n: usize| (0..n).map(|k| f(at + 4 * k)).collect::<Vec<_>>();
-            let flags = p[0];
+            let (h, flags) = RecordHead::read(p);
             let img_at = PIXEL_HEAD + 4 * (2 * proprio + act);
             if flags & AFTER != 0 {
                 match waiting.take() {
-                    Some(mut s) if s.episode == u(8) && s.step == u(16) => {
+                    Some(mut s) if s.episode == h.episode && s.step == h.step => {
                         s.next_image = Some(p[img_at..].to_vec());
                         step(s);
                     }
@@ -439,21 +438,15 @@ impl PixelLog {
                 lost += 1;
             }
             let s = LoggedStep {
-                source: if flags & 4 != 0 {
-                    Source::Demo
-                } else if flags & 8 != 0 {
-                    Source::Intervention
-                } else {
-                    Source::Online
-                },
-                episode: u(8),
-                step: u(16),
-                reward: f(4),
-                terminated: flags & 1 != 0,
-                episode_end: flags & 2 != 0,
-                proprio: floats(PIXEL_HEAD, proprio),
-                act: floats(PIXEL_HEAD + 4 * proprio, act),
-                next_proprio: floats(PIXEL_HEAD + 4 * (proprio + act), proprio),
+                source: h.source,
+                episode: h.episode,
+                step: h.step,
+                reward: h.reward,
+                terminated: h.terminated,
+                episode_end: h.episode_end,
+                proprio: f32s(p, PIXEL_HEAD, proprio),
+                act: f32s(p, PIXEL_HEAD + 4 * proprio, act),
+                next_proprio: f32s(p, PIXEL_HEAD + 4 * (proprio + act), proprio),
                 image: p[img_at..].to_vec(),
                 next_image: None,
             };
@@ -487,27 +480,32 @@ impl PixelLog {
         assert_eq!(s.proprio.len(), self.proprio, "step proprioception width");
         assert_eq!(s.act.len(), self.act, "step action width");
         assert_eq!(s.image.len(), self.image, "step image bytes");
-        let flags = u8::from(s.terminated)
-            | (u8::from(s.episode_end) << 1)
-            | (u8::from(source == Source::Demo) << 2)
-            | (u8::from(source == Source::Intervention) << 3);
-        self.write(flags, s, s.image)?;
+        let head = RecordHead {
+            source,
+            terminated: s.terminated,
+            episode_end: s.episode_end,
+            reward: s.reward,
+            episode: s.episode,
+            step: s.step,
+        };
+        self.write(&head, 0, s, s.image)?;
         if let (true, Some(after)) = (s.episode_end, s.next_image) {
-            self.write(flags | AFTER, s, after)?;
+            self.write(&head, AFTER, s, after)?;
         }
         Ok(())
     }
 
-    fn write(&mut self, flags: u8, s: &PixelStep, image: &[u8]) -> Result<(), StoreError> {
+    fn write(
+        &mut self,
+        head: &RecordHead,
+        extra: u8,
+        s: &PixelStep,
+        image: &[u8],
+    ) -> Result<(), StoreError> {
         let p = &mut self.payload;
         p.clear();
-        p.extend_from_slice(&[flags, 0, 0, 0]);
-        p.extend_from_slice(&s.reward.to_le_bytes());
-        p.extend_from_slice(&s.episode.to_le_bytes());
-        p.extend_from_slice(&s.step.to_le_bytes());
-        for v in s.proprio.iter().chain(s.act).chain(s.next_proprio) {
-            p.extend_from_slice(&v.to_le_bytes());
-        }
+        head.write(extra, p);
+        push_f32s(p, s.proprio.iter().chain(s.act).chain(s.next_proprio));
         p.extend_from_slice(image);
         self.log.append(&self.payload)
     }

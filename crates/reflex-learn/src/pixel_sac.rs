@@ -189,15 +189,7 @@ impl PixelAgent {
             ("encoder.adam.m", &mut self.adam.m),
             ("encoder.adam.v", &mut self.adam.v),
         ] {
-            let v = c.tensor(name)?;
-            if v.len() != into.len() {
-                return Err(format!(
-                    "tensor `{name}` has {} values, expected {}",
-                    v.len(),
-                    into.len()
-                ));
-            }
-            into.copy_from_slice(v);
+            c.copy_into(name, into)?;
         }
         self.adam.t = e["adam_t"]
             .as_u64()

@@ -888,18 +888,7 @@ impl Agent {
                 meta["obs_dim"], meta["act_dim"], self.obs_dim, self.act_dim
             ));
         }
-        let take = |name: &str, into: &mut Vec<f32>| -> Result<(), String> {
-            let v = tensors.tensor(name)?;
-            if v.len() != into.len() {
-                return Err(format!(
-                    "tensor `{name}` has {} values, expected {}",
-                    v.len(),
-                    into.len()
-                ));
-            }
-            into.copy_from_slice(v);
-            Ok(())
-        };
+        let take = |name: &str, into: &mut Vec<f32>| tensors.copy_into(name, into);
         take("actor.params", &mut self.actor.params)?;
         take("actor.adam.m", &mut self.actor_opt.m)?;
         take("actor.adam.v", &mut self.actor_opt.v)?;

@@ -36,7 +36,7 @@ const SEG_MAGIC_V1: &[u8; 8] = b"RFXSTEP1";
 /// The replay log is synced at least this often while steps arrive.
 pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Bytes before the vectors in a record's payload: flags (4), reward (4), episode (8), step (8).
-const PAYLOAD_HEAD: usize = 24;
+pub const PAYLOAD_HEAD: usize = 24;
 const CKPT_MAGIC: &[u8; 8] = b"RFXCKPT1";
 /// A new segment starts when the current one passes this size.
 const SEGMENT_BYTES: u64 = 64 << 20;
@@ -415,18 +415,19 @@ impl ReplayLog {
         assert_eq!(step.act.len(), self.act_dim, "step action width");
         let payload = &mut self.payload;
         payload.clear();
-        let source = step.source;
-        let flags = u8::from(step.terminated)
-            | (u8::from(step.episode_end) << 1)
-            | (u8::from(source == Source::Demo) << 2)
-            | (u8::from(source == Source::Intervention) << 3);
-        payload.extend_from_slice(&[flags, 0, 0, 0]);
-        payload.extend_from_slice(&step.reward.to_le_bytes());
-        payload.extend_from_slice(&step.episode.to_le_bytes());
-        payload.extend_from_slice(&step.step.to_le_bytes());
-        for v in step.obs.iter().chain(&step.act).chain(&step.next_obs) {
-            payload.extend_from_slice(&v.to_le_bytes());
+        RecordHead {
+            source: step.source,
+            terminated: step.terminated,
+            episode_end: step.episode_end,
+            reward: step.reward,
+            episode: step.episode,
+            step: step.step,
         }
+        .write(0, payload);
+        push_f32s(
+            payload,
+            step.obs.iter().chain(&step.act).chain(&step.next_obs),
+        );
         self.log.append(&self.payload)?;
         self.records = self.log.records;
         Ok(())
@@ -518,29 +519,90 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     sync_dir(&dir)
 }
 
+/// What every replay record (state or pixels) starts with: flags (terminated 1, episode end
+/// 2, demonstration 4, takeover 8; a log may use higher bits of its own), reward, episode id
+/// and step id, [`PAYLOAD_HEAD`] bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RecordHead {
+    /// The step's stream.
+    pub source: Source,
+    /// Ended in a terminal state.
+    pub terminated: bool,
+    /// Ended its episode.
+    pub episode_end: bool,
+    /// Reward, as stored.
+    pub reward: f32,
+    /// Episode id.
+    pub episode: u64,
+    /// Step id within the episode.
+    pub step: u64,
+}
+
+impl RecordHead {
+    /// Appends the head to `out`, with `extra` flag bits set.
+    pub fn write(&self, extra: u8, out: &mut Vec<u8>) {
+        let flags = extra
+            | u8::from(self.terminated)
+            | (u8::from(self.episode_end) << 1)
+            | (u8::from(self.source == Source::Demo) << 2)
+            | (u8::from(self.source == Source::Intervention) << 3);
+        out.extend_from_slice(&[flags, 0, 0, 0]);
+        out.extend_from_slice(&self.reward.to_le_bytes());
+        out.extend_from_slice(&self.episode.to_le_bytes());
+        out.extend_from_slice(&self.step.to_le_bytes());
+    }
+
+    /// The head at the start of `payload`, and its flag byte.
+    pub fn read(payload: &[u8]) -> (Self, u8) {
+        let flags = payload[0];
+        let source = if flags & 4 != 0 {
+            Source::Demo
+        } else if flags & 8 != 0 {
+            Source::Intervention
+        } else {
+            Source::Online
+        };
+        let u = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().expect("8 bytes"));
+        let head = Self {
+            source,
+            terminated: flags & 1 != 0,
+            episode_end: flags & 2 != 0,
+            reward: f32s(payload, 4, 1)[0],
+            episode: u(8),
+            step: u(16),
+        };
+        (head, flags)
+    }
+}
+
+/// `n` little-endian `f32`s of `payload` from byte `at`.
+pub fn f32s(payload: &[u8], at: usize, n: usize) -> Vec<f32> {
+    payload[at..at + 4 * n]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect()
+}
+
+/// Appends `values` to `out` as little-endian `f32`s.
+pub fn push_f32s<'a>(out: &mut Vec<u8>, values: impl IntoIterator<Item = &'a f32>) {
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
 fn step_from(payload: &[u8], obs_dim: usize, act_dim: usize) -> Step {
-    let f = |i: usize| f32::from_le_bytes(payload[i..i + 4].try_into().expect("4 bytes"));
-    let u = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().expect("8 bytes"));
-    let floats = |start: usize, n: usize| (0..n).map(|k| f(start + 4 * k)).collect::<Vec<f32>>();
-    let flags = payload[0];
-    let source = if flags & 4 != 0 {
-        Source::Demo
-    } else if flags & 8 != 0 {
-        Source::Intervention
-    } else {
-        Source::Online
-    };
+    let (h, _) = RecordHead::read(payload);
     let o = PAYLOAD_HEAD;
     Step {
-        episode: u(8),
-        step: u(16),
-        source,
-        reward: f(4),
-        terminated: flags & 1 != 0,
-        episode_end: flags & 2 != 0,
-        obs: floats(o, obs_dim),
-        act: floats(o + 4 * obs_dim, act_dim),
-        next_obs: floats(o + 4 * (obs_dim + act_dim), obs_dim),
+        episode: h.episode,
+        step: h.step,
+        source: h.source,
+        reward: h.reward,
+        terminated: h.terminated,
+        episode_end: h.episode_end,
+        obs: f32s(payload, o, obs_dim),
+        act: f32s(payload, o + 4 * obs_dim, act_dim),
+        next_obs: f32s(payload, o + 4 * (obs_dim + act_dim), obs_dim),
     }
 }
 
@@ -561,6 +623,21 @@ impl Checkpoint {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_slice())
             .ok_or_else(|| format!("tensor `{name}` is missing"))
+    }
+
+    /// Copies the tensor called `name` into `into`, which must have its length; the error
+    /// names the tensor.
+    pub fn copy_into(&self, name: &str, into: &mut [f32]) -> Result<(), String> {
+        let v = self.tensor(name)?;
+        if v.len() != into.len() {
+            return Err(format!(
+                "tensor `{name}` has {} values, expected {}",
+                v.len(),
+                into.len()
+            ));
+        }
+        into.copy_from_slice(v);
+        Ok(())
     }
 }
 
