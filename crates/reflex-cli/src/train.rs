@@ -54,6 +54,11 @@ pub struct TrainArgs {
     /// [default: the config file's `obs`, else state].
     #[arg(long)]
     obs: Option<ObsArg>,
+    /// With `--obs pixels`: recorded teleop sessions (`reflex teleop --record DIR`, with
+    /// frames), comma-separated, whose successful episodes are the demonstrations instead of
+    /// the scripted expert's (`[pixels] demo_sessions`): an arm without an object tracker.
+    #[arg(long, value_delimiter = ',')]
+    demo_sessions: Vec<std::path::PathBuf>,
     /// Continue the run in --out from its last checkpoint and replay.
     #[arg(long)]
     pub(crate) resume: bool,
@@ -405,6 +410,9 @@ pub(crate) fn config_and_out(a: &TrainArgs, prefix: &str) -> Result<(TrainConfig
             ObsArg::State => reflex_jobs::train::config::ObsMode::State,
             ObsArg::Pixels => reflex_jobs::train::config::ObsMode::Pixels,
         };
+    }
+    if !a.demo_sessions.is_empty() {
+        cfg.pixels.demo_sessions = a.demo_sessions.clone();
     }
     if let Err(e) = cfg.validate() {
         bail!("configuration: {e}");

@@ -494,3 +494,121 @@ fn a_run_from_pixels_takes_its_reward_and_its_ends_from_a_success_classifier() {
     assert!(err.contains("vlm-preference"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A run from pixels whose demonstrations come from a recorded teleop session (`[pixels]
+/// demo_sessions`), not from the scripted expert: the path of an arm with no object tracker.
+/// The session's successful episodes are cloned and stored, step for step, with their frames;
+/// an episode the operator labelled a failure is left out; a session without a camera the
+/// run asks for, of another task or with an observation of another width is refused, naming
+/// its file.
+#[test]
+fn a_run_from_pixels_clones_its_base_from_a_recorded_sessions_successes() {
+    use reflex_jobs::teleop::record::{read_recording, RECORDING};
+    use reflex_jobs::teleop::{TeleopSession, TeleopSpec};
+    use std::time::{Duration, Instant};
+    let root = std::env::temp_dir().join(format!("reflex-px-sessions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let session_dir = root.join("session");
+    let session = TeleopSession::start(&TeleopSpec {
+        robot: Default::default(),
+        task: Task::load("reach").unwrap(),
+        policy: "scripted".into(),
+        residual: None,
+        servo_rate_hz: Some(250.0),
+        seed: 90,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        learn: None,
+        record: Some(session_dir.clone()),
+        record_frames: true,
+        success_hold_steps: 1,
+    })
+    .unwrap();
+    let started = Instant::now();
+    session
+        .run_until(|s| s.episodes().len() >= 4 || started.elapsed() > Duration::from_secs(60))
+        .unwrap();
+    // The operator labelled the first episode a failure: it must not be cloned.
+    let path = session_dir.join(RECORDING);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines[0]["success"] = false.into();
+    let write = |p: &std::path::Path, lines: &[serde_json::Value]| {
+        let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(p, body).unwrap();
+    };
+    write(&path, &lines);
+    let (_, recorded) = read_recording(&session_dir).unwrap();
+    assert!(recorded.len() >= 4, "{} episodes", recorded.len());
+    let good: Vec<_> = recorded.iter().filter(|e| e.success).collect();
+    assert!(good.len() >= 2, "{} successes", good.len());
+    let steps: usize = good.iter().map(|e| e.actions.len()).sum();
+
+    let dir = root.join("run");
+    let mut cfg = TrainConfig {
+        task: "reach".into(),
+        max_env_steps: 40,
+        demo_episodes: 7,
+        eval_every: 40,
+        eval_episodes: 1,
+        heldout_episodes: 1,
+        ..common::small_pixel_config()
+    };
+    cfg.pixels.demo_sessions = vec![session_dir.clone()];
+    cfg.bc.steps = 20;
+    cfg.learner.learning_starts = 10;
+    cfg.learner.critic_warmup_updates = 5;
+    let s = train(&cfg, &dir, false, |_| {}).unwrap();
+    let from = s.demo_sessions.as_ref().expect("the sessions' report");
+    assert_eq!(from.episodes, recorded.len());
+    assert_eq!((from.used, from.steps), (good.len(), steps));
+    assert_eq!(s.demo_episodes, good.len(), "not the 7 scripted ones");
+    // Every session step is in the replay beside every training step.
+    assert_eq!(
+        s.replay_records,
+        (steps as u64) + s.env_steps,
+        "{} records",
+        s.replay_records
+    );
+    assert!(dir.join("base_encoder.safetensors").exists());
+    let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    assert!(text.contains("demo_sessions"), "{text}");
+
+    // Refusals, each naming the file at fault.
+    let refused = |cfg: &TrainConfig| {
+        train(cfg, &root.join("refused"), false, |_| {})
+            .expect_err("refused")
+            .to_string()
+    };
+    let mut other_camera = cfg.clone();
+    other_camera.pixels.cameras = vec!["front".into(), "side".into()];
+    let err = refused(&other_camera);
+    assert!(
+        err.contains("header.json") && err.contains("`side`"),
+        "{err}"
+    );
+    let other_task = TrainConfig {
+        task: "pick_cube".into(),
+        ..cfg.clone()
+    };
+    let err = refused(&other_task);
+    assert!(
+        err.contains("header.json") && err.contains("reach"),
+        "{err}"
+    );
+    let narrow = root.join("narrow");
+    std::fs::create_dir_all(&narrow).unwrap();
+    std::fs::copy(session_dir.join("header.json"), narrow.join("header.json")).unwrap();
+    lines[1]["observations"][2].as_array_mut().unwrap().pop();
+    write(&narrow.join(RECORDING), &lines);
+    let mut bad = cfg.clone();
+    bad.pixels.demo_sessions = vec![narrow];
+    let err = refused(&bad);
+    assert!(
+        err.contains(RECORDING) && err.contains("episode") && err.contains("step 2"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -105,6 +105,11 @@ pub struct PixelSettings {
     pub sac: reflex_learn::pixel_sac::PixelConfig,
     /// Records the online replay holds (each with its image, stored once per step).
     pub replay_capacity: usize,
+    /// Recorded teleop sessions (`reflex teleop --record DIR` with frames) whose successful
+    /// episodes are the demonstrations, instead of the scripted expert's: the path an arm
+    /// without an object tracker has (the expert plans from object poses). Empty: the scripted
+    /// expert.
+    pub demo_sessions: Vec<std::path::PathBuf>,
 }
 
 impl Default for PixelSettings {
@@ -115,6 +120,7 @@ impl Default for PixelSettings {
             max_age_s: 0.2,
             sac: reflex_learn::pixel_sac::PixelConfig::default(),
             replay_capacity: 50_000,
+            demo_sessions: Vec::new(),
         }
     }
 }
@@ -364,6 +370,13 @@ impl TrainConfig {
         }
         self.fleet.validate()?;
         self.pixels.validate()?;
+        if !self.pixels.demo_sessions.is_empty() && self.obs != ObsMode::Pixels {
+            return Err(
+                "pixels.demo_sessions: demonstrations from recorded sessions are read by a run \
+                 with obs = \"pixels\" only"
+                    .into(),
+            );
+        }
         self.reward
             .classifier_stage
             .validate()

@@ -562,6 +562,7 @@ pub fn train_on<A: Arms>(
         confirmations: state.confirmations.clone(),
         handed_over,
         demo_episodes: state.demo_episodes,
+        demo_sessions: None,
         episodes,
         updates_per_s: learner.agent.updates as f64 / train_s,
         env_steps_per_s: env_steps as f64 / train_s,

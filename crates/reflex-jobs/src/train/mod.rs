@@ -26,7 +26,8 @@
 //! seeds read together: `study.json`, `band.png`). [`pixels`] is the same job when the policy
 //! and the critics see the cameras (`obs = "pixels"`): pictures in the demonstrations and the
 //! replay, a base cloned from them, SAC from pixels in lock step with a simulator or on its own
-//! thread beside a real-time arm. Robots come from an [`crate::arms::Arms`]: the
+//! thread beside a real-time arm; [`session_demos`] reads its demonstrations from recorded teleop
+//! sessions instead of the scripted expert (an arm without an object tracker). Robots come from an [`crate::arms::Arms`]: the
 //! simulator's by default, anything with the same traits otherwise.
 
 pub mod config;
@@ -38,6 +39,7 @@ pub mod plot;
 pub mod report;
 mod scalars;
 pub(crate) mod select;
+pub mod session_demos;
 pub mod study;
 
 pub use config::{task_defaults, FleetConfig, TaskDefaults, TrainConfig, TrainError};

@@ -3,7 +3,9 @@
 //!
 //! The same steps as the state job ([`super::driver`]), on images:
 //! 1. Demonstrations: the scripted expert (with its DART noise) drives the runtime while the
-//!    cameras take one picture per policy step.
+//!    cameras take one picture per policy step; or, with `[pixels] demo_sessions`, the
+//!    successful episodes of recorded teleop sessions with their frames
+//!    ([`super::session_demos`]), which need no object tracker.
 //! 2. The base is cloned from those pictures and the proprioception
 //!    ([`reflex_learn::bc::behaviour_clone_pixels`]) and runs on the tick as a
 //!    [`PixelPolicy`]: it holds the arm when its newest picture is older than
@@ -52,6 +54,7 @@ use super::report::{
     write_atomic, write_metrics, write_state, Confirmation, EvalRow, HandedOver, HeldOut, Progress,
     RunState, Summary,
 };
+use super::session_demos::SessionDemoReport;
 use super::{brake_to_rest, INTERRUPT, PROGRESS_EVERY_S};
 use crate::arms::{runtime, Arms};
 use crate::pixel_deploy::{spawn_camera_pump, CameraPump};
@@ -210,10 +213,10 @@ struct PixelRt<R: Robot + SceneView> {
 
 /// A transition with the picture its action was chosen on, and the picture after it when it
 /// ends its episode.
-struct Seen {
-    t: Transition,
-    image: Vec<u8>,
-    last: Option<Vec<u8>>,
+pub(super) struct Seen {
+    pub(super) t: Transition,
+    pub(super) image: Vec<u8>,
+    pub(super) last: Option<Vec<u8>>,
 }
 
 /// Picture buffers a [`PixelRt`] keeps for reuse, at most.
@@ -591,9 +594,9 @@ fn save_nets(
     .map_err(what)
 }
 
-/// A fresh run's first two stages: demonstrations by the scripted expert with a picture per
-/// step (into `demos`), and the base cloned from them, saved as `base.safetensors` +
-/// `base_encoder.safetensors`.
+/// A fresh run's first two stages: demonstrations with a picture per step (into `demos`) by
+/// the scripted expert, or read from recorded sessions (`[pixels] demo_sessions`), and the base
+/// cloned from them, saved as `base.safetensors` + `base_encoder.safetensors`.
 fn clone_base<A: Arms>(
     arms: &A,
     cfg: &TrainConfig,
@@ -601,7 +604,7 @@ fn clone_base<A: Arms>(
     shape: &EncoderShape,
     demos: &mut Vec<Seen>,
     progress: &mut impl FnMut(Progress),
-) -> Result<PixelNet, TrainError> {
+) -> Result<(PixelNet, Option<SessionDemoReport>), TrainError> {
     let task = arms.task();
     let act_dim = task.action_space.dim();
     let obs_dim = arms.obs_layout()?.dim();
@@ -609,7 +612,7 @@ fn clone_base<A: Arms>(
     let demo_episodes = cfg.demo_episodes();
     // 1. Demonstrations, with a picture per step.
     progress(Progress::Stage("demonstrations"));
-    {
+    let from_sessions = if px.demo_sessions.is_empty() {
         let expert = ScriptedExpert::new(task, &arms.model()?);
         let noise =
             super::driver::demo_noise_policy(cfg.demo_noise_std(), obs_dim, act_dim, cfg.seed)?;
@@ -627,7 +630,25 @@ fn clone_base<A: Arms>(
                 "no demonstration step has a picture: are the cameras publishing?".to_owned(),
             ));
         }
-    }
+        None
+    } else {
+        let want = super::session_demos::Want {
+            task,
+            obs_dim,
+            cameras: &px.cameras,
+            side: px.side,
+            success_reward: cfg.reward.sparse.success_reward,
+        };
+        let (steps, report) = super::session_demos::read_session_demos(&px.demo_sessions, &want)?;
+        tracing::info!(
+            episodes = report.episodes,
+            used = report.used,
+            steps = report.steps,
+            "demonstrations read from recorded sessions (their successful episodes)"
+        );
+        *demos = steps;
+        Some(report)
+    };
 
     // 2. The base, cloned from the pictures.
     progress(Progress::Stage("behaviour cloning"));
@@ -663,7 +684,7 @@ fn clone_base<A: Arms>(
         "behaviour cloning from pixels done"
     );
     save_nets(out, "base", cfg, base.encoder(), base.mlp())?;
-    Ok(base)
+    Ok((base, from_sessions))
 }
 
 /// Runs (or, with `resume`, continues) a training run from pixels in `out` (see the module
@@ -723,7 +744,12 @@ pub(crate) fn train_pixels<A: Arms>(
         }
         PixelNet::new(enc, mlp).map_err(stage("base policy"))?
     } else {
-        clone_base(arms, cfg, out, &shape, &mut demos, &mut progress)?
+        let (base, from_sessions) = clone_base(arms, cfg, out, &shape, &mut demos, &mut progress)?;
+        if let Some(r) = from_sessions {
+            state.demo_episodes = r.used;
+            state.demo_sessions = Some(r);
+        }
+        base
     };
     let prior_wall = state.wall_s;
     let wall = |s: &Instant| prior_wall + s.elapsed().as_secs_f64();
@@ -755,7 +781,7 @@ pub(crate) fn train_pixels<A: Arms>(
         act_dim,
     };
     // Room for every demonstration step (a resumed run reads them back from its log).
-    let demo_room = (demo_episodes * task.episode_steps as usize)
+    let demo_room = (state.demo_episodes * task.episode_steps as usize)
         .max(demos.len())
         .max(1000);
     let mut replay = PixelReplay::new(
@@ -1140,7 +1166,8 @@ pub(crate) fn train_pixels<A: Arms>(
         minutes_to_target: state.minutes_to_target,
         confirmations: state.confirmations.clone(),
         handed_over: Some(handed_over),
-        demo_episodes,
+        demo_episodes: state.demo_episodes,
+        demo_sessions: state.demo_sessions.clone(),
         episodes,
         updates_per_s: updates as f64 / train_s,
         env_steps_per_s: env_steps as f64 / train_s,

@@ -135,6 +135,10 @@ pub struct Summary {
     pub handed_over: Option<HandedOver>,
     /// Demonstration episodes used.
     pub demo_episodes: usize,
+    /// Where the demonstrations came from when they were read from recorded sessions (a run
+    /// from pixels with `[pixels] demo_sessions`); none for the scripted expert's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo_sessions: Option<super::session_demos::SessionDemoReport>,
     /// Training episodes.
     pub episodes: u64,
     /// Updates per second of training time.
@@ -292,6 +296,9 @@ pub(crate) struct RunState {
     /// The best evaluation so far whose weights are kept (`best_actor.safetensors`).
     #[serde(default)]
     pub(crate) best: Option<HandedOver>,
+    /// The recorded sessions the demonstrations came from, if they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) demo_sessions: Option<super::session_demos::SessionDemoReport>,
 }
 
 impl RunState {
