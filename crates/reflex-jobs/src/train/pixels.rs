@@ -221,6 +221,10 @@ pub(super) struct Seen {
 
 /// Picture buffers a [`PixelRt`] keeps for reuse, at most.
 const POOL_AT_MOST: usize = 1024;
+/// Picture buffers a [`PixelRt`] fed by a camera thread starts with.
+const POOL_PREFILLED: usize = 128;
+/// Steps in flight whose pictures a [`PixelRt`] remembers, at most.
+const SHOWN_AT_MOST: usize = 64;
 
 impl<R: Robot + SceneView + reflex_core::SceneReset> PixelRt<R> {
     /// A copy of `bytes` in a buffer from the pool.
@@ -248,23 +252,44 @@ impl<R: Robot + SceneView + reflex_core::SceneReset> PixelRt<R> {
     /// One tick (paced on a real-time arm); a tick that will start a policy step gets fresh
     /// pictures first when they are rendered on demand.
     fn tick(&mut self) -> Result<TickReport, TrainError> {
-        if let Shots::Render(cams) = &mut self.shots {
-            if self.rt.policy_step_next() {
-                let now = self.rt.robot().now_ns();
-                cams.publish(self.rt.robot(), now)?;
-            }
-        }
+        self.before_tick()?;
         let rep = match &mut self.ticker {
             Some(t) => self.rt.tick_paced(t),
             None => self.rt.tick(),
         };
+        self.after_tick(&rep);
+        Ok(rep)
+    }
+
+    /// The pictures of the tick to come: rendered when it starts a policy step (a simulator);
+    /// from a camera thread, the stack the base is about to read is kept before the tick as
+    /// well as after it (a stack published between its read and the refresh after the tick
+    /// would otherwise push it out of the cell unseen, and the step would be lost).
+    fn before_tick(&mut self) -> Result<(), TrainError> {
+        if !self.rt.policy_step_next() {
+            return Ok(());
+        }
+        match &mut self.shots {
+            Shots::Render(cams) => {
+                let now = self.rt.robot().now_ns();
+                cams.publish(self.rt.robot(), now)
+            }
+            Shots::Pump(tap) => {
+                tap.refresh();
+                Ok(())
+            }
+        }
+    }
+
+    /// Keeps the camera thread's newest stack and, after a policy step, which picture it saw.
+    fn after_tick(&mut self, rep: &TickReport) {
         if let Shots::Pump(tap) = &mut self.shots {
             tap.refresh();
         }
         if rep.policy_step {
             let id = self.rt.step_in_flight();
             // Bounded: pictures of steps whose transitions never come (none in simulation).
-            if self.shown.len() >= 64 {
+            if self.shown.len() >= SHOWN_AT_MOST {
                 if let Some((_, Shown::Bytes(b))) = self.shown.pop_front() {
                     self.recycle(b);
                 }
@@ -275,7 +300,6 @@ impl<R: Robot + SceneView + reflex_core::SceneReset> PixelRt<R> {
             };
             self.shown.push_back((id, shown));
         }
-        Ok(rep)
     }
 
     /// The transitions out of the queue with their pictures (a step that ends its episode
@@ -487,12 +511,25 @@ fn with_shots<A: Arms>(
     let ticker = arms
         .real_time()
         .then(|| Ticker::new(rt.config().servo_rate_hz));
+    // Beside a learner thread, pictures are out of the pool until the learner hands them back
+    // (after its next update): the pool starts with more than an episode's worth, so the loop
+    // allocates none unless more are ever in flight at once. A simulator's inline learner
+    // hands them back at once.
+    let pool = match &shots {
+        Shots::Pump(_) => {
+            let len = px.side * px.side * 3 * px.cameras.len();
+            (0..POOL_PREFILLED)
+                .map(|_| Vec::with_capacity(len))
+                .collect()
+        }
+        Shots::Render(_) => Vec::new(),
+    };
     Ok(PixelRt {
         rt,
         shots,
-        shown: VecDeque::new(),
+        shown: VecDeque::with_capacity(SHOWN_AT_MOST),
         ticker,
-        pool: Vec::new(),
+        pool,
     })
 }
 
@@ -1688,4 +1725,265 @@ fn next_row(
         None => act.fill(0.0),
     }
     Ok(next_proprio.iter().chain(act.iter()).copied().collect())
+}
+
+/// The driver's side of a real-time run from pixels, between its ticks, allocates nothing once
+/// it runs: the camera thread's stacks kept in the tap's ring, each step's picture looked up by
+/// the sequence number its base saw, copied into a pooled buffer, handed to the learner thread
+/// through its bounded queue, and the buffers coming back. Counted per thread by a counting
+/// allocator (this test binary's global allocator, which only counts).
+#[cfg(test)]
+mod driver_alloc {
+    use super::*;
+    use crate::arms::SimArms;
+    use reflex_core::SceneError;
+    use reflex_sim::{SimRobot, Task};
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    thread_local! {
+        // Const-initialised, no destructor: touching it never allocates.
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    // SAFETY: every call is passed to the system allocator unchanged; the counter is a
+    // thread-local `Cell` that never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATIONS.with(|c| c.set(c.get() + 1));
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATIONS.with(|c| c.set(c.get() + 1));
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    fn allocations() -> u64 {
+        ALLOCATIONS.with(|c| c.get())
+    }
+
+    /// Two cameras whose images change every millisecond, stamped ahead of the simulator's
+    /// clock (so they are always fresh to the policy).
+    struct Moving(Instant);
+
+    impl Moving {
+        fn stamp(&self) -> u64 {
+            u64::MAX / 2 + self.0.elapsed().as_millis() as u64 * 1_000_000
+        }
+    }
+
+    impl crate::pixel_deploy::ColourSource for Moving {
+        fn colour(
+            &self,
+            _camera: &str,
+            out: &mut [u8],
+            _w: usize,
+            _h: usize,
+        ) -> Result<u64, SceneError> {
+            let s = self.stamp();
+            for (i, v) in out.iter_mut().enumerate() {
+                *v = (i as u64 + s / 1_000_000) as u8;
+            }
+            Ok(s)
+        }
+
+        fn newest_ns(&self, _camera: &str) -> Option<u64> {
+            Some(self.stamp())
+        }
+
+        fn cameras(&self) -> Vec<String> {
+            vec!["wrist".into(), "front".into()]
+        }
+    }
+
+    /// The simulator with its pictures coming from a camera thread, as a real-time arm's do.
+    struct Pumped(SimArms);
+
+    impl Arms for Pumped {
+        type Robot = SimRobot;
+
+        fn task(&self) -> &Task {
+            self.0.task()
+        }
+
+        fn rate_hz(&self) -> f64 {
+            self.0.rate_hz()
+        }
+
+        fn make(
+            &self,
+            seed: u64,
+        ) -> Result<(SimRobot, reflex_core::ArmModel), crate::arms::ArmsError> {
+            self.0.make(seed)
+        }
+
+        fn camera_source(
+            &self,
+            _robot: &SimRobot,
+        ) -> Option<Box<dyn crate::pixel_deploy::ColourSource>> {
+            Some(Box::new(Moving(Instant::now())))
+        }
+    }
+
+    fn mlp(dims: &[usize]) -> Mlp {
+        let mut net = Mlp::zeros(
+            dims,
+            reflex_policy::Activation::Relu,
+            reflex_policy::Activation::Tanh,
+        );
+        let mut x = 0x9E37_79B9u32;
+        for l in 0..net.num_layers() {
+            let (w, b) = net.layer_mut(l).expect("layer");
+            for v in w.iter_mut().chain(b.iter_mut()) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *v = ((x % 2001) as f32 / 1000.0 - 1.0) * 0.1;
+            }
+        }
+        net
+    }
+
+    #[test]
+    fn the_real_time_drivers_work_between_ticks_allocates_nothing() {
+        let task = Task::load("reach").expect("reach");
+        let act_dim = task.action_space.dim();
+        let arms = Pumped(SimArms::new(task, 250.0));
+        let mut cfg = TrainConfig {
+            task: "reach".into(),
+            obs: super::super::config::ObsMode::Pixels,
+            ..TrainConfig::default()
+        };
+        cfg.pixels.side = 16;
+        cfg.pixels.sac.shift_pad = 2;
+        let shape = EncoderShape::small(16, 2);
+        let params = reflex_learn::pixels::fresh_encoder(&shape, 1).expect("encoder");
+        let encoder = ConvEncoder::new(params).expect("encoder");
+        let f = shape.features;
+        let base =
+            PixelNet::new(encoder.clone(), mlp(&[f + FLAT_OBJECTS, 32, act_dim])).expect("base");
+        let nets = Nets {
+            base,
+            actor: WeightsSlot::new(mlp(&[f + FLAT_OBJECTS + act_dim, 32, 2 * act_dim])),
+            encoder: EncoderSlot::new(encoder),
+            proprio: FLAT_OBJECTS,
+            act_dim,
+        };
+        let explore = Arc::new(AtomicBool::new(true));
+        let mut prt = nets.runtime(&arms, &cfg, &explore, 7).expect("runtime");
+        assert!(
+            matches!(prt.shots, Shots::Pump(_)),
+            "pictures from a camera thread"
+        );
+
+        // A learner thread's stand-in: it takes every step and hands its buffers back, as
+        // `PixelLearning::take` does once it has copied them into the replay.
+        let (tx, rx) = reflex_core::spsc::<Seen>(LEARNER_QUEUE);
+        let (mut back_tx, back) = reflex_core::spsc::<Vec<u8>>(2 * LEARNER_QUEUE);
+        let ctl = Arc::new(PixelControl::default());
+        let taken = Arc::new(AtomicU64::new(0));
+        let handle = {
+            let (ctl, taken) = (ctl.clone(), taken.clone());
+            std::thread::spawn(move || -> Result<PixelLearning, TrainError> {
+                while !ctl.stop.load(Ordering::Acquire) {
+                    while let Some(s) = rx.pop() {
+                        recycle_seen(s, &mut |b| {
+                            let _ = back_tx.send(b);
+                        });
+                        taken.fetch_add(1, Ordering::Release);
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                Err(stage("learner")("a stand-in".to_owned()))
+            })
+        };
+        let mut learner = PixelLearner::Thread {
+            tx,
+            back,
+            _stop: StopOnDrop(ctl.clone()),
+            ctl,
+            handle: Some(handle),
+            dropped: 0,
+            last: Arc::new(std::sync::Mutex::new(UpdateStats::default())),
+        };
+
+        // Wait for the camera thread's first stack.
+        let waited = Instant::now();
+        while let Shots::Pump(tap) = &mut prt.shots {
+            tap.refresh();
+            if !tap.ring.is_empty() || waited.elapsed().as_secs() > 10 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut seen = Vec::with_capacity(64);
+        let mut per_episode = Vec::new();
+        let mut sent = 0u64;
+        for seed in 0..6u64 {
+            prt.rt.reset_episode(seed).expect("reset");
+            prt.restart_schedule();
+            prt.shown.clear();
+            let before = allocations();
+            let mut steps = 0u64;
+            let mut in_tick = 0;
+            loop {
+                prt.before_tick().expect("before the tick");
+                // The tick itself (the runtime over the simulator: its physics allocates) is
+                // left out; the runtime's own tests count a tick over a stand-in arm.
+                let n = allocations();
+                let rep = prt.rt.tick();
+                in_tick += allocations() - n;
+                prt.after_tick(&rep);
+                steps += u64::from(rep.policy_step);
+                prt.drain(&mut seen).expect("drain");
+                sent += seen.len() as u64;
+                learner.feed(&mut prt, &mut seen).expect("feed");
+                if rep.episode_done {
+                    break;
+                }
+            }
+            per_episode.push((steps, allocations() - before - in_tick));
+            // The stand-in learner gives the episode's buffers back while the next one starts,
+            // as a learner does between its updates.
+            let waited = Instant::now();
+            while taken.load(Ordering::Acquire) < sent && waited.elapsed().as_secs() < 10 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            learner.feed(&mut prt, &mut seen).expect("feed");
+        }
+        assert!(
+            taken.load(Ordering::Relaxed) > 50,
+            "{} steps reached the learner",
+            taken.load(Ordering::Relaxed)
+        );
+        assert_eq!(prt.pictures_missed(), 0);
+        assert_eq!(learner.dropped(), 0);
+        // The first episodes fill the tap's ring, the buffer pool and the queues; after them
+        // nothing is allocated between (or in) the ticks.
+        // The counter sees the driver: its first episode fills the pool.
+        assert!(per_episode[0].1 > 0, "{per_episode:?}");
+        let late: u64 = per_episode[3..].iter().map(|(_, a)| a).sum();
+        assert!(
+            per_episode[3..].iter().all(|(s, _)| *s > 5),
+            "{per_episode:?}"
+        );
+        assert_eq!(
+            late, 0,
+            "allocations per (steps, allocations) episode: {per_episode:?}"
+        );
+    }
 }
