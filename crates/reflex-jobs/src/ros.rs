@@ -280,8 +280,22 @@ pub struct RosRunResult {
     pub camera_stacks: Option<(u64, u64)>,
 }
 
+/// The task's judge for an arm with `params`: none when the task has objects and the arm
+/// tracks none (`objects_source: none`), since it would judge poses nobody reports (a cube
+/// never lifted, distances to the origin). The success topic (an operator's button, a
+/// detector) is then the only verdict, and steps carry no reward of the task's.
+pub fn task_judge(task: &Task, params: &BridgeParams) -> Option<TaskJudge> {
+    (!tracker_missing(task, params)).then(|| TaskJudge::new(task))
+}
+
+/// Whether `task` needs object poses that an arm with `params` does not report.
+pub fn tracker_missing(task: &Task, params: &BridgeParams) -> bool {
+    !task.objects.is_empty() && params.objects_source == reflex_ros::params::ObjectsSource::None
+}
+
 /// A bridge robot for `task` as `ros`'s parameters say (node `default_name` unless renamed),
-/// its steps judged by the task over the tracked objects, obeying `estop`; with its parameters
+/// its steps judged by the task over the tracked objects ([`task_judge`]; without a tracker,
+/// by the success topic alone), obeying `estop`; with its parameters
 /// and the observation layout a policy must match (the task's, read from the simulator's
 /// scene description: no simulation runs).
 pub fn connect_arm(
@@ -299,7 +313,18 @@ pub fn connect_arm(
         scene_spec(task, &scene.goals),
         estop,
     )?;
-    robot.set_judge(Box::new(TaskJudge::new(task)));
+    match task_judge(task, &params) {
+        Some(j) => robot.set_judge(Box::new(j)),
+        None if params.success_topic.is_empty() => tracing::warn!(
+            "task `{}` is judged over tracked objects and this arm has none (parameter \
+             objects_source: none) and no success_topic: no episode will be judged a success",
+            task.name
+        ),
+        None => tracing::info!(
+            "no object tracker: successes come from `{}` alone",
+            params.success_topic
+        ),
+    }
     Ok((robot, params, scene.layout))
 }
 
@@ -538,6 +563,14 @@ impl RosArms {
                 params.success_topic
             )));
         }
+        if tracker_missing(task, &params) && params.success_topic.is_empty() {
+            return Err(RosJobError::Setting(format!(
+                "parameter success_topic: task `{}` is judged over tracked objects and this arm \
+                 has none (objects_source: none), so its evaluations need another verdict: name \
+                 a std_msgs/Bool topic an operator's button or a success detector publishes on",
+                task.name
+            )));
+        }
         if params.reset_service.is_empty() {
             return Err(RosJobError::Setting(
                 "parameter reset_service: training needs a service that starts each episode \
@@ -601,7 +634,9 @@ impl crate::arms::Arms for RosArms {
             EStop::new(),
         )
         .map_err(|e| crate::arms::ArmsError::Robot(e.to_string()))?;
-        robot.set_judge(Box::new(TaskJudge::new(&self.task)));
+        if let Some(j) = task_judge(&self.task, &self.params) {
+            robot.set_judge(Box::new(j));
+        }
         let model = robot.model().clone();
         Ok((robot, model))
     }
@@ -656,7 +691,46 @@ pub fn ros_train(
     let task = Task::load(&cfg.task).map_err(crate::train::config::stage("task"))?;
     let arms = RosArms::new(&task, ros, cfg.runtime.servo_rate_hz)
         .map_err(crate::train::config::stage("ROS 2 arm"))?;
+    if tracker_missing(&task, &arms.params) {
+        tracker_less_training(&task, cfg, reward.as_ref())
+            .map_err(crate::train::config::stage("ROS 2 arm"))?;
+    }
     crate::train::train_on(&arms, cfg, out, resume, reward, progress)
+}
+
+/// What training on an arm without the object tracker `task` is judged over needs: pictures
+/// instead of object poses, demonstrations from recorded sessions instead of the scripted
+/// expert (which plans from the poses), and a reward source instead of the task's reward.
+fn tracker_less_training(
+    task: &Task,
+    cfg: &crate::train::TrainConfig,
+    reward: Option<&reflex_learn::stage::RewardPlugin>,
+) -> Result<(), String> {
+    let why = format!(
+        "task `{}` is judged over tracked objects and this arm has none (parameter \
+         objects_source: none)",
+        task.name
+    );
+    if cfg.obs != crate::train::config::ObsMode::Pixels {
+        return Err(format!(
+            "{why}: a policy on state would see no objects; train from the cameras \
+             (--obs pixels)"
+        ));
+    }
+    if cfg.pixels.demo_sessions.is_empty() {
+        return Err(format!(
+            "{why}: the scripted expert plans from object poses; give recorded sessions as \
+             demonstrations (`[pixels] demo_sessions`, from `reflex teleop --robot ros --record \
+             DIR`)"
+        ));
+    }
+    if reward.is_none() {
+        return Err(format!(
+            "{why}: the task's reward is computed over the poses; take it from the success \
+             topic (--reward sparse) or a success classifier (--reward classifier)"
+        ));
+    }
+    Ok(())
 }
 
 /// How an operator's twist and joy messages become actions for `task`.

@@ -469,3 +469,58 @@ fn a_pixel_policy_drives_the_arm_from_camera_topics_and_holds_when_one_is_silent
     server.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An arm without the object tracker a task is judged over (`objects_source: none`): the
+/// bridge gets no task judge (it would judge poses nobody reports: a cube never lifted,
+/// distances to the origin), and `reflex ros train` refuses, naming what is missing, until it
+/// has another verdict (a success topic), pictures, demonstrations from recorded sessions and
+/// a reward source. reach, judged without objects, keeps its judge. Nothing is sent: the
+/// refusals come before any node starts.
+#[test]
+fn training_on_an_arm_without_a_tracker_asks_for_a_verdict_pictures_sessions_and_a_reward() {
+    use reflex_jobs::ros::{ros_train, task_judge};
+    use reflex_jobs::train::config::ObsMode;
+    let pick = Task::load("pick_cube").unwrap();
+    let reach = Task::load("reach").unwrap();
+    let untracked = |extra: &[&str]| {
+        let mut a = vec!["objects_source:=none"];
+        a.extend_from_slice(extra);
+        ros_args_with(91, &a)
+    };
+    let read = |ros: &reflex_ros::RosArgs| {
+        let mut r = reflex_ros::Reader::new(ros.parameters("/reflex").unwrap());
+        reflex_ros::BridgeParams::read(&mut r).unwrap()
+    };
+    assert!(task_judge(&pick, &read(&untracked(&[]))).is_none());
+    assert!(task_judge(&reach, &read(&untracked(&[]))).is_some());
+    assert!(task_judge(&pick, &params(91)).is_some(), "tracked over /tf");
+
+    let dir = std::env::temp_dir().join(format!("reflex-untracked-{}", std::process::id()));
+    let mut cfg = reflex_jobs::train::TrainConfig {
+        task: "pick_cube".into(),
+        ..Default::default()
+    };
+    let refused = |cfg: &reflex_jobs::train::TrainConfig,
+                   ros: &reflex_ros::RosArgs,
+                   reward: Option<reflex_learn::stage::RewardPlugin>| {
+        ros_train(cfg, ros, &dir, false, reward, |_| {})
+            .expect_err("refused")
+            .to_string()
+    };
+    let sparse = || Some(reflex_learn::stage::sparse_plugin(10.0));
+    let err = refused(&cfg, &untracked(&[]), sparse());
+    assert!(
+        err.contains("success_topic") && err.contains("objects_source"),
+        "{err}"
+    );
+    let ros = untracked(&["success_topic:=/operator/success"]);
+    let err = refused(&cfg, &ros, sparse());
+    assert!(err.contains("--obs pixels"), "{err}");
+    cfg.obs = ObsMode::Pixels;
+    let err = refused(&cfg, &ros, sparse());
+    assert!(err.contains("demo_sessions"), "{err}");
+    cfg.pixels.demo_sessions = vec![dir.join("session")];
+    let err = refused(&cfg, &ros, None);
+    assert!(err.contains("--reward sparse"), "{err}");
+    assert!(!dir.exists(), "nothing was written before the refusals");
+}
