@@ -524,3 +524,119 @@ fn training_on_an_arm_without_a_tracker_asks_for_a_verdict_pictures_sessions_and
     assert!(err.contains("--reward sparse"), "{err}");
     assert!(!dir.exists(), "nothing was written before the refusals");
 }
+
+/// `reflex ros train` on an arm without an object tracker, end to end over DDS: the simulated
+/// arm's cube pose is ignored (`objects_source: none`), the demonstrations come from a
+/// recorded session, the policy sees the camera topics, and an operator's success button (an
+/// rclpy node pressing every 0.9 s) is the only verdict: it ends training episodes, which the
+/// sparse reward source turns into the reward, and evaluation episodes. No step carries a
+/// reward of the task's (on the old code the task's judge scored the absent poses).
+#[test]
+fn a_run_without_a_tracker_learns_from_sessions_pictures_and_an_operators_success_button() {
+    use reflex_jobs::teleop::{TeleopSession, TeleopSpec};
+    use reflex_jobs::train::config::ObsMode;
+    use std::time::{Duration, Instant};
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "a_run_without_a_tracker_learns_from_sessions_pictures_and_an_operators_success_button",
+    ) {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = repo.join("target/pyenv/bin/python");
+    assert!(python.exists(), "needs target/pyenv: run scripts/test.sh");
+    let dir = std::env::temp_dir().join(format!("reflex-ros-untracked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A session recorded on the simulator: the scripted expert's first success is the
+    // demonstration.
+    let session_dir = dir.join("session");
+    let session = TeleopSession::start(&TeleopSpec {
+        robot: Default::default(),
+        task: Task::load("pick_cube").unwrap(),
+        policy: "scripted".into(),
+        residual: None,
+        servo_rate_hz: Some(250.0),
+        seed: 3,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        learn: None,
+        record: Some(session_dir.clone()),
+        record_frames: true,
+        success_hold_steps: 0,
+    })
+    .unwrap();
+    let started = Instant::now();
+    session
+        .run_until(|s| {
+            s.episodes().iter().any(|e| e.row.success)
+                || started.elapsed() > Duration::from_secs(30)
+        })
+        .unwrap();
+
+    let (task_path, task) = common::short_pick_cube(&dir);
+    let domain = 93;
+    let p = params(domain);
+    let (stop, server, _) = serve_sim_arm(&task, &p, 5, 20.0, (48, 48));
+    let topic = "/operator/success";
+    let mut button = std::process::Command::new(&python)
+        .arg(repo.join("tests/interop/ros_success_button.py"))
+        .arg(serde_json::json!({"topic": topic, "period_s": 0.9, "seconds": 60.0}).to_string())
+        .env("ROS_DOMAIN_ID", domain.to_string())
+        .env("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ros = ros_args_with(
+        domain,
+        &[
+            "cameras:=[front, wrist]",
+            "objects_source:=none",
+            &format!("success_topic:={topic}"),
+        ],
+    );
+    let mut cfg = common::short_train_config(&task_path, 250.0);
+    cfg.obs = ObsMode::Pixels;
+    cfg.pixels.demo_sessions = vec![session_dir];
+    cfg.max_env_steps = 40;
+    cfg.eval_every = 20;
+    cfg.confirm_episodes = 0;
+    cfg.pixels.side = 16;
+    cfg.pixels.sac.shift_pad = 2;
+    cfg.bc.hidden = vec![32, 32];
+    cfg.bc.steps = 20;
+    cfg.bc.batch_size = 16;
+    cfg.agent.hidden = vec![32, 32];
+    cfg.learner.batch_size = 16;
+    cfg.learner.critic_warmup_updates = 5;
+    let out = dir.join("run");
+    let sparse = reflex_learn::stage::sparse_plugin(10.0);
+    let summary =
+        reflex_jobs::ros::ros_train(&cfg, &ros, &out, false, Some(sparse), |_| {}).unwrap();
+    let _ = button.kill();
+    let _ = button.wait();
+    stop.store(true, Ordering::Release);
+    server.join().unwrap();
+
+    let from = summary
+        .demo_sessions
+        .as_ref()
+        .expect("demonstrations from the session");
+    assert!(from.used >= 1, "{from:?}");
+    assert_eq!(summary.demo_episodes, from.used);
+    // The button's presses ended training episodes as successes: the sparse reward's.
+    let stage = summary
+        .reward_stage
+        .as_ref()
+        .expect("the sparse stage's report");
+    assert!(
+        stage["sparse"]["successes"].as_u64().unwrap_or(0) >= 1,
+        "{stage}"
+    );
+    // No judge scored the absent poses: every evaluation's return is zero.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("progress.json")).unwrap()).unwrap();
+    let evals = state["evals"].as_array().unwrap();
+    assert!(evals.len() >= 2, "{state}");
+    for e in evals {
+        assert_eq!(e["mean_return"].as_f64(), Some(0.0), "{e}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
