@@ -54,9 +54,9 @@ pub struct TrainArgs {
     /// [default: the config file's `obs`, else state].
     #[arg(long)]
     obs: Option<ObsArg>,
-    /// With `--obs pixels`: recorded teleop sessions (`reflex teleop --record DIR`, with
-    /// frames), comma-separated, whose successful episodes are the demonstrations instead of
-    /// the scripted expert's (`[pixels] demo_sessions`): an arm without an object tracker.
+    /// Recorded teleop sessions (`reflex teleop --record DIR`; with frames for `--obs
+    /// pixels`), comma-separated, whose successful episodes are the demonstrations instead of
+    /// the scripted expert's (`demo_sessions`): what an operator showed the arm.
     #[arg(long, value_delimiter = ',')]
     demo_sessions: Vec<std::path::PathBuf>,
     /// Continue the run in --out from its last checkpoint and replay.
@@ -412,7 +412,7 @@ pub(crate) fn config_and_out(a: &TrainArgs, prefix: &str) -> Result<(TrainConfig
         };
     }
     if !a.demo_sessions.is_empty() {
-        cfg.pixels.demo_sessions = a.demo_sessions.clone();
+        cfg.demo_sessions = a.demo_sessions.clone();
     }
     if let Err(e) = cfg.validate() {
         bail!("configuration: {e}");

@@ -717,10 +717,10 @@ fn tracker_less_training(
              (--obs pixels)"
         ));
     }
-    if cfg.pixels.demo_sessions.is_empty() {
+    if cfg.demo_sessions.is_empty() {
         return Err(format!(
             "{why}: the scripted expert plans from object poses; give recorded sessions as \
-             demonstrations (`[pixels] demo_sessions`, from `reflex teleop --robot ros --record \
+             demonstrations (`demo_sessions`, from `reflex teleop --robot ros --record \
              DIR`)"
         ));
     }

@@ -495,8 +495,9 @@ fn a_run_from_pixels_takes_its_reward_and_its_ends_from_a_success_classifier() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A run from pixels whose demonstrations come from a recorded teleop session (`[pixels]
-/// demo_sessions`), not from the scripted expert: the path of an arm with no object tracker.
+/// A run from pixels whose demonstrations come from a recorded teleop session
+/// (`demo_sessions`), not from the scripted expert: the path of an arm with no object tracker;
+/// and a run on state from the same session.
 /// The session's successful episodes are cloned and stored, step for step, with their frames;
 /// an episode the operator labelled a failure is left out; a session without a camera the
 /// run asks for, of another task or with an observation of another width is refused, naming
@@ -556,7 +557,7 @@ fn a_run_from_pixels_clones_its_base_from_a_recorded_sessions_successes() {
         heldout_episodes: 1,
         ..common::small_pixel_config()
     };
-    cfg.pixels.demo_sessions = vec![session_dir.clone()];
+    cfg.demo_sessions = vec![session_dir.clone()];
     cfg.bc.steps = 20;
     cfg.learner.learning_starts = 10;
     cfg.learner.critic_warmup_updates = 5;
@@ -604,11 +605,29 @@ fn a_run_from_pixels_clones_its_base_from_a_recorded_sessions_successes() {
     lines[1]["observations"][2].as_array_mut().unwrap().pop();
     write(&narrow.join(RECORDING), &lines);
     let mut bad = cfg.clone();
-    bad.pixels.demo_sessions = vec![narrow];
+    bad.demo_sessions = vec![narrow];
     let err = refused(&bad);
     assert!(
         err.contains(RECORDING) && err.contains("episode") && err.contains("step 2"),
         "{err}"
     );
+    // A run on state reads the same successes (no frames needed) as its demonstrations: the
+    // base is cloned from what the session did, not from the scripted expert.
+    let mut state_cfg = TrainConfig {
+        task: "reach".into(),
+        max_env_steps: 40,
+        demo_episodes: 7,
+        eval_every: 40,
+        eval_episodes: 1,
+        heldout_episodes: 1,
+        demo_sessions: vec![session_dir.clone()],
+        minutes: 3.0,
+        ..TrainConfig::default()
+    };
+    state_cfg.bc.steps = 200;
+    let st = train(&state_cfg, &root.join("state"), false, |_| {}).unwrap();
+    let from = st.demo_sessions.as_ref().expect("the sessions' report");
+    assert_eq!((from.used, from.steps), (good.len(), steps));
+    assert_eq!(st.demo_episodes, good.len());
     let _ = std::fs::remove_dir_all(&root);
 }

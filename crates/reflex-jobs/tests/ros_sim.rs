@@ -519,7 +519,7 @@ fn training_on_an_arm_without_a_tracker_asks_for_a_verdict_pictures_sessions_and
     cfg.obs = ObsMode::Pixels;
     let err = refused(&cfg, &ros, sparse());
     assert!(err.contains("demo_sessions"), "{err}");
-    cfg.pixels.demo_sessions = vec![dir.join("session")];
+    cfg.demo_sessions = vec![dir.join("session")];
     let err = refused(&cfg, &ros, None);
     assert!(err.contains("--reward sparse"), "{err}");
     assert!(!dir.exists(), "nothing was written before the refusals");
@@ -594,7 +594,7 @@ fn a_run_without_a_tracker_learns_from_sessions_pictures_and_an_operators_succes
     );
     let mut cfg = common::short_train_config(&task_path, 250.0);
     cfg.obs = ObsMode::Pixels;
-    cfg.pixels.demo_sessions = vec![session_dir];
+    cfg.demo_sessions = vec![session_dir];
     cfg.max_env_steps = 40;
     cfg.eval_every = 20;
     cfg.confirm_episodes = 0;

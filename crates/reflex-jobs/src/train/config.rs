@@ -33,6 +33,11 @@ pub struct TrainConfig {
     /// leads to, so it learns to recover from its own mistakes. Negative: the task's default
     /// ([`task_defaults`]); 0: clean demonstrations.
     pub demo_noise: f64,
+    /// Recorded teleop sessions (`reflex teleop --record DIR`; with frames for `obs =
+    /// "pixels"`) whose successful episodes are the demonstrations instead of the scripted
+    /// expert's: what a real arm's operator shows, for a task with no scripted expert or an
+    /// arm without the object tracker the expert plans from. Empty: the scripted expert.
+    pub demo_sessions: Vec<std::path::PathBuf>,
     /// The control loop: servo rate, residual scale, takeover threshold, hold and link
     /// timeout, re-arm ramp, queue size (`[runtime]`; the training default loop rate is 500 Hz).
     pub runtime: RuntimeSettings,
@@ -105,11 +110,6 @@ pub struct PixelSettings {
     pub sac: reflex_learn::pixel_sac::PixelConfig,
     /// Records the online replay holds (each with its image, stored once per step).
     pub replay_capacity: usize,
-    /// Recorded teleop sessions (`reflex teleop --record DIR` with frames) whose successful
-    /// episodes are the demonstrations, instead of the scripted expert's: the path an arm
-    /// without an object tracker has (the expert plans from object poses). Empty: the scripted
-    /// expert.
-    pub demo_sessions: Vec<std::path::PathBuf>,
 }
 
 impl Default for PixelSettings {
@@ -120,7 +120,6 @@ impl Default for PixelSettings {
             max_age_s: 0.2,
             sac: reflex_learn::pixel_sac::PixelConfig::default(),
             replay_capacity: 50_000,
-            demo_sessions: Vec::new(),
         }
     }
 }
@@ -272,6 +271,7 @@ impl Default for TrainConfig {
             target_success: 0.95,
             demo_episodes: 0,
             demo_noise: -1.0,
+            demo_sessions: Vec::new(),
             runtime: RuntimeSettings::default(),
             eval_every: 10_000,
             eval_episodes: 50,
@@ -370,13 +370,6 @@ impl TrainConfig {
         }
         self.fleet.validate()?;
         self.pixels.validate()?;
-        if !self.pixels.demo_sessions.is_empty() && self.obs != ObsMode::Pixels {
-            return Err(
-                "pixels.demo_sessions: demonstrations from recorded sessions are read by a run \
-                 with obs = \"pixels\" only"
-                    .into(),
-            );
-        }
         self.reward
             .classifier_stage
             .validate()

@@ -562,7 +562,7 @@ pub fn train_on<A: Arms>(
         confirmations: state.confirmations.clone(),
         handed_over,
         demo_episodes: state.demo_episodes,
-        demo_sessions: None,
+        demo_sessions: state.demo_sessions.clone(),
         episodes,
         updates_per_s: learner.agent.updates as f64 / train_s,
         env_steps_per_s: env_steps as f64 / train_s,
@@ -649,12 +649,34 @@ pub(crate) fn prepare<A: Arms>(
             let _ = std::fs::remove_dir_all(out.join(d));
         }
         progress(Progress::Stage("demonstrations"));
-        let expert = ScriptedExpert::new(task, &arms.model()?);
-        let noise = demo_noise_policy(cfg.demo_noise_std(), obs_dim, act_dim, cfg.seed)?;
-        let mut rt = runtime(arms, 0, Box::new(expert), noise, &cfg.runtime)?;
-        let (_, transitions) =
-            run_episodes(&mut rt, seeds(cfg.seed, 1, demo_episodes), true, paced)?;
-        demos = transitions;
+        if cfg.demo_sessions.is_empty() {
+            let expert = ScriptedExpert::new(task, &arms.model()?);
+            let noise = demo_noise_policy(cfg.demo_noise_std(), obs_dim, act_dim, cfg.seed)?;
+            let mut rt = runtime(arms, 0, Box::new(expert), noise, &cfg.runtime)?;
+            let (_, transitions) =
+                run_episodes(&mut rt, seeds(cfg.seed, 1, demo_episodes), true, paced)?;
+            demos = transitions;
+        } else {
+            // What an operator showed the arm: the recorded sessions' successful episodes.
+            let want = super::session_demos::Want {
+                task,
+                obs_dim,
+                cameras: &[],
+                side: 0,
+                success_reward: cfg.reward.sparse.success_reward,
+            };
+            let (steps, report) =
+                super::session_demos::read_session_demos(&cfg.demo_sessions, &want)?;
+            tracing::info!(
+                episodes = report.episodes,
+                used = report.used,
+                steps = report.steps,
+                "demonstrations read from recorded sessions (their successful episodes)"
+            );
+            demos = steps.into_iter().map(|s| s.t).collect();
+            state.demo_episodes = report.used;
+            state.demo_sessions = Some(report);
+        }
         progress(Progress::Stage("behaviour cloning"));
         let obs: Vec<f32> = demos
             .iter()

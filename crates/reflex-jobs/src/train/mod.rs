@@ -1,7 +1,9 @@
 //! The main job: from scripted demonstrations to a behaviour-cloned base to a residual trained
 //! with SAC + RLPD in the simulator, all through the runtime's control loop.
 //!
-//! 1. Demonstrations: the task's scripted expert drives the runtime (`demo_episodes`).
+//! 1. Demonstrations: the task's scripted expert drives the runtime (`demo_episodes`), or the
+//!    successful episodes of recorded teleop sessions are read (`demo_sessions`,
+//!    [`session_demos`]).
 //! 2. Behaviour cloning of the base from them (a deliberately small budget, so the base is
 //!    imperfect and the residual has something to fix). Saved as `base.safetensors`.
 //! 3. The base is evaluated (the residual starts at exactly zero, so this is the base).
@@ -26,8 +28,7 @@
 //! seeds read together: `study.json`, `band.png`). [`pixels`] is the same job when the policy
 //! and the critics see the cameras (`obs = "pixels"`): pictures in the demonstrations and the
 //! replay, a base cloned from them, SAC from pixels in lock step with a simulator or on its own
-//! thread beside a real-time arm; [`session_demos`] reads its demonstrations from recorded teleop
-//! sessions instead of the scripted expert (an arm without an object tracker). Robots come from an [`crate::arms::Arms`]: the
+//! thread beside a real-time arm. Robots come from an [`crate::arms::Arms`]: the
 //! simulator's by default, anything with the same traits otherwise.
 
 pub mod config;

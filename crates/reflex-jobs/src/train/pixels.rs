@@ -3,7 +3,7 @@
 //!
 //! The same steps as the state job ([`super::driver`]), on images:
 //! 1. Demonstrations: the scripted expert (with its DART noise) drives the runtime while the
-//!    cameras take one picture per policy step; or, with `[pixels] demo_sessions`, the
+//!    cameras take one picture per policy step; or, with `demo_sessions`, the
 //!    successful episodes of recorded teleop sessions with their frames
 //!    ([`super::session_demos`]), which need no object tracker.
 //! 2. The base is cloned from those pictures and the proprioception
@@ -632,7 +632,7 @@ fn save_nets(
 }
 
 /// A fresh run's first two stages: demonstrations with a picture per step (into `demos`) by
-/// the scripted expert, or read from recorded sessions (`[pixels] demo_sessions`), and the base
+/// the scripted expert, or read from recorded sessions (`demo_sessions`), and the base
 /// cloned from them, saved as `base.safetensors` + `base_encoder.safetensors`.
 fn clone_base<A: Arms>(
     arms: &A,
@@ -649,7 +649,7 @@ fn clone_base<A: Arms>(
     let demo_episodes = cfg.demo_episodes();
     // 1. Demonstrations, with a picture per step.
     progress(Progress::Stage("demonstrations"));
-    let from_sessions = if px.demo_sessions.is_empty() {
+    let from_sessions = if cfg.demo_sessions.is_empty() {
         let expert = ScriptedExpert::new(task, &arms.model()?);
         let noise =
             super::driver::demo_noise_policy(cfg.demo_noise_std(), obs_dim, act_dim, cfg.seed)?;
@@ -676,7 +676,7 @@ fn clone_base<A: Arms>(
             side: px.side,
             success_reward: cfg.reward.sparse.success_reward,
         };
-        let (steps, report) = super::session_demos::read_session_demos(&px.demo_sessions, &want)?;
+        let (steps, report) = super::session_demos::read_session_demos(&cfg.demo_sessions, &want)?;
         tracing::info!(
             episodes = report.episodes,
             used = report.used,

@@ -1,12 +1,13 @@
-//! Demonstrations for a run from pixels read from recorded teleop sessions (`[pixels]
-//! demo_sessions`), the path an arm without an object tracker has: the scripted expert plans
-//! from object poses, an operator does not.
+//! Demonstrations read from recorded teleop sessions (`demo_sessions`) instead of the
+//! scripted expert's: what an operator shows a real arm, for a task with no scripted expert or
+//! an arm without the object tracker the expert plans from.
 //!
 //! Every successful episode of the sessions becomes a demonstration: each policy step's
 //! executed action (the operator's while they drove, the policy's otherwise) is the label, its
-//! observation's proprioception and its camera frames (resampled to the encoder's side the way
-//! a camera image reaches a policy, [`reflex_ros::camera::sample`], and stacked in the order of
-//! `[pixels] cameras`) are the input. The episode's last step ends it terminated, as a success.
+//! observation the input; a run from pixels also reads the step's camera frames (resampled to
+//! the encoder's side the way a camera image reaches a policy, [`reflex_ros::camera::sample`],
+//! and stacked in the order of `[pixels] cameras`) and takes the observation's
+//! proprioception. The episode's last step ends it terminated, as a success.
 //! Episodes that did not succeed are left out (and counted): cloning them would teach what the
 //! operator ended as a failure. A step's reward is the one the session judged, or, where none
 //! was judged (an arm whose judge needs what it does not have), 0 and `success_reward` at the
@@ -40,8 +41,8 @@ pub struct SessionDemoReport {
     pub intervened_steps: usize,
 }
 
-/// What the sessions must match: the run's task, observation and action widths, cameras and
-/// picture side.
+/// What the sessions must match: the run's task, observation and action widths, and for a run
+/// from pixels its cameras and picture side (no cameras: frames are not read).
 pub(super) struct Want<'a> {
     pub task: &'a Task,
     pub obs_dim: usize,
@@ -130,6 +131,7 @@ fn check_episode(
         )));
     }
     match &e.frames {
+        _ if want.cameras.is_empty() => Ok(n),
         Some(f) if f.at.len() == n => Ok(n),
         Some(f) => Err(bad(format!("{} frames for {n} steps", f.at.len()))),
         None => Err(bad("no camera frames (record with frames)".into())),
@@ -152,7 +154,7 @@ pub(super) fn read_session_demos(
     };
     if dirs.is_empty() {
         return Err(stage("demonstrations")(
-            "pixels.demo_sessions: no session given".to_owned(),
+            "demo_sessions: no session given".to_owned(),
         ));
     }
     let mut steps = Vec::new();
@@ -176,8 +178,9 @@ pub(super) fn read_session_demos(
             if !e.success || n == 0 {
                 continue;
             }
-            let refs = e.frames.as_ref().expect("checked");
-            if readers.as_ref().is_none_or(|(p, _)| *p != refs.part) {
+            let refs = e.frames.as_ref().filter(|_| !want.cameras.is_empty());
+            if let Some(refs) = refs.filter(|r| readers.as_ref().is_none_or(|(p, _)| *p != r.part))
+            {
                 let mut rs = Vec::new();
                 for c in want.cameras {
                     let path = stream_path(dir, refs.part, c);
@@ -185,19 +188,22 @@ pub(super) fn read_session_demos(
                 }
                 readers = Some((refs.part, rs));
             }
-            let (_, rs) = readers.as_mut().expect("opened");
             report.used += 1;
-            for (k, &at) in refs.at.iter().enumerate() {
-                for (ci, r) in rs.iter_mut().enumerate() {
-                    r.seek_read(at, &mut rgb[ci])
-                        .map_err(|m| refused(stream_path(dir, refs.part, &want.cameras[ci]), m))?;
-                    resample(&rgb[ci], (w, hgt), side, &mut small[ci]);
+            for k in 0..n {
+                let mut image = Vec::new();
+                if let (Some(refs), Some((_, rs))) = (refs, readers.as_mut()) {
+                    for (ci, r) in rs.iter_mut().enumerate() {
+                        r.seek_read(refs.at[k], &mut rgb[ci]).map_err(|m| {
+                            refused(stream_path(dir, refs.part, &want.cameras[ci]), m)
+                        })?;
+                        resample(&rgb[ci], (w, hgt), side, &mut small[ci]);
+                    }
+                    let views: Vec<&[u8]> = small.iter().map(|v| &v[..]).collect();
+                    image = vec![0; side * side * 3 * views.len()];
+                    reflex_policy::stack_frames(&views, &mut image).map_err(|e| {
+                        stage("demonstrations")(format!("stacking the cameras' pictures: {e:?}"))
+                    })?;
                 }
-                let views: Vec<&[u8]> = small.iter().map(|v| &v[..]).collect();
-                let mut image = vec![0; side * side * 3 * views.len()];
-                reflex_policy::stack_frames(&views, &mut image).map_err(|e| {
-                    stage("demonstrations")(format!("stacking the cameras' pictures: {e:?}"))
-                })?;
                 let end = k + 1 == n;
                 let mut t = Transition::empty(space);
                 t.episode = episode_id;
@@ -227,7 +233,7 @@ pub(super) fn read_session_demos(
     }
     if steps.is_empty() {
         return Err(stage("demonstrations")(format!(
-            "pixels.demo_sessions: none of the {} recorded episodes in {:?} succeeded: nothing to \
+            "demo_sessions: none of the {} recorded episodes in {:?} succeeded: nothing to \
              clone",
             report.episodes, report.sessions
         )));
