@@ -22,7 +22,7 @@ use reflex_runtime::EStop;
 use reflex_sim::Task;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -108,6 +108,27 @@ pub struct EpisodeRecord {
     pub ended_unix_ms: u64,
 }
 
+/// Cuts a recording's last line off when it has no line end (a session that died while
+/// writing it), so that a resumed session's episodes start on a line of their own.
+fn cut_torn_tail(path: &Path) -> std::io::Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(()); // none yet
+    };
+    if bytes.last().is_none_or(|b| *b == b'\n') {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    tracing::warn!(
+        "{}: its last line was cut short (the episode in flight when the session ended): \
+         dropped before appending",
+        path.display()
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(keep as u64)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -162,6 +183,7 @@ impl Recorder {
             .map_err(|e| RunError::Setting(format!("{}: {e}", hp.display())))?;
         std::fs::write(&hp, text).map_err(|e| io(&hp, e))?;
         let path = dir.join(RECORDING);
+        cut_torn_tail(&path).map_err(|e| io(&path, e))?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -260,22 +282,35 @@ impl Recorder {
     }
 }
 
-/// Reads a recording; the error names the file and line.
+/// Reads a recording; the error names the file and line. A last line cut short (no line end:
+/// the session's process died while writing it) is the episode that was in flight: it is left
+/// out with a warning, and every episode before it is read.
 pub fn read_recording(dir: &Path) -> Result<(SessionHeader, Vec<EpisodeRecord>), String> {
     let hp = dir.join(HEADER);
     let text = std::fs::read_to_string(&hp).map_err(|e| format!("{}: {e}", hp.display()))?;
     let header: SessionHeader =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", hp.display()))?;
     let rp = dir.join(RECORDING);
-    let file = std::fs::File::open(&rp).map_err(|e| format!("{}: {e}", rp.display()))?;
+    let text = std::fs::read_to_string(&rp).map_err(|e| format!("{}: {e}", rp.display()))?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut episodes = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("{}: {e}", rp.display()))?;
+    for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let rec: EpisodeRecord = serde_json::from_str(&line)
-            .map_err(|e| format!("{} line {}: {e}", rp.display(), i + 1))?;
+        let rec: EpisodeRecord = match serde_json::from_str(line) {
+            Ok(r) => r,
+            Err(e) if i + 1 == lines.len() && !line.ends_with('\n') => {
+                tracing::warn!(
+                    "{} line {}: cut short ({e}), the episode in flight when the session \
+                     ended: left out",
+                    rp.display(),
+                    i + 1
+                );
+                continue;
+            }
+            Err(e) => return Err(format!("{} line {}: {e}", rp.display(), i + 1)),
+        };
         let steps = rec.actions.len();
         let bad = |what: &str, n: usize| {
             format!(
@@ -415,4 +450,67 @@ pub fn replay(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<ReplayRe
         progress(k as u64 + 1, report.episodes);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn episode(id: u64) -> EpisodeRecord {
+        EpisodeRecord {
+            episode: id,
+            seed: 100 + id,
+            after_rearm: false,
+            actions: vec![vec![0.1; 7]; 3],
+            intervened: vec![false; 3],
+            success: true,
+            hash: "00".into(),
+            observations: vec![vec![0.0; 4]; 3],
+            rewards: vec![Some(1.0); 3],
+            frames: None,
+            ended_unix_ms: 0,
+        }
+    }
+
+    /// A recording whose last line was cut short by a crash keeps every whole episode; a bad
+    /// line anywhere else is refused, naming the file and the line.
+    #[test]
+    fn a_torn_last_line_is_left_out_and_a_bad_line_before_it_is_refused() {
+        let dir = std::env::temp_dir().join(format!("reflex-rec-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let header = SessionHeader {
+            task: "reach".into(),
+            servo_rate_hz: 500.0,
+            seed: 100,
+            policy: "scripted".into(),
+            residual: None,
+            learning: false,
+            commit: "test".into(),
+            policy_rate_hz: 10.0,
+            cameras: Vec::new(),
+            frame_size: [0, 0],
+            started_unix_ms: 0,
+            robot: "sim".into(),
+            success_hold_steps: 0,
+        };
+        drop(Recorder::open(&dir, &header).unwrap());
+        let whole: String = (0..2)
+            .map(|i| serde_json::to_string(&episode(i)).unwrap() + "\n")
+            .collect();
+        let third = serde_json::to_string(&episode(2)).unwrap();
+        let torn = format!("{whole}{}", &third[..third.len() / 2]);
+        std::fs::write(dir.join(RECORDING), &torn).unwrap();
+        let (_, eps) = read_recording(&dir).unwrap();
+        assert_eq!(eps.iter().map(|e| e.episode).collect::<Vec<_>>(), [0, 1]);
+        // The same half line followed by a whole one is damage, not a crash's tail.
+        std::fs::write(dir.join(RECORDING), format!("{torn}\n{third}\n")).unwrap();
+        let err = read_recording(&dir).unwrap_err();
+        assert!(err.contains(RECORDING) && err.contains("line 3"), "{err}");
+        // A session resumed after the crash drops the torn line before appending, so its
+        // episodes start on lines of their own.
+        std::fs::write(dir.join(RECORDING), &torn).unwrap();
+        drop(Recorder::open(&dir, &header).unwrap());
+        assert_eq!(std::fs::read_to_string(dir.join(RECORDING)).unwrap(), whole);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
