@@ -611,6 +611,27 @@ fn a_run_from_pixels_clones_its_base_from_a_recorded_sessions_successes() {
         err.contains(RECORDING) && err.contains("episode") && err.contains("step 2"),
         "{err}"
     );
+    // A session whose camera stream ended early (its process died before the encoder wrote
+    // the frames): the episodes whose frames are there are kept, the rest left out and counted.
+    let cut = root.join("cut");
+    copy_dir(&session_dir, &cut);
+    let front = cut.join("cameras").join("part-000").join("front.mkv");
+    let len = std::fs::metadata(&front).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&front)
+        .unwrap()
+        .set_len(len * 9 / 10)
+        .unwrap();
+    let mut cut_cfg = cfg.clone();
+    cut_cfg.demo_sessions = vec![cut];
+    let c = train(&cut_cfg, &root.join("cut-run"), false, |_| {}).unwrap();
+    let from = c.demo_sessions.as_ref().expect("the sessions' report");
+    assert!(
+        from.without_frames >= 1 && from.used + from.without_frames == good.len(),
+        "{from:?}"
+    );
+    assert!(from.used >= 1 && from.steps < steps, "{from:?}");
     // A run on state reads the same successes (no frames needed) as its demonstrations: the
     // base is cloned from what the session did, not from the scripted expert.
     let mut state_cfg = TrainConfig {
@@ -630,4 +651,18 @@ fn a_run_from_pixels_clones_its_base_from_a_recorded_sessions_successes() {
     assert_eq!((from.used, from.steps), (good.len(), steps));
     assert_eq!(st.demo_episodes, good.len());
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Copies a directory tree.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }

@@ -39,6 +39,10 @@ pub struct SessionDemoReport {
     pub steps: usize,
     /// Demonstration steps the operator drove.
     pub intervened_steps: usize,
+    /// Successful episodes left out because their camera stream ended before their frames (a
+    /// session that died before its encoder wrote them).
+    #[serde(default)]
+    pub without_frames: usize,
 }
 
 /// What the sessions must match: the run's task, observation and action widths, and for a run
@@ -172,6 +176,8 @@ pub(super) fn read_session_demos(
         let [w, hgt] = h.frame_size;
         // One decoder per camera for the part being read; frames are read in order.
         let mut readers: Option<(u32, Vec<StreamReader>)> = None;
+        // A part whose streams ended early.
+        let mut ended: Option<u32> = None;
         for e in &episodes {
             report.episodes += 1;
             let n = check_episode(dir, e, want, act_dim)?;
@@ -179,6 +185,10 @@ pub(super) fn read_session_demos(
                 continue;
             }
             let refs = e.frames.as_ref().filter(|_| !want.cameras.is_empty());
+            if refs.is_some_and(|r| ended == Some(r.part)) {
+                report.without_frames += 1;
+                continue;
+            }
             if let Some(refs) = refs.filter(|r| readers.as_ref().is_none_or(|(p, _)| *p != r.part))
             {
                 let mut rs = Vec::new();
@@ -188,15 +198,20 @@ pub(super) fn read_session_demos(
                 }
                 readers = Some((refs.part, rs));
             }
-            report.used += 1;
+            let first = steps.len();
+            let mut stream_ended = None;
             for k in 0..n {
                 let mut image = Vec::new();
                 if let (Some(refs), Some((_, rs))) = (refs, readers.as_mut()) {
                     for (ci, r) in rs.iter_mut().enumerate() {
-                        r.seek_read(refs.at[k], &mut rgb[ci]).map_err(|m| {
-                            refused(stream_path(dir, refs.part, &want.cameras[ci]), m)
-                        })?;
+                        if let Err(m) = r.seek_read(refs.at[k], &mut rgb[ci]) {
+                            stream_ended = Some((refs.part, m));
+                            break;
+                        }
                         resample(&rgb[ci], (w, hgt), side, &mut small[ci]);
+                    }
+                    if stream_ended.is_some() {
+                        break;
                     }
                     let views: Vec<&[u8]> = small.iter().map(|v| &v[..]).collect();
                     image = vec![0; side * side * 3 * views.len()];
@@ -214,7 +229,6 @@ pub(super) fn read_session_demos(
                 t.action.copy_from(&e.actions[k]);
                 t.base_action = t.action;
                 t.intervened = e.intervened.get(k).copied().unwrap_or(false);
-                report.intervened_steps += usize::from(t.intervened);
                 let judged = e.rewards.get(k).copied().flatten();
                 t.outcome = Outcome {
                     reward: judged.unwrap_or(if end { want.success_reward } else { 0.0 }),
@@ -226,16 +240,31 @@ pub(super) fn read_session_demos(
                 // nothing is bootstrapped from it.
                 let last = end.then(|| image.clone());
                 steps.push(Seen { t, image, last });
-                report.steps += 1;
             }
+            if let Some((part, m)) = stream_ended {
+                // Frames are written in order, so every later episode of the part lacks them
+                // too: a session that died before its encoder wrote them. Its earlier
+                // episodes are kept.
+                tracing::warn!(
+                    "{m}: episode {} and the later ones recorded in part {part} are left out",
+                    e.episode
+                );
+                steps.truncate(first);
+                ended = Some(part);
+                report.without_frames += 1;
+                continue;
+            }
+            report.used += 1;
+            report.steps += steps.len() - first;
+            report.intervened_steps += steps[first..].iter().filter(|s| s.t.intervened).count();
             episode_id += 1;
         }
     }
     if steps.is_empty() {
         return Err(stage("demonstrations")(format!(
-            "demo_sessions: none of the {} recorded episodes in {:?} succeeded: nothing to \
-             clone",
-            report.episodes, report.sessions
+            "demo_sessions: none of the {} recorded episodes in {:?} is a success with its \
+             frames ({} successes had lost them): nothing to clone",
+            report.episodes, report.sessions, report.without_frames
         )));
     }
     Ok((steps, report))
