@@ -1776,13 +1776,14 @@ mod driver_alloc {
         ALLOCATIONS.with(|c| c.get())
     }
 
-    /// Two cameras whose images change every millisecond, stamped ahead of the simulator's
-    /// clock (so they are always fresh to the policy).
+    /// Two cameras whose images change every 5 ms (faster than the unpaced loop's policy
+    /// steps, so the tap's ring turns over), stamped ahead of the simulator's clock (so they
+    /// are always fresh to the policy).
     struct Moving(Instant);
 
     impl Moving {
         fn stamp(&self) -> u64 {
-            u64::MAX / 2 + self.0.elapsed().as_millis() as u64 * 1_000_000
+            u64::MAX / 2 + self.0.elapsed().as_millis() as u64 / 5 * 5_000_000
         }
     }
 
@@ -1970,7 +1971,9 @@ mod driver_alloc {
             "{} steps reached the learner",
             taken.load(Ordering::Relaxed)
         );
-        assert_eq!(prt.pictures_missed(), 0);
+        // A step loses its picture only when two stacks arrive within one tick (the thread
+        // preempted for longer than a camera period): rare, and never a wrong picture.
+        assert!(prt.pictures_missed() <= 3, "{}", prt.pictures_missed());
         assert_eq!(learner.dropped(), 0);
         // The first episodes fill the tap's ring, the buffer pool and the queues; after them
         // nothing is allocated between (or in) the ticks.
