@@ -38,7 +38,7 @@ fn scripted_pick_cube_through_the_firmware() {
     let (sim, spec) = board_and_session(10.0, 100);
     let r = run(&spec, |_| {}).unwrap();
     // Longer than the board's watchdog: a host that left without a word would trip it.
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    common::wait_past_the_board_watchdog();
     let report = sim.stop();
     let ok = r.episodes.iter().filter(|s| **s).count();
     eprintln!(
@@ -112,7 +112,7 @@ fn training_runs_through_the_firmware() {
     let summary =
         reflex_jobs::serial::serial_train(&cfg, &target, &out, false, None, |_| {}).unwrap();
     // Longer than the board's watchdog.
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    common::wait_past_the_board_watchdog();
     let resets = sim.scene.resets.load(std::sync::atomic::Ordering::Relaxed);
     let report = sim.stop();
     eprintln!("{summary:?}\nboard: {report:?}\n{resets} scene resets");

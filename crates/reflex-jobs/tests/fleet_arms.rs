@@ -83,7 +83,7 @@ fn a_serial_arm_and_a_ros_arm_act_for_one_fleet_learner() {
         (summary, [serial.join().unwrap(), ros.join().unwrap()])
     });
     // Longer than the board's watchdog: an actor that left without a word would trip it.
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    common::wait_past_the_board_watchdog();
     let resets = board.scene.resets.load(Ordering::Relaxed);
     let board_report = board.stop();
     stop_arm.store(true, Ordering::Release);

@@ -45,12 +45,22 @@ pub fn short_train_config(task_path: &Path, servo_rate_hz: f64) -> TrainConfig {
     cfg
 }
 
-/// The simulated board for `task` (a 250 ms watchdog: the board's watchdog is tested over the
+/// The simulated board's link watchdog in these tests. The board's watchdog is tested over the
 /// pty on its own, in reflex-serial's tests; here a loaded CI machine must not stall the host
-/// past it), and the serial target that reaches it with its scene link.
+/// past it (250 ms tripped twice, with other work on the 2 cores).
+pub const SIM_BOARD_WATCHDOG_MS: u16 = 1000;
+
+/// Waits longer than the simulated board's watchdog: a host that left without a word would
+/// have tripped it by then.
+pub fn wait_past_the_board_watchdog() {
+    std::thread::sleep(std::time::Duration::from_millis(u64::from(SIM_BOARD_WATCHDOG_MS) + 200));
+}
+
+/// The simulated board for `task` (its watchdog [`SIM_BOARD_WATCHDOG_MS`]), and the serial
+/// target that reaches it with its scene link.
 pub fn sim_board(task: &Task) -> (FirmwareSim, SerialTarget) {
     let sim = FirmwareSim::start(&FirmwareSimSpec {
-        watchdog_ms: 250,
+        watchdog_ms: SIM_BOARD_WATCHDOG_MS,
         ..FirmwareSimSpec::new(task.clone())
     })
     .unwrap();
