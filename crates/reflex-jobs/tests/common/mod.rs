@@ -53,7 +53,9 @@ pub const SIM_BOARD_WATCHDOG_MS: u16 = 1000;
 /// Waits longer than the simulated board's watchdog: a host that left without a word would
 /// have tripped it by then.
 pub fn wait_past_the_board_watchdog() {
-    std::thread::sleep(std::time::Duration::from_millis(u64::from(SIM_BOARD_WATCHDOG_MS) + 200));
+    std::thread::sleep(std::time::Duration::from_millis(
+        u64::from(SIM_BOARD_WATCHDOG_MS) + 200,
+    ));
 }
 
 /// The simulated board for `task` (its watchdog [`SIM_BOARD_WATCHDOG_MS`]), and the serial
