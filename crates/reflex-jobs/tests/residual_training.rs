@@ -505,25 +505,13 @@ fn a_run_from_pixels_takes_its_reward_and_its_ends_from_a_success_classifier() {
 #[test]
 fn a_run_from_pixels_clones_its_base_from_a_recorded_sessions_successes() {
     use reflex_jobs::teleop::record::{read_recording, RECORDING};
-    use reflex_jobs::teleop::{TeleopSession, TeleopSpec};
+    use reflex_jobs::teleop::TeleopSession;
     use std::time::{Duration, Instant};
     let root = std::env::temp_dir().join(format!("reflex-px-sessions-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let session_dir = root.join("session");
-    let session = TeleopSession::start(&TeleopSpec {
-        robot: Default::default(),
-        task: Task::load("reach").unwrap(),
-        policy: "scripted".into(),
-        residual: None,
-        servo_rate_hz: Some(250.0),
-        seed: 90,
-        bind: "127.0.0.1:0".parse().unwrap(),
-        learn: None,
-        record: Some(session_dir.clone()),
-        record_frames: true,
-        success_hold_steps: 1,
-    })
-    .unwrap();
+    let spec = common::scripted_session(Task::load("reach").unwrap(), 90, &session_dir, 1);
+    let session = TeleopSession::start(&spec).unwrap();
     let started = Instant::now();
     session
         .run_until(|s| s.episodes().len() >= 4 || started.elapsed() > Duration::from_secs(60))

@@ -533,7 +533,7 @@ fn training_on_an_arm_without_a_tracker_asks_for_a_verdict_pictures_sessions_and
 /// reward of the task's (on the old code the task's judge scored the absent poses).
 #[test]
 fn a_run_without_a_tracker_learns_from_sessions_pictures_and_an_operators_success_button() {
-    use reflex_jobs::teleop::{TeleopSession, TeleopSpec};
+    use reflex_jobs::teleop::TeleopSession;
     use reflex_jobs::train::config::ObsMode;
     use std::time::{Duration, Instant};
     if reflex_ros::netns::run_test_in_loopback_namespace(
@@ -549,20 +549,8 @@ fn a_run_without_a_tracker_learns_from_sessions_pictures_and_an_operators_succes
     // A session recorded on the simulator: the scripted expert's first success is the
     // demonstration.
     let session_dir = dir.join("session");
-    let session = TeleopSession::start(&TeleopSpec {
-        robot: Default::default(),
-        task: Task::load("pick_cube").unwrap(),
-        policy: "scripted".into(),
-        residual: None,
-        servo_rate_hz: Some(250.0),
-        seed: 3,
-        bind: "127.0.0.1:0".parse().unwrap(),
-        learn: None,
-        record: Some(session_dir.clone()),
-        record_frames: true,
-        success_hold_steps: 0,
-    })
-    .unwrap();
+    let spec = common::scripted_session(Task::load("pick_cube").unwrap(), 3, &session_dir, 0);
+    let session = TeleopSession::start(&spec).unwrap();
     let started = Instant::now();
     session
         .run_until(|s| {

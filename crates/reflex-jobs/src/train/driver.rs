@@ -658,21 +658,7 @@ pub(crate) fn prepare<A: Arms>(
             demos = transitions;
         } else {
             // What an operator showed the arm: the recorded sessions' successful episodes.
-            let want = super::session_demos::Want {
-                task,
-                obs_dim,
-                cameras: &[],
-                side: 0,
-                success_reward: cfg.reward.sparse.success_reward,
-            };
-            let (steps, report) =
-                super::session_demos::read_session_demos(&cfg.demo_sessions, &want)?;
-            tracing::info!(
-                episodes = report.episodes,
-                used = report.used,
-                steps = report.steps,
-                "demonstrations read from recorded sessions (their successful episodes)"
-            );
+            let (steps, report) = super::session_demos::read_for_run(cfg, task, obs_dim, false)?;
             demos = steps.into_iter().map(|s| s.t).collect();
             state.demo_episodes = report.used;
             state.demo_sessions = Some(report);

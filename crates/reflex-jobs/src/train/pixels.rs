@@ -307,9 +307,7 @@ impl<R: Robot + SceneView + reflex_core::SceneReset> PixelRt<R> {
     /// learned from), as is a step whose picture a camera thread no longer holds (counted in
     /// `Tap::missed`).
     fn drain(&mut self, out: &mut Vec<Seen>) -> Result<(), TrainError> {
-        if let Shots::Pump(tap) = &mut self.shots {
-            tap.refresh();
-        }
+        // (Called after a tick, whose `after_tick` has just refreshed the tap.)
         while let Some(t) = self.rt.transitions().pop() {
             let Some(i) = self
                 .shown
@@ -669,20 +667,7 @@ fn clone_base<A: Arms>(
         }
         None
     } else {
-        let want = super::session_demos::Want {
-            task,
-            obs_dim,
-            cameras: &px.cameras,
-            side: px.side,
-            success_reward: cfg.reward.sparse.success_reward,
-        };
-        let (steps, report) = super::session_demos::read_session_demos(&cfg.demo_sessions, &want)?;
-        tracing::info!(
-            episodes = report.episodes,
-            used = report.used,
-            steps = report.steps,
-            "demonstrations read from recorded sessions (their successful episodes)"
-        );
+        let (steps, report) = super::session_demos::read_for_run(cfg, task, obs_dim, true)?;
         *demos = steps;
         Some(report)
     };
@@ -1548,7 +1533,19 @@ impl PixelLearner {
                 Ok(learning)
             })
             .map_err(|e| stage("learner")(format!("starting its thread: {e}")))?;
-        Ok(Self::Thread {
+        Ok(Self::thread(tx, back, ctl, handle, last))
+    }
+
+    /// The driver's end of a learner thread `handle` fed through `tx`, giving picture buffers
+    /// back through `back`, controlled by `ctl`, leaving its latest figures in `last`.
+    fn thread(
+        tx: reflex_core::SpscSender<Seen>,
+        back: Arc<reflex_core::SpscReceiver<Vec<u8>>>,
+        ctl: Arc<PixelControl>,
+        handle: std::thread::JoinHandle<Result<PixelLearning, TrainError>>,
+        last: Arc<std::sync::Mutex<UpdateStats>>,
+    ) -> Self {
+        Self::Thread {
             tx,
             back,
             _stop: StopOnDrop(ctl.clone()),
@@ -1556,7 +1553,7 @@ impl PixelLearner {
             handle: Some(handle),
             dropped: 0,
             last,
-        })
+        }
     }
 
     /// Hands `seen` (emptied) to the learner; inline, updates as owed.
@@ -1912,15 +1909,13 @@ mod driver_alloc {
                 Err(stage("learner")("a stand-in".to_owned()))
             })
         };
-        let mut learner = PixelLearner::Thread {
+        let mut learner = PixelLearner::thread(
             tx,
             back,
-            _stop: StopOnDrop(ctl.clone()),
             ctl,
-            handle: Some(handle),
-            dropped: 0,
-            last: Arc::new(std::sync::Mutex::new(UpdateStats::default())),
-        };
+            handle,
+            Arc::new(std::sync::Mutex::new(UpdateStats::default())),
+        );
 
         // Wait for the camera thread's first stack.
         let waited = Instant::now();

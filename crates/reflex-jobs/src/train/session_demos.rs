@@ -47,7 +47,7 @@ pub struct SessionDemoReport {
 
 /// What the sessions must match: the run's task, observation and action widths, and for a run
 /// from pixels its cameras and picture side (no cameras: frames are not read).
-pub(super) struct Want<'a> {
+struct Want<'a> {
     pub task: &'a Task,
     pub obs_dim: usize,
     pub cameras: &'a [String],
@@ -142,10 +142,36 @@ fn check_episode(
     }
 }
 
+/// The demonstrations of the run's `demo_sessions` for an arm whose flat observation has
+/// `obs_dim` values; with their frames at `[pixels]`'s side and cameras for a run from
+/// `pixels`.
+pub(super) fn read_for_run(
+    cfg: &super::TrainConfig,
+    task: &Task,
+    obs_dim: usize,
+    pixels: bool,
+) -> Result<(Vec<Seen>, SessionDemoReport), TrainError> {
+    let want = Want {
+        task,
+        obs_dim,
+        cameras: if pixels { &cfg.pixels.cameras } else { &[] },
+        side: cfg.pixels.side,
+        success_reward: cfg.reward.sparse.success_reward,
+    };
+    let (steps, report) = read_session_demos(&cfg.demo_sessions, &want)?;
+    tracing::info!(
+        episodes = report.episodes,
+        used = report.used,
+        steps = report.steps,
+        "demonstrations read from recorded sessions (their successful episodes)"
+    );
+    Ok((steps, report))
+}
+
 /// Reads the demonstrations of `dirs` (see the module docs): each step with the executed
 /// action as both its label and its action, the stacked picture its action was chosen on, and
 /// at an episode's end the picture after it (not recorded: its own, never bootstrapped from).
-pub(super) fn read_session_demos(
+fn read_session_demos(
     dirs: &[PathBuf],
     want: &Want,
 ) -> Result<(Vec<Seen>, SessionDemoReport), TrainError> {

@@ -10,6 +10,30 @@ use reflex_jobs::train::TrainConfig;
 use reflex_sim::Task;
 use std::path::{Path, PathBuf};
 
+/// A teleop session on the simulator with the scripted policy at 250 Hz, its page on a free
+/// loopback port, recording into `record` with camera frames, each success held for `hold`
+/// more policy steps.
+pub fn scripted_session(
+    task: Task,
+    seed: u64,
+    record: &Path,
+    hold: u32,
+) -> reflex_jobs::teleop::TeleopSpec {
+    reflex_jobs::teleop::TeleopSpec {
+        robot: Default::default(),
+        task,
+        policy: "scripted".into(),
+        residual: None,
+        servo_rate_hz: Some(250.0),
+        seed,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        learn: None,
+        record: Some(record.to_path_buf()),
+        record_frames: true,
+        success_hold_steps: hold,
+    }
+}
+
 /// pick_cube with 20-step (2 s) episodes, written into `dir`: its path and the task.
 pub fn short_pick_cube(dir: &Path) -> (PathBuf, Task) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
