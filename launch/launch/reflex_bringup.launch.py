@@ -7,6 +7,12 @@ optionally Reflex's simulated arm (`reflex ros sim-arm`) standing in for the rea
         params:=/path/to/my_arm.yaml urdf:=/path/to/my_arm.urdf policy:=/path/to/run/base.safetensors \\
         residual:=/path/to/run/policy.safetensors
     ros2 launch reflex_bringup reflex_bringup.launch.py train:=true out:=runs/my_arm   # training
+    ros2 launch reflex_bringup reflex_bringup.launch.py sim:=false params:=... \\
+        detector:=true classifier:=runs/classifier    # + a success detector (`reflex ros detect`)
+
+With detector:=true, a success classifier watches a camera topic and publishes on
+/reflex/success (config/success_detector.yaml); set the Reflex node's success_topic parameter to
+that topic so episodes end on its verdict (an arm without an object tracker).
 """
 
 from launch import LaunchDescription
@@ -30,6 +36,9 @@ def generate_launch_description():
     train = LaunchConfiguration("train")
     train_config = LaunchConfiguration("train_config")
     out = LaunchConfiguration("out")
+    detector = LaunchConfiguration("detector")
+    classifier = LaunchConfiguration("classifier")
+    detector_params = LaunchConfiguration("detector_params")
     return LaunchDescription([
         DeclareLaunchArgument("params", default_value=PathJoinSubstitution([share, "config", "sim_arm.yaml"]),
                               description="The Reflex node's parameter file"),
@@ -51,6 +60,13 @@ def generate_launch_description():
                               description="The training run's configuration (train:=true)"),
         DeclareLaunchArgument("out", default_value="runs/ros_train",
                               description="The training run's directory (train:=true)"),
+        DeclareLaunchArgument("detector", default_value="false",
+                              description="Also start a success detector (`reflex ros detect`)"),
+        DeclareLaunchArgument("classifier", default_value="runs/classifier",
+                              description="The success detector's classifier directory (detector:=true)"),
+        DeclareLaunchArgument("detector_params",
+                              default_value=PathJoinSubstitution([share, "config", "success_detector.yaml"]),
+                              description="The success detector's parameter file (detector:=true)"),
         Node(
             package="robot_state_publisher",
             executable="robot_state_publisher",
@@ -83,6 +99,15 @@ def generate_launch_description():
                        "--rate", rate],
             parameters=[params, {"urdf": urdf}],
             condition=IfCondition(train),
+            output="screen",
+        ),
+        Node(
+            package="reflex_bringup",
+            executable="reflex",
+            name="reflex_success_detector",
+            arguments=["ros", "detect", "--classifier", classifier],
+            parameters=[detector_params],
+            condition=IfCondition(detector),
             output="screen",
         ),
     ])

@@ -23,6 +23,30 @@ pub enum RosCommand {
     /// behaviour cloning, then SAC in real time, evaluating as it goes (`reflex train`'s job;
     /// the task's reward is judged over the tracked objects).
     Train(RosTrainArgs),
+    /// A success detector node: a success classifier (`reflex classifier train`) on a camera's
+    /// image topic publishes `true` on the success topic (the bridge's `success_topic`) when it
+    /// sees the task done, `end_after` verdicts in a row, once per success; every verdict's
+    /// probability goes to `probability_topic`. Parameters (`-p`): image_topic, success_topic,
+    /// probability_topic, threshold, end_after, max_gap_s, domain_id, localhost_only.
+    Detect(DetectArgs),
+}
+
+/// Arguments of `reflex ros detect`.
+#[derive(Args)]
+pub struct DetectArgs {
+    /// The classifier's directory (`classifier.safetensors`, `classifier.json`).
+    #[arg(long)]
+    classifier: PathBuf,
+    /// The node's parameter file (`node: ros__parameters:` form); same as
+    /// `--ros-args --params-file FILE`.
+    #[arg(long)]
+    params: Option<PathBuf>,
+    /// Stop after this many seconds (default: until SIGTERM or Ctrl-C).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Print the report as a JSON object on the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `reflex ros train`: those of `reflex train`, and the bridge's.
@@ -115,6 +139,36 @@ pub fn run(what: &RosCommand, ros_args: &[String]) -> Result<()> {
                 }
                 reflex_jobs::ros::ros_train(&cfg, &ros, out, a.train.resume, plugin, progress)
             })
+        }
+        RosCommand::Detect(a) => {
+            if let Some(p) = &a.params {
+                ros.params_files.insert(0, p.clone());
+            }
+            let spec = reflex_jobs::ros::detect::DetectSpec {
+                classifier: a.classifier.clone(),
+                seconds: a.seconds,
+                ros,
+            };
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let r = reflex_jobs::ros::detect::detect(&spec, &stop)?;
+            println!(
+                "success detector ({}): {} images, {} judged ({} superseded, {} refused), {} at or above {:.2}, {} successes declared ({} in a row); {:.1} ms per image (max {:.1})",
+                r.task,
+                r.images,
+                r.judged,
+                r.superseded,
+                r.refused,
+                r.positive,
+                r.threshold,
+                r.successes,
+                r.end_after,
+                r.judge_ms_mean,
+                r.judge_ms_max,
+            );
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+            Ok(())
         }
         RosCommand::SimArm(a) => {
             let task = Task::load(&a.task).with_context(|| format!("loading task {}", a.task))?;

@@ -233,3 +233,93 @@ fn the_launch_files_start_training_against_the_simulated_arm() {
     assert!(out.join("policy.safetensors").exists());
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// `detector:=true`: both launch files add the success detector (`reflex ros detect`) with its
+/// parameter file, the same command line from each. Run exactly, the installed parameter file is
+/// accepted (every parameter known, each value in range) and the node then stops on the
+/// classifier the test did not train, naming the argument: no DDS participant is made.
+#[test]
+fn the_launch_files_start_a_success_detector_with_its_parameter_file() {
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "the_launch_files_start_a_success_detector_with_its_parameter_file",
+    ) {
+        return;
+    }
+    let tmp = std::env::temp_dir().join(format!("reflex-launch-detector-{}", std::process::id()));
+    let prefix = tmp.join("install");
+    let gen = tmp.join("gen");
+    std::fs::create_dir_all(&gen).unwrap();
+    let st = Command::new(repo().join("scripts/install-ros-package.sh"))
+        .arg(&prefix)
+        .arg(env!("CARGO_BIN_EXE_reflex"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let classifier = tmp.join("no-classifier");
+    let set = [
+        "detector:=true".to_string(),
+        format!("classifier:={}", classifier.display()),
+    ];
+    let set: Vec<&str> = set.iter().map(String::as_str).collect();
+    let py = commands("reflex_bringup.launch.py", &prefix, &gen, &set);
+    let xml = commands("reflex_bringup.launch.xml", &prefix, &gen, &set);
+    assert_eq!(
+        comparable(&py),
+        comparable(&xml),
+        "the two launch files agree"
+    );
+    let names: Vec<&str> = py
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "robot_state_publisher",
+            "reflex_sim_arm",
+            "reflex",
+            "reflex_success_detector"
+        ]
+    );
+    let cmd = comparable(&py).pop().unwrap();
+    let share = prefix.join("share/reflex_bringup");
+    assert_eq!(
+        cmd[1..5],
+        [
+            "ros",
+            "detect",
+            "--classifier",
+            &classifier.display().to_string()
+        ]
+    );
+    let file = share
+        .join("config/success_detector.yaml")
+        .display()
+        .to_string();
+    assert!(cmd.contains(&file), "{cmd:?}");
+    let out = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .current_dir(&share)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--classifier") && err.contains("no-classifier"),
+        "{err}"
+    );
+    // A parameter the detector does not know is refused by name, before the classifier.
+    let mut typo = cmd.clone();
+    typo.extend(["-p".into(), "end_afterr:=3".into()]);
+    let out = Command::new(&typo[0])
+        .args(&typo[1..])
+        .current_dir(&share)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("end_afterr"), "{err}");
+    std::fs::remove_dir_all(&tmp).ok();
+}

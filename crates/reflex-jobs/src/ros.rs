@@ -8,6 +8,10 @@
 //! tighten the limits and are checked against the URDF's at start. A pixel run's base (a
 //! `base.safetensors` with `base_encoder.safetensors` beside it) sees the bridge's camera topics
 //! through a camera thread ([`crate::pixel_deploy`]) instead of the tracked objects.
+//!
+//! [`detect`] (`reflex ros detect`) is the success detector node: a success classifier on a
+//! camera topic, publishing its verdicts on the topic the bridge's `success_topic` names, so an
+//! arm without an object tracker has its episodes judged unattended.
 
 use crate::arms::runtime_config;
 pub use crate::arms::scene_spec;
@@ -25,6 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod detect;
 
 /// Why a ROS 2 job failed; names the part, parameter or file.
 #[derive(Debug, thiserror::Error)]

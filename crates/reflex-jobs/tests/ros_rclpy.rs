@@ -568,3 +568,152 @@ fn a_six_dof_ur_arm_is_driven_through_its_forward_position_controller() {
     assert!(b.states.load(Ordering::Relaxed) > 300);
     assert_eq!(b.states_missing_joint.load(Ordering::Relaxed), 0);
 }
+
+/// The grey scene with a red ("done") or blue square that `tests/interop/ros_camera_scenes.py`
+/// publishes as its `k`-th image, as an rgb8 message.
+fn camera_scene(red: bool, k: usize, (w, h): (usize, usize)) -> reflex_ros::msg::Image {
+    let side = w.max(h) / 3;
+    let (x0, y0) = ((k * 7) % (w - side), (k * 5) % (h - side));
+    let colour = if red { [220, 30, 30] } else { [30, 30, 220] };
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let inside = (x0..x0 + side).contains(&x) && (y0..y0 + side).contains(&y);
+            data.extend(if inside { colour } else { [128, 128, 128] });
+        }
+    }
+    reflex_ros::msg::Image {
+        height: h as u32,
+        width: w as u32,
+        encoding: "rgb8".into(),
+        step: (w * 3) as u32,
+        data,
+        ..Default::default()
+    }
+}
+
+/// The success detector node (`reflex ros detect`) against a camera in rclpy: a classifier that
+/// tells red squares ("done") from blue ones, trained on the scenes resampled the detector's
+/// way, watches the camera's topic while rclpy publishes runs of scenes in rgb8, bgr8 (the same
+/// colours in the other byte order: read as rgb8, a blue scene would look done), rows padded
+/// past their width, and mono8, which is refused. Each run of done scenes is declared a success
+/// once, two verdicts in, and only after a "no" again; rclpy hears every verdict's probability.
+#[test]
+fn the_success_detector_declares_each_run_of_done_scenes_from_an_rclpy_camera_once() {
+    use reflex_jobs::ros::detect::{detect, DetectSpec};
+    if std::env::var_os("REFLEX_ROS_BACKEND").is_some() {
+        // The detector speaks DDS itself (no r2r backend): the default run covers it.
+        return;
+    }
+    if reflex_ros::netns::run_test_in_loopback_namespace(
+        "the_success_detector_declares_each_run_of_done_scenes_from_an_rclpy_camera_once",
+    ) {
+        return;
+    }
+    // Training scenes, resampled to 16x16 as the detector resamples what it receives.
+    let (w, h, size) = (64, 48, 16);
+    let mut frames = reflex_classifier::FrameSet {
+        size,
+        ..Default::default()
+    };
+    let mut rgb = vec![0u8; size * size * 3];
+    for k in 0..60 {
+        for red in [true, false] {
+            let mut feed = reflex_ros::camera::CameraFeed::new(reflex_ros::params::CameraParams {
+                name: "camera".into(),
+                image_topic: String::new(),
+                depth_topic: String::new(),
+                info_topic: String::new(),
+                pose_in_base: None,
+                max_age_s: 1.0,
+            });
+            feed.rgb = Some((camera_scene(red, k, (w, h)), 0));
+            feed.colour(&mut rgb, size, size, 0).unwrap();
+            for c in 0..3 {
+                frames
+                    .images
+                    .extend(rgb.chunks_exact(3).map(|p| f32::from(p[c]) / 255.0));
+            }
+            frames.labels.push(red);
+        }
+    }
+    let cfg = reflex_classifier::ClassifierConfig {
+        epochs: 15,
+        batch: 32,
+        lr: 3e-3,
+        ..Default::default()
+    };
+    let (clf, _) = reflex_classifier::train(&frames, "pick_cube", &cfg, |_, _| {}).unwrap();
+    let acc = clf.evaluate(&frames).unwrap();
+    assert_eq!(
+        acc.accuracy, 1.0,
+        "the classifier tells the scenes apart: {acc:?}"
+    );
+    let dir = std::env::temp_dir().join(format!("reflex-detector-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    clf.save(&dir).unwrap();
+
+    let domain = DOMAIN + 9;
+    let argv: Vec<String> = [
+        format!("domain_id:={domain}"),
+        "image_topic:=/camera/color/image_raw".into(),
+        "success_topic:=/detector/success".into(),
+        "probability_topic:=/detector/probability".into(),
+        "threshold:=0.5".into(),
+        "end_after:=2".into(),
+    ]
+    .into_iter()
+    .flat_map(|p| ["-p".to_owned(), p])
+    .collect();
+    let spec = DetectSpec {
+        classifier: dir.clone(),
+        seconds: Some(60.0),
+        ros: RosArgs::parse(&argv).unwrap(),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let detector = {
+        let stop = stop.clone();
+        std::thread::spawn(move || detect(&spec, &stop))
+    };
+    // Indices: blue 0-4, red 5-9, blue bgr8 10-14, red bgr8 15-19, red padded 20-22,
+    // mono8 23-25, blue padded 26-28, red padded 29-33.
+    let camera = spawn_driver(
+        "ros_camera_scenes.py",
+        &serde_json::json!({
+            "image_topic": "/camera/color/image_raw",
+            "success_topic": "/detector/success",
+            "probability_topic": "/detector/probability",
+            "rate_hz": 10.0, "width": w, "height": h,
+            "segments": [
+                ["blue", 5, "rgb8", 0], ["red", 5, "rgb8", 0],
+                ["blue", 5, "bgr8", 0], ["red", 5, "bgr8", 0],
+                ["red", 3, "rgb8", 8], ["red", 3, "mono8", 0],
+                ["blue", 3, "rgb8", 8], ["red", 5, "rgb8", 8],
+            ],
+        }),
+        domain,
+    );
+    let heard = driver_report(camera, "rclpy camera");
+    stop.store(true, Ordering::Release);
+    let r = detector.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("rclpy: {heard}\ndetector: {r:?}");
+    assert_eq!(heard["matched"], true, "{heard}");
+    assert_eq!(heard["published"], 34);
+    assert_eq!(r.images, 34, "{r:?}");
+    assert_eq!(r.refused, 3, "the mono8 images: {r:?}");
+    assert_eq!(r.judged + r.superseded, 31, "{r:?}");
+    assert_eq!(r.successes, 3, "{r:?}");
+    assert_eq!(heard["probabilities"].as_u64(), Some(r.judged), "{heard}");
+    // Each success came after the second done scene of its run, before the next run began.
+    let at: Vec<u64> = heard["successes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(at.len(), 3, "{heard}");
+    assert!((6..15).contains(&at[0]), "{at:?}");
+    assert!((16..29).contains(&at[1]), "{at:?}");
+    assert!((30..34).contains(&at[2]), "{at:?}");
+}

@@ -22,7 +22,7 @@ use crate::msg::{
 };
 use crate::params::BridgeParams;
 use reflex_core::{Frame, JointCommand, Pose, ARM_DOF};
-use ros2_client::{NodeName, NodeOptions, ServiceMapping, ServiceTypeName};
+use ros2_client::{ServiceMapping, ServiceTypeName};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,13 +102,7 @@ pub fn serve<A: ServedArm>(
     let p = &settings.params;
     let ctx = context(p)?;
     let dds = |what: &str, e: ros2_client::CreateError| BridgeError::Dds(format!("{what}: {e:?}"));
-    let mut node = ctx
-        .new_node(
-            NodeName::new(&settings.namespace, &settings.node_name)
-                .map_err(|e| BridgeError::Dds(format!("node name: {e:?}")))?,
-            NodeOptions::new().enable_rosout(false),
-        )
-        .map_err(|e| BridgeError::Dds(format!("node: {e:?}")))?;
+    let mut node = crate::bridge::node(&ctx, &settings.namespace, &settings.node_name)?;
     let n = &mut node;
     let js_pub = advertise::<JointState>(n, &p.joint_states_topic, qos_service())?;
     let arm_topic = format!("{}/commands", p.arm_controller.trim_end_matches('/'));

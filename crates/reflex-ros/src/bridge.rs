@@ -158,12 +158,26 @@ const WAKER: Token = Token(0);
 
 /// The DDS participant for `params`: restricted to loopback when `localhost_only`.
 pub fn context(params: &BridgeParams) -> Result<Context, BridgeError> {
-    let mut b = rustdds::DomainParticipantBuilder::new(params.domain_id);
-    if params.localhost_only {
+    participant(params.domain_id, params.localhost_only)
+}
+
+/// A DDS participant on `domain_id`: restricted to loopback when `localhost_only` (what every
+/// Reflex node uses: the bridge, the simulated arm, the success detector).
+pub fn participant(domain_id: u16, localhost_only: bool) -> Result<Context, BridgeError> {
+    let mut b = rustdds::DomainParticipantBuilder::new(domain_id);
+    if localhost_only {
         b = b.with_only_networks([std::net::Ipv4Addr::LOCALHOST]);
     }
     let dp = b.build().map_err(|e| BridgeError::Dds(e.to_string()))?;
     Context::from_domain_participant(dp).map_err(|e| BridgeError::Dds(e.to_string()))
+}
+
+/// A node named `namespace`/`name` on `ctx`, without rosout (errors name the node).
+pub fn node(ctx: &Context, namespace: &str, name: &str) -> Result<Node, BridgeError> {
+    let full = NodeName::new(namespace, name)
+        .map_err(|e| BridgeError::Dds(format!("node name `{namespace}` `{name}`: {e:?}")))?;
+    ctx.new_node(full, NodeOptions::new().enable_rosout(false))
+        .map_err(|e| BridgeError::Dds(format!("node `{name}`: {e:?}")))
 }
 
 /// A topic or service name as ROS 2 writes it, split for ros2-client (`/a/b` -> `/a`, `b`).
@@ -412,14 +426,7 @@ impl RosRobot {
         let mut ex = match params.backend {
             Backend::Rustdds => {
                 let ctx = context(params)?;
-                let node = ctx
-                    .new_node(
-                        NodeName::new(namespace, node_name).map_err(|e| {
-                            BridgeError::Dds(format!("node name `{node_name}`: {e:?}"))
-                        })?,
-                        NodeOptions::new().enable_rosout(false),
-                    )
-                    .map_err(|e| BridgeError::Dds(format!("node: {e:?}")))?;
+                let node = node(&ctx, namespace, node_name)?;
                 let registry = poll
                     .registry()
                     .try_clone()

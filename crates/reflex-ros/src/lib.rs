@@ -45,8 +45,9 @@ pub mod transport;
 
 pub use args::{ArgsError, ParamSet, ParamValue, RosArgs};
 pub use bridge::{
-    advertise, context, qos_command, qos_latched, qos_service, qos_stream, ros_name, subscribe,
-    subscribe_if, topic, wall_ns, BridgeError, BridgeStats, ResetError, RosRobot,
+    advertise, context, node, participant, qos_command, qos_latched, qos_service, qos_stream,
+    ros_name, subscribe, subscribe_if, topic, wall_ns, BridgeError, BridgeStats, ResetError,
+    RosRobot,
 };
 pub use params::{Backend, BridgeParams, CommandInterface, ObjectsSource, ParamError, Reader};
 /// What a task asks of the tracked scene (defined with the scene seam in `reflex-core`).

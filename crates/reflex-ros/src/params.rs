@@ -721,7 +721,16 @@ mod tests {
                 continue;
             }
             let args = RosArgs::parse(&["--params-file", path.to_str().unwrap()]).unwrap();
-            let mut r = Reader::new(args.parameters("/reflex").unwrap());
+            let set = args.parameters("/reflex").unwrap();
+            if set.values.is_empty() {
+                // Another node's file (the success detector's is read by its own test).
+                assert!(
+                    path.ends_with("success_detector.yaml"),
+                    "{path:?} has nothing for the `reflex` node"
+                );
+                continue;
+            }
+            let mut r = Reader::new(set);
             let p = BridgeParams::read(&mut r).unwrap_or_else(|e| panic!("{path:?}: {e}"));
             r.finish().unwrap_or_else(|e| panic!("{path:?}: {e}"));
             assert!(!p.urdf.as_os_str().is_empty());
