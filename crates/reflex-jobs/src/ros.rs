@@ -323,7 +323,8 @@ pub fn connect_arm(
         Some(j) => robot.set_judge(Box::new(j)),
         None if params.success_topic.is_empty() => tracing::warn!(
             "task `{}` is judged over tracked objects and this arm has none (parameter \
-             objects_source: none) and no success_topic: no episode will be judged a success",
+             objects_source: none) and no success_topic: no episode will be judged a success \
+             (an operator's button or `reflex ros detect` can be the success_topic)",
             task.name
         ),
         None => tracing::info!(
@@ -573,7 +574,8 @@ impl RosArms {
             return Err(RosJobError::Setting(format!(
                 "parameter success_topic: task `{}` is judged over tracked objects and this arm \
                  has none (objects_source: none), so its evaluations need another verdict: name \
-                 a std_msgs/Bool topic an operator's button or a success detector publishes on",
+                 a std_msgs/Bool topic an operator's button or a success detector publishes on \
+                 (`reflex ros detect --classifier DIR` publishes on /reflex/success)",
                 task.name
             )));
         }
