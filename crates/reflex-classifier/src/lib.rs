@@ -107,12 +107,22 @@ pub(crate) fn first_value<const D: usize>(t: Tensor<D>) -> f32 {
 /// Converts an RGB frame (row-major, 3 bytes per pixel) to the classifier's layout
 /// (channel-major floats in [0, 1]), appending to `out`.
 pub fn image_tensor_layout(frame: &Frame, out: &mut Vec<f32>) {
-    let (w, h) = (frame.width, frame.height);
-    for c in 0..3 {
-        for y in 0..h {
-            for x in 0..w {
-                out.push(f32::from(frame.rgb[(y * w + x) * 3 + c]) / 255.0);
-            }
+    let start = out.len();
+    out.resize(start + 3 * frame.width * frame.height, 0.0);
+    rgb_tensor_layout(
+        &frame.rgb[..frame.width * frame.height * 3],
+        &mut out[start..],
+    );
+}
+
+/// [`image_tensor_layout`] of bare RGB rows (`rgb.len()` = 3 per pixel) into `out`, which
+/// holds exactly as many values: red plane, then green, then blue, each in [0, 1].
+pub fn rgb_tensor_layout(rgb: &[u8], out: &mut [f32]) {
+    let n = rgb.len() / 3;
+    assert_eq!(out.len(), 3 * n, "one value per byte of whole pixels");
+    for (i, px) in rgb.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * n + i] = f32::from(px[c]) / 255.0;
         }
     }
 }
@@ -427,6 +437,24 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_and_bare_rows_reach_the_same_channel_major_layout() {
+        let mut frame = Frame::new(3, 2);
+        for (i, b) in frame.rgb.iter_mut().enumerate() {
+            *b = (i * 10) as u8;
+        }
+        let mut from_frame = vec![-1.0];
+        image_tensor_layout(&frame, &mut from_frame);
+        assert_eq!(from_frame.len(), 1 + 18, "appended after what was there");
+        // Pixel 1's green is byte 4; it sits at plane 1, index 1.
+        assert_eq!(from_frame[1 + 6 + 1], 40.0 / 255.0);
+        assert_eq!(from_frame[1], 0.0);
+        assert_eq!(from_frame[18], 170.0 / 255.0, "the last pixel's blue");
+        let mut bare = vec![0.0; 18];
+        rgb_tensor_layout(&frame.rgb, &mut bare);
+        assert_eq!(bare, from_frame[1..]);
+    }
 
     /// A classifier, trained or loaded, judges frames with no autodiff graph: on an autodiff
     /// device every call kept about 0.3 MB until the process ran out of memory.

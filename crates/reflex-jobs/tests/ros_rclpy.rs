@@ -629,11 +629,9 @@ fn the_success_detector_declares_each_run_of_done_scenes_from_an_rclpy_camera_on
             });
             feed.rgb = Some((camera_scene(red, k, (w, h)), 0));
             feed.colour(&mut rgb, size, size, 0).unwrap();
-            for c in 0..3 {
-                frames
-                    .images
-                    .extend(rgb.chunks_exact(3).map(|p| f32::from(p[c]) / 255.0));
-            }
+            let start = frames.images.len();
+            frames.images.resize(start + rgb.len(), 0.0);
+            reflex_classifier::rgb_tensor_layout(&rgb, &mut frames.images[start..]);
             frames.labels.push(red);
         }
     }

@@ -267,11 +267,7 @@ pub fn detect(spec: &DetectSpec, stop: &AtomicBool) -> Result<DetectReport, RosJ
             }
             continue;
         }
-        for c in 0..3 {
-            for (i, px) in rgb.chunks_exact(3).enumerate() {
-                input[c * size * size + i] = f32::from(px[c]) / 255.0;
-            }
-        }
+        reflex_classifier::rgb_tensor_layout(&rgb, &mut input);
         let p = classifier
             .probabilities(&input)
             .map_err(|e| setting(format!("classifier: {e}")))?
