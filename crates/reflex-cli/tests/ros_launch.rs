@@ -52,6 +52,34 @@ fn comparable(nodes: &serde_json::Value) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Installs reflex_bringup with this build's binary into a fresh `<tmp>/install` (the test's
+/// temporary directory is named by `tag`); returns the directory, the prefix and `<tmp>/gen`
+/// for the generated parameter files.
+fn install_package(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let tmp = std::env::temp_dir().join(format!("reflex-launch{tag}-{}", std::process::id()));
+    let prefix = tmp.join("install");
+    let gen = tmp.join("gen");
+    std::fs::create_dir_all(&gen).unwrap();
+    let st = Command::new(repo().join("scripts/install-ros-package.sh"))
+        .arg(&prefix)
+        .arg(env!("CARGO_BIN_EXE_reflex"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    (tmp, prefix, gen)
+}
+
+/// The names of the nodes a launch file starts, in order.
+fn node_names(nodes: &serde_json::Value) -> Vec<&str> {
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect()
+}
+
 /// Starts `cmd`; its log goes to `log` (a pipe nobody drains would stall it).
 fn start(cmd: &[String], cwd: &Path, domain: &str, log: &Path) -> Child {
     Command::new(&cmd[0])
@@ -78,16 +106,7 @@ fn the_launch_files_start_a_reflex_node_that_drives_the_simulated_arm() {
     ) {
         return;
     }
-    let tmp = std::env::temp_dir().join(format!("reflex-launch-{}", std::process::id()));
-    let prefix = tmp.join("install");
-    let gen = tmp.join("gen");
-    std::fs::create_dir_all(&gen).unwrap();
-    let st = Command::new(repo().join("scripts/install-ros-package.sh"))
-        .arg(&prefix)
-        .arg(env!("CARGO_BIN_EXE_reflex"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let (tmp, prefix, gen) = install_package("");
     assert!(prefix
         .join("share/ament_index/resource_index/packages/reflex_bringup")
         .exists());
@@ -98,22 +117,12 @@ fn the_launch_files_start_a_reflex_node_that_drives_the_simulated_arm() {
         comparable(&xml),
         "the two launch files agree"
     );
-    let names: Vec<&str> = py
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let names = node_names(&py);
     assert_eq!(names, ["robot_state_publisher", "reflex_sim_arm", "reflex"]);
     // sim:=false leaves the simulated arm out.
     for file in ["reflex_bringup.launch.py", "reflex_bringup.launch.xml"] {
         let real = commands(file, &prefix, &gen, &["sim:=false"]);
-        let names: Vec<&str> = real
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["name"].as_str().unwrap())
-            .collect();
+        let names = node_names(&real);
         assert_eq!(names, ["robot_state_publisher", "reflex"], "{file}");
     }
 
@@ -176,17 +185,7 @@ fn the_launch_files_start_training_against_the_simulated_arm() {
     ) {
         return;
     }
-    let tmp = std::env::temp_dir().join(format!("reflex-launch-train-{}", std::process::id()));
-    let prefix = tmp.join("install");
-    let gen = tmp.join("gen");
-    std::fs::create_dir_all(&gen).unwrap();
-    let st = Command::new(repo().join("scripts/install-ros-package.sh"))
-        .arg(&prefix)
-        .arg(env!("CARGO_BIN_EXE_reflex"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let (tmp, prefix, gen) = install_package("-train");
     let config = tmp.join("tiny.toml");
     std::fs::write(
         &config,
@@ -245,16 +244,7 @@ fn the_launch_files_start_a_success_detector_with_its_parameter_file() {
     ) {
         return;
     }
-    let tmp = std::env::temp_dir().join(format!("reflex-launch-detector-{}", std::process::id()));
-    let prefix = tmp.join("install");
-    let gen = tmp.join("gen");
-    std::fs::create_dir_all(&gen).unwrap();
-    let st = Command::new(repo().join("scripts/install-ros-package.sh"))
-        .arg(&prefix)
-        .arg(env!("CARGO_BIN_EXE_reflex"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let (tmp, prefix, gen) = install_package("-detector");
     let classifier = tmp.join("no-classifier");
     let set = [
         "detector:=true".to_string(),
@@ -268,12 +258,7 @@ fn the_launch_files_start_a_success_detector_with_its_parameter_file() {
         comparable(&xml),
         "the two launch files agree"
     );
-    let names: Vec<&str> = py
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let names = node_names(&py);
     assert_eq!(
         names,
         [
@@ -299,13 +284,17 @@ fn the_launch_files_start_a_success_detector_with_its_parameter_file() {
         .display()
         .to_string();
     assert!(cmd.contains(&file), "{cmd:?}");
-    let out = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .current_dir(&share)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    // Runs a command line from the package's share folder; it must fail, and its stderr is returned.
+    let refused = |cmd: &[String]| {
+        let out = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .current_dir(&share)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&cmd);
     assert!(
         err.contains("--classifier") && err.contains("no-classifier"),
         "{err}"
@@ -313,13 +302,7 @@ fn the_launch_files_start_a_success_detector_with_its_parameter_file() {
     // A parameter the detector does not know is refused by name, before the classifier.
     let mut typo = cmd.clone();
     typo.extend(["-p".into(), "end_afterr:=3".into()]);
-    let out = Command::new(&typo[0])
-        .args(&typo[1..])
-        .current_dir(&share)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&typo);
     assert!(err.contains("end_afterr"), "{err}");
     std::fs::remove_dir_all(&tmp).ok();
 }

@@ -109,8 +109,8 @@ pub struct DetectReport {
     pub judged: u64,
     /// Images that a newer one replaced before the classifier was free.
     pub superseded: u64,
-    /// Images refused (an encoding other than rgb8 or bgr8, a short buffer, an empty image);
-    /// the first reason is logged.
+    /// Images refused (an encoding other than rgb8 or bgr8, a short buffer, an empty image)
+    /// and messages that did not decode (not counted in `images`); the first reason is logged.
     pub refused: u64,
     /// Judged images at or above the threshold.
     pub positive: u64,
