@@ -12,6 +12,7 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::softplus;
 use burn::tensor::{Device, Tensor, TensorData};
 use reflex_core::Rng;
+use reflex_learn::burn_device::BurnDevice;
 use serde::{Deserialize, Serialize};
 
 /// Settings of the frame reward model.
@@ -28,6 +29,8 @@ pub struct FrameRewardConfig {
     pub lr: f64,
     /// Largest random shift of a training frame, pixels (0: none).
     pub shift_px: usize,
+    /// Where the CNN trains and judges: burn's CPU backend, or a GPU (the `gpu` feature).
+    pub device: BurnDevice,
 }
 
 impl Default for FrameRewardConfig {
@@ -38,6 +41,7 @@ impl Default for FrameRewardConfig {
             steps_per_round: 300,
             lr: 1e-3,
             shift_px: 4,
+            device: BurnDevice::Cpu,
         }
     }
 }
@@ -75,7 +79,7 @@ impl FrameRewardModel {
         if cfg.batch_pairs == 0 || !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
             return Err("frame reward: batch_pairs and lr must be positive".into());
         }
-        let device = Device::flex().autodiff();
+        let device = cfg.device.open()?.device;
         device.seed(seed);
         Ok(Self {
             model: SuccessCnn::new(cfg.size, &device),

@@ -33,6 +33,7 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::activation::{relu, sigmoid, softplus};
 use burn::tensor::{Device, Tensor, TensorData};
 use reflex_core::{Frame, Rng};
+use reflex_learn::burn_device::BurnDevice;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -141,6 +142,9 @@ pub struct ClassifierConfig {
     pub threshold: f32,
     /// Seed of the weights and the batches.
     pub seed: u64,
+    /// Where it trains: burn's CPU backend, or a GPU (a build with the `gpu` feature). The
+    /// trained classifier judges on the same device; a saved one loads on the CPU.
+    pub device: BurnDevice,
 }
 
 impl Default for ClassifierConfig {
@@ -152,6 +156,7 @@ impl Default for ClassifierConfig {
             lr: 1e-3,
             threshold: 0.5,
             seed: 0,
+            device: BurnDevice::Cpu,
         }
     }
 }
@@ -289,7 +294,7 @@ pub fn train(
             "batch at least 2, epochs and lr positive".into(),
         ));
     }
-    let device = Device::flex().autodiff();
+    let device = cfg.device.open().map_err(ClassifierError::Invalid)?.device;
     // burn draws initial weights from its own generator: seed it so a run can be repeated.
     device.seed(cfg.seed);
     let size = frames.size;
@@ -490,5 +495,39 @@ mod tests {
             trained.probabilities(&frames.images).unwrap(),
             loaded.probabilities(&frames.images).unwrap()
         );
+    }
+
+    /// Trained on the GPU (built with `gpu`; CI runs it on Mesa's lavapipe), the classifier
+    /// judges there, and its saved weights load on the CPU and judge the same.
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn a_classifier_trained_on_the_gpu_judges_the_same_once_loaded_on_the_cpu() {
+        let size = 16;
+        let per = 3 * size * size;
+        let frames = FrameSet {
+            size,
+            images: (0..6 * per)
+                .map(|i| ((i * 7919) % 251) as f32 / 250.0)
+                .collect(),
+            labels: vec![false, true, false, true, false, true],
+        };
+        let cfg = ClassifierConfig {
+            epochs: 2,
+            batch: 2,
+            device: BurnDevice::Gpu,
+            ..ClassifierConfig::default()
+        };
+        let (trained, loss) = train(&frames, "pick_cube", &cfg, |_, _| {}).unwrap();
+        assert!(loss.is_finite(), "loss {loss}");
+        let dir = std::env::temp_dir().join(format!("reflex-clf-gpu-{}", std::process::id()));
+        trained.save(&dir).unwrap();
+        let loaded = Classifier::load(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let on_gpu = trained.probabilities(&frames.images).unwrap();
+        let on_cpu = loaded.probabilities(&frames.images).unwrap();
+        assert_eq!(on_gpu.len(), 6);
+        for (g, c) in on_gpu.iter().zip(&on_cpu) {
+            assert!((g - c).abs() < 1e-4, "gpu {g} vs cpu {c}");
+        }
     }
 }

@@ -123,6 +123,10 @@ pub struct BenchPixelsArgs {
     /// Training updates to time per side.
     #[arg(long, default_value_t = 5)]
     updates: usize,
+    /// `gpu`: also time burn's update on the GPU (a build with `--features gpu`; the adapter is
+    /// named, and a CPU rasteriser such as Mesa's lavapipe is reported as not a GPU).
+    #[arg(long, default_value = "cpu")]
+    device: reflex_learn::burn_device::BurnDevice,
     /// Print a JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -408,6 +412,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
                         batch: a.batch,
                         samples: a.samples,
                         updates: a.updates,
+                        device: a.device,
                     },
                     |side| {
                         progress(done, total, format!("{side}x{side}"));

@@ -53,6 +53,10 @@ pub struct TrainArgs {
     /// Seed of episodes, weights and batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where the network trains: `cpu`, or `gpu` (burn's wgpu backend; a build with
+    /// `--features gpu`). The saved classifier runs on any build.
+    #[arg(long, default_value = "cpu")]
+    device: reflex_learn::burn_device::BurnDevice,
     /// Output directory (classifier.safetensors, classifier.json, report.json).
     #[arg(long, default_value = "runs/classifier")]
     out: PathBuf,
@@ -116,6 +120,7 @@ fn run_train(a: &TrainArgs) -> Result<()> {
         lr: a.lr,
         seed: a.seed,
         out: a.out.clone(),
+        device: a.device,
     };
     let bar = ProgressBar::new(a.epochs as u64);
     bar.set_style(

@@ -110,8 +110,11 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 // Zenoh's peer router warns at every actor's start that gossip is off (Reflex
                 // turns it off: explicit endpoints only); nothing there is a region gateway.
+                // wgpu (`--device gpu`) logs an error for each graphics API it probes and
+                // does not find (EGL on a machine without a display) before it opens Vulkan.
                 tracing_subscriber::EnvFilter::new(
-                    "info,rustdds=error,ros2_client=error,zenoh::net::routing::hat::peer=error",
+                    "info,rustdds=error,ros2_client=error,zenoh::net::routing::hat::peer=error,\
+                     wgpu_hal=off,wgpu_core=warn",
                 )
             }),
         )

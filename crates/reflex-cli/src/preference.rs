@@ -31,6 +31,9 @@ pub struct PreferenceArgs {
     /// frame itself (a CNN, as RL-VLM-F).
     #[arg(long, default_value = "state")]
     model: ModelInput,
+    /// Where the frame model trains: `cpu`, or `gpu` (a build with `--features gpu`).
+    #[arg(long, default_value = "cpu")]
+    device: reflex_learn::burn_device::BurnDevice,
     /// Base URL of an OpenAI-compatible VLM server. Without it, a built-in oracle answers
     /// from simulator ground truth.
     #[arg(long)]
@@ -50,6 +53,11 @@ pub struct PreferenceArgs {
 pub fn run(a: &PreferenceArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.oracle_noise) {
         bail!("--oracle-noise must be in [0, 1], got {}", a.oracle_noise);
+    }
+    if a.device == reflex_learn::burn_device::BurnDevice::Gpu
+        && a.model != reflex_jobs::preference::ModelInput::Frames
+    {
+        bail!("--device gpu: only `--model frames` runs in burn; the state model is an MLP on the CPU");
     }
     let (client, oracle) = reflex_jobs::rewards::vlm_client(
         None,
@@ -71,6 +79,10 @@ pub fn run(a: &PreferenceArgs) -> Result<()> {
         heldout_episodes: a.heldout_episodes,
         seed: a.seed,
         input: a.model,
+        frames_model: reflex_classifier::frame_reward::FrameRewardConfig {
+            device: a.device,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let report = run_preference(&cfg, &client, |r| {

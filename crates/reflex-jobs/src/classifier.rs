@@ -237,6 +237,8 @@ pub struct ClassifierTrainSpec {
     /// With `sessions`: frames at the end of a successful episode labelled success (`None`:
     /// each session's success hold plus one).
     pub positive_last: Option<usize>,
+    /// Where the network trains (`--device`).
+    pub device: reflex_learn::burn_device::BurnDevice,
 }
 
 /// What training measured (`report.json`).
@@ -262,6 +264,8 @@ pub struct ClassifierTrainReport {
     pub source: Vec<String>,
     /// With sessions: episodes read, and of those, successful.
     pub session_episodes: Option<(usize, usize)>,
+    /// Where it trained.
+    pub device: reflex_learn::burn_device::BurnDevice,
     /// Wall-clock time, seconds.
     pub wall_s: f64,
 }
@@ -321,6 +325,7 @@ pub fn train_classifier(
         epochs: spec.epochs,
         lr: spec.lr,
         seed: spec.seed,
+        device: spec.device,
         ..Default::default()
     };
     let (clf, loss) = reflex_classifier::train(&frames, &spec.task.name, &cfg, &mut epoch)?;
@@ -335,6 +340,7 @@ pub fn train_classifier(
         heldout: clf.evaluate(&heldout)?,
         source,
         session_episodes,
+        device: spec.device,
         wall_s: started.elapsed().as_secs_f64(),
     };
     clf.save(&spec.out)?;

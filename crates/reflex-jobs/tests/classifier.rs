@@ -206,6 +206,7 @@ fn a_classifier_learns_from_a_recorded_session_labelled_by_its_episodes_ends() {
         sessions: dirs.to_vec(),
         camera: "front".into(),
         positive_last: None,
+        device: Default::default(),
     };
     let r = train_classifier(&spec, |_, _| {}).unwrap();
     assert_eq!(r.source, [session_dir.display().to_string()]);

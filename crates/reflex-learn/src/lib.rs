@@ -24,6 +24,8 @@
 //! - [`pixels`]: the pixel encoder in burn (the tick's `reflex_policy::ConvEncoder`, trainable),
 //!   DrQ's random shift, and the seam that carries a critic's gradient from this crate's
 //!   kernels into burn's autodiff.
+//! - [`burn_device`]: where burn's networks run: its CPU backend, or a GPU through burn's wgpu
+//!   backend with the `gpu` feature (off by default; the build never needs a GPU).
 //! - [`conv_net`]: the same pixel encoder on this crate's own kernels (im2col + GEMM, images
 //!   across threads), checked against burn's gradients.
 //! - [`pixel_sac`]: SAC from pixels: the agent behind the encoder, the encoder trained by the
@@ -43,6 +45,7 @@
 //! on this step, see the README); weights travel as safetensors in `torch.nn.Linear` layout.
 
 pub mod bc;
+pub mod burn_device;
 pub mod conv_net;
 pub mod learner;
 pub mod nn;

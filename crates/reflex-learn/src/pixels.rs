@@ -284,7 +284,16 @@ pub struct EncoderTrainer {
 impl EncoderTrainer {
     /// A fresh encoder of `shape`, seeded from `cfg.seed`.
     pub fn new(shape: &EncoderShape, cfg: EncoderTrainConfig) -> Result<Self, String> {
-        let device = Device::flex().autodiff();
+        Self::new_on(shape, cfg, Device::flex().autodiff())
+    }
+
+    /// A fresh encoder of `shape` on `device` (an autodiff device, e.g. a
+    /// [`crate::burn_device::BurnDevice`]'s), seeded from `cfg.seed`.
+    pub fn new_on(
+        shape: &EncoderShape,
+        cfg: EncoderTrainConfig,
+        device: Device,
+    ) -> Result<Self, String> {
         device.seed(cfg.seed);
         let model = PixelEncoder::new(shape, &device)?;
         Ok(Self::with_model(shape, model, device, cfg))
@@ -292,7 +301,15 @@ impl EncoderTrainer {
 
     /// A trainer that continues from `params` (a checkpoint's or a policy file's encoder).
     pub fn from_params(params: &EncoderParams, cfg: EncoderTrainConfig) -> Result<Self, String> {
-        let device = Device::flex().autodiff();
+        Self::from_params_on(params, cfg, Device::flex().autodiff())
+    }
+
+    /// [`EncoderTrainer::from_params`] on `device` (an autodiff device).
+    pub fn from_params_on(
+        params: &EncoderParams,
+        cfg: EncoderTrainConfig,
+        device: Device,
+    ) -> Result<Self, String> {
         let model = PixelEncoder::from_params(params, &device)?;
         Ok(Self::with_model(&params.shape, model, device, cfg))
     }
@@ -440,6 +457,53 @@ mod tests {
         // And back: importing the exported weights gives the same network.
         let again = PixelEncoder::from_params(&enc.to_params(&s), &device).unwrap();
         assert_eq!(again.to_params(&s), enc.to_params(&s));
+    }
+
+    /// The GPU path (built with `gpu`; CI runs it on Mesa's lavapipe, a software Vulkan
+    /// driver) computes the same features and takes the same Adam step as burn's CPU backend.
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn the_gpu_device_encodes_and_steps_as_the_cpu_does() {
+        let s = shape(16, 2);
+        let cfg = EncoderTrainConfig {
+            seed: 3,
+            ..EncoderTrainConfig::default()
+        };
+        let mut cpu = EncoderTrainer::new(&s, cfg.clone()).unwrap();
+        let gpu_device = crate::burn_device::BurnDevice::Gpu
+            .open()
+            .unwrap_or_else(|e| panic!("the gpu feature is built but {e}"));
+        let before = cpu.params();
+        let mut gpu = EncoderTrainer::from_params_on(&before, cfg, gpu_device.device).unwrap();
+        let imgs = images(&s, 6, 5);
+        let close = |a: &[f32], b: &[f32], tol: f32, what: &str| {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!((x - y).abs() <= tol, "{what}[{i}]: cpu {x} vs gpu {y}");
+            }
+        };
+        close(&cpu.features(&imgs), &gpu.features(&imgs), 1e-4, "features");
+        let d: Vec<f32> = (0..6 * s.features)
+            .map(|i| ((i % 9) as f32 - 4.0) * 0.05)
+            .collect();
+        let e = cpu.encode(&imgs);
+        cpu.apply(e, &d);
+        let e = gpu.encode(&imgs);
+        gpu.apply(e, &d);
+        let (c, g) = (cpu.params(), gpu.params());
+        close(&c.head_weight, &g.head_weight, 1e-5, "head after a step");
+        close(&c.convs[0].0, &g.convs[0].0, 1e-5, "conv 0 after a step");
+        // The step moved the weights (an Adam step moves each by about the learning rate).
+        let moved = c
+            .head_weight
+            .iter()
+            .zip(&before.head_weight)
+            .filter(|(a, b)| (*a - *b).abs() > 1e-4)
+            .count();
+        assert!(
+            moved > c.head_weight.len() / 2,
+            "the step moved {moved} weights"
+        );
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! batch 1) and one training update of the same encoder in burn on a batch (random shift,
 //! forward with the graph kept, the critic's gradient carried back, an Adam step), the part of
 //! an image-based SAC update that state observations do not pay; the update both in burn and on
-//! `reflex_learn::conv_net`'s own kernels.
+//! `reflex_learn::conv_net`'s own kernels. With `device = gpu` (a build with the `gpu` feature),
+//! burn's update is also timed on the GPU's wgpu adapter, which the report names; a CPU
+//! rasteriser standing in for a GPU (Mesa's lavapipe) is reported as `software`.
 
 use super::{latency_us, BenchReport};
 use anyhow::{anyhow, Result};
 use reflex_core::Rng;
+use reflex_learn::burn_device::{BurnDevice, OpenedDevice};
 use reflex_learn::conv_net::{ConvNet, ConvTape};
 use reflex_learn::nn::Adam;
 use reflex_learn::pixel_sac::{PixelAgent, PixelBatch, PixelConfig};
@@ -29,6 +32,8 @@ pub struct BenchPixelsSpec {
     pub samples: usize,
     /// Training updates to time per side.
     pub updates: usize,
+    /// Also time burn's update here: [`BurnDevice::Gpu`] adds the GPU's figure.
+    pub device: BurnDevice,
 }
 
 /// Runs the benchmark; `progress` gets the side being measured.
@@ -38,7 +43,23 @@ pub fn pixels(spec: &BenchPixelsSpec, mut progress: impl FnMut(usize)) -> Result
             "bench pixels needs at least one side, camera, batch row and update"
         ));
     }
+    // Opened before anything is timed, so a missing GPU fails at once, by name.
+    let gpu = match spec.device {
+        BurnDevice::Cpu => None,
+        BurnDevice::Gpu => Some(BurnDevice::Gpu.open().map_err(|e| anyhow!(e))?),
+    };
     let mut report = BenchReport::default();
+    if let Some(g) = &gpu {
+        report.lines.push(format!(
+            "burn's GPU device: {}{}",
+            g.name,
+            if g.software {
+                " (a CPU rasteriser, not a GPU: its figures are not a GPU's)"
+            } else {
+                ""
+            }
+        ));
+    }
     let mut rows = Vec::new();
     for &side in &spec.sides {
         progress(side);
@@ -89,6 +110,19 @@ pub fn pixels(spec: &BenchPixelsSpec, mut progress: impl FnMut(usize)) -> Result
                 update_s += t1.elapsed().as_secs_f64();
             }
         }
+        // The same update in burn on the GPU.
+        let gpu_ms = match &gpu {
+            Some(g) => Some(time_burn_update(
+                &trainer,
+                g,
+                &images,
+                &mut shifted,
+                &d,
+                spec.updates,
+                &mut rng,
+            )?),
+            None => None,
+        };
         // The same update on this crate's own kernels (im2col + GEMM, images across threads).
         let mut net = ConvNet::from_params(&trainer.params()).map_err(|e| anyhow!(e))?;
         let mut adam = Adam::new(net.num_params(), 3e-4);
@@ -157,6 +191,12 @@ pub fn pixels(spec: &BenchPixelsSpec, mut progress: impl FnMut(usize)) -> Result
             spec.batch,
             1e3 / sac_ms,
         ));
+        if let Some(ms) = gpu_ms {
+            report.lines.push(format!(
+                "{side}x{side}: the same update in burn on the GPU device {ms:.0} ms ({:.2} times the CPU's)",
+                ms / update_ms
+            ));
+        }
         rows.push(serde_json::json!({
             "side": side,
             "cameras": spec.cameras,
@@ -171,9 +211,13 @@ pub fn pixels(spec: &BenchPixelsSpec, mut progress: impl FnMut(usize)) -> Result
             "burn_update_ms": update_ms,
             "own_update_ms": own_ms,
             "sac_update_ms": sac_ms,
+            "burn_gpu_update_ms": gpu_ms,
         }));
     }
-    report.json = serde_json::json!({ "pixels": rows });
+    report.json = serde_json::json!({
+        "pixels": rows,
+        "gpu": gpu.as_ref().map(|g| serde_json::json!({ "adapter": g.name, "software": g.software })),
+    });
     Ok(report)
 }
 
@@ -189,4 +233,34 @@ fn encoder_macs(shape: &EncoderShape) -> u64 {
         in_ch = *ch;
     }
     macs + (shape.flat_len().unwrap_or(0) * shape.features) as u64
+}
+
+/// Mean milliseconds of burn's encoder update (shift, forward, the critic's gradient carried
+/// back, Adam) on `device`, from `cpu`'s weights, after one warm-up update (which compiles the
+/// GPU's kernels).
+fn time_burn_update(
+    cpu: &EncoderTrainer,
+    device: &OpenedDevice,
+    images: &[u8],
+    shifted: &mut [u8],
+    d: &[f32],
+    updates: usize,
+    rng: &mut Rng,
+) -> Result<f64> {
+    let mut trainer =
+        EncoderTrainer::from_params_on(&cpu.params(), cpu.config().clone(), device.device.clone())
+            .map_err(|e| anyhow!(e))?;
+    let mut total = 0.0;
+    for k in 0..=updates {
+        random_shift(cpu.shape(), 4, images, shifted, rng);
+        let t = Instant::now();
+        let enc = trainer.encode(shifted);
+        trainer.apply(enc, d);
+        // Reading the weights back waits for the device's queue.
+        std::hint::black_box(trainer.params());
+        if k > 0 {
+            total += t.elapsed().as_secs_f64();
+        }
+    }
+    Ok(total / updates as f64 * 1e3)
 }
