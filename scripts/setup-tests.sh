@@ -79,7 +79,7 @@ fi
 # The gpu feature's tests run burn's wgpu backend on Mesa's lavapipe (a Vulkan driver on the CPU;
 # this machine has no GPU): the Vulkan loader and the driver's manifest.
 if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] \
-  || ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+  || [ ! -e /usr/lib/x86_64-linux-gnu/libvulkan.so.1 ]; then
   apt_need "the gpu feature's tests (burn's wgpu backend on lavapipe)" mesa-vulkan-drivers libvulkan1
 fi
 
