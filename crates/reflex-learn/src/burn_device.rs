@@ -51,13 +51,14 @@ impl BurnDevice {
     }
 }
 
+/// What [`BurnDevice::open`] says for `gpu` in a build without the `gpu` feature.
+#[cfg_attr(feature = "gpu", allow(dead_code))]
+const NO_GPU_BACKEND: &str = "device `gpu`: this build has no GPU backend; build with \
+     `--features gpu` (burn's wgpu backend: Vulkan, Metal or DirectX 12)";
+
 #[cfg(not(feature = "gpu"))]
 fn open_gpu() -> Result<OpenedDevice, String> {
-    Err(
-        "device `gpu`: this build has no GPU backend; build with `--features gpu` \
-         (burn's wgpu backend: Vulkan, Metal or DirectX 12)"
-            .into(),
-    )
+    Err(NO_GPU_BACKEND.into())
 }
 
 #[cfg(feature = "gpu")]
@@ -147,11 +148,22 @@ mod tests {
         assert!(!is_software("AMD Radeon 8060S Graphics"));
     }
 
-    #[cfg(not(feature = "gpu"))]
+    /// Built with `gpu` (as CI builds the tests, on Mesa's lavapipe), the GPU opens and is
+    /// named; built without it, opening it says how to build it.
     #[test]
-    fn a_build_without_the_gpu_feature_says_how_to_get_one() {
-        let e = BurnDevice::Gpu.open().unwrap_err();
-        assert!(e.contains("--features gpu"), "{e}");
-        assert!(BurnDevice::Cpu.open().is_ok());
+    fn the_gpu_opens_where_built_and_says_how_to_build_it_where_not() {
+        assert_eq!(BurnDevice::Cpu.open().unwrap().name, "cpu (burn flex)");
+        match BurnDevice::Gpu.open() {
+            Ok(d) => {
+                assert!(BurnDevice::GPU_BUILT, "opened without the feature");
+                assert!(!d.name.is_empty());
+                assert_eq!(d.software, is_software(&d.name));
+            }
+            Err(e) => {
+                assert!(!BurnDevice::GPU_BUILT, "the gpu feature is built but {e}");
+                assert_eq!(e, NO_GPU_BACKEND);
+                assert!(e.contains("--features gpu"), "{e}");
+            }
+        }
     }
 }
