@@ -3,8 +3,7 @@
 # tests compare against (MuJoCo, ROS's URDF parser, the safetensors reference library, rclpy and
 # ROS 2 messages, Cyclone DDS, Playwright, pyarrow, pandas and `datasets`: from PyPI, into
 # target/pyenv) and Debian's packages (iproute2 and util-linux for the network namespaces,
-# ffmpeg, Chromium, libudev-dev for the gamepad feature, openssl, Mesa's Vulkan drivers for the
-# gpu feature's tests), each only when its check
+# ffmpeg, Chromium, libudev-dev for the gamepad feature, openssl), each only when its check
 # fails. Run by scripts/test.sh and, before the lints, by .ci/run. Debian's packages are
 # installed when run as root; otherwise it names them and fails.
 set -euo pipefail
@@ -74,13 +73,6 @@ fi
 # The native gamepad (`reflex-teleop`'s `gamepad` feature, gilrs) builds against libudev.
 if ! command -v pkg-config >/dev/null || ! pkg-config --exists libudev; then
   apt_need "the native gamepad (the gamepad feature)" libudev-dev pkg-config
-fi
-
-# The gpu feature's tests run burn's wgpu backend on Mesa's lavapipe (a Vulkan driver on the CPU;
-# this machine has no GPU): the Vulkan loader and the driver's manifest.
-if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] \
-  || [ ! -e /usr/lib/x86_64-linux-gnu/libvulkan.so.1 ]; then
-  apt_need "the gpu feature's tests (burn's wgpu backend on lavapipe)" mesa-vulkan-drivers libvulkan1
 fi
 
 if ! command -v openssl >/dev/null; then
